@@ -1,0 +1,1 @@
+//! hf (to be written)

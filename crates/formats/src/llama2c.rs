@@ -1,0 +1,1 @@
+//! llama2c (to be written)

@@ -1,0 +1,1 @@
+//! pickle (to be written)

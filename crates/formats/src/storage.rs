@@ -1,0 +1,56 @@
+use std::ops::Range;
+use std::sync::Arc;
+
+/// Bytes of a tensor: a range of a shared read-only memory map, or an owned buffer (formats whose
+/// bytes need conversion or joining).
+#[derive(Clone)]
+pub enum Storage {
+    Mapped { map: Arc<memmap2::Mmap>, range: Range<usize> },
+    Owned(Arc<Vec<u8>>),
+}
+
+impl Storage {
+    pub fn owned(bytes: Vec<u8>) -> Self {
+        Storage::Owned(Arc::new(bytes))
+    }
+    /// A sub-range of a map. The caller has checked `range` against `map.len()`.
+    pub fn mapped(map: Arc<memmap2::Mmap>, range: Range<usize>) -> Self {
+        assert!(range.start <= range.end && range.end <= map.len(), "range checked by reader");
+        Storage::Mapped { map, range }
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Storage::Mapped { map, range } => &map[range.clone()],
+            Storage::Owned(v) => v,
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn is_mapped(&self) -> bool {
+        matches!(self, Storage::Mapped { .. })
+    }
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Storage::Mapped { range, .. } => write!(f, "Mapped({range:?})"),
+            Storage::Owned(v) => write!(f, "Owned({} bytes)", v.len()),
+        }
+    }
+}
+
+/// Memory-maps a whole file read-only.
+pub fn map_file(path: &std::path::Path) -> crate::Result<Arc<memmap2::Mmap>> {
+    let file = std::fs::File::open(path).map_err(|e| crate::FormatError::io(path, e))?;
+    map_open_file(path, &file)
+}
+
+pub(crate) fn map_open_file(path: &std::path::Path, file: &std::fs::File) -> crate::Result<Arc<memmap2::Mmap>> {
+    // Mapping is the one unsafe corner of this crate; it lives in `mmap.rs`.
+    crate::mmap::map(path, file).map(Arc::new)
+}
