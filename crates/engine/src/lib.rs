@@ -1,1 +1,24 @@
-//! engine
+//! `engine` turns a path into a running model: it recognises the checkpoint format from the
+//! content, loads model and tokenizer, owns sequences and their KV storage, samples, and offers
+//! the generation and scoring calls the CLI (and later the server) use. Token ids in, token ids
+//! out; text only at its edges (prompt encoding, streamed decoding).
+//!
+//! It must never know about HTTP or JSON requests.
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod generate;
+mod kv;
+mod load;
+mod perplexity;
+mod sampler;
+
+pub use error::{EngineError, Result};
+pub use generate::{GenerateStats, Session, StopReason};
+pub use kv::KvCache;
+pub use load::{
+    detect_format, load, load_model, load_tokenizer, Loaded, ModelFormat, TokenizerBox,
+};
+pub use perplexity::{perplexity, PerplexityResult};
+pub use sampler::{argmax, Sampler, SamplerConfig};

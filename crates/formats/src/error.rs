@@ -37,14 +37,22 @@ impl FormatError {
             source,
         }
     }
-    pub fn corrupt(path: impl Into<PathBuf>, field: impl Into<String>, msg: impl Into<String>) -> Self {
+    pub fn corrupt(
+        path: impl Into<PathBuf>,
+        field: impl Into<String>,
+        msg: impl Into<String>,
+    ) -> Self {
         FormatError::Corrupt {
             path: path.into(),
             field: field.into(),
             msg: msg.into(),
         }
     }
-    pub fn bad_tensor(path: impl Into<PathBuf>, tensor: impl Into<String>, msg: impl Into<String>) -> Self {
+    pub fn bad_tensor(
+        path: impl Into<PathBuf>,
+        tensor: impl Into<String>,
+        msg: impl Into<String>,
+    ) -> Self {
         FormatError::BadTensor {
             path: path.into(),
             tensor: tensor.into(),

@@ -24,6 +24,7 @@ pub mod gguf;
 pub mod hf;
 pub mod llama2c;
 pub mod meta;
+pub mod npy;
 pub mod pickle;
 
 pub use error::{FormatError, Result};

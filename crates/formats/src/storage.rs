@@ -5,7 +5,10 @@ use std::sync::Arc;
 /// bytes need conversion or joining).
 #[derive(Clone)]
 pub enum Storage {
-    Mapped { map: Arc<memmap2::Mmap>, range: Range<usize> },
+    Mapped {
+        map: Arc<memmap2::Mmap>,
+        range: Range<usize>,
+    },
     Owned(Arc<Vec<u8>>),
 }
 
@@ -15,7 +18,10 @@ impl Storage {
     }
     /// A sub-range of a map. The caller has checked `range` against `map.len()`.
     pub fn mapped(map: Arc<memmap2::Mmap>, range: Range<usize>) -> Self {
-        assert!(range.start <= range.end && range.end <= map.len(), "range checked by reader");
+        assert!(
+            range.start <= range.end && range.end <= map.len(),
+            "range checked by reader"
+        );
         Storage::Mapped { map, range }
     }
     pub fn as_bytes(&self) -> &[u8] {
@@ -50,7 +56,10 @@ pub fn map_file(path: &std::path::Path) -> crate::Result<Arc<memmap2::Mmap>> {
     map_open_file(path, &file)
 }
 
-pub(crate) fn map_open_file(path: &std::path::Path, file: &std::fs::File) -> crate::Result<Arc<memmap2::Mmap>> {
+pub(crate) fn map_open_file(
+    path: &std::path::Path,
+    file: &std::fs::File,
+) -> crate::Result<Arc<memmap2::Mmap>> {
     // Mapping is the one unsafe corner of this crate; it lives in `mmap.rs`.
     crate::mmap::map(path, file).map(Arc::new)
 }

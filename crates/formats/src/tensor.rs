@@ -67,7 +67,12 @@ pub struct Tensor {
 
 impl Tensor {
     /// Builds a tensor, checking that `data` holds exactly the bytes the shape and dtype need.
-    pub fn new(name: impl Into<String>, dtype: DType, shape: Vec<usize>, data: Storage) -> Result<Self, String> {
+    pub fn new(
+        name: impl Into<String>,
+        dtype: DType,
+        shape: Vec<usize>,
+        data: Storage,
+    ) -> Result<Self, String> {
         let name = name.into();
         let n = shape
             .iter()
@@ -82,7 +87,12 @@ impl Tensor {
                 data.len()
             ));
         }
-        Ok(Tensor { name, dtype, shape, data })
+        Ok(Tensor {
+            name,
+            dtype,
+            shape,
+            data,
+        })
     }
     pub fn n_elems(&self) -> usize {
         self.shape.iter().product()

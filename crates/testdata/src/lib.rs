@@ -29,7 +29,10 @@ pub fn shared_data(test: &str) -> Option<PathBuf> {
     if dir.join("README.md").is_file() {
         Some(dir)
     } else {
-        skip(test, &format!("reference data not found at {}", dir.display()));
+        skip(
+            test,
+            &format!("reference data not found at {}", dir.display()),
+        );
         None
     }
 }

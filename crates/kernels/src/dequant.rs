@@ -1,0 +1,113 @@
+use half::{bf16, f16};
+
+/// Storage type of a weight matrix, in ggml's block layouts for the quantized kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightType {
+    F32,
+    F16,
+    BF16,
+    /// Blocks of 32: f16 scale `d`, then 32 × i8 `q`; value = d · q.
+    Q8_0,
+    /// Blocks of 32: f16 scale `d`, then 16 bytes; byte j holds value j (low nibble) and value
+    /// j + 16 (high nibble); value = d · (nibble − 8).
+    Q4_0,
+}
+
+impl WeightType {
+    /// Values per block.
+    pub fn block_elems(self) -> usize {
+        match self {
+            WeightType::F32 | WeightType::F16 | WeightType::BF16 => 1,
+            WeightType::Q8_0 | WeightType::Q4_0 => 32,
+        }
+    }
+    /// Bytes per block.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            WeightType::F32 => 4,
+            WeightType::F16 | WeightType::BF16 => 2,
+            WeightType::Q8_0 => 34,
+            WeightType::Q4_0 => 18,
+        }
+    }
+    /// Bytes of a row of `n` values (`n` a multiple of the block size).
+    pub fn row_bytes(self, n: usize) -> usize {
+        n / self.block_elems() * self.block_bytes()
+    }
+}
+
+/// Decodes `dst.len()` values of type `ty` from `src` (exactly `ty.row_bytes(dst.len())` bytes).
+pub fn dequantize(ty: WeightType, src: &[u8], dst: &mut [f32]) {
+    debug_assert_eq!(src.len(), ty.row_bytes(dst.len()));
+    match ty {
+        WeightType::F32 => {
+            for (d, s) in dst.iter_mut().zip(src.chunks_exact(4)) {
+                *d = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+            }
+        }
+        WeightType::F16 => {
+            for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *d = f16::from_le_bytes([s[0], s[1]]).to_f32();
+            }
+        }
+        WeightType::BF16 => {
+            for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *d = bf16::from_le_bytes([s[0], s[1]]).to_f32();
+            }
+        }
+        WeightType::Q8_0 => {
+            for (d, b) in dst.chunks_exact_mut(32).zip(src.chunks_exact(34)) {
+                let scale = f16::from_le_bytes([b[0], b[1]]).to_f32();
+                for (o, &q) in d.iter_mut().zip(&b[2..34]) {
+                    *o = scale * (q as i8) as f32;
+                }
+            }
+        }
+        WeightType::Q4_0 => {
+            for (d, b) in dst.chunks_exact_mut(32).zip(src.chunks_exact(18)) {
+                let scale = f16::from_le_bytes([b[0], b[1]]).to_f32();
+                let (lo, hi) = d.split_at_mut(16);
+                for j in 0..16 {
+                    let q = b[2 + j];
+                    lo[j] = scale * ((q & 0x0f) as i32 - 8) as f32;
+                    hi[j] = scale * ((q >> 4) as i32 - 8) as f32;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q4_0_nibble_order() {
+        // Scale 1.0, byte j = (j+1)<<4 | j: low nibbles 0..16 give values j-8, high ones j+1-8.
+        let mut block = vec![0u8; 18];
+        block[..2].copy_from_slice(&f16::from_f32(1.0).to_le_bytes());
+        for j in 0..16u8 {
+            block[2 + j as usize] = ((j + 1) & 0x0f) << 4 | j;
+        }
+        let mut out = [0f32; 32];
+        dequantize(WeightType::Q4_0, &block, &mut out);
+        for j in 0..16 {
+            assert_eq!(out[j], j as f32 - 8.0);
+            assert_eq!(out[16 + j], ((j + 1) % 16) as f32 - 8.0);
+        }
+    }
+
+    #[test]
+    fn q8_0_scale() {
+        let mut block = vec![0u8; 34];
+        block[..2].copy_from_slice(&f16::from_f32(0.5).to_le_bytes());
+        for j in 0..32 {
+            block[2 + j] = (j as i8 - 16) as u8;
+        }
+        let mut out = [0f32; 32];
+        dequantize(WeightType::Q8_0, &block, &mut out);
+        for j in 0..32 {
+            assert_eq!(out[j], 0.5 * (j as f32 - 16.0));
+        }
+    }
+}
