@@ -72,8 +72,15 @@ pub fn hf_config(file: &Path, cfg: &Value) -> Result<LlamaConfig> {
         None if n_heads > 0 => dim / n_heads,
         None => 0,
     };
-    let rope_scaling = match cfg.get("rope_scaling") {
-        None | Some(Value::Null) => RopeScaling::None,
+    // transformers up to 4.x writes `rope_theta` and `rope_scaling`; 5.x writes both as one
+    // `rope_parameters` object.
+    let rope_params = cfg.get("rope_parameters").filter(|v| v.is_object());
+    let rope_scaling = match cfg
+        .get("rope_scaling")
+        .filter(|v| !v.is_null())
+        .or(rope_params)
+    {
+        None => RopeScaling::None,
         Some(rs) => {
             let kind = rs
                 .get("rope_type")
@@ -115,7 +122,11 @@ pub fn hf_config(file: &Path, cfg: &Value) -> Result<LlamaConfig> {
         hidden_dim: need("intermediate_size")?,
         vocab_size: need("vocab_size")?,
         norm_eps: float(cfg, "rms_norm_eps")?.unwrap_or(1e-6),
-        rope_theta: float(cfg, "rope_theta")?.unwrap_or(10000.0),
+        rope_theta: match (float(cfg, "rope_theta")?, rope_params) {
+            (Some(theta), _) => theta,
+            (None, Some(p)) => float(p, "rope_theta")?.unwrap_or(10000.0),
+            (None, None) => 10000.0,
+        },
         rope_scaling,
         max_seq_len: uint("max_position_embeddings")?.unwrap_or(2048),
         tied_embeddings: cfg

@@ -1,0 +1,136 @@
+//! Parity with the reference implementation: random-weight tiny Llama models written by
+//! tools/fixtures/make_fixtures.py (transformers), in every layout herd loads, against the
+//! logits transformers computed for the same ids.
+
+use std::path::Path;
+
+use engine::Session;
+use serde_json::Value;
+
+/// Largest |herd − transformers| allowed on a logit, relative to the largest |logit|: float32
+/// on both sides, only summation order and transcendental functions differ.
+const REL_TOL: f32 = 1e-4;
+
+fn check(dir: &Path, model_path: &Path, logits_file: &str) {
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let ids: Vec<u32> = expected["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let (shape, want) = formats::npy::read_f32(&dir.join(logits_file)).unwrap();
+    let (model, _, _) =
+        engine::load_model(model_path).unwrap_or_else(|e| panic!("{}: {e}", model_path.display()));
+    assert_eq!(
+        shape,
+        vec![ids.len(), model.config.vocab_size],
+        "{}",
+        model_path.display()
+    );
+    // Once as one batch, once token by token through the KV cache: both must match.
+    let all = Session::new(&model).feed_all(&ids).unwrap();
+    let mut session = Session::new(&model);
+    let one_by_one: Vec<f32> = ids
+        .iter()
+        .flat_map(|&id| session.feed(&[id]).unwrap())
+        .collect();
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (name, got) in [("batch", &all), ("incremental", &one_by_one)] {
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            err <= REL_TOL * scale,
+            "{} ({name}): max abs error {err} > {REL_TOL} x {scale}",
+            model_path.display()
+        );
+    }
+}
+
+fn hf(name: &str) {
+    let dir = testdata::fixtures().join("hf").join(name);
+    check(&dir, &dir, "expected_logits.npy");
+}
+
+#[test]
+fn hf_mha() {
+    hf("mha");
+}
+
+#[test]
+fn hf_gqa() {
+    hf("gqa");
+}
+
+#[test]
+fn hf_tied_embeddings() {
+    hf("tied");
+}
+
+#[test]
+fn hf_rope_scaling_llama3() {
+    hf("llama3rope");
+}
+
+#[test]
+fn hf_rope_scaling_linear() {
+    hf("linearrope");
+}
+
+#[test]
+fn hf_head_dim_not_power_of_two() {
+    hf("headdim_odd");
+}
+
+#[test]
+fn hf_bf16_weights() {
+    hf("bf16");
+}
+
+#[test]
+fn hf_sharded_checkpoint() {
+    hf("sharded");
+}
+
+#[test]
+fn hf_single_safetensors_file_path() {
+    // Pointing at the .safetensors file instead of its directory loads the same model.
+    let dir = testdata::fixtures().join("hf/gqa");
+    check(&dir, &dir.join("model.safetensors"), "expected_logits.npy");
+}
+
+#[test]
+fn meta_consolidated_pth() {
+    let dir = testdata::fixtures().join("meta");
+    check(&dir, &dir, "expected_logits.npy");
+}
+
+#[test]
+fn meta_two_shards_joined() {
+    let dir = testdata::fixtures().join("meta2");
+    check(&dir, &dir, "expected_logits.npy");
+}
+
+#[test]
+fn gguf_f32() {
+    let dir = testdata::fixtures().join("gguf");
+    check(
+        &dir,
+        &dir.join("gqa-f32.gguf"),
+        "gqa-f32.expected_logits.npy",
+    );
+}
+
+#[test]
+fn gguf_q8_0() {
+    let dir = testdata::fixtures().join("gguf");
+    check(
+        &dir,
+        &dir.join("gqa-q8_0.gguf"),
+        "gqa-q8_0.expected_logits.npy",
+    );
+}
