@@ -9,6 +9,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("herd-kernels", &[]),
     ("herd-formats", &[]),
     ("herd-tokenizer", &[]),
+    ("herd-chat", &[]),
     ("herd-model", &["herd-kernels", "herd-formats"]),
     (
         "herd-engine",
