@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 
 mod commands;
+mod generate;
+mod tools;
 
 use std::process::ExitCode;
 

@@ -16,6 +16,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "herd-model",
             "herd-tokenizer",
+            "herd-chat",
             "herd-formats",
             "herd-kernels",
         ],

@@ -9,6 +9,8 @@ pub enum EngineError {
     Format(#[from] formats::FormatError),
     #[error(transparent)]
     Tokenizer(#[from] tokenizer::TokenizerError),
+    #[error(transparent)]
+    Chat(#[from] chat::ChatError),
     #[error("{path}: no such file or directory")]
     NotFound { path: PathBuf },
     #[error("{path}: {msg}")]

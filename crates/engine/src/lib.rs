@@ -7,18 +7,24 @@
 
 #![forbid(unsafe_code)]
 
+mod chat;
+mod chat_settings;
 mod error;
 mod generate;
 mod kv;
 mod load;
 mod perplexity;
+mod prompt;
 mod sampler;
+mod tokenizer_load;
 
+pub use chat::{ChatRunner, ChatSettings, ReplyStats};
+pub use chat_settings::{chat_settings, prompt_add_bos};
 pub use error::{EngineError, Result};
 pub use generate::{GenerateStats, Session, StopReason};
 pub use kv::KvCache;
-pub use load::{
-    detect_format, load, load_model, load_tokenizer, Loaded, ModelFormat, TokenizerBox,
-};
+pub use load::{detect_format, load, load_model, Loaded, ModelFormat, TokenizerBox};
 pub use perplexity::{perplexity, PerplexityResult};
+pub use prompt::encode_chat;
 pub use sampler::{argmax, Sampler, SamplerConfig};
+pub use tokenizer_load::{dir_tokenizer, gguf_tokenizer, load_tokenizer};

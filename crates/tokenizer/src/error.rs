@@ -69,6 +69,30 @@ pub enum TokenizerError {
         what: String,
     },
 
+    /// A `tokenizer.json` (or the `tokenizer_config.json` beside it) is malformed, or asks for
+    /// something this crate does not implement. `path` is the JSON path of the offending value
+    /// (empty when the whole file is at fault).
+    #[error("{origin}: {}{what}", json_at(.path))]
+    Json {
+        /// The file (or other origin) being parsed.
+        origin: String,
+        /// JSON path of the value at fault, e.g. `pre_tokenizer.pretokenizers[0].pattern`.
+        path: String,
+        /// What is wrong.
+        what: String,
+    },
+
+    /// A pre-tokenizer name (GGUF `tokenizer.ggml.pre`) that this crate does not know.
+    #[error("{origin}: unknown pre-tokenizer {name:?} (known: {known})")]
+    UnknownPreTokenizer {
+        /// Where the name came from.
+        origin: String,
+        /// The name.
+        name: String,
+        /// The names that are known.
+        known: &'static str,
+    },
+
     /// A token id is not in the vocabulary.
     #[error("token id {id} is outside the vocabulary ({vocab_size} tokens)")]
     IdOutOfRange {
@@ -77,6 +101,15 @@ pub enum TokenizerError {
         /// The vocabulary size.
         vocab_size: usize,
     },
+}
+
+/// `"PATH: "`, or nothing for an empty path.
+fn json_at(path: &str) -> String {
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!("{path}: ")
+    }
 }
 
 /// `Result` with [`TokenizerError`].

@@ -2,12 +2,13 @@
 
 use std::path::Path;
 
+use crate::added::{AddedToken, Matcher, Segment};
 use crate::bpe::Lexicon;
 use crate::error::{Result, TokenizerError};
 use crate::llama2c_bin::load_llama2c_bin;
 use crate::model_file::load_model_file;
 use crate::normalize::{Normalizer, SPACE_SYMBOL};
-use crate::tokenize::{LeadingSpace, Piece, Tokenize};
+use crate::tokenize::{EncodeOptions, LeadingSpace, Piece, Tokenize};
 use crate::vocab::{byte_of_piece, TokenKind, Vocab};
 
 /// What a token decodes to, prepared once per token.
@@ -26,6 +27,9 @@ pub struct SpmTokenizer {
     lexicon: Lexicon,
     normalizer: Normalizer,
     surfaces: Vec<Surface>,
+    /// Control and unknown pieces, recognised in text only with special-token parsing
+    /// (user-defined pieces are always recognised, by the merge step).
+    specials: Matcher,
 }
 
 impl SpmTokenizer {
@@ -64,7 +68,17 @@ impl SpmTokenizer {
             .zip(&vocab.kinds)
             .map(|(piece, kind)| surface(piece, *kind, &vocab.unk_surface))
             .collect();
+        let specials = Matcher::new(
+            vocab
+                .pieces
+                .iter()
+                .zip(&vocab.kinds)
+                .enumerate()
+                .filter(|(_, (_, k))| matches!(k, TokenKind::Control | TokenKind::Unknown))
+                .map(|(id, (p, _))| (p.clone(), AddedToken::new(id as u32, p.clone(), true))),
+        );
         Ok(Self {
+            specials,
             lexicon: Lexicon::new(&vocab),
             normalizer: Normalizer {
                 add_dummy_prefix: vocab.add_dummy_prefix,
@@ -188,6 +202,48 @@ fn surface(piece: &str, kind: TokenKind, unk_surface: &str) -> Surface {
 impl Tokenize for SpmTokenizer {
     fn encode(&self, text: &str, add_bos: bool) -> Vec<u32> {
         SpmTokenizer::encode(self, text, add_bos)
+    }
+
+    /// With `parse_special`, the text of control and unknown pieces (`<s>`, `</s>`, `<unk>`)
+    /// becomes those tokens, and every stretch of text between them is encoded on its own,
+    /// with its own dummy prefix (as llama.cpp and `tokenizers`' Llama normalizer do).
+    fn encode_with(&self, text: &str, opts: EncodeOptions) -> Vec<u32> {
+        let mut ids = if opts.parse_special && !self.specials.is_empty() {
+            let mut ids = Vec::with_capacity(text.len() / 3 + 2);
+            if opts.add_bos {
+                ids.extend(self.vocab.bos);
+            }
+            let mut segments = Vec::new();
+            self.specials.split(text, true, &mut segments);
+            for seg in segments {
+                match seg {
+                    Segment::Token(id) => ids.push(id),
+                    Segment::Text(a, b) => {
+                        let normalized = self.normalizer.normalize(&text[a..b]);
+                        self.lexicon.encode(&normalized, &mut ids);
+                    }
+                }
+            }
+            ids
+        } else {
+            SpmTokenizer::encode(self, text, opts.add_bos)
+        };
+        if opts.add_eos {
+            ids.extend(self.vocab.eos);
+        }
+        ids
+    }
+
+    fn token_to_id(&self, text: &str) -> Option<u32> {
+        self.lexicon.piece_id(text)
+    }
+
+    fn special_tokens(&self) -> Vec<(String, u32)> {
+        self.specials.special_tokens()
+    }
+
+    fn token_text(&self, id: u32) -> Result<&str> {
+        self.piece(id)
     }
 
     fn vocab_size(&self) -> usize {

@@ -20,6 +20,8 @@ pub struct StreamDecoder {
     at_start: bool,
     /// Whether the previous piece had its leading space dropped.
     dropped_space: bool,
+    /// Whether special (control) tokens decode to their text rather than to nothing.
+    keep_special: bool,
 }
 
 impl Default for StreamDecoder {
@@ -37,7 +39,15 @@ impl StreamDecoder {
             produced: false,
             at_start: true,
             dropped_space: false,
+            keep_special: false,
         }
+    }
+
+    /// Whether special (control) tokens decode to their text (`true`) or to nothing (`false`,
+    /// the default).
+    pub fn keep_special(mut self, keep: bool) -> Self {
+        self.keep_special = keep;
+        self
     }
 
     /// A decoder for ids that continue text already shown (e.g. generated tokens after a
@@ -65,7 +75,10 @@ impl StreamDecoder {
         id: u32,
         out: &mut String,
     ) -> Result<()> {
-        let piece = tok.token_piece(id)?;
+        let mut piece = tok.token_piece(id)?;
+        if self.keep_special && piece == Piece::Control {
+            piece = Piece::Text(tok.token_text(id)?);
+        }
         let before = out.len();
         if let Piece::Bytes(bytes) = piece {
             self.pending.extend_from_slice(bytes);

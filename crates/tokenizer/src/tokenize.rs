@@ -12,7 +12,8 @@ pub enum Piece<'a> {
     /// Text that starts with a word-boundary space; at the start of the output that space may
     /// be an artifact of the dummy prefix and is dropped according to [`LeadingSpace`].
     WordStart(&'a str),
-    /// Raw bytes; consecutive byte pieces join into characters.
+    /// Raw bytes (a `<0xXX>` byte token, or the bytes a byte-level token spells); consecutive
+    /// byte pieces join into characters.
     Bytes(&'a [u8]),
     /// Nothing (control tokens such as BOS and EOS).
     Control,
@@ -29,10 +30,57 @@ pub enum LeadingSpace {
     StripAll,
 }
 
+/// Options for [`Tokenize::encode_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EncodeOptions {
+    /// Put the BOS token first (when there is one).
+    pub add_bos: bool,
+    /// Put the EOS token last (when there is one).
+    pub add_eos: bool,
+    /// Recognise the text of special tokens (`<|eot_id|>`, `<s>`) as those tokens. Without
+    /// it, such text in the input is encoded as ordinary characters. Non-special added tokens
+    /// (SentencePiece user-defined pieces) are always recognised.
+    pub parse_special: bool,
+}
+
 /// A tokenizer: text to ids and back.
 pub trait Tokenize {
     /// Encodes `text`, with the BOS token first when `add_bos` is set (and there is one).
+    /// Special-token text is ordinary text: this is [`Tokenize::encode_with`] with
+    /// `parse_special` off.
     fn encode(&self, text: &str, add_bos: bool) -> Vec<u32>;
+
+    /// Encodes `text` as `opts` says. The default ignores `parse_special`; the tokenizers of
+    /// this crate implement it.
+    fn encode_with(&self, text: &str, opts: EncodeOptions) -> Vec<u32> {
+        let mut ids = self.encode(text, opts.add_bos);
+        if opts.add_eos {
+            ids.extend(self.eos());
+        }
+        ids
+    }
+
+    /// The id of the token spelled exactly `text` in the vocabulary (or an added token's
+    /// text, e.g. `"<|eot_id|>"`); `None` when there is none.
+    fn token_to_id(&self, _text: &str) -> Option<u32> {
+        None
+    }
+
+    /// The text and id of every special token: the tokens [`EncodeOptions::parse_special`]
+    /// turns on (control and unknown pieces, special added tokens). Default: none.
+    fn special_tokens(&self) -> Vec<(String, u32)> {
+        Vec::new()
+    }
+
+    /// The spelling of token `id` in the vocabulary (`▁` for spaces in SentencePiece
+    /// vocabularies, GPT-2's byte alphabet in byte-level ones, an added token's text as is).
+    /// The default gives the decoded text of text pieces and `""` for other tokens.
+    fn token_text(&self, id: u32) -> Result<&str> {
+        Ok(match self.token_piece(id)? {
+            Piece::Text(s) | Piece::WordStart(s) => s,
+            Piece::Bytes(_) | Piece::Control => "",
+        })
+    }
 
     /// Number of tokens in the vocabulary.
     fn vocab_size(&self) -> usize;
@@ -49,9 +97,16 @@ pub trait Tokenize {
     /// How decoding treats spaces at the start of the output.
     fn leading_space(&self) -> LeadingSpace;
 
-    /// Decodes a whole sequence of ids; an error when one is out of range.
+    /// Decodes a whole sequence of ids; an error when one is out of range. Special (control)
+    /// tokens decode to nothing.
     fn decode(&self, ids: &[u32]) -> Result<String> {
-        let mut decoder = StreamDecoder::new();
+        self.decode_with(ids, true)
+    }
+
+    /// Decodes a whole sequence of ids; special tokens decode to nothing when `skip_special`
+    /// is set, else to their text ([`Tokenize::token_text`]).
+    fn decode_with(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        let mut decoder = StreamDecoder::new().keep_special(!skip_special);
         let mut out = String::new();
         for &id in ids {
             decoder.push_into(self, id, &mut out)?;
