@@ -12,6 +12,10 @@ use tokenizer::Tokenize;
 #[derive(Parser, Debug)]
 #[command(name = "herd", version, about)]
 pub struct Cli {
+    /// Worker threads for the model's kernels (default: one per physical core). `bench`
+    /// takes a comma list and runs each count.
+    #[arg(long, short = 't', global = true, value_delimiter = ',')]
+    threads: Vec<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -72,6 +76,8 @@ enum Command {
         #[arg(long)]
         tokenizer: Option<PathBuf>,
     },
+    /// Measure prompt and generation throughput (llama-bench's method and table).
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Sampling and length settings shared by `run` and `chat`.
@@ -177,6 +183,7 @@ pub struct TokenizeArgs {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
+    crate::threads::init(&cli.threads)?;
     match cli.command {
         Command::Run(args) => crate::generate::run(args),
         Command::Chat(args) => crate::generate::chat(args),
@@ -195,6 +202,7 @@ pub fn run(cli: Cli) -> Result<()> {
             max_chunks,
             tokenizer,
         } => crate::tools::perplexity(&model, &file, ctx, max_chunks, tokenizer.as_deref()),
+        Command::Bench(args) => crate::bench::run(args, &cli.threads),
     }
 }
 

@@ -3,8 +3,10 @@
 
 #![forbid(unsafe_code)]
 
+mod bench;
 mod commands;
 mod generate;
+mod threads;
 mod tools;
 
 use std::process::ExitCode;

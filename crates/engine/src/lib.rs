@@ -7,6 +7,8 @@
 
 #![forbid(unsafe_code)]
 
+mod bandwidth;
+mod bench;
 mod chat;
 mod chat_settings;
 mod error;
@@ -18,6 +20,11 @@ mod prompt;
 mod sampler;
 mod tokenizer_load;
 
+pub use bandwidth::{BandwidthProbe, PROBE_BYTES};
+pub use bench::{
+    extend_context, main_weight_type, run_pp, run_tg, weight_bytes, BenchResult, BenchTest,
+    WeightBytes,
+};
 pub use chat::{ChatRunner, ChatSettings, ReplyStats};
 pub use chat_settings::{chat_settings, prompt_add_bos};
 pub use error::{EngineError, Result};

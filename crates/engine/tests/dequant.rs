@@ -17,6 +17,11 @@ fn dequantize_matches_reference_library() {
             formats::DType::BF16 => WeightType::BF16,
             formats::DType::Q8_0 => WeightType::Q8_0,
             formats::DType::Q4_0 => WeightType::Q4_0,
+            formats::DType::Q2_K => WeightType::Q2_K,
+            formats::DType::Q3_K => WeightType::Q3_K,
+            formats::DType::Q4_K => WeightType::Q4_K,
+            formats::DType::Q5_K => WeightType::Q5_K,
+            formats::DType::Q6_K => WeightType::Q6_K,
         };
         seen.insert(t.dtype.name());
         let (shape, want) =

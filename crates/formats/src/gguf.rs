@@ -177,6 +177,11 @@ fn dtype_of_ggml(id: u32) -> Option<DType> {
         1 => Some(DType::F16),
         2 => Some(DType::Q4_0),
         8 => Some(DType::Q8_0),
+        10 => Some(DType::Q2_K),
+        11 => Some(DType::Q3_K),
+        12 => Some(DType::Q4_K),
+        13 => Some(DType::Q5_K),
+        14 => Some(DType::Q6_K),
         30 => Some(DType::BF16),
         _ => None,
     }
@@ -648,7 +653,7 @@ fn locate(
         FormatError::unsupported(
             path,
             format!(
-                "tensor '{name}' has ggml type {ggml_type} ({}); only F32, F16, BF16, Q8_0 and Q4_0 are read",
+                "tensor '{name}' has ggml type {ggml_type} ({}); only F32, F16, BF16, Q8_0, Q4_0, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K are read",
                 ggml_type_name(ggml_type)
             ),
         )

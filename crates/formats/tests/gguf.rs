@@ -605,12 +605,21 @@ fn unknown_and_unsupported_types() {
     let b = build(
         3,
         &[],
-        &[tensor("blk.0.attn_q.weight", &[256], 12, vec![0; 144])],
+        &[tensor("blk.0.attn_q.weight", &[32], 6, vec![0; 22])],
         32,
     );
-    let (p, e) = open_err(&dir, "q4k.gguf", &b);
+    let (p, e) = open_err(&dir, "q5_0.gguf", &b);
     assert!(matches!(e, FormatError::Unsupported { .. }), "{e}");
-    assert_mentions(&e, &p, &["blk.0.attn_q.weight", "12", "Q4_K"]);
+    assert_mentions(&e, &p, &["blk.0.attn_q.weight", "6", "Q5_0"]);
+    let b = build(
+        3,
+        &[],
+        &[tensor("blk.0.ffn_up.weight", &[256], 23, vec![0; 136])],
+        32,
+    );
+    let (p, e) = open_err(&dir, "iq4_xs.gguf", &b);
+    assert!(matches!(e, FormatError::Unsupported { .. }), "{e}");
+    assert_mentions(&e, &p, &["blk.0.ffn_up.weight", "23", "IQ4_XS"]);
     assert_eq!(ggml_type_name(14), "Q6_K");
     assert_eq!(ggml_type_name(30), "BF16");
     assert_eq!(ggml_type_name(9999), "unknown");
@@ -628,6 +637,12 @@ fn unknown_and_unsupported_types() {
     let (p, e) = open_err(&dir, "row.gguf", &b);
     assert!(matches!(e, FormatError::BadTensor { .. }), "{e}");
     assert_mentions(&e, &p, &["q.row"]);
+
+    // K-quant rows must be whole super-blocks of 256 values.
+    let b = build(3, &[], &[tensor("k.row", &[128, 2], 12, vec![0; 144])], 32);
+    let (p, e) = open_err(&dir, "krow.gguf", &b);
+    assert!(matches!(e, FormatError::BadTensor { .. }), "{e}");
+    assert_mentions(&e, &p, &["k.row", "128", "256"]);
 }
 
 #[test]

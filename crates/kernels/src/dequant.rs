@@ -1,6 +1,10 @@
 use half::{bf16, f16};
 
+use crate::kquants;
+
 /// Storage type of a weight matrix, in ggml's block layouts for the quantized kinds.
+// ggml's type names (Q4_K, not Q4K), as every tool and file header spells them.
+#[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightType {
     F32,
@@ -11,6 +15,21 @@ pub enum WeightType {
     /// Blocks of 32: f16 scale `d`, then 16 bytes; byte j holds value j (low nibble) and value
     /// j + 16 (high nibble); value = d · (nibble − 8).
     Q4_0,
+    /// Super-blocks of 256 (84 bytes): 16 scale bytes (low nibble scale, high nibble min), 64
+    /// bytes of 2-bit values, f16 `d`, f16 `dmin`; value = d·sc·q − dmin·m.
+    Q2_K,
+    /// Super-blocks of 256 (110 bytes): 32-byte high-bit mask, 64 bytes of 2-bit values, 16
+    /// 6-bit scales packed in 12 bytes, f16 `d`; value = d·(sc − 32)·(q − 4·!hbit).
+    Q3_K,
+    /// Super-blocks of 256 (144 bytes): f16 `d`, f16 `dmin`, 8 6-bit scales and mins packed in
+    /// 12 bytes, 128 bytes of 4-bit values; value = d·sc·q − dmin·m per sub-block of 32.
+    Q4_K,
+    /// Super-blocks of 256 (176 bytes): as Q4_K with a 32-byte fifth-bit plane before the
+    /// 4-bit values.
+    Q5_K,
+    /// Super-blocks of 256 (210 bytes): 128 bytes of low 4 bits, 64 bytes of high 2 bits, 16
+    /// i8 scales, f16 `d`; value = d·sc·(q − 32) per sub-block of 16.
+    Q6_K,
 }
 
 impl WeightType {
@@ -19,6 +38,11 @@ impl WeightType {
         match self {
             WeightType::F32 | WeightType::F16 | WeightType::BF16 => 1,
             WeightType::Q8_0 | WeightType::Q4_0 => 32,
+            WeightType::Q2_K
+            | WeightType::Q3_K
+            | WeightType::Q4_K
+            | WeightType::Q5_K
+            | WeightType::Q6_K => kquants::QK_K,
         }
     }
     /// Bytes per block.
@@ -28,7 +52,24 @@ impl WeightType {
             WeightType::F16 | WeightType::BF16 => 2,
             WeightType::Q8_0 => 34,
             WeightType::Q4_0 => 18,
+            WeightType::Q2_K => 84,
+            WeightType::Q3_K => 110,
+            WeightType::Q4_K => 144,
+            WeightType::Q5_K => 176,
+            WeightType::Q6_K => 210,
         }
+    }
+    /// Whether this is one of the K-quant super-block types (dot products against Q8_K
+    /// activations in [`crate::kquants`]).
+    pub fn is_k_quant(self) -> bool {
+        matches!(
+            self,
+            WeightType::Q2_K
+                | WeightType::Q3_K
+                | WeightType::Q4_K
+                | WeightType::Q5_K
+                | WeightType::Q6_K
+        )
     }
     /// Bytes of a row of `n` values (`n` a multiple of the block size).
     pub fn row_bytes(self, n: usize) -> usize {
@@ -74,6 +115,11 @@ pub fn dequantize(ty: WeightType, src: &[u8], dst: &mut [f32]) {
                 }
             }
         }
+        WeightType::Q2_K => kquants::dequantize_q2_k(src, dst),
+        WeightType::Q3_K => kquants::dequantize_q3_k(src, dst),
+        WeightType::Q4_K => kquants::dequantize_q4_k(src, dst),
+        WeightType::Q5_K => kquants::dequantize_q5_k(src, dst),
+        WeightType::Q6_K => kquants::dequantize_q6_k(src, dst),
     }
 }
 

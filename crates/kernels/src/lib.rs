@@ -5,19 +5,54 @@
 //! It must never know about files, models or requests: inputs are slices and a [`WeightView`]
 //! (bytes + type + shape), outputs are `f32` slices.
 //!
-//! This first version is the plain, correct path (dequantize a row, dot in `f32`, rows spread
-//! over threads); faster SIMD kernels will sit beside it with this one as their test oracle.
+//! [`matmul`] runs SIMD kernels (AVX2, AVX-512 VNNI) chosen at run time by [`isa`], each with a
+//! scalar twin; the plain path ([`matmul_reference`]: dequantize a row, dot in `f32`) is their
+//! test oracle and the fallback for weight types without kernels of their own. `unsafe` code
+//! (SIMD intrinsics, disjoint output writes) lives in this crate only.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
+mod act_q8;
+#[cfg(target_arch = "x86_64")]
+mod avx2_act;
+#[cfg(target_arch = "x86_64")]
+mod avx2_dot;
+#[cfg(target_arch = "x86_64")]
+mod avx2_pack;
+#[cfg(target_arch = "x86_64")]
+mod avx2_tile;
+#[cfg(target_arch = "x86_64")]
+mod avx512_dot;
+#[cfg(target_arch = "x86_64")]
+mod avx512_tile;
+mod cpu;
 mod dequant;
+mod dot_scalar;
+#[cfg(target_arch = "x86_64")]
+mod f16_table;
+#[cfg(test)]
+mod kernel_tests;
+pub mod kquants;
 mod matmul;
+mod matmul_float;
+mod matmul_quant;
+mod matmul_reference;
 mod norm;
+mod pack;
+mod par;
+mod quantize;
 mod rope;
+mod scratch;
+mod tile_scalar;
+mod tiles;
 mod vec;
 
+pub use cpu::{detected, isa, Isa};
 pub use dequant::{dequantize, WeightType};
-pub use matmul::{matmul, WeightView};
+pub use kquants::{kquant_matvec_row, quantize_q8_k, BlockQ8K, QK_K};
+pub use matmul::{matmul, matmul_with, WeightView};
+pub use matmul_reference::matmul_reference;
 pub use norm::rms_norm;
+pub use quantize::{can_quantize, quantize_into, quantize_q4_0, quantize_q8_0, QUANTIZE_TYPES};
 pub use rope::{rope_interleaved, rope_inv_freqs, RopeFreqs};
 pub use vec::{add_assign, dot, silu_mul, softmax};

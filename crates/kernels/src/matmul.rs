@@ -1,6 +1,29 @@
-use rayon::prelude::*;
+//! `matmul`: a stored weight matrix times the activations of one or more tokens, with the
+//! kernels of the CPU's instruction set (`cpu.rs`: detected once, `HERD_ISA` lowers it).
+//!
+//! - F32 / F16 / BF16 weights meet `f32` activations: weights converted on the fly, products
+//!   summed in `f32` (`matmul_float.rs`).
+//! - Q8_0 / Q4_0 weights meet activations quantized to Q8_0 blocks, in exact integer dot
+//!   products per block, as llama.cpp's CPU backend computes them (`matmul_quant.rs`,
+//!   `act_q8.rs`); results differ from `f32` activations by that rounding.
+//! - One token (decode): each thread streams a contiguous range of rows through a row kernel
+//!   (`*_dot.rs`); reading the weights is the bound.
+//! - Several tokens (prefill): each thread rewrites its rows a panel at a time (`pack.rs`) and
+//!   tile kernels (`*_tile.rs`) take a few rows × a few tokens at once, each weight vector
+//!   loaded once for several tokens; computing is the bound.
+//! - Any other weight type takes the plain path, [`crate::matmul_reference`].
 
-use crate::{dequantize, dot, WeightType};
+use crate::cpu::{Isa, Level};
+use crate::matmul_float::matmul_float;
+use crate::matmul_quant::matmul_quant;
+use crate::{dequantize, matmul_reference, WeightType};
+
+/// Fewer bytes of weights (times tokens) than this stay in one task: spreading tiny matrices
+/// over threads costs more than it saves.
+pub(crate) const MIN_TASK_BYTES: usize = 64 << 10;
+/// Target size of a packed weight panel: a few hundred KiB stays in a core's L2 cache while
+/// every group of tokens passes over it.
+pub(crate) const PANEL_BYTES: usize = 256 << 10;
 
 /// A borrowed weight matrix `[n_rows, n_cols]`, row-major, each row `ty.row_bytes(n_cols)` bytes.
 #[derive(Debug, Clone, Copy)]
@@ -23,79 +46,54 @@ impl<'a> WeightView<'a> {
     }
 }
 
-/// Rows handed to one task: large enough to amortize scheduling, small enough to balance.
-const ROWS_PER_TASK: usize = 16;
-
 /// `out[t, r] = Σ_c x[t, c] · w[r, c]` for `n_tokens` rows of `x` (`[n_tokens, n_cols]`) into
-/// `out` (`[n_tokens, n_rows]`). Each weight row is decoded once and used for every token.
+/// `out` (`[n_tokens, n_rows]`), with the kernels of [`crate::isa`].
+///
+/// # Panics
+/// When the lengths of `w.bytes`, `x` or `out` do not match the shapes.
 pub fn matmul(w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
-    debug_assert_eq!(x.len(), n_tokens * w.n_cols);
-    debug_assert_eq!(out.len(), n_tokens * w.n_rows);
-    if n_tokens == 1 {
-        out.par_chunks_mut(ROWS_PER_TASK)
-            .enumerate()
-            .for_each(|(task, chunk)| {
-                let mut row = vec![0f32; w.n_cols];
-                for (i, o) in chunk.iter_mut().enumerate() {
-                    w.row_f32(task * ROWS_PER_TASK + i, &mut row);
-                    *o = dot(&row, x);
-                }
-            });
-        return;
-    }
-    // Transposed result [n_rows, n_tokens], then scattered back.
-    let mut out_t = vec![0f32; n_tokens * w.n_rows];
-    out_t
-        .par_chunks_mut(ROWS_PER_TASK * n_tokens)
-        .enumerate()
-        .for_each(|(task, chunk)| {
-            let mut row = vec![0f32; w.n_cols];
-            for (i, o) in chunk.chunks_exact_mut(n_tokens).enumerate() {
-                w.row_f32(task * ROWS_PER_TASK + i, &mut row);
-                for (t, v) in o.iter_mut().enumerate() {
-                    *v = dot(&row, &x[t * w.n_cols..(t + 1) * w.n_cols]);
-                }
-            }
-        });
-    for r in 0..w.n_rows {
-        for t in 0..n_tokens {
-            out[t * w.n_rows + r] = out_t[r * n_tokens + t];
-        }
-    }
+    matmul_with(crate::isa(), w, x, n_tokens, out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn matmul_matches_naive() {
-        let (n_rows, n_cols, n_tokens) = (37, 64, 3);
-        let w: Vec<f32> = (0..n_rows * n_cols)
-            .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1)
-            .collect();
-        let bytes: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let x: Vec<f32> = (0..n_tokens * n_cols)
-            .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.2)
-            .collect();
-        let view = WeightView {
-            ty: WeightType::F32,
-            n_rows,
-            n_cols,
-            bytes: &bytes,
-        };
-        let mut out = vec![0f32; n_tokens * n_rows];
-        matmul(&view, &x, n_tokens, &mut out);
-        for t in 0..n_tokens {
-            for r in 0..n_rows {
-                let want: f32 = (0..n_cols)
-                    .map(|c| w[r * n_cols + c] * x[t * n_cols + c])
-                    .sum();
-                assert!((out[t * n_rows + r] - want).abs() < 1e-4);
-            }
-            let mut one = vec![0f32; n_rows];
-            matmul(&view, &x[t * n_cols..(t + 1) * n_cols], 1, &mut one);
-            assert_eq!(&one[..], &out[t * n_rows..(t + 1) * n_rows]);
+/// [`matmul`] with the kernels of a given instruction-set level (tests, comparisons).
+///
+/// # Panics
+/// When this CPU does not support `isa`, or the lengths do not match the shapes.
+pub fn matmul_with(isa: Isa, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
+    let level = Level::new(isa).unwrap_or_else(|| panic!("this CPU does not support {isa}"));
+    assert_eq!(
+        w.bytes.len(),
+        w.n_rows * w.ty.row_bytes(w.n_cols),
+        "{:?} matrix of {} x {}",
+        w.ty,
+        w.n_rows,
+        w.n_cols
+    );
+    assert_eq!(
+        x.len(),
+        n_tokens * w.n_cols,
+        "activations of {n_tokens} tokens"
+    );
+    assert_eq!(
+        out.len(),
+        n_tokens * w.n_rows,
+        "outputs of {n_tokens} tokens"
+    );
+    if out.is_empty() {
+        return;
+    }
+    if w.n_cols == 0 {
+        out.fill(0.0);
+        return;
+    }
+    // Weight types without kernels of their own (added to `WeightType` over time) take the
+    // plain path.
+    #[allow(unreachable_patterns)]
+    match w.ty {
+        WeightType::F32 | WeightType::F16 | WeightType::BF16 => {
+            matmul_float(level, w, x, n_tokens, out)
         }
+        WeightType::Q8_0 | WeightType::Q4_0 => matmul_quant(level, w, x, n_tokens, out),
+        _ => matmul_reference(w, x, n_tokens, out),
     }
 }

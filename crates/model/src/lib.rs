@@ -14,10 +14,12 @@ mod config;
 mod error;
 mod llama;
 pub mod load;
+mod synthetic;
 mod weights;
 
 pub use batch::{Batch, KvView};
 pub use config::{LlamaConfig, RopeScaling};
 pub use error::{ModelError, Result};
 pub use llama::Llama;
+pub use synthetic::{synthetic, synthetic_config, synthetic_shapes, synthetic_type};
 pub use weights::{LayerWeights, Weight};

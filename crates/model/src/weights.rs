@@ -17,6 +17,25 @@ pub struct Weight {
 }
 
 impl Weight {
+    /// A weight over owned bytes: `n_rows` rows of `n_cols` values of `ty`.
+    ///
+    /// # Panics
+    /// When `bytes` is not exactly `n_rows * ty.row_bytes(n_cols)` long or `n_cols` is not a
+    /// whole number of blocks (a bug of the caller, which built the bytes).
+    pub fn from_owned(ty: WeightType, n_rows: usize, n_cols: usize, bytes: Vec<u8>) -> Weight {
+        assert!(
+            n_cols % ty.block_elems() == 0 && bytes.len() == n_rows * ty.row_bytes(n_cols),
+            "{ty:?} [{n_rows}, {n_cols}] needs {} bytes, got {}",
+            n_rows * ty.row_bytes(n_cols),
+            bytes.len()
+        );
+        Weight {
+            ty,
+            n_rows,
+            n_cols,
+            data: Storage::owned(bytes),
+        }
+    }
     pub fn view(&self) -> WeightView<'_> {
         WeightView {
             ty: self.ty,
@@ -51,6 +70,11 @@ pub(crate) fn weight_type(dtype: DType) -> WeightType {
         DType::BF16 => WeightType::BF16,
         DType::Q8_0 => WeightType::Q8_0,
         DType::Q4_0 => WeightType::Q4_0,
+        DType::Q2_K => WeightType::Q2_K,
+        DType::Q3_K => WeightType::Q3_K,
+        DType::Q4_K => WeightType::Q4_K,
+        DType::Q5_K => WeightType::Q5_K,
+        DType::Q6_K => WeightType::Q6_K,
     }
 }
 

@@ -1,0 +1,380 @@
+//! `herd bench`: prompt-processing and generation throughput with llama-bench's method and
+//! table, plus decode speed as a share of the measured memory-bandwidth ceiling.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use serde_json::{json, Value};
+
+use engine::{BandwidthProbe, BenchResult, BenchTest, PROBE_BYTES};
+use model::Llama;
+
+/// Arguments of `herd bench` (the thread counts come from the global `-t`).
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Model file or directory; or give --synthetic instead.
+    #[arg(required_unless_present = "synthetic", conflicts_with = "synthetic")]
+    pub model: Option<PathBuf>,
+    /// Build a random-weight model of this shape in memory instead of loading one:
+    /// stories15m, tinyllama-1.1b, llama2-7b, llama2-13b, llama3-8b.
+    #[arg(long, value_name = "SHAPE")]
+    pub synthetic: Option<String>,
+    /// Weight type of the --synthetic model: f32, f16, bf16, q8_0, q4_0.
+    #[arg(long = "type", value_name = "TYPE", requires = "synthetic")]
+    pub ty: Option<String>,
+    /// Prompt lengths to test, comma-separated (0: no prompt test).
+    #[arg(
+        short = 'p',
+        long = "n-prompt",
+        value_delimiter = ',',
+        default_value = "512"
+    )]
+    pub n_prompt: Vec<usize>,
+    /// Generation lengths to test, comma-separated (0: no generation test).
+    #[arg(
+        short = 'n',
+        long = "n-gen",
+        value_delimiter = ',',
+        default_value = "128"
+    )]
+    pub n_gen: Vec<usize>,
+    /// Timed repetitions of each test (after one warm-up).
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    pub reps: usize,
+    /// Output: a markdown table, or a JSON array of rows.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Md)]
+    pub output: OutputFormat,
+    /// Seed of the random token ids (and of the --synthetic weights).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Md,
+    Json,
+}
+
+/// Passes over the bandwidth probe per thread count; the best one counts.
+const BANDWIDTH_PASSES: usize = 3;
+
+/// What is benchmarked, as it appears in every row.
+struct ModelInfo {
+    filename: String,
+    model_type: String,
+    size: u64,
+    n_params: u64,
+    bytes_per_token: u64,
+}
+
+/// One finished test at one thread count.
+struct Row {
+    threads: usize,
+    result: BenchResult,
+    bandwidth: f64,
+}
+
+impl Row {
+    /// Decode rate as a percentage of the bandwidth ceiling (generation rows only).
+    fn pct_of_bandwidth(&self, info: &ModelInfo) -> Option<f64> {
+        match self.result.test {
+            BenchTest::Gen(_) => {
+                Some(100.0 * self.result.avg_ts() * info.bytes_per_token as f64 / self.bandwidth)
+            }
+            BenchTest::Prompt(_) => None,
+        }
+    }
+}
+
+pub fn run(a: BenchArgs, threads: &[usize]) -> Result<()> {
+    let threads = if threads.is_empty() {
+        vec![rayon::current_num_threads()]
+    } else {
+        threads.to_vec()
+    };
+    let pp: Vec<usize> = a.n_prompt.iter().copied().filter(|&n| n > 0).collect();
+    let tg: Vec<usize> = a.n_gen.iter().copied().filter(|&n| n > 0).collect();
+    if pp.is_empty() && tg.is_empty() {
+        bail!("nothing to run: every -p and -n length is 0");
+    }
+    if a.reps == 0 {
+        bail!("-r must be at least 1");
+    }
+    // Names and paths are checked before the slow steps.
+    let synthetic = match (&a.synthetic, &a.ty) {
+        (Some(shape), Some(ty)) => {
+            model::synthetic_config(shape)?;
+            Some((shape.clone(), ty.clone(), model::synthetic_type(ty)?))
+        }
+        (Some(_), None) => bail!("--synthetic needs --type (f32, f16, bf16, q8_0, q4_0)"),
+        (None, _) => None,
+    };
+    if let (None, Some(path)) = (&synthetic, &a.model) {
+        engine::detect_format(path)?;
+    }
+
+    let bandwidth = measure_bandwidth(&threads);
+    // The probe is freed; peak RSS from here on is the model's.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+
+    let t0 = Instant::now();
+    let (mut model, filename) = match (synthetic, &a.model) {
+        (Some((shape, name, ty)), _) => (
+            model::synthetic(&shape, ty, a.seed)?,
+            format!("synthetic:{}:{}", shape.to_lowercase(), name.to_lowercase()),
+        ),
+        (None, Some(path)) => (engine::load_model(path)?.0, path.display().to_string()),
+        (None, None) => bail!("give a model path or --synthetic SHAPE"),
+    };
+    eprintln!("{filename}: ready in {:.1} s", t0.elapsed().as_secs_f64());
+    let longest = pp.iter().chain(&tg).copied().max().unwrap_or(0);
+    let n_ctx = model.config.max_seq_len;
+    if engine::extend_context(&mut model, longest) {
+        eprintln!("note: context raised from {n_ctx} to {longest} positions for the tests");
+    }
+    let info = model_info(&model, filename);
+
+    let md = a.output == OutputFormat::Md;
+    let header = bandwidth_header(&bandwidth, &info);
+    if md {
+        println!("{header}\n");
+        print_table_header();
+    } else {
+        eprintln!("{header}");
+    }
+    let mut rows = Vec::new();
+    for (&t, &(_, bw)) in threads.iter().zip(&bandwidth) {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build()
+            .with_context(|| format!("cannot start {t} threads"))?;
+        let tests = pp
+            .iter()
+            .map(|&n| BenchTest::Prompt(n))
+            .chain(tg.iter().map(|&n| BenchTest::Gen(n)));
+        for test in tests {
+            let result = pool.install(|| match test {
+                BenchTest::Prompt(n) => engine::run_pp(&model, n, a.reps, a.seed),
+                BenchTest::Gen(n) => engine::run_tg(&model, n, a.reps, a.seed),
+            })?;
+            let row = Row {
+                threads: t,
+                result,
+                bandwidth: bw,
+            };
+            if md {
+                print_row(&row, &info);
+            }
+            rows.push(row);
+        }
+    }
+
+    let peak = peak_rss_bytes();
+    if !md {
+        let time = utc_now();
+        let out: Vec<Value> = rows
+            .iter()
+            .map(|r| json_row(r, &info, peak, &time))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    match peak {
+        Some(b) => eprintln!("peak RSS: {} (VmHWM)", format_bytes(b)),
+        None => eprintln!("peak RSS: unknown (no VmHWM in /proc/self/status)"),
+    }
+    Ok(())
+}
+
+/// Bytes/s of a read pass at each thread count, best of [`BANDWIDTH_PASSES`], over one buffer.
+fn measure_bandwidth(threads: &[usize]) -> Vec<(usize, f64)> {
+    let probe = BandwidthProbe::new(PROBE_BYTES);
+    threads
+        .iter()
+        .map(|&t| (t, probe.measure(t, BANDWIDTH_PASSES)))
+        .collect()
+}
+
+fn bandwidth_header(bandwidth: &[(usize, f64)], info: &ModelInfo) -> String {
+    let per: Vec<String> = bandwidth
+        .iter()
+        .map(|&(t, bw)| {
+            let s = if t == 1 { "" } else { "s" };
+            format!("{t} thread{s} {:.1} GB/s", bw / 1e9)
+        })
+        .collect();
+    format!(
+        "memory read bandwidth (best of {BANDWIDTH_PASSES} passes over {} GiB): {}; \
+         bytes read per decoded token: {}",
+        PROBE_BYTES >> 30,
+        per.join(", "),
+        format_bytes(info.bytes_per_token)
+    )
+}
+
+fn model_info(model: &Llama, filename: String) -> ModelInfo {
+    let bytes = engine::weight_bytes(model);
+    let n_params = model.config.n_params() as u64;
+    let ty = format!("{:?}", engine::main_weight_type(model)).to_uppercase();
+    ModelInfo {
+        filename,
+        model_type: format!("llama {} {ty}", size_label(n_params)),
+        size: bytes.total,
+        n_params,
+        bytes_per_token: bytes.per_token,
+    }
+}
+
+/// "1.1B", "15M": the parameter count as models are named.
+fn size_label(n: u64) -> String {
+    let n = n as f64;
+    match n {
+        n if n >= 10e9 => format!("{:.0}B", n / 1e9),
+        n if n >= 1e9 => format!("{:.1}B", n / 1e9),
+        n => format!("{:.0}M", n / 1e6),
+    }
+}
+
+/// llama-bench's size column: MiB below 1 GiB, GiB above.
+fn format_bytes(b: u64) -> String {
+    let b = b as f64;
+    if b >= (1u64 << 30) as f64 {
+        format!("{:.2} GiB", b / (1u64 << 30) as f64)
+    } else {
+        format!("{:.2} MiB", b / (1u64 << 20) as f64)
+    }
+}
+
+/// llama-bench's params column.
+fn format_params(n: u64) -> String {
+    let n = n as f64;
+    if n >= 1e9 {
+        format!("{:.2} B", n / 1e9)
+    } else if n >= 1e6 {
+        format!("{:.2} M", n / 1e6)
+    } else {
+        format!("{:.2} K", n / 1e3)
+    }
+}
+
+const WIDTHS: [usize; 8] = [24, 10, 10, 7, 7, 8, 20, 8];
+
+fn print_line(cells: [&str; 8], right: [bool; 8]) {
+    let mut out = String::from("|");
+    for ((c, w), r) in cells.iter().zip(WIDTHS).zip(right) {
+        if r {
+            out.push_str(&format!(" {c:>w$} |"));
+        } else {
+            out.push_str(&format!(" {c:<w$} |"));
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{out}").and_then(|_| stdout.flush());
+}
+
+const RIGHT: [bool; 8] = [false, true, true, false, true, true, true, true];
+
+fn print_table_header() {
+    print_line(
+        [
+            "model", "size", "params", "backend", "threads", "test", "t/s", "% bw",
+        ],
+        RIGHT,
+    );
+    let rules: Vec<String> = WIDTHS
+        .iter()
+        .zip(RIGHT)
+        .map(|(&w, r)| {
+            if r {
+                format!("{}:", "-".repeat(w - 1))
+            } else {
+                "-".repeat(w)
+            }
+        })
+        .collect();
+    print_line(std::array::from_fn(|i| rules[i].as_str()), [false; 8]);
+}
+
+fn print_row(r: &Row, info: &ModelInfo) {
+    let ts = format!("{:.2} ± {:.2}", r.result.avg_ts(), r.result.stddev_ts());
+    let pct = r
+        .pct_of_bandwidth(info)
+        .map_or_else(String::new, |p| format!("{p:.1}"));
+    print_line(
+        [
+            &info.model_type,
+            &format_bytes(info.size),
+            &format_params(info.n_params),
+            "CPU",
+            &r.threads.to_string(),
+            &r.result.test.name(),
+            &ts,
+            &pct,
+        ],
+        RIGHT,
+    );
+}
+
+/// A row with llama-bench's JSON field names, plus the bandwidth figures and peak RSS.
+fn json_row(r: &Row, info: &ModelInfo, peak_rss: Option<u64>, time: &str) -> Value {
+    let (n_prompt, n_gen) = match r.result.test {
+        BenchTest::Prompt(n) => (n, 0),
+        BenchTest::Gen(n) => (0, n),
+    };
+    json!({
+        "model_filename": info.filename,
+        "model_type": info.model_type,
+        "model_size": info.size,
+        "model_n_params": info.n_params,
+        "backends": "CPU",
+        "n_threads": r.threads,
+        "n_prompt": n_prompt,
+        "n_gen": n_gen,
+        "test": r.result.test.name(),
+        "test_time": time,
+        "avg_ns": r.result.avg_ns().round() as u64,
+        "stddev_ns": r.result.stddev_ns().round() as u64,
+        "avg_ts": r.result.avg_ts(),
+        "stddev_ts": r.result.stddev_ts(),
+        "samples_ns": r.result.samples_ns,
+        "samples_ts": r.result.samples_ts(),
+        "bandwidth_gbps": r.bandwidth / 1e9,
+        "bytes_per_token": info.bytes_per_token,
+        "pct_of_bandwidth": r.pct_of_bandwidth(info),
+        "peak_rss_bytes": peak_rss,
+    })
+}
+
+/// The process's peak resident set size (VmHWM), in bytes.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The current time as ISO 8601 UTC, e.g. `2026-11-26T18:05:09Z`.
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}

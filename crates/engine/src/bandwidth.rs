@@ -1,0 +1,90 @@
+//! The machine's memory read bandwidth, the ceiling of batch-1 decoding (which reads every
+//! weight once per token): a read-only pass over a large buffer, split evenly over threads,
+//! summing `u64` words with eight independent accumulators so the loop vectorizes.
+
+use std::time::Instant;
+
+/// Size of the buffer [`BandwidthProbe::new`] allocates by default: 1 GiB, far beyond any
+/// last-level cache.
+pub const PROBE_BYTES: usize = 1 << 30;
+
+/// A buffer allocated (and written, so its pages exist) once, read by each measurement.
+pub struct BandwidthProbe {
+    words: Vec<u64>,
+}
+
+impl BandwidthProbe {
+    /// Allocates and fills `bytes` bytes (rounded down to whole 64-byte lines).
+    pub fn new(bytes: usize) -> Self {
+        let n = bytes / 64 * 8;
+        let words = (0..n as u64).collect();
+        BandwidthProbe { words }
+    }
+
+    /// Bytes one pass reads.
+    pub fn bytes(&self) -> usize {
+        self.words.len() * 8
+    }
+
+    /// Best of `passes` read passes over the whole buffer on `n_threads` threads, in bytes per
+    /// second.
+    pub fn measure(&self, n_threads: usize, passes: usize) -> f64 {
+        let n_threads = n_threads.max(1);
+        let part = self.words.len().div_ceil(n_threads).max(8);
+        let mut best = f64::INFINITY;
+        for _ in 0..passes.max(1) {
+            let t0 = Instant::now();
+            let total = std::thread::scope(|s| {
+                let handles: Vec<_> = self
+                    .words
+                    .chunks(part)
+                    .map(|c| s.spawn(move || sum_words(c)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("a bandwidth reader thread panicked"))
+                    .fold(0u64, u64::wrapping_add)
+            });
+            std::hint::black_box(total);
+            best = best.min(t0.elapsed().as_secs_f64());
+        }
+        self.bytes() as f64 / best
+    }
+}
+
+/// Wrapping sum of `x`; eight accumulators break the dependency chain so the compiler keeps
+/// several vector additions in flight.
+fn sum_words(x: &[u64]) -> u64 {
+    let mut acc = [0u64; 8];
+    let mut blocks = x.chunks_exact(8);
+    for b in &mut blocks {
+        for (a, &v) in acc.iter_mut().zip(b) {
+            *a = a.wrapping_add(v);
+        }
+    }
+    let rest = blocks
+        .remainder()
+        .iter()
+        .fold(0u64, |a, &v| a.wrapping_add(v));
+    acc.iter().fold(rest, |a, &v| a.wrapping_add(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_every_word_once() {
+        let x: Vec<u64> = (0..1003).collect();
+        assert_eq!(sum_words(&x), 1002 * 1003 / 2);
+    }
+
+    #[test]
+    fn measures_a_positive_rate() {
+        let p = BandwidthProbe::new(1 << 20);
+        assert_eq!(p.bytes(), 1 << 20);
+        for t in [1, 2, 3] {
+            assert!(p.measure(t, 2) > 0.0);
+        }
+    }
+}

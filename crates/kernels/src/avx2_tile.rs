@@ -1,0 +1,171 @@
+//! AVX2 prefill tile kernels: `R` packed weight rows against `T` activation rows, each weight
+//! vector loaded once for `T` tokens; twins of `tile_scalar.rs`.
+//!
+//! The packed groups of 16 blocks (`pack.rs`) are read as two halves of eight blocks, one block
+//! per int32 lane:
+//! - Q4_0 (`u` = nibble ≤ 15): `maddubs(u, a)` pairs stay within ±3810, so eight of them add up
+//!   in i16 without saturating (±30480); one `madd` by ones then gives each block's sum;
+//! - Q8_0 (`u = w + 128`): `maddubs` would saturate, so the weights go back to signed (`u ^ 0x80`)
+//!   and llama.cpp's sign trick `maddubs(|w|, sign(a, w))` is summed in i32.
+
+use std::arch::x86_64::*;
+
+use crate::act_q8::{GROUP_BLOCKS, GROUP_BYTES};
+use crate::avx2_dot::hsum_ps;
+use crate::cpu::Avx2;
+use crate::pack::{Q4_0_OFFSET, Q8_0_OFFSET};
+use crate::tile_scalar::{ActRow, QuantRow};
+
+/// `out[r][t] = w[r] · x[t]`; all rows of one length, a multiple of 8.
+pub(crate) fn tile_f32<const R: usize, const T: usize>(
+    _: Avx2,
+    w: [&[f32]; R],
+    x: [&[f32]; T],
+) -> [[f32; T]; R] {
+    let n = w[0].len();
+    assert!(n.is_multiple_of(8) && w.iter().chain(&x).all(|s| s.len() == n));
+    // SAFETY: the token proves the features; every row holds n values.
+    unsafe { tile_f32_avx2::<R, T>(w.map(|s| s.as_ptr()), x.map(|s| s.as_ptr()), n) }
+}
+
+/// # Safety
+/// AVX2/FMA available; every pointer reads `n` values (`n` a multiple of 8).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_f32_avx2<const R: usize, const T: usize>(
+    w: [*const f32; R],
+    x: [*const f32; T],
+    n: usize,
+) -> [[f32; T]; R] {
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    let mut wv = [_mm256_setzero_ps(); R];
+    for i in (0..n).step_by(8) {
+        // SAFETY: i + 8 ≤ n.
+        unsafe {
+            for r in 0..R {
+                wv[r] = _mm256_loadu_ps(w[r].add(i));
+            }
+            // One token vector live at a time: R·T accumulators + R + 1 registers.
+            for t in 0..T {
+                let xv = _mm256_loadu_ps(x[t].add(i));
+                for r in 0..R {
+                    acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
+                }
+            }
+        }
+    }
+    let mut out = [[0f32; T]; R];
+    for r in 0..R {
+        for t in 0..T {
+            out[r][t] = hsum_ps(acc[r][t]);
+        }
+    }
+    out
+}
+
+/// `out[r][t]` for packed quantized rows (`offset` 128 for Q8_0, 8 for Q4_0).
+pub(crate) fn tile_quant<const R: usize, const T: usize>(
+    _: Avx2,
+    w: [QuantRow<'_>; R],
+    a: [ActRow<'_>; T],
+    offset: i32,
+) -> [[f32; T]; R] {
+    let ng = w[0].d.len() / GROUP_BLOCKS;
+    assert!(w[0].d.len() == ng * GROUP_BLOCKS);
+    assert!(w
+        .iter()
+        .all(|r| r.qs.len() == ng * GROUP_BYTES && r.d.len() == ng * GROUP_BLOCKS));
+    assert!(a.iter().all(|t| t.qs.len() == ng * GROUP_BYTES
+        && t.d.len() == ng * GROUP_BLOCKS
+        && t.sums.len() == ng * GROUP_BLOCKS));
+    let (wq, wd) = (w.map(|r| r.qs.as_ptr()), w.map(|r| r.d.as_ptr()));
+    let (aq, ad, asum) = (
+        a.map(|t| t.qs.as_ptr()),
+        a.map(|t| t.d.as_ptr()),
+        a.map(|t| t.sums.as_ptr()),
+    );
+    // SAFETY: the token proves the features; every length checked above.
+    unsafe {
+        match offset {
+            Q4_0_OFFSET => tile_quant_avx2::<R, T, true>(wq, wd, aq, ad, asum, ng),
+            Q8_0_OFFSET => tile_quant_avx2::<R, T, false>(wq, wd, aq, ad, asum, ng),
+            _ => panic!("unsupported offset {offset}"),
+        }
+    }
+}
+
+/// # Safety
+/// AVX2/FMA available; weight and activation rows hold `ng` groups (512 bytes, 16 scales, 16
+/// sums each).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_quant_avx2<const R: usize, const T: usize, const Q4: bool>(
+    wq: [*const u8; R],
+    wd: [*const f32; R],
+    aq: [*const i8; T],
+    ad: [*const f32; T],
+    asum: [*const i32; T],
+    ng: usize,
+) -> [[f32; T]; R] {
+    let ones = _mm256_set1_epi16(1);
+    let flip = _mm256_set1_epi8(-128);
+    let mut facc = [[_mm256_setzero_ps(); T]; R];
+    let mut av = [_mm256_setzero_si256(); T];
+    for g in 0..ng {
+        for h in 0..2 {
+            // Bytes of blocks 8h..8h+8 in each 64-byte step; their scales and sums.
+            let (qo, so) = (g * GROUP_BYTES + 32 * h, g * GROUP_BLOCKS + 8 * h);
+            let mut iacc = [[_mm256_setzero_si256(); T]; R];
+            // SAFETY (loads): group g < ng is inside every row.
+            unsafe {
+                for k in 0..8 {
+                    for t in 0..T {
+                        av[t] = _mm256_loadu_si256(aq[t].add(qo + 64 * k) as *const __m256i);
+                    }
+                    for r in 0..R {
+                        let wv = _mm256_loadu_si256(wq[r].add(qo + 64 * k) as *const __m256i);
+                        if Q4 {
+                            for t in 0..T {
+                                let p = _mm256_maddubs_epi16(wv, av[t]);
+                                iacc[r][t] = _mm256_add_epi16(iacc[r][t], p);
+                            }
+                        } else {
+                            let ws = _mm256_xor_si256(wv, flip);
+                            let wa = _mm256_sign_epi8(ws, ws);
+                            for t in 0..T {
+                                let p = _mm256_maddubs_epi16(wa, _mm256_sign_epi8(av[t], ws));
+                                iacc[r][t] =
+                                    _mm256_add_epi32(iacc[r][t], _mm256_madd_epi16(p, ones));
+                            }
+                        }
+                    }
+                }
+                for t in 0..T {
+                    let da = _mm256_loadu_ps(ad[t].add(so));
+                    // Q4_0: the i16 pair sums to i32, minus 8 · Σa.
+                    let corr = if Q4 {
+                        let s = _mm256_loadu_si256(asum[t].add(so) as *const __m256i);
+                        _mm256_slli_epi32::<3>(s)
+                    } else {
+                        _mm256_setzero_si256()
+                    };
+                    for r in 0..R {
+                        let sums = if Q4 {
+                            _mm256_sub_epi32(_mm256_madd_epi16(iacc[r][t], ones), corr)
+                        } else {
+                            iacc[r][t]
+                        };
+                        let scale = _mm256_mul_ps(_mm256_loadu_ps(wd[r].add(so)), da);
+                        let s = _mm256_cvtepi32_ps(sums);
+                        facc[r][t] = _mm256_fmadd_ps(s, scale, facc[r][t]);
+                    }
+                }
+            }
+        }
+    }
+    let mut out = [[0f32; T]; R];
+    for r in 0..R {
+        for t in 0..T {
+            out[r][t] = hsum_ps(facc[r][t]);
+        }
+    }
+    out
+}

@@ -1,0 +1,208 @@
+//! AVX-512 (F/BW/VL/VNNI) dot products of one stored weight row with one activation row (the
+//! decode kernels); twins of `dot_scalar.rs`.
+//!
+//! Float rows: 16 lanes, four accumulators, masked loads for the tail. Q8_0 / Q4_0 rows: one
+//! 256-bit VNNI `vpdpbusd` (unsigned × signed bytes, four products per int32 lane) per block:
+//! - Q8_0: the weights offset to unsigned, `w + 128` (an xor), against the signed activations,
+//!   with the accumulator started at the activation's lane correction `−128 · Σa`;
+//! - Q4_0: the nibbles (already unsigned) against the activations, started at `−8 · Σa`.
+//!
+//! Both leave the exact `Σ w·a` of each 4-value group in its lane, which is then scaled by
+//! `d_w · d_a` and accumulated in `f32`. (Two blocks per 512-bit vector would halve the
+//! conversions but cost more than that in shuffles and scale patterns; 256-bit runs on three
+//! ports, 512-bit on two.)
+
+use std::arch::x86_64::*;
+
+use crate::act_q8::{LANES, QK};
+use crate::avx2_dot::{block_scale, float_bytes, nibbles, F16, F32, PREFETCH_BYTES};
+use crate::cpu::Avx512;
+use crate::dot_scalar::{Q4_0_BYTES, Q8_0_BYTES};
+use crate::f16_table::f16_table;
+
+/// Float row (`F32`, `F16` or `BF16` bytes, see `avx2_dot.rs`) · `x`.
+pub(crate) fn dot_float<const KIND: u8>(_: Avx512, w: &[u8], x: &[f32]) -> f32 {
+    assert_eq!(w.len(), float_bytes(KIND) * x.len());
+    // SAFETY: the token proves the features; `w` holds `x.len()` values.
+    unsafe { dot_float_avx512::<KIND>(w.as_ptr(), x) }
+}
+
+/// Q8_0 row · Q8_0 activations with lane corrections for `k = 128`.
+pub(crate) fn dot_q8_0(_: Avx512, w: &[u8], qs: &[i8], d: &[f32], corr: &[i32]) -> f32 {
+    let nb = d.len();
+    assert!(w.len() == nb * Q8_0_BYTES && qs.len() == nb * QK && corr.len() == nb * LANES);
+    // SAFETY: the token proves the features; lengths checked above.
+    unsafe {
+        dot_quant_avx512::<false>(
+            f16_table(),
+            w.as_ptr(),
+            qs.as_ptr(),
+            d.as_ptr(),
+            corr.as_ptr(),
+            nb,
+        )
+    }
+}
+
+/// Q4_0 row · Q8_0 activations with lane corrections for `k = 8`.
+pub(crate) fn dot_q4_0(_: Avx512, w: &[u8], qs: &[i8], d: &[f32], corr: &[i32]) -> f32 {
+    let nb = d.len();
+    assert!(w.len() == nb * Q4_0_BYTES && qs.len() == nb * QK && corr.len() == nb * LANES);
+    // SAFETY: the token proves the features; lengths checked above.
+    unsafe {
+        dot_quant_avx512::<true>(
+            f16_table(),
+            w.as_ptr(),
+            qs.as_ptr(),
+            d.as_ptr(),
+            corr.as_ptr(),
+            nb,
+        )
+    }
+}
+
+/// Sixteen weights from value index `i` as `f32`, the lanes past `mask` zero.
+///
+/// # Safety
+/// AVX-512 F/BW/VL available; the values selected by `mask` readable.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn load16<const KIND: u8>(w: *const u8, i: usize, mask: __mmask16) -> __m512 {
+    // SAFETY: masked loads touch only the selected, readable values.
+    unsafe {
+        match KIND {
+            F32 => _mm512_maskz_loadu_ps(mask, w.add(4 * i) as *const f32),
+            F16 => _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, w.add(2 * i) as *const i16)),
+            _ => {
+                let h = _mm256_maskz_loadu_epi16(mask, w.add(2 * i) as *const i16);
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+            }
+        }
+    }
+}
+
+/// # Safety
+/// AVX-512 F/BW/VL available; `w` holds `x.len()` values of `KIND`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn dot_float_avx512<const KIND: u8>(w: *const u8, x: &[f32]) -> f32 {
+    let (n, xp) = (x.len(), x.as_ptr());
+    let all = !0 as __mmask16;
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    // SAFETY (all loads): indices (or masked lanes) stay below n, which both operands hold.
+    unsafe {
+        while i + 64 <= n {
+            // 64 values are 128 or 256 bytes, fetched PREFETCH_BYTES ahead.
+            let ahead = w.wrapping_add(i * float_bytes(KIND) + PREFETCH_BYTES) as *const i8;
+            for line in 0..float_bytes(KIND) {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+            }
+            for (j, a) in acc.iter_mut().enumerate() {
+                let xv = _mm512_loadu_ps(xp.add(i + 16 * j));
+                *a = _mm512_fmadd_ps(load16::<KIND>(w, i + 16 * j, all), xv, *a);
+            }
+            i += 64;
+        }
+        while i < n {
+            let m = if n - i >= 16 {
+                all
+            } else {
+                (1u16 << (n - i)) - 1
+            };
+            let xv = _mm512_maskz_loadu_ps(m, xp.add(i));
+            acc[0] = _mm512_fmadd_ps(load16::<KIND>(w, i, m), xv, acc[0]);
+            i += 16;
+        }
+    }
+    let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+    _mm512_reduce_add_ps(s)
+}
+
+/// The eight exact lane sums of block `b`, from one VNNI dot product.
+///
+/// # Safety
+/// The features available; block `b` of `w`, its activations and corrections readable.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn block_lanes<const Q4: bool>(
+    w: *const u8,
+    qs: *const i8,
+    corr: *const i32,
+    b: usize,
+) -> __m256i {
+    // SAFETY: the caller guarantees the reads.
+    unsafe {
+        let blk = w.add(b * if Q4 { Q4_0_BYTES } else { Q8_0_BYTES });
+        let av = _mm256_loadu_si256(qs.add(b * QK) as *const __m256i);
+        let c = _mm256_loadu_si256(corr.add(b * LANES) as *const __m256i);
+        let wu = if Q4 {
+            nibbles(blk.add(2))
+        } else {
+            let wv = _mm256_loadu_si256(blk.add(2) as *const __m256i);
+            _mm256_xor_si256(wv, _mm256_set1_epi8(-128))
+        };
+        _mm256_dpbusd_epi32(c, wu, av)
+    }
+}
+
+/// `acc + lanes(block b) · d_w · d_a` for a single block.
+///
+/// # Safety
+/// As [`block_lanes`], and block `b`'s scale readable.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn block_step<const Q4: bool>(
+    table: &[f32; 1 << 16],
+    w: *const u8,
+    qs: *const i8,
+    d: *const f32,
+    corr: *const i32,
+    b: usize,
+    acc: __m256,
+) -> __m256 {
+    // SAFETY: the caller guarantees the reads.
+    unsafe {
+        let blk = w.add(b * if Q4 { Q4_0_BYTES } else { Q8_0_BYTES });
+        let lanes = block_lanes::<Q4>(w, qs, corr, b);
+        let scale = _mm256_set1_ps(block_scale(table, blk) * *d.add(b));
+        _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), scale, acc)
+    }
+}
+
+/// # Safety
+/// The features available; `w` holds `nb` blocks, `qs` `32·nb` values, `d` `nb` scales and
+/// `corr` `8·nb` lane corrections.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn dot_quant_avx512<const Q4: bool>(
+    table: &[f32; 1 << 16],
+    w: *const u8,
+    qs: *const i8,
+    d: *const f32,
+    corr: *const i32,
+    nb: usize,
+) -> f32 {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut b = 0;
+    // SAFETY (whole loop): b < nb, so block b, its activations and corrections are in bounds.
+    unsafe {
+        let bytes = if Q4 { Q4_0_BYTES } else { Q8_0_BYTES };
+        while b + 4 <= nb {
+            // The weights stream from memory: ask for them PREFETCH_BYTES ahead (a hint, never
+            // dereferenced, so running past the row is harmless).
+            let ahead = w.wrapping_add(b * bytes + PREFETCH_BYTES) as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(ahead);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
+            acc[0] = block_step::<Q4>(table, w, qs, d, corr, b, acc[0]);
+            acc[1] = block_step::<Q4>(table, w, qs, d, corr, b + 1, acc[1]);
+            acc[2] = block_step::<Q4>(table, w, qs, d, corr, b + 2, acc[2]);
+            acc[3] = block_step::<Q4>(table, w, qs, d, corr, b + 3, acc[3]);
+            b += 4;
+        }
+        while b < nb {
+            acc[0] = block_step::<Q4>(table, w, qs, d, corr, b, acc[0]);
+            b += 1;
+        }
+    }
+    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    crate::avx2_dot::hsum_ps(s)
+}

@@ -1,0 +1,152 @@
+//! AVX-512 prefill tile kernels: `R` packed weight rows against `T` activation rows, each weight
+//! vector loaded once for `T` tokens; twins of `tile_scalar.rs`.
+//!
+//! - `f32`: 16 lanes along the row, one FMA per (row, token) per vector.
+//! - quantized: one 64-byte load holds four values of each of 16 blocks (`pack.rs`), so eight
+//!   `vpdpbusd` leave each block's exact `Σ u · a` in its own int32 lane; the accumulator starts
+//!   at `−offset · Σa` (undoing the unsigned offset of the weights), then the 16 block sums are
+//!   converted once and scaled by `d_w · d_a` in one FMA — 512 products per (row, token) per
+//!   eleven instructions.
+
+use std::arch::x86_64::*;
+
+use crate::act_q8::{GROUP_BLOCKS, GROUP_BYTES};
+use crate::cpu::Avx512;
+use crate::pack::{Q4_0_OFFSET, Q8_0_OFFSET};
+use crate::tile_scalar::{ActRow, QuantRow};
+
+/// `out[r][t] = w[r] · x[t]`; all rows of one length, a multiple of 16.
+pub(crate) fn tile_f32<const R: usize, const T: usize>(
+    _: Avx512,
+    w: [&[f32]; R],
+    x: [&[f32]; T],
+) -> [[f32; T]; R] {
+    let n = w[0].len();
+    assert!(n.is_multiple_of(16) && w.iter().chain(&x).all(|s| s.len() == n));
+    // SAFETY: the token proves the features; every row holds n values.
+    unsafe { tile_f32_avx512::<R, T>(w.map(|s| s.as_ptr()), x.map(|s| s.as_ptr()), n) }
+}
+
+/// # Safety
+/// AVX-512 F available; every pointer reads `n` values (`n` a multiple of 16).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile_f32_avx512<const R: usize, const T: usize>(
+    w: [*const f32; R],
+    x: [*const f32; T],
+    n: usize,
+) -> [[f32; T]; R] {
+    let mut acc = [[_mm512_setzero_ps(); T]; R];
+    let mut wv = [_mm512_setzero_ps(); R];
+    for i in (0..n).step_by(16) {
+        // SAFETY: i + 16 ≤ n.
+        unsafe {
+            for r in 0..R {
+                wv[r] = _mm512_loadu_ps(w[r].add(i));
+            }
+            // One token vector live at a time: R·T accumulators + R + 1 registers.
+            for t in 0..T {
+                let xv = _mm512_loadu_ps(x[t].add(i));
+                for r in 0..R {
+                    acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+                }
+            }
+        }
+    }
+    let mut out = [[0f32; T]; R];
+    for r in 0..R {
+        for t in 0..T {
+            out[r][t] = _mm512_reduce_add_ps(acc[r][t]);
+        }
+    }
+    out
+}
+
+/// `out[r][t]` for packed quantized rows (`offset` 128 for Q8_0, 8 for Q4_0).
+pub(crate) fn tile_quant<const R: usize, const T: usize>(
+    _: Avx512,
+    w: [QuantRow<'_>; R],
+    a: [ActRow<'_>; T],
+    offset: i32,
+) -> [[f32; T]; R] {
+    let ng = w[0].d.len() / GROUP_BLOCKS;
+    assert!(w[0].d.len() == ng * GROUP_BLOCKS);
+    assert!(w
+        .iter()
+        .all(|r| r.qs.len() == ng * GROUP_BYTES && r.d.len() == ng * GROUP_BLOCKS));
+    assert!(a.iter().all(|t| t.qs.len() == ng * GROUP_BYTES
+        && t.d.len() == ng * GROUP_BLOCKS
+        && t.sums.len() == ng * GROUP_BLOCKS));
+    let shift = match offset {
+        Q8_0_OFFSET => 7,
+        Q4_0_OFFSET => 3,
+        _ => panic!("unsupported offset {offset}"),
+    };
+    // SAFETY: the token proves the features; every length checked above.
+    unsafe {
+        tile_quant_avx512::<R, T>(
+            w.map(|r| r.qs.as_ptr()),
+            w.map(|r| r.d.as_ptr()),
+            a.map(|t| t.qs.as_ptr()),
+            a.map(|t| t.d.as_ptr()),
+            a.map(|t| t.sums.as_ptr()),
+            ng,
+            shift,
+        )
+    }
+}
+
+/// # Safety
+/// The features available; weight and activation rows hold `ng` groups (512 bytes, 16 scales,
+/// 16 sums each).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile_quant_avx512<const R: usize, const T: usize>(
+    wq: [*const u8; R],
+    wd: [*const f32; R],
+    aq: [*const i8; T],
+    ad: [*const f32; T],
+    asum: [*const i32; T],
+    ng: usize,
+    shift: i32,
+) -> [[f32; T]; R] {
+    let sh = _mm_cvtsi32_si128(shift);
+    let mut facc = [[_mm512_setzero_ps(); T]; R];
+    let mut init = [_mm512_setzero_si512(); T];
+    let mut av = [_mm512_setzero_si512(); T];
+    for g in 0..ng {
+        let (qo, so) = (g * GROUP_BYTES, g * GROUP_BLOCKS);
+        // SAFETY (loads): group g < ng is inside every row.
+        unsafe {
+            for t in 0..T {
+                let s = _mm512_loadu_si512(asum[t].add(so) as *const _);
+                init[t] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_sll_epi32(s, sh));
+            }
+            let mut iacc = [init; R];
+            for k in 0..8 {
+                for t in 0..T {
+                    av[t] = _mm512_loadu_si512(aq[t].add(qo + 64 * k) as *const _);
+                }
+                for r in 0..R {
+                    let wv = _mm512_loadu_si512(wq[r].add(qo + 64 * k) as *const _);
+                    for t in 0..T {
+                        iacc[r][t] = _mm512_dpbusd_epi32(iacc[r][t], wv, av[t]);
+                    }
+                }
+            }
+            for r in 0..R {
+                let dw = _mm512_loadu_ps(wd[r].add(so));
+                for t in 0..T {
+                    let scale = _mm512_mul_ps(dw, _mm512_loadu_ps(ad[t].add(so)));
+                    let s = _mm512_cvtepi32_ps(iacc[r][t]);
+                    facc[r][t] = _mm512_fmadd_ps(s, scale, facc[r][t]);
+                }
+            }
+        }
+    }
+    let mut out = [[0f32; T]; R];
+    for r in 0..R {
+        for t in 0..T {
+            out[r][t] = _mm512_reduce_add_ps(facc[r][t]);
+        }
+    }
+    out
+}

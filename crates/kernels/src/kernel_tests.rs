@@ -1,0 +1,376 @@
+//! Every SIMD kernel against its scalar twin, on fresh pseudo-random inputs, at every level this
+//! CPU supports: row (decode) kernels, tile (prefill) kernels and panel packers. Integer dot
+//! products are checked exactly; float results within [`SUM_ORDER_TOL_PER_TERM`].
+
+use half::{bf16, f16};
+
+use crate::act_q8::{ActLayout, ActQ8};
+use crate::cpu::{Isa, Level};
+use crate::pack::{self, f32_row_len, n_groups, offset_of};
+#[cfg(target_arch = "x86_64")]
+use crate::pack::{Q4_0_OFFSET, Q8_0_OFFSET};
+#[cfg(target_arch = "x86_64")]
+use crate::tile_scalar::{self, ActRow, QuantRow};
+use crate::{dot_scalar, WeightType};
+
+/// Two `f32` sums of the same `n` products in different orders each err by at most
+/// `γ_n · Σ|a·b| ≈ n · ε · Σ|a·b|` (Higham's bound for recursive summation), so they differ by at
+/// most `2 · n · ε · Σ|a·b|`: this is the allowance per term, to multiply by `n · Σ|a·b|`.
+const SUM_ORDER_TOL_PER_TERM: f32 = 2.0 * f32::EPSILON;
+
+fn close(got: f32, want: f32, n: usize, abs_sum: f32) -> bool {
+    (got - want).abs() <= SUM_ORDER_TOL_PER_TERM * n as f32 * abs_sum
+}
+
+/// xorshift64: small, deterministic, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// Uniform in [-1, 1).
+    fn f32(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn byte(&mut self) -> u8 {
+        (self.next() >> 56) as u8
+    }
+}
+
+/// The SIMD levels this CPU supports.
+fn simd_levels() -> Vec<(Isa, Level)> {
+    Isa::ALL
+        .into_iter()
+        .filter(|&isa| isa != Isa::Scalar)
+        .filter_map(|isa| Some((isa, Level::new(isa)?)))
+        .collect()
+}
+
+fn float_row(rng: &mut Rng, ty: WeightType, n: usize) -> (Vec<u8>, Vec<f32>) {
+    let vals: Vec<f32> = (0..n).map(|_| rng.f32()).collect();
+    let mut bytes = Vec::new();
+    for &v in &vals {
+        match ty {
+            WeightType::F32 => bytes.extend(v.to_le_bytes()),
+            WeightType::F16 => bytes.extend(f16::from_f32(v).to_le_bytes()),
+            _ => bytes.extend(bf16::from_f32(v).to_le_bytes()),
+        }
+    }
+    let mut decoded = vec![0f32; n];
+    crate::dequantize(ty, &bytes, &mut decoded);
+    (bytes, decoded)
+}
+
+/// A random Q8_0 / Q4_0 row of `nb` blocks; scales 1.0 when `unit`, else random in ±[0.001, 1).
+fn quant_row(rng: &mut Rng, ty: WeightType, nb: usize, unit: bool) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for _ in 0..nb {
+        let d = if unit {
+            1.0
+        } else {
+            rng.f32().abs().max(0.001)
+        };
+        bytes.extend(f16::from_f32(d).to_le_bytes());
+        let n = if ty == WeightType::Q4_0 { 16 } else { 32 };
+        bytes.extend((0..n).map(|_| rng.byte()));
+    }
+    bytes
+}
+
+/// Activations: random in ±`scale`, or (`unit`) integers in [-127, 127] with a ±127 in every
+/// block, so that quantization keeps them as they are with a scale of exactly 1.
+fn acts(rng: &mut Rng, n: usize, unit: bool) -> Vec<f32> {
+    (0..n)
+        .map(|i| match (unit, i % 32) {
+            (false, _) => rng.f32() * 3.0,
+            (true, 7) => 127.0,
+            (true, _) => (rng.byte() as i32 % 255 - 127) as f32,
+        })
+        .collect()
+}
+
+/// `Σ w·a` with the row decoded (dequantized) and the activations as quantized, in f64, and
+/// `Σ |w·a|`.
+fn decoded_dot(ty: WeightType, row: &[u8], qs: &[i8], d: &[f32]) -> (f64, f32) {
+    let mut w = vec![0f32; qs.len()];
+    crate::dequantize(ty, row, &mut w);
+    let (mut s, mut a) = (0f64, 0f32);
+    for (i, (&wi, &q)) in w.iter().zip(qs).enumerate() {
+        let x = d[i / 32] * q as f32;
+        s += wi as f64 * x as f64;
+        a += (wi * x).abs();
+    }
+    (s, a)
+}
+
+#[test]
+fn float_row_kernels_match_scalar() {
+    let mut rng = Rng(0x243f6a8885a308d3);
+    for (isa, level) in simd_levels() {
+        for ty in [WeightType::F32, WeightType::F16, WeightType::BF16] {
+            for n in [1, 3, 8, 15, 16, 17, 33, 64, 100, 255, 1000, 2051] {
+                let (w, wd) = float_row(&mut rng, ty, n);
+                let x: Vec<f32> = (0..n).map(|_| rng.f32()).collect();
+                let abs: f32 = wd.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
+                let want = match ty {
+                    WeightType::F32 => dot_scalar::dot_f32(&w, &x),
+                    WeightType::F16 => dot_scalar::dot_f16(&w, &x),
+                    _ => dot_scalar::dot_bf16(&w, &x),
+                };
+                let got = crate::matmul_float::dot_row(level, ty, &w, &x);
+                assert!(
+                    close(got, want, n, abs),
+                    "{isa} {ty:?} n={n}: {got} vs {want}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn quant_row_kernels_match_scalar() {
+    let mut rng = Rng(0x13198a2e03707344);
+    for (isa, level) in simd_levels() {
+        for ty in [WeightType::Q8_0, WeightType::Q4_0] {
+            for nb in [1, 2, 3, 4, 5, 7, 8, 64, 177] {
+                for unit in [true, false] {
+                    if unit && nb * 32 > 1024 {
+                        continue; // exactness needs every partial sum below 2^24
+                    }
+                    let row = quant_row(&mut rng, ty, nb, unit);
+                    let x = acts(&mut rng, nb * 32, unit);
+                    let k = crate::matmul_quant::lane_corr_k(level, ty);
+                    let act = ActQ8::new(level, &x, 1, nb * 32, ActLayout::Natural, k);
+                    let (qs, d) = (act.qs(0), act.d(0));
+                    let want = if ty == WeightType::Q4_0 {
+                        dot_scalar::dot_q4_0(&row, qs, d)
+                    } else {
+                        dot_scalar::dot_q8_0(&row, qs, d)
+                    };
+                    let got = crate::matmul_quant::dot_row(level, ty, &row, &act, 0);
+                    let (exact, abs) = decoded_dot(ty, &row, qs, d);
+                    if unit {
+                        assert!(d.iter().all(|&s| s == 1.0));
+                        assert_eq!(got, want, "{isa} {ty:?} nb={nb}");
+                        assert_eq!(got as f64, exact, "{isa} {ty:?} nb={nb}");
+                    } else {
+                        assert!(
+                            close(got, want, nb * 32, abs),
+                            "{isa} {ty:?} nb={nb}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn packers_match_scalar() {
+    let mut rng = Rng(0xa4093822299f31d0);
+    for (isa, level) in simd_levels() {
+        for ty in [WeightType::F32, WeightType::F16, WeightType::BF16] {
+            for n in [1, 7, 8, 16, 31, 64, 100, 2051] {
+                let (w, _) = float_row(&mut rng, ty, n);
+                let (mut got, mut want) = (vec![1f32; f32_row_len(n)], vec![2f32; f32_row_len(n)]);
+                pack::pack_float_row(level, ty, &w, &mut got);
+                pack::pack_float_row_scalar(ty, &w, &mut want);
+                assert!(
+                    got.iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{isa} {ty:?} {n}"
+                );
+            }
+        }
+        for ty in [WeightType::Q8_0, WeightType::Q4_0] {
+            for nb in [1, 7, 8, 15, 16, 17, 33, 64] {
+                let row = quant_row(&mut rng, ty, nb, false);
+                let ng = n_groups(nb * 32);
+                let (mut gq, mut gd) = (vec![1u8; ng * 512], vec![1f32; ng * 16]);
+                let (mut wq, mut wd) = (vec![2u8; ng * 512], vec![2f32; ng * 16]);
+                pack::pack_quant_row(level, ty, &row, &mut gq, &mut gd);
+                pack::pack_quant_row_scalar(ty, &row, &mut wq, &mut wd);
+                assert_eq!(gq, wq, "{isa} {ty:?} nb={nb}");
+                assert_eq!(gd, wd, "{isa} {ty:?} nb={nb}");
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_quant_rows_decode_to_the_stored_values() {
+    let mut rng = Rng(0x082efa98ec4e6c89);
+    for ty in [WeightType::Q8_0, WeightType::Q4_0] {
+        let nb = 19;
+        let row = quant_row(&mut rng, ty, nb, false);
+        let mut dec = vec![0f32; nb * 32];
+        crate::dequantize(ty, &row, &mut dec);
+        let ng = n_groups(nb * 32);
+        let (mut q, mut d) = (vec![0u8; ng * 512], vec![0f32; ng * 16]);
+        pack::pack_quant_row_scalar(ty, &row, &mut q, &mut d);
+        for (j, &want) in dec.iter().enumerate() {
+            let (b, v) = (j / 32, j % 32);
+            let at = (b / 16) * 512 + ((v / 4) * 16 + b % 16) * 4 + v % 4;
+            assert_eq!(
+                d[b] * (q[at] as i32 - offset_of(ty)) as f32,
+                want,
+                "{ty:?} value {j}"
+            );
+        }
+    }
+}
+
+/// One tile shape of the float kernels against the scalar twin.
+#[cfg(target_arch = "x86_64")]
+fn check_float_tile<const R: usize, const T: usize>(level: Level, rng: &mut Rng, n: usize) {
+    let rows: Vec<Vec<f32>> = (0..R)
+        .map(|_| (0..n).map(|_| rng.f32()).collect())
+        .collect();
+    let xs: Vec<Vec<f32>> = (0..T)
+        .map(|_| (0..n).map(|_| rng.f32()).collect())
+        .collect();
+    let w: [&[f32]; R] = std::array::from_fn(|i| &rows[i][..]);
+    let x: [&[f32]; T] = std::array::from_fn(|i| &xs[i][..]);
+    let want = tile_scalar::tile_f32(w, x);
+    let got = match level {
+        Level::Avx2(k) => crate::avx2_tile::tile_f32(k, w, x),
+        Level::Avx512(k) => crate::avx512_tile::tile_f32(k, w, x),
+        Level::Scalar => unreachable!(),
+    };
+    for r in 0..R {
+        for t in 0..T {
+            let abs: f32 = rows[r].iter().zip(&xs[t]).map(|(a, b)| (a * b).abs()).sum();
+            assert!(
+                close(got[r][t], want[r][t], n, abs),
+                "{level:?} {R}x{T} n={n}"
+            );
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn float_tile_kernels_match_scalar() {
+    let mut rng = Rng(0x452821e638d01377);
+    for (_, level) in simd_levels() {
+        for n in [16, 64, 176, 2048] {
+            check_float_tile::<1, 1>(level, &mut rng, n);
+            check_float_tile::<1, 3>(level, &mut rng, n);
+            check_float_tile::<2, 4>(level, &mut rng, n);
+            check_float_tile::<4, 1>(level, &mut rng, n);
+            check_float_tile::<4, 4>(level, &mut rng, n);
+        }
+    }
+}
+
+/// One tile shape of the quantized kernels against the scalar twin (exactly with unit scales).
+#[cfg(target_arch = "x86_64")]
+fn check_quant_tile<const R: usize, const T: usize>(
+    level: Level,
+    rng: &mut Rng,
+    ty: WeightType,
+    nb: usize,
+    unit: bool,
+) {
+    let n_cols = nb * 32;
+    let ng = n_groups(n_cols);
+    let raw: Vec<Vec<u8>> = (0..R).map(|_| quant_row(rng, ty, nb, unit)).collect();
+    let mut q = vec![0u8; R * ng * 512];
+    let mut d = vec![0f32; R * ng * 16];
+    for (i, r) in raw.iter().enumerate() {
+        let (qr, dr) = (
+            &mut q[i * ng * 512..][..ng * 512],
+            &mut d[i * ng * 16..][..ng * 16],
+        );
+        pack::pack_quant_row_scalar(ty, r, qr, dr);
+    }
+    let x = acts(rng, T * n_cols, unit);
+    let act = ActQ8::new(Level::Scalar, &x, T, n_cols, ActLayout::Interleaved, None);
+    let nat = ActQ8::new(Level::Scalar, &x, T, n_cols, ActLayout::Natural, None);
+    let w: [QuantRow<'_>; R] = std::array::from_fn(|i| QuantRow {
+        qs: &q[i * ng * 512..][..ng * 512],
+        d: &d[i * ng * 16..][..ng * 16],
+    });
+    let a: [ActRow<'_>; T] = std::array::from_fn(|t| ActRow {
+        qs: act.qs(t),
+        d: act.d(t),
+        sums: act.sums(t),
+    });
+    let offset = offset_of(ty);
+    let want = tile_scalar::tile_quant(w, a, offset);
+    let got = match level {
+        Level::Avx2(k) => crate::avx2_tile::tile_quant(k, w, a, offset),
+        Level::Avx512(k) => crate::avx512_tile::tile_quant(k, w, a, offset),
+        Level::Scalar => unreachable!(),
+    };
+    for r in 0..R {
+        for t in 0..T {
+            let (exact, abs) = decoded_dot(ty, &raw[r], nat.qs(t), nat.d(t));
+            let what = format!("{level:?} {ty:?} {R}x{T} nb={nb}");
+            if unit {
+                assert_eq!(got[r][t], want[r][t], "{what}");
+                assert_eq!(got[r][t] as f64, exact, "{what}");
+            } else {
+                assert!(close(got[r][t], want[r][t], n_cols, abs), "{what}");
+                assert!(close(want[r][t], exact as f32, n_cols, abs), "{what}");
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn quant_tile_kernels_match_scalar() {
+    let mut rng = Rng(0xbe5466cf34e90c6c);
+    assert_eq!((Q8_0_OFFSET, Q4_0_OFFSET), (128, 8));
+    for (_, level) in simd_levels() {
+        for ty in [WeightType::Q8_0, WeightType::Q4_0] {
+            for nb in [1, 5, 16, 17, 32, 176] {
+                for unit in [true, false] {
+                    if unit && nb * 32 > 1024 {
+                        continue; // exactness needs every partial sum below 2^24
+                    }
+                    check_quant_tile::<1, 1>(level, &mut rng, ty, nb, unit);
+                    check_quant_tile::<1, 3>(level, &mut rng, ty, nb, unit);
+                    check_quant_tile::<2, 2>(level, &mut rng, ty, nb, unit);
+                    check_quant_tile::<2, 4>(level, &mut rng, ty, nb, unit);
+                    check_quant_tile::<4, 4>(level, &mut rng, ty, nb, unit);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn extreme_weights_do_not_saturate() {
+    // Q8_0 bytes of -128 and activations of ±127 are the largest products any kernel sees.
+    let nb = 32;
+    let mut row = Vec::new();
+    for _ in 0..nb {
+        row.extend(f16::from_f32(1.0).to_le_bytes());
+        row.extend([0x80u8; 32]);
+    }
+    for sign in [1.0f32, -1.0] {
+        let x = vec![127.0 * sign; nb * 32];
+        let want = -128.0 * 127.0 * sign * (nb * 32) as f32;
+        for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
+            let w = crate::WeightView {
+                ty: WeightType::Q8_0,
+                n_rows: 1,
+                n_cols: nb * 32,
+                bytes: &row,
+            };
+            for n_tokens in [1, 3] {
+                let xs: Vec<f32> = x.iter().copied().cycle().take(n_tokens * nb * 32).collect();
+                let mut out = vec![0f32; n_tokens];
+                crate::matmul_with(isa, &w, &xs, n_tokens, &mut out);
+                assert!(out.iter().all(|&v| v == want), "{isa} {n_tokens}: {out:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! `matmul` for F32 / F16 / BF16 weights against `f32` activations: row kernels for one token,
+//! packed `f32` panels and tile kernels for several.
+
+use std::borrow::Cow;
+
+#[cfg(target_arch = "x86_64")]
+use crate::avx2_dot::{BF16, F16, F32};
+use crate::cpu::Level;
+use crate::matmul::{MIN_TASK_BYTES, PANEL_BYTES};
+use crate::pack::{f32_row_len, pack_float_row};
+use crate::par::{chunk_rows, for_each_row_chunk};
+use crate::scratch::{sized, with_panel};
+use crate::tiles::{run_tiles, Tiler};
+use crate::{dot_scalar, tile_scalar, WeightType, WeightView};
+
+/// `out = x · wᵀ` for a float weight type; shapes already checked.
+pub(crate) fn matmul_float(
+    level: Level,
+    w: &WeightView,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    let (n_rows, n_cols) = (w.n_rows, w.n_cols);
+    let work_per_row = w.ty.row_bytes(n_cols) * n_tokens;
+    if n_tokens == 1 || matches!(level, Level::Scalar) {
+        let chunk = chunk_rows(n_rows, 1, MIN_TASK_BYTES.div_ceil(work_per_row));
+        for_each_row_chunk(out, n_rows, n_tokens, chunk, |mut oc| {
+            for (i, r) in oc.rows().enumerate() {
+                let wr = w.row(r);
+                for t in 0..n_tokens {
+                    oc.token(t)[i] = dot_row(level, w.ty, wr, &x[t * n_cols..(t + 1) * n_cols]);
+                }
+            }
+        });
+        return;
+    }
+    // Prefill: activations padded like the panel rows.
+    let kp = f32_row_len(n_cols);
+    let xp: Cow<[f32]> = if kp == n_cols {
+        Cow::Borrowed(x)
+    } else {
+        let mut v = vec![0f32; n_tokens * kp];
+        for (d, s) in v.chunks_exact_mut(kp).zip(x.chunks_exact(n_cols)) {
+            d[..n_cols].copy_from_slice(s);
+        }
+        Cow::Owned(v)
+    };
+    let (rm, _) = tile_shape(level);
+    let value_bytes = w.ty.block_bytes();
+    let kb = K_BLOCK.min(kp);
+    let panel_rows = (PANEL_BYTES / (4 * kb)).clamp(rm, 256) / rm * rm;
+    let chunk = chunk_rows(n_rows, rm, MIN_TASK_BYTES.div_ceil(work_per_row));
+    for_each_row_chunk(out, n_rows, n_tokens, chunk, |mut oc| {
+        let rows = oc.rows();
+        with_panel(|p| {
+            for p0 in rows.clone().step_by(panel_rows) {
+                let np = panel_rows.min(rows.end - p0);
+                let col0 = p0 - rows.start;
+                // One block of columns at a time: its panel slice and the same columns of every
+                // token stay in L2, a tile's rows and tokens in L1.
+                for k0 in (0..n_cols).step_by(K_BLOCK) {
+                    let k1 = n_cols.min(k0 + K_BLOCK);
+                    let kw = f32_row_len(k1 - k0);
+                    let panel = sized(&mut p.f, np * kw);
+                    for (i, pr) in panel.chunks_exact_mut(kw).enumerate() {
+                        let bytes = &w.row(p0 + i)[k0 * value_bytes..k1 * value_bytes];
+                        pack_float_row(level, w.ty, bytes, pr);
+                    }
+                    let tiler = FloatTiler {
+                        level,
+                        panel,
+                        x: &xp,
+                        kp,
+                        k: k0..k0 + kw,
+                    };
+                    let emit = |r: usize, t: usize, v: f32| {
+                        let o = &mut oc.token(t)[col0 + r];
+                        *o = if k0 == 0 { v } else { *o + v };
+                    };
+                    match level {
+                        #[cfg(target_arch = "x86_64")]
+                        Level::Avx512(_) => run_tiles::<3, 8, _>(&tiler, np, n_tokens, emit),
+                        _ => run_tiles::<2, 4, _>(&tiler, np, n_tokens, emit),
+                    }
+                }
+            }
+        });
+    });
+}
+
+/// Columns per pass (a multiple of [`crate::pack::F32_ALIGN`]): 4 KiB of `f32` per row, so the 8
+/// token rows of a tile take 32 KiB of L1 while weight rows stream through, and the panel slice
+/// plus these columns of a few hundred tokens stay within L2.
+const K_BLOCK: usize = 1024;
+
+/// Rows and tokens of a full tile at `level`.
+fn tile_shape(level: Level) -> (usize, usize) {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512(_) => (3, 8),
+        _ => (2, 4),
+    }
+}
+
+/// One stored row · one token.
+pub(crate) fn dot_row(level: Level, ty: WeightType, w: &[u8], x: &[f32]) -> f32 {
+    match level {
+        Level::Scalar => match ty {
+            WeightType::F32 => dot_scalar::dot_f32(w, x),
+            WeightType::F16 => dot_scalar::dot_f16(w, x),
+            _ => dot_scalar::dot_bf16(w, x),
+        },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2(k) => match ty {
+            WeightType::F32 => crate::avx2_dot::dot_float::<F32>(k, w, x),
+            WeightType::F16 => crate::avx2_dot::dot_float::<F16>(k, w, x),
+            _ => crate::avx2_dot::dot_float::<BF16>(k, w, x),
+        },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512(k) => match ty {
+            WeightType::F32 => crate::avx512_dot::dot_float::<F32>(k, w, x),
+            WeightType::F16 => crate::avx512_dot::dot_float::<F16>(k, w, x),
+            _ => crate::avx512_dot::dot_float::<BF16>(k, w, x),
+        },
+    }
+}
+
+/// Tiles of a packed `f32` panel against padded activations.
+struct FloatTiler<'a> {
+    level: Level,
+    panel: &'a [f32],
+    x: &'a [f32],
+    kp: usize,
+    /// The columns of this pass, in the activations; panel rows hold exactly these.
+    k: std::ops::Range<usize>,
+}
+
+impl Tiler for FloatTiler<'_> {
+    fn tile<const R: usize, const T: usize>(&self, r0: usize, t0: usize) -> [[f32; T]; R] {
+        let (kp, k, kw) = (self.kp, &self.k, self.k.len());
+        let w: [&[f32]; R] = std::array::from_fn(|i| &self.panel[(r0 + i) * kw..][..kw]);
+        let x: [&[f32]; T] = std::array::from_fn(|i| &self.x[(t0 + i) * kp..][k.clone()]);
+        match self.level {
+            Level::Scalar => tile_scalar::tile_f32(w, x),
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2(k) => crate::avx2_tile::tile_f32(k, w, x),
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512(k) => crate::avx512_tile::tile_f32(k, w, x),
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! `matmul` for Q8_0 / Q4_0 weights: activations quantized to Q8_0 blocks (`act_q8.rs`), then
+//! integer dot products — row kernels for one token, packed panels and tile kernels for several.
+
+use crate::act_q8::{ActLayout, ActQ8, GROUP_BLOCKS, GROUP_BYTES};
+use crate::cpu::Level;
+use crate::matmul::{MIN_TASK_BYTES, PANEL_BYTES};
+use crate::pack::{n_groups, offset_of, pack_quant_row};
+use crate::par::{chunk_rows, for_each_row_chunk};
+use crate::scratch::{sized, with_panel};
+use crate::tile_scalar::{self, ActRow, QuantRow};
+use crate::tiles::{run_tiles, Tiler};
+use crate::{dot_scalar, WeightType, WeightView};
+
+/// `out = x · wᵀ` for Q8_0 / Q4_0 weights; shapes already checked (`n_cols` a multiple of 32).
+pub(crate) fn matmul_quant(
+    level: Level,
+    w: &WeightView,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    let (n_rows, n_cols, ty) = (w.n_rows, w.n_cols, w.ty);
+    let work_per_row = ty.row_bytes(n_cols) * n_tokens;
+    if n_tokens == 1 || matches!(level, Level::Scalar) {
+        let act = ActQ8::new(
+            level,
+            x,
+            n_tokens,
+            n_cols,
+            ActLayout::Natural,
+            lane_corr_k(level, ty),
+        );
+        let chunk = chunk_rows(n_rows, 1, MIN_TASK_BYTES.div_ceil(work_per_row));
+        for_each_row_chunk(out, n_rows, n_tokens, chunk, |mut oc| {
+            for (i, r) in oc.rows().enumerate() {
+                let wr = w.row(r);
+                for t in 0..n_tokens {
+                    oc.token(t)[i] = dot_row(level, ty, wr, &act, t);
+                }
+            }
+        });
+        return;
+    }
+    // Prefill.
+    let act = ActQ8::new(level, x, n_tokens, n_cols, ActLayout::Interleaved, None);
+    let ng = n_groups(n_cols);
+    let (q_row, d_row) = (ng * GROUP_BYTES, ng * GROUP_BLOCKS);
+    let (rm, _) = tile_shape(level);
+    let panel_rows = (PANEL_BYTES / q_row).clamp(rm, 256) / rm * rm;
+    let chunk = chunk_rows(n_rows, rm, MIN_TASK_BYTES.div_ceil(work_per_row));
+    let offset = offset_of(ty);
+    for_each_row_chunk(out, n_rows, n_tokens, chunk, |mut oc| {
+        let rows = oc.rows();
+        with_panel(|p| {
+            for p0 in rows.clone().step_by(panel_rows) {
+                let np = panel_rows.min(rows.end - p0);
+                let q = sized(&mut p.q, np * q_row);
+                let d = sized(&mut p.d, np * d_row);
+                for (i, (qr, dr)) in q
+                    .chunks_exact_mut(q_row)
+                    .zip(d.chunks_exact_mut(d_row))
+                    .enumerate()
+                {
+                    pack_quant_row(level, ty, w.row(p0 + i), qr, dr);
+                }
+                let tiler = QuantTiler {
+                    level,
+                    q,
+                    d,
+                    q_row,
+                    d_row,
+                    act: &act,
+                    offset,
+                };
+                let col0 = p0 - rows.start;
+                let emit = |r: usize, t: usize, v: f32| oc.token(t)[col0 + r] = v;
+                match level {
+                    #[cfg(target_arch = "x86_64")]
+                    Level::Avx512(_) => run_tiles::<2, 4, _>(&tiler, np, n_tokens, emit),
+                    _ => run_tiles::<2, 2, _>(&tiler, np, n_tokens, emit),
+                }
+            }
+        });
+    });
+}
+
+/// Rows and tokens of a full tile at `level`.
+fn tile_shape(level: Level) -> (usize, usize) {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512(_) => (2, 4),
+        _ => (2, 2),
+    }
+}
+
+/// The weight offset whose lane corrections the row kernel of `level` wants, if any.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+pub(crate) fn lane_corr_k(level: Level, ty: WeightType) -> Option<i32> {
+    match level {
+        Level::Scalar => None,
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2(_) => (ty == WeightType::Q4_0).then_some(crate::pack::Q4_0_OFFSET),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512(_) => Some(offset_of(ty)),
+    }
+}
+
+/// One stored row · token `t` of natural-layout activations.
+pub(crate) fn dot_row(level: Level, ty: WeightType, w: &[u8], act: &ActQ8, t: usize) -> f32 {
+    let (qs, d) = (act.qs(t), act.d(t));
+    let q4 = ty == WeightType::Q4_0;
+    match level {
+        Level::Scalar if q4 => dot_scalar::dot_q4_0(w, qs, d),
+        Level::Scalar => dot_scalar::dot_q8_0(w, qs, d),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2(k) if q4 => crate::avx2_dot::dot_q4_0(k, w, qs, d, act.lane_corr(t)),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2(k) => crate::avx2_dot::dot_q8_0(k, w, qs, d),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512(k) if q4 => crate::avx512_dot::dot_q4_0(k, w, qs, d, act.lane_corr(t)),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512(k) => crate::avx512_dot::dot_q8_0(k, w, qs, d, act.lane_corr(t)),
+    }
+}
+
+/// Tiles of a packed quantized panel against interleaved activations.
+struct QuantTiler<'a> {
+    level: Level,
+    q: &'a [u8],
+    d: &'a [f32],
+    q_row: usize,
+    d_row: usize,
+    act: &'a ActQ8,
+    offset: i32,
+}
+
+impl Tiler for QuantTiler<'_> {
+    fn tile<const R: usize, const T: usize>(&self, r0: usize, t0: usize) -> [[f32; T]; R] {
+        let (qr, dr) = (self.q_row, self.d_row);
+        let w: [QuantRow<'_>; R] = std::array::from_fn(|i| QuantRow {
+            qs: &self.q[(r0 + i) * qr..][..qr],
+            d: &self.d[(r0 + i) * dr..][..dr],
+        });
+        let a: [ActRow<'_>; T] = std::array::from_fn(|i| ActRow {
+            qs: self.act.qs(t0 + i),
+            d: self.act.d(t0 + i),
+            sums: self.act.sums(t0 + i),
+        });
+        match self.level {
+            Level::Scalar => tile_scalar::tile_quant(w, a, self.offset),
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2(k) => crate::avx2_tile::tile_quant(k, w, a, self.offset),
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512(k) => crate::avx512_tile::tile_quant(k, w, a, self.offset),
+        }
+    }
+}

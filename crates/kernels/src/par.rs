@@ -1,0 +1,127 @@
+//! Spreading a matmul's weight rows over threads: contiguous chunks of rows, each task owning
+//! the outputs of its rows for every token (columns of the `[n_tokens, n_rows]` result).
+
+use std::marker::PhantomData;
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+/// Tasks per thread: a few, so a thread slowed by a neighbour on a shared machine does not hold
+/// the others up for long.
+const TASKS_PER_THREAD: usize = 4;
+
+/// The output `[n_tokens, n_rows]` restricted to the columns of one chunk of rows.
+pub(crate) struct OutCols<'a> {
+    ptr: *mut f32,
+    n_rows: usize,
+    n_tokens: usize,
+    rows: Range<usize>,
+    _out: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: an `OutCols` only writes its own columns, which no other `OutCols` of the same buffer
+// covers (see `for_each_row_chunk`), of a buffer mutably borrowed for its whole life.
+unsafe impl Send for OutCols<'_> {}
+
+impl OutCols<'_> {
+    /// The weight rows (output columns) of this chunk.
+    pub(crate) fn rows(&self) -> Range<usize> {
+        self.rows.clone()
+    }
+
+    /// Token `t`'s outputs for this chunk's rows.
+    pub(crate) fn token(&mut self, t: usize) -> &mut [f32] {
+        assert!(t < self.n_tokens);
+        // SAFETY: `t < n_tokens` and `rows ⊂ 0..n_rows` keep the slice inside the buffer; no
+        // other `OutCols` covers these columns and `&mut self` keeps this one from aliasing it.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.ptr.add(t * self.n_rows + self.rows.start),
+                self.rows.len(),
+            )
+        }
+    }
+}
+
+/// The output buffer's address, shared by the tasks (each writes only its own columns).
+#[derive(Clone, Copy)]
+struct BasePtr(*mut f32);
+// SAFETY: only used to build `OutCols` of disjoint columns.
+unsafe impl Send for BasePtr {}
+// SAFETY: as above.
+unsafe impl Sync for BasePtr {}
+
+impl BasePtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Rows per task: about [`TASKS_PER_THREAD`] tasks per thread, at least `min_rows`, a multiple
+/// of `align`.
+pub(crate) fn chunk_rows(n_rows: usize, align: usize, min_rows: usize) -> usize {
+    let tasks = rayon::current_num_threads().max(1) * TASKS_PER_THREAD;
+    let rows = n_rows.div_ceil(tasks).max(min_rows).max(1);
+    rows.div_ceil(align) * align
+}
+
+/// Calls `f` on the output columns of consecutive chunks of `chunk_rows` rows covering
+/// `0..n_rows` (`out` is `[n_tokens, n_rows]`), in parallel when there is more than one chunk.
+pub(crate) fn for_each_row_chunk<F>(
+    out: &mut [f32],
+    n_rows: usize,
+    n_tokens: usize,
+    chunk_rows: usize,
+    f: F,
+) where
+    F: Fn(OutCols<'_>) + Sync,
+{
+    assert_eq!(out.len(), n_rows * n_tokens);
+    assert!(chunk_rows > 0);
+    let n_chunks = n_rows.div_ceil(chunk_rows);
+    let base = BasePtr(out.as_mut_ptr());
+    let cols = |c: usize| OutCols {
+        ptr: base.get(),
+        n_rows,
+        n_tokens,
+        rows: c * chunk_rows..((c + 1) * chunk_rows).min(n_rows),
+        _out: PhantomData,
+    };
+    if n_chunks == 1 {
+        f(cols(0));
+    } else {
+        (0..n_chunks).into_par_iter().for_each(|c| f(cols(c)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_every_output_once() {
+        let (n_rows, n_tokens) = (37, 3);
+        let mut out = vec![0f32; n_rows * n_tokens];
+        for_each_row_chunk(&mut out, n_rows, n_tokens, 5, |mut c| {
+            for t in 0..n_tokens {
+                let rows = c.rows();
+                for (v, r) in c.token(t).iter_mut().zip(rows) {
+                    *v += (t * 100 + r) as f32;
+                }
+            }
+        });
+        for t in 0..n_tokens {
+            for r in 0..n_rows {
+                assert_eq!(out[t * n_rows + r], (t * 100 + r) as f32);
+            }
+        }
+    }
+
+    #[test]
+    fn chunk_sizes_are_aligned() {
+        for n in [1, 7, 64, 1000, 32000] {
+            let c = chunk_rows(n, 4, 3);
+            assert!(c.is_multiple_of(4) && c >= 3);
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Reference quantizers: `f32` values into the stored weight types, byte for byte as ggml's
+//! `quantize_row_q8_0_ref` / `quantize_row_q4_0_ref` (and plain rounding conversions for the
+//! float types). Meant for building weights (e.g. random models for benchmarks), not for
+//! activations on the hot path.
+
+use half::{bf16, f16};
+
+use crate::WeightType;
+
+/// The weight types [`quantize_into`] can produce.
+pub const QUANTIZE_TYPES: &[WeightType] = &[
+    WeightType::F32,
+    WeightType::F16,
+    WeightType::BF16,
+    WeightType::Q8_0,
+    WeightType::Q4_0,
+];
+
+/// Values per Q8_0 / Q4_0 block.
+const QK: usize = 32;
+
+/// Whether [`quantize_into`] supports `ty`.
+pub fn can_quantize(ty: WeightType) -> bool {
+    QUANTIZE_TYPES.contains(&ty)
+}
+
+/// Encodes `src` as `ty` into `dst` (exactly `ty.row_bytes(src.len())` bytes; `src.len()` a
+/// multiple of the block size).
+///
+/// # Panics
+/// When `ty` is not one of [`QUANTIZE_TYPES`], or on a length mismatch.
+pub fn quantize_into(ty: WeightType, src: &[f32], dst: &mut [u8]) {
+    assert_eq!(
+        dst.len(),
+        ty.row_bytes(src.len()),
+        "{} values of {ty:?} need {} bytes",
+        src.len(),
+        ty.row_bytes(src.len())
+    );
+    #[allow(unreachable_patterns)]
+    match ty {
+        WeightType::F32 => {
+            for (d, &x) in dst.chunks_exact_mut(4).zip(src) {
+                d.copy_from_slice(&x.to_le_bytes());
+            }
+        }
+        WeightType::F16 => {
+            for (d, &x) in dst.chunks_exact_mut(2).zip(src) {
+                d.copy_from_slice(&f16::from_f32(x).to_le_bytes());
+            }
+        }
+        WeightType::BF16 => {
+            for (d, &x) in dst.chunks_exact_mut(2).zip(src) {
+                d.copy_from_slice(&bf16::from_f32(x).to_le_bytes());
+            }
+        }
+        WeightType::Q8_0 => {
+            for (d, x) in dst.chunks_exact_mut(34).zip(src.chunks_exact(QK)) {
+                block_q8_0(x, d);
+            }
+        }
+        WeightType::Q4_0 => {
+            for (d, x) in dst.chunks_exact_mut(18).zip(src.chunks_exact(QK)) {
+                block_q4_0(x, d);
+            }
+        }
+        other => panic!("quantizing to {other:?} is not supported; supported: {QUANTIZE_TYPES:?}"),
+    }
+}
+
+/// `src` (a multiple of 32 values) as Q8_0 blocks, identical to ggml's `quantize_row_q8_0_ref`.
+pub fn quantize_q8_0(src: &[f32]) -> Vec<u8> {
+    quantize(WeightType::Q8_0, src)
+}
+
+/// `src` (a multiple of 32 values) as Q4_0 blocks, identical to ggml's `quantize_row_q4_0_ref`.
+pub fn quantize_q4_0(src: &[f32]) -> Vec<u8> {
+    quantize(WeightType::Q4_0, src)
+}
+
+fn quantize(ty: WeightType, src: &[f32]) -> Vec<u8> {
+    assert!(
+        src.len() % QK == 0,
+        "{} values are not whole blocks of {QK}",
+        src.len()
+    );
+    let mut out = vec![0u8; ty.row_bytes(src.len())];
+    quantize_into(ty, src, &mut out);
+    out
+}
+
+/// One Q8_0 block: d = amax / 127 (stored as f16), q = round(x / d) via the inverse scale.
+fn block_q8_0(x: &[f32], out: &mut [u8]) {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+    for (q, &v) in out[2..].iter_mut().zip(x) {
+        // `round` rounds half away from zero, as C's roundf.
+        *q = ((v * id).round() as i8) as u8;
+    }
+}
+
+/// One Q4_0 block: the value of largest magnitude (first one, sign kept) maps to -8;
+/// d = max / -8, q = min(15, trunc(x / d + 8.5)); value j in the low nibble of byte j, value
+/// j + 16 in its high nibble.
+fn block_q4_0(x: &[f32], out: &mut [u8]) {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    let d = max / -8.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+    let nibble = |v: f32| ((v * id + 8.5) as i8).min(15) as u8;
+    for j in 0..QK / 2 {
+        out[2 + j] = nibble(x[j]) | (nibble(x[QK / 2 + j]) << 4);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dequantize;
+
+    fn ramp(n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
+            .collect()
+    }
+
+    #[test]
+    fn round_trips_within_a_step() {
+        let x = ramp(96);
+        for (ty, tol) in [
+            (WeightType::F32, 0.0),
+            (WeightType::F16, 1e-3),
+            (WeightType::BF16, 1e-2),
+            (WeightType::Q8_0, 1.25 / 127.0),
+            (WeightType::Q4_0, 1.25 / 8.0 + 1e-3),
+        ] {
+            let bytes = quantize(ty, &x);
+            let mut back = vec![0f32; x.len()];
+            dequantize(ty, &bytes, &mut back);
+            for (a, b) in x.iter().zip(&back) {
+                assert!((a - b).abs() <= tol, "{ty:?}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn zero_block_has_zero_scale() {
+        let q8 = quantize_q8_0(&[0.0; 32]);
+        assert!(q8.iter().all(|&b| b == 0));
+        let q4 = quantize_q4_0(&[0.0; 32]);
+        // d = 0 / -8 is -0.0, as in ggml.
+        assert_eq!(&q4[..2], &[0x00, 0x80]);
+        assert!(q4[2..].iter().all(|&b| b == 0x88));
+    }
+
+    #[test]
+    fn q4_0_largest_magnitude_maps_to_minus_eight() {
+        let mut x = [0.1f32; 32];
+        x[5] = -2.0;
+        let q = quantize_q4_0(&x);
+        assert_eq!(f16::from_le_bytes([q[0], q[1]]).to_f32(), 0.25);
+        assert_eq!(q[2 + 5] & 0x0f, 0);
+    }
+}
