@@ -35,6 +35,7 @@ mod kernel_tests;
 pub mod kquants;
 mod matmul;
 mod matmul_float;
+mod matmul_kquant;
 mod matmul_quant;
 mod matmul_reference;
 mod norm;

@@ -94,6 +94,11 @@ pub fn matmul_with(isa: Isa, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
             matmul_float(level, w, x, n_tokens, out)
         }
         WeightType::Q8_0 | WeightType::Q4_0 => matmul_quant(level, w, x, n_tokens, out),
+        WeightType::Q2_K
+        | WeightType::Q3_K
+        | WeightType::Q4_K
+        | WeightType::Q5_K
+        | WeightType::Q6_K => crate::matmul_kquant::matmul_kquant(level, w, x, n_tokens, out),
         _ => matmul_reference(w, x, n_tokens, out),
     }
 }
