@@ -80,7 +80,7 @@ pub fn quantize_q4_0(src: &[f32]) -> Vec<u8> {
 
 fn quantize(ty: WeightType, src: &[f32]) -> Vec<u8> {
     assert!(
-        src.len() % QK == 0,
+        src.len().is_multiple_of(QK),
         "{} values are not whole blocks of {QK}",
         src.len()
     );
@@ -101,23 +101,27 @@ fn block_q8_0(x: &[f32], out: &mut [u8]) {
     }
 }
 
-/// One Q4_0 block: the value of largest magnitude (first one, sign kept) maps to -8;
+/// One Q4_0 block: the value of largest magnitude (the first one, sign kept) maps to -8;
 /// d = max / -8, q = min(15, trunc(x / d + 8.5)); value j in the low nibble of byte j, value
 /// j + 16 in its high nibble.
 fn block_q4_0(x: &[f32], out: &mut [u8]) {
-    let (mut amax, mut max) = (0f32, 0f32);
-    for &v in x {
-        if amax < v.abs() {
-            amax = v.abs();
-            max = v;
-        }
-    }
+    // Same choice as ggml's strict `amax < |v|` scan, in loops that vectorize; an all-zero
+    // block keeps max = +0.0 (so d = -0.0) as there.
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let max = if amax > 0.0 {
+        x.iter().copied().find(|v| v.abs() == amax).unwrap_or(0.0)
+    } else {
+        0.0
+    };
     let d = max / -8.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
-    let nibble = |v: f32| ((v * id + 8.5) as i8).min(15) as u8;
+    let mut q = [0u8; QK];
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = ((v * id + 8.5) as i8).min(15) as u8;
+    }
     for j in 0..QK / 2 {
-        out[2 + j] = nibble(x[j]) | (nibble(x[QK / 2 + j]) << 4);
+        out[2 + j] = q[j] | (q[QK / 2 + j] << 4);
     }
 }
 
@@ -168,5 +172,15 @@ mod tests {
         let q = quantize_q4_0(&x);
         assert_eq!(f16::from_le_bytes([q[0], q[1]]).to_f32(), 0.25);
         assert_eq!(q[2 + 5] & 0x0f, 0);
+        // Equal magnitudes: the first one sets the sign of d.
+        let (mut a, mut b) = ([0.1f32; 32], [0.1f32; 32]);
+        (a[3], a[7], b[3], b[7]) = (2.0, -2.0, -2.0, 2.0);
+        let scale = |q: Vec<u8>| f16::from_le_bytes([q[0], q[1]]).to_f32();
+        assert_eq!(scale(quantize_q4_0(&a)), -0.25);
+        assert_eq!(scale(quantize_q4_0(&b)), 0.25);
+        // All zeros, -0.0 first: max stays +0.0, d = -0.0.
+        let mut z = [0.0f32; 32];
+        z[0] = -0.0;
+        assert_eq!(&quantize_q4_0(&z)[..2], &[0x00, 0x80]);
     }
 }

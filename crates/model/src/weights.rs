@@ -24,7 +24,7 @@ impl Weight {
     /// whole number of blocks (a bug of the caller, which built the bytes).
     pub fn from_owned(ty: WeightType, n_rows: usize, n_cols: usize, bytes: Vec<u8>) -> Weight {
         assert!(
-            n_cols % ty.block_elems() == 0 && bytes.len() == n_rows * ty.row_bytes(n_cols),
+            n_cols.is_multiple_of(ty.block_elems()) && bytes.len() == n_rows * ty.row_bytes(n_cols),
             "{ty:?} [{n_rows}, {n_cols}] needs {} bytes, got {}",
             n_rows * ty.row_bytes(n_cols),
             bytes.len()
