@@ -18,17 +18,23 @@ pub fn rope_inv_freqs(n_rot: usize, theta: f32, divisors: Option<&[f32]>) -> Rop
     RopeFreqs { inv_freq }
 }
 
+/// `(cos, sin)` of `pos · inv_freq[i]` for every pair: the rotation of one position, computed
+/// once and applied to the queries and keys of every layer.
+pub fn rope_cos_sin(pos: usize, freqs: &RopeFreqs) -> Vec<(f32, f32)> {
+    freqs
+        .inv_freq
+        .iter()
+        .map(|&f| {
+            let angle = pos as f32 * f;
+            (angle.cos(), angle.sin())
+        })
+        .collect()
+}
+
 /// Rotates each head of `x` (`n_heads` × `head_dim`, heads contiguous) in the interleaved
-/// layout: pairs `(x[2i], x[2i+1])` turn by `pos · inv_freq[i]`. Dimensions past
-/// `2 · inv_freq.len()` are left as they are.
-pub fn rope_interleaved(x: &mut [f32], head_dim: usize, pos: usize, freqs: &RopeFreqs) {
-    let n_pairs = freqs.inv_freq.len();
-    // cos/sin once per position, shared by all heads.
-    let mut cs = Vec::with_capacity(n_pairs);
-    for &f in &freqs.inv_freq {
-        let angle = pos as f32 * f;
-        cs.push((angle.cos(), angle.sin()));
-    }
+/// layout: pairs `(x[2i], x[2i+1])` turn by the angle whose `(cos, sin)` is `cs[i]` (from
+/// [`rope_cos_sin`]). Dimensions past `2 · cs.len()` are left as they are.
+pub fn rope_interleaved(x: &mut [f32], head_dim: usize, cs: &[(f32, f32)]) {
     for head in x.chunks_exact_mut(head_dim) {
         for (i, &(c, s)) in cs.iter().enumerate() {
             let a = head[2 * i];

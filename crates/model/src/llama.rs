@@ -1,6 +1,8 @@
 use rayon::prelude::*;
 
-use kernels::{add_assign, dot, matmul, rms_norm, rope_interleaved, silu_mul, softmax, RopeFreqs};
+use kernels::{
+    add_assign, dot, matmul, rms_norm, rope_cos_sin, rope_interleaved, silu_mul, softmax, RopeFreqs,
+};
 
 use crate::{Batch, KvView, LayerWeights, LlamaConfig, ModelError, Result, Weight};
 
@@ -80,6 +82,12 @@ impl Llama {
         let mut proj = vec![0f32; n * dim];
         let mut gate = vec![0f32; n * c.hidden_dim];
         let mut up = vec![0f32; n * c.hidden_dim];
+        // The rotation of each entry's position, shared by all layers.
+        let rope: Vec<Vec<(f32, f32)>> = batch
+            .positions
+            .iter()
+            .map(|&pos| rope_cos_sin(pos, &self.rope))
+            .collect();
 
         for (l, layer) in self.layers.iter().enumerate() {
             // Attention block.
@@ -91,18 +99,8 @@ impl Llama {
             matmul(&layer.wv.view(), &xn, n, &mut v);
             for t in 0..n {
                 let pos = batch.positions[t];
-                rope_interleaved(
-                    &mut q[t * q_dim..(t + 1) * q_dim],
-                    head_dim,
-                    pos,
-                    &self.rope,
-                );
-                rope_interleaved(
-                    &mut k[t * kv_dim..(t + 1) * kv_dim],
-                    head_dim,
-                    pos,
-                    &self.rope,
-                );
+                rope_interleaved(&mut q[t * q_dim..(t + 1) * q_dim], head_dim, &rope[t]);
+                rope_interleaved(&mut k[t * kv_dim..(t + 1) * kv_dim], head_dim, &rope[t]);
                 let (kt, vt) = (
                     &k[t * kv_dim..(t + 1) * kv_dim],
                     &v[t * kv_dim..(t + 1) * kv_dim],
@@ -142,17 +140,21 @@ impl Llama {
         let head_dim = c.head_dim;
         let group = c.n_heads / c.n_kv_heads;
         let scale = 1.0 / (head_dim as f32).sqrt();
+        // One score buffer per worker, reused across (token, head) pairs.
         out.par_chunks_mut(head_dim)
             .enumerate()
-            .for_each(|(idx, o)| {
+            .for_each_init(Vec::new, |scores, (idx, o)| {
                 let (t, h) = (idx / c.n_heads, idx % c.n_heads);
                 let (seq, pos) = (batch.seq_ids[t], batch.positions[t]);
                 let qh = &q[idx * head_dim..(idx + 1) * head_dim];
                 let kv_off = (h / group) * head_dim;
-                let mut scores: Vec<f32> = (0..=pos)
-                    .map(|p| dot(qh, &kv.key(layer, seq, p)[kv_off..kv_off + head_dim]) * scale)
-                    .collect();
-                softmax(&mut scores);
+                scores.clear();
+                scores.extend(
+                    (0..=pos).map(|p| {
+                        dot(qh, &kv.key(layer, seq, p)[kv_off..kv_off + head_dim]) * scale
+                    }),
+                );
+                softmax(scores);
                 o.fill(0.0);
                 for (p, &w) in scores.iter().enumerate() {
                     let vp = &kv.value(layer, seq, p)[kv_off..kv_off + head_dim];
