@@ -16,20 +16,11 @@ use crate::error::{Result, TokenizerError};
 use crate::hash::FxHashMap;
 use crate::hf_json;
 use crate::normalize::SPACE_SYMBOL;
-use crate::tokenize::{EncodeOptions, LeadingSpace, Piece, Tokenize};
+use crate::tokenize::{EncodeOptions, LeadingSpace, Piece, Surface, Tokenize};
 use crate::vocab::{byte_of_piece, TokenKind};
 
 /// `▁` as a char.
 const SPACE_CHAR: char = '\u{2581}';
-
-/// What a token decodes to, prepared once per token.
-#[derive(Debug, Clone)]
-enum Surface {
-    Text(Box<str>),
-    WordStart(Box<str>),
-    Bytes(Box<[u8]>),
-    Control,
-}
 
 /// A merge-rank BPE tokenizer (see the module documentation).
 #[derive(Debug, Clone)]
@@ -288,12 +279,7 @@ impl Tokenize for BpeTokenizer {
 
     fn token_piece(&self, id: u32) -> Result<Piece<'_>> {
         self.check(id)?;
-        Ok(match &self.surfaces[id as usize] {
-            Surface::Text(s) => Piece::Text(s),
-            Surface::WordStart(s) => Piece::WordStart(s),
-            Surface::Bytes(b) => Piece::Bytes(b),
-            Surface::Control => Piece::Control,
-        })
+        Ok(self.surfaces[id as usize].piece())
     }
 
     fn leading_space(&self) -> LeadingSpace {

@@ -8,17 +8,8 @@ use crate::error::{Result, TokenizerError};
 use crate::llama2c_bin::load_llama2c_bin;
 use crate::model_file::load_model_file;
 use crate::normalize::{Normalizer, SPACE_SYMBOL};
-use crate::tokenize::{EncodeOptions, LeadingSpace, Piece, Tokenize};
+use crate::tokenize::{EncodeOptions, LeadingSpace, Piece, Surface, Tokenize};
 use crate::vocab::{byte_of_piece, TokenKind, Vocab};
-
-/// What a token decodes to, prepared once per token.
-#[derive(Debug, Clone)]
-enum Surface {
-    Text(Box<str>),
-    WordStart(Box<str>),
-    Byte([u8; 1]),
-    Control,
-}
 
 /// A SentencePiece BPE tokenizer, matching `sentencepiece` 0.2's `encode` and `decode`.
 #[derive(Debug, Clone)]
@@ -187,7 +178,7 @@ fn surface(piece: &str, kind: TokenKind, unk_surface: &str) -> Surface {
         TokenKind::Control => Surface::Control,
         TokenKind::Unknown => Surface::Text(unk_surface.into()),
         // Validated: every byte token is spelled <0xXX>.
-        TokenKind::Byte => Surface::Byte([byte_of_piece(piece).unwrap_or(0)]),
+        TokenKind::Byte => Surface::Bytes(Box::new([byte_of_piece(piece).unwrap_or(0)])),
         TokenKind::Normal | TokenKind::UserDefined | TokenKind::Unused => {
             let text = piece.replace(SPACE_SYMBOL, " ").into_boxed_str();
             if piece.starts_with(SPACE_SYMBOL) {
@@ -260,12 +251,7 @@ impl Tokenize for SpmTokenizer {
 
     fn token_piece(&self, id: u32) -> Result<Piece<'_>> {
         self.check(id)?;
-        Ok(match &self.surfaces[id as usize] {
-            Surface::Text(s) => Piece::Text(s),
-            Surface::WordStart(s) => Piece::WordStart(s),
-            Surface::Byte(b) => Piece::Bytes(b),
-            Surface::Control => Piece::Control,
-        })
+        Ok(self.surfaces[id as usize].piece())
     }
 
     fn leading_space(&self) -> LeadingSpace {

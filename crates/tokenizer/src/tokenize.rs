@@ -125,3 +125,24 @@ pub trait Tokenize {
         })
     }
 }
+
+/// What a token decodes to, prepared once per token by each tokenizer.
+#[derive(Debug, Clone)]
+pub(crate) enum Surface {
+    Text(Box<str>),
+    WordStart(Box<str>),
+    Bytes(Box<[u8]>),
+    Control,
+}
+
+impl Surface {
+    /// The borrowed [`Piece`] this surface stands for.
+    pub(crate) fn piece(&self) -> Piece<'_> {
+        match self {
+            Surface::Text(s) => Piece::Text(s),
+            Surface::WordStart(s) => Piece::WordStart(s),
+            Surface::Bytes(b) => Piece::Bytes(b),
+            Surface::Control => Piece::Control,
+        }
+    }
+}
