@@ -114,7 +114,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         &prompt,
         a.sampling.max_tokens,
         &mut sampler,
-        &stop_ids(&loaded, tok)?,
+        &engine::stop_ids(&loaded.path, tok)?,
         |id| match decoder
             .push(tok, id)
             .map_err(anyhow::Error::from)
@@ -133,15 +133,6 @@ pub fn run(a: RunArgs) -> Result<()> {
     out.write(&decoder.finish())?;
     summary(&stats, None);
     Ok(())
-}
-
-/// Ids that end plain generation: EOS and the model's other end-of-text markers.
-fn stop_ids(loaded: &engine::Loaded, tok: &dyn tokenizer::Tokenize) -> Result<Vec<u32>> {
-    // Chat settings know every end marker; without a usable template, EOS alone.
-    Ok(match engine::chat_settings(&loaded.path, tok) {
-        Ok(s) => s.stop_ids,
-        Err(_) => tok.eos().into_iter().collect(),
-    })
 }
 
 /// Set by Ctrl-C while a reply is being generated; the reply stops at the next token.

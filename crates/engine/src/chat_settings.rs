@@ -75,9 +75,42 @@ pub fn prompt_add_bos(path: &Path, tok: &dyn Tokenize) -> Result<bool> {
     Ok(flag.unwrap_or(tok.bos().is_some()))
 }
 
+/// The ids that end generation for the model or tokenizer at `path`: EOS, GGUF's EOT/EOM
+/// ids, generation_config.json's `eos_token_id` (a number or a list), tokenizer_config.json's
+/// `eos_token`, and the Llama family's end-of-turn markers present in the vocabulary.
+pub fn stop_ids(path: &Path, tok: &dyn Tokenize) -> Result<Vec<u32>> {
+    let mut ids: Vec<u32> = tok.eos().into_iter().collect();
+    match source(path)? {
+        Source::Gguf(f) => {
+            let n = tok.vocab_size();
+            for key in ["tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
+                ids.extend(gguf_token_id(&f, key, n)?);
+            }
+        }
+        Source::Dir(d) => {
+            if let Some(gen) = read_json_if_present(&d.join("generation_config.json"))? {
+                match gen.get("eos_token_id") {
+                    Some(Value::Array(a)) => {
+                        ids.extend(a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32))
+                    }
+                    Some(v) => ids.extend(v.as_u64().map(|v| v as u32)),
+                    None => {}
+                }
+            }
+            let cfg = read_json_if_present(&d.join("tokenizer_config.json"))?;
+            let eos = cfg.as_ref().and_then(|c| token_text(c, "eos_token"));
+            ids.extend(eos.as_deref().and_then(|t| tok.token_to_id(t)));
+        }
+    }
+    ids.extend(END_MARKERS.iter().filter_map(|m| tok.token_to_id(m)));
+    ids.retain(|&id| (id as usize) < tok.vocab_size());
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
 /// The chat settings of the model or tokenizer at `path`, whose tokenizer is `tok`.
 pub fn chat_settings(path: &Path, tok: &dyn Tokenize) -> Result<ChatSettings> {
-    let mut stop_ids: Vec<u32> = tok.eos().into_iter().collect();
     let mut template = None;
     let (mut bos_token, mut eos_token) = (None, None);
     match source(path)? {
@@ -88,10 +121,6 @@ pub fn chat_settings(path: &Path, tok: &dyn Tokenize) -> Result<ChatSettings> {
                     src,
                     &format!("{}: {key}", f.path.display()),
                 )?);
-            }
-            let n = tok.vocab_size();
-            for key in ["tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
-                stop_ids.extend(gguf_token_id(&f, key, n)?);
             }
         }
         Source::Dir(d) => {
@@ -108,24 +137,9 @@ pub fn chat_settings(path: &Path, tok: &dyn Tokenize) -> Result<ChatSettings> {
                     .map_err(|e| formats::FormatError::io(&jinja, e))?;
                 template = Some(ChatTemplate::new(&src, &jinja.display().to_string())?);
             }
-            if let Some(gen) = read_json_if_present(&d.join("generation_config.json"))? {
-                match gen.get("eos_token_id") {
-                    Some(Value::Array(a)) => {
-                        stop_ids.extend(a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32))
-                    }
-                    Some(v) => stop_ids.extend(v.as_u64().map(|v| v as u32)),
-                    None => {}
-                }
-            }
         }
     }
-    if let Some(id) = eos_token.as_deref().and_then(|t| tok.token_to_id(t)) {
-        stop_ids.push(id);
-    }
-    stop_ids.extend(END_MARKERS.iter().filter_map(|m| tok.token_to_id(m)));
-    stop_ids.retain(|&id| (id as usize) < tok.vocab_size());
-    stop_ids.sort_unstable();
-    stop_ids.dedup();
+    let stop_ids = stop_ids(path, tok)?;
     let template = match template {
         Some(t) => t,
         None if tok.token_to_id("<|start_header_id|>").is_some() => chat::llama3(),

@@ -26,7 +26,7 @@ pub use bench::{
     WeightBytes,
 };
 pub use chat::{ChatRunner, ChatSettings, ReplyStats};
-pub use chat_settings::{chat_settings, prompt_add_bos};
+pub use chat_settings::{chat_settings, prompt_add_bos, stop_ids};
 pub use error::{EngineError, Result};
 pub use generate::{GenerateStats, Session, StopReason};
 pub use kv::KvCache;
