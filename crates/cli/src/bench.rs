@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
 
-use engine::{BandwidthProbe, BenchResult, BenchTest, PROBE_BYTES};
+use engine::{BandwidthProbe, BenchResult, BenchTest, KvType, PROBE_BYTES};
 use model::Llama;
 
 /// Arguments of `herd bench` (the thread counts come from the global `-t`).
@@ -89,7 +89,7 @@ impl Row {
     }
 }
 
-pub fn run(a: BenchArgs, threads: &[usize]) -> Result<()> {
+pub fn run(a: BenchArgs, threads: &[usize], kv_type: KvType) -> Result<()> {
     let threads = if threads.is_empty() {
         vec![rayon::current_num_threads()]
     } else {
@@ -157,8 +157,8 @@ pub fn run(a: BenchArgs, threads: &[usize]) -> Result<()> {
             .chain(tg.iter().map(|&n| BenchTest::Gen(n)));
         for test in tests {
             let result = pool.install(|| match test {
-                BenchTest::Prompt(n) => engine::run_pp(&model, n, a.reps, a.seed),
-                BenchTest::Gen(n) => engine::run_tg(&model, n, a.reps, a.seed),
+                BenchTest::Prompt(n) => engine::run_pp(&model, kv_type, n, a.reps, a.seed),
+                BenchTest::Gen(n) => engine::run_tg(&model, kv_type, n, a.reps, a.seed),
             })?;
             let row = Row {
                 threads: t,

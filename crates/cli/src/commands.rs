@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use engine::{Loaded, SamplerConfig};
+use engine::{KvType, Loaded, SamplerConfig};
 use tokenizer::Tokenize;
 
 /// herd: run Llama-family models on the CPU.
@@ -16,6 +16,10 @@ pub struct Cli {
     /// takes a comma list and runs each count.
     #[arg(long, short = 't', global = true, value_delimiter = ',')]
     threads: Vec<usize>,
+    /// How the KV cache stores keys and values: f16 (default), f32 or q8_0 (q8_0 needs a head
+    /// size that is a multiple of 32).
+    #[arg(long, global = true, default_value = "f16", value_parser = parse_kv_type)]
+    kv_type: KvType,
     #[command(subcommand)]
     command: Command,
 }
@@ -185,8 +189,8 @@ pub struct TokenizeArgs {
 pub fn run(cli: Cli) -> Result<()> {
     crate::threads::init(&cli.threads)?;
     match cli.command {
-        Command::Run(args) => crate::generate::run(args),
-        Command::Chat(args) => crate::generate::chat(args),
+        Command::Run(args) => crate::generate::run(args, cli.kv_type),
+        Command::Chat(args) => crate::generate::chat(args, cli.kv_type),
         Command::Render {
             model,
             messages,
@@ -194,16 +198,29 @@ pub fn run(cli: Cli) -> Result<()> {
         } => crate::tools::render(&model, &messages, !no_generation_prompt),
         Command::Info { model, tokenizer } => crate::tools::info(&model, tokenizer.as_deref()),
         Command::Tokenize(args) => crate::tools::tokenize(args),
-        Command::Logits { model, ids, out } => crate::tools::logits(&model, &ids, &out),
+        Command::Logits { model, ids, out } => {
+            crate::tools::logits(&model, &ids, &out, cli.kv_type)
+        }
         Command::Perplexity {
             model,
             file,
             ctx,
             max_chunks,
             tokenizer,
-        } => crate::tools::perplexity(&model, &file, ctx, max_chunks, tokenizer.as_deref()),
-        Command::Bench(args) => crate::bench::run(args, &cli.threads),
+        } => crate::tools::perplexity(
+            &model,
+            &file,
+            ctx,
+            max_chunks,
+            tokenizer.as_deref(),
+            cli.kv_type,
+        ),
+        Command::Bench(args) => crate::bench::run(args, &cli.threads, cli.kv_type),
     }
+}
+
+fn parse_kv_type(s: &str) -> std::result::Result<KvType, String> {
+    KvType::from_name(s).ok_or_else(|| format!("'{s}' is not a KV cache type (f16, f32, q8_0)"))
 }
 
 pub fn parse_ids(s: &str) -> Result<Vec<u32>> {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Result};
 
-use engine::{ChatRunner, GenerateStats, Sampler, Session};
+use engine::{ChatRunner, GenerateStats, KvType, Sampler, Session};
 use tokenizer::{EncodeOptions, StreamDecoder};
 
 use crate::commands::{need_tokenizer, ChatArgs, RunArgs};
@@ -51,7 +51,7 @@ fn summary(stats: &GenerateStats, n_reused: Option<usize>) {
     );
 }
 
-pub fn run(a: RunArgs) -> Result<()> {
+pub fn run(a: RunArgs, kv_type: KvType) -> Result<()> {
     let sampling = a.sampling.config()?;
     let loaded = engine::load(&a.model, a.sampling.tokenizer.as_deref())?;
     let tok = need_tokenizer(&loaded)?;
@@ -60,7 +60,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     let mut out = Out::new();
     if a.chat {
         let settings = engine::chat_settings(&loaded.path, tok)?;
-        let mut runner = ChatRunner::new(&loaded.model, tok, settings, a.system);
+        let mut runner = ChatRunner::new(&loaded.model, tok, settings, a.system, kv_type)?;
         let mut write_err = None;
         let (_, stats) = runner.reply(
             &text,
@@ -103,7 +103,7 @@ pub fn run(a: RunArgs) -> Result<()> {
             prompt.len()
         );
     }
-    let mut session = Session::new(&loaded.model);
+    let mut session = Session::with_kv_type(&loaded.model, kv_type)?;
     let mut decoder = if text.is_empty() {
         StreamDecoder::new()
     } else {
@@ -140,7 +140,7 @@ static STOP_REPLY: AtomicBool = AtomicBool::new(false);
 /// Whether a reply is being generated (Ctrl-C outside a reply ends the program).
 static GENERATING: AtomicBool = AtomicBool::new(false);
 
-pub fn chat(a: ChatArgs) -> Result<()> {
+pub fn chat(a: ChatArgs, kv_type: KvType) -> Result<()> {
     let sampling = a.sampling.config()?;
     let loaded = engine::load(&a.model, a.sampling.tokenizer.as_deref())?;
     let tok = need_tokenizer(&loaded)?;
@@ -153,7 +153,7 @@ pub fn chat(a: ChatArgs) -> Result<()> {
             std::process::exit(130);
         }
     })?;
-    let mut runner = ChatRunner::new(&loaded.model, tok, settings, a.system);
+    let mut runner = ChatRunner::new(&loaded.model, tok, settings, a.system, kv_type)?;
     let mut sampler = Sampler::new(sampling);
     let mut out = Out::new();
     eprintln!(

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use engine::{ModelFormat, Session};
+use engine::{KvType, ModelFormat, Session};
 use tokenizer::EncodeOptions;
 
 use crate::commands::{need_tokenizer, parse_ids, TokenizeArgs};
@@ -136,13 +136,13 @@ pub fn render(path: &Path, messages: &Path, add_generation_prompt: bool) -> Resu
     Ok(())
 }
 
-pub fn logits(path: &Path, ids: &str, out: &Path) -> Result<()> {
+pub fn logits(path: &Path, ids: &str, out: &Path, kv_type: KvType) -> Result<()> {
     let ids = parse_ids(ids)?;
     if ids.is_empty() {
         bail!("--ids is empty");
     }
     let model = engine::load_model(path)?.0;
-    let mut session = Session::new(&model);
+    let mut session = Session::with_kv_type(&model, kv_type)?;
     let logits = session.feed_all(&ids)?;
     formats::npy::write_f32(out, &[ids.len(), model.config.vocab_size], &logits)?;
     eprintln!(
@@ -160,6 +160,7 @@ pub fn perplexity(
     ctx: usize,
     max_chunks: Option<usize>,
     tokenizer: Option<&Path>,
+    kv_type: KvType,
 ) -> Result<()> {
     let loaded = engine::load(path, tokenizer)?;
     let tok = need_tokenizer(&loaded)?;
@@ -167,7 +168,7 @@ pub fn perplexity(
     let text = std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
     let ids = tok.encode(&text, false);
     eprintln!("{}: {} tokens", file.display(), ids.len());
-    let r = engine::perplexity(&loaded.model, &ids, bos, ctx, max_chunks)?;
+    let r = engine::perplexity(&loaded.model, &ids, bos, ctx, max_chunks, kv_type)?;
     println!(
         "perplexity: {:.6}  mean_nll: {:.6}  tokens: {}",
         r.perplexity, r.mean_nll, r.n_tokens

@@ -148,6 +148,9 @@ fn logits_writes_npy() {
         "1 403 407 261 378 432 383 286",
         "--out",
         s(&out),
+        // The reference computed keys and values in f32.
+        "--kv-type",
+        "f32",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let (shape, got) = formats::npy::read_f32(&out).unwrap();

@@ -14,7 +14,7 @@ use std::time::Instant;
 use kernels::WeightType;
 use model::Llama;
 
-use crate::{EngineError, Result, Session};
+use crate::{EngineError, KvType, Result, Session};
 
 /// Which test a result is of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,16 +135,16 @@ fn check(model: &Llama, test: BenchTest, reps: usize) -> Result<()> {
 }
 
 /// One prompt of `ids`, fed into a fresh session; nanoseconds.
-fn prompt_once(model: &Llama, ids: &[u32]) -> Result<u64> {
-    let mut s = Session::new(model);
+fn prompt_once(model: &Llama, kv_type: KvType, ids: &[u32]) -> Result<u64> {
+    let mut s = Session::with_kv_type(model, kv_type)?;
     let t0 = Instant::now();
     s.feed(ids)?;
     Ok(t0.elapsed().as_nanos() as u64)
 }
 
 /// `ids.len()` single-token decodes into a fresh session; nanoseconds.
-fn gen_once(model: &Llama, ids: &[u32]) -> Result<u64> {
-    let mut s = Session::new(model);
+fn gen_once(model: &Llama, kv_type: KvType, ids: &[u32]) -> Result<u64> {
+    let mut s = Session::with_kv_type(model, kv_type)?;
     let t0 = Instant::now();
     for &id in ids {
         s.feed(&[id])?;
@@ -153,26 +153,38 @@ fn gen_once(model: &Llama, ids: &[u32]) -> Result<u64> {
 }
 
 /// `pp n`: one warm-up, then `reps` timed prompts of `n` random ids (seeded by `seed`).
-pub fn run_pp(model: &Llama, n: usize, reps: usize, seed: u64) -> Result<BenchResult> {
+pub fn run_pp(
+    model: &Llama,
+    kv_type: KvType,
+    n: usize,
+    reps: usize,
+    seed: u64,
+) -> Result<BenchResult> {
     let test = BenchTest::Prompt(n);
     check(model, test, reps)?;
     let mut ids = Ids::new(seed, model.config.vocab_size);
-    prompt_once(model, &ids.take(n))?;
+    prompt_once(model, kv_type, &ids.take(n))?;
     let samples_ns = (0..reps)
-        .map(|_| prompt_once(model, &ids.take(n)))
+        .map(|_| prompt_once(model, kv_type, &ids.take(n)))
         .collect::<Result<_>>()?;
     Ok(BenchResult { test, samples_ns })
 }
 
 /// `tg n`: one warm-up decode, then `reps` timed runs of `n` single-token decodes of random
 /// ids (seeded by `seed`) from an empty context.
-pub fn run_tg(model: &Llama, n: usize, reps: usize, seed: u64) -> Result<BenchResult> {
+pub fn run_tg(
+    model: &Llama,
+    kv_type: KvType,
+    n: usize,
+    reps: usize,
+    seed: u64,
+) -> Result<BenchResult> {
     let test = BenchTest::Gen(n);
     check(model, test, reps)?;
     let mut ids = Ids::new(seed ^ 0x7467, model.config.vocab_size);
-    gen_once(model, &ids.take(1))?;
+    gen_once(model, kv_type, &ids.take(1))?;
     let samples_ns = (0..reps)
-        .map(|_| gen_once(model, &ids.take(n)))
+        .map(|_| gen_once(model, kv_type, &ids.take(n)))
         .collect::<Result<_>>()?;
     Ok(BenchResult { test, samples_ns })
 }
@@ -265,16 +277,16 @@ mod tests {
     #[test]
     fn runs_each_repetition() {
         let m = tiny();
-        let pp = run_pp(&m, 8, 2, 1).unwrap();
+        let pp = run_pp(&m, KvType::F16, 8, 2, 1).unwrap();
         assert_eq!(
             (pp.samples_ns.len(), pp.test.name()),
             (2, "pp8".to_string())
         );
-        let tg = run_tg(&m, 3, 3, 1).unwrap();
+        let tg = run_tg(&m, KvType::F16, 3, 3, 1).unwrap();
         assert_eq!(tg.samples_ns.len(), 3);
         assert!(tg.avg_ts() > 0.0);
-        assert!(run_pp(&m, 0, 2, 1).is_err());
-        assert!(run_tg(&m, 300, 1, 1).is_err());
+        assert!(run_pp(&m, KvType::F16, 0, 2, 1).is_err());
+        assert!(run_tg(&m, KvType::F16, 300, 1, 1).is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use tokenizer::{StreamDecoder, Tokenize};
 
 use crate::prompt::encode_chat;
-use crate::{EngineError, GenerateStats, Result, Sampler, Session};
+use crate::{EngineError, GenerateStats, KvType, Result, Sampler, Session};
 
 /// What a model needs for chat besides its weights: the template, the texts its `bos_token`
 /// and `eos_token` variables stand for, and the ids that end a reply.
@@ -55,16 +55,17 @@ impl<'m> ChatRunner<'m> {
         tok: &'m dyn Tokenize,
         settings: ChatSettings,
         system: Option<String>,
-    ) -> Self {
+        kv_type: KvType,
+    ) -> Result<Self> {
         let mut runner = ChatRunner {
-            session: Session::new(model),
+            session: Session::with_kv_type(model, kv_type)?,
             tok,
             settings,
             system,
             messages: Vec::new(),
         };
         runner.reset();
-        runner
+        Ok(runner)
     }
 
     /// Forgets the conversation (the system message stays). Cached tokens are kept: the next

@@ -19,6 +19,8 @@ pub enum EngineError {
     NoTokenizer { path: PathBuf, msg: String },
     #[error("the prompt is {n_prompt} tokens, the context holds {n_ctx}")]
     PromptTooLong { n_prompt: usize, n_ctx: usize },
+    #[error("the KV cache is full: {needed} more blocks needed, {available} free")]
+    KvFull { needed: usize, available: usize },
     #[error("{0}")]
     Invalid(String),
 }

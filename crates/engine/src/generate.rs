@@ -2,7 +2,7 @@ use std::time::Instant;
 
 use model::{Batch, Llama};
 
-use crate::{EngineError, KvCache, Result, Sampler};
+use crate::{EngineError, KvCache, KvSpec, KvType, Result, Sampler};
 
 /// Tokens run through the model in one forward call at most (bounds activation memory).
 const MAX_BATCH: usize = 256;
@@ -42,13 +42,24 @@ pub struct GenerateStats {
 const SEQ: usize = 0;
 
 impl<'m> Session<'m> {
+    /// A session with the default KV cache type ([`KvType::F16`]).
     pub fn new(model: &'m Llama) -> Self {
-        let c = &model.config;
-        Session {
+        Self::with_kv_type(model, KvType::default()).expect("f16 stores any head size")
+    }
+
+    /// A session whose KV cache stores keys and values as `kv_type`.
+    pub fn with_kv_type(model: &'m Llama, kv_type: KvType) -> Result<Self> {
+        let spec = KvSpec::new(&model.config, kv_type)?;
+        Ok(Session {
             model,
-            kv: KvCache::new(c.n_layers, c.kv_dim()),
+            kv: KvCache::for_context(spec, model.config.max_seq_len),
             tokens: Vec::new(),
-        }
+        })
+    }
+
+    /// The KV storage (for its figures: blocks used, bytes taken).
+    pub fn kv(&self) -> &KvCache {
+        &self.kv
     }
 
     /// The tokens fed so far.
@@ -99,6 +110,7 @@ impl<'m> Session<'m> {
                 seq_ids: &seq_ids,
                 logits_for: &logits_for,
             };
+            self.kv.reserve(SEQ, start + chunk.len())?;
             let logits = self.model.forward(&batch, &mut self.kv)?;
             self.tokens.extend_from_slice(chunk);
             if all_logits {

@@ -1,6 +1,6 @@
 use model::Llama;
 
-use crate::{EngineError, Result, Session};
+use crate::{EngineError, KvType, Result, Session};
 
 /// Mean negative log-likelihood of a text and its exponential.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -21,6 +21,7 @@ pub fn perplexity(
     bos: u32,
     n_ctx: usize,
     max_chunks: Option<usize>,
+    kv_type: KvType,
 ) -> Result<PerplexityResult> {
     if n_ctx < 2 {
         return Err(EngineError::Invalid(format!(
@@ -51,7 +52,7 @@ pub fn perplexity(
         let mut input = Vec::with_capacity(w.len() + 1);
         input.push(bos);
         input.extend_from_slice(w);
-        let mut session = Session::new(model);
+        let mut session = Session::with_kv_type(model, kv_type)?;
         // Logits after every token but the last predict the next one.
         let logits = session.feed_all(&input[..input.len() - 1])?;
         for (row, &target) in logits.chunks_exact(vocab).zip(&input[1..]) {

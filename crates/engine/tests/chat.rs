@@ -114,7 +114,9 @@ fn second_turn_reuses_cache_and_matches_a_fresh_run() {
         tok,
         settings.clone(),
         Some("Tell stories.".into()),
-    );
+        engine::KvType::default(),
+    )
+    .unwrap();
     let (first, s1) = a
         .reply("Once upon a time", 24, &mut greedy(), |_| true)
         .unwrap();
@@ -128,7 +130,14 @@ fn second_turn_reuses_cache_and_matches_a_fresh_run() {
         s2.n_reused,
         s1.generate.n_prompt
     );
-    let mut b = ChatRunner::new(&loaded.model, tok, settings, Some("Tell stories.".into()));
+    let mut b = ChatRunner::new(
+        &loaded.model,
+        tok,
+        settings,
+        Some("Tell stories.".into()),
+        engine::KvType::default(),
+    )
+    .unwrap();
     b.push_message("user", "Once upon a time");
     b.push_message("assistant", &first);
     let (fresh, s3) = b

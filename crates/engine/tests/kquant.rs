@@ -232,8 +232,10 @@ fn q4_k_m_model_matches_reference() {
         "Q8_K tolerance {tol_q8k} vs max |logit| {scale}"
     );
 
-    let all = Session::new(&model).feed_all(&ids).unwrap();
-    let mut session = Session::new(&model);
+    // f32 keys and values: the references were computed without KV rounding.
+    let session = || Session::with_kv_type(&model, engine::KvType::F32).unwrap();
+    let all = session().feed_all(&ids).unwrap();
+    let mut session = session();
     let one_by_one: Vec<f32> = ids
         .iter()
         .flat_map(|&id| session.feed(&[id]).unwrap())

@@ -42,7 +42,7 @@ fn runc_generate(
     steps: usize,
     sampling: SamplerConfig,
 ) -> Vec<u32> {
-    let mut session = Session::new(model);
+    let mut session = Session::with_kv_type(model, engine::KvType::F32).unwrap();
     let mut sampler = Sampler::new(sampling);
     let mut ids = prompt.to_vec();
     let max_tokens = steps + 1 - prompt.len();
@@ -178,7 +178,10 @@ fn logits_of_first_positions_match_runc() {
     assert_eq!(shape, vec![ids.len(), 512]);
     for path in model_files(&d) {
         let (model, _, _) = engine::load_model(&path).unwrap();
-        let got = Session::new(&model).feed_all(&ids).unwrap();
+        let got = Session::with_kv_type(&model, engine::KvType::F32)
+            .unwrap()
+            .feed_all(&ids)
+            .unwrap();
         let max_err = got
             .iter()
             .zip(&want)
@@ -203,7 +206,7 @@ fn perplexity_matches_runc() {
     let ids = tok.encode(&text, false);
     assert_eq!(ids.len(), 393012);
     let (model, _, _) = engine::load_model(&model_files(&d)[0]).unwrap();
-    let r = engine::perplexity(&model, &ids, BOS, 512, Some(20)).unwrap();
+    let r = engine::perplexity(&model, &ids, BOS, 512, Some(20), engine::KvType::F32).unwrap();
     assert_eq!(r.n_tokens, 10220);
     assert!(
         (r.perplexity - 4.2059).abs() <= 0.0005,

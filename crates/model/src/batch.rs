@@ -1,3 +1,5 @@
+use kernels::{dequantize, quantize_into, WeightType};
+
 /// A flat batch of tokens to run through the model. Entry `i` is token `tokens[i]` at position
 /// `positions[i]` of sequence `seq_ids[i]`. Within one sequence, positions must be increasing and
 /// every earlier position must already be in the KV storage or earlier in this batch.
@@ -10,13 +12,105 @@ pub struct Batch<'a> {
     pub logits_for: &'a [usize],
 }
 
-/// The model's window onto KV storage owned by the caller: one key and one value vector of
-/// `n_kv_heads * head_dim` floats per (layer, sequence, position).
+/// How cached keys and values are stored: one row of `n_kv_heads * head_dim` values per
+/// (layer, sequence, position), encoded in this type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KvType {
+    F32,
+    /// IEEE half precision: half the memory of `F32`, and the rounding is far below what the
+    /// model's own arithmetic resolves (llama.cpp's default too).
+    #[default]
+    F16,
+    /// 8-bit blocks of 32 with one f16 scale (GGUF's Q8_0); needs `head_dim` a multiple of 32.
+    Q8_0,
+}
+
+impl KvType {
+    pub const ALL: [KvType; 3] = [KvType::F32, KvType::F16, KvType::Q8_0];
+
+    /// The lowercase name used on command lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::F32 => "f32",
+            KvType::F16 => "f16",
+            KvType::Q8_0 => "q8_0",
+        }
+    }
+
+    /// Parses a [`KvType::name`] (case-insensitive).
+    pub fn from_name(name: &str) -> Option<KvType> {
+        KvType::ALL
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(name.trim()))
+    }
+
+    fn weight_type(self) -> WeightType {
+        match self {
+            KvType::F32 => WeightType::F32,
+            KvType::F16 => WeightType::F16,
+            KvType::Q8_0 => WeightType::Q8_0,
+        }
+    }
+
+    /// Whether rows of `head_dim`-sized heads can be stored in this type (each head must be a
+    /// whole number of blocks, so that a head can be read on its own).
+    pub fn fits_head_dim(self, head_dim: usize) -> bool {
+        head_dim % self.weight_type().block_elems() == 0
+    }
+
+    /// Bytes of one stored row of `n` values.
+    pub fn row_bytes(self, n: usize) -> usize {
+        self.weight_type().row_bytes(n)
+    }
+
+    /// Encodes `src` into `dst` (`row_bytes(src.len())` bytes).
+    pub fn encode(self, src: &[f32], dst: &mut [u8]) {
+        match self {
+            KvType::F32 => {
+                for (d, s) in dst.chunks_exact_mut(4).zip(src) {
+                    d.copy_from_slice(&s.to_le_bytes());
+                }
+            }
+            KvType::F16 => {
+                for (d, s) in dst.chunks_exact_mut(2).zip(src) {
+                    d.copy_from_slice(&half::f16::from_f32(*s).to_le_bytes());
+                }
+            }
+            KvType::Q8_0 => quantize_into(WeightType::Q8_0, src, dst),
+        }
+    }
+
+    /// Decodes `dst.len()` values from `src`.
+    pub fn decode(self, src: &[u8], dst: &mut [f32]) {
+        dequantize(self.weight_type(), src, dst)
+    }
+}
+
+impl std::fmt::Display for KvType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Keys and values of one block of positions of one (layer, sequence): `block_size` rows each,
+/// position-major, every row `kv_type.row_bytes(n_kv_heads * head_dim)` bytes. Rows past the
+/// sequence's length hold whatever was there; the model reads only positions it stored.
+#[derive(Debug, Clone, Copy)]
+pub struct KvBlock<'a> {
+    pub keys: &'a [u8],
+    pub values: &'a [u8],
+}
+
+/// The model's window onto KV storage owned by the caller, in blocks of `block_size`
+/// positions: position `p` of a sequence lives in its block `p / block_size`, row
+/// `p % block_size`. The caller makes room (allocates blocks) before calling the model.
 pub trait KvView: Sync {
-    /// Stores the key and value of `seq` at `pos` in `layer`.
+    /// How rows are encoded.
+    fn kv_type(&self) -> KvType;
+    /// Positions per block.
+    fn block_size(&self) -> usize;
+    /// Stores the key and value of `seq` at `pos` in `layer` (encoding them).
     fn store(&mut self, layer: usize, seq: usize, pos: usize, key: &[f32], value: &[f32]);
-    /// The key of `seq` at `pos` in `layer`, stored earlier.
-    fn key(&self, layer: usize, seq: usize, pos: usize) -> &[f32];
-    /// The value of `seq` at `pos` in `layer`, stored earlier.
-    fn value(&self, layer: usize, seq: usize, pos: usize) -> &[f32];
+    /// Block `index` of `seq` in `layer`, holding positions stored earlier.
+    fn block(&self, layer: usize, seq: usize, index: usize) -> KvBlock<'_>;
 }

@@ -17,7 +17,7 @@ pub mod load;
 mod synthetic;
 mod weights;
 
-pub use batch::{Batch, KvView};
+pub use batch::{Batch, KvBlock, KvType, KvView};
 pub use config::{LlamaConfig, RopeScaling};
 pub use error::{ModelError, Result};
 pub use llama::Llama;

@@ -1,7 +1,7 @@
 use rayon::prelude::*;
 
 use kernels::{
-    add_assign, dot, matmul, rms_norm, rope_cos_sin, rope_interleaved, silu_mul, softmax, RopeFreqs,
+    add_assign, dot, matmul, rms_norm, rope_cos_sin, rope_interleaved, silu_mul, RopeFreqs,
 };
 
 use crate::{Batch, KvView, LayerWeights, LlamaConfig, ModelError, Result, Weight};
@@ -134,34 +134,165 @@ impl Llama {
     }
 
     /// Causal attention of every (token, head) of the batch over its sequence's stored keys
-    /// and values, positions `0..=pos`. Query heads share KV heads in groups (GQA).
+    /// and values, positions `0..=pos`, with an online softmax over blocks of positions.
+    ///
+    /// Work is split into tasks of (a few entries of one sequence, one KV head): each task
+    /// decodes a block of cached keys and values once and uses it for every query head of the
+    /// group (GQA) and every entry of the task. The arithmetic of one (token, head) depends only
+    /// on its query and the cached rows, never on the rest of the batch, so a sequence gets the
+    /// same result alone or batched with others.
     fn attention(&self, layer: usize, batch: &Batch, q: &[f32], kv: &dyn KvView, out: &mut [f32]) {
         let c = &self.config;
-        let head_dim = c.head_dim;
+        let (head_dim, q_dim) = (c.head_dim, c.q_dim());
+        let group = c.n_heads / c.n_kv_heads;
+        let tasks = attention_tasks(batch, c.n_kv_heads);
+        let results: Vec<Vec<f32>> = tasks
+            .par_iter()
+            .map_init(AttnScratch::default, |s, task| {
+                self.attend(layer, batch, q, kv, task, s)
+            })
+            .collect();
+        for (task, res) in tasks.iter().zip(&results) {
+            let heads = task.kv_head * group..(task.kv_head + 1) * group;
+            let mut rows = res.chunks_exact(head_dim);
+            for &e in &task.entries {
+                for h in heads.clone() {
+                    let o = e * q_dim + h * head_dim;
+                    out[o..o + head_dim].copy_from_slice(rows.next().expect("one row per head"));
+                }
+            }
+        }
+    }
+
+    /// One attention task: returns `entries × group` rows of `head_dim` outputs.
+    fn attend(
+        &self,
+        layer: usize,
+        batch: &Batch,
+        q: &[f32],
+        kv: &dyn KvView,
+        task: &AttnTask,
+        s: &mut AttnScratch,
+    ) -> Vec<f32> {
+        let c = &self.config;
+        let (head_dim, q_dim, kv_dim) = (c.head_dim, c.q_dim(), c.kv_dim());
         let group = c.n_heads / c.n_kv_heads;
         let scale = 1.0 / (head_dim as f32).sqrt();
-        // One score buffer per worker, reused across (token, head) pairs.
-        out.par_chunks_mut(head_dim)
-            .enumerate()
-            .for_each_init(Vec::new, |scores, (idx, o)| {
-                let (t, h) = (idx / c.n_heads, idx % c.n_heads);
-                let (seq, pos) = (batch.seq_ids[t], batch.positions[t]);
-                let qh = &q[idx * head_dim..(idx + 1) * head_dim];
-                let kv_off = (h / group) * head_dim;
-                scores.clear();
-                scores.extend(
-                    (0..=pos).map(|p| {
-                        dot(qh, &kv.key(layer, seq, p)[kv_off..kv_off + head_dim]) * scale
-                    }),
-                );
-                softmax(scores);
-                o.fill(0.0);
-                for (p, &w) in scores.iter().enumerate() {
-                    let vp = &kv.value(layer, seq, p)[kv_off..kv_off + head_dim];
-                    for (a, b) in o.iter_mut().zip(vp) {
-                        *a += w * b;
-                    }
+        let (ty, bs) = (kv.kv_type(), kv.block_size());
+        let (row_bytes, head_bytes) = (ty.row_bytes(kv_dim), ty.row_bytes(head_dim));
+        let head_off = task.kv_head * head_bytes;
+        let seq = batch.seq_ids[task.entries[0]];
+        let max_pos = task
+            .entries
+            .iter()
+            .map(|&e| batch.positions[e])
+            .max()
+            .unwrap_or(0);
+        let n_rows = task.entries.len() * group;
+        s.acc.clear();
+        s.acc.resize(n_rows * head_dim, 0.0);
+        s.max.clear();
+        s.max.resize(n_rows, f32::NEG_INFINITY);
+        s.sum.clear();
+        s.sum.resize(n_rows, 0.0);
+        s.keys.resize(bs * head_dim, 0.0);
+        s.values.resize(bs * head_dim, 0.0);
+        s.scores.resize(bs, 0.0);
+        for b in 0..=max_pos / bs {
+            let first = b * bs;
+            let n_valid = bs.min(max_pos + 1 - first);
+            let blk = kv.block(layer, seq, b);
+            for r in 0..n_valid {
+                let at = r * row_bytes + head_off;
+                let dst = r * head_dim..(r + 1) * head_dim;
+                ty.decode(&blk.keys[at..at + head_bytes], &mut s.keys[dst.clone()]);
+                ty.decode(&blk.values[at..at + head_bytes], &mut s.values[dst]);
+            }
+            for (i, &e) in task.entries.iter().enumerate() {
+                let pos = batch.positions[e];
+                if pos < first {
+                    continue;
                 }
-            });
+                let n = n_valid.min(pos + 1 - first);
+                for j in 0..group {
+                    let h = task.kv_head * group + j;
+                    let row = i * group + j;
+                    let qh = &q[e * q_dim + h * head_dim..e * q_dim + (h + 1) * head_dim];
+                    let scores = &mut s.scores[..n];
+                    for (sc, k) in scores.iter_mut().zip(s.keys.chunks_exact(head_dim)) {
+                        *sc = dot(qh, k) * scale;
+                    }
+                    let m_old = s.max[row];
+                    let m = scores.iter().copied().fold(m_old, f32::max);
+                    let corr = if m_old == f32::NEG_INFINITY {
+                        0.0
+                    } else {
+                        (m_old - m).exp()
+                    };
+                    let acc = &mut s.acc[row * head_dim..(row + 1) * head_dim];
+                    let mut sum = s.sum[row] * corr;
+                    acc.iter_mut().for_each(|a| *a *= corr);
+                    for (sc, v) in scores.iter().zip(s.values.chunks_exact(head_dim)) {
+                        let p = (sc - m).exp();
+                        sum += p;
+                        for (a, x) in acc.iter_mut().zip(v) {
+                            *a += p * x;
+                        }
+                    }
+                    s.max[row] = m;
+                    s.sum[row] = sum;
+                }
+            }
+        }
+        for (acc, &sum) in s.acc.chunks_exact_mut(head_dim).zip(&s.sum) {
+            let inv = 1.0 / sum;
+            acc.iter_mut().for_each(|a| *a *= inv);
+        }
+        s.acc.clone()
     }
+}
+
+/// Entries of one sequence per attention task at most: small enough to spread a long prompt
+/// over threads, large enough that a decoded key block serves many queries.
+const ATTN_TASK_ENTRIES: usize = 16;
+
+/// A piece of attention work: some entries of one sequence (batch indices), one KV head.
+struct AttnTask {
+    entries: Vec<usize>,
+    kv_head: usize,
+}
+
+/// Per-worker buffers of [`Llama::attend`].
+#[derive(Default)]
+struct AttnScratch {
+    keys: Vec<f32>,
+    values: Vec<f32>,
+    scores: Vec<f32>,
+    acc: Vec<f32>,
+    max: Vec<f32>,
+    sum: Vec<f32>,
+}
+
+/// Splits the batch into attention tasks: entries grouped by sequence (in batch order), at most
+/// [`ATTN_TASK_ENTRIES`] per task, times every KV head.
+fn attention_tasks(batch: &Batch, n_kv_heads: usize) -> Vec<AttnTask> {
+    let mut by_seq: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (e, &seq) in batch.seq_ids.iter().enumerate() {
+        match by_seq.iter_mut().find(|(s, _)| *s == seq) {
+            Some((_, entries)) => entries.push(e),
+            None => by_seq.push((seq, vec![e])),
+        }
+    }
+    let mut tasks = Vec::new();
+    for (_, entries) in &by_seq {
+        for chunk in entries.chunks(ATTN_TASK_ENTRIES) {
+            for kv_head in 0..n_kv_heads {
+                tasks.push(AttnTask {
+                    entries: chunk.to_vec(),
+                    kv_head,
+                });
+            }
+        }
+    }
+    tasks
 }
