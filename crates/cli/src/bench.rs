@@ -117,8 +117,7 @@ pub fn run(a: BenchArgs, threads: &[usize], kv_type: KvType) -> Result<()> {
     }
 
     let bandwidth = measure_bandwidth(&threads);
-    // The probe is freed; peak RSS from here on is the model's.
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let mut mem = MemWatch::start();
 
     let t0 = Instant::now();
     let (mut model, filename) = match (synthetic, &a.model) {
@@ -156,6 +155,12 @@ pub fn run(a: BenchArgs, threads: &[usize], kv_type: KvType) -> Result<()> {
             .map(|&n| BenchTest::Prompt(n))
             .chain(tg.iter().map(|&n| BenchTest::Gen(n)));
         for test in tests {
+            // Shared machines change under a benchmark: each decode test is set against the
+            // bandwidth measured right before it.
+            let bw = match test {
+                BenchTest::Gen(_) => mem.around_probe(|| measure_bandwidth(&[t])[0].1),
+                BenchTest::Prompt(_) => bw,
+            };
             let result = pool.install(|| match test {
                 BenchTest::Prompt(n) => engine::run_pp(&model, kv_type, n, a.reps, a.seed),
                 BenchTest::Gen(n) => engine::run_tg(&model, kv_type, n, a.reps, a.seed),
@@ -169,10 +174,11 @@ pub fn run(a: BenchArgs, threads: &[usize], kv_type: KvType) -> Result<()> {
                 print_row(&row, &info);
             }
             rows.push(row);
+            mem.sample();
         }
     }
 
-    let peak = peak_rss_bytes();
+    let peak = mem.peak();
     if !md {
         let time = utc_now();
         let out: Vec<Value> = rows
@@ -185,7 +191,64 @@ pub fn run(a: BenchArgs, threads: &[usize], kv_type: KvType) -> Result<()> {
         Some(b) => eprintln!("peak RSS: {} (VmHWM)", format_bytes(b)),
         None => eprintln!("peak RSS: unknown (no VmHWM in /proc/self/status)"),
     }
+    if let Some(anon) = mem.peak_anon {
+        // Weights of a file are mapped (file-backed pages); what is anonymous is the KV
+        // cache, activations, scratch panels, and anything copied at load.
+        let weights = if a.synthetic.is_some() {
+            " (a --synthetic model's weights are anonymous memory themselves)".to_string()
+        } else {
+            format!(
+                " = {:.1}% of the weights' {}",
+                100.0 * anon as f64 / info.size as f64,
+                format_bytes(info.size)
+            )
+        };
+        eprintln!(
+            "peak anonymous memory after a test: {}{weights}",
+            format_bytes(anon)
+        );
+    }
     Ok(())
+}
+
+/// Peak memory of the model's work, leaving out the bandwidth probe's buffer: the kernel's
+/// peak counter (VmHWM) is read before each probe and reset after it.
+struct MemWatch {
+    peak_rss: Option<u64>,
+    peak_anon: Option<u64>,
+}
+
+impl MemWatch {
+    fn start() -> Self {
+        reset_peak_rss();
+        MemWatch {
+            peak_rss: None,
+            peak_anon: None,
+        }
+    }
+
+    /// Records the peaks so far.
+    fn sample(&mut self) {
+        self.peak_rss = self.peak_rss.max(status_kib("VmHWM:").map(|k| k * 1024));
+        self.peak_anon = self.peak_anon.max(status_kib("RssAnon:").map(|k| k * 1024));
+    }
+
+    fn around_probe<T>(&mut self, f: impl FnOnce() -> T) -> T {
+        self.sample();
+        let out = f();
+        reset_peak_rss();
+        out
+    }
+
+    fn peak(&mut self) -> Option<u64> {
+        self.sample();
+        self.peak_rss
+    }
+}
+
+/// Resets VmHWM to the current RSS (Linux; elsewhere a no-op).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Bytes/s of a read pass at each thread count, best of [`BANDWIDTH_PASSES`], over one buffer.
@@ -347,12 +410,11 @@ fn json_row(r: &Row, info: &ModelInfo, peak_rss: Option<u64>, time: &str) -> Val
     })
 }
 
-/// The process's peak resident set size (VmHWM), in bytes.
-fn peak_rss_bytes() -> Option<u64> {
+/// A `kB` field of /proc/self/status, e.g. `VmHWM:`.
+fn status_kib(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The current time as ISO 8601 UTC, e.g. `2026-11-26T18:05:09Z`.
