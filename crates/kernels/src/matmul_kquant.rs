@@ -3,7 +3,7 @@
 
 use crate::cpu::Level;
 use crate::kquants::{kquant_matvec_row_with, quantize_q8_k, BlockQ8K, KQuantPath, QK_K};
-use crate::matmul::MIN_TASK_BYTES;
+use crate::matmul::{MatmulPath, MIN_TASK_BYTES};
 use crate::par::{chunk_rows, for_each_row_chunk};
 use crate::WeightView;
 
@@ -11,6 +11,7 @@ use crate::WeightView;
 /// when the file was read).
 pub(crate) fn matmul_kquant(
     level: Level,
+    _path: MatmulPath,
     w: &WeightView,
     x: &[f32],
     n_tokens: usize,
