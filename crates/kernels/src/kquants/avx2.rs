@@ -45,9 +45,8 @@ pub(crate) const fn has_mins(ty: u8) -> bool {
 /// 32 bytes at `b[at..at + 32]`.
 ///
 /// # Safety
-/// AVX2 available (the range is bounds-checked).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
+/// Called only from functions with AVX2 enabled (the range is bounds-checked).
+#[inline(always)]
 pub(crate) unsafe fn load32(b: &[u8], at: usize) -> __m256i {
     let s = &b[at..at + 32];
     // SAFETY: `s` is 32 readable bytes; unaligned load.
@@ -57,85 +56,123 @@ pub(crate) unsafe fn load32(b: &[u8], at: usize) -> __m256i {
 /// 16 bytes at `b[at..at + 16]`.
 ///
 /// # Safety
-/// AVX2 available (the range is bounds-checked).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
+/// Called only from functions with AVX2 enabled (the range is bounds-checked).
+#[inline(always)]
 unsafe fn load16(b: &[u8], at: usize) -> __m128i {
     let s = &b[at..at + 16];
     // SAFETY: `s` is 16 readable bytes; unaligned load.
     unsafe { _mm_loadu_si128(s.as_ptr().cast()) }
 }
 
-/// Stores `v` at `out[at..at + 32]`.
-///
-/// # Safety
-/// AVX2 available (the range is bounds-checked).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn store32(out: &mut [u8], at: usize, v: __m256i) {
-    let s = &mut out[at..at + 32];
-    // SAFETY: `s` is 32 writable bytes; unaligned store.
-    unsafe { _mm256_storeu_si256(s.as_mut_ptr().cast(), v) }
-}
-
-/// Stores 16 i16 lanes into `out`.
-///
-/// # Safety
-/// AVX2 available.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn store_i16(out: &mut [i16; 16], v: __m256i) {
-    // SAFETY: `out` is 32 writable bytes; unaligned store.
-    unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), v) }
-}
-
 /// `v >> n` in each 16-bit lane, for a run-time `n`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn srl16(v: __m256i, n: i32) -> __m256i {
-    _mm256_srl_epi16(v, _mm_cvtsi32_si128(n))
-}
-
-/// Unpacks block `x` of type `TY` into `out` (twin: `unpack::unpack_scalar`).
 ///
 /// # Safety
-/// AVX2 available; `x` holds one whole block (lengths are bounds-checked).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn unpack<const TY: u8>(x: &[u8], out: &mut Unpacked) {
-    let x = &x[..block_bytes(TY)];
-    let m4 = _mm256_set1_epi8(0xF);
-    let m3 = _mm256_set1_epi8(3);
-    let one = _mm256_set1_epi8(1);
-    // SAFETY: every load and store goes through the bounds-checked helpers above.
+/// Called only from functions with AVX2 enabled (it is always inlined into them).
+#[inline(always)]
+unsafe fn srl16(v: __m256i, n: i32) -> __m256i {
+    // SAFETY: the caller has AVX2.
+    unsafe { _mm256_srl_epi16(v, _mm_cvtsi32_si128(n)) }
+}
+
+/// One super-block of `unpack.rs`'s form in registers: `u` in eight vectors of 32 values, the
+/// 16 scales as bytes, `k · sc` and the mins as i16 lanes.
+#[derive(Clone, Copy)]
+pub(crate) struct Regs {
+    pub u: [__m256i; 8],
+    pub sc: __m128i,
+    pub sck: __m256i,
+    pub mn: __m256i,
+    pub d: f32,
+    pub dmin: f32,
+}
+
+/// `w` loaded into registers.
+///
+/// # Safety
+/// Called only from functions with AVX2 enabled.
+#[inline(always)]
+pub(crate) unsafe fn load_regs(w: &Unpacked) -> Regs {
+    // SAFETY: loads of whole fixed-size arrays; the caller has AVX2.
     unsafe {
+        Regs {
+            u: std::array::from_fn(|c| _mm256_loadu_si256(w.u.as_ptr().add(32 * c).cast())),
+            sc: _mm_loadu_si128(w.sc.as_ptr().cast()),
+            sck: _mm256_loadu_si256(w.sck.as_ptr().cast()),
+            mn: _mm256_loadu_si256(w.mn.as_ptr().cast()),
+            d: w.d,
+            dmin: w.dmin,
+        }
+    }
+}
+
+/// `r` stored into `out`.
+///
+/// # Safety
+/// Called only from functions with AVX2 enabled.
+#[inline(always)]
+unsafe fn store_regs(r: &Regs, out: &mut Unpacked) {
+    // SAFETY: stores into whole fixed-size arrays; the caller has AVX2.
+    unsafe {
+        for (c, &v) in r.u.iter().enumerate() {
+            _mm256_storeu_si256(out.u.as_mut_ptr().add(32 * c).cast(), v);
+        }
+        _mm_storeu_si128(out.sc.as_mut_ptr().cast(), r.sc);
+        _mm256_storeu_si256(out.sck.as_mut_ptr().cast(), r.sck);
+        _mm256_storeu_si256(out.mn.as_mut_ptr().cast(), r.mn);
+    }
+    out.d = r.d;
+    out.dmin = r.dmin;
+}
+
+/// Unpacks block `x` of type `TY` into registers (twin: `unpack::unpack_scalar`).
+///
+/// Always inlined (as are the helpers it uses), so that a block streamed through a row kernel
+/// never goes through memory.
+///
+/// # Safety
+/// Called only from functions with AVX2 enabled, on a CPU that has it; `x` holds one whole
+/// block (lengths are bounds-checked).
+#[inline(always)]
+pub(crate) unsafe fn unpack<const TY: u8>(x: &[u8]) -> Regs {
+    let x = &x[..block_bytes(TY)];
+    // SAFETY: the caller has AVX2; every load and store goes through the bounds-checked
+    // helpers above.
+    unsafe {
+        let m4 = _mm256_set1_epi8(0xF);
+        let m3 = _mm256_set1_epi8(3);
+        let one = _mm256_set1_epi8(1);
+        let mut r = Regs {
+            u: [_mm256_setzero_si256(); 8],
+            sc: _mm_setzero_si128(),
+            sck: _mm256_setzero_si256(),
+            mn: _mm256_setzero_si256(),
+            d: 0.0,
+            dmin: 0.0,
+        };
         match TY {
             Q2 => {
                 let sc = load16(x, q2_k::SCALES);
                 let low = _mm_and_si128(sc, _mm_set1_epi8(0xF));
-                _mm_storeu_si128(out.sc.as_mut_ptr().cast(), low);
+                r.sc = low;
                 let high = _mm_and_si128(_mm_srli_epi16::<4>(sc), _mm_set1_epi8(0xF));
-                store_i16(&mut out.mn, _mm256_cvtepu8_epi16(high));
-                store_i16(&mut out.sck, _mm256_setzero_si256());
+                r.mn = _mm256_cvtepu8_epi16(high);
+                r.sck = _mm256_setzero_si256();
                 for c in 0..2 {
                     let q2 = load32(x, q2_k::QS + 32 * c);
                     for s in 0..4 {
                         let u = _mm256_and_si256(srl16(q2, 2 * s as i32), m3);
-                        store32(&mut out.u, 128 * c + 32 * s, u);
+                        r.u[4 * c + s] = u;
                     }
                 }
-                out.d = f16_at(x, q2_k::D);
-                out.dmin = f16_at(x, q2_k::DMIN);
+                r.d = f16_at(x, q2_k::D);
+                r.dmin = f16_at(x, q2_k::DMIN);
             }
             Q3 => {
                 let sc = scales_q3_k(&x[q3_k::SCALES..q3_k::SCALES + 12]);
                 let sc = _mm_sub_epi8(_mm_loadu_si128(sc.as_ptr().cast()), _mm_set1_epi8(32));
-                _mm_storeu_si128(out.sc.as_mut_ptr().cast(), sc);
-                store_i16(
-                    &mut out.sck,
-                    _mm256_slli_epi16::<2>(_mm256_cvtepi8_epi16(sc)),
-                );
-                store_i16(&mut out.mn, _mm256_setzero_si256());
+                r.sc = sc;
+                r.sck = _mm256_slli_epi16::<2>(_mm256_cvtepi8_epi16(sc));
+                r.mn = _mm256_setzero_si256();
                 let hm = load32(x, q3_k::HMASK);
                 for c in 0..2 {
                     let q3 = load32(x, q3_k::QS + 32 * c);
@@ -143,11 +180,11 @@ pub(crate) unsafe fn unpack<const TY: u8>(x: &[u8], out: &mut Unpacked) {
                         let low = _mm256_and_si256(srl16(q3, 2 * s as i32), m3);
                         let high = _mm256_and_si256(srl16(hm, (4 * c + s) as i32), one);
                         let u = _mm256_or_si256(low, _mm256_slli_epi16::<2>(high));
-                        store32(&mut out.u, 128 * c + 32 * s, u);
+                        r.u[4 * c + s] = u;
                     }
                 }
-                out.d = f16_at(x, q3_k::D);
-                out.dmin = 0.0;
+                r.d = f16_at(x, q3_k::D);
+                r.dmin = 0.0;
             }
             Q4 | Q5 => {
                 let (scales_at, qs_at) = if TY == Q4 {
@@ -157,11 +194,11 @@ pub(crate) unsafe fn unpack<const TY: u8>(x: &[u8], out: &mut Unpacked) {
                 };
                 let (scales, mins) = scales_mins_k4(&x[scales_at..scales_at + 12]);
                 let s8 = _mm_set_epi64x(0, u64::from_le_bytes(scales) as i64);
-                _mm_storeu_si128(out.sc.as_mut_ptr().cast(), _mm_unpacklo_epi8(s8, s8));
+                r.sc = _mm_unpacklo_epi8(s8, s8);
                 let m8 = _mm_set_epi64x(0, u64::from_le_bytes(mins) as i64);
                 let m16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
-                store_i16(&mut out.mn, m16);
-                store_i16(&mut out.sck, _mm256_setzero_si256());
+                r.mn = m16;
+                r.sck = _mm256_setzero_si256();
                 let hbits = if TY == Q5 {
                     load32(x, q5_k::QH)
                 } else {
@@ -177,20 +214,17 @@ pub(crate) unsafe fn unpack<const TY: u8>(x: &[u8], out: &mut Unpacked) {
                         lo = _mm256_or_si256(lo, _mm256_slli_epi16::<4>(hl));
                         hi = _mm256_or_si256(hi, _mm256_slli_epi16::<4>(hh));
                     }
-                    store32(&mut out.u, 64 * c, lo);
-                    store32(&mut out.u, 64 * c + 32, hi);
+                    r.u[2 * c] = lo;
+                    r.u[2 * c + 1] = hi;
                 }
-                out.d = f16_at(x, q4_k::D);
-                out.dmin = f16_at(x, q4_k::DMIN);
+                r.d = f16_at(x, q4_k::D);
+                r.dmin = f16_at(x, q4_k::DMIN);
             }
             _ => {
                 let sc = load16(x, q6_k::SCALES);
-                _mm_storeu_si128(out.sc.as_mut_ptr().cast(), sc);
-                store_i16(
-                    &mut out.sck,
-                    _mm256_slli_epi16::<5>(_mm256_cvtepi8_epi16(sc)),
-                );
-                store_i16(&mut out.mn, _mm256_setzero_si256());
+                r.sc = sc;
+                r.sck = _mm256_slli_epi16::<5>(_mm256_cvtepi8_epi16(sc));
+                r.mn = _mm256_setzero_si256();
                 for c in 0..2 {
                     let ql1 = load32(x, q6_k::QL + 64 * c);
                     let ql2 = load32(x, q6_k::QL + 64 * c + 32);
@@ -204,14 +238,25 @@ pub(crate) unsafe fn unpack<const TY: u8>(x: &[u8], out: &mut Unpacked) {
                         _mm256_or_si256(nib_hi(ql2), high(6)),
                     ];
                     for (s, &v) in u.iter().enumerate() {
-                        store32(&mut out.u, 128 * c + 32 * s, v);
+                        r.u[4 * c + s] = v;
                     }
                 }
-                out.d = f16_at(x, q6_k::D);
-                out.dmin = 0.0;
+                r.d = f16_at(x, q6_k::D);
+                r.dmin = 0.0;
             }
         }
+        r
     }
+}
+
+/// [`unpack`] as a function of its own (for unpacking whole panels).
+///
+/// # Safety
+/// AVX2 available; `x` holds one whole block (lengths are bounds-checked).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn unpack_block<const TY: u8>(x: &[u8], out: &mut Unpacked) {
+    // SAFETY: AVX2 is enabled here.
+    unsafe { store_regs(&unpack::<TY>(x), out) }
 }
 
 /// Sum of the eight lanes.
@@ -229,25 +274,23 @@ pub(crate) fn hsum_ps(v: __m256) -> f32 {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn block_lanes<const TY: u8>(
-    w: &Unpacked,
+    w: &Regs,
     scales: &[__m256i; 8],
     y: &BlockQ8K,
 ) -> (__m256i, __m256i) {
-    // SAFETY: loads of whole fixed-size arrays (`u` 256 bytes, `qs` 256, `bsums`/`sck`/`mn` 32).
+    // SAFETY: loads of whole fixed-size arrays (`qs` 256 bytes, `bsums` 32).
     unsafe {
         let mut s = _mm256_setzero_si256();
-        for (c, sc) in scales.iter().enumerate() {
-            let u = _mm256_loadu_si256(w.u.as_ptr().add(32 * c).cast());
+        for (c, (sc, &u)) in scales.iter().zip(&w.u).enumerate() {
             let a = _mm256_loadu_si256(y.qs.as_ptr().add(32 * c).cast());
             s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(u, a), *sc));
         }
         let bs = _mm256_loadu_si256(y.bsums.as_ptr().cast());
         if has_offset(TY) {
-            let sck = _mm256_loadu_si256(w.sck.as_ptr().cast());
-            s = _mm256_sub_epi32(s, _mm256_madd_epi16(bs, sck));
+            s = _mm256_sub_epi32(s, _mm256_madd_epi16(bs, w.sck));
         }
         let m = if has_mins(TY) {
-            _mm256_madd_epi16(bs, _mm256_loadu_si256(w.mn.as_ptr().cast()))
+            _mm256_madd_epi16(bs, w.mn)
         } else {
             _mm256_setzero_si256()
         };
@@ -262,9 +305,8 @@ pub(crate) unsafe fn block_lanes<const TY: u8>(
 /// AVX2 available.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn scale_lanes(w: &Unpacked) -> [__m256i; 8] {
-    // SAFETY: `sc` is 16 readable bytes.
-    let sc = unsafe { _mm_loadu_si128(w.sc.as_ptr().cast()) };
+pub(crate) fn scale_lanes(w: &Regs) -> [__m256i; 8] {
+    let sc = w.sc;
     std::array::from_fn(|c| {
         let (lo, hi) = (2 * c as i64, 2 * c as i64 + 1);
         let pick = _mm_set_epi64x(hi * 0x0101_0101_0101_0101, lo * 0x0101_0101_0101_0101);
@@ -284,12 +326,10 @@ pub(crate) unsafe fn dot_tokens<const TY: u8, const T: usize>(
 ) -> [f32; T] {
     let mut acc = [_mm256_setzero_ps(); T];
     let mut acc_m = [_mm256_setzero_ps(); T];
-    let mut w = Unpacked::ZERO;
     for (b, x) in row.chunks_exact(block_bytes(TY)).enumerate() {
         // SAFETY: the CPU features are the caller's; `x` is one whole block.
         unsafe {
-            unpack::<TY>(x, &mut w);
-            accumulate::<TY, T>(&w, b, &act, &mut acc, &mut acc_m);
+            accumulate::<TY, T>(&unpack::<TY>(x), b, &act, &mut acc, &mut acc_m);
         }
     }
     std::array::from_fn(|t| hsum_ps(acc[t]) - hsum_ps(acc_m[t]))
@@ -309,7 +349,7 @@ pub(crate) unsafe fn dot_unpacked_tokens<const TY: u8, const T: usize>(
     let mut acc_m = [_mm256_setzero_ps(); T];
     for (b, w) in row.iter().enumerate() {
         // SAFETY: the CPU features are the caller's.
-        unsafe { accumulate::<TY, T>(w, b, &act, &mut acc, &mut acc_m) };
+        unsafe { accumulate::<TY, T>(&load_regs(w), b, &act, &mut acc, &mut acc_m) };
     }
     std::array::from_fn(|t| hsum_ps(acc[t]) - hsum_ps(acc_m[t]))
 }
@@ -322,7 +362,7 @@ pub(crate) unsafe fn dot_unpacked_tokens<const TY: u8, const T: usize>(
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn accumulate<const TY: u8, const T: usize>(
-    w: &Unpacked,
+    w: &Regs,
     b: usize,
     act: &[&[BlockQ8K]; T],
     acc: &mut [__m256; T],

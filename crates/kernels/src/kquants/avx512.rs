@@ -9,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{block_bytes, has_mins, has_offset, hsum_ps, unpack};
+use super::avx2::{block_bytes, has_mins, has_offset, hsum_ps, load_regs, unpack, Regs};
 use super::unpack::Unpacked;
 use super::BlockQ8K;
 
@@ -19,9 +19,8 @@ use super::BlockQ8K;
 /// The AVX-512 features available.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn scale_lanes(w: &Unpacked) -> [__m512i; 4] {
-    // SAFETY: `sc` is 16 readable bytes.
-    let sc = unsafe { _mm256_broadcastsi128_si256(_mm_loadu_si128(w.sc.as_ptr().cast())) };
+fn scale_lanes(w: &Regs) -> [__m512i; 4] {
+    let sc = _mm256_broadcastsi128_si256(w.sc);
     std::array::from_fn(|c| {
         let j = |k: usize| (4 * c + k) as i64 * 0x0101_0101_0101_0101;
         let pick = _mm256_set_epi64x(j(3), j(2), j(1), j(0));
@@ -37,30 +36,26 @@ unsafe fn scale_lanes(w: &Unpacked) -> [__m512i; 4] {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(crate) unsafe fn block_lanes<const TY: u8>(
-    w: &Unpacked,
+    w: &Regs,
     scales: &[__m512i; 4],
     y: &BlockQ8K,
 ) -> (__m512i, __m256i) {
-    // SAFETY: loads of whole fixed-size arrays (`u` 256 bytes, `qs` 256, `bsums`/`sck`/`mn` 32).
+    // SAFETY: loads of whole fixed-size arrays (`qs` 256 bytes, `bsums` 32).
     unsafe {
         let mut s = _mm512_setzero_si512();
         for (c, sc) in scales.iter().enumerate() {
-            // Two 256-bit loads: the unpacker wrote 32 bytes at a time, and loads that match
-            // the stores are forwarded from them.
-            let lo = _mm256_loadu_si256(w.u.as_ptr().add(64 * c).cast());
-            let hi = _mm256_loadu_si256(w.u.as_ptr().add(64 * c + 32).cast());
+            let (lo, hi) = (w.u[2 * c], w.u[2 * c + 1]);
             let u = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
             let a = _mm512_loadu_si512(y.qs.as_ptr().add(64 * c).cast());
             s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(u, a), *sc);
         }
         let bs = _mm256_loadu_si256(y.bsums.as_ptr().cast());
         if has_offset(TY) {
-            let sck = _mm256_loadu_si256(w.sck.as_ptr().cast());
-            let corr = _mm512_zextsi256_si512(_mm256_madd_epi16(bs, sck));
+            let corr = _mm512_zextsi256_si512(_mm256_madd_epi16(bs, w.sck));
             s = _mm512_sub_epi32(s, corr);
         }
         let m = if has_mins(TY) {
-            _mm256_madd_epi16(bs, _mm256_loadu_si256(w.mn.as_ptr().cast()))
+            _mm256_madd_epi16(bs, w.mn)
         } else {
             _mm256_setzero_si256()
         };
@@ -74,9 +69,8 @@ pub(crate) unsafe fn block_lanes<const TY: u8>(
 /// The AVX-512 features available.
 #[cfg(test)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn scales_for_test(w: &Unpacked) -> [__m512i; 4] {
-    // SAFETY: same features.
-    unsafe { scale_lanes(w) }
+pub(crate) fn scales_for_test(w: &Regs) -> [__m512i; 4] {
+    scale_lanes(w)
 }
 
 /// `row · act[t]` for `T` tokens (`row`: `nb` blocks of `TY`; each `act[t]`: `nb` blocks),
@@ -91,12 +85,10 @@ pub(crate) unsafe fn dot_tokens<const TY: u8, const T: usize>(
 ) -> [f32; T] {
     let mut acc = [_mm512_setzero_ps(); T];
     let mut acc_m = [_mm256_setzero_ps(); T];
-    let mut w = Unpacked::ZERO;
     for (b, x) in row.chunks_exact(block_bytes(TY)).enumerate() {
         // SAFETY: the CPU features are the caller's; `x` is one whole block.
         unsafe {
-            unpack::<TY>(x, &mut w);
-            accumulate::<TY, T>(&w, b, &act, &mut acc, &mut acc_m);
+            accumulate::<TY, T>(&unpack::<TY>(x), b, &act, &mut acc, &mut acc_m);
         }
     }
     std::array::from_fn(|t| _mm512_reduce_add_ps(acc[t]) - hsum_ps(acc_m[t]))
@@ -116,7 +108,7 @@ pub(crate) unsafe fn dot_unpacked_tokens<const TY: u8, const T: usize>(
     let mut acc_m = [_mm256_setzero_ps(); T];
     for (b, w) in row.iter().enumerate() {
         // SAFETY: the CPU features are the caller's.
-        unsafe { accumulate::<TY, T>(w, b, &act, &mut acc, &mut acc_m) };
+        unsafe { accumulate::<TY, T>(&load_regs(w), b, &act, &mut acc, &mut acc_m) };
     }
     std::array::from_fn(|t| _mm512_reduce_add_ps(acc[t]) - hsum_ps(acc_m[t]))
 }
@@ -129,7 +121,7 @@ pub(crate) unsafe fn dot_unpacked_tokens<const TY: u8, const T: usize>(
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn accumulate<const TY: u8, const T: usize>(
-    w: &Unpacked,
+    w: &Regs,
     b: usize,
     act: &[&[BlockQ8K]; T],
     acc: &mut [__m512; T],

@@ -241,7 +241,7 @@ pub(crate) fn unpack_row(level: Level, ty: WeightType, row: &[u8], out: &mut [Un
         Level::Scalar => blocks.for_each(|(x, o)| unpack::unpack_scalar(ty, x, o)),
         #[cfg(target_arch = "x86_64")]
         Level::Avx2(_) | Level::Avx512(_) => blocks.for_each(|(x, o)| {
-            use avx2::{unpack, Q2, Q3, Q4, Q5, Q6};
+            use avx2::{unpack_block as unpack, Q2, Q3, Q4, Q5, Q6};
             // SAFETY: both levels' tokens prove AVX2; each `x` is one whole block.
             unsafe {
                 match ty {

@@ -296,6 +296,7 @@ fn simd_block_ints(level: Level, ty: WeightType, w: &Unpacked, y: &BlockQ8K) -> 
     match level {
         // SAFETY: the level's token proves AVX2.
         Level::Avx2(_) => unsafe {
+            let w = &avx2::load_regs(w);
             let sc = avx2::scale_lanes(w);
             let (s, m) = match ty {
                 WeightType::Q2_K => avx2::block_lanes::<Q2>(w, &sc, y),
@@ -308,6 +309,7 @@ fn simd_block_ints(level: Level, ty: WeightType, w: &Unpacked, y: &BlockQ8K) -> 
         },
         // SAFETY: the level's token proves the AVX-512 features.
         Level::Avx512(_) => unsafe {
+            let w = &avx2::load_regs(w);
             let sc = avx512::scales_for_test(w);
             let (s, m) = match ty {
                 WeightType::Q2_K => avx512::block_lanes::<Q2>(w, &sc, y),
