@@ -15,6 +15,7 @@ use std::arch::x86_64::*;
 use super::layout::{f16_at, q2_k, q3_k, q4_k, q5_k, q6_k, scales_mins_k4, scales_q3_k};
 use super::unpack::Unpacked;
 use super::BlockQ8K;
+use crate::avx2_dot::PREFETCH_BYTES;
 
 /// Const-generic names of the K-quant types.
 pub(crate) const Q2: u8 = 2;
@@ -314,6 +315,17 @@ pub(crate) fn scale_lanes(w: &Regs) -> [__m256i; 8] {
     })
 }
 
+/// Asks for the lines of the block [`PREFETCH_BYTES`] after `block` (a hint, never
+/// dereferenced, so running past the row is harmless): rows stream from memory.
+#[inline(always)]
+pub(crate) fn prefetch_ahead(block: &[u8]) {
+    let ahead = block.as_ptr().wrapping_add(PREFETCH_BYTES) as *const i8;
+    for line in 0..block.len().div_ceil(64) {
+        // SAFETY: prefetching is a hint that never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line)) };
+    }
+}
+
 /// `row · act[t]` for `T` tokens (`row`: `nb` blocks of `TY`; each `act[t]`: `nb` blocks),
 /// each block unpacked once for all tokens.
 ///
@@ -329,6 +341,7 @@ pub(crate) unsafe fn dot_tokens<const TY: u8, const T: usize>(
     for (b, x) in row.chunks_exact(block_bytes(TY)).enumerate() {
         // SAFETY: the CPU features are the caller's; `x` is one whole block.
         unsafe {
+            prefetch_ahead(x);
             accumulate::<TY, T>(&unpack::<TY>(x), b, &act, &mut acc, &mut acc_m);
         }
     }

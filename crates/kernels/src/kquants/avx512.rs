@@ -9,7 +9,9 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{block_bytes, has_mins, has_offset, hsum_ps, load_regs, unpack, Regs};
+use super::avx2::{
+    block_bytes, has_mins, has_offset, hsum_ps, load_regs, prefetch_ahead, unpack, Regs,
+};
 use super::unpack::Unpacked;
 use super::BlockQ8K;
 
@@ -88,6 +90,7 @@ pub(crate) unsafe fn dot_tokens<const TY: u8, const T: usize>(
     for (b, x) in row.chunks_exact(block_bytes(TY)).enumerate() {
         // SAFETY: the CPU features are the caller's; `x` is one whole block.
         unsafe {
+            prefetch_ahead(x);
             accumulate::<TY, T>(&unpack::<TY>(x), b, &act, &mut acc, &mut acc_m);
         }
     }
