@@ -16,8 +16,8 @@
 //!   (decode) reading the weights is the bound.
 //! - [`MatmulPath::Tiles`]: each thread rewrites its rows a panel at a time (`pack.rs`) and tile
 //!   kernels (`*_tile.rs`) take a few rows × a few tokens at once, each weight vector loaded once
-//!   for several tokens (prefill); computing is the bound. K-quants need no panel: their tile
-//!   kernels decode a super-block once for a few tokens.
+//!   for several tokens (prefill); computing is the bound. K-quant panels hold unpacked
+//!   super-blocks (`kquants/unpack.rs`), dotted with up to 8 tokens per pass.
 //!
 //! # Batch invariance
 //!
@@ -33,10 +33,12 @@
 //!
 //! Across paths: K-quants (every level) and the scalar level of every type give bitwise the same
 //! results on both paths ([`MatmulPath::interchangeable`]). The SIMD float and Q8_0 / Q4_0 row
-//! kernels sum in another order than their tile kernels (several accumulators per row for the
-//! row kernels, which keeps decode at memory speed), so their two paths agree only within
-//! rounding: a caller that needs invariance must then keep one path for every call, whatever
-//! the batch (for instance [`MatmulPath::Tiles`] for every step of a server that batches).
+//! kernels sum in another order than their tile kernels (several accumulators per row, and for
+//! Q8_0 / Q4_0 per-lane partial sums scaled block by block, which keeps decode at memory
+//! speed; tile kernels scale whole-block sums, and tile kernels on matrix units order their
+//! sums their own way), so their two paths agree only within rounding: a caller that needs
+//! invariance must then keep one path for every call, whatever the batch (for instance
+//! [`MatmulPath::Tiles`] for every step of a server that batches).
 //! `tests/batch_invariance.rs` checks all of this for every weight type and level.
 
 use crate::cpu::{Isa, Level};

@@ -171,7 +171,9 @@ fn outputs_do_not_depend_on_the_batch() {
 #[test]
 fn outputs_do_not_depend_on_the_threads() {
     let mut rng = Rng(0xbb67ae8584caa73b);
-    let (n_rows, n_tokens) = (300, 17);
+    // Enough rows for several chunks per thread count and, in one chunk, more than one panel
+    // of every kind.
+    let (n_rows, n_tokens) = (1100, 17);
     let (one, three) = (pool(1), pool(3));
     for ty in TYPES {
         let k = n_cols(ty);
