@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p herd-kernels --example matvec -- \
-//!     [--rows 2048] [--cols 5632] [--types q8_0,q4_0,f16] [--isas scalar,avx2,avx512] \
+//!     [--rows 2048] [--cols 5632] [--types q8_0,q4_0,f16,q4_k,...] [--isas scalar,avx2,avx512] \
 //!     [--threads 1,2] [--tokens 128] [--decode-mib 1024] [--reference] [--only decode|prefill]
 //! ```
 //!
@@ -36,6 +36,11 @@ fn parse_type(s: &str) -> WeightType {
         "bf16" => WeightType::BF16,
         "q8_0" => WeightType::Q8_0,
         "q4_0" => WeightType::Q4_0,
+        "q2_k" => WeightType::Q2_K,
+        "q3_k" => WeightType::Q3_K,
+        "q4_k" => WeightType::Q4_K,
+        "q5_k" => WeightType::Q5_K,
+        "q6_k" => WeightType::Q6_K,
         _ => panic!("unknown weight type {s}"),
     }
 }
@@ -107,11 +112,28 @@ fn matrix(rng: &mut Rng, ty: WeightType, rows: usize, cols: usize) -> Vec<u8> {
                 });
             }
         }
-        _ => {
+        WeightType::Q8_0 | WeightType::Q4_0 => {
             let q = if ty == WeightType::Q4_0 { 16 } else { 32 };
             for _ in 0..n / 32 {
                 bytes.extend(f16::from_f32(0.001 + rng.f32().abs() * 0.001).to_le_bytes());
                 bytes.extend((0..q).map(|_| rng.next() as u8));
+            }
+        }
+        _ => {
+            // K-quants: random blocks with small f16 scales (ggml's block layouts).
+            let scales: &[usize] = match ty {
+                WeightType::Q2_K => &[80, 82],
+                WeightType::Q3_K => &[108],
+                WeightType::Q6_K => &[208],
+                _ => &[0, 2],
+            };
+            for _ in 0..rows * (cols / 256) {
+                let mut block: Vec<u8> = (0..ty.block_bytes()).map(|_| rng.next() as u8).collect();
+                for &at in scales {
+                    let d = f16::from_f32(0.001 + rng.f32().abs() * 0.001);
+                    block[at..at + 2].copy_from_slice(&d.to_le_bytes());
+                }
+                bytes.extend(block);
             }
         }
     }

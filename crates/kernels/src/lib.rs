@@ -51,7 +51,7 @@ mod vec;
 pub use cpu::{detected, isa, Isa};
 pub use dequant::{dequantize, WeightType};
 pub use kquants::{kquant_matvec_row, quantize_q8_k, BlockQ8K, QK_K};
-pub use matmul::{matmul, matmul_with, WeightView};
+pub use matmul::{matmul, matmul_path, matmul_path_with, matmul_with, MatmulPath, WeightView};
 pub use matmul_reference::matmul_reference;
 pub use norm::rms_norm;
 pub use quantize::{can_quantize, quantize_into, quantize_q4_0, quantize_q8_0, QUANTIZE_TYPES};

@@ -6,12 +6,40 @@
 //! - Q8_0 / Q4_0 weights meet activations quantized to Q8_0 blocks, in exact integer dot
 //!   products per block, as llama.cpp's CPU backend computes them (`matmul_quant.rs`,
 //!   `act_q8.rs`); results differ from `f32` activations by that rounding.
-//! - One token (decode): each thread streams a contiguous range of rows through a row kernel
-//!   (`*_dot.rs`); reading the weights is the bound.
-//! - Several tokens (prefill): each thread rewrites its rows a panel at a time (`pack.rs`) and
-//!   tile kernels (`*_tile.rs`) take a few rows × a few tokens at once, each weight vector
-//!   loaded once for several tokens; computing is the bound.
+//! - Q2_K..Q6_K weights meet activations quantized to Q8_K super-blocks (`matmul_kquant.rs`,
+//!   `kquants/`).
 //! - Any other weight type takes the plain path, [`crate::matmul_reference`].
+//!
+//! Two ways through a matrix, [`MatmulPath`]:
+//! - [`MatmulPath::Rows`]: each thread streams a contiguous range of rows through a row kernel
+//!   (`*_dot.rs`), every token of the call dotted with a row while it sits in L1; for one token
+//!   (decode) reading the weights is the bound.
+//! - [`MatmulPath::Tiles`]: each thread rewrites its rows a panel at a time (`pack.rs`) and tile
+//!   kernels (`*_tile.rs`) take a few rows × a few tokens at once, each weight vector loaded once
+//!   for several tokens (prefill); computing is the bound. K-quant panels hold unpacked
+//!   super-blocks (`kquants/unpack.rs`), dotted with up to 8 tokens per pass.
+//!
+//! # Batch invariance
+//!
+//! For a fixed instruction-set level, path and weight type, `out[t, r]` is bitwise a function of
+//! weight row `r` and activation row `t` only: the same whatever the number of tokens in the
+//! call, the token's position among them, and the number of threads. So a request gives the same
+//! tokens alone or batched with others. What makes it hold:
+//! - activations are quantized per token (`act_q8.rs`, `kquants::quantize_q8_k`);
+//! - threads split the rows, never the columns (no sum is split across threads);
+//! - every tile shape, the edge tiles included, computes each (row, token) pair with the same
+//!   operations in the same order as the full tiles (one accumulator per pair, the same blocks
+//!   of columns, the same final reduction).
+//!
+//! Across paths: K-quants (every level) and the scalar level of every type give bitwise the same
+//! results on both paths ([`MatmulPath::interchangeable`]). The SIMD float and Q8_0 / Q4_0 row
+//! kernels sum in another order than their tile kernels (several accumulators per row, and for
+//! Q8_0 / Q4_0 per-lane partial sums scaled block by block, which keeps decode at memory
+//! speed; tile kernels scale whole-block sums, and tile kernels on matrix units order their
+//! sums their own way), so their two paths agree only within rounding: a caller that needs
+//! invariance must then keep one path for every call, whatever the batch (for instance
+//! [`MatmulPath::Tiles`] for every step of a server that batches).
+//! `tests/batch_invariance.rs` checks all of this for every weight type and level.
 
 use crate::cpu::{Isa, Level};
 use crate::matmul_float::matmul_float;
@@ -46,8 +74,43 @@ impl<'a> WeightView<'a> {
     }
 }
 
+/// How [`matmul_path`] goes through a matrix (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MatmulPath {
+    /// Row kernels: each row's weights read once, dotted with every token of the call.
+    Rows,
+    /// Tile kernels over packed panels: a few rows × a few tokens at a time.
+    Tiles,
+}
+
+impl MatmulPath {
+    /// The path [`matmul`] takes for `n_tokens` tokens: rows for one token, tiles for more.
+    pub fn auto(n_tokens: usize) -> MatmulPath {
+        if n_tokens <= 1 {
+            MatmulPath::Rows
+        } else {
+            MatmulPath::Tiles
+        }
+    }
+
+    /// Whether both paths give bitwise the same outputs for `ty` at `isa`, so that [`matmul`]'s
+    /// own choice of path keeps results independent of the batch.
+    pub fn interchangeable(isa: Isa, ty: WeightType) -> bool {
+        isa == Isa::Scalar
+            || matches!(
+                ty,
+                WeightType::Q2_K
+                    | WeightType::Q3_K
+                    | WeightType::Q4_K
+                    | WeightType::Q5_K
+                    | WeightType::Q6_K
+            )
+    }
+}
+
 /// `out[t, r] = Σ_c x[t, c] · w[r, c]` for `n_tokens` rows of `x` (`[n_tokens, n_cols]`) into
-/// `out` (`[n_tokens, n_rows]`), with the kernels of [`crate::isa`].
+/// `out` (`[n_tokens, n_rows]`), with the kernels of [`crate::isa`], by the path
+/// [`MatmulPath::auto`] picks.
 ///
 /// # Panics
 /// When the lengths of `w.bytes`, `x` or `out` do not match the shapes.
@@ -60,6 +123,30 @@ pub fn matmul(w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
 /// # Panics
 /// When this CPU does not support `isa`, or the lengths do not match the shapes.
 pub fn matmul_with(isa: Isa, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
+    matmul_path_with(isa, MatmulPath::auto(n_tokens), w, x, n_tokens, out)
+}
+
+/// [`matmul`] by a given path: for a fixed path, each output is bitwise independent of the
+/// batch (see the module documentation).
+///
+/// # Panics
+/// As [`matmul`].
+pub fn matmul_path(path: MatmulPath, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
+    matmul_path_with(crate::isa(), path, w, x, n_tokens, out)
+}
+
+/// [`matmul_path`] with the kernels of a given instruction-set level.
+///
+/// # Panics
+/// When this CPU does not support `isa`, or the lengths do not match the shapes.
+pub fn matmul_path_with(
+    isa: Isa,
+    path: MatmulPath,
+    w: &WeightView,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
     let level = Level::new(isa).unwrap_or_else(|| panic!("this CPU does not support {isa}"));
     assert_eq!(
         w.bytes.len(),
@@ -91,14 +178,14 @@ pub fn matmul_with(isa: Isa, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
     #[allow(unreachable_patterns)]
     match w.ty {
         WeightType::F32 | WeightType::F16 | WeightType::BF16 => {
-            matmul_float(level, w, x, n_tokens, out)
+            matmul_float(level, path, w, x, n_tokens, out)
         }
-        WeightType::Q8_0 | WeightType::Q4_0 => matmul_quant(level, w, x, n_tokens, out),
+        WeightType::Q8_0 | WeightType::Q4_0 => matmul_quant(level, path, w, x, n_tokens, out),
         WeightType::Q2_K
         | WeightType::Q3_K
         | WeightType::Q4_K
         | WeightType::Q5_K
-        | WeightType::Q6_K => crate::matmul_kquant::matmul_kquant(level, w, x, n_tokens, out),
+        | WeightType::Q6_K => crate::matmul_kquant::matmul_kquant(level, path, w, x, n_tokens, out),
         _ => matmul_reference(w, x, n_tokens, out),
     }
 }

@@ -1,12 +1,12 @@
-//! `matmul` for F32 / F16 / BF16 weights against `f32` activations: row kernels for one token,
-//! packed `f32` panels and tile kernels for several.
+//! `matmul` for F32 / F16 / BF16 weights against `f32` activations: row kernels
+//! ([`MatmulPath::Rows`]), or packed `f32` panels and tile kernels ([`MatmulPath::Tiles`]).
 
 use std::borrow::Cow;
 
 #[cfg(target_arch = "x86_64")]
 use crate::avx2_dot::{BF16, F16, F32};
 use crate::cpu::Level;
-use crate::matmul::{MIN_TASK_BYTES, PANEL_BYTES};
+use crate::matmul::{MatmulPath, MIN_TASK_BYTES, PANEL_BYTES};
 use crate::pack::{f32_row_len, pack_float_row};
 use crate::par::{chunk_rows, for_each_row_chunk};
 use crate::scratch::{sized, with_panel};
@@ -16,26 +16,41 @@ use crate::{dot_scalar, tile_scalar, WeightType, WeightView};
 /// `out = x · wᵀ` for a float weight type; shapes already checked.
 pub(crate) fn matmul_float(
     level: Level,
+    path: MatmulPath,
     w: &WeightView,
     x: &[f32],
     n_tokens: usize,
     out: &mut [f32],
 ) {
+    match (path, level) {
+        // The scalar level has no tile kernels worth their panels; its one arithmetic serves
+        // both paths, which therefore agree bitwise.
+        (MatmulPath::Rows, _) | (MatmulPath::Tiles, Level::Scalar) => {
+            float_rows(level, w, x, n_tokens, out)
+        }
+        (MatmulPath::Tiles, _) => float_tiles(level, w, x, n_tokens, out),
+    }
+}
+
+/// Each row once, dotted with every token by the row kernel.
+fn float_rows(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
     let (n_rows, n_cols) = (w.n_rows, w.n_cols);
     let work_per_row = w.ty.row_bytes(n_cols) * n_tokens;
-    if n_tokens == 1 || matches!(level, Level::Scalar) {
-        let chunk = chunk_rows(n_rows, 1, MIN_TASK_BYTES.div_ceil(work_per_row));
-        for_each_row_chunk(out, n_rows, n_tokens, chunk, |mut oc| {
-            for (i, r) in oc.rows().enumerate() {
-                let wr = w.row(r);
-                for t in 0..n_tokens {
-                    oc.token(t)[i] = dot_row(level, w.ty, wr, &x[t * n_cols..(t + 1) * n_cols]);
-                }
+    let chunk = chunk_rows(n_rows, 1, MIN_TASK_BYTES.div_ceil(work_per_row));
+    for_each_row_chunk(out, n_rows, n_tokens, chunk, |mut oc| {
+        for (i, r) in oc.rows().enumerate() {
+            let wr = w.row(r);
+            for t in 0..n_tokens {
+                oc.token(t)[i] = dot_row(level, w.ty, wr, &x[t * n_cols..(t + 1) * n_cols]);
             }
-        });
-        return;
-    }
-    // Prefill: activations padded like the panel rows.
+        }
+    });
+}
+
+/// Packed panels and tiles; activations padded like the panel rows.
+fn float_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
+    let (n_rows, n_cols) = (w.n_rows, w.n_cols);
+    let work_per_row = w.ty.row_bytes(n_cols) * n_tokens;
     let kp = f32_row_len(n_cols);
     let xp: Cow<[f32]> = if kp == n_cols {
         Cow::Borrowed(x)

@@ -1,37 +1,154 @@
 //! K-quant weights (Q2_K..Q6_K) against activations quantized to Q8_K super-blocks, rows
 //! spread over threads; the dot products are the `kquants` module's.
+//!
+//! - [`MatmulPath::Rows`]: each row's super-blocks unpacked as they stream in, once for a group
+//!   of up to [`group_tokens`] tokens.
+//! - [`MatmulPath::Tiles`]: a panel of rows unpacked once into scratch memory, then every group
+//!   of tokens dotted with it from cache.
+//!
+//! Both run the same per-(row, token) arithmetic (`kquants::dot_tokens` and
+//! `kquants::dot_unpacked_tokens` are twins), so the paths agree bitwise, and no result depends
+//! on which tokens share its group. The scalar level runs ggml's scalar dot products on both.
+
+use rayon::prelude::*;
 
 use crate::cpu::Level;
-use crate::kquants::{kquant_matvec_row_with, quantize_q8_k, BlockQ8K, KQuantPath, QK_K};
-use crate::matmul::MIN_TASK_BYTES;
+use crate::kquants::{
+    dot_tokens, dot_unpacked_tokens, quantize_row_q8_k, unpack_row, BlockQ8K, Unpacked, QK_K,
+};
+use crate::matmul::{MatmulPath, MIN_TASK_BYTES, PANEL_BYTES};
 use crate::par::{chunk_rows, for_each_row_chunk};
-use crate::WeightView;
+use crate::{WeightType, WeightView};
+
+/// Tokens per kernel call at `level`: as many as the accumulators fit in registers.
+fn group_tokens(level: Level) -> usize {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512(_) => 8,
+        _ => 4,
+    }
+}
 
 /// `out[t, r] = w[r] · x[t]` for a K-quant `w` (rows of whole 256-value super-blocks, checked
 /// when the file was read).
 pub(crate) fn matmul_kquant(
     level: Level,
+    path: MatmulPath,
     w: &WeightView,
     x: &[f32],
     n_tokens: usize,
     out: &mut [f32],
 ) {
-    let path = if matches!(level, Level::Scalar) {
-        KQuantPath::Scalar
-    } else {
-        KQuantPath::Avx2
-    };
     let nb = w.n_cols / QK_K;
-    let acts: Vec<BlockQ8K> = x.chunks_exact(w.n_cols).flat_map(quantize_q8_k).collect();
+    let mut acts = vec![BlockQ8K::ZERO; n_tokens * nb];
+    if n_tokens * w.n_cols < 1 << 14 {
+        quantize_row_q8_k(x, &mut acts);
+    } else {
+        acts.par_chunks_mut(nb)
+            .zip(x.par_chunks(w.n_cols))
+            .for_each(|(a, x)| quantize_row_q8_k(x, a));
+    }
+    let act = |t: usize| &acts[t * nb..(t + 1) * nb];
     let work_per_row = w.ty.row_bytes(w.n_cols) * n_tokens;
     let chunk = chunk_rows(w.n_rows, 1, MIN_TASK_BYTES.div_ceil(work_per_row.max(1)));
-    for_each_row_chunk(out, w.n_rows, n_tokens, chunk, |mut oc| {
-        for (i, r) in oc.rows().enumerate() {
-            let row = w.row(r);
-            for t in 0..n_tokens {
-                oc.token(t)[i] =
-                    kquant_matvec_row_with(path, w.ty, row, &acts[t * nb..(t + 1) * nb]);
-            }
+    let group = group_tokens(level);
+    match (path, level) {
+        (MatmulPath::Rows, _) | (MatmulPath::Tiles, Level::Scalar) => {
+            for_each_row_chunk(out, w.n_rows, n_tokens, chunk, |mut oc| {
+                for (i, r) in oc.rows().enumerate() {
+                    let src = Src::Stored(w.row(r));
+                    let mut put = |t: usize, v: f32| oc.token(t)[i] = v;
+                    for_token_groups(n_tokens, group, |t0, n| {
+                        dot_group(level, w.ty, src, &act, t0, n, &mut put)
+                    });
+                }
+            });
         }
-    });
+        (MatmulPath::Tiles, _) => {
+            let block = std::mem::size_of::<Unpacked>();
+            let panel_rows = (PANEL_BYTES / (nb * block).max(1)).clamp(1, 256);
+            for_each_row_chunk(out, w.n_rows, n_tokens, chunk, |mut oc| {
+                let rows = oc.rows();
+                let mut panel = vec![Unpacked::ZERO; panel_rows.min(rows.len()) * nb];
+                for p0 in rows.clone().step_by(panel_rows) {
+                    let np = panel_rows.min(rows.end - p0);
+                    for (i, blocks) in panel.chunks_exact_mut(nb).take(np).enumerate() {
+                        unpack_row(level, w.ty, w.row(p0 + i), blocks);
+                    }
+                    let col0 = p0 - rows.start;
+                    for_token_groups(n_tokens, group, |t0, n| {
+                        for (i, blocks) in panel.chunks_exact(nb).take(np).enumerate() {
+                            let mut put = |t: usize, v: f32| oc.token(t)[col0 + i] = v;
+                            dot_group(level, w.ty, Src::Unpacked(blocks), &act, t0, n, &mut put);
+                        }
+                    });
+                }
+            });
+        }
+    }
+}
+
+/// Calls `f(t0, n)` for consecutive groups of at most `group` tokens covering `0..n_tokens`.
+fn for_token_groups(n_tokens: usize, group: usize, mut f: impl FnMut(usize, usize)) {
+    let mut t0 = 0;
+    while t0 < n_tokens {
+        let n = group.min(n_tokens - t0);
+        f(t0, n);
+        t0 += n;
+    }
+}
+
+/// A row as stored, or unpacked.
+#[derive(Clone, Copy)]
+enum Src<'a> {
+    Stored(&'a [u8]),
+    Unpacked(&'a [Unpacked]),
+}
+
+/// Tokens `t0..t0 + n` against one row, by kernel calls of 8, 4, 2 and 1 tokens; each result
+/// handed to `put(token, value)`.
+fn dot_group<'a>(
+    level: Level,
+    ty: WeightType,
+    src: Src<'_>,
+    act: &impl Fn(usize) -> &'a [BlockQ8K],
+    t0: usize,
+    n: usize,
+    put: &mut impl FnMut(usize, f32),
+) {
+    let end = t0 + n;
+    let mut t = t0;
+    while t < end {
+        let left = end - t;
+        let step = if left >= 8 {
+            piece::<8>(level, ty, src, act, t, put)
+        } else if left >= 4 {
+            piece::<4>(level, ty, src, act, t, put)
+        } else if left >= 2 {
+            piece::<2>(level, ty, src, act, t, put)
+        } else {
+            piece::<1>(level, ty, src, act, t, put)
+        };
+        t += step;
+    }
+}
+
+/// One kernel call on tokens `t0..t0 + T`; returns `T`.
+fn piece<'a, const T: usize>(
+    level: Level,
+    ty: WeightType,
+    src: Src<'_>,
+    act: &impl Fn(usize) -> &'a [BlockQ8K],
+    t0: usize,
+    put: &mut impl FnMut(usize, f32),
+) -> usize {
+    let a: [&[BlockQ8K]; T] = std::array::from_fn(|j| act(t0 + j));
+    let res = match src {
+        Src::Stored(row) => dot_tokens(level, ty, row, a),
+        Src::Unpacked(blocks) => dot_unpacked_tokens(level, ty, blocks, a),
+    };
+    for (j, v) in res.into_iter().enumerate() {
+        put(t0 + j, v);
+    }
+    T
 }

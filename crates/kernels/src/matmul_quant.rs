@@ -1,9 +1,10 @@
 //! `matmul` for Q8_0 / Q4_0 weights: activations quantized to Q8_0 blocks (`act_q8.rs`), then
-//! integer dot products — row kernels for one token, packed panels and tile kernels for several.
+//! integer dot products — row kernels ([`MatmulPath::Rows`]), or packed panels and tile kernels
+//! ([`MatmulPath::Tiles`], `quant_tiles`).
 
 use crate::act_q8::{ActLayout, ActQ8, GROUP_BLOCKS, GROUP_BYTES};
 use crate::cpu::Level;
-use crate::matmul::{MIN_TASK_BYTES, PANEL_BYTES};
+use crate::matmul::{MatmulPath, MIN_TASK_BYTES, PANEL_BYTES};
 use crate::pack::{n_groups, offset_of, pack_quant_row};
 use crate::par::{chunk_rows, for_each_row_chunk};
 use crate::scratch::{sized, with_panel};
@@ -14,34 +15,45 @@ use crate::{dot_scalar, WeightType, WeightView};
 /// `out = x · wᵀ` for Q8_0 / Q4_0 weights; shapes already checked (`n_cols` a multiple of 32).
 pub(crate) fn matmul_quant(
     level: Level,
+    path: MatmulPath,
     w: &WeightView,
     x: &[f32],
     n_tokens: usize,
     out: &mut [f32],
 ) {
+    match path {
+        MatmulPath::Rows => quant_rows(level, w, x, n_tokens, out),
+        MatmulPath::Tiles => quant_tiles(level, w, x, n_tokens, out),
+    }
+}
+
+/// Natural-layout activations; each row once, dotted with every token by the row kernel.
+fn quant_rows(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
     let (n_rows, n_cols, ty) = (w.n_rows, w.n_cols, w.ty);
     let work_per_row = ty.row_bytes(n_cols) * n_tokens;
-    if n_tokens == 1 || matches!(level, Level::Scalar) {
-        let act = ActQ8::new(
-            level,
-            x,
-            n_tokens,
-            n_cols,
-            ActLayout::Natural,
-            lane_corr_k(level, ty),
-        );
-        let chunk = chunk_rows(n_rows, 1, MIN_TASK_BYTES.div_ceil(work_per_row));
-        for_each_row_chunk(out, n_rows, n_tokens, chunk, |mut oc| {
-            for (i, r) in oc.rows().enumerate() {
-                let wr = w.row(r);
-                for t in 0..n_tokens {
-                    oc.token(t)[i] = dot_row(level, ty, wr, &act, t);
-                }
+    let act = ActQ8::new(
+        level,
+        x,
+        n_tokens,
+        n_cols,
+        ActLayout::Natural,
+        lane_corr_k(level, ty),
+    );
+    let chunk = chunk_rows(n_rows, 1, MIN_TASK_BYTES.div_ceil(work_per_row));
+    for_each_row_chunk(out, n_rows, n_tokens, chunk, |mut oc| {
+        for (i, r) in oc.rows().enumerate() {
+            let wr = w.row(r);
+            for t in 0..n_tokens {
+                oc.token(t)[i] = dot_row(level, ty, wr, &act, t);
             }
-        });
-        return;
-    }
-    // Prefill.
+        }
+    });
+}
+
+/// Interleaved activations against packed panels, by tiles.
+fn quant_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
+    let (n_rows, n_cols, ty) = (w.n_rows, w.n_cols, w.ty);
+    let work_per_row = ty.row_bytes(n_cols) * n_tokens;
     let act = ActQ8::new(level, x, n_tokens, n_cols, ActLayout::Interleaved, None);
     let ng = n_groups(n_cols);
     let (q_row, d_row) = (ng * GROUP_BYTES, ng * GROUP_BLOCKS);

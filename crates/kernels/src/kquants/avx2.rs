@@ -1,296 +1,407 @@
-//! AVX2 + FMA dot products of Q4_K, Q5_K and Q6_K rows with Q8_K activations, after the
-//! `__AVX2__` branches of ggml's `ggml_vec_dot_q{4,5,6}_K_q8_K` (ggml-cpu/arch/x86/quants.c).
+//! AVX2 K-quant kernels: SIMD unpacking of every K-quant super-block into the common form of
+//! `unpack.rs`, and the dot products of an unpacked row with the Q8_K activations of `T` tokens
+//! (each super-block unpacked once for all of them).
 //!
-//! The integer sums of every super-block are exactly those of the scalar versions in
-//! [`super::dot`]; only the `f32` accumulation order differs (8 lanes with FMA). The functions
-//! here are private to the crate and reached only through the safe dispatchers in
-//! [`super`], which check the CPU features first.
+//! Per 32 values: `maddubs(u, a)` (u ≤ 63 and |a| ≤ 128 keep each pair within ±16128, no
+//! saturation), then `madd` by the scales of the two 16-value sub-blocks; the offset and min
+//! corrections come from the activations' `bsums` in one more `madd` each. Every integer is
+//! exact; per (row, token) the `f32` work is one FMA of the eight lane sums per super-block (and
+//! one for the mins), the same whatever `T` is, so results do not depend on the batch.
+//!
+//! Reached only through the dispatchers of `super`, which hold the CPU-feature proof.
 
 use std::arch::x86_64::*;
 
-use super::layout::{f16_at, q4_k, q5_k, q6_k, scales_mins_k4};
+use super::layout::{f16_at, q2_k, q3_k, q4_k, q5_k, q6_k, scales_mins_k4, scales_q3_k};
+use super::unpack::Unpacked;
 use super::BlockQ8K;
+use crate::avx2_dot::PREFETCH_BYTES;
 
-/// Whether this CPU can run the functions of this module.
-pub(crate) fn available() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-}
+/// Const-generic names of the K-quant types.
+pub(crate) const Q2: u8 = 2;
+pub(crate) const Q3: u8 = 3;
+pub(crate) const Q4: u8 = 4;
+pub(crate) const Q5: u8 = 5;
+pub(crate) const Q6: u8 = 6;
 
-/// Sum of the 8 lanes of `x`, in ggml's `hsum_float_8` order.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn hsum_f32x8(x: __m256) -> f32 {
-    // SAFETY: register-only intrinsics; the caller guarantees the CPU features. (The block is
-    // required by Rust versions before 1.87, where these intrinsics were unsafe everywhere.)
-    #[allow(unused_unsafe)]
-    unsafe {
-        let mut res = _mm256_extractf128_ps::<1>(x);
-        res = _mm_add_ps(res, _mm256_castps256_ps128(x));
-        res = _mm_add_ps(res, _mm_movehl_ps(res, res));
-        res = _mm_add_ss(res, _mm_movehdup_ps(res));
-        _mm_cvtss_f32(res)
+/// Block bytes of a const-generic type.
+pub(crate) const fn block_bytes(ty: u8) -> usize {
+    match ty {
+        Q2 => q2_k::BYTES,
+        Q3 => q3_k::BYTES,
+        Q4 => q4_k::BYTES,
+        Q5 => q5_k::BYTES,
+        _ => q6_k::BYTES,
     }
 }
 
-/// Loads 32 bytes from `b[at..at + 32]`.
+/// Whether a const-generic type has an offset (`k ≠ 0`) / mins.
+pub(crate) const fn has_offset(ty: u8) -> bool {
+    matches!(ty, Q3 | Q6)
+}
+pub(crate) const fn has_mins(ty: u8) -> bool {
+    matches!(ty, Q2 | Q4 | Q5)
+}
+
+/// 32 bytes at `b[at..at + 32]`.
 ///
 /// # Safety
-/// The CPU must support AVX2; the range is bounds-checked.
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn load32(b: &[u8], at: usize) -> __m256i {
+/// Called only from functions with AVX2 enabled (the range is bounds-checked).
+#[inline(always)]
+pub(crate) unsafe fn load32(b: &[u8], at: usize) -> __m256i {
     let s = &b[at..at + 32];
-    // SAFETY: `s` is exactly 32 readable bytes; `loadu` has no alignment requirement.
+    // SAFETY: `s` is 32 readable bytes; unaligned load.
     unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
 }
 
-/// Loads Q8_K quants `qs[at..at + 32]`.
+/// 16 bytes at `b[at..at + 16]`.
 ///
 /// # Safety
-/// The CPU must support AVX2; the range is bounds-checked.
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn load32_i8(q: &[i8], at: usize) -> __m256i {
-    let s = &q[at..at + 32];
-    // SAFETY: `s` is exactly 32 readable bytes; `loadu` has no alignment requirement.
-    unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+/// Called only from functions with AVX2 enabled (the range is bounds-checked).
+#[inline(always)]
+unsafe fn load16(b: &[u8], at: usize) -> __m128i {
+    let s = &b[at..at + 16];
+    // SAFETY: `s` is 16 readable bytes; unaligned load.
+    unsafe { _mm_loadu_si128(s.as_ptr().cast()) }
 }
 
-/// Integer sums of one Q4_K (`high` = `None`) or Q5_K (`high` = its `qh` plane) block:
-/// 8 i32 lanes summing to Σ_j sc_j · Σ q·q8.
+/// `v >> n` in each 16-bit lane, for a run-time `n`.
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn k4_block_sumi(qs: &[u8], high: Option<&[u8]>, scales: &[u8; 8], y: &BlockQ8K) -> __m256i {
-    // SAFETY: loads go through the bounds-checked helpers; the caller guarantees the CPU
-    // features.
+/// Called only from functions with AVX2 enabled (it is always inlined into them).
+#[inline(always)]
+unsafe fn srl16(v: __m256i, n: i32) -> __m256i {
+    // SAFETY: the caller has AVX2.
+    unsafe { _mm256_srl_epi16(v, _mm_cvtsi32_si128(n)) }
+}
+
+/// One super-block of `unpack.rs`'s form in registers: `u` in eight vectors of 32 values, the
+/// 16 scales as bytes, `k · sc` and the mins as i16 lanes.
+#[derive(Clone, Copy)]
+pub(crate) struct Regs {
+    pub u: [__m256i; 8],
+    pub sc: __m128i,
+    pub sck: __m256i,
+    pub mn: __m256i,
+    pub d: f32,
+    pub dmin: f32,
+}
+
+/// `w` loaded into registers.
+///
+/// # Safety
+/// Called only from functions with AVX2 enabled.
+#[inline(always)]
+pub(crate) unsafe fn load_regs(w: &Unpacked) -> Regs {
+    // SAFETY: loads of whole fixed-size arrays; the caller has AVX2.
+    unsafe {
+        Regs {
+            u: std::array::from_fn(|c| _mm256_loadu_si256(w.u.as_ptr().add(32 * c).cast())),
+            sc: _mm_loadu_si128(w.sc.as_ptr().cast()),
+            sck: _mm256_loadu_si256(w.sck.as_ptr().cast()),
+            mn: _mm256_loadu_si256(w.mn.as_ptr().cast()),
+            d: w.d,
+            dmin: w.dmin,
+        }
+    }
+}
+
+/// `r` stored into `out`.
+///
+/// # Safety
+/// Called only from functions with AVX2 enabled.
+#[inline(always)]
+unsafe fn store_regs(r: &Regs, out: &mut Unpacked) {
+    // SAFETY: stores into whole fixed-size arrays; the caller has AVX2.
+    unsafe {
+        for (c, &v) in r.u.iter().enumerate() {
+            _mm256_storeu_si256(out.u.as_mut_ptr().add(32 * c).cast(), v);
+        }
+        _mm_storeu_si128(out.sc.as_mut_ptr().cast(), r.sc);
+        _mm256_storeu_si256(out.sck.as_mut_ptr().cast(), r.sck);
+        _mm256_storeu_si256(out.mn.as_mut_ptr().cast(), r.mn);
+    }
+    out.d = r.d;
+    out.dmin = r.dmin;
+}
+
+/// Unpacks block `x` of type `TY` into registers (twin: `unpack::unpack_scalar`).
+///
+/// Always inlined (as are the helpers it uses), so that a block streamed through a row kernel
+/// never goes through memory.
+///
+/// # Safety
+/// Called only from functions with AVX2 enabled, on a CPU that has it; `x` holds one whole
+/// block (lengths are bounds-checked).
+#[inline(always)]
+pub(crate) unsafe fn unpack<const TY: u8>(x: &[u8]) -> Regs {
+    let x = &x[..block_bytes(TY)];
+    // SAFETY: the caller has AVX2; every load and store goes through the bounds-checked
+    // helpers above.
     unsafe {
         let m4 = _mm256_set1_epi8(0xF);
+        let m3 = _mm256_set1_epi8(3);
         let one = _mm256_set1_epi8(1);
-        let hbits = match high {
-            Some(qh) => load32(qh, 0),
-            None => _mm256_setzero_si256(),
+        let mut r = Regs {
+            u: [_mm256_setzero_si256(); 8],
+            sc: _mm_setzero_si128(),
+            sck: _mm256_setzero_si256(),
+            mn: _mm256_setzero_si256(),
+            d: 0.0,
+            dmin: 0.0,
         };
-        let mut sumi = _mm256_setzero_si256();
-        for j in 0..4 {
-            let scale_l = _mm256_set1_epi16(scales[2 * j] as i16);
-            let scale_h = _mm256_set1_epi16(scales[2 * j + 1] as i16);
-            let q4bits = load32(qs, 32 * j);
-            let mut q4l = _mm256_and_si256(q4bits, m4);
-            let mut q4h = _mm256_and_si256(_mm256_srli_epi16::<4>(q4bits), m4);
-            if high.is_some() {
-                // Bit 2j of qh[l] is the fifth bit of value l of the low nibbles of chunk j,
-                // bit 2j + 1 that of the high nibbles. Shift it to bit 0 of each byte, then
-                // to bit 4.
-                let shift = _mm_cvtsi32_si128(2 * j as i32);
-                let hl = _mm256_and_si256(_mm256_srl_epi16(hbits, shift), one);
-                let shift1 = _mm_cvtsi32_si128(2 * j as i32 + 1);
-                let hh = _mm256_and_si256(_mm256_srl_epi16(hbits, shift1), one);
-                q4l = _mm256_or_si256(q4l, _mm256_slli_epi16::<4>(hl));
-                q4h = _mm256_or_si256(q4h, _mm256_slli_epi16::<4>(hh));
+        match TY {
+            Q2 => {
+                let sc = load16(x, q2_k::SCALES);
+                let low = _mm_and_si128(sc, _mm_set1_epi8(0xF));
+                r.sc = low;
+                let high = _mm_and_si128(_mm_srli_epi16::<4>(sc), _mm_set1_epi8(0xF));
+                r.mn = _mm256_cvtepu8_epi16(high);
+                r.sck = _mm256_setzero_si256();
+                for c in 0..2 {
+                    let q2 = load32(x, q2_k::QS + 32 * c);
+                    for s in 0..4 {
+                        let u = _mm256_and_si256(srl16(q2, 2 * s as i32), m3);
+                        r.u[4 * c + s] = u;
+                    }
+                }
+                r.d = f16_at(x, q2_k::D);
+                r.dmin = f16_at(x, q2_k::DMIN);
             }
-            let q8l = load32_i8(&y.qs, 64 * j);
-            let q8h = load32_i8(&y.qs, 64 * j + 32);
-            let p16l = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(q4l, q8l));
-            let p16h = _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(q4h, q8h));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
+            Q3 => {
+                let sc = scales_q3_k(&x[q3_k::SCALES..q3_k::SCALES + 12]);
+                let sc = _mm_sub_epi8(_mm_loadu_si128(sc.as_ptr().cast()), _mm_set1_epi8(32));
+                r.sc = sc;
+                r.sck = _mm256_slli_epi16::<2>(_mm256_cvtepi8_epi16(sc));
+                r.mn = _mm256_setzero_si256();
+                let hm = load32(x, q3_k::HMASK);
+                for c in 0..2 {
+                    let q3 = load32(x, q3_k::QS + 32 * c);
+                    for s in 0..4 {
+                        let low = _mm256_and_si256(srl16(q3, 2 * s as i32), m3);
+                        let high = _mm256_and_si256(srl16(hm, (4 * c + s) as i32), one);
+                        let u = _mm256_or_si256(low, _mm256_slli_epi16::<2>(high));
+                        r.u[4 * c + s] = u;
+                    }
+                }
+                r.d = f16_at(x, q3_k::D);
+                r.dmin = 0.0;
+            }
+            Q4 | Q5 => {
+                let (scales_at, qs_at) = if TY == Q4 {
+                    (q4_k::SCALES, q4_k::QS)
+                } else {
+                    (q5_k::SCALES, q5_k::QS)
+                };
+                let (scales, mins) = scales_mins_k4(&x[scales_at..scales_at + 12]);
+                let s8 = _mm_set_epi64x(0, u64::from_le_bytes(scales) as i64);
+                r.sc = _mm_unpacklo_epi8(s8, s8);
+                let m8 = _mm_set_epi64x(0, u64::from_le_bytes(mins) as i64);
+                let m16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+                r.mn = m16;
+                r.sck = _mm256_setzero_si256();
+                let hbits = if TY == Q5 {
+                    load32(x, q5_k::QH)
+                } else {
+                    _mm256_setzero_si256()
+                };
+                for c in 0..4 {
+                    let q = load32(x, qs_at + 32 * c);
+                    let mut lo = _mm256_and_si256(q, m4);
+                    let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+                    if TY == Q5 {
+                        let hl = _mm256_and_si256(srl16(hbits, 2 * c as i32), one);
+                        let hh = _mm256_and_si256(srl16(hbits, 2 * c as i32 + 1), one);
+                        lo = _mm256_or_si256(lo, _mm256_slli_epi16::<4>(hl));
+                        hi = _mm256_or_si256(hi, _mm256_slli_epi16::<4>(hh));
+                    }
+                    r.u[2 * c] = lo;
+                    r.u[2 * c + 1] = hi;
+                }
+                r.d = f16_at(x, q4_k::D);
+                r.dmin = f16_at(x, q4_k::DMIN);
+            }
+            _ => {
+                let sc = load16(x, q6_k::SCALES);
+                r.sc = sc;
+                r.sck = _mm256_slli_epi16::<5>(_mm256_cvtepi8_epi16(sc));
+                r.mn = _mm256_setzero_si256();
+                for c in 0..2 {
+                    let ql1 = load32(x, q6_k::QL + 64 * c);
+                    let ql2 = load32(x, q6_k::QL + 64 * c + 32);
+                    let qh = load32(x, q6_k::QH + 32 * c);
+                    let high = |s: i32| _mm256_slli_epi16::<4>(_mm256_and_si256(srl16(qh, s), m3));
+                    let nib_hi = |v: __m256i| _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+                    let u = [
+                        _mm256_or_si256(_mm256_and_si256(ql1, m4), high(0)),
+                        _mm256_or_si256(_mm256_and_si256(ql2, m4), high(2)),
+                        _mm256_or_si256(nib_hi(ql1), high(4)),
+                        _mm256_or_si256(nib_hi(ql2), high(6)),
+                    ];
+                    for (s, &v) in u.iter().enumerate() {
+                        r.u[4 * c + s] = v;
+                    }
+                }
+                r.d = f16_at(x, q6_k::D);
+                r.dmin = 0.0;
+            }
         }
-        sumi
+        r
     }
 }
 
-/// Σ_j bsums_j · mins_{j/2}, the min correction of a Q4_K / Q5_K block (exact integers).
-#[inline]
-fn mins_sum(y: &BlockQ8K, mins: &[u8; 8]) -> i32 {
-    y.bsums
-        .iter()
-        .enumerate()
-        .map(|(j, &b)| b as i32 * mins[j / 2] as i32)
-        .sum()
-}
-
-/// Shared body of the Q4_K and Q5_K dots.
+/// [`unpack`] as a function of its own (for unpacking whole panels).
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_k4(
+/// AVX2 available; `x` holds one whole block (lengths are bounds-checked).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn unpack_block<const TY: u8>(x: &[u8], out: &mut Unpacked) {
+    // SAFETY: AVX2 is enabled here.
+    unsafe { store_regs(&unpack::<TY>(x), out) }
+}
+
+/// Sum of the eight lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn hsum_ps(v: __m256) -> f32 {
+    crate::avx2_dot::hsum_ps(v)
+}
+
+/// Integer lanes of one unpacked block against one Q8_K block: eight lanes summing to `S`, and
+/// (for types with mins) eight lanes summing to `M` (see `unpack.rs`).
+///
+/// # Safety
+/// AVX2 available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn block_lanes<const TY: u8>(
+    w: &Regs,
+    scales: &[__m256i; 8],
+    y: &BlockQ8K,
+) -> (__m256i, __m256i) {
+    // SAFETY: loads of whole fixed-size arrays (`qs` 256 bytes, `bsums` 32).
+    unsafe {
+        let mut s = _mm256_setzero_si256();
+        for (c, (sc, &u)) in scales.iter().zip(&w.u).enumerate() {
+            let a = _mm256_loadu_si256(y.qs.as_ptr().add(32 * c).cast());
+            s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(u, a), *sc));
+        }
+        let bs = _mm256_loadu_si256(y.bsums.as_ptr().cast());
+        if has_offset(TY) {
+            s = _mm256_sub_epi32(s, _mm256_madd_epi16(bs, w.sck));
+        }
+        let m = if has_mins(TY) {
+            _mm256_madd_epi16(bs, w.mn)
+        } else {
+            _mm256_setzero_si256()
+        };
+        (s, m)
+    }
+}
+
+/// The scales of `w` as i16 lanes for each 32 values: sub-block `2c` in lanes 0..8, `2c + 1` in
+/// lanes 8..16.
+///
+/// # Safety
+/// AVX2 available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn scale_lanes(w: &Regs) -> [__m256i; 8] {
+    let sc = w.sc;
+    std::array::from_fn(|c| {
+        let (lo, hi) = (2 * c as i64, 2 * c as i64 + 1);
+        let pick = _mm_set_epi64x(hi * 0x0101_0101_0101_0101, lo * 0x0101_0101_0101_0101);
+        _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc, pick))
+    })
+}
+
+/// Asks for the lines of the block [`PREFETCH_BYTES`] after `block` (a hint, never
+/// dereferenced, so running past the row is harmless): rows stream from memory.
+#[inline(always)]
+pub(crate) fn prefetch_ahead(block: &[u8]) {
+    let ahead = block.as_ptr().wrapping_add(PREFETCH_BYTES) as *const i8;
+    for line in 0..block.len().div_ceil(64) {
+        // SAFETY: prefetching is a hint that never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line)) };
+    }
+}
+
+/// `row · act[t]` for `T` tokens (`row`: `nb` blocks of `TY`; each `act[t]`: `nb` blocks),
+/// each block unpacked once for all tokens.
+///
+/// # Safety
+/// The CPU features of this module available (lengths are bounds-checked).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_tokens<const TY: u8, const T: usize>(
     row: &[u8],
-    act: &[BlockQ8K],
-    block_bytes: usize,
-    scales_at: usize,
-    qs_at: usize,
-    qh_at: Option<usize>,
-) -> f32 {
-    // SAFETY: the helpers bounds-check every load; the caller guarantees the CPU features.
-    unsafe {
-        let mut acc = _mm256_setzero_ps();
-        let mut acc_m = 0f32;
-        for (x, y) in row.chunks_exact(block_bytes).zip(act) {
-            // Q4_K and Q5_K both start with f16 d, f16 dmin.
-            let d = y.d * f16_at(x, q4_k::D);
-            let dmin = y.d * f16_at(x, q4_k::DMIN);
-            let (scales, mins) = scales_mins_k4(&x[scales_at..scales_at + 12]);
-            acc_m -= dmin * mins_sum(y, &mins) as f32;
-            let high = qh_at.map(|at| &x[at..at + 32]);
-            let sumi = k4_block_sumi(&x[qs_at..qs_at + 128], high, &scales, y);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    act: [&[BlockQ8K]; T],
+) -> [f32; T] {
+    let mut acc = [_mm256_setzero_ps(); T];
+    let mut acc_m = [_mm256_setzero_ps(); T];
+    for (b, x) in row.chunks_exact(block_bytes(TY)).enumerate() {
+        // SAFETY: the CPU features are the caller's; `x` is one whole block.
+        unsafe {
+            prefetch_ahead(x);
+            accumulate::<TY, T>(&unpack::<TY>(x), b, &act, &mut acc, &mut acc_m);
         }
-        hsum_f32x8(acc) + acc_m
     }
+    std::array::from_fn(|t| hsum_ps(acc[t]) - hsum_ps(acc_m[t]))
 }
 
-/// Σ row·act for a Q4_K row.
+/// [`dot_tokens`] over blocks already unpacked (`row[b]` against `act[t][b]`): bitwise the
+/// same results.
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA (see [`available`]).
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn vec_dot_q4_k_q8_k(row: &[u8], act: &[BlockQ8K]) -> f32 {
-    // SAFETY: same CPU features as this function.
-    unsafe { dot_k4(row, act, q4_k::BYTES, q4_k::SCALES, q4_k::QS, None) }
-}
-
-/// Σ row·act for a Q5_K row.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA (see [`available`]).
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn vec_dot_q5_k_q8_k(row: &[u8], act: &[BlockQ8K]) -> f32 {
-    // SAFETY: same CPU features as this function.
-    unsafe {
-        dot_k4(
-            row,
-            act,
-            q5_k::BYTES,
-            q5_k::SCALES,
-            q5_k::QS,
-            Some(q5_k::QH),
-        )
+/// The CPU features of this module available (lengths are bounds-checked).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_unpacked_tokens<const TY: u8, const T: usize>(
+    row: &[Unpacked],
+    act: [&[BlockQ8K]; T],
+) -> [f32; T] {
+    let mut acc = [_mm256_setzero_ps(); T];
+    let mut acc_m = [_mm256_setzero_ps(); T];
+    for (b, w) in row.iter().enumerate() {
+        // SAFETY: the CPU features are the caller's.
+        unsafe { accumulate::<TY, T>(&load_regs(w), b, &act, &mut acc, &mut acc_m) };
     }
+    std::array::from_fn(|t| hsum_ps(acc[t]) - hsum_ps(acc_m[t]))
 }
 
-/// The i8 scales of sub-blocks 2k (i16 lanes 0..8) and 2k + 1 (lanes 8..16) of the 32-value
-/// chunk k of a Q6_K block, widened to i16.
+/// Adds block `b` of every token: `acc += (d_w · d_a) · S`, `acc_m += (dmin_w · d_a) · M`, in
+/// lanes.
 ///
 /// # Safety
-/// The CPU must support AVX2.
-#[target_feature(enable = "avx2,fma")]
+/// The CPU features of this module available.
 #[inline]
-unsafe fn q6_k_scale_pair(sc: &[u8], k: usize) -> __m256i {
-    let (lo, hi) = (sc[2 * k] as i8 as i16, sc[2 * k + 1] as i8 as i16);
-    // SAFETY: register-only intrinsics; the caller guarantees the CPU features. (The block is
-    // required by Rust versions before 1.87.)
-    #[allow(unused_unsafe)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn accumulate<const TY: u8, const T: usize>(
+    w: &Regs,
+    b: usize,
+    act: &[&[BlockQ8K]; T],
+    acc: &mut [__m256; T],
+    acc_m: &mut [__m256; T],
+) {
+    // SAFETY: the CPU features are the caller's.
     unsafe {
-        _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo))
-    }
-}
-
-/// Integer sums of one Q6_K block: 8 i32 lanes summing to Σ_j sc_j · Σ (q − 32)·q8.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn q6_k_block_sumi(x: &[u8], y: &BlockQ8K) -> __m256i {
-    // SAFETY: loads go through the bounds-checked helpers; the caller guarantees the CPU
-    // features.
-    unsafe {
-        let m4 = _mm256_set1_epi8(0xF);
-        let m2 = _mm256_set1_epi8(3);
-        let m32s = _mm256_set1_epi8(32);
-        let sc = &x[q6_k::SCALES..q6_k::SCALES + 16];
-        let mut sumi = _mm256_setzero_si256();
-        for j in 0..2 {
-            let q4bits1 = load32(x, q6_k::QL + 64 * j);
-            let q4bits2 = load32(x, q6_k::QL + 64 * j + 32);
-            let q4bits_h = load32(x, q6_k::QH + 32 * j);
-            let q4h_0 = _mm256_slli_epi16::<4>(_mm256_and_si256(q4bits_h, m2));
-            let q4h_1 =
-                _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<2>(q4bits_h), m2));
-            let q4h_2 =
-                _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<4>(q4bits_h), m2));
-            let q4h_3 =
-                _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<6>(q4bits_h), m2));
-            let q = [
-                _mm256_or_si256(_mm256_and_si256(q4bits1, m4), q4h_0),
-                _mm256_or_si256(_mm256_and_si256(q4bits2, m4), q4h_1),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q4bits1), m4), q4h_2),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q4bits2), m4), q4h_3),
-            ];
-            for (k, &q) in q.iter().enumerate() {
-                let q8 = load32_i8(&y.qs, 128 * j + 32 * k);
-                // (q − 32)·q8 = q·q8 − 32·q8, both through the unsigned × signed multiply.
-                let p16 =
-                    _mm256_sub_epi16(_mm256_maddubs_epi16(q, q8), _mm256_maddubs_epi16(m32s, q8));
-                let scale = q6_k_scale_pair(sc, 4 * j + k);
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scale, p16));
+        let scales = scale_lanes(w);
+        for t in 0..T {
+            let y = &act[t][b];
+            let (s, m) = block_lanes::<TY>(w, &scales, y);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(y.d * w.d), _mm256_cvtepi32_ps(s), acc[t]);
+            if has_mins(TY) {
+                let dm = _mm256_set1_ps(y.d * w.dmin);
+                acc_m[t] = _mm256_fmadd_ps(dm, _mm256_cvtepi32_ps(m), acc_m[t]);
             }
         }
-        sumi
     }
 }
 
-/// Σ row·act for a Q6_K row.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA (see [`available`]).
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn vec_dot_q6_k_q8_k(row: &[u8], act: &[BlockQ8K]) -> f32 {
-    // SAFETY: register-only intrinsics plus the bounds-checked block helper; the caller
-    // guarantees the CPU features.
-    unsafe {
-        let mut acc = _mm256_setzero_ps();
-        for (x, y) in row.chunks_exact(q6_k::BYTES).zip(act) {
-            let d = y.d * f16_at(x, q6_k::D);
-            let sumi = q6_k_block_sumi(x, y);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-        }
-        hsum_f32x8(acc)
-    }
-}
-
-/// Horizontal sum of 8 i32 lanes (tests only).
-///
-/// # Safety
-/// The CPU must support AVX2.
+/// Horizontal sum of eight i32 lanes.
 #[cfg(test)]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn hsum_i32x8(v: __m256i) -> i32 {
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn hsum_i32(v: __m256i) -> i32 {
     let mut lanes = [0i32; 8];
-    // SAFETY: `lanes` is 32 writable bytes; `storeu` has no alignment requirement.
+    // SAFETY: `lanes` is 32 writable bytes.
     unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), v) };
     lanes.iter().sum()
-}
-
-/// Integer sums of one block by the AVX2 kernels, `None` without AVX2 + FMA: (scale part, min
-/// part) for Q4_K / Q5_K, (scale part, 0) for Q6_K.
-#[cfg(test)]
-pub(crate) fn block_ints(ty: crate::WeightType, x: &[u8], y: &BlockQ8K) -> Option<(i32, i32)> {
-    use crate::WeightType;
-    if !available() {
-        return None;
-    }
-    // SAFETY: AVX2 and FMA were just detected.
-    unsafe {
-        Some(match ty {
-            WeightType::Q4_K => {
-                let (scales, mins) = scales_mins_k4(&x[q4_k::SCALES..q4_k::SCALES + 12]);
-                let v = k4_block_sumi(&x[q4_k::QS..q4_k::QS + 128], None, &scales, y);
-                (hsum_i32x8(v), mins_sum(y, &mins))
-            }
-            WeightType::Q5_K => {
-                let (scales, mins) = scales_mins_k4(&x[q5_k::SCALES..q5_k::SCALES + 12]);
-                let qh = &x[q5_k::QH..q5_k::QH + 32];
-                let v = k4_block_sumi(&x[q5_k::QS..q5_k::QS + 128], Some(qh), &scales, y);
-                (hsum_i32x8(v), mins_sum(y, &mins))
-            }
-            WeightType::Q6_K => (hsum_i32x8(q6_k_block_sumi(x, y)), 0),
-            _ => return None,
-        })
-    }
 }

@@ -231,7 +231,7 @@ pub fn vec_dot_q6_k_q8_k(row: &[u8], act: &[BlockQ8K]) -> f32 {
 
 /// The integer part of one Q4_K block's dot product: (Σ_j sc_j·Σ q·q8, Σ_j bsums_j·m_{j/2}).
 /// The SIMD versions must reproduce both exactly.
-#[cfg(all(test, target_arch = "x86_64"))]
+#[cfg(test)]
 pub(crate) fn q4_k_block_ints(x: &[u8], y: &BlockQ8K) -> (i32, i32) {
     let (scales, mins) = scales_mins_k4(&x[q4_k::SCALES..q4_k::SCALES + 12]);
     let mut aux32 = [0i32; 8];
@@ -250,7 +250,7 @@ pub(crate) fn q4_k_block_ints(x: &[u8], y: &BlockQ8K) -> (i32, i32) {
 }
 
 /// The integer part of one Q5_K block's dot product, as [`q4_k_block_ints`].
-#[cfg(all(test, target_arch = "x86_64"))]
+#[cfg(test)]
 pub(crate) fn q5_k_block_ints(x: &[u8], y: &BlockQ8K) -> (i32, i32) {
     let (scales, mins) = scales_mins_k4(&x[q5_k::SCALES..q5_k::SCALES + 12]);
     let qs = &x[q5_k::QS..q5_k::QS + 128];
@@ -272,7 +272,7 @@ pub(crate) fn q5_k_block_ints(x: &[u8], y: &BlockQ8K) -> (i32, i32) {
 }
 
 /// The integer part of one Q6_K block's dot product: Σ_j sc_j·Σ (q − 32)·q8.
-#[cfg(all(test, target_arch = "x86_64"))]
+#[cfg(test)]
 pub(crate) fn q6_k_block_int(x: &[u8], y: &BlockQ8K) -> i32 {
     let aux8 = q6_k_values(x);
     let scales = &x[q6_k::SCALES..q6_k::SCALES + 16];
@@ -280,6 +280,52 @@ pub(crate) fn q6_k_block_int(x: &[u8], y: &BlockQ8K) -> i32 {
     accumulate_16(
         &mut aux32,
         scales.iter().map(|&s| s as i8 as i32),
+        &y.qs,
+        &aux8,
+    );
+    aux32.iter().sum()
+}
+
+/// The integer parts of one Q2_K block's dot product, as ggml sums them: (Σ_j sc_j·Σ q·q8,
+/// Σ_j bsums_j·m_j).
+#[cfg(test)]
+pub(crate) fn q2_k_block_ints(x: &[u8], y: &BlockQ8K) -> (i32, i32) {
+    let sc = &x[q2_k::SCALES..q2_k::SCALES + 16];
+    let summs: i32 = y
+        .bsums
+        .iter()
+        .zip(sc)
+        .map(|(&b, &s)| b as i32 * (s >> 4) as i32)
+        .sum();
+    let mut isum = 0i32;
+    let mut is = 0;
+    for q2 in x[q2_k::QS..q2_k::QS + 64].chunks_exact(32) {
+        for shift in [0, 2, 4, 6] {
+            for half in q2.chunks_exact(16) {
+                let d = (sc[is] & 0xF) as i32;
+                let q8 = &y.qs[16 * is..16 * is + 16];
+                is += 1;
+                let isuml: i32 = q8
+                    .iter()
+                    .zip(half)
+                    .map(|(&a, &q)| a as i32 * ((q >> shift) & 3) as i32)
+                    .sum();
+                isum += d * isuml;
+            }
+        }
+    }
+    (isum, summs)
+}
+
+/// The integer part of one Q3_K block's dot product: Σ_j (sc_j − 32)·Σ q·q8.
+#[cfg(test)]
+pub(crate) fn q3_k_block_int(x: &[u8], y: &BlockQ8K) -> i32 {
+    let aux8 = q3_k_values(x);
+    let scales = scales_q3_k(&x[q3_k::SCALES..q3_k::SCALES + 12]);
+    let mut aux32 = [0i32; 8];
+    accumulate_16(
+        &mut aux32,
+        scales.iter().map(|&s| s as i32 - 32),
         &y.qs,
         &aux8,
     );

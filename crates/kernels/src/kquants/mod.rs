@@ -15,13 +15,20 @@
 //! ```
 //!
 //! The scalar `vec_dot_*` functions are transcriptions of ggml's generic C code and the test
-//! oracles of the AVX2 versions, which are used automatically where the CPU has AVX2 + FMA.
+//! oracles of the SIMD versions (`avx2.rs`, `avx512.rs`, over the common block form of
+//! `unpack.rs`), which are used automatically at the level [`crate::isa`] picks.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod dequant;
 mod dot;
 mod layout;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+mod unpack;
+
+pub(crate) use unpack::Unpacked;
 
 pub use dequant::{
     dequantize_q2_k, dequantize_q3_k, dequantize_q4_k, dequantize_q5_k, dequantize_q6_k,
@@ -30,7 +37,8 @@ pub use dot::{
     vec_dot_q2_k_q8_k, vec_dot_q3_k_q8_k, vec_dot_q4_k_q8_k, vec_dot_q5_k_q8_k, vec_dot_q6_k_q8_k,
 };
 
-use crate::{dequantize, WeightType};
+use crate::cpu::Level;
+use crate::{dequantize, Isa, WeightType};
 
 /// Values per K-quant super-block (and per [`BlockQ8K`]).
 pub const QK_K: usize = 256;
@@ -112,39 +120,211 @@ pub fn dequantize_q8_k(blocks: &[BlockQ8K], out: &mut [f32]) {
 /// Which implementation [`kquant_matvec_row`] uses for the K-quant types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KQuantPath {
-    /// AVX2 + FMA for Q4_K, Q5_K and Q6_K; scalar for Q2_K and Q3_K.
+    /// AVX-512 BW + VNNI over super-blocks unpacked with AVX2.
+    Avx512,
+    /// AVX2 + FMA.
     Avx2,
     /// The scalar transcriptions of ggml's generic code.
     Scalar,
 }
 
-/// The implementation this CPU gets.
-pub fn kquant_path() -> KQuantPath {
-    #[cfg(target_arch = "x86_64")]
-    if avx2::available() {
-        return KQuantPath::Avx2;
+impl KQuantPath {
+    /// The kernels of this path, or `None` when this CPU lacks its features.
+    fn level(self) -> Option<Level> {
+        Level::new(match self {
+            KQuantPath::Avx512 => Isa::Avx512,
+            KQuantPath::Avx2 => Isa::Avx2,
+            KQuantPath::Scalar => Isa::Scalar,
+        })
     }
-    KQuantPath::Scalar
+}
+
+/// The implementation this CPU gets (the level of [`crate::isa`]).
+pub fn kquant_path() -> KQuantPath {
+    match crate::isa() {
+        Isa::Avx512 => KQuantPath::Avx512,
+        Isa::Avx2 => KQuantPath::Avx2,
+        Isa::Scalar => KQuantPath::Scalar,
+    }
 }
 
 /// The AVX2 dot product of a row of `ty` with Q8_K activations; `None` when this CPU lacks
-/// AVX2 + FMA or `ty` has no AVX2 version (only Q4_K, Q5_K and Q6_K do). For testing the
-/// SIMD code against the scalar oracles.
+/// AVX2 + FMA or `ty` is not a K-quant type. For testing the SIMD code against the scalar
+/// oracles.
 pub fn vec_dot_avx2(ty: WeightType, row: &[u8], act: &[BlockQ8K]) -> Option<f32> {
-    #[cfg(target_arch = "x86_64")]
-    if avx2::available() {
-        // SAFETY: AVX2 and FMA were just detected.
-        return unsafe {
-            match ty {
-                WeightType::Q4_K => Some(avx2::vec_dot_q4_k_q8_k(row, act)),
-                WeightType::Q5_K => Some(avx2::vec_dot_q5_k_q8_k(row, act)),
-                WeightType::Q6_K => Some(avx2::vec_dot_q6_k_q8_k(row, act)),
-                _ => None,
-            }
-        };
+    simd_dot(KQuantPath::Avx2, ty, row, act)
+}
+
+/// The AVX-512 dot product, as [`vec_dot_avx2`].
+pub fn vec_dot_avx512(ty: WeightType, row: &[u8], act: &[BlockQ8K]) -> Option<f32> {
+    simd_dot(KQuantPath::Avx512, ty, row, act)
+}
+
+fn simd_dot(path: KQuantPath, ty: WeightType, row: &[u8], act: &[BlockQ8K]) -> Option<f32> {
+    let level = path.level()?;
+    if matches!(level, Level::Scalar) || !is_kquant(ty) {
+        return None;
     }
-    let _ = (ty, row, act);
-    None
+    Some(dot_tokens(level, ty, row, [act])[0])
+}
+
+/// Whether `ty` is one of Q2_K..Q6_K.
+pub(crate) fn is_kquant(ty: WeightType) -> bool {
+    matches!(
+        ty,
+        WeightType::Q2_K
+            | WeightType::Q3_K
+            | WeightType::Q4_K
+            | WeightType::Q5_K
+            | WeightType::Q6_K
+    )
+}
+
+/// `row · act[t]` for `T` tokens by the kernels of `level`, over the blocks common to the row
+/// and every token. Each result is bitwise the same whatever `T` and the other tokens are.
+///
+/// # Panics
+/// When `ty` is not a K-quant type.
+pub(crate) fn dot_tokens<const T: usize>(
+    level: Level,
+    ty: WeightType,
+    row: &[u8],
+    act: [&[BlockQ8K]; T],
+) -> [f32; T] {
+    let bb = ty.block_bytes();
+    let nb = act.iter().fold(row.len() / bb, |n, a| n.min(a.len()));
+    let row = &row[..nb * bb];
+    match level {
+        Level::Scalar => act.map(|a| scalar_dot(ty, row, a)),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2(_) => {
+            use avx2::{dot_tokens as d, Q2, Q3, Q4, Q5, Q6};
+            // SAFETY: the token proves AVX2/FMA/F16C; lengths are checked inside.
+            unsafe {
+                match ty {
+                    WeightType::Q2_K => d::<Q2, T>(row, act),
+                    WeightType::Q3_K => d::<Q3, T>(row, act),
+                    WeightType::Q4_K => d::<Q4, T>(row, act),
+                    WeightType::Q5_K => d::<Q5, T>(row, act),
+                    WeightType::Q6_K => d::<Q6, T>(row, act),
+                    _ => panic!("not a K-quant type: {ty:?}"),
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512(_) => {
+            use avx2::{Q2, Q3, Q4, Q5, Q6};
+            use avx512::dot_tokens as d;
+            // SAFETY: the token proves the AVX-512 features; lengths are checked inside.
+            unsafe {
+                match ty {
+                    WeightType::Q2_K => d::<Q2, T>(row, act),
+                    WeightType::Q3_K => d::<Q3, T>(row, act),
+                    WeightType::Q4_K => d::<Q4, T>(row, act),
+                    WeightType::Q5_K => d::<Q5, T>(row, act),
+                    WeightType::Q6_K => d::<Q6, T>(row, act),
+                    _ => panic!("not a K-quant type: {ty:?}"),
+                }
+            }
+        }
+    }
+}
+
+/// Unpacks the whole blocks of `row` (K-quant `ty`) into `out` (one per block) by the kernels
+/// of `level`.
+///
+/// # Panics
+/// When `ty` is not a K-quant type.
+pub(crate) fn unpack_row(level: Level, ty: WeightType, row: &[u8], out: &mut [Unpacked]) {
+    let blocks = row.chunks_exact(ty.block_bytes()).zip(out);
+    match level {
+        Level::Scalar => blocks.for_each(|(x, o)| unpack::unpack_scalar(ty, x, o)),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2(_) | Level::Avx512(_) => blocks.for_each(|(x, o)| {
+            use avx2::{unpack_block as unpack, Q2, Q3, Q4, Q5, Q6};
+            // SAFETY: both levels' tokens prove AVX2; each `x` is one whole block.
+            unsafe {
+                match ty {
+                    WeightType::Q2_K => unpack::<Q2>(x, o),
+                    WeightType::Q3_K => unpack::<Q3>(x, o),
+                    WeightType::Q4_K => unpack::<Q4>(x, o),
+                    WeightType::Q5_K => unpack::<Q5>(x, o),
+                    WeightType::Q6_K => unpack::<Q6>(x, o),
+                    _ => panic!("not a K-quant type: {ty:?}"),
+                }
+            }
+        }),
+    }
+}
+
+/// [`dot_tokens`] over a row unpacked by [`unpack_row`]: at a SIMD level bitwise the same
+/// results as [`dot_tokens`]; at the scalar level (whose [`dot_tokens`] runs ggml's scalar code
+/// on the stored blocks, and which `matmul` therefore never sends here) the exact integers of
+/// each block summed in `f32` block after block.
+///
+/// # Panics
+/// When `ty` is not a K-quant type.
+pub(crate) fn dot_unpacked_tokens<const T: usize>(
+    level: Level,
+    ty: WeightType,
+    row: &[Unpacked],
+    act: [&[BlockQ8K]; T],
+) -> [f32; T] {
+    assert!(is_kquant(ty), "not a K-quant type: {ty:?}");
+    let nb = act.iter().fold(row.len(), |n, a| n.min(a.len()));
+    let row = &row[..nb];
+    #[cfg(target_arch = "x86_64")]
+    use avx2::{Q2, Q3, Q4, Q5, Q6};
+    match level {
+        Level::Scalar => act.map(|a| {
+            row.iter().zip(a).fold(0f32, |sum, (w, y)| {
+                let (s, m) = unpack::block_ints_scalar(w, y);
+                sum + (y.d * w.d) * s as f32 - (y.d * w.dmin) * m as f32
+            })
+        }),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2(_) => {
+            use avx2::dot_unpacked_tokens as d;
+            // SAFETY: the token proves AVX2/FMA/F16C; lengths are checked inside.
+            unsafe {
+                match ty {
+                    WeightType::Q2_K => d::<Q2, T>(row, act),
+                    WeightType::Q3_K => d::<Q3, T>(row, act),
+                    WeightType::Q4_K => d::<Q4, T>(row, act),
+                    WeightType::Q5_K => d::<Q5, T>(row, act),
+                    WeightType::Q6_K => d::<Q6, T>(row, act),
+                    _ => panic!("not a K-quant type: {ty:?}"),
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512(_) => {
+            use avx512::dot_unpacked_tokens as d;
+            // SAFETY: the token proves the AVX-512 features; lengths are checked inside.
+            unsafe {
+                match ty {
+                    WeightType::Q2_K => d::<Q2, T>(row, act),
+                    WeightType::Q3_K => d::<Q3, T>(row, act),
+                    WeightType::Q4_K => d::<Q4, T>(row, act),
+                    WeightType::Q5_K => d::<Q5, T>(row, act),
+                    WeightType::Q6_K => d::<Q6, T>(row, act),
+                    _ => panic!("not a K-quant type: {ty:?}"),
+                }
+            }
+        }
+    }
+}
+
+/// ggml's scalar dot product for a K-quant `ty`.
+fn scalar_dot(ty: WeightType, row: &[u8], act: &[BlockQ8K]) -> f32 {
+    match ty {
+        WeightType::Q2_K => vec_dot_q2_k_q8_k(row, act),
+        WeightType::Q3_K => vec_dot_q3_k_q8_k(row, act),
+        WeightType::Q4_K => vec_dot_q4_k_q8_k(row, act),
+        WeightType::Q5_K => vec_dot_q5_k_q8_k(row, act),
+        WeightType::Q6_K => vec_dot_q6_k_q8_k(row, act),
+        _ => panic!("not a K-quant type: {ty:?}"),
+    }
 }
 
 /// Σ row·act for one weight row of `ty` (`act.len()` super-blocks, `row` exactly
@@ -160,24 +340,22 @@ pub fn kquant_matvec_row(ty: WeightType, row: &[u8], act: &[BlockQ8K]) -> f32 {
 }
 
 /// [`kquant_matvec_row`] by the implementation `path` (for drivers that let the user force
-/// the scalar code); [`KQuantPath::Avx2`] on a CPU without AVX2 + FMA runs the scalar code.
+/// the scalar code); a SIMD path this CPU lacks runs the scalar code.
 pub fn kquant_matvec_row_with(
     path: KQuantPath,
     ty: WeightType,
     row: &[u8],
     act: &[BlockQ8K],
 ) -> f32 {
-    if path == KQuantPath::Avx2 {
-        if let Some(v) = vec_dot_avx2(ty, row, act) {
-            return v;
-        }
-    }
     match ty {
-        WeightType::Q2_K => vec_dot_q2_k_q8_k(row, act),
-        WeightType::Q3_K => vec_dot_q3_k_q8_k(row, act),
-        WeightType::Q4_K => vec_dot_q4_k_q8_k(row, act),
-        WeightType::Q5_K => vec_dot_q5_k_q8_k(row, act),
-        WeightType::Q6_K => vec_dot_q6_k_q8_k(row, act),
+        WeightType::Q2_K
+        | WeightType::Q3_K
+        | WeightType::Q4_K
+        | WeightType::Q5_K
+        | WeightType::Q6_K => {
+            let level = path.level().unwrap_or(Level::Scalar);
+            dot_tokens(level, ty, row, [act])[0]
+        }
         WeightType::F32
         | WeightType::F16
         | WeightType::BF16

@@ -5,6 +5,7 @@ use half::f16;
 
 use super::layout::{q2_k, q3_k, q4_k, q5_k, q6_k};
 use super::*;
+use crate::cpu::Level;
 
 /// Largest |scalar dot − f64 dot of the decoded values| allowed, relative to the sum of the
 /// magnitudes of the terms (scale part and min part): only `f32` rounding differs.
@@ -208,71 +209,203 @@ fn mismatched_lengths_use_the_common_blocks() {
     );
 }
 
-#[cfg(target_arch = "x86_64")]
-#[test]
-fn avx2_integer_sums_equal_scalar() {
-    if kquant_path() != KQuantPath::Avx2 {
-        eprintln!("skip: avx2_integer_sums_equal_scalar: no AVX2 + FMA on this CPU");
-        return;
+/// The SIMD levels this CPU has.
+fn simd_levels() -> Vec<Level> {
+    [crate::Isa::Avx2, crate::Isa::Avx512]
+        .into_iter()
+        .filter_map(Level::new)
+        .collect()
+}
+
+/// A Q8_K block of random activations, or (one time in eight) of ±127 quants: the largest
+/// products the kernels see.
+fn random_q8_k(rng: &mut Rng) -> BlockQ8K {
+    if rng.byte() < 32 {
+        let mut b = BlockQ8K::ZERO;
+        for q in b.qs.iter_mut() {
+            *q = if rng.byte() & 1 == 0 { 127 } else { -127 };
+        }
+        for (s, q) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
+            *s = q.iter().map(|&v| v as i16).sum();
+        }
+        b.d = 0.01;
+        b
+    } else {
+        quantize_q8_k(&random_act(QK_K, rng))[0]
     }
+}
+
+/// A block whose bytes are all random but for its f16 scales, or (one time in eight) all 0xFF:
+/// the largest unsigned values and scales.
+fn random_block(ty: WeightType, rng: &mut Rng) -> Vec<u8> {
+    let mut x = random_row(ty, 1, rng);
+    if rng.byte() < 32 {
+        let fields = f16_fields(ty);
+        for (i, b) in x.iter_mut().enumerate() {
+            if !fields.iter().any(|&at| i == at || i == at + 1) {
+                *b = 0xFF;
+            }
+        }
+    }
+    x
+}
+
+#[test]
+fn unpacked_integers_equal_ggml() {
     let mut rng = Rng(1234);
     for _ in 0..300 {
-        // Extreme activations too: every quant ±127.
-        let act = if rng.byte() < 32 {
-            let mut b = BlockQ8K::ZERO;
-            for q in b.qs.iter_mut() {
-                *q = if rng.byte() & 1 == 0 { 127 } else { -127 };
-            }
-            for (s, q) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
-                *s = q.iter().map(|&v| v as i16).sum();
-            }
-            b.d = 0.01;
-            vec![b]
-        } else {
-            quantize_q8_k(&random_act(QK_K, &mut rng))
-        };
-        let y = &act[0];
-        let x = random_row(WeightType::Q4_K, 1, &mut rng);
-        assert_eq!(
-            avx2::block_ints(WeightType::Q4_K, &x, y),
-            Some(dot::q4_k_block_ints(&x, y))
-        );
-        let x = random_row(WeightType::Q5_K, 1, &mut rng);
-        assert_eq!(
-            avx2::block_ints(WeightType::Q5_K, &x, y),
-            Some(dot::q5_k_block_ints(&x, y))
-        );
-        let x = random_row(WeightType::Q6_K, 1, &mut rng);
-        assert_eq!(
-            avx2::block_ints(WeightType::Q6_K, &x, y),
-            Some((dot::q6_k_block_int(&x, y), 0))
-        );
+        let y = random_q8_k(&mut rng);
+        for ty in K_TYPES {
+            let x = random_block(ty, &mut rng);
+            let mut w = Unpacked::ZERO;
+            unpack::unpack_scalar(ty, &x, &mut w);
+            let want = match ty {
+                WeightType::Q2_K => dot::q2_k_block_ints(&x, &y),
+                WeightType::Q3_K => (dot::q3_k_block_int(&x, &y), 0),
+                WeightType::Q4_K => dot::q4_k_block_ints(&x, &y),
+                WeightType::Q5_K => dot::q5_k_block_ints(&x, &y),
+                _ => (dot::q6_k_block_int(&x, &y), 0),
+            };
+            assert_eq!(unpack::block_ints_scalar(&w, &y), want, "{ty:?}");
+        }
     }
 }
 
 #[test]
-fn avx2_dots_match_scalar() {
-    if kquant_path() != KQuantPath::Avx2 {
-        eprintln!("skip: avx2_dots_match_scalar: no AVX2 + FMA on this CPU");
-        return;
+fn simd_unpacking_equals_scalar() {
+    let mut rng = Rng(99);
+    for level in simd_levels() {
+        for ty in K_TYPES {
+            for _ in 0..50 {
+                let row = random_row(ty, 3, &mut rng);
+                let (mut got, mut want) = ([Unpacked::ZERO; 3], [Unpacked::ZERO; 3]);
+                got[1].u[7] = 1; // every field must be overwritten
+                unpack_row(level, ty, &row, &mut got);
+                unpack_row(Level::Scalar, ty, &row, &mut want);
+                assert_eq!(got, want, "{level:?} {ty:?}");
+            }
+        }
     }
-    let mut rng = Rng(42);
-    for ty in [WeightType::Q4_K, WeightType::Q5_K, WeightType::Q6_K] {
-        for n_blocks in [1, 2, 5] {
-            for _ in 0..20 {
-                let row = random_row(ty, n_blocks, &mut rng);
-                let act = quantize_q8_k(&random_act(n_blocks * QK_K, &mut rng));
-                let simd = vec_dot_avx2(ty, &row, &act).expect("AVX2 detected") as f64;
-                let scalar = scalar_dot(ty, &row, &act) as f64;
-                let (_, mag) = reference(ty, &row, &act);
-                assert!(
-                    (simd - scalar).abs() <= AVX2_REL_TOL * mag,
-                    "{ty:?} x{n_blocks}: {simd} vs {scalar} (scale {mag})"
+}
+
+/// The integer sums of one block by the SIMD kernels of `level`: (Σ lanes of S, Σ lanes of M).
+#[cfg(target_arch = "x86_64")]
+fn simd_block_ints(level: Level, ty: WeightType, w: &Unpacked, y: &BlockQ8K) -> (i32, i32) {
+    use avx2::{Q2, Q3, Q4, Q5, Q6};
+    use std::arch::x86_64::*;
+    match level {
+        // SAFETY: the level's token proves AVX2.
+        Level::Avx2(_) => unsafe {
+            let w = &avx2::load_regs(w);
+            let sc = avx2::scale_lanes(w);
+            let (s, m) = match ty {
+                WeightType::Q2_K => avx2::block_lanes::<Q2>(w, &sc, y),
+                WeightType::Q3_K => avx2::block_lanes::<Q3>(w, &sc, y),
+                WeightType::Q4_K => avx2::block_lanes::<Q4>(w, &sc, y),
+                WeightType::Q5_K => avx2::block_lanes::<Q5>(w, &sc, y),
+                _ => avx2::block_lanes::<Q6>(w, &sc, y),
+            };
+            (avx2::hsum_i32(s), avx2::hsum_i32(m))
+        },
+        // SAFETY: the level's token proves the AVX-512 features.
+        Level::Avx512(_) => unsafe {
+            let w = &avx2::load_regs(w);
+            let sc = avx512::scales_for_test(w);
+            let (s, m) = match ty {
+                WeightType::Q2_K => avx512::block_lanes::<Q2>(w, &sc, y),
+                WeightType::Q3_K => avx512::block_lanes::<Q3>(w, &sc, y),
+                WeightType::Q4_K => avx512::block_lanes::<Q4>(w, &sc, y),
+                WeightType::Q5_K => avx512::block_lanes::<Q5>(w, &sc, y),
+                _ => avx512::block_lanes::<Q6>(w, &sc, y),
+            };
+            let mut lanes = [0i32; 16];
+            _mm512_storeu_si512(lanes.as_mut_ptr().cast(), s);
+            (lanes.iter().sum(), avx2::hsum_i32(m))
+        },
+        Level::Scalar => unpack::block_ints_scalar(w, y),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn simd_integer_sums_equal_scalar() {
+    let mut rng = Rng(4321);
+    for level in simd_levels() {
+        for _ in 0..300 {
+            let y = random_q8_k(&mut rng);
+            for ty in K_TYPES {
+                let x = random_block(ty, &mut rng);
+                let mut w = Unpacked::ZERO;
+                unpack::unpack_scalar(ty, &x, &mut w);
+                assert_eq!(
+                    simd_block_ints(level, ty, &w, &y),
+                    unpack::block_ints_scalar(&w, &y),
+                    "{level:?} {ty:?}"
                 );
             }
         }
     }
-    assert_eq!(vec_dot_avx2(WeightType::Q2_K, &[], &[]), None);
+}
+
+#[test]
+fn simd_dots_match_scalar() {
+    let mut rng = Rng(42);
+    type SimdDot = fn(WeightType, &[u8], &[BlockQ8K]) -> Option<f32>;
+    let dots: [(&str, SimdDot); 2] = [("AVX2", vec_dot_avx2), ("AVX-512", vec_dot_avx512)];
+    for (name, dot) in dots {
+        for ty in K_TYPES {
+            for n_blocks in [1, 2, 5] {
+                for _ in 0..20 {
+                    let row = random_row(ty, n_blocks, &mut rng);
+                    let act = quantize_q8_k(&random_act(n_blocks * QK_K, &mut rng));
+                    let Some(simd) = dot(ty, &row, &act) else {
+                        eprintln!("skip: simd_dots_match_scalar: no {name} on this CPU");
+                        break;
+                    };
+                    let scalar = scalar_dot(ty, &row, &act) as f64;
+                    let (_, mag) = reference(ty, &row, &act);
+                    assert!(
+                        (simd as f64 - scalar).abs() <= AVX2_REL_TOL * mag,
+                        "{name} {ty:?} x{n_blocks}: {simd} vs {scalar} (scale {mag})"
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(vec_dot_avx2(WeightType::F32, &[], &[]), None);
+}
+
+#[test]
+fn token_groups_and_unpacking_do_not_change_results() {
+    let mut rng = Rng(7);
+    let nb = 3;
+    for level in simd_levels() {
+        for ty in K_TYPES {
+            let row = random_row(ty, nb, &mut rng);
+            let acts: Vec<Vec<BlockQ8K>> = (0..8)
+                .map(|_| quantize_q8_k(&random_act(nb * QK_K, &mut rng)))
+                .collect();
+            let mut unpacked = vec![Unpacked::ZERO; nb];
+            unpack_row(level, ty, &row, &mut unpacked);
+            let alone: Vec<f32> = acts
+                .iter()
+                .map(|a| dot_tokens(level, ty, &row, [&a[..]])[0])
+                .collect();
+            let a8: [&[BlockQ8K]; 8] = std::array::from_fn(|t| &acts[t][..]);
+            let a2: [&[BlockQ8K]; 2] = [&acts[5], &acts[2]];
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let what = format!("{level:?} {ty:?}");
+            assert_eq!(
+                bits(&dot_tokens(level, ty, &row, a8)),
+                bits(&alone),
+                "{what}"
+            );
+            let un8 = dot_unpacked_tokens(level, ty, &unpacked, a8);
+            assert_eq!(bits(&un8), bits(&alone), "{what} unpacked");
+            let two = dot_tokens(level, ty, &row, a2);
+            assert_eq!(bits(&two), bits(&[alone[5], alone[2]]), "{what} pair");
+        }
+    }
 }
 
 #[test]

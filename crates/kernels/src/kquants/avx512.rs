@@ -1,0 +1,146 @@
+//! AVX-512 (BW/VNNI) dot products of K-quant rows with the Q8_K activations of `T` tokens: the
+//! super-blocks unpacked by `avx2.rs` (once for all tokens), then per 64 values one 512-bit
+//! `maddubs` (u ≤ 63 against signed bytes: pairs within ±16128, no saturation) and one VNNI
+//! `vpdpwssd` that multiplies the pairs by their sub-block scales and accumulates in i32. Offset
+//! and min corrections come from `bsums` as in `avx2.rs`; every integer is exact, and the `f32`
+//! work per (row, token) is the same whatever `T` is.
+//!
+//! Reached only through the dispatchers of `super`, which hold the CPU-feature proof.
+
+use std::arch::x86_64::*;
+
+use super::avx2::{
+    block_bytes, has_mins, has_offset, hsum_ps, load_regs, prefetch_ahead, unpack, Regs,
+};
+use super::unpack::Unpacked;
+use super::BlockQ8K;
+
+/// The scales of `w` as i16 lanes for each 64 values: sub-blocks `4c..4c + 4`, eight lanes each.
+///
+/// # Safety
+/// The AVX-512 features available.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn scale_lanes(w: &Regs) -> [__m512i; 4] {
+    let sc = _mm256_broadcastsi128_si256(w.sc);
+    std::array::from_fn(|c| {
+        let j = |k: usize| (4 * c + k) as i64 * 0x0101_0101_0101_0101;
+        let pick = _mm256_set_epi64x(j(3), j(2), j(1), j(0));
+        _mm512_cvtepi8_epi16(_mm256_shuffle_epi8(sc, pick))
+    })
+}
+
+/// Integer lanes of one unpacked block against one Q8_K block: sixteen lanes summing to `S`,
+/// eight summing to `M` (see `unpack.rs`).
+///
+/// # Safety
+/// The AVX-512 features available.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn block_lanes<const TY: u8>(
+    w: &Regs,
+    scales: &[__m512i; 4],
+    y: &BlockQ8K,
+) -> (__m512i, __m256i) {
+    // SAFETY: loads of whole fixed-size arrays (`qs` 256 bytes, `bsums` 32).
+    unsafe {
+        let mut s = _mm512_setzero_si512();
+        for (c, sc) in scales.iter().enumerate() {
+            let (lo, hi) = (w.u[2 * c], w.u[2 * c + 1]);
+            let u = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+            let a = _mm512_loadu_si512(y.qs.as_ptr().add(64 * c).cast());
+            s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(u, a), *sc);
+        }
+        let bs = _mm256_loadu_si256(y.bsums.as_ptr().cast());
+        if has_offset(TY) {
+            let corr = _mm512_zextsi256_si512(_mm256_madd_epi16(bs, w.sck));
+            s = _mm512_sub_epi32(s, corr);
+        }
+        let m = if has_mins(TY) {
+            _mm256_madd_epi16(bs, w.mn)
+        } else {
+            _mm256_setzero_si256()
+        };
+        (s, m)
+    }
+}
+
+/// The scale lanes of `w` (for tests of [`block_lanes`]).
+///
+/// # Safety
+/// The AVX-512 features available.
+#[cfg(test)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) fn scales_for_test(w: &Regs) -> [__m512i; 4] {
+    scale_lanes(w)
+}
+
+/// `row · act[t]` for `T` tokens (`row`: `nb` blocks of `TY`; each `act[t]`: `nb` blocks),
+/// each block unpacked once for all tokens.
+///
+/// # Safety
+/// The CPU features of this module available (lengths are bounds-checked).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn dot_tokens<const TY: u8, const T: usize>(
+    row: &[u8],
+    act: [&[BlockQ8K]; T],
+) -> [f32; T] {
+    let mut acc = [_mm512_setzero_ps(); T];
+    let mut acc_m = [_mm256_setzero_ps(); T];
+    for (b, x) in row.chunks_exact(block_bytes(TY)).enumerate() {
+        // SAFETY: the CPU features are the caller's; `x` is one whole block.
+        unsafe {
+            prefetch_ahead(x);
+            accumulate::<TY, T>(&unpack::<TY>(x), b, &act, &mut acc, &mut acc_m);
+        }
+    }
+    std::array::from_fn(|t| _mm512_reduce_add_ps(acc[t]) - hsum_ps(acc_m[t]))
+}
+
+/// [`dot_tokens`] over blocks already unpacked (`row[b]` against `act[t][b]`): bitwise the
+/// same results.
+///
+/// # Safety
+/// The CPU features of this module available (lengths are bounds-checked).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn dot_unpacked_tokens<const TY: u8, const T: usize>(
+    row: &[Unpacked],
+    act: [&[BlockQ8K]; T],
+) -> [f32; T] {
+    let mut acc = [_mm512_setzero_ps(); T];
+    let mut acc_m = [_mm256_setzero_ps(); T];
+    for (b, w) in row.iter().enumerate() {
+        // SAFETY: the CPU features are the caller's.
+        unsafe { accumulate::<TY, T>(&load_regs(w), b, &act, &mut acc, &mut acc_m) };
+    }
+    std::array::from_fn(|t| _mm512_reduce_add_ps(acc[t]) - hsum_ps(acc_m[t]))
+}
+
+/// Adds block `b` of every token: `acc += (d_w · d_a) · S`, `acc_m += (dmin_w · d_a) · M`, in
+/// lanes.
+///
+/// # Safety
+/// The CPU features of this module available.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn accumulate<const TY: u8, const T: usize>(
+    w: &Regs,
+    b: usize,
+    act: &[&[BlockQ8K]; T],
+    acc: &mut [__m512; T],
+    acc_m: &mut [__m256; T],
+) {
+    // SAFETY: the CPU features are the caller's.
+    unsafe {
+        let scales = scale_lanes(w);
+        for t in 0..T {
+            let y = &act[t][b];
+            let (s, m) = block_lanes::<TY>(w, &scales, y);
+            acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(y.d * w.d), _mm512_cvtepi32_ps(s), acc[t]);
+            if has_mins(TY) {
+                let dm = _mm256_set1_ps(y.d * w.dmin);
+                acc_m[t] = _mm256_fmadd_ps(dm, _mm256_cvtepi32_ps(m), acc_m[t]);
+            }
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The batch-invariance contract of `matmul` (see `matmul.rs`): for a fixed instruction-set
+//! level, path and weight type, `out[t, r]` is bitwise a function of weight row `r` and
+//! activation row `t` only — whatever the number of tokens in the call (1..=40 here, across tile,
+//! panel, column-block and thread-chunk edges), the token's position among them, and the number
+//! of threads (rayon pools of 1 and 3). Where `MatmulPath::interchangeable` says so, the two
+//! paths agree bitwise too.
+
+use half::{bf16, f16};
+use kernels::{matmul_path_with, Isa, MatmulPath, WeightType, WeightView};
+
+const TYPES: [WeightType; 10] = [
+    WeightType::F32,
+    WeightType::F16,
+    WeightType::BF16,
+    WeightType::Q8_0,
+    WeightType::Q4_0,
+    WeightType::Q2_K,
+    WeightType::Q3_K,
+    WeightType::Q4_K,
+    WeightType::Q5_K,
+    WeightType::Q6_K,
+];
+
+const PATHS: [MatmulPath; 2] = [MatmulPath::Rows, MatmulPath::Tiles];
+
+/// Most tokens in one call.
+const MAX_TOKENS: usize = 40;
+
+/// xorshift64: small, deterministic, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// Uniform in [-1, 1).
+    fn f32(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn byte(&mut self) -> u8 {
+        (self.next() >> 56) as u8
+    }
+}
+
+/// Columns per type: past the float kernels' 1024-column blocks and their padding to 16, past a
+/// group of 16 Q8_0 blocks, three K-quant super-blocks.
+fn n_cols(ty: WeightType) -> usize {
+    match ty {
+        WeightType::F32 | WeightType::F16 | WeightType::BF16 => 1100,
+        WeightType::Q8_0 | WeightType::Q4_0 => 17 * 32,
+        _ => 3 * 256,
+    }
+}
+
+/// Byte offsets of the f16 scales in one block of `ty` (ggml's block layouts).
+fn f16_fields(ty: WeightType) -> &'static [usize] {
+    match ty {
+        WeightType::Q8_0 | WeightType::Q4_0 => &[0],
+        WeightType::Q2_K => &[80, 82],
+        WeightType::Q3_K => &[108],
+        WeightType::Q4_K | WeightType::Q5_K => &[0, 2],
+        WeightType::Q6_K => &[208],
+        _ => &[],
+    }
+}
+
+/// A random `[n_rows, n_cols]` matrix of `ty`: random values, or random blocks with f16 scales
+/// in [0.001, 0.1).
+fn matrix(rng: &mut Rng, ty: WeightType, n_rows: usize, n_cols: usize) -> Vec<u8> {
+    let n = n_rows * n_cols;
+    match ty {
+        WeightType::F32 => (0..n).flat_map(|_| rng.f32().to_le_bytes()).collect(),
+        WeightType::F16 => (0..n)
+            .flat_map(|_| f16::from_f32(rng.f32()).to_le_bytes())
+            .collect(),
+        WeightType::BF16 => (0..n)
+            .flat_map(|_| bf16::from_f32(rng.f32()).to_le_bytes())
+            .collect(),
+        _ => {
+            let bb = ty.block_bytes();
+            let mut bytes: Vec<u8> = (0..ty.row_bytes(n_cols) * n_rows)
+                .map(|_| rng.byte())
+                .collect();
+            for block in bytes.chunks_exact_mut(bb) {
+                for &at in f16_fields(ty) {
+                    let v = 0.001 + 0.099 * (rng.f32() + 1.0) / 2.0;
+                    block[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
+                }
+            }
+            bytes
+        }
+    }
+}
+
+fn supported() -> Vec<Isa> {
+    Isa::ALL.into_iter().filter(|i| i.is_supported()).collect()
+}
+
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("thread pool")
+}
+
+/// `matmul_path_with` on tokens `t0..t0 + n` of `x`.
+fn run(isa: Isa, path: MatmulPath, w: &WeightView, x: &[f32], t0: usize, n: usize) -> Vec<f32> {
+    let k = w.n_cols;
+    let mut out = vec![f32::NAN; n * w.n_rows];
+    matmul_path_with(isa, path, w, &x[t0 * k..(t0 + n) * k], n, &mut out);
+    out
+}
+
+/// Each token of `x` alone: `[n_tokens][n_rows]`.
+fn singles(isa: Isa, path: MatmulPath, w: &WeightView, x: &[f32], n_tokens: usize) -> Vec<f32> {
+    (0..n_tokens)
+        .flat_map(|t| run(isa, path, w, x, t, 1))
+        .collect()
+}
+
+/// Tokens `t0..t0 + n` of a batch against the same tokens alone, bitwise.
+fn assert_same(batch: &[f32], alone: &[f32], n_rows: usize, t0: usize, what: &str) {
+    for (i, got) in batch.chunks_exact(n_rows).enumerate() {
+        let want = &alone[(t0 + i) * n_rows..][..n_rows];
+        for (r, (g, w)) in got.iter().zip(want).enumerate() {
+            assert_eq!(
+                g.to_bits(),
+                w.to_bits(),
+                "{what}: token {} (position {i}), row {r}: {g} batched vs {w} alone",
+                t0 + i
+            );
+        }
+    }
+}
+
+#[test]
+fn outputs_do_not_depend_on_the_batch() {
+    let mut rng = Rng(0x6a09e667f3bcc908);
+    let n_rows = 35; // odd: edge tiles of one row at every tile height
+    let one = pool(1);
+    for ty in TYPES {
+        let k = n_cols(ty);
+        let bytes = matrix(&mut rng, ty, n_rows, k);
+        let w = WeightView {
+            ty,
+            n_rows,
+            n_cols: k,
+            bytes: &bytes,
+        };
+        let x: Vec<f32> = (0..MAX_TOKENS * k).map(|_| rng.f32() * 2.0).collect();
+        for isa in supported() {
+            for path in PATHS {
+                one.install(|| {
+                    let alone = singles(isa, path, &w, &x, MAX_TOKENS);
+                    for n in 1..=MAX_TOKENS {
+                        // A different position in the batch for the same token as n changes.
+                        let t0 = (n * 7) % (MAX_TOKENS + 1 - n);
+                        let batch = run(isa, path, &w, &x, t0, n);
+                        let what = format!("{isa} {path:?} {ty:?}, {n} tokens from {t0}");
+                        assert_same(&batch, &alone, n_rows, t0, &what);
+                    }
+                });
+            }
+        }
+    }
+}
+
+#[test]
+fn outputs_do_not_depend_on_the_threads() {
+    let mut rng = Rng(0xbb67ae8584caa73b);
+    // Enough rows for several chunks per thread count and, in one chunk, more than one panel
+    // of every kind.
+    let (n_rows, n_tokens) = (1100, 17);
+    let (one, three) = (pool(1), pool(3));
+    for ty in TYPES {
+        let k = n_cols(ty);
+        let bytes = matrix(&mut rng, ty, n_rows, k);
+        let w = WeightView {
+            ty,
+            n_rows,
+            n_cols: k,
+            bytes: &bytes,
+        };
+        let x: Vec<f32> = (0..n_tokens * k).map(|_| rng.f32()).collect();
+        for isa in supported() {
+            for path in PATHS {
+                let alone = one.install(|| singles(isa, path, &w, &x, n_tokens));
+                for (threads, p) in [(1, &one), (3, &three)] {
+                    for (t0, n) in [(5, 1), (2, 4), (0, n_tokens)] {
+                        let batch = p.install(|| run(isa, path, &w, &x, t0, n));
+                        let what = format!("{isa} {path:?} {ty:?}, {threads} threads, {n} tokens");
+                        assert_same(&batch, &alone, n_rows, t0, &what);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn interchangeable_paths_agree_bitwise() {
+    let mut rng = Rng(0x3c6ef372fe94f82b);
+    let (n_rows, n_tokens) = (35, 9);
+    for ty in TYPES {
+        let k = n_cols(ty);
+        let bytes = matrix(&mut rng, ty, n_rows, k);
+        let w = WeightView {
+            ty,
+            n_rows,
+            n_cols: k,
+            bytes: &bytes,
+        };
+        let x: Vec<f32> = (0..n_tokens * k).map(|_| rng.f32()).collect();
+        for isa in supported() {
+            if !MatmulPath::interchangeable(isa, ty) {
+                continue;
+            }
+            let rows = run(isa, MatmulPath::Rows, &w, &x, 0, n_tokens);
+            let tiles = run(isa, MatmulPath::Tiles, &w, &x, 0, n_tokens);
+            assert_same(
+                &tiles,
+                &rows,
+                n_rows,
+                0,
+                &format!("{isa} {ty:?} Tiles vs Rows"),
+            );
+        }
+    }
+    assert!(MatmulPath::interchangeable(Isa::Scalar, WeightType::F32));
+    assert_eq!(MatmulPath::auto(1), MatmulPath::Rows);
+    assert_eq!(MatmulPath::auto(2), MatmulPath::Tiles);
+}
