@@ -42,6 +42,13 @@ pub(crate) fn matmul_quant(
         return;
     }
     // Prefill.
+    #[cfg(target_arch = "x86_64")]
+    if let Some(amx) = match level {
+        Level::Avx512(k) => k.amx(),
+        _ => None,
+    } {
+        return crate::amx::matmul_quant_amx(amx, w, x, n_tokens, out);
+    }
     let act = ActQ8::new(level, x, n_tokens, n_cols, ActLayout::Interleaved, None);
     let ng = n_groups(n_cols);
     let (q_row, d_row) = (ng * GROUP_BYTES, ng * GROUP_BLOCKS);
