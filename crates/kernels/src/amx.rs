@@ -22,9 +22,8 @@ use rayon::prelude::*;
 use crate::act_q8::{ActLayout, ActQ8, QK};
 use crate::amx_tile::{tile_q8, TileScope, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
 use crate::cpu::{Amx, Level};
-use crate::dot_scalar::f16_at;
+use crate::dot_scalar::{f16_at, Q4_0_BYTES, Q8_0_BYTES};
 use crate::matmul::{MIN_TASK_BYTES, PANEL_BYTES};
-use crate::pack::quant_shape;
 use crate::par::{chunk_rows, for_each_row_chunk};
 use crate::scratch::{sized, with_panel};
 use crate::{WeightType, WeightView};
@@ -33,6 +32,8 @@ use crate::{WeightType, WeightView};
 /// blocks) stay in the L1 cache while every row group of a panel passes over them. Each pass
 /// starts from the accumulators the last one left, so passes do not change the result.
 const PASS_BLOCKS: usize = 32;
+/// How many blocks ahead the panel packer prefetches each stored row.
+const PACK_PREFETCH_BLOCKS: usize = 8;
 /// Row groups of 16 in a panel, at most.
 const MAX_PANEL_GROUPS: usize = 16;
 
@@ -67,11 +68,11 @@ pub(crate) fn matmul_quant_amx(
                     .zip(d.chunks_exact_mut(tile_d))
                     .enumerate()
                 {
-                    for m in 0..TILE_ROWS {
+                    let rows = std::array::from_fn(|m| {
                         let r = p0 + g * TILE_ROWS + m;
-                        let row = (r < p0 + np).then(|| w.row(r));
-                        pack_tile_row(ty, row, m, qg, dg);
-                    }
+                        (r < p0 + np).then(|| w.row(r))
+                    });
+                    pack_tile_group(ty, &rows, qg, dg);
                 }
                 let col0 = p0 - rows.start;
                 let mut accs = [[[0f32; TILE_TOKENS]; TILE_ROWS]; MAX_PANEL_GROUPS];
@@ -104,39 +105,56 @@ pub(crate) fn matmul_quant_amx(
     });
 }
 
-/// Writes row `m` of every block tile of a row group: the stored row's values as signed bytes
-/// into `q` (`nb` tiles of 16 × 32 bytes) and its block scales into `d` (`nb × 16`); zeros for a
-/// padding row (`None`).
-pub(crate) fn pack_tile_row(
+/// Packs a row group: the stored rows' values as signed bytes into `q` (`nb` tiles of 16 rows ×
+/// 32 bytes, written one tile after the other) and their block scales into `d` (`nb × 16`);
+/// zeros for padding rows (`None`).
+pub(crate) fn pack_tile_group(
     ty: WeightType,
-    row: Option<&[u8]>,
-    m: usize,
+    rows: &[Option<&[u8]>; TILE_ROWS],
     q: &mut [u8],
     d: &mut [f32],
 ) {
     let nb = d.len() / TILE_ROWS;
-    assert!(m < TILE_ROWS && q.len() == nb * TILE_BYTES && d.len() == nb * TILE_ROWS);
-    let Some(row) = row else {
-        for b in 0..nb {
-            q[b * TILE_BYTES + m * QK..][..QK].fill(0);
-            d[b * TILE_ROWS + m] = 0.0;
-        }
-        return;
+    assert!(q.len() == nb * TILE_BYTES && d.len() == nb * TILE_ROWS);
+    let bytes = match ty {
+        WeightType::Q8_0 => Q8_0_BYTES,
+        WeightType::Q4_0 => Q4_0_BYTES,
+        _ => panic!("not a Q8_0 / Q4_0 type: {ty:?}"),
     };
-    let (bytes, n) = quant_shape(ty, row);
-    assert_eq!(n, nb);
-    for (b, blk) in row.chunks_exact(bytes).enumerate() {
-        let dst = &mut q[b * TILE_BYTES + m * QK..][..QK];
-        if ty == WeightType::Q4_0 {
-            let (lo, hi) = dst.split_at_mut(QK / 2);
-            for ((l, h), &byte) in lo.iter_mut().zip(hi).zip(&blk[2..]) {
-                *l = (byte & 0x0f).wrapping_sub(8);
-                *h = (byte >> 4).wrapping_sub(8);
+    assert!(rows.iter().flatten().all(|r| r.len() == nb * bytes));
+    for (b, (tile, scales)) in q
+        .chunks_exact_mut(TILE_BYTES)
+        .zip(d.chunks_exact_mut(TILE_ROWS))
+        .enumerate()
+    {
+        for ((dst, scale), row) in tile.chunks_exact_mut(QK).zip(scales).zip(rows) {
+            let dst: &mut [u8; QK] = dst.try_into().unwrap();
+            let Some(row) = row else {
+                *dst = [0; QK];
+                *scale = 0.0;
+                continue;
+            };
+            let blk = &row[b * bytes..(b + 1) * bytes];
+            // Sixteen rows are read side by side: ask for their next lines early.
+            #[cfg(target_arch = "x86_64")]
+            if let Some(ahead) = row.get((b + PACK_PREFETCH_BLOCKS) * bytes) {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                // SAFETY: SSE is part of x86-64; a prefetch only hints the cache (the address
+                // is inside `row` anyway).
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead as *const u8 as *const i8) };
             }
-        } else {
-            dst.copy_from_slice(&blk[2..]);
+            if ty == WeightType::Q4_0 {
+                // Fixed-size arrays: the compiler turns this into a few vector operations.
+                let src: &[u8; QK / 2] = blk[2..].try_into().unwrap();
+                for j in 0..QK / 2 {
+                    dst[j] = (src[j] & 0x0f).wrapping_sub(8);
+                    dst[j + QK / 2] = (src[j] >> 4).wrapping_sub(8);
+                }
+            } else {
+                dst.copy_from_slice(&blk[2..]);
+            }
+            *scale = f16_at(blk, 0);
         }
-        d[b * TILE_ROWS + m] = f16_at(blk, 0);
     }
 }
 

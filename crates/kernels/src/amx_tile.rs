@@ -136,6 +136,9 @@ pub(crate) fn tile_q8(
     unsafe { tile_q8_amx(w.as_ptr(), wd.as_ptr(), a.as_ptr(), ad.as_ptr(), nb, acc) }
 }
 
+/// How many blocks ahead the weight tiles are prefetched.
+const PREFETCH_BLOCKS: usize = 4;
+
 /// C tiles are stored here (16 rows × 16 int32) for the epilogue.
 #[repr(C, align(64))]
 struct Sums([i32; TILE_ROWS * TILE_TOKENS]);
@@ -194,6 +197,13 @@ unsafe fn tile_q8_amx(
         product!(0, 2, 4, w, a);
         for b in 1..nb {
             let (wb, xb) = (w.add(b * TILE_BYTES), a.add(b * TILE_BYTES));
+            if b + PREFETCH_BLOCKS < nb {
+                // The weight tiles come from L2 (the activation tiles of a pass stay in L1).
+                let ahead = wb.add(PREFETCH_BLOCKS * TILE_BYTES);
+                for line in 0..TILE_BYTES / 64 {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.add(line * 64) as *const i8);
+                }
+            }
             if b & 1 == 1 {
                 product!(1, 3, 5, wb, xb);
                 store!(0, sp);

@@ -382,7 +382,7 @@ fn extreme_weights_do_not_saturate() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn amx_tile_kernel_matches_scalar_bitwise() {
-    use crate::amx::{pack_tile_row, tile_q8_scalar, TileAct};
+    use crate::amx::{pack_tile_group, tile_q8_scalar, TileAct};
     use crate::amx_tile::{tile_q8, TileScope, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
     let Some(Level::Avx512(k)) = Level::new(Isa::Amx) else {
         eprintln!("skip: AMX not available");
@@ -399,9 +399,8 @@ fn amx_tile_kernel_matches_scalar_bitwise() {
                 .map(|_| quant_row(&mut rng, ty, nb, false))
                 .collect();
             let (mut q, mut d) = (vec![7u8; nb * TILE_BYTES], vec![7f32; nb * TILE_ROWS]);
-            for m in 0..TILE_ROWS {
-                pack_tile_row(ty, raw.get(m).map(|r| &r[..]), m, &mut q, &mut d);
-            }
+            let rows = std::array::from_fn(|m| raw.get(m).map(|r| &r[..]));
+            pack_tile_group(ty, &rows, &mut q, &mut d);
             let x = acts(&mut rng, n_tokens * n_cols, false);
             let act = TileAct::new(Level::Scalar, &x, n_tokens, n_cols);
             let nat = ActQ8::new(
