@@ -28,10 +28,10 @@ use crate::par::{chunk_rows, for_each_row_chunk};
 use crate::scratch::{sized, with_panel};
 use crate::{WeightType, WeightView};
 
-/// Blocks per pass of the tile kernel: the activation tiles of one pass (16 tokens × this many
-/// blocks) stay in the L1 cache while every row group of a panel passes over them. Each pass
+/// Blocks per pass of the tile kernel: the activation tiles of one pass (32 tokens × this many
+/// blocks, 16 KiB) stay in the L1 cache while every row group of a panel passes over them. Each pass
 /// starts from the accumulators the last one left, so passes do not change the result.
-const PASS_BLOCKS: usize = 32;
+const PASS_BLOCKS: usize = 16;
 /// How many blocks ahead the panel packer prefetches each stored row.
 const PACK_PREFETCH_BLOCKS: usize = 8;
 /// Row groups of 16 in a panel, at most.
@@ -75,26 +75,36 @@ pub(crate) fn matmul_quant_amx(
                     pack_tile_group(ty, &rows, qg, dg);
                 }
                 let col0 = p0 - rows.start;
-                let mut accs = [[[0f32; TILE_TOKENS]; TILE_ROWS]; MAX_PANEL_GROUPS];
-                let acc = &mut accs[..n_groups];
-                for tg in 0..act.n_groups {
-                    acc.fill(Default::default());
+                // Token groups two at a time (the last one alone when their count is odd):
+                // both kernels give each (row, token) the same operations.
+                let mut accs = [[[[0f32; TILE_TOKENS]; TILE_ROWS]; 2]; MAX_PANEL_GROUPS];
+                let accs = &mut accs[..n_groups];
+                for tg in (0..act.n_groups).step_by(2) {
+                    let pair = tg + 1 < act.n_groups;
+                    accs.fill(Default::default());
                     for b0 in (0..nb).step_by(PASS_BLOCKS) {
                         let b1 = (b0 + PASS_BLOCKS).min(nb);
-                        let (aq, ad) = act.group(tg, b0..b1);
-                        for (g, acc) in acc.iter_mut().enumerate() {
+                        let (aq0, ad0) = act.group(tg, b0..b1);
+                        for (g, [acc0, acc1]) in accs.iter_mut().enumerate() {
                             let wq = &q[g * tile_q + b0 * TILE_BYTES..][..(b1 - b0) * TILE_BYTES];
                             let wd = &d[g * tile_d + b0 * TILE_ROWS..][..(b1 - b0) * TILE_ROWS];
-                            tile_q8(&scope, wq, wd, aq, ad, acc);
+                            if pair {
+                                let (aq1, ad1) = act.group(tg + 1, b0..b1);
+                                tile_q8(&scope, wq, wd, [aq0, aq1], [ad0, ad1], [acc0, acc1]);
+                            } else {
+                                tile_q8(&scope, wq, wd, [aq0], [ad0], [acc0]);
+                            }
                         }
                     }
-                    let nt = (n_tokens - tg * TILE_TOKENS).min(TILE_TOKENS);
-                    for (g, acc) in acc.iter().enumerate() {
+                    for (g, accs) in accs.iter().enumerate() {
                         let nr = (np - g * TILE_ROWS).min(TILE_ROWS);
-                        for t in 0..nt {
-                            let o = &mut oc.token(tg * TILE_TOKENS + t)[col0 + g * TILE_ROWS..];
-                            for (o, row) in o[..nr].iter_mut().zip(acc) {
-                                *o = row[t];
+                        for (i, acc) in accs.iter().enumerate().take(1 + pair as usize) {
+                            let t0 = (tg + i) * TILE_TOKENS;
+                            for t in 0..(n_tokens - t0).min(TILE_TOKENS) {
+                                let o = &mut oc.token(t0 + t)[col0 + g * TILE_ROWS..];
+                                for (o, row) in o[..nr].iter_mut().zip(acc) {
+                                    *o = row[t];
+                                }
                             }
                         }
                     }

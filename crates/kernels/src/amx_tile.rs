@@ -1,6 +1,6 @@
-//! The AMX int8 tile kernel of the Q8_0 / Q4_0 prefill (`amx.rs`): 16 weight rows × 16 tokens
-//! over a run of 32-value blocks, one tile product (`tdpbssd`) per block, the block's exact
-//! integer sums scaled and added in `f32` by an AVX-512 epilogue. Scalar twin:
+//! The AMX int8 tile kernel of the Q8_0 / Q4_0 prefill (`amx.rs`): 16 weight rows × one or two
+//! groups of 16 tokens over a run of 32-value blocks, one tile product (`tdpbssd`) per block and
+//! token group, the block's exact integer sums scaled and added in `f32` by an AVX-512 epilogue. Scalar twin:
 //! [`crate::amx::tile_q8_scalar`], same float operations in the same order (bitwise equal).
 //!
 //! Stable Rust has no AMX intrinsics, so the tile instructions are written with `asm!`. The tile
@@ -14,11 +14,12 @@
 //!   stride 32) or 8 rows of 64 bytes (activations, stride 64) from a 512-byte tile the caller
 //!   checked in bounds; each `tilestored` writes 16 rows of 64 bytes into a local buffer.
 //!
-//! Tile registers (`CONFIG`): `tmm0`, `tmm1` the block sums C (16 rows × 16 int32), `tmm2`, `tmm3`
-//! the weights A (16 rows × 32 int8), `tmm4`, `tmm5` the activations B (8 rows × 16 tokens × 4
-//! int8, the layout `tdpbssd` wants for its second operand). Blocks alternate between the sets
-//! (0, 2, 4) and (1, 3, 5) so that block `b + 1`'s product runs while block `b`'s sums go
-//! through the epilogue.
+//! Tile registers (`CONFIG`): `tmm0`..`tmm3` the block sums C (16 rows × 16 int32), `tmm4` the
+//! weights A (16 rows × 32 int8), `tmm5`, `tmm6` the activations B of the two token groups (8
+//! rows × 16 tokens × 4 int8, the layout `tdpbssd` wants for its second operand). Even blocks
+//! sum into `tmm0` / `tmm1`, odd ones into `tmm2` / `tmm3`, so that block `b + 1`'s products run
+//! while block `b`'s sums go through the epilogue. Two token groups per weight tile: the tile
+//! loads and stores, not the products, bound the tile unit, and the pair shares one weight load.
 
 use std::arch::asm;
 use std::arch::x86_64::*;
@@ -43,13 +44,14 @@ const fn tile_config() -> TileConfig {
     let mut c = [0u8; 64];
     c[0] = 1; // palette 1: 8 tiles of up to 16 rows × 64 bytes
               // (tile, rows, bytes per row)
-    let tiles: [(usize, u8, u16); 6] = [
-        (0, 16, 64), // C, even blocks
-        (1, 16, 64), // C, odd blocks
-        (2, 16, 32), // A (weights), even blocks
-        (3, 16, 32), // A, odd blocks
-        (4, 8, 64),  // B (activations), even blocks
-        (5, 8, 64),  // B, odd blocks
+    let tiles: [(usize, u8, u16); 7] = [
+        (0, 16, 64), // C, even blocks, first token group
+        (1, 16, 64), // C, even blocks, second token group
+        (2, 16, 64), // C, odd blocks, first token group
+        (3, 16, 64), // C, odd blocks, second token group
+        (4, 16, 32), // A (weights)
+        (5, 8, 64),  // B (activations), first token group
+        (6, 8, 64),  // B, second token group
     ];
     let mut i = 0;
     while i < tiles.len() {
@@ -105,56 +107,86 @@ impl Drop for TileScope {
     }
 }
 
-/// `acc[r][t] += Σ_b s[b][r][t] · (ad[b][t] · wd[b][r])` over the `nb` blocks of the slices, in
-/// block order, each step one fused multiply-add, where `s` is the exact integer sum of the 32
-/// products of block `b` of weight row `r` and token `t`.
+/// For each of the `G` (1 or 2) token groups `g`: `acc[g][r][t] += Σ_b s · (ad[g][b][t] ·
+/// wd[b][r])` over the `nb` blocks of the slices, in block order, each step one fused
+/// multiply-add, where `s` is the exact integer sum of the 32 products of block `b` of weight
+/// row `r` and token `t`. Each (row, token) sees the same operations whatever `G` is.
 ///
 /// - `w`: `nb` weight tiles, 16 rows × 32 int8 each (row-major, 512 bytes);
 /// - `wd`: `nb × 16` weight block scales;
-/// - `a`: `nb` activation tiles, `[k: 8][t: 16][4]` int8 (values `4k..4k+4` of the block);
-/// - `ad`: `nb × 16` activation block scales.
-pub(crate) fn tile_q8(
+/// - `a[g]`: `nb` activation tiles, `[k: 8][t: 16][4]` int8 (values `4k..4k+4` of the block);
+/// - `ad[g]`: `nb × 16` activation block scales.
+pub(crate) fn tile_q8<const G: usize>(
     _: &TileScope,
     w: &[u8],
     wd: &[f32],
-    a: &[u8],
-    ad: &[f32],
-    acc: &mut [[f32; TILE_TOKENS]; TILE_ROWS],
+    a: [&[u8]; G],
+    ad: [&[f32]; G],
+    acc: [&mut [[f32; TILE_TOKENS]; TILE_ROWS]; G],
 ) {
+    assert!(G == 1 || G == 2);
     let nb = wd.len() / TILE_ROWS;
-    assert!(
-        wd.len() == nb * TILE_ROWS
-            && ad.len() == nb * TILE_TOKENS
-            && w.len() == nb * TILE_BYTES
-            && a.len() == nb * TILE_BYTES
-    );
+    assert!(wd.len() == nb * TILE_ROWS && w.len() == nb * TILE_BYTES);
+    assert!(a.iter().all(|a| a.len() == nb * TILE_BYTES));
+    assert!(ad.iter().all(|d| d.len() == nb * TILE_TOKENS));
     if nb == 0 {
         return;
     }
     // SAFETY: the scope proves the tile configuration (and, through its token, AVX-512 for the
     // epilogue); every length is checked above.
-    unsafe { tile_q8_amx(w.as_ptr(), wd.as_ptr(), a.as_ptr(), ad.as_ptr(), nb, acc) }
+    unsafe {
+        tile_q8_amx::<G>(
+            w.as_ptr(),
+            wd.as_ptr(),
+            a.map(|a| a.as_ptr()),
+            ad.map(|d| d.as_ptr()),
+            nb,
+            acc,
+        )
+    }
 }
 
 /// How many blocks ahead the weight tiles are prefetched.
 const PREFETCH_BLOCKS: usize = 4;
 
-/// C tiles are stored here (16 rows × 16 int32) for the epilogue.
+/// C tiles are stored here (per token group, 16 rows × 16 int32) for the epilogue.
 #[repr(C, align(64))]
-struct Sums([i32; TILE_ROWS * TILE_TOKENS]);
+struct Sums([[i32; TILE_ROWS * TILE_TOKENS]; 2]);
 
-/// Block product into the tile set (`$c`, `$a`, `$b`): zero C, load A from `$w` (stride 32) and
-/// B from `$x` (stride 64), C += A · B with signed bytes on both sides.
-macro_rules! product {
-    ($c:literal, $a:literal, $b:literal, $w:expr, $x:expr) => {
+/// Block product of one token group into C tile `$c`: zero it, load A from `$w` (stride 32)
+/// and B from `$x` (stride 64) into `tmm4` and `tmm5`, C += A · B with signed bytes on both sides.
+macro_rules! product1 {
+    ($c:literal, $w:expr, $x:expr) => {
         asm!(
             concat!("tilezero tmm", $c),
-            concat!("tileloadd tmm", $a, ", [{w} + {sw}*1]"),
-            concat!("tileloadd tmm", $b, ", [{x} + {sx}*1]"),
-            concat!("tdpbssd tmm", $c, ", tmm", $a, ", tmm", $b),
+            "tileloadd tmm4, [{w} + {sw}*1]",
+            "tileloadd tmm5, [{x} + {sx}*1]",
+            concat!("tdpbssd tmm", $c, ", tmm4, tmm5"),
             w = in(reg) $w,
             sw = in(reg) 32usize,
             x = in(reg) $x,
+            sx = in(reg) 64usize,
+            options(nostack, readonly, preserves_flags)
+        )
+    };
+}
+
+/// Block products of two token groups (B from `$x0`, `$x1` into `tmm5`, `tmm6`) with one weight
+/// tile, into C tiles `$c0`, `$c1`.
+macro_rules! product2 {
+    ($c0:literal, $c1:literal, $w:expr, $x0:expr, $x1:expr) => {
+        asm!(
+            concat!("tilezero tmm", $c0),
+            concat!("tilezero tmm", $c1),
+            "tileloadd tmm4, [{w} + {sw}*1]",
+            "tileloadd tmm5, [{x0} + {sx}*1]",
+            "tileloadd tmm6, [{x1} + {sx}*1]",
+            concat!("tdpbssd tmm", $c0, ", tmm4, tmm5"),
+            concat!("tdpbssd tmm", $c1, ", tmm4, tmm6"),
+            w = in(reg) $w,
+            sw = in(reg) 32usize,
+            x0 = in(reg) $x0,
+            x1 = in(reg) $x1,
             sx = in(reg) 64usize,
             options(nostack, readonly, preserves_flags)
         )
@@ -174,56 +206,98 @@ macro_rules! store {
 }
 
 /// # Safety
-/// This thread's tile configuration is [`CONFIG`]; AVX-512 F available; `w` and `a` hold `nb`
-/// tiles of 512 bytes, `wd` and `ad` `nb × 16` scales; `nb > 0`.
+/// This thread's tile configuration is [`CONFIG`]; AVX-512 F available; `G` is 1 or 2; `w` and
+/// each `a[g]` hold `nb` tiles of 512 bytes, `wd` and each `ad[g]` `nb × 16` scales; `nb > 0`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn tile_q8_amx(
+unsafe fn tile_q8_amx<const G: usize>(
     w: *const u8,
     wd: *const f32,
-    a: *const u8,
-    ad: *const f32,
+    a: [*const u8; G],
+    ad: [*const f32; G],
     nb: usize,
-    acc: &mut [[f32; TILE_TOKENS]; TILE_ROWS],
+    acc: [&mut [[f32; TILE_TOKENS]; TILE_ROWS]; G],
 ) {
-    let mut sums = Sums([0; TILE_ROWS * TILE_TOKENS]);
-    let sp = sums.0.as_mut_ptr();
-    let mut av = [_mm512_setzero_ps(); TILE_ROWS];
-    for (v, row) in av.iter_mut().zip(acc.iter()) {
-        // SAFETY: each row of acc holds 16 values.
-        *v = unsafe { _mm512_loadu_ps(row.as_ptr()) };
+    let mut sums = Sums([[0; TILE_ROWS * TILE_TOKENS]; 2]);
+    let sp = [sums.0[0].as_mut_ptr(), sums.0[1].as_mut_ptr()];
+    let mut av = [[_mm512_setzero_ps(); TILE_ROWS]; G];
+    for (avg, accg) in av.iter_mut().zip(acc.iter()) {
+        for (v, row) in avg.iter_mut().zip(accg.iter()) {
+            // SAFETY: each row of acc holds 16 values.
+            *v = unsafe { _mm512_loadu_ps(row.as_ptr()) };
+        }
     }
-    // SAFETY: tile b of `w` and `a` lies at b · 512 < nb · 512; the tile configuration is loaded.
+    // SAFETY (all four): blocks 0..nb are in bounds, as the caller promises.
+    unsafe { product::<G>(w, a, nb, 0) };
+    for b in 1..nb {
+        unsafe { product::<G>(w, a, nb, b) };
+        unsafe { finish::<G>(&mut av, sp, wd, ad, b - 1) };
+    }
+    unsafe { finish::<G>(&mut av, sp, wd, ad, nb - 1) };
+    for (avg, accg) in av.iter().zip(acc) {
+        for (v, row) in avg.iter().zip(accg.iter_mut()) {
+            // SAFETY: each row of acc holds 16 values.
+            unsafe { _mm512_storeu_ps(row.as_mut_ptr(), *v) };
+        }
+    }
+}
+/// Block `b`'s products into the C tiles of its parity.
+///
+/// # Safety
+/// As [`tile_q8_amx`], and `b < nb`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
+unsafe fn product<const G: usize>(w: *const u8, a: [*const u8; G], nb: usize, b: usize) {
+    // SAFETY: tile b < nb of `w` and of each `a[g]` is in bounds; the configuration is loaded;
+    // `G` is 1 or 2.
     unsafe {
-        product!(0, 2, 4, w, a);
-        for b in 1..nb {
-            let (wb, xb) = (w.add(b * TILE_BYTES), a.add(b * TILE_BYTES));
-            if b + PREFETCH_BLOCKS < nb {
-                // The weight tiles come from L2 (the activation tiles of a pass stay in L1).
-                let ahead = wb.add(PREFETCH_BLOCKS * TILE_BYTES);
-                for line in 0..TILE_BYTES / 64 {
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.add(line * 64) as *const i8);
-                }
+        let wb = w.add(b * TILE_BYTES);
+        if b + PREFETCH_BLOCKS < nb {
+            // The weight tiles come from L2 (the activation tiles of a pass stay in L1).
+            let ahead = wb.add(PREFETCH_BLOCKS * TILE_BYTES);
+            for line in 0..TILE_BYTES / 64 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.add(line * 64) as *const i8);
             }
-            if b & 1 == 1 {
-                product!(1, 3, 5, wb, xb);
-                store!(0, sp);
-            } else {
-                product!(0, 2, 4, wb, xb);
-                store!(1, sp);
-            }
-            epilogue(&mut av, sp, wd, ad, b - 1);
         }
-        if (nb - 1) & 1 == 0 {
-            store!(0, sp);
-        } else {
-            store!(1, sp);
+        let x0 = a[0].add(b * TILE_BYTES);
+        match (G, b & 1) {
+            (1, 0) => product1!(0, wb, x0),
+            (1, _) => product1!(2, wb, x0),
+            (_, 0) => product2!(0, 1, wb, x0, a[G - 1].add(b * TILE_BYTES)),
+            _ => product2!(2, 3, wb, x0, a[G - 1].add(b * TILE_BYTES)),
         }
     }
-    // SAFETY: block nb − 1 is in bounds; `sums` holds its sums.
-    unsafe { epilogue(&mut av, sp, wd, ad, nb - 1) };
-    for (v, row) in av.iter().zip(acc.iter_mut()) {
-        // SAFETY: each row of acc holds 16 values.
-        unsafe { _mm512_storeu_ps(row.as_mut_ptr(), *v) };
+}
+
+/// Block `b`'s sums out of the C tiles of its parity and into the accumulators.
+///
+/// # Safety
+/// As [`tile_q8_amx`], `b < nb`, block `b`'s products issued; `sums` are two 1024-byte buffers.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
+unsafe fn finish<const G: usize>(
+    av: &mut [[__m512; TILE_ROWS]; G],
+    sums: [*mut i32; 2],
+    wd: *const f32,
+    ad: [*const f32; G],
+    b: usize,
+) {
+    // SAFETY: as the caller promises.
+    unsafe {
+        match (G, b & 1) {
+            (1, 0) => store!(0, sums[0]),
+            (1, _) => store!(2, sums[0]),
+            (_, 0) => {
+                store!(0, sums[0]);
+                store!(1, sums[1]);
+            }
+            _ => {
+                store!(2, sums[0]);
+                store!(3, sums[1]);
+            }
+        }
+        for g in 0..G {
+            epilogue(&mut av[g], sums[g], wd, ad[g], b);
+        }
     }
 }
 

@@ -403,6 +403,12 @@ fn amx_tile_kernel_matches_scalar_bitwise() {
             pack_tile_group(ty, &rows, &mut q, &mut d);
             let x = acts(&mut rng, n_tokens * n_cols, false);
             let act = TileAct::new(Level::Scalar, &x, n_tokens, n_cols);
+            let other = TileAct::new(
+                Level::Scalar,
+                &acts(&mut rng, 16 * n_cols, false),
+                16,
+                n_cols,
+            );
             let nat = ActQ8::new(
                 Level::Scalar,
                 &x,
@@ -416,8 +422,16 @@ fn amx_tile_kernel_matches_scalar_bitwise() {
                 std::array::from_fn(|_| std::array::from_fn(|_| rng.f32()));
             for init in [[[0f32; TILE_TOKENS]; TILE_ROWS], start] {
                 let (mut got, mut want) = (init, init);
-                tile_q8(&scope, &q, &d, aq, ad, &mut got);
+                tile_q8(&scope, &q, &d, [aq], [ad], [&mut got]);
                 tile_q8_scalar(&q, &d, aq, ad, &mut want);
+                // Two token groups at once (the second one other tokens) give the same bits.
+                let (mut p0, mut p1, mut want1) = (init, init, init);
+                let (aq1, ad1) = other.group(0, 0..nb);
+                tile_q8(&scope, &q, &d, [aq, aq1], [ad, ad1], [&mut p0, &mut p1]);
+                tile_q8_scalar(&q, &d, aq1, ad1, &mut want1);
+                let bits = |m: &[[f32; TILE_TOKENS]; TILE_ROWS]| m.map(|r| r.map(f32::to_bits));
+                assert_eq!(bits(&p0), bits(&want), "{ty:?} nb={nb}: first of a pair");
+                assert_eq!(bits(&p1), bits(&want1), "{ty:?} nb={nb}: second of a pair");
                 for r in 0..TILE_ROWS {
                     for t in 0..TILE_TOKENS {
                         let what = format!("{ty:?} nb={nb} row {r} token {t}");
