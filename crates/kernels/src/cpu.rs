@@ -1,12 +1,14 @@
 //! Which SIMD instruction sets the matmul kernels may use on this CPU, detected once.
 //!
 //! [`detected`] is what the hardware offers; [`isa`] is what the kernels use: the detected level,
-//! lowered by the environment variable `HERD_ISA=scalar|avx2|avx512` when it names a lower one
-//! (for tests and comparisons; a higher or unknown value is ignored).
+//! lowered by the environment variable `HERD_ISA=scalar|avx2|avx512|amx` when it names a lower one
+//! (for tests and comparisons; a higher or unknown value is ignored). `HERD_ISA=avx512` keeps the
+//! AVX-512 VNNI kernels and turns the AMX ones off.
 //!
-//! The SIMD kernels take a proof token ([`Avx2`], [`Avx512`]) that only this module constructs,
-//! and only after the features were detected: holding a token is what makes calling a
-//! `#[target_feature]` function sound.
+//! The SIMD kernels take a proof token ([`Avx2`], [`Avx512`], [`Amx`]) that only this module
+//! constructs, and only after the features were detected (for AMX: and the operating system
+//! granted this process the tile state): holding a token is what makes calling a
+//! `#[target_feature]` function, or executing the tile instructions, sound.
 
 use std::sync::OnceLock;
 
@@ -21,11 +23,17 @@ pub enum Isa {
     /// x86-64 AVX-512 F/BW/VL/VNNI on top of [`Isa::Avx2`] (Ice Lake, Sapphire Rapids, Zen 4 and
     /// later). AVX-512 CPUs without VNNI (Skylake-SP) run at [`Isa::Avx2`].
     Avx512,
+    /// AMX tiles with int8 products (AMX-TILE + AMX-INT8, Sapphire Rapids and later) on top of
+    /// [`Isa::Avx512`], for the prefill of Q8_0 / Q4_0 weights; everything else runs the
+    /// [`Isa::Avx512`] kernels. Needs the operating system's consent (on Linux, `arch_prctl`
+    /// `ARCH_REQ_XCOMP_PERM`, asked once per process); without it the CPU runs at
+    /// [`Isa::Avx512`].
+    Amx,
 }
 
 impl Isa {
     /// Every level, lowest first.
-    pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Avx512];
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Amx];
 
     /// The lowercase name `HERD_ISA` accepts.
     pub fn name(self) -> &'static str {
@@ -33,6 +41,7 @@ impl Isa {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
+            Isa::Amx => "amx",
         }
     }
 
@@ -43,7 +52,8 @@ impl Isa {
             .find(|isa| isa.name().eq_ignore_ascii_case(name.trim()))
     }
 
-    /// Whether this CPU can run kernels of this level.
+    /// Whether this CPU (and, for [`Isa::Amx`], the operating system) can run kernels of this
+    /// level.
     pub fn is_supported(self) -> bool {
         self <= detected()
     }
@@ -85,10 +95,65 @@ fn detect() -> Isa {
         && is_x86_feature_detected!("avx512vl")
         && is_x86_feature_detected!("avx512vnni");
     match (avx2, avx512) {
+        (true, true) if amx_usable() => Isa::Amx,
         (true, true) => Isa::Avx512,
         (true, false) => Isa::Avx2,
         _ => Isa::Scalar,
     }
+}
+
+/// Whether the CPU has AMX-TILE and AMX-INT8, the operating system saves the tile state
+/// (XCR0 bits 17 and 18) and, on Linux, grants it to this process.
+#[cfg(target_arch = "x86_64")]
+fn amx_usable() -> bool {
+    use std::arch::x86_64::__cpuid_count;
+    // Leaf 7 is only read when leaf 0 reports it.
+    if __cpuid_count(0, 0).eax < 7 {
+        return false;
+    }
+    let (leaf1_ecx, leaf7_edx) = (__cpuid_count(1, 0).ecx, __cpuid_count(7, 0).edx);
+    const OSXSAVE: u32 = 1 << 27; // leaf 1 ECX
+    const AMX_TILE: u32 = 1 << 24; // leaf 7 EDX
+    const AMX_INT8: u32 = 1 << 25; // leaf 7 EDX
+    if leaf1_ecx & OSXSAVE == 0 || leaf7_edx & (AMX_TILE | AMX_INT8) != AMX_TILE | AMX_INT8 {
+        return false;
+    }
+    const XTILE_BITS: u64 = (1 << 17) | (1 << 18); // XTILECFG, XTILEDATA
+    let (lo, hi): (u32, u32);
+    // SAFETY: XGETBV with ECX = 0 is valid when OSXSAVE is set (checked above); it reads XCR0.
+    unsafe {
+        std::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi,
+            options(nomem, nostack, preserves_flags));
+    }
+    let xcr0 = (hi as u64) << 32 | lo as u64;
+    xcr0 & XTILE_BITS == XTILE_BITS && request_tile_permission()
+}
+
+/// Asks Linux for the tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`);
+/// the grant is for the whole process and is asked once (through [`detected`]).
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn request_tile_permission() -> bool {
+    const SYS_ARCH_PRCTL: i64 = 158;
+    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+    const XFEATURE_XTILEDATA: i64 = 18;
+    let ret: i64;
+    // SAFETY: a raw system call that only changes which register state the kernel lets this
+    // process use; it reads and writes no memory of ours. `syscall` clobbers RCX and R11.
+    unsafe {
+        std::arch::asm!("syscall",
+            inlateout("rax") SYS_ARCH_PRCTL => ret,
+            in("rdi") ARCH_REQ_XCOMP_PERM,
+            in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _, lateout("r11") _,
+            options(nostack));
+    }
+    ret == 0
+}
+
+/// Other systems: tile state not requested, AMX not used.
+#[cfg(all(target_arch = "x86_64", not(target_os = "linux")))]
+fn request_tile_permission() -> bool {
+    false
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -101,16 +166,35 @@ fn detect() -> Isa {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Avx2(());
 
-/// Proof that everything of [`Isa::Avx512`] (and so of [`Isa::Avx2`]) is available.
+/// Proof that everything of [`Isa::Avx512`] (and so of [`Isa::Avx2`]) is available, and, at
+/// [`Isa::Amx`], the AMX token.
 #[cfg(target_arch = "x86_64")]
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Avx512(());
+pub(crate) struct Avx512(Option<Amx>);
 
 #[cfg(target_arch = "x86_64")]
 impl Avx512 {
     /// The AVX2 token this level implies.
     pub(crate) fn avx2(self) -> Avx2 {
         Avx2(())
+    }
+    /// The AMX token, when the chosen level is [`Isa::Amx`].
+    pub(crate) fn amx(self) -> Option<Amx> {
+        self.0
+    }
+}
+
+/// Proof that everything of [`Isa::Amx`] is available: AMX-TILE and AMX-INT8 present, the tile
+/// state granted to this process, and everything of [`Isa::Avx512`].
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Amx(());
+
+#[cfg(target_arch = "x86_64")]
+impl Amx {
+    /// The AVX-512 token this level implies (for the epilogues of the tile kernels).
+    pub(crate) fn avx512(self) -> Avx512 {
+        Avx512(Some(self))
     }
 }
 
@@ -135,7 +219,9 @@ impl Level {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => Level::Avx2(Avx2(())),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => Level::Avx512(Avx512(())),
+            Isa::Avx512 => Level::Avx512(Avx512(None)),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Amx => Level::Avx512(Avx512(Some(Amx(())))),
             // Unreachable: `is_supported` is false for SIMD levels off x86-64.
             #[cfg(not(target_arch = "x86_64"))]
             _ => Level::Scalar,
@@ -154,7 +240,7 @@ mod tests {
         }
         assert_eq!(Isa::from_name(" AVX2 "), Some(Isa::Avx2));
         assert_eq!(Isa::from_name("sse"), None);
-        assert!(Isa::Scalar < Isa::Avx2 && Isa::Avx2 < Isa::Avx512);
+        assert!(Isa::Scalar < Isa::Avx2 && Isa::Avx2 < Isa::Avx512 && Isa::Avx512 < Isa::Amx);
     }
 
     #[test]

@@ -374,3 +374,130 @@ fn extreme_weights_do_not_saturate() {
         }
     }
 }
+
+/// The AMX tile kernel against its scalar twin, bitwise (same integer sums, same float
+/// operations in the same order), on rows packed from random Q8_0 / Q4_0 rows (padding rows
+/// included) and random activations; and the twin against the exact dot product within
+/// [`SUM_ORDER_TOL_PER_TERM`].
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn amx_tile_kernel_matches_scalar_bitwise() {
+    use crate::amx::{pack_tile_group, tile_q8_scalar, TileAct};
+    use crate::amx_tile::{tile_q8, TileScope, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
+    let Some(Level::Avx512(k)) = Level::new(Isa::Amx) else {
+        eprintln!("skip: AMX not available");
+        return;
+    };
+    let amx = k.amx().expect("the AMX level carries its token");
+    let mut rng = Rng(0x3f84d5b5b5470917);
+    let scope = TileScope::new(amx);
+    for ty in [WeightType::Q8_0, WeightType::Q4_0] {
+        for (nb, n_rows, n_tokens) in [(1, 16, 16), (2, 5, 3), (3, 16, 1), (7, 11, 16), (64, 16, 9)]
+        {
+            let n_cols = nb * 32;
+            let raw: Vec<Vec<u8>> = (0..n_rows)
+                .map(|_| quant_row(&mut rng, ty, nb, false))
+                .collect();
+            let (mut q, mut d) = (vec![7u8; nb * TILE_BYTES], vec![7f32; nb * TILE_ROWS]);
+            let rows = std::array::from_fn(|m| raw.get(m).map(|r| &r[..]));
+            pack_tile_group(ty, &rows, &mut q, &mut d);
+            let x = acts(&mut rng, n_tokens * n_cols, false);
+            let act = TileAct::new(Level::Scalar, &x, n_tokens, n_cols);
+            let other = TileAct::new(
+                Level::Scalar,
+                &acts(&mut rng, 16 * n_cols, false),
+                16,
+                n_cols,
+            );
+            let nat = ActQ8::new(
+                Level::Scalar,
+                &x,
+                n_tokens,
+                n_cols,
+                ActLayout::Natural,
+                None,
+            );
+            let (aq, ad) = act.group(0, 0..nb);
+            let start: [[f32; TILE_TOKENS]; TILE_ROWS] =
+                std::array::from_fn(|_| std::array::from_fn(|_| rng.f32()));
+            for init in [[[0f32; TILE_TOKENS]; TILE_ROWS], start] {
+                let (mut got, mut want) = (init, init);
+                tile_q8(&scope, &q, &d, [aq], [ad], [&mut got]);
+                tile_q8_scalar(&q, &d, aq, ad, &mut want);
+                // Two token groups at once (the second one other tokens) give the same bits.
+                let (mut p0, mut p1, mut want1) = (init, init, init);
+                let (aq1, ad1) = other.group(0, 0..nb);
+                tile_q8(&scope, &q, &d, [aq, aq1], [ad, ad1], [&mut p0, &mut p1]);
+                tile_q8_scalar(&q, &d, aq1, ad1, &mut want1);
+                let bits = |m: &[[f32; TILE_TOKENS]; TILE_ROWS]| m.map(|r| r.map(f32::to_bits));
+                assert_eq!(bits(&p0), bits(&want), "{ty:?} nb={nb}: first of a pair");
+                assert_eq!(bits(&p1), bits(&want1), "{ty:?} nb={nb}: second of a pair");
+                for r in 0..TILE_ROWS {
+                    for t in 0..TILE_TOKENS {
+                        let what = format!("{ty:?} nb={nb} row {r} token {t}");
+                        assert_eq!(got[r][t].to_bits(), want[r][t].to_bits(), "{what}");
+                        if r >= n_rows || t >= n_tokens {
+                            assert_eq!(got[r][t], init[r][t], "{what}: padding");
+                        } else if init == [[0f32; TILE_TOKENS]; TILE_ROWS] {
+                            let (exact, abs) = decoded_dot(ty, &raw[r], nat.qs(t), nat.d(t));
+                            assert!(close(want[r][t], exact as f32, n_cols, abs), "{what}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// At the AMX level, a token's outputs do not depend on the other tokens of the call: each
+/// token of a batch gives bitwise the same outputs alone with a neighbour, at either position.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn amx_results_do_not_depend_on_the_batch() {
+    if !Isa::Amx.is_supported() {
+        eprintln!("skip: AMX not available");
+        return;
+    }
+    let mut rng = Rng(0x9216d5d98979fb1b);
+    for ty in [WeightType::Q8_0, WeightType::Q4_0] {
+        let (n_rows, nb, n_tokens) = (37, 40, 35);
+        let n_cols = nb * 32;
+        let bytes: Vec<u8> = (0..n_rows)
+            .flat_map(|_| quant_row(&mut rng, ty, nb, false))
+            .collect();
+        let w = crate::WeightView {
+            ty,
+            n_rows,
+            n_cols,
+            bytes: &bytes,
+        };
+        let x = acts(&mut rng, n_tokens * n_cols, false);
+        let mut all = vec![0f32; n_tokens * n_rows];
+        crate::matmul_with(Isa::Amx, &w, &x, n_tokens, &mut all);
+        let other = acts(&mut rng, n_cols, false);
+        for t in [0, 1, 15, 16, 17, 34] {
+            let xt = &x[t * n_cols..(t + 1) * n_cols];
+            let want = &all[t * n_rows..(t + 1) * n_rows];
+            for first in [true, false] {
+                let pair: Vec<f32> = if first {
+                    xt.iter().chain(&other).copied().collect()
+                } else {
+                    other.iter().chain(xt).copied().collect()
+                };
+                let mut got = vec![0f32; 2 * n_rows];
+                crate::matmul_with(Isa::Amx, &w, &pair, 2, &mut got);
+                let got = if first {
+                    &got[..n_rows]
+                } else {
+                    &got[n_rows..]
+                };
+                assert!(
+                    got.iter()
+                        .zip(want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{ty:?} token {t} first={first}"
+                );
+            }
+        }
+    }
+}

@@ -5,7 +5,7 @@
 //! It must never know about files, models or requests: inputs are slices and a [`WeightView`]
 //! (bytes + type + shape), outputs are `f32` slices.
 //!
-//! [`matmul`] runs SIMD kernels (AVX2, AVX-512 VNNI) chosen at run time by [`isa`], each with a
+//! [`matmul`] runs SIMD kernels (AVX2, AVX-512 VNNI, AMX int8 tiles) chosen at run time by [`isa`], each with a
 //! scalar twin; the plain path ([`matmul_reference`]: dequantize a row, dot in `f32`) is their
 //! test oracle and the fallback for weight types without kernels of their own. `unsafe` code
 //! (SIMD intrinsics, disjoint output writes) lives in this crate only.
@@ -13,6 +13,10 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod act_q8;
+#[cfg(target_arch = "x86_64")]
+mod amx;
+#[cfg(target_arch = "x86_64")]
+mod amx_tile;
 #[cfg(target_arch = "x86_64")]
 mod avx2_act;
 #[cfg(target_arch = "x86_64")]

@@ -54,6 +54,14 @@ fn quant_rows(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &mu
 fn quant_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
     let (n_rows, n_cols, ty) = (w.n_rows, w.n_cols, w.ty);
     let work_per_row = ty.row_bytes(n_cols) * n_tokens;
+    // At the AMX level, Q8_0 / Q4_0 tiles are int8 tile products (`amx.rs`).
+    #[cfg(target_arch = "x86_64")]
+    if let Some(amx) = match level {
+        Level::Avx512(k) => k.amx(),
+        _ => None,
+    } {
+        return crate::amx::matmul_quant_amx(amx, w, x, n_tokens, out);
+    }
     let act = ActQ8::new(level, x, n_tokens, n_cols, ActLayout::Interleaved, None);
     let ng = n_groups(n_cols);
     let (q_row, d_row) = (ng * GROUP_BYTES, ng * GROUP_BLOCKS);

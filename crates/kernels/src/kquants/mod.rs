@@ -142,7 +142,8 @@ impl KQuantPath {
 /// The implementation this CPU gets (the level of [`crate::isa`]).
 pub fn kquant_path() -> KQuantPath {
     match crate::isa() {
-        Isa::Avx512 => KQuantPath::Avx512,
+        // K-quants have no AMX kernels: the AMX level runs their AVX-512 ones.
+        Isa::Amx | Isa::Avx512 => KQuantPath::Avx512,
         Isa::Avx2 => KQuantPath::Avx2,
         Isa::Scalar => KQuantPath::Scalar,
     }

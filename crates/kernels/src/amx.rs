@@ -1,0 +1,274 @@
+//! Prefill of Q8_0 / Q4_0 weights on AMX int8 tiles (`amx_tile.rs`): the tile implementation of
+//! the several-tokens path when the level is [`crate::Isa::Amx`].
+//!
+//! - Activations are quantized to Q8_0 blocks exactly as on the other paths (`act_q8.rs`), then
+//!   laid out once per call as the second operand of `tdpbssd`: per group of 16 tokens (the last
+//!   padded with zero tokens) and block, 8 rows of `[16 tokens][4 values]` ([`TileAct`]).
+//! - Each thread rewrites its weight rows a panel at a time, per call, into its scratch buffers:
+//!   per 16 rows (the last group padded with zero rows) and block, the 16 rows' 32 values as
+//!   signed bytes (Q4_0 nibbles minus 8) — a 512-byte tile — and the 16 block scales as `f32`.
+//! - Per (16 rows, 16 tokens) the tile kernel sums each block exactly in int32 and adds
+//!   `sum · (d_a · d_w)` to an `f32` accumulator, block after block, with one fused
+//!   multiply-add: `out[t, r]` depends on row `r` and token `t` only, never on which or how many
+//!   other tokens share the call (padding tokens and rows are never read back).
+//!
+//! Throughput: one 16 × 16 × 32 tile product per block keeps the tile unit half busy (it takes 64
+//! bytes of depth per row); the `f32` epilogue (3 vector operations per 16 outputs per block) is
+//! the other bound. The kernel is used for every token count from 2: a per-count choice would
+//! make results depend on the batch.
+
+use rayon::prelude::*;
+
+use crate::act_q8::{ActLayout, ActQ8, QK};
+use crate::amx_tile::{tile_q8, TileScope, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
+use crate::cpu::{Amx, Level};
+use crate::dot_scalar::{f16_at, Q4_0_BYTES, Q8_0_BYTES};
+use crate::matmul::{MIN_TASK_BYTES, PANEL_BYTES};
+use crate::par::{chunk_rows, for_each_row_chunk};
+use crate::scratch::{sized, with_panel};
+use crate::{WeightType, WeightView};
+
+/// Blocks per pass of the tile kernel: the activation tiles of one pass (32 tokens × this many
+/// blocks, 16 KiB) stay in the L1 cache while every row group of a panel passes over them. Each pass
+/// starts from the accumulators the last one left, so passes do not change the result.
+const PASS_BLOCKS: usize = 16;
+/// How many blocks ahead the panel packer prefetches each stored row.
+const PACK_PREFETCH_BLOCKS: usize = 8;
+/// Row groups of 16 in a panel, at most.
+const MAX_PANEL_GROUPS: usize = 16;
+
+/// `out = x · wᵀ` for Q8_0 / Q4_0 weights and several tokens; shapes already checked.
+pub(crate) fn matmul_quant_amx(
+    amx: Amx,
+    w: &WeightView,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    let (n_rows, n_cols, ty) = (w.n_rows, w.n_cols, w.ty);
+    let nb = n_cols / QK;
+    let act = TileAct::new(Level::Avx512(amx.avx512()), x, n_tokens, n_cols);
+    let work_per_row = ty.row_bytes(n_cols) * n_tokens;
+    let chunk = chunk_rows(n_rows, TILE_ROWS, MIN_TASK_BYTES.div_ceil(work_per_row));
+    let panel_rows = (PANEL_BYTES / (nb * QK)).clamp(TILE_ROWS, MAX_PANEL_GROUPS * TILE_ROWS)
+        / TILE_ROWS
+        * TILE_ROWS;
+    let (tile_q, tile_d) = (nb * TILE_BYTES, nb * TILE_ROWS);
+    for_each_row_chunk(out, n_rows, n_tokens, chunk, |mut oc| {
+        let rows = oc.rows();
+        let scope = TileScope::new(amx);
+        with_panel(|p| {
+            for p0 in rows.clone().step_by(panel_rows) {
+                let np = panel_rows.min(rows.end - p0);
+                let n_groups = np.div_ceil(TILE_ROWS);
+                let q = sized(&mut p.q, n_groups * tile_q);
+                let d = sized(&mut p.d, n_groups * tile_d);
+                for (g, (qg, dg)) in q
+                    .chunks_exact_mut(tile_q)
+                    .zip(d.chunks_exact_mut(tile_d))
+                    .enumerate()
+                {
+                    let rows = std::array::from_fn(|m| {
+                        let r = p0 + g * TILE_ROWS + m;
+                        (r < p0 + np).then(|| w.row(r))
+                    });
+                    pack_tile_group(ty, &rows, qg, dg);
+                }
+                let col0 = p0 - rows.start;
+                // Token groups two at a time (the last one alone when their count is odd):
+                // both kernels give each (row, token) the same operations.
+                let mut accs = [[[[0f32; TILE_TOKENS]; TILE_ROWS]; 2]; MAX_PANEL_GROUPS];
+                let accs = &mut accs[..n_groups];
+                for tg in (0..act.n_groups).step_by(2) {
+                    let pair = tg + 1 < act.n_groups;
+                    accs.fill(Default::default());
+                    for b0 in (0..nb).step_by(PASS_BLOCKS) {
+                        let b1 = (b0 + PASS_BLOCKS).min(nb);
+                        let (aq0, ad0) = act.group(tg, b0..b1);
+                        for (g, [acc0, acc1]) in accs.iter_mut().enumerate() {
+                            let wq = &q[g * tile_q + b0 * TILE_BYTES..][..(b1 - b0) * TILE_BYTES];
+                            let wd = &d[g * tile_d + b0 * TILE_ROWS..][..(b1 - b0) * TILE_ROWS];
+                            if pair {
+                                let (aq1, ad1) = act.group(tg + 1, b0..b1);
+                                tile_q8(&scope, wq, wd, [aq0, aq1], [ad0, ad1], [acc0, acc1]);
+                            } else {
+                                tile_q8(&scope, wq, wd, [aq0], [ad0], [acc0]);
+                            }
+                        }
+                    }
+                    for (g, accs) in accs.iter().enumerate() {
+                        let nr = (np - g * TILE_ROWS).min(TILE_ROWS);
+                        for (i, acc) in accs.iter().enumerate().take(1 + pair as usize) {
+                            let t0 = (tg + i) * TILE_TOKENS;
+                            for t in 0..(n_tokens - t0).min(TILE_TOKENS) {
+                                let o = &mut oc.token(t0 + t)[col0 + g * TILE_ROWS..];
+                                for (o, row) in o[..nr].iter_mut().zip(acc) {
+                                    *o = row[t];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        drop(scope);
+    });
+}
+
+/// Packs a row group: the stored rows' values as signed bytes into `q` (`nb` tiles of 16 rows ×
+/// 32 bytes, written one tile after the other) and their block scales into `d` (`nb × 16`);
+/// zeros for padding rows (`None`).
+pub(crate) fn pack_tile_group(
+    ty: WeightType,
+    rows: &[Option<&[u8]>; TILE_ROWS],
+    q: &mut [u8],
+    d: &mut [f32],
+) {
+    let nb = d.len() / TILE_ROWS;
+    assert!(q.len() == nb * TILE_BYTES && d.len() == nb * TILE_ROWS);
+    let bytes = match ty {
+        WeightType::Q8_0 => Q8_0_BYTES,
+        WeightType::Q4_0 => Q4_0_BYTES,
+        _ => panic!("not a Q8_0 / Q4_0 type: {ty:?}"),
+    };
+    assert!(rows.iter().flatten().all(|r| r.len() == nb * bytes));
+    for (b, (tile, scales)) in q
+        .chunks_exact_mut(TILE_BYTES)
+        .zip(d.chunks_exact_mut(TILE_ROWS))
+        .enumerate()
+    {
+        for ((dst, scale), row) in tile.chunks_exact_mut(QK).zip(scales).zip(rows) {
+            let dst: &mut [u8; QK] = dst.try_into().unwrap();
+            let Some(row) = row else {
+                *dst = [0; QK];
+                *scale = 0.0;
+                continue;
+            };
+            let blk = &row[b * bytes..(b + 1) * bytes];
+            // Sixteen rows are read side by side: ask for their next lines early.
+            #[cfg(target_arch = "x86_64")]
+            if let Some(ahead) = row.get((b + PACK_PREFETCH_BLOCKS) * bytes) {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                // SAFETY: SSE is part of x86-64; a prefetch only hints the cache (the address
+                // is inside `row` anyway).
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead as *const u8 as *const i8) };
+            }
+            if ty == WeightType::Q4_0 {
+                // Fixed-size arrays: the compiler turns this into a few vector operations.
+                let src: &[u8; QK / 2] = blk[2..].try_into().unwrap();
+                for j in 0..QK / 2 {
+                    dst[j] = (src[j] & 0x0f).wrapping_sub(8);
+                    dst[j + QK / 2] = (src[j] >> 4).wrapping_sub(8);
+                }
+            } else {
+                dst.copy_from_slice(&blk[2..]);
+            }
+            *scale = f16_at(blk, 0);
+        }
+    }
+}
+
+/// Q8_0 activations laid out as `tdpbssd`'s second operand.
+pub(crate) struct TileAct {
+    /// Groups of 16 tokens.
+    pub n_groups: usize,
+    /// Blocks per token.
+    pub nb: usize,
+    /// `[group][block][k: 8][token: 16][4]`: values `4k..4k+4` of each token's block, as bytes
+    /// of `i8`; zeros for padding tokens.
+    pub qs: Vec<u8>,
+    /// `[group][block][token: 16]`: block scales; zeros for padding tokens.
+    pub d: Vec<f32>,
+}
+
+impl TileAct {
+    /// Quantizes `n_tokens` rows of `x` (`[n_tokens, n_cols]`) as [`ActQ8`] does.
+    pub(crate) fn new(level: Level, x: &[f32], n_tokens: usize, n_cols: usize) -> TileAct {
+        let nat = ActQ8::new(level, x, n_tokens, n_cols, ActLayout::Natural, None);
+        let nb = n_cols / QK;
+        let n_groups = n_tokens.div_ceil(TILE_TOKENS);
+        let mut act = TileAct {
+            n_groups,
+            nb,
+            qs: vec![0; n_groups * nb * TILE_BYTES],
+            d: vec![0.0; n_groups * nb * TILE_TOKENS],
+        };
+        let fill = |(g, (qs, d)): (usize, (&mut [u8], &mut [f32]))| {
+            for n in 0..TILE_TOKENS.min(n_tokens - g * TILE_TOKENS) {
+                let t = g * TILE_TOKENS + n;
+                let (tq, td) = (nat.qs(t), nat.d(t));
+                for b in 0..nb {
+                    for k in 0..QK / 4 {
+                        let at = b * TILE_BYTES + k * 64 + n * 4;
+                        for j in 0..4 {
+                            qs[at + j] = tq[b * QK + 4 * k + j] as u8;
+                        }
+                    }
+                    d[b * TILE_TOKENS + n] = td[b];
+                }
+            }
+        };
+        let chunks = act
+            .qs
+            .par_chunks_mut(nb * TILE_BYTES)
+            .zip(act.d.par_chunks_mut(nb * TILE_TOKENS))
+            .enumerate();
+        if n_groups > 1 {
+            chunks.for_each(fill);
+        } else {
+            act.qs
+                .chunks_mut(nb * TILE_BYTES)
+                .zip(act.d.chunks_mut(nb * TILE_TOKENS))
+                .enumerate()
+                .for_each(fill);
+        }
+        act
+    }
+
+    /// The tiles and scales of token group `g`, blocks `blocks`.
+    pub(crate) fn group(&self, g: usize, blocks: std::ops::Range<usize>) -> (&[u8], &[f32]) {
+        let q = &self.qs[g * self.nb * TILE_BYTES..][..self.nb * TILE_BYTES];
+        let d = &self.d[g * self.nb * TILE_TOKENS..][..self.nb * TILE_TOKENS];
+        (
+            &q[blocks.start * TILE_BYTES..blocks.end * TILE_BYTES],
+            &d[blocks.start * TILE_TOKENS..blocks.end * TILE_TOKENS],
+        )
+    }
+}
+
+/// Scalar twin of [`crate::amx_tile::tile_q8`]: the same integer block sums and the same float
+/// operations in the same order (`d_a · d_w`, then one fused multiply-add per block), so the
+/// results are bitwise equal.
+#[cfg(test)]
+pub(crate) fn tile_q8_scalar(
+    w: &[u8],
+    wd: &[f32],
+    a: &[u8],
+    ad: &[f32],
+    acc: &mut [[f32; TILE_TOKENS]; TILE_ROWS],
+) {
+    let nb = wd.len() / TILE_ROWS;
+    assert!(
+        wd.len() == nb * TILE_ROWS
+            && ad.len() == nb * TILE_TOKENS
+            && w.len() == nb * TILE_BYTES
+            && a.len() == nb * TILE_BYTES
+    );
+    for b in 0..nb {
+        let (wt, at) = (&w[b * TILE_BYTES..], &a[b * TILE_BYTES..]);
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            for (t, v) in acc_r.iter_mut().enumerate() {
+                let mut s = 0i32;
+                for k in 0..QK / 4 {
+                    for j in 0..4 {
+                        let wv = wt[r * QK + 4 * k + j] as i8 as i32;
+                        let av = at[k * 64 + t * 4 + j] as i8 as i32;
+                        s += wv * av;
+                    }
+                }
+                let scale = ad[b * TILE_TOKENS + t] * wd[b * TILE_ROWS + r];
+                *v = (s as f32).mul_add(scale, *v);
+            }
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! The AMX int8 tile kernel of the Q8_0 / Q4_0 prefill (`amx.rs`): 16 weight rows × one or two
+//! groups of 16 tokens over a run of 32-value blocks, one tile product (`tdpbssd`) per block and
+//! token group, the block's exact integer sums scaled and added in `f32` by an AVX-512 epilogue. Scalar twin:
+//! [`crate::amx::tile_q8_scalar`], same float operations in the same order (bitwise equal).
+//!
+//! Stable Rust has no AMX intrinsics, so the tile instructions are written with `asm!`. The tile
+//! registers are invisible to the compiler, which never uses them itself: values left in them by
+//! one `asm!` block are still there in the next one on the same thread. What this module relies
+//! on:
+//!
+//! - a [`TileScope`] (built only from the [`Amx`] proof token, not `Send`) has loaded this
+//!   thread's tile configuration [`CONFIG`]; every tile instruction here runs inside one;
+//! - tile operands and their memory: each `tileloadd` reads 16 rows of 32 bytes (weights,
+//!   stride 32) or 8 rows of 64 bytes (activations, stride 64) from a 512-byte tile the caller
+//!   checked in bounds; each `tilestored` writes 16 rows of 64 bytes into a local buffer.
+//!
+//! Tile registers (`CONFIG`): `tmm0`..`tmm3` the block sums C (16 rows × 16 int32), `tmm4` the
+//! weights A (16 rows × 32 int8), `tmm5`, `tmm6` the activations B of the two token groups (8
+//! rows × 16 tokens × 4 int8, the layout `tdpbssd` wants for its second operand). Even blocks
+//! sum into `tmm0` / `tmm1`, odd ones into `tmm2` / `tmm3`, so that block `b + 1`'s products run
+//! while block `b`'s sums go through the epilogue. Two token groups per weight tile: the tile
+//! loads and stores, not the products, bound the tile unit, and the pair shares one weight load.
+
+use std::arch::asm;
+use std::arch::x86_64::*;
+use std::cell::Cell;
+use std::marker::PhantomData;
+
+use crate::cpu::Amx;
+
+/// Weight rows of a tile (rows of C).
+pub(crate) const TILE_ROWS: usize = 16;
+/// Tokens of a tile (int32 columns of C).
+pub(crate) const TILE_TOKENS: usize = 16;
+/// Bytes of one block's weight tile (16 rows × 32) or activation tile (8 × 64).
+pub(crate) const TILE_BYTES: usize = 512;
+
+/// `ldtilecfg`'s 64-byte operand: palette 1, then `colsb` (bytes per row) of tiles 0..16 as
+/// little-endian `u16` from byte 16, then `rows` of tiles 0..16 from byte 48.
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+const fn tile_config() -> TileConfig {
+    let mut c = [0u8; 64];
+    c[0] = 1; // palette 1: 8 tiles of up to 16 rows × 64 bytes
+              // (tile, rows, bytes per row)
+    let tiles: [(usize, u8, u16); 7] = [
+        (0, 16, 64), // C, even blocks, first token group
+        (1, 16, 64), // C, even blocks, second token group
+        (2, 16, 64), // C, odd blocks, first token group
+        (3, 16, 64), // C, odd blocks, second token group
+        (4, 16, 32), // A (weights)
+        (5, 8, 64),  // B (activations), first token group
+        (6, 8, 64),  // B, second token group
+    ];
+    let mut i = 0;
+    while i < tiles.len() {
+        let (t, rows, colsb) = tiles[i];
+        c[16 + 2 * t] = colsb as u8;
+        c[17 + 2 * t] = (colsb >> 8) as u8;
+        c[48 + t] = rows;
+        i += 1;
+    }
+    TileConfig(c)
+}
+
+static CONFIG: TileConfig = tile_config();
+
+thread_local! {
+    /// Live [`TileScope`]s of this thread.
+    static SCOPES: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Proof that this thread's tile configuration is [`CONFIG`]; releases the tiles (back to the
+/// initial state, which makes context switches cheap again) when the thread's last one drops.
+pub(crate) struct TileScope {
+    /// Tile configuration is per thread: a scope must not move to another one.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl TileScope {
+    pub(crate) fn new(_: Amx) -> TileScope {
+        // SAFETY: the token proves AMX-TILE is present and the tile state granted to this
+        // process; CONFIG is a valid palette-1 configuration (rows ≤ 16, bytes per row ≤ 64) and
+        // 64 bytes long. Reloading it (nested scopes) only zeroes tile data no kernel holds
+        // between calls.
+        unsafe {
+            asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly, preserves_flags));
+        }
+        SCOPES.with(|s| s.set(s.get() + 1));
+        TileScope {
+            _not_send: PhantomData,
+        }
+    }
+}
+
+impl Drop for TileScope {
+    fn drop(&mut self) {
+        let left = SCOPES.with(|s| {
+            s.set(s.get() - 1);
+            s.get()
+        });
+        if left == 0 {
+            // SAFETY: AMX-TILE is present (a scope exists only with the token).
+            unsafe { asm!("tilerelease", options(nomem, nostack, preserves_flags)) };
+        }
+    }
+}
+
+/// For each of the `G` (1 or 2) token groups `g`: `acc[g][r][t] += Σ_b s · (ad[g][b][t] ·
+/// wd[b][r])` over the `nb` blocks of the slices, in block order, each step one fused
+/// multiply-add, where `s` is the exact integer sum of the 32 products of block `b` of weight
+/// row `r` and token `t`. Each (row, token) sees the same operations whatever `G` is.
+///
+/// - `w`: `nb` weight tiles, 16 rows × 32 int8 each (row-major, 512 bytes);
+/// - `wd`: `nb × 16` weight block scales;
+/// - `a[g]`: `nb` activation tiles, `[k: 8][t: 16][4]` int8 (values `4k..4k+4` of the block);
+/// - `ad[g]`: `nb × 16` activation block scales.
+pub(crate) fn tile_q8<const G: usize>(
+    _: &TileScope,
+    w: &[u8],
+    wd: &[f32],
+    a: [&[u8]; G],
+    ad: [&[f32]; G],
+    acc: [&mut [[f32; TILE_TOKENS]; TILE_ROWS]; G],
+) {
+    assert!(G == 1 || G == 2);
+    let nb = wd.len() / TILE_ROWS;
+    assert!(wd.len() == nb * TILE_ROWS && w.len() == nb * TILE_BYTES);
+    assert!(a.iter().all(|a| a.len() == nb * TILE_BYTES));
+    assert!(ad.iter().all(|d| d.len() == nb * TILE_TOKENS));
+    if nb == 0 {
+        return;
+    }
+    // SAFETY: the scope proves the tile configuration (and, through its token, AVX-512 for the
+    // epilogue); every length is checked above.
+    unsafe {
+        tile_q8_amx::<G>(
+            w.as_ptr(),
+            wd.as_ptr(),
+            a.map(|a| a.as_ptr()),
+            ad.map(|d| d.as_ptr()),
+            nb,
+            acc,
+        )
+    }
+}
+
+/// How many blocks ahead the weight tiles are prefetched.
+const PREFETCH_BLOCKS: usize = 4;
+
+/// C tiles are stored here (per token group, 16 rows × 16 int32) for the epilogue.
+#[repr(C, align(64))]
+struct Sums([[i32; TILE_ROWS * TILE_TOKENS]; 2]);
+
+/// Block product of one token group into C tile `$c`: zero it, load A from `$w` (stride 32)
+/// and B from `$x` (stride 64) into `tmm4` and `tmm5`, C += A · B with signed bytes on both sides.
+macro_rules! product1 {
+    ($c:literal, $w:expr, $x:expr) => {
+        asm!(
+            concat!("tilezero tmm", $c),
+            "tileloadd tmm4, [{w} + {sw}*1]",
+            "tileloadd tmm5, [{x} + {sx}*1]",
+            concat!("tdpbssd tmm", $c, ", tmm4, tmm5"),
+            w = in(reg) $w,
+            sw = in(reg) 32usize,
+            x = in(reg) $x,
+            sx = in(reg) 64usize,
+            options(nostack, readonly, preserves_flags)
+        )
+    };
+}
+
+/// Block products of two token groups (B from `$x0`, `$x1` into `tmm5`, `tmm6`) with one weight
+/// tile, into C tiles `$c0`, `$c1`.
+macro_rules! product2 {
+    ($c0:literal, $c1:literal, $w:expr, $x0:expr, $x1:expr) => {
+        asm!(
+            concat!("tilezero tmm", $c0),
+            concat!("tilezero tmm", $c1),
+            "tileloadd tmm4, [{w} + {sw}*1]",
+            "tileloadd tmm5, [{x0} + {sx}*1]",
+            "tileloadd tmm6, [{x1} + {sx}*1]",
+            concat!("tdpbssd tmm", $c0, ", tmm4, tmm5"),
+            concat!("tdpbssd tmm", $c1, ", tmm4, tmm6"),
+            w = in(reg) $w,
+            sw = in(reg) 32usize,
+            x0 = in(reg) $x0,
+            x1 = in(reg) $x1,
+            sx = in(reg) 64usize,
+            options(nostack, readonly, preserves_flags)
+        )
+    };
+}
+
+/// Stores C tile `$c` into the 1024-byte buffer at `$p` (stride 64).
+macro_rules! store {
+    ($c:literal, $p:expr) => {
+        asm!(
+            concat!("tilestored [{p} + {s}*1], tmm", $c),
+            p = in(reg) $p,
+            s = in(reg) 64usize,
+            options(nostack, preserves_flags)
+        )
+    };
+}
+
+/// # Safety
+/// This thread's tile configuration is [`CONFIG`]; AVX-512 F available; `G` is 1 or 2; `w` and
+/// each `a[g]` hold `nb` tiles of 512 bytes, `wd` and each `ad[g]` `nb × 16` scales; `nb > 0`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile_q8_amx<const G: usize>(
+    w: *const u8,
+    wd: *const f32,
+    a: [*const u8; G],
+    ad: [*const f32; G],
+    nb: usize,
+    acc: [&mut [[f32; TILE_TOKENS]; TILE_ROWS]; G],
+) {
+    let mut sums = Sums([[0; TILE_ROWS * TILE_TOKENS]; 2]);
+    let sp = [sums.0[0].as_mut_ptr(), sums.0[1].as_mut_ptr()];
+    let mut av = [[_mm512_setzero_ps(); TILE_ROWS]; G];
+    for (avg, accg) in av.iter_mut().zip(acc.iter()) {
+        for (v, row) in avg.iter_mut().zip(accg.iter()) {
+            // SAFETY: each row of acc holds 16 values.
+            *v = unsafe { _mm512_loadu_ps(row.as_ptr()) };
+        }
+    }
+    // SAFETY (all four): blocks 0..nb are in bounds, as the caller promises.
+    unsafe { product::<G>(w, a, nb, 0) };
+    for b in 1..nb {
+        unsafe { product::<G>(w, a, nb, b) };
+        unsafe { finish::<G>(&mut av, sp, wd, ad, b - 1) };
+    }
+    unsafe { finish::<G>(&mut av, sp, wd, ad, nb - 1) };
+    for (avg, accg) in av.iter().zip(acc) {
+        for (v, row) in avg.iter().zip(accg.iter_mut()) {
+            // SAFETY: each row of acc holds 16 values.
+            unsafe { _mm512_storeu_ps(row.as_mut_ptr(), *v) };
+        }
+    }
+}
+/// Block `b`'s products into the C tiles of its parity.
+///
+/// # Safety
+/// As [`tile_q8_amx`], and `b < nb`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
+unsafe fn product<const G: usize>(w: *const u8, a: [*const u8; G], nb: usize, b: usize) {
+    // SAFETY: tile b < nb of `w` and of each `a[g]` is in bounds; the configuration is loaded;
+    // `G` is 1 or 2.
+    unsafe {
+        let wb = w.add(b * TILE_BYTES);
+        if b + PREFETCH_BLOCKS < nb {
+            // The weight tiles come from L2 (the activation tiles of a pass stay in L1).
+            let ahead = wb.add(PREFETCH_BLOCKS * TILE_BYTES);
+            for line in 0..TILE_BYTES / 64 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.add(line * 64) as *const i8);
+            }
+        }
+        let x0 = a[0].add(b * TILE_BYTES);
+        match (G, b & 1) {
+            (1, 0) => product1!(0, wb, x0),
+            (1, _) => product1!(2, wb, x0),
+            (_, 0) => product2!(0, 1, wb, x0, a[G - 1].add(b * TILE_BYTES)),
+            _ => product2!(2, 3, wb, x0, a[G - 1].add(b * TILE_BYTES)),
+        }
+    }
+}
+
+/// Block `b`'s sums out of the C tiles of its parity and into the accumulators.
+///
+/// # Safety
+/// As [`tile_q8_amx`], `b < nb`, block `b`'s products issued; `sums` are two 1024-byte buffers.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
+unsafe fn finish<const G: usize>(
+    av: &mut [[__m512; TILE_ROWS]; G],
+    sums: [*mut i32; 2],
+    wd: *const f32,
+    ad: [*const f32; G],
+    b: usize,
+) {
+    // SAFETY: as the caller promises.
+    unsafe {
+        match (G, b & 1) {
+            (1, 0) => store!(0, sums[0]),
+            (1, _) => store!(2, sums[0]),
+            (_, 0) => {
+                store!(0, sums[0]);
+                store!(1, sums[1]);
+            }
+            _ => {
+                store!(2, sums[0]);
+                store!(3, sums[1]);
+            }
+        }
+        for g in 0..G {
+            epilogue(&mut av[g], sums[g], wd, ad[g], b);
+        }
+    }
+}
+
+/// Block `b`'s sums (16 rows × 16 tokens at `sums`) into the accumulators: one conversion, one
+/// multiply (the 16 tokens' scales by the row's scale) and one fused multiply-add per row.
+///
+/// # Safety
+/// AVX-512 F available; `sums` holds 256 int32 (64-byte aligned); `wd` and `ad` hold block `b`'s
+/// 16 scales.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
+unsafe fn epilogue(
+    av: &mut [__m512; TILE_ROWS],
+    sums: *const i32,
+    wd: *const f32,
+    ad: *const f32,
+    b: usize,
+) {
+    // SAFETY: as the caller promises.
+    unsafe {
+        let dav = _mm512_loadu_ps(ad.add(b * TILE_TOKENS));
+        for (r, v) in av.iter_mut().enumerate() {
+            let s = _mm512_cvtepi32_ps(_mm512_load_si512(sums.add(r * TILE_TOKENS) as *const _));
+            let scale = _mm512_mul_ps(dav, _mm512_set1_ps(*wd.add(b * TILE_ROWS + r)));
+            *v = _mm512_fmadd_ps(s, scale, *v);
+        }
+    }
+}
