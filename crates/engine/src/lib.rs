@@ -18,6 +18,7 @@ mod load;
 mod perplexity;
 mod prompt;
 mod sampler;
+pub mod serve;
 mod tokenizer_load;
 
 pub use bandwidth::{BandwidthProbe, PROBE_BYTES};
@@ -34,5 +35,7 @@ pub use load::{detect_format, load, load_model, Loaded, ModelFormat, TokenizerBo
 pub use model::KvType;
 pub use perplexity::{perplexity, PerplexityResult};
 pub use prompt::encode_chat;
-pub use sampler::{argmax, Sampler, SamplerConfig};
+pub use sampler::{
+    apply_presence_frequency, argmax, log_softmax, top_logprobs, Sampler, SamplerConfig,
+};
 pub use tokenizer_load::{dir_tokenizer, gguf_tokenizer, load_tokenizer};

@@ -111,6 +111,13 @@ impl Sampler {
 
     /// Picks the next token from `logits` (modified in place), given the tokens so far.
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+        self.penalize(logits, history);
+        self.sample_penalized(logits)
+    }
+
+    /// Applies the repetition penalty over the last `repeat_last_n` tokens of `history`: the
+    /// first half of [`Sampler::sample`].
+    pub fn penalize(&self, logits: &mut [f32], history: &[u32]) {
         let c = &self.config;
         if c.repeat_penalty != 1.0 {
             let start = history.len().saturating_sub(c.repeat_last_n);
@@ -127,6 +134,13 @@ impl Sampler {
                 }
             }
         }
+    }
+
+    /// Draws the next token from logits already penalized with [`Sampler::penalize`]
+    /// (temperature, top-k, top-p, min-p; `logits` is modified in place): the second half of
+    /// [`Sampler::sample`].
+    pub fn sample_penalized(&mut self, logits: &mut [f32]) -> u32 {
+        let c = &self.config;
         if c.temperature <= 0.0 {
             return argmax(logits) as u32;
         }
@@ -185,6 +199,55 @@ impl Sampler {
         }
         cand[cand.len() - 1].0
     }
+}
+
+/// OpenAI's presence and frequency penalties: subtracts `presence` from the logit of every
+/// token that occurs in `generated` and `frequency` times its number of occurrences.
+pub fn apply_presence_frequency(
+    logits: &mut [f32],
+    generated: &[u32],
+    presence: f32,
+    frequency: f32,
+) {
+    if presence == 0.0 && frequency == 0.0 {
+        return;
+    }
+    let mut counts: Vec<u32> = generated.to_vec();
+    counts.sort_unstable();
+    for run in counts.chunk_by(|a, b| a == b) {
+        if let Some(l) = logits.get_mut(run[0] as usize) {
+            *l -= presence + frequency * run.len() as f32;
+        }
+    }
+}
+
+/// Natural-log probabilities of `logits` (a numerically stable log-softmax, summed in f64).
+pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
+    let log_z = max as f64 + sum.ln();
+    logits.iter().map(|&l| (l as f64 - log_z) as f32).collect()
+}
+
+/// The `k` largest entries of `logprobs` as (token id, value), largest first; ties go to the
+/// smaller id.
+pub fn top_logprobs(logprobs: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut ids: Vec<u32> = (0..logprobs.len() as u32).collect();
+    let by_value = |a: &u32, b: &u32| {
+        logprobs[*b as usize]
+            .total_cmp(&logprobs[*a as usize])
+            .then(a.cmp(b))
+    };
+    let k = k.min(ids.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    if k < ids.len() {
+        ids.select_nth_unstable_by(k - 1, by_value);
+        ids.truncate(k);
+    }
+    ids.sort_by(by_value);
+    ids.into_iter().map(|i| (i, logprobs[i as usize])).collect()
 }
 
 #[cfg(test)]
@@ -246,6 +309,28 @@ mod tests {
             let t = s.sample(&mut l.clone(), &[]);
             assert!(t == 3 || t == 5, "{t}");
         }
+    }
+
+    #[test]
+    fn presence_and_frequency_penalties() {
+        let mut l = vec![1.0f32, 1.0, 1.0, 1.0];
+        apply_presence_frequency(&mut l, &[2, 1, 2, 2, 9], 0.5, 0.25);
+        assert_eq!(l, vec![1.0, 1.0 - 0.5 - 0.25, 1.0 - 0.5 - 0.75, 1.0]);
+    }
+
+    #[test]
+    fn log_softmax_and_top() {
+        let l = [0.0f32, 2.0, 1.0, 2.0];
+        let lp = log_softmax(&l);
+        let z = (1.0f64 + 2f64.exp() * 2.0 + 1f64.exp()).ln();
+        for (i, &x) in l.iter().enumerate() {
+            assert!((lp[i] as f64 - (x as f64 - z)).abs() < 1e-6);
+        }
+        let top = top_logprobs(&lp, 3);
+        let ids: Vec<u32> = top.iter().map(|t| t.0).collect();
+        assert_eq!(ids, vec![1, 3, 2]);
+        assert!(top_logprobs(&lp, 0).is_empty());
+        assert_eq!(top_logprobs(&lp, 10).len(), 4);
     }
 
     #[test]
