@@ -1,7 +1,8 @@
 use rayon::prelude::*;
 
 use kernels::{
-    add_assign, dot, matmul, rms_norm, rope_cos_sin, rope_interleaved, silu_mul, RopeFreqs,
+    add_assign, dot, matmul_path, rms_norm, rope_cos_sin, rope_interleaved, silu_mul, MatmulPath,
+    RopeFreqs,
 };
 
 use crate::{Batch, KvView, LayerWeights, LlamaConfig, ModelError, Result, Weight};
@@ -64,11 +65,24 @@ impl Llama {
     /// Runs `batch` through the model, storing each token's keys and values in `kv`, and returns
     /// the logits (`[batch.logits_for.len(), vocab_size]`, row-major) of the entries asked for.
     pub fn forward(&self, batch: &Batch, kv: &mut dyn KvView) -> Result<Vec<f32>> {
+        self.forward_path(batch, kv, None)
+    }
+
+    /// [`Llama::forward`] with every matrix product taken by `path` (`None`: by the number of
+    /// entries). A fixed path makes each entry's logits bitwise independent of the rest of the
+    /// batch (see `kernels::MatmulPath`); the attention is so already.
+    pub fn forward_path(
+        &self,
+        batch: &Batch,
+        kv: &mut dyn KvView,
+        path: Option<MatmulPath>,
+    ) -> Result<Vec<f32>> {
         self.check_batch(batch)?;
         let c = &self.config;
         let n = batch.tokens.len();
         let (dim, q_dim, kv_dim, head_dim) = (c.dim, c.q_dim(), c.kv_dim(), c.head_dim);
 
+        let mm_path = path.unwrap_or(MatmulPath::auto(n));
         // x: [n, dim], the residual stream.
         let mut x = vec![0f32; n * dim];
         for (row, &tok) in x.chunks_exact_mut(dim).zip(batch.tokens) {
@@ -94,9 +108,9 @@ impl Llama {
             for (o, xi) in xn.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
                 rms_norm(xi, &layer.attn_norm, c.norm_eps, o);
             }
-            matmul(&layer.wq.view(), &xn, n, &mut q);
-            matmul(&layer.wk.view(), &xn, n, &mut k);
-            matmul(&layer.wv.view(), &xn, n, &mut v);
+            matmul_path(mm_path, &layer.wq.view(), &xn, n, &mut q);
+            matmul_path(mm_path, &layer.wk.view(), &xn, n, &mut k);
+            matmul_path(mm_path, &layer.wv.view(), &xn, n, &mut v);
             for t in 0..n {
                 let pos = batch.positions[t];
                 rope_interleaved(&mut q[t * q_dim..(t + 1) * q_dim], head_dim, &rope[t]);
@@ -108,17 +122,17 @@ impl Llama {
                 kv.store(l, batch.seq_ids[t], pos, kt, vt);
             }
             self.attention(l, batch, &q, &*kv, &mut attn);
-            matmul(&layer.wo.view(), &attn, n, &mut proj);
+            matmul_path(mm_path, &layer.wo.view(), &attn, n, &mut proj);
             add_assign(&mut x, &proj);
 
             // MLP block (SwiGLU).
             for (o, xi) in xn.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
                 rms_norm(xi, &layer.ffn_norm, c.norm_eps, o);
             }
-            matmul(&layer.w_gate.view(), &xn, n, &mut gate);
-            matmul(&layer.w_up.view(), &xn, n, &mut up);
+            matmul_path(mm_path, &layer.w_gate.view(), &xn, n, &mut gate);
+            matmul_path(mm_path, &layer.w_up.view(), &xn, n, &mut up);
             silu_mul(&mut gate, &up);
-            matmul(&layer.w_down.view(), &gate, n, &mut proj);
+            matmul_path(mm_path, &layer.w_down.view(), &gate, n, &mut proj);
             add_assign(&mut x, &proj);
         }
 
@@ -129,7 +143,13 @@ impl Llama {
             rms_norm(&x[i * dim..(i + 1) * dim], &self.output_norm, c.norm_eps, o);
         }
         let mut logits = vec![0f32; m * c.vocab_size];
-        matmul(&self.output.view(), &xf, m, &mut logits);
+        matmul_path(
+            path.unwrap_or(MatmulPath::auto(m)),
+            &self.output.view(),
+            &xf,
+            m,
+            &mut logits,
+        );
         Ok(logits)
     }
 

@@ -4,13 +4,19 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use model::{Batch, Llama};
+use model::{Batch, Llama, MatmulPath};
 
 use crate::{KvCache, KvSpec};
 
 use super::prefix::{block_keys, PrefixCache};
 use super::request::Sequence;
 use super::{FinishReason, Inner, Pending, RequestId, SchedulerConfig, SchedulerStats};
+
+/// Every step takes this path through the weights, whatever its size: then a sequence's logits
+/// do not depend on what else is in the batch (the row and tile kernels of some weight types sum
+/// in different orders; see `kernels::MatmulPath`). Tiles read each weight once per step for all
+/// sequences.
+const SERVE_MATMUL_PATH: MatmulPath = MatmulPath::Tiles;
 
 /// The scheduler thread's state.
 pub(super) struct Looper {
@@ -317,7 +323,10 @@ impl Looper {
             seq_ids: &seq_ids,
             logits_for: &logits_for,
         };
-        let logits = match self.model.forward(&batch, &mut self.kv) {
+        let logits = match self
+            .model
+            .forward_path(&batch, &mut self.kv, Some(SERVE_MATMUL_PATH))
+        {
             Ok(l) => l,
             Err(e) => {
                 let msg = format!("forward pass failed: {e}");
