@@ -17,6 +17,7 @@ mod act_q8;
 mod amx;
 #[cfg(target_arch = "x86_64")]
 mod amx_tile;
+mod attn;
 #[cfg(target_arch = "x86_64")]
 mod avx2_act;
 #[cfg(target_arch = "x86_64")]
@@ -52,6 +53,7 @@ mod tile_scalar;
 mod tiles;
 mod vec;
 
+pub use attn::{attend_block, SoftmaxState};
 pub use cpu::{detected, isa, Isa};
 pub use dequant::{dequantize, WeightType};
 pub use kquants::{kquant_matvec_row, quantize_q8_k, BlockQ8K, QK_K};

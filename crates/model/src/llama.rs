@@ -1,8 +1,8 @@
 use rayon::prelude::*;
 
 use kernels::{
-    add_assign, dot, matmul_path, rms_norm, rope_cos_sin, rope_interleaved, silu_mul, MatmulPath,
-    RopeFreqs,
+    add_assign, attend_block, matmul_path, rms_norm, rope_cos_sin, rope_interleaved, silu_mul,
+    MatmulPath, RopeFreqs, SoftmaxState,
 };
 
 use crate::{Batch, KvView, LayerWeights, LlamaConfig, ModelError, Result, Weight};
@@ -211,12 +211,11 @@ impl Llama {
         let n_rows = task.entries.len() * group;
         s.acc.clear();
         s.acc.resize(n_rows * head_dim, 0.0);
-        s.max.clear();
-        s.max.resize(n_rows, f32::NEG_INFINITY);
-        s.sum.clear();
-        s.sum.resize(n_rows, 0.0);
-        s.keys.resize(bs * head_dim, 0.0);
+        s.state.clear();
+        s.state.resize(n_rows, SoftmaxState::default());
+        s.keys_t.resize(head_dim * bs, 0.0);
         s.values.resize(bs * head_dim, 0.0);
+        s.row.resize(head_dim, 0.0);
         s.scores.resize(bs, 0.0);
         for b in 0..=max_pos / bs {
             let first = b * bs;
@@ -224,9 +223,14 @@ impl Llama {
             let blk = kv.block(layer, seq, b);
             for r in 0..n_valid {
                 let at = r * row_bytes + head_off;
-                let dst = r * head_dim..(r + 1) * head_dim;
-                ty.decode(&blk.keys[at..at + head_bytes], &mut s.keys[dst.clone()]);
-                ty.decode(&blk.values[at..at + head_bytes], &mut s.values[dst]);
+                ty.decode(&blk.keys[at..at + head_bytes], &mut s.row);
+                for (d, &k) in s.row.iter().enumerate() {
+                    s.keys_t[d * bs + r] = k;
+                }
+                ty.decode(
+                    &blk.values[at..at + head_bytes],
+                    &mut s.values[r * head_dim..(r + 1) * head_dim],
+                );
             }
             for (i, &e) in task.entries.iter().enumerate() {
                 let pos = batch.positions[e];
@@ -237,35 +241,22 @@ impl Llama {
                 for j in 0..group {
                     let h = task.kv_head * group + j;
                     let row = i * group + j;
-                    let qh = &q[e * q_dim + h * head_dim..e * q_dim + (h + 1) * head_dim];
-                    let scores = &mut s.scores[..n];
-                    for (sc, k) in scores.iter_mut().zip(s.keys.chunks_exact(head_dim)) {
-                        *sc = dot(qh, k) * scale;
-                    }
-                    let m_old = s.max[row];
-                    let m = scores.iter().copied().fold(m_old, f32::max);
-                    let corr = if m_old == f32::NEG_INFINITY {
-                        0.0
-                    } else {
-                        (m_old - m).exp()
-                    };
-                    let acc = &mut s.acc[row * head_dim..(row + 1) * head_dim];
-                    let mut sum = s.sum[row] * corr;
-                    acc.iter_mut().for_each(|a| *a *= corr);
-                    for (sc, v) in scores.iter().zip(s.values.chunks_exact(head_dim)) {
-                        let p = (sc - m).exp();
-                        sum += p;
-                        for (a, x) in acc.iter_mut().zip(v) {
-                            *a += p * x;
-                        }
-                    }
-                    s.max[row] = m;
-                    s.sum[row] = sum;
+                    attend_block(
+                        &q[e * q_dim + h * head_dim..e * q_dim + (h + 1) * head_dim],
+                        &s.keys_t,
+                        &s.values,
+                        bs,
+                        n,
+                        scale,
+                        &mut s.scores,
+                        &mut s.state[row],
+                        &mut s.acc[row * head_dim..(row + 1) * head_dim],
+                    );
                 }
             }
         }
-        for (acc, &sum) in s.acc.chunks_exact_mut(head_dim).zip(&s.sum) {
-            let inv = 1.0 / sum;
+        for (acc, st) in s.acc.chunks_exact_mut(head_dim).zip(&s.state) {
+            let inv = 1.0 / st.sum;
             acc.iter_mut().for_each(|a| *a *= inv);
         }
         s.acc.clone()
@@ -285,12 +276,14 @@ struct AttnTask {
 /// Per-worker buffers of [`Llama::attend`].
 #[derive(Default)]
 struct AttnScratch {
-    keys: Vec<f32>,
+    /// The block's keys of one head, transposed: `[head_dim][block]`.
+    keys_t: Vec<f32>,
+    /// The block's values of one head: `[block][head_dim]`.
     values: Vec<f32>,
+    row: Vec<f32>,
     scores: Vec<f32>,
     acc: Vec<f32>,
-    max: Vec<f32>,
-    sum: Vec<f32>,
+    state: Vec<SoftmaxState>,
 }
 
 /// Splits the batch into attention tasks: entries grouped by sequence (in batch order), at most
