@@ -22,12 +22,16 @@ mod avx2;
 mod dequant;
 mod dot;
 mod layout;
+mod quantize;
 
 pub use dequant::{
     dequantize_q2_k, dequantize_q3_k, dequantize_q4_k, dequantize_q5_k, dequantize_q6_k,
 };
 pub use dot::{
     vec_dot_q2_k_q8_k, vec_dot_q3_k_q8_k, vec_dot_q4_k_q8_k, vec_dot_q5_k_q8_k, vec_dot_q6_k_q8_k,
+};
+pub use quantize::{
+    quantize_row_q2_k, quantize_row_q3_k, quantize_row_q4_k, quantize_row_q5_k, quantize_row_q6_k,
 };
 
 use crate::{dequantize, WeightType};
