@@ -17,6 +17,7 @@ mod kv;
 mod load;
 mod perplexity;
 mod prompt;
+mod quantize;
 mod sampler;
 mod tokenizer_load;
 
@@ -33,5 +34,8 @@ pub use kv::KvCache;
 pub use load::{detect_format, load, load_model, Loaded, ModelFormat, TokenizerBox};
 pub use perplexity::{perplexity, PerplexityResult};
 pub use prompt::encode_chat;
+pub use quantize::{
+    quantize, PlannedTensor, QuantType, QuantizeEvent, QuantizeReport, QUANT_TYPE_NAMES,
+};
 pub use sampler::{argmax, Sampler, SamplerConfig};
 pub use tokenizer_load::{dir_tokenizer, gguf_tokenizer, load_tokenizer};
