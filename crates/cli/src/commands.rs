@@ -78,6 +78,8 @@ enum Command {
     },
     /// Measure prompt and generation throughput (llama-bench's method and table).
     Bench(crate::bench::BenchArgs),
+    /// Write a model as a GGUF file of another weight type (llama.cpp's quantization types).
+    Quantize(crate::quantize::QuantizeArgs),
 }
 
 /// Sampling and length settings shared by `run` and `chat`.
@@ -203,6 +205,7 @@ pub fn run(cli: Cli) -> Result<()> {
             tokenizer,
         } => crate::tools::perplexity(&model, &file, ctx, max_chunks, tokenizer.as_deref()),
         Command::Bench(args) => crate::bench::run(args, &cli.threads),
+        Command::Quantize(args) => crate::quantize::run(args),
     }
 }
 

@@ -295,12 +295,18 @@ fn tensor_type(
     } else {
         WeightType::F16
     };
+    let cpp = if matches!(t, WeightType::Q8_0 | WeightType::Q4_0) {
+        "llama.cpp stops with an error here".to_string()
+    } else if n_cols % 32 == 0 {
+        format!("llama.cpp: {cpp}")
+    } else {
+        "llama.cpp: F16".to_string()
+    };
     let note = format!(
-        "{name}: rows of {n_cols} values are not whole {} blocks of {}; using {} (llama.cpp: {})",
+        "{name}: rows of {n_cols} values are not whole {} blocks of {}; using {} ({cpp})",
         ggml_name(t),
         t.block_elems(),
         ggml_name(fallback),
-        if n_cols % 32 == 0 { cpp } else { "F16" }
     );
     (fallback, Some(note))
 }

@@ -57,8 +57,7 @@ fn quantized_bytes_identical_to_reference_library() {
 fn quantized_bytes_identical_to_ggml() {
     let dir = testdata::fixtures().join("ggml_quant");
     let index: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     let tensors = index["tensors"].as_object().unwrap();
     let mut types = std::collections::BTreeSet::new();
     for (name, t) in tensors {
