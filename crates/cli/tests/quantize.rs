@@ -221,6 +221,7 @@ fn every_type_writes_a_file_herd_and_gguf_read() {
 fn bad_requests_fail_with_one_line() {
     let dir = tmpdir("errors");
     let src = testdata::fixtures().join("gguf/gqa-f32.gguf");
+    let bpe_gguf = testdata::fixtures().join("tokenizers/bpe/vocab.gguf");
     for (args, needle) in [
         (
             vec!["quantize", s(&src), "x.gguf", "--type", "q9_k"],
@@ -257,6 +258,18 @@ fn bad_requests_fail_with_one_line() {
                 "/nonexistent/t.model",
             ],
             "no such file",
+        ),
+        (
+            vec![
+                "quantize",
+                s(&src),
+                "x.gguf",
+                "--type",
+                "q8_0",
+                "--tokenizer",
+                s(&bpe_gguf),
+            ],
+            "tokenizer has 4500 tokens, the model's vocabulary only 288",
         ),
     ] {
         let o = herd(&args);

@@ -478,10 +478,20 @@ fn tokenizer_keys(path: &Path, vocab_size: usize) -> Result<Vec<(String, Value)>
             .into_iter()
             .filter(|(k, _)| k.starts_with("tokenizer."))
             .collect();
-        if keys.is_empty() {
-            return Err(bad("GGUF file has no tokenizer.* keys".into()));
+        let n = keys
+            .iter()
+            .find(|(k, _)| k == "tokenizer.ggml.tokens")
+            .and_then(|(_, v)| v.as_array())
+            .map(<[Value]>::len);
+        match n {
+            None => return Err(bad("GGUF file has no tokenizer.ggml.tokens".into())),
+            Some(n) if n > vocab_size => {
+                return Err(bad(format!(
+                    "tokenizer has {n} tokens, the model's vocabulary only {vocab_size}"
+                )))
+            }
+            Some(_) => return Ok(keys),
         }
-        return Ok(keys);
     }
     let first = head.iter().copied().find(|b| !b.is_ascii_whitespace());
     let (bos, eos, n);
@@ -489,11 +499,12 @@ fn tokenizer_keys(path: &Path, vocab_size: usize) -> Result<Vec<(String, Value)>
         let t = BpeTokenizer::from_tokenizer_json(&file)?;
         let v = t.vocab();
         if !v.byte_level {
-            return Err(bad(format!(
-                "{} is not a byte-level BPE tokenizer; pass the SentencePiece tokenizer.model \
-                 instead",
-                file.display()
-            )));
+            return Err(EngineError::NoTokenizer {
+                path: file.clone(),
+                msg: "not a byte-level BPE tokenizer; pass the SentencePiece tokenizer.model \
+                      instead"
+                    .into(),
+            });
         }
         let pre = match v.pre {
             PreTokenizer::Llama3 => "llama-bpe",
@@ -877,5 +888,46 @@ mod tests {
         assert_eq!(ty(Q2KMix, FfnGate, 0, &c, 64), W::Q4_0);
         assert_eq!(ty(Q6K, AttnQ, 0, &c, 64), W::Q8_0);
         assert_eq!(tensor_type(Q4K, AttnQ, 0, &c, "x", 4096).1, None);
+    }
+
+    /// The tokenizer keys written for `path`, read back through a GGUF file as herd reads any
+    /// GGUF vocabulary, encode like the tokenizer loaded from `path` itself.
+    fn tokenizer_round_trip(path: &Path, vocab_size: usize, text: &str) {
+        let keys = tokenizer_keys(path, vocab_size).unwrap();
+        let dir = std::env::temp_dir().join(format!("herd-tok-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(format!(
+            "{}.gguf",
+            path.file_name().unwrap().to_string_lossy()
+        ));
+        let w =
+            GgufWriter::new(std::fs::File::create(&file).unwrap(), &file, keys, vec![]).unwrap();
+        w.finish().unwrap();
+        let from_gguf = crate::gguf_tokenizer(&GgufFile::open(&file).unwrap())
+            .unwrap()
+            .unwrap();
+        let direct = crate::load_tokenizer(path, Some(vocab_size)).unwrap();
+        assert_eq!(from_gguf.vocab_size(), direct.vocab_size());
+        assert_eq!(from_gguf.bos(), direct.bos());
+        assert_eq!(from_gguf.eos(), direct.eos());
+        for opts in [false, true] {
+            let a = from_gguf.encode(text, opts);
+            assert_eq!(a, direct.encode(text, opts), "{}", path.display());
+            assert!(a.len() > 10);
+        }
+        std::fs::remove_file(&file).ok();
+    }
+
+    #[test]
+    fn tokenizers_survive_the_trip_through_gguf_keys() {
+        let text = "Hello world!  It's 2024; naïve café — 東京 <s> <|eot_id|>\n\tend";
+        let fx = testdata::fixtures().join("tokenizers");
+        tokenizer_round_trip(&fx.join("bpe"), 4500, text);
+        let Some(d) = testdata::shared_data("tokenizers_survive_the_trip_through_gguf_keys") else {
+            return;
+        };
+        tokenizer_round_trip(&d.join("llama2-tokenizer/tokenizer.model"), 32000, text);
+        tokenizer_round_trip(&d.join("stories260K/tok512.model"), 512, text);
+        tokenizer_round_trip(&d.join("stories260K/tok512.bin"), 512, text);
     }
 }
