@@ -669,6 +669,11 @@ pub fn quantize(
                 continue;
             }
             has_tokenizer |= k.starts_with("tokenizer.ggml.");
+            // The reader accepts any integer type here; GGUF's own is u32.
+            let v = match (k.as_str(), v.as_u64().and_then(|a| u32::try_from(a).ok())) {
+                ("general.alignment", Some(a)) => Value::U32(a),
+                _ => v,
+            };
             meta.push((k, v));
         }
     } else {
