@@ -9,13 +9,19 @@ use rayon::prelude::*;
 
 use crate::{kquants, WeightType};
 
-/// The weight types [`quantize_into`] can produce.
+/// The weight types [`quantize_into`] produces for any row of whole 32-value blocks (what
+/// synthetic models are built in). It also produces the K-quant types (Q2_K ... Q6_K) for rows
+/// of whole 256-value super-blocks; see [`K_QUANTIZE_TYPES`].
 pub const QUANTIZE_TYPES: &[WeightType] = &[
     WeightType::F32,
     WeightType::F16,
     WeightType::BF16,
     WeightType::Q8_0,
     WeightType::Q4_0,
+];
+
+/// The K-quant types [`quantize_into`] produces, for rows of whole 256-value super-blocks.
+pub const K_QUANTIZE_TYPES: &[WeightType] = &[
     WeightType::Q2_K,
     WeightType::Q3_K,
     WeightType::Q4_K,
@@ -26,7 +32,7 @@ pub const QUANTIZE_TYPES: &[WeightType] = &[
 /// Values per Q8_0 / Q4_0 block.
 const QK: usize = 32;
 
-/// Whether [`quantize_into`] supports `ty`.
+/// Whether `ty` is one of [`QUANTIZE_TYPES`] (any row of whole 32-value blocks can take it).
 pub fn can_quantize(ty: WeightType) -> bool {
     QUANTIZE_TYPES.contains(&ty)
 }
@@ -35,7 +41,8 @@ pub fn can_quantize(ty: WeightType) -> bool {
 /// multiple of the block size).
 ///
 /// # Panics
-/// When `ty` is not one of [`QUANTIZE_TYPES`], or on a length mismatch.
+/// On a length mismatch (every type here is supported: [`QUANTIZE_TYPES`] and
+/// [`K_QUANTIZE_TYPES`]).
 pub fn quantize_into(ty: WeightType, src: &[f32], dst: &mut [u8]) {
     assert_eq!(
         dst.len(),
@@ -44,7 +51,6 @@ pub fn quantize_into(ty: WeightType, src: &[f32], dst: &mut [u8]) {
         src.len(),
         ty.row_bytes(src.len())
     );
-    #[allow(unreachable_patterns)]
     match ty {
         WeightType::F32 => {
             for (d, &x) in dst.chunks_exact_mut(4).zip(src) {
@@ -76,7 +82,6 @@ pub fn quantize_into(ty: WeightType, src: &[f32], dst: &mut [u8]) {
         WeightType::Q4_K => kquants::quantize_row_q4_k(src, dst),
         WeightType::Q5_K => kquants::quantize_row_q5_k(src, dst),
         WeightType::Q6_K => kquants::quantize_row_q6_k(src, dst),
-        other => panic!("quantizing to {other:?} is not supported; supported: {QUANTIZE_TYPES:?}"),
     }
 }
 
