@@ -82,6 +82,8 @@ enum Command {
     },
     /// Measure prompt and generation throughput (llama-bench's method and table).
     Bench(crate::bench::BenchArgs),
+    /// Write a model as a GGUF file of another weight type (llama.cpp's quantization types).
+    Quantize(crate::quantize::QuantizeArgs),
 }
 
 /// Sampling and length settings shared by `run` and `chat`.
@@ -216,6 +218,7 @@ pub fn run(cli: Cli) -> Result<()> {
             cli.kv_type,
         ),
         Command::Bench(args) => crate::bench::run(args, &cli.threads, cli.kv_type),
+        Command::Quantize(args) => crate::quantize::run(args),
     }
 }
 

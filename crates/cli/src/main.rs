@@ -6,6 +6,7 @@
 mod bench;
 mod commands;
 mod generate;
+mod quantize;
 mod threads;
 mod tools;
 

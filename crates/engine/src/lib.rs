@@ -17,6 +17,7 @@ mod kv;
 mod load;
 mod perplexity;
 mod prompt;
+mod quantize;
 mod sampler;
 pub mod serve;
 mod tokenizer_load;
@@ -35,6 +36,9 @@ pub use load::{detect_format, load, load_model, Loaded, ModelFormat, TokenizerBo
 pub use model::KvType;
 pub use perplexity::{perplexity, PerplexityResult};
 pub use prompt::encode_chat;
+pub use quantize::{
+    quantize, PlannedTensor, QuantType, QuantizeEvent, QuantizeReport, QUANT_TYPE_NAMES,
+};
 pub use sampler::{
     apply_presence_frequency, argmax, log_softmax, top_logprobs, Sampler, SamplerConfig,
 };

@@ -21,6 +21,7 @@ mod storage;
 mod tensor;
 
 pub mod gguf;
+pub mod gguf_write;
 pub mod hf;
 pub mod llama2c;
 pub mod meta;

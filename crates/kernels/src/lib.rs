@@ -60,6 +60,9 @@ pub use kquants::{kquant_matvec_row, quantize_q8_k, BlockQ8K, QK_K};
 pub use matmul::{matmul, matmul_path, matmul_path_with, matmul_with, MatmulPath, WeightView};
 pub use matmul_reference::matmul_reference;
 pub use norm::rms_norm;
-pub use quantize::{can_quantize, quantize_into, quantize_q4_0, quantize_q8_0, QUANTIZE_TYPES};
+pub use quantize::{
+    can_quantize, quantize_into, quantize_q4_0, quantize_q8_0, quantize_rows, K_QUANTIZE_TYPES,
+    QUANTIZE_TYPES,
+};
 pub use rope::{rope_cos_sin, rope_interleaved, rope_inv_freqs, RopeFreqs};
 pub use vec::{add_assign, dot, silu_mul, softmax};

@@ -1,13 +1,17 @@
 //! Reference quantizers: `f32` values into the stored weight types, byte for byte as ggml's
-//! `quantize_row_q8_0_ref` / `quantize_row_q4_0_ref` (and plain rounding conversions for the
-//! float types). Meant for building weights (e.g. random models for benchmarks), not for
-//! activations on the hot path.
+//! `quantize_row_q8_0_ref` / `quantize_row_q4_0_ref` and the K-quant `quantize_row_q*_K_ref`
+//! ([`crate::kquants`]), plus plain rounding conversions for the float types. Meant for
+//! building weights (quantizing a model, random models for benchmarks), not for activations on
+//! the hot path; [`quantize_rows`] spreads whole matrices over threads.
 
 use half::{bf16, f16};
+use rayon::prelude::*;
 
-use crate::WeightType;
+use crate::{kquants, WeightType};
 
-/// The weight types [`quantize_into`] can produce.
+/// The weight types [`quantize_into`] produces for any row of whole 32-value blocks (what
+/// synthetic models are built in). It also produces the K-quant types (Q2_K ... Q6_K) for rows
+/// of whole 256-value super-blocks; see [`K_QUANTIZE_TYPES`].
 pub const QUANTIZE_TYPES: &[WeightType] = &[
     WeightType::F32,
     WeightType::F16,
@@ -16,10 +20,19 @@ pub const QUANTIZE_TYPES: &[WeightType] = &[
     WeightType::Q4_0,
 ];
 
+/// The K-quant types [`quantize_into`] produces, for rows of whole 256-value super-blocks.
+pub const K_QUANTIZE_TYPES: &[WeightType] = &[
+    WeightType::Q2_K,
+    WeightType::Q3_K,
+    WeightType::Q4_K,
+    WeightType::Q5_K,
+    WeightType::Q6_K,
+];
+
 /// Values per Q8_0 / Q4_0 block.
 const QK: usize = 32;
 
-/// Whether [`quantize_into`] supports `ty`.
+/// Whether `ty` is one of [`QUANTIZE_TYPES`] (any row of whole 32-value blocks can take it).
 pub fn can_quantize(ty: WeightType) -> bool {
     QUANTIZE_TYPES.contains(&ty)
 }
@@ -28,7 +41,8 @@ pub fn can_quantize(ty: WeightType) -> bool {
 /// multiple of the block size).
 ///
 /// # Panics
-/// When `ty` is not one of [`QUANTIZE_TYPES`], or on a length mismatch.
+/// On a length mismatch (every type here is supported: [`QUANTIZE_TYPES`] and
+/// [`K_QUANTIZE_TYPES`]).
 pub fn quantize_into(ty: WeightType, src: &[f32], dst: &mut [u8]) {
     assert_eq!(
         dst.len(),
@@ -37,7 +51,6 @@ pub fn quantize_into(ty: WeightType, src: &[f32], dst: &mut [u8]) {
         src.len(),
         ty.row_bytes(src.len())
     );
-    #[allow(unreachable_patterns)]
     match ty {
         WeightType::F32 => {
             for (d, &x) in dst.chunks_exact_mut(4).zip(src) {
@@ -64,8 +77,37 @@ pub fn quantize_into(ty: WeightType, src: &[f32], dst: &mut [u8]) {
                 block_q4_0(x, d);
             }
         }
-        other => panic!("quantizing to {other:?} is not supported; supported: {QUANTIZE_TYPES:?}"),
+        WeightType::Q2_K => kquants::quantize_row_q2_k(src, dst),
+        WeightType::Q3_K => kquants::quantize_row_q3_k(src, dst),
+        WeightType::Q4_K => kquants::quantize_row_q4_k(src, dst),
+        WeightType::Q5_K => kquants::quantize_row_q5_k(src, dst),
+        WeightType::Q6_K => kquants::quantize_row_q6_k(src, dst),
     }
+}
+
+/// Rows of `n_cols` values (`src.len()` a multiple of `n_cols`, `n_cols` a multiple of the
+/// block size of `ty`) encoded as `ty` into `dst` (`ty.row_bytes(n_cols)` bytes per row),
+/// rows spread over rayon's threads. Each row is encoded exactly as [`quantize_into`] would.
+///
+/// # Panics
+/// As [`quantize_into`], or when `n_cols` is zero or does not divide `src.len()`.
+pub fn quantize_rows(ty: WeightType, src: &[f32], n_cols: usize, dst: &mut [u8]) {
+    assert!(
+        n_cols > 0 && src.len().is_multiple_of(n_cols) && n_cols.is_multiple_of(ty.block_elems()),
+        "{} values are not whole rows of {n_cols} whole {ty:?} blocks",
+        src.len()
+    );
+    let row_bytes = ty.row_bytes(n_cols);
+    assert_eq!(dst.len(), src.len() / n_cols * row_bytes, "output size");
+    // A few rows per task keep the scheduling cost small next to K-quant fitting.
+    let rows_per_task = (64 * 1024 / n_cols).max(1);
+    src.par_chunks(n_cols * rows_per_task)
+        .zip(dst.par_chunks_mut(row_bytes * rows_per_task))
+        .for_each(|(s, d)| {
+            for (s, d) in s.chunks_exact(n_cols).zip(d.chunks_exact_mut(row_bytes)) {
+                quantize_into(ty, s, d);
+            }
+        });
 }
 
 /// `src` (a multiple of 32 values) as Q8_0 blocks, identical to ggml's `quantize_row_q8_0_ref`.

@@ -26,6 +26,7 @@ mod dequant;
 mod dot;
 mod layout;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+mod quantize;
 mod unpack;
 
 pub(crate) use unpack::Unpacked;
@@ -35,6 +36,9 @@ pub use dequant::{
 };
 pub use dot::{
     vec_dot_q2_k_q8_k, vec_dot_q3_k_q8_k, vec_dot_q4_k_q8_k, vec_dot_q5_k_q8_k, vec_dot_q6_k_q8_k,
+};
+pub use quantize::{
+    quantize_row_q2_k, quantize_row_q3_k, quantize_row_q4_k, quantize_row_q5_k, quantize_row_q6_k,
 };
 
 use crate::cpu::Level;
