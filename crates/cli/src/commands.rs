@@ -80,8 +80,11 @@ enum Command {
         #[arg(long)]
         tokenizer: Option<PathBuf>,
     },
-    /// Measure prompt and generation throughput (llama-bench's method and table).
+    /// Measure prompt and generation throughput (llama-bench's method and table); `bench
+    /// serve` loads a running server.
     Bench(crate::bench::BenchArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API with continuous batching.
+    Serve(crate::serve::ServeArgs),
 }
 
 /// Sampling and length settings shared by `run` and `chat`.
@@ -216,6 +219,7 @@ pub fn run(cli: Cli) -> Result<()> {
             cli.kv_type,
         ),
         Command::Bench(args) => crate::bench::run(args, &cli.threads, cli.kv_type),
+        Command::Serve(args) => crate::serve::run(args, cli.kv_type),
     }
 }
 

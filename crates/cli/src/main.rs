@@ -4,8 +4,10 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_serve;
 mod commands;
 mod generate;
+mod serve;
 mod threads;
 mod tools;
 
