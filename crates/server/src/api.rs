@@ -377,12 +377,14 @@ impl ChatRequest {
                     for (j, p) in parts.iter().enumerate() {
                         match (p.kind.as_str(), &p.text) {
                             ("text", Some(t)) => s.push_str(t),
-                            _ => return Err(ApiError::invalid(
-                                format!(
+                            _ => {
+                                return Err(ApiError::invalid(
+                                    format!(
                                     "'messages[{i}].content[{j}]': only text parts are supported"
                                 ),
-                                Some(&format!("messages[{i}].content[{j}]")),
-                            )),
+                                    Some(&format!("messages[{i}].content[{j}]")),
+                                ))
+                            }
                         }
                     }
                     s
