@@ -722,3 +722,39 @@ fn same_tokens_alone_and_batched_q8_0() {
     );
     s.shutdown(Duration::ZERO);
 }
+
+#[test]
+fn a_panicking_sink_is_dropped_and_serving_goes_on() {
+    let Some(model) = stories260k("a_panicking_sink_is_dropped_and_serving_goes_on") else {
+        return;
+    };
+    fn shared<T: Send + Sync>(_: &T) {}
+    let s = Scheduler::spawn(Arc::clone(&model), config()).unwrap();
+    shared(&s);
+    let mut n = 0;
+    s.submit(
+        greedy(prompt(8, 1), 50),
+        Box::new(move |_| {
+            n += 1;
+            assert!(n < 2, "a sink that fails");
+            true
+        }),
+    )
+    .unwrap();
+    let p = prompt(9, 2);
+    let out = run_all(&s, vec![greedy(p.clone(), 10)]).remove(0);
+    assert_eq!(out.tokens, session_greedy(&model, &p, 10));
+    let st = wait_for(&s, "both gone", |st| st.running == 0);
+    assert_eq!(st.kv_blocks_used, 0);
+    s.close(Duration::ZERO);
+    let t0 = Instant::now();
+    while !s.is_finished() {
+        assert!(t0.elapsed() < PATIENCE, "the scheduler thread did not end");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (sink, _rx) = channel_sink();
+    assert_eq!(
+        s.submit(greedy(prompt(3, 1), 1), sink),
+        Err(SubmitError::ShuttingDown)
+    );
+}

@@ -245,13 +245,26 @@ impl Scheduler {
         self.stop(grace);
     }
 
-    fn stop(&mut self, grace: Duration) {
+    /// Stops intake now and gives queued and running requests `grace` to finish, without
+    /// waiting (for a scheduler shared behind an `Arc`); [`Scheduler::shutdown`] or dropping
+    /// the scheduler joins the thread. An earlier deadline stays.
+    pub fn close(&self, grace: Duration) {
         {
             let mut s = self.inner.lock();
             let at = Instant::now() + grace;
             s.deadline = Some(s.deadline.map_or(at, |d| d.min(at)));
         }
         self.inner.wake.notify_one();
+    }
+
+    /// Whether the scheduler thread has ended (after [`Scheduler::close`], once every request
+    /// has finished or been cancelled).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    fn stop(&mut self, grace: Duration) {
+        self.close(grace);
         if let Some(t) = self.thread.take() {
             // The loop catches nothing itself; a panic there is reported by the thread.
             let _ = t.join();

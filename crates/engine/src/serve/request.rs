@@ -206,10 +206,12 @@ impl Sequence {
         self.sink.is_some()
     }
 
-    /// Sends `event`; a sink that returns false is dropped and never called again.
+    /// Sends `event`; a sink that returns false (or panics) is dropped and never called again.
     pub fn emit(&mut self, event: Event) {
         if let Some(sink) = &mut self.sink {
-            if !sink(event) {
+            let call = std::panic::AssertUnwindSafe(|| sink(event));
+            // A sink that panics stops listening; the scheduler and the other requests go on.
+            if !std::panic::catch_unwind(call).unwrap_or(false) {
                 self.sink = None;
             }
         }
