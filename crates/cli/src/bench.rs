@@ -14,7 +14,10 @@ use model::Llama;
 
 /// Arguments of `herd bench` (the thread counts come from the global `-t`).
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    pub sub: Option<BenchCommand>,
     /// Model file or directory; or give --synthetic instead.
     #[arg(required_unless_present = "synthetic", conflicts_with = "synthetic")]
     pub model: Option<PathBuf>,
@@ -50,6 +53,13 @@ pub struct BenchArgs {
     /// Seed of the random token ids (and of the --synthetic weights).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Load a running server: streamed completions at each concurrency; aggregate tokens/s,
+    /// time to first token and inter-token latency.
+    Serve(crate::bench_serve::BenchServeArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -90,6 +100,9 @@ impl Row {
 }
 
 pub fn run(a: BenchArgs, threads: &[usize], kv_type: KvType) -> Result<()> {
+    if let Some(BenchCommand::Serve(s)) = a.sub {
+        return crate::bench_serve::run(s);
+    }
     let threads = if threads.is_empty() {
         vec![rayon::current_num_threads()]
     } else {

@@ -80,10 +80,13 @@ enum Command {
         #[arg(long)]
         tokenizer: Option<PathBuf>,
     },
-    /// Measure prompt and generation throughput (llama-bench's method and table).
+    /// Measure prompt and generation throughput (llama-bench's method and table); `bench
+    /// serve` loads a running server.
     Bench(crate::bench::BenchArgs),
     /// Write a model as a GGUF file of another weight type (llama.cpp's quantization types).
     Quantize(crate::quantize::QuantizeArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API with continuous batching.
+    Serve(crate::serve::ServeArgs),
 }
 
 /// Sampling and length settings shared by `run` and `chat`.
@@ -219,6 +222,7 @@ pub fn run(cli: Cli) -> Result<()> {
         ),
         Command::Bench(args) => crate::bench::run(args, &cli.threads, cli.kv_type),
         Command::Quantize(args) => crate::quantize::run(args),
+        Command::Serve(args) => crate::serve::run(args, cli.kv_type),
     }
 }
 

@@ -4,9 +4,11 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_serve;
 mod commands;
 mod generate;
 mod quantize;
+mod serve;
 mod threads;
 mod tools;
 

@@ -22,12 +22,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "herd-server",
+        &["herd-engine", "herd-model", "herd-tokenizer", "herd-chat"],
+    ),
+    (
         "herd-cli",
         &[
             "herd-engine",
             "herd-model",
             "herd-formats",
             "herd-tokenizer",
+            "herd-server",
         ],
     ),
     ("herd-testdata", &[]),
