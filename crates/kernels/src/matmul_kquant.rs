@@ -18,6 +18,7 @@ use crate::kquants::{
 };
 use crate::matmul::{MatmulPath, MIN_TASK_BYTES, PANEL_BYTES};
 use crate::par::{chunk_rows, for_each_row_chunk};
+use crate::scratch::{sized, with_panel};
 use crate::{WeightType, WeightView};
 
 /// Tokens per kernel call at `level`: as many as the accumulators fit in registers.
@@ -69,20 +70,30 @@ pub(crate) fn matmul_kquant(
             let panel_rows = (PANEL_BYTES / (nb * block).max(1)).clamp(1, 256);
             for_each_row_chunk(out, w.n_rows, n_tokens, chunk, |mut oc| {
                 let rows = oc.rows();
-                let mut panel = vec![Unpacked::ZERO; panel_rows.min(rows.len()) * nb];
-                for p0 in rows.clone().step_by(panel_rows) {
-                    let np = panel_rows.min(rows.end - p0);
-                    for (i, blocks) in panel.chunks_exact_mut(nb).take(np).enumerate() {
-                        unpack_row(level, w.ty, w.row(p0 + i), blocks);
-                    }
-                    let col0 = p0 - rows.start;
-                    for_token_groups(n_tokens, group, |t0, n| {
-                        for (i, blocks) in panel.chunks_exact(nb).take(np).enumerate() {
-                            let mut put = |t: usize, v: f32| oc.token(t)[col0 + i] = v;
-                            dot_group(level, w.ty, Src::Unpacked(blocks), &act, t0, n, &mut put);
+                with_panel(|p| {
+                    let panel = sized(&mut p.k, panel_rows.min(rows.len()) * nb);
+                    for p0 in rows.clone().step_by(panel_rows) {
+                        let np = panel_rows.min(rows.end - p0);
+                        for (i, blocks) in panel.chunks_exact_mut(nb).take(np).enumerate() {
+                            unpack_row(level, w.ty, w.row(p0 + i), blocks);
                         }
-                    });
-                }
+                        let col0 = p0 - rows.start;
+                        for_token_groups(n_tokens, group, |t0, n| {
+                            for (i, blocks) in panel.chunks_exact(nb).take(np).enumerate() {
+                                let mut put = |t: usize, v: f32| oc.token(t)[col0 + i] = v;
+                                dot_group(
+                                    level,
+                                    w.ty,
+                                    Src::Unpacked(blocks),
+                                    &act,
+                                    t0,
+                                    n,
+                                    &mut put,
+                                );
+                            }
+                        });
+                    }
+                });
             });
         }
     }

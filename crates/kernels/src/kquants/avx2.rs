@@ -12,7 +12,7 @@
 
 use std::arch::x86_64::*;
 
-use super::layout::{f16_at, q2_k, q3_k, q4_k, q5_k, q6_k, scales_mins_k4, scales_q3_k};
+use super::layout::{q2_k, q3_k, q4_k, q5_k, q6_k, scales_mins_k4, scales_q3_k};
 use super::unpack::Unpacked;
 use super::BlockQ8K;
 use crate::avx2_dot::PREFETCH_BYTES;
@@ -73,6 +73,22 @@ unsafe fn load16(b: &[u8], at: usize) -> __m128i {
 unsafe fn srl16(v: __m256i, n: i32) -> __m256i {
     // SAFETY: the caller has AVX2.
     unsafe { _mm256_srl_epi16(v, _mm_cvtsi32_si128(n)) }
+}
+
+/// The two f16 values at `x[at..at + 4]`, widened exactly to `f32` by F16C (`half` would check
+/// the CPU's features at every call).
+///
+/// # Safety
+/// Called only from functions with F16C enabled (the range is bounds-checked).
+#[inline(always)]
+unsafe fn f16_pair(x: &[u8], at: usize) -> (f32, f32) {
+    let b = &x[at..at + 4];
+    let bits = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    // SAFETY: register-only intrinsics; the caller has F16C.
+    unsafe {
+        let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
+        (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+    }
 }
 
 /// One super-block of `unpack.rs`'s form in registers: `u` in eight vectors of 32 values, the
@@ -165,8 +181,7 @@ pub(crate) unsafe fn unpack<const TY: u8>(x: &[u8]) -> Regs {
                         r.u[4 * c + s] = u;
                     }
                 }
-                r.d = f16_at(x, q2_k::D);
-                r.dmin = f16_at(x, q2_k::DMIN);
+                (r.d, r.dmin) = f16_pair(x, q2_k::D);
             }
             Q3 => {
                 let sc = scales_q3_k(&x[q3_k::SCALES..q3_k::SCALES + 12]);
@@ -184,7 +199,7 @@ pub(crate) unsafe fn unpack<const TY: u8>(x: &[u8]) -> Regs {
                         r.u[4 * c + s] = u;
                     }
                 }
-                r.d = f16_at(x, q3_k::D);
+                r.d = f16_pair(x, q3_k::D - 2).1;
                 r.dmin = 0.0;
             }
             Q4 | Q5 => {
@@ -218,8 +233,7 @@ pub(crate) unsafe fn unpack<const TY: u8>(x: &[u8]) -> Regs {
                     r.u[2 * c] = lo;
                     r.u[2 * c + 1] = hi;
                 }
-                r.d = f16_at(x, q4_k::D);
-                r.dmin = f16_at(x, q4_k::DMIN);
+                (r.d, r.dmin) = f16_pair(x, q4_k::D);
             }
             _ => {
                 let sc = load16(x, q6_k::SCALES);
@@ -242,7 +256,7 @@ pub(crate) unsafe fn unpack<const TY: u8>(x: &[u8]) -> Regs {
                         r.u[4 * c + s] = v;
                     }
                 }
-                r.d = f16_at(x, q6_k::D);
+                r.d = f16_pair(x, q6_k::D - 2).1;
                 r.dmin = 0.0;
             }
         }

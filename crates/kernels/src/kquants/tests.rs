@@ -1,5 +1,6 @@
 //! Unit tests of the K-quant kernels on random blocks: Q8_K rounding, scalar dots against an
-//! `f64` dot of the decoded values, and the AVX2 integer sums against the scalar ones.
+//! `f64` dot of the decoded values, the unpacked form against ggml's integers, and the SIMD
+//! unpacking, integer sums and dots against their scalar twins.
 
 use half::f16;
 
@@ -10,9 +11,9 @@ use crate::cpu::Level;
 /// Largest |scalar dot − f64 dot of the decoded values| allowed, relative to the sum of the
 /// magnitudes of the terms (scale part and min part): only `f32` rounding differs.
 const DOT_REL_TOL: f64 = 1e-5;
-/// Largest |AVX2 dot − scalar dot| allowed, on the same scale: identical integer sums, only
+/// Largest |SIMD dot − scalar dot| allowed, on the same scale: identical integer sums, only
 /// the `f32` accumulation order differs.
-const AVX2_REL_TOL: f64 = 1e-6;
+const SIMD_REL_TOL: f64 = 1e-6;
 
 const K_TYPES: [WeightType; 5] = [
     WeightType::Q2_K,
@@ -365,7 +366,7 @@ fn simd_dots_match_scalar() {
                     let scalar = scalar_dot(ty, &row, &act) as f64;
                     let (_, mag) = reference(ty, &row, &act);
                     assert!(
-                        (simd as f64 - scalar).abs() <= AVX2_REL_TOL * mag,
+                        (simd as f64 - scalar).abs() <= SIMD_REL_TOL * mag,
                         "{name} {ty:?} x{n_blocks}: {simd} vs {scalar} (scale {mag})"
                     );
                 }

@@ -35,6 +35,12 @@ pub(crate) struct Unpacked {
     pub dmin: f32,
 }
 
+impl Default for Unpacked {
+    fn default() -> Unpacked {
+        Unpacked::ZERO
+    }
+}
+
 impl Unpacked {
     pub(crate) const ZERO: Unpacked = Unpacked {
         u: [0; QK_K],
