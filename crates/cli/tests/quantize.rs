@@ -54,7 +54,11 @@ fn logits_error(model: &Path, dir: &Path, logits_file: &str) -> (f32, f32) {
         .collect();
     let (_, want) = formats::npy::read_f32(&dir.join(logits_file)).unwrap();
     let (m, _, _) = engine::load_model(model).unwrap();
-    let got = engine::Session::new(&m).feed_all(&ids).unwrap();
+    // f32 keys and values: the reference computed them so.
+    let got = engine::Session::with_kv_type(&m, engine::KvType::F32)
+        .unwrap()
+        .feed_all(&ids)
+        .unwrap();
     assert_eq!(got.len(), want.len());
     let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
     let err = got

@@ -25,7 +25,8 @@ fn score(path: &Path, tokenizer: Option<&Path>, text: &str) -> (f64, Vec<u32>) {
     let tok = loaded.tokenizer.as_ref().expect("a tokenizer");
     let ids = tok.encode(text, false);
     let bos = tok.bos().unwrap();
-    let r = engine::perplexity(&loaded.model, &ids, bos, 512, Some(20)).unwrap();
+    let r =
+        engine::perplexity(&loaded.model, &ids, bos, 512, Some(20), engine::KvType::F32).unwrap();
     assert_eq!(r.n_tokens, 20 * 511);
     (r.perplexity, ids)
 }
