@@ -427,7 +427,7 @@ fn convert(w: &Weight, ty: WeightType) -> Vec<u8> {
         for (s, d) in src.chunks_exact(in_row).zip(f.chunks_exact_mut(w.n_cols)) {
             kernels::dequantize(w.ty, s, d);
         }
-        kernels::quantize_rows(ty, &f, w.n_cols, dst);
+        kernels::quantize_rows_fitted(ty, &f, w.n_cols, dst);
     }
     out
 }

@@ -61,8 +61,8 @@ pub use matmul::{matmul, matmul_path, matmul_path_with, matmul_with, MatmulPath,
 pub use matmul_reference::matmul_reference;
 pub use norm::rms_norm;
 pub use quantize::{
-    can_quantize, quantize_into, quantize_q4_0, quantize_q8_0, quantize_rows, K_QUANTIZE_TYPES,
-    QUANTIZE_TYPES,
+    block_q4_0_fitted, can_quantize, quantize_into, quantize_q4_0, quantize_q8_0, quantize_rows,
+    quantize_rows_fitted, K_QUANTIZE_TYPES, QUANTIZE_TYPES,
 };
 pub use rope::{rope_cos_sin, rope_interleaved, rope_inv_freqs, RopeFreqs};
 pub use vec::{add_assign, dot, silu_mul, softmax};
