@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p herd-kernels --example matvec -- \
-//!     [--rows 2048] [--cols 5632] [--types q8_0,q4_0,f16,q4_k,...] [--isas scalar,avx2,avx512] \
+//!     [--rows 2048] [--cols 5632] [--types q8_0,q4_0,f16,q4_k,...] [--isas scalar,avx2,avx512,amx] \
 //!     [--threads 1,2] [--tokens 128] [--decode-mib 1024] [--reference] [--only decode|prefill]
 //! ```
 //!

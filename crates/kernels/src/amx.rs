@@ -12,10 +12,16 @@
 //!   multiply-add: `out[t, r]` depends on row `r` and token `t` only, never on which or how many
 //!   other tokens share the call (padding tokens and rows are never read back).
 //!
-//! Throughput: one 16 × 16 × 32 tile product per block keeps the tile unit half busy (it takes 64
-//! bytes of depth per row); the `f32` epilogue (3 vector operations per 16 outputs per block) is
-//! the other bound. The kernel is used for every token count from 2: a per-count choice would
-//! make results depend on the batch.
+//! Throughput: one 16 × 16 × 32 tile product per block uses half the depth a tile row can take
+//! (64 bytes), and each block's sums must leave the tile unit through memory for the `f32`
+//! epilogue (3 vector operations per 16 outputs per block); the tile loads and stores, and that
+//! epilogue, are the bounds. Two token groups share each weight tile load.
+//!
+//! Which kernels: this path serves every call of 2 tokens or more at the AMX level, whatever the
+//! shape. It is faster than the AVX-512 VNNI tiles from about 16 tokens on, on every shape
+//! measured (TinyLlama's and stories15M's matrices); below that it computes 16 tokens' worth
+//! for a few and is slower. Choosing by token count would make a token's result depend on how
+//! many others share its call, so the choice is per level only.
 
 use rayon::prelude::*;
 

@@ -205,6 +205,28 @@ macro_rules! store {
     };
 }
 
+/// Block `$b`'s sums out of the C tiles of its parity (through the `$sums` buffers) and into
+/// the accumulators `$av` (a macro, not a function: the accumulators stay in registers).
+macro_rules! finish {
+    ($g:expr, $av:expr, $sums:expr, $wd:expr, $ad:expr, $b:expr) => {{
+        match ($g, $b & 1) {
+            (1, 0) => store!(0, $sums[0]),
+            (1, _) => store!(2, $sums[0]),
+            (_, 0) => {
+                store!(0, $sums[0]);
+                store!(1, $sums[1]);
+            }
+            _ => {
+                store!(2, $sums[0]);
+                store!(3, $sums[1]);
+            }
+        }
+        for g in 0..$g {
+            epilogue(&mut $av[g], $sums[g], $wd, $ad[g], $b);
+        }
+    }};
+}
+
 /// # Safety
 /// This thread's tile configuration is [`CONFIG`]; AVX-512 F available; `G` is 1 or 2; `w` and
 /// each `a[g]` hold `nb` tiles of 512 bytes, `wd` and each `ad[g]` `nb × 16` scales; `nb > 0`.
@@ -226,13 +248,16 @@ unsafe fn tile_q8_amx<const G: usize>(
             *v = unsafe { _mm512_loadu_ps(row.as_ptr()) };
         }
     }
-    // SAFETY (all four): blocks 0..nb are in bounds, as the caller promises.
-    unsafe { product::<G>(w, a, nb, 0) };
-    for b in 1..nb {
-        unsafe { product::<G>(w, a, nb, b) };
-        unsafe { finish::<G>(&mut av, sp, wd, ad, b - 1) };
+    // SAFETY: blocks 0..nb are in bounds, as the caller promises; block b − 1's products were
+    // issued before its sums are stored; each `sums` buffer holds a C tile.
+    unsafe {
+        product::<G>(w, a, nb, 0);
+        for b in 1..nb {
+            product::<G>(w, a, nb, b);
+            finish!(G, av, sp, wd, ad, b - 1);
+        }
+        finish!(G, av, sp, wd, ad, nb - 1);
     }
-    unsafe { finish::<G>(&mut av, sp, wd, ad, nb - 1) };
     for (avg, accg) in av.iter().zip(acc) {
         for (v, row) in avg.iter().zip(accg.iter_mut()) {
             // SAFETY: each row of acc holds 16 values.
@@ -264,39 +289,6 @@ unsafe fn product<const G: usize>(w: *const u8, a: [*const u8; G], nb: usize, b:
             (1, _) => product1!(2, wb, x0),
             (_, 0) => product2!(0, 1, wb, x0, a[G - 1].add(b * TILE_BYTES)),
             _ => product2!(2, 3, wb, x0, a[G - 1].add(b * TILE_BYTES)),
-        }
-    }
-}
-
-/// Block `b`'s sums out of the C tiles of its parity and into the accumulators.
-///
-/// # Safety
-/// As [`tile_q8_amx`], `b < nb`, block `b`'s products issued; `sums` are two 1024-byte buffers.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-#[inline]
-unsafe fn finish<const G: usize>(
-    av: &mut [[__m512; TILE_ROWS]; G],
-    sums: [*mut i32; 2],
-    wd: *const f32,
-    ad: [*const f32; G],
-    b: usize,
-) {
-    // SAFETY: as the caller promises.
-    unsafe {
-        match (G, b & 1) {
-            (1, 0) => store!(0, sums[0]),
-            (1, _) => store!(2, sums[0]),
-            (_, 0) => {
-                store!(0, sums[0]);
-                store!(1, sums[1]);
-            }
-            _ => {
-                store!(2, sums[0]);
-                store!(3, sums[1]);
-            }
-        }
-        for g in 0..G {
-            epilogue(&mut av[g], sums[g], wd, ad[g], b);
         }
     }
 }
