@@ -50,7 +50,27 @@ pub fn attend_block(
     let head_dim = q.len();
     assert!(n <= block && scores.len() >= block && acc.len() == head_dim);
     assert!(keys_t.len() >= head_dim * block && values.len() >= n * head_dim);
-    match Level::new(crate::isa()).unwrap_or(Level::Scalar) {
+    let level = Level::new(crate::isa()).unwrap_or(Level::Scalar);
+    attend_on(
+        level, q, keys_t, values, block, n, scale, scores, state, acc,
+    )
+}
+
+/// [`attend_block`] with the code of `level`.
+#[allow(clippy::too_many_arguments)]
+fn attend_on(
+    level: Level,
+    q: &[f32],
+    keys_t: &[f32],
+    values: &[f32],
+    block: usize,
+    n: usize,
+    scale: f32,
+    scores: &mut [f32],
+    state: &mut SoftmaxState,
+    acc: &mut [f32],
+) {
+    match level {
         #[cfg(target_arch = "x86_64")]
         Level::Avx512(_) => {
             // SAFETY: the level proves AVX-512 F/VL and FMA.
@@ -242,48 +262,18 @@ mod tests {
                         v[j * head_dim..(j + 1) * head_dim]
                             .copy_from_slice(&vals[(b0 + j) * head_dim..(b0 + j + 1) * head_dim]);
                     }
-                    let level = Level::new(isa).unwrap();
-                    match level {
-                        #[cfg(target_arch = "x86_64")]
-                        Level::Avx512(_) => unsafe {
-                            attend_avx512(
-                                &q,
-                                &kt,
-                                &v,
-                                block,
-                                n,
-                                scale,
-                                &mut scores,
-                                &mut st,
-                                &mut acc,
-                            )
-                        },
-                        #[cfg(target_arch = "x86_64")]
-                        Level::Avx2(_) => unsafe {
-                            attend_avx2(
-                                &q,
-                                &kt,
-                                &v,
-                                block,
-                                n,
-                                scale,
-                                &mut scores,
-                                &mut st,
-                                &mut acc,
-                            )
-                        },
-                        Level::Scalar => attend_generic(
-                            &q,
-                            &kt,
-                            &v,
-                            block,
-                            n,
-                            scale,
-                            &mut scores,
-                            &mut st,
-                            &mut acc,
-                        ),
-                    }
+                    attend_on(
+                        Level::new(isa).unwrap(),
+                        &q,
+                        &kt,
+                        &v,
+                        block,
+                        n,
+                        scale,
+                        &mut scores,
+                        &mut st,
+                        &mut acc,
+                    );
                 }
                 let out: Vec<f32> = acc.iter().map(|a| a / st.sum).collect();
                 results.push((isa, out));

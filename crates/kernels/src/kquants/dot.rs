@@ -13,32 +13,9 @@ use super::{BlockQ8K, QK_K};
 pub fn vec_dot_q2_k_q8_k(row: &[u8], act: &[BlockQ8K]) -> f32 {
     let mut sumf = 0f32;
     for (x, y) in row.chunks_exact(q2_k::BYTES).zip(act) {
-        let sc = &x[q2_k::SCALES..q2_k::SCALES + 16];
-        let summs: i32 = y
-            .bsums
-            .iter()
-            .zip(sc)
-            .map(|(&b, &s)| b as i32 * (s >> 4) as i32)
-            .sum();
+        let (isum, summs) = q2_k_block_ints(x, y);
         let dall = y.d * f16_at(x, q2_k::D);
         let dmin = y.d * f16_at(x, q2_k::DMIN);
-        let mut isum = 0i32;
-        let mut is = 0;
-        for q2 in x[q2_k::QS..q2_k::QS + 64].chunks_exact(32) {
-            for shift in [0, 2, 4, 6] {
-                for half in q2.chunks_exact(16) {
-                    let d = (sc[is] & 0xF) as i32;
-                    let q8 = &y.qs[16 * is..16 * is + 16];
-                    is += 1;
-                    let isuml: i32 = q8
-                        .iter()
-                        .zip(half)
-                        .map(|(&a, &q)| a as i32 * ((q >> shift) & 3) as i32)
-                        .sum();
-                    isum += d * isuml;
-                }
-            }
-        }
         sumf += dall * isum as f32 - dmin * summs as f32;
     }
     sumf
@@ -288,7 +265,6 @@ pub(crate) fn q6_k_block_int(x: &[u8], y: &BlockQ8K) -> i32 {
 
 /// The integer parts of one Q2_K block's dot product, as ggml sums them: (Σ_j sc_j·Σ q·q8,
 /// Σ_j bsums_j·m_j).
-#[cfg(test)]
 pub(crate) fn q2_k_block_ints(x: &[u8], y: &BlockQ8K) -> (i32, i32) {
     let sc = &x[q2_k::SCALES..q2_k::SCALES + 16];
     let summs: i32 = y
