@@ -103,6 +103,8 @@ impl Llama {
             .map(|&pos| rope_cos_sin(pos, &self.rope))
             .collect();
 
+        // The same split of the attention work serves every layer.
+        let tasks = attention_tasks(batch, c.n_kv_heads);
         for (l, layer) in self.layers.iter().enumerate() {
             // Attention block.
             for (o, xi) in xn.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
@@ -121,7 +123,7 @@ impl Llama {
                 );
                 kv.store(l, batch.seq_ids[t], pos, kt, vt);
             }
-            self.attention(l, batch, &q, &*kv, &mut attn);
+            self.attention(l, batch, &tasks, &q, &*kv, &mut attn);
             matmul_path(mm_path, &layer.wo.view(), &attn, n, &mut proj);
             add_assign(&mut x, &proj);
 
@@ -161,11 +163,18 @@ impl Llama {
     /// group (GQA) and every entry of the task. The arithmetic of one (token, head) depends only
     /// on its query and the cached rows, never on the rest of the batch, so a sequence gets the
     /// same result alone or batched with others.
-    fn attention(&self, layer: usize, batch: &Batch, q: &[f32], kv: &dyn KvView, out: &mut [f32]) {
+    fn attention(
+        &self,
+        layer: usize,
+        batch: &Batch,
+        tasks: &[AttnTask],
+        q: &[f32],
+        kv: &dyn KvView,
+        out: &mut [f32],
+    ) {
         let c = &self.config;
         let (head_dim, q_dim) = (c.head_dim, c.q_dim());
         let group = c.n_heads / c.n_kv_heads;
-        let tasks = attention_tasks(batch, c.n_kv_heads);
         let results: Vec<Vec<f32>> = tasks
             .par_iter()
             .map_init(AttnScratch::default, |s, task| {
