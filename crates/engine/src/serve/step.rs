@@ -356,9 +356,17 @@ impl Looper {
             }
         }
         done.sort_unstable_by_key(|d| d.0);
+        let mut finished = Vec::with_capacity(done.len());
         for (i, f) in done.into_iter().rev() {
             let seq = self.running.remove(i);
-            self.leave(seq).finish(f);
+            finished.push((self.leave(seq), f));
+        }
+        // The figures show the finished sequences gone before their clients hear the end.
+        if !finished.is_empty() {
+            self.publish();
+        }
+        for (mut seq, f) in finished.into_iter().rev() {
+            seq.finish(f);
         }
         self.drop_deaf();
     }
