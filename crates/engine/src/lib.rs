@@ -13,6 +13,7 @@ mod chat;
 mod chat_settings;
 mod error;
 mod generate;
+mod importance;
 mod kv;
 mod load;
 mod perplexity;

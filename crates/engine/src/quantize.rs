@@ -4,6 +4,10 @@
 //! types (`q4_k_m`, ...) llama.cpp's per-tensor choices (output in Q6_K, more bits for some
 //! `attn_v` / `ffn_down` layers).
 //!
+//! Q4_0 blocks get least-squares fitted scales with each column's error weighted by the mean
+//! square of the input it meets, estimated from the weights alone (`importance.rs`); the
+//! other types are byte-identical to ggml's reference quantizers.
+//!
 //! Tensors are converted and written one at a time (the destination is `OUT.tmp`, renamed at
 //! the end), so memory holds the loaded model's mapping plus one tensor.
 
@@ -17,6 +21,7 @@ use kernels::WeightType;
 use model::{Llama, LlamaConfig, RopeScaling, Weight};
 use tokenizer::{BpeTokenizer, PreTokenizer, SpmTokenizer, TokenKind};
 
+use crate::importance;
 use crate::load::{load_model, read_prefix, ModelFormat};
 use crate::{EngineError, Result};
 
@@ -332,6 +337,23 @@ enum Source<'a> {
     Vector(Vec<f32>),
 }
 
+/// The input mean squares of the matrix `kind` of `layer` ([`crate::importance`]), for the
+/// types whose quantizer weighs its error by them (Q4_0).
+fn column_importance(
+    imp: &[importance::LayerImportance],
+    kind: Kind,
+    layer: usize,
+) -> Option<&[f32]> {
+    let l = imp.get(layer)?;
+    Some(match kind {
+        Kind::AttnQ | Kind::AttnK | Kind::AttnV => &l.attn_in,
+        Kind::AttnOutput => &l.attn_out_in,
+        Kind::FfnGate | Kind::FfnUp => &l.ffn_in,
+        Kind::FfnDown => &l.down_in,
+        _ => return None,
+    })
+}
+
 /// Every tensor of the output in GGUF order, with its values and role.
 fn tensors_of(m: &Llama) -> Vec<(String, Kind, usize, Source<'_>)> {
     let c = &m.config;
@@ -407,7 +429,7 @@ const ROWS_PER_STEP_VALUES: usize = 1 << 22;
 
 /// The bytes of `w` as `ty`: its own bytes when the type is unchanged, else every row decoded
 /// to `f32` and encoded again, a slice of rows at a time.
-fn convert(w: &Weight, ty: WeightType) -> Vec<u8> {
+fn convert(w: &Weight, ty: WeightType, importance: Option<&[f32]>) -> Vec<u8> {
     let v = w.view();
     if w.ty == ty {
         return v.bytes.to_vec();
@@ -427,7 +449,7 @@ fn convert(w: &Weight, ty: WeightType) -> Vec<u8> {
         for (s, d) in src.chunks_exact(in_row).zip(f.chunks_exact_mut(w.n_cols)) {
             kernels::dequantize(w.ty, s, d);
         }
-        kernels::quantize_rows_fitted(ty, &f, w.n_cols, dst);
+        kernels::quantize_rows_fitted(ty, &f, w.n_cols, importance, dst);
     }
     out
 }
@@ -732,6 +754,16 @@ pub fn quantize(
         total_bytes: total,
     });
 
+    // Column importance, for the quantizers that use it.
+    let converts_to_q4_0 = planned.iter().zip(&sources).any(|(t, (_, _, _, src))| {
+        t.ty == WeightType::Q4_0 && matches!(src, Source::Matrix(m) if m.ty != t.ty)
+    });
+    let imp = if converts_to_q4_0 {
+        importance::estimate(&model)
+    } else {
+        Vec::new()
+    };
+
     // Data.
     let mut tmp_name = output.as_os_str().to_owned();
     tmp_name.push(".tmp");
@@ -739,9 +771,9 @@ pub fn quantize(
     let file = std::fs::File::create(&tmp).map_err(|e| formats::FormatError::io(&tmp, e))?;
     let result = (|| -> Result<()> {
         let mut w = GgufWriter::new(BufWriter::with_capacity(1 << 20, file), &tmp, meta, specs)?;
-        for (index, ((name, _, _, src), plan)) in sources.iter().zip(&planned).enumerate() {
+        for (index, ((name, kind, layer, src), plan)) in sources.iter().zip(&planned).enumerate() {
             let bytes = match src {
-                Source::Matrix(m) => convert(m, plan.ty),
+                Source::Matrix(m) => convert(m, plan.ty, column_importance(&imp, *kind, *layer)),
                 Source::Vector(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             };
             w.write_tensor(&bytes)?;

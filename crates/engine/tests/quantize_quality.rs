@@ -12,14 +12,14 @@ use std::path::Path;
 
 use engine::{QuantType, QuantizeEvent};
 
-/// Largest relative perplexity increase of the Q4_0 file. The issue asks for 5%; herd reaches
-/// 5.6% (4.4416 against 4.2059) with scales fitted by least squares per block
-/// (`kernels::block_q4_0_fitted`); ggml's reference rounding gives 6.8% (4.4912), and about the
-/// same when the Q4_0 weights are decoded back to F32 and run with F32 activations (4.4895), so
-/// it is the rounding of the weights themselves, not the integer kernels: 4 bits per weight
-/// over rows of only 64 values are coarse for a model this small. The bound keeps the fitted
-/// quantizer's gain: a return to the reference rounding fails it.
-const Q4_0_BOUND: f64 = 0.06;
+/// Largest relative perplexity increase of the Q4_0 file, as the issue asks. herd reaches
+/// 4.9% (4.4108 against 4.2059): each block's scale is fitted by least squares with the error
+/// of every column weighted by the mean square of the input it meets, estimated from the
+/// weights alone (`engine/src/importance.rs`, `kernels::block_q4_0_fitted`). ggml's
+/// reference rounding gives 6.8% (4.4912; about the same with the weights decoded back to
+/// F32, 4.4895, so it is the 4-bit rounding, not the integer kernels), the unweighted fit
+/// 5.6% (4.4416).
+const Q4_0_BOUND: f64 = 0.05;
 const Q8_0_BOUND: f64 = 0.01;
 
 fn score(path: &Path, tokenizer: Option<&Path>, text: &str) -> (f64, Vec<u32>) {

@@ -111,9 +111,16 @@ pub fn quantize_rows(ty: WeightType, src: &[f32], n_cols: usize, dst: &mut [u8])
 }
 
 /// [`quantize_rows`], except that Q4_0 blocks get the scale that minimizes their squared
-/// error ([`block_q4_0_fitted`]) instead of ggml's reference rule (largest value ↦ −8). The
-/// bytes are valid Q4_0 for every reader; only the choice of scale and rounding differs.
-pub fn quantize_rows_fitted(ty: WeightType, src: &[f32], n_cols: usize, dst: &mut [u8]) {
+/// error ([`block_q4_0_fitted`]) instead of ggml's reference rule (largest value ↦ −8),
+/// weighted per column by `importance` (`n_cols` values) when given. The bytes are valid Q4_0
+/// for every reader; only the choice of scale and rounding differs.
+pub fn quantize_rows_fitted(
+    ty: WeightType,
+    src: &[f32],
+    n_cols: usize,
+    importance: Option<&[f32]>,
+    dst: &mut [u8],
+) {
     if ty != WeightType::Q4_0 {
         return quantize_rows(ty, src, n_cols, dst);
     }
@@ -123,27 +130,37 @@ pub fn quantize_rows_fitted(ty: WeightType, src: &[f32], n_cols: usize, dst: &mu
         src.len()
     );
     assert_eq!(dst.len(), ty.row_bytes(src.len()), "output size");
-    src.par_chunks(QK * 256)
-        .zip(dst.par_chunks_mut(18 * 256))
+    if let Some(imp) = importance {
+        assert_eq!(imp.len(), n_cols, "one importance per column");
+    }
+    src.par_chunks(n_cols)
+        .zip(dst.par_chunks_mut(ty.row_bytes(n_cols)))
         .for_each(|(s, d)| {
-            for (x, out) in s.chunks_exact(QK).zip(d.chunks_exact_mut(18)) {
-                block_q4_0_fitted(x, out);
+            for (b, (x, out)) in s.chunks_exact(QK).zip(d.chunks_exact_mut(18)).enumerate() {
+                block_q4_0_fitted(x, importance.map(|w| &w[b * QK..(b + 1) * QK]), out);
             }
         });
 }
 
 /// A Q4_0 block whose scale is fitted: for candidate scales around ggml's choice, round to
 /// the 16 levels, refit the scale by least squares for those levels, and keep the pair with
-/// the least squared error (measured with the scale rounded to f16, as stored). ggml's own
-/// choice is one candidate, so the error is never larger than the reference quantizer's.
-pub fn block_q4_0_fitted(x: &[f32], out: &mut [u8]) {
+/// the least squared error (measured with the scale rounded to f16, as stored). With
+/// `importance` (32 non-negative weights, e.g. the mean squares of the inputs these columns
+/// meet), the error is weighted by it. ggml's own choice is one candidate, so the (weighted)
+/// error is never larger than the reference quantizer's.
+pub fn block_q4_0_fitted(x: &[f32], importance: Option<&[f32]>, out: &mut [u8]) {
     block_q4_0(x, out);
+    let mut w = [1f32; QK];
+    if let Some(imp) = importance {
+        w.copy_from_slice(imp);
+    }
     let err_of = |d: f32, q: &[u8; QK]| -> f32 {
         x.iter()
             .zip(q)
-            .map(|(&v, &q)| {
+            .zip(&w)
+            .map(|((&v, &q), &w)| {
                 let e = v - d * (q as f32 - 8.0);
-                e * e
+                w * e * e
             })
             .sum()
     };
@@ -161,17 +178,17 @@ pub fn block_q4_0_fitted(x: &[f32], out: &mut [u8]) {
     let max = x.iter().copied().find(|v| v.abs() == amax).unwrap_or(0.0);
     for step in -20..=20 {
         // Levels of the largest value from −6 to −10 (ggml: −8); each candidate is refined by
-        // alternating rounding and least-squares refits.
+        // alternating rounding and weighted least-squares refits.
         let mut d = max / (-8.0 + step as f32 * 0.1);
         for _ in 0..3 {
             let id = 1.0 / d;
             let mut q = [0u8; QK];
             let (mut sxq, mut sqq) = (0f32, 0f32);
-            for (q, &v) in q.iter_mut().zip(x) {
+            for ((q, &v), &w) in q.iter_mut().zip(x).zip(&w) {
                 *q = (v * id + 8.5).clamp(0.0, 15.0) as u8;
                 let l = *q as f32 - 8.0;
-                sxq += v * l;
-                sqq += l * l;
+                sxq += w * v * l;
+                sqq += w * l * l;
             }
             if sqq == 0.0 {
                 break;
@@ -263,31 +280,51 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         };
-        let (mut e_ref, mut e_fit) = (0f64, 0f64);
-        for b in 0..500 {
-            // Gaussian-ish blocks, some with an outlier.
-            let mut x: Vec<f32> = (0..QK).map(|_| next() + next() + next()).collect();
-            if b % 5 == 0 {
-                x[b % QK] *= 4.0;
+        for weighted in [false, true] {
+            let (mut e_ref, mut e_fit) = (0f64, 0f64);
+            for b in 0..500 {
+                // Gaussian-ish blocks, some with an outlier.
+                let mut x: Vec<f32> = (0..QK).map(|_| next() + next() + next()).collect();
+                if b % 5 == 0 {
+                    x[b % QK] *= 4.0;
+                }
+                // Importance spread over two orders of magnitude.
+                let w: Vec<f32> = (0..QK)
+                    .map(|_| {
+                        if weighted {
+                            10f32.powf(next() * 2.0)
+                        } else {
+                            1.0
+                        }
+                    })
+                    .collect();
+                let (mut r, mut f) = ([0u8; 18], [0u8; 18]);
+                block_q4_0(&x, &mut r);
+                block_q4_0_fitted(&x, weighted.then_some(&w[..]), &mut f);
+                let (mut dr, mut df) = ([0f32; QK], [0f32; QK]);
+                dequantize(WeightType::Q4_0, &r, &mut dr);
+                dequantize(WeightType::Q4_0, &f, &mut df);
+                let err = |d: &[f32]| -> f64 {
+                    x.iter()
+                        .zip(d)
+                        .zip(&w)
+                        .map(|((a, b), w)| *w as f64 * ((a - b) as f64).powi(2))
+                        .sum()
+                };
+                let (er, ef) = (err(&dr), err(&df));
+                assert!(
+                    ef <= er * (1.0 + 1e-5),
+                    "block {b} (weighted {weighted}): fitted {ef} > reference {er}"
+                );
+                e_ref += er;
+                e_fit += ef;
             }
-            let (mut r, mut f) = ([0u8; 18], [0u8; 18]);
-            block_q4_0(&x, &mut r);
-            block_q4_0_fitted(&x, &mut f);
-            let (mut dr, mut df) = ([0f32; QK], [0f32; QK]);
-            dequantize(WeightType::Q4_0, &r, &mut dr);
-            dequantize(WeightType::Q4_0, &f, &mut df);
-            let err =
-                |d: &[f32]| -> f64 { x.iter().zip(d).map(|(a, b)| ((a - b) as f64).powi(2)).sum() };
-            let (er, ef) = (err(&dr), err(&df));
+            // The fit is worth doing at all: a clearly smaller total error.
             assert!(
-                ef <= er * (1.0 + 1e-6),
-                "block {b}: fitted {ef} > reference {er}"
+                e_fit < 0.95 * e_ref,
+                "weighted {weighted}: fitted {e_fit} vs reference {e_ref}"
             );
-            e_ref += er;
-            e_fit += ef;
         }
-        // The fit is worth doing at all: a clearly smaller total error.
-        assert!(e_fit < 0.95 * e_ref, "fitted {e_fit} vs reference {e_ref}");
     }
 
     fn ramp(n: usize) -> Vec<f32> {
