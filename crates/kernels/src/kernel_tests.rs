@@ -509,7 +509,9 @@ fn time_quant_row_kernels() {
     for (isa, level) in simd_levels() {
         for ty in [WeightType::Q8_0, WeightType::Q4_0] {
             let nb = 64;
-            let rows: Vec<Vec<u8>> = (0..16).map(|_| quant_row(&mut rng, ty, nb, false)).collect();
+            let rows: Vec<Vec<u8>> = (0..16)
+                .map(|_| quant_row(&mut rng, ty, nb, false))
+                .collect();
             let x = acts(&mut rng, nb * 32, false);
             let k = crate::matmul_quant::lane_corr_k(level, ty);
             let act = ActQ8::new(level, &x, 1, nb * 32, ActLayout::Natural, k);
