@@ -172,6 +172,306 @@ fn attend_generic(
     state.sum = sum;
 }
 
+/// Folds keys of one block into many query rows: row `r` (query `q[r·head_dim..]`, state
+/// `states[r]`, accumulator `acc[r·head_dim..]`) takes keys `0..ns[r]` (none when 0).
+///
+/// Every row gets exactly the arithmetic [`attend_block`] gives it alone (so the result is
+/// bitwise the same, whatever rows share the call); the rows are only interleaved, so that
+/// the score sums of several rows proceed side by side instead of one dependent chain. For
+/// blocks of 16 keys and heads of 64 or 128 the sizes are fixed at compile time and the
+/// scores of a group of rows stay in registers.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_block_rows(
+    q: &[f32],
+    ns: &[usize],
+    keys_t: &[f32],
+    values: &[f32],
+    block: usize,
+    scale: f32,
+    scores: &mut [f32],
+    states: &mut [SoftmaxState],
+    acc: &mut [f32],
+) {
+    let n_rows = ns.len();
+    assert!(n_rows > 0 && q.len().is_multiple_of(n_rows));
+    let head_dim = q.len() / n_rows;
+    let n_max = ns.iter().copied().max().unwrap_or(0);
+    assert!(n_max <= block && scores.len() >= block);
+    assert!(states.len() == n_rows && acc.len() == n_rows * head_dim);
+    assert!(keys_t.len() >= head_dim * block && values.len() >= n_max * head_dim);
+    let level = Level::new(crate::isa()).unwrap_or(Level::Scalar);
+    rows_on(
+        level, q, ns, keys_t, values, block, scale, scores, states, acc,
+    )
+}
+
+/// [`attend_block_rows`] with the code of `level`.
+#[allow(clippy::too_many_arguments)]
+fn rows_on(
+    level: Level,
+    q: &[f32],
+    ns: &[usize],
+    keys_t: &[f32],
+    values: &[f32],
+    block: usize,
+    scale: f32,
+    scores: &mut [f32],
+    states: &mut [SoftmaxState],
+    acc: &mut [f32],
+) {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512(_) => {
+            // SAFETY: the level proves AVX-512 F/VL and FMA.
+            unsafe { rows_avx512(q, ns, keys_t, values, block, scale, scores, states, acc) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2(_) => {
+            // SAFETY: the level proves AVX2 and FMA.
+            unsafe { rows_avx2(q, ns, keys_t, values, block, scale, scores, states, acc) }
+        }
+        Level::Scalar => {
+            rows_generic::<GenericScores>(q, ns, keys_t, values, block, scale, scores, states, acc)
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_avx512(
+    q: &[f32],
+    ns: &[usize],
+    keys_t: &[f32],
+    values: &[f32],
+    block: usize,
+    scale: f32,
+    scores: &mut [f32],
+    states: &mut [SoftmaxState],
+    acc: &mut [f32],
+) {
+    rows_generic::<Avx512Scores>(q, ns, keys_t, values, block, scale, scores, states, acc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_avx2(
+    q: &[f32],
+    ns: &[usize],
+    keys_t: &[f32],
+    values: &[f32],
+    block: usize,
+    scale: f32,
+    scores: &mut [f32],
+    states: &mut [SoftmaxState],
+    acc: &mut [f32],
+) {
+    rows_generic::<Avx2Scores>(q, ns, keys_t, values, block, scale, scores, states, acc)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn rows_generic<K: ScoreKernel>(
+    q: &[f32],
+    ns: &[usize],
+    keys_t: &[f32],
+    values: &[f32],
+    block: usize,
+    scale: f32,
+    scores: &mut [f32],
+    states: &mut [SoftmaxState],
+    acc: &mut [f32],
+) {
+    let head_dim = q.len() / ns.len();
+    match (block, head_dim) {
+        (FIXED_BLOCK, 64) => rows_fixed::<K, 64>(q, ns, keys_t, values, scale, states, acc),
+        (FIXED_BLOCK, 128) => rows_fixed::<K, 128>(q, ns, keys_t, values, scale, states, acc),
+        _ => {
+            for (r, &n) in ns.iter().enumerate() {
+                if n > 0 {
+                    attend_generic(
+                        &q[r * head_dim..(r + 1) * head_dim],
+                        keys_t,
+                        values,
+                        block,
+                        n,
+                        scale,
+                        scores,
+                        &mut states[r],
+                        &mut acc[r * head_dim..(r + 1) * head_dim],
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Scores of [`ScoreKernel::ROWS`] query rows against a block of 16 transposed keys:
+/// `s[r][k] = Σ_d q[r][d]·k[d][k]`, each a chain of fused multiply-adds over `d` from 0 (the
+/// order and roundings of [`attend_generic`], whatever the instruction set).
+trait ScoreKernel {
+    const ROWS: usize;
+    fn scores<const HD: usize>(qr: &[&[f32; HD]], keys_t: &[f32], out: &mut [[f32; FIXED_BLOCK]]);
+}
+
+/// Plain loops (the scalar level): one row at a time.
+struct GenericScores;
+impl ScoreKernel for GenericScores {
+    const ROWS: usize = 1;
+    #[inline(always)]
+    fn scores<const HD: usize>(qr: &[&[f32; HD]], keys_t: &[f32], out: &mut [[f32; FIXED_BLOCK]]) {
+        for (q, s) in qr.iter().zip(out.iter_mut()) {
+            *s = [0.0; FIXED_BLOCK];
+            for d in 0..HD {
+                let kd = &keys_t[d * FIXED_BLOCK..(d + 1) * FIXED_BLOCK];
+                for k in 0..FIXED_BLOCK {
+                    s[k] = q[d].mul_add(kd[k], s[k]);
+                }
+            }
+        }
+    }
+}
+
+/// Eight rows side by side, one 16-lane register each.
+#[cfg(target_arch = "x86_64")]
+struct Avx512Scores;
+#[cfg(target_arch = "x86_64")]
+impl ScoreKernel for Avx512Scores {
+    const ROWS: usize = 8;
+    #[inline(always)]
+    fn scores<const HD: usize>(qr: &[&[f32; HD]], keys_t: &[f32], out: &mut [[f32; FIXED_BLOCK]]) {
+        use std::arch::x86_64::*;
+        assert!(qr.len() == Self::ROWS && out.len() == Self::ROWS);
+        assert!(keys_t.len() >= HD * FIXED_BLOCK);
+        // SAFETY: only reached from `rows_avx512`, whose level proves AVX-512 F; every load
+        // and store is inside the slices checked above.
+        unsafe {
+            let mut s = [_mm512_setzero_ps(); 8];
+            for d in 0..HD {
+                let kd = _mm512_loadu_ps(keys_t.as_ptr().add(d * FIXED_BLOCK));
+                for r in 0..8 {
+                    s[r] = _mm512_fmadd_ps(_mm512_set1_ps(qr[r][d]), kd, s[r]);
+                }
+            }
+            for r in 0..8 {
+                _mm512_storeu_ps(out[r].as_mut_ptr(), s[r]);
+            }
+        }
+    }
+}
+
+/// Four rows side by side, two 8-lane registers each.
+#[cfg(target_arch = "x86_64")]
+struct Avx2Scores;
+#[cfg(target_arch = "x86_64")]
+impl ScoreKernel for Avx2Scores {
+    const ROWS: usize = 4;
+    #[inline(always)]
+    fn scores<const HD: usize>(qr: &[&[f32; HD]], keys_t: &[f32], out: &mut [[f32; FIXED_BLOCK]]) {
+        use std::arch::x86_64::*;
+        assert!(qr.len() == Self::ROWS && out.len() == Self::ROWS);
+        assert!(keys_t.len() >= HD * FIXED_BLOCK);
+        // SAFETY: only reached from `rows_avx2`, whose level proves AVX2 and FMA; every load
+        // and store is inside the slices checked above.
+        unsafe {
+            let mut lo = [_mm256_setzero_ps(); 4];
+            let mut hi = [_mm256_setzero_ps(); 4];
+            for d in 0..HD {
+                let kp = keys_t.as_ptr().add(d * FIXED_BLOCK);
+                let (k0, k1) = (_mm256_loadu_ps(kp), _mm256_loadu_ps(kp.add(8)));
+                for r in 0..4 {
+                    let qd = _mm256_set1_ps(qr[r][d]);
+                    lo[r] = _mm256_fmadd_ps(qd, k0, lo[r]);
+                    hi[r] = _mm256_fmadd_ps(qd, k1, hi[r]);
+                }
+            }
+            for r in 0..4 {
+                _mm256_storeu_ps(out[r].as_mut_ptr(), lo[r]);
+                _mm256_storeu_ps(out[r].as_mut_ptr().add(8), hi[r]);
+            }
+        }
+    }
+}
+
+/// The block size [`attend_block_rows`] has a fixed-size path for.
+const FIXED_BLOCK: usize = 16;
+/// [`attend_generic`] for [`ScoreKernel::ROWS`] rows at a time, block 16, head `HD`.
+#[inline(always)]
+fn rows_fixed<K: ScoreKernel, const HD: usize>(
+    q: &[f32],
+    ns: &[usize],
+    keys_t: &[f32],
+    values: &[f32],
+    scale: f32,
+    states: &mut [SoftmaxState],
+    acc: &mut [f32],
+) {
+    let n_rows = ns.len();
+    let mut s = [[0f32; FIXED_BLOCK]; 8];
+    let s = &mut s[..K::ROWS];
+    for r0 in (0..n_rows).step_by(K::ROWS) {
+        let rn = K::ROWS.min(n_rows - r0);
+        // Rows past the last repeat it; their scores are not used.
+        let mut qr = [&[0f32; HD]; 8];
+        for (r, slot) in qr[..K::ROWS].iter_mut().enumerate() {
+            let row = r0 + r.min(rn - 1);
+            *slot = q[row * HD..(row + 1) * HD].try_into().expect("a head");
+        }
+        K::scores::<HD>(&qr[..K::ROWS], keys_t, s);
+        for r in 0..rn {
+            let n = ns[r0 + r];
+            if n == 0 {
+                continue;
+            }
+            let row = r0 + r;
+            let a: &mut [f32; HD] = (&mut acc[row * HD..(row + 1) * HD])
+                .try_into()
+                .expect("a head");
+            fold_scores(&mut s[r][..n], values, scale, &mut states[row], a);
+        }
+    }
+}
+
+/// The softmax update and value sum of [`attend_generic`] from a row's unscaled scores.
+#[inline(always)]
+fn fold_scores<const HD: usize>(
+    scores: &mut [f32],
+    values: &[f32],
+    scale: f32,
+    state: &mut SoftmaxState,
+    acc: &mut [f32; HD],
+) {
+    let mut m = state.max;
+    for s in scores.iter_mut() {
+        *s *= scale;
+        m = m.max(*s);
+    }
+    let corr = if state.max == f32::NEG_INFINITY {
+        0.0
+    } else {
+        exp(state.max - m)
+    };
+    for s in scores.iter_mut() {
+        *s = exp(*s - m);
+    }
+    let mut sum = state.sum * corr;
+    for &p in scores.iter() {
+        sum += p;
+    }
+    for a in acc.iter_mut() {
+        *a *= corr;
+    }
+    for (&p, v) in scores.iter().zip(values.chunks_exact(HD)) {
+        let v: &[f32; HD] = v.try_into().expect("a value row");
+        for (a, &x) in acc.iter_mut().zip(v) {
+            *a = p.mul_add(x, *a);
+        }
+    }
+    state.max = m;
+    state.sum = sum;
+}
+
 /// `e^x` for `f32`, within 2 ulp on the range softmax uses, branch-free so that loops over it
 /// vectorize: `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2`, a degree-6 polynomial for `e^r`, and
 /// `2^n` put into the exponent bits. Inputs below −87.3 give about 1e-38 (never a denormal),
@@ -231,6 +531,79 @@ mod tests {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    /// Many rows at once give every row bitwise what it gets alone, on every level, for the
+    /// fixed-size shapes and the fallback, with rows that skip a block (n = 0).
+    #[test]
+    fn rows_at_once_match_one_row_at_a_time() {
+        let mut seed = 99u64;
+        for (head_dim, block) in [(64, 16), (128, 16), (32, 16), (64, 8)] {
+            for n_rows in [1usize, 3, 8, 9, 19] {
+                let n_blocks = 3;
+                let keys: Vec<f32> = (0..n_blocks * block * head_dim)
+                    .map(|_| 2.0 * lcg(&mut seed))
+                    .collect();
+                let vals: Vec<f32> = (0..n_blocks * block * head_dim)
+                    .map(|_| lcg(&mut seed))
+                    .collect();
+                let q: Vec<f32> = (0..n_rows * head_dim).map(|_| lcg(&mut seed)).collect();
+                // Row r sees the first `len[r]` positions (some rows end inside a block).
+                let len: Vec<usize> = (0..n_rows)
+                    .map(|r| 1 + (r * 7 + 3) % (n_blocks * block))
+                    .collect();
+                let scale = 1.0 / (head_dim as f32).sqrt();
+                for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
+                    let level = Level::new(isa).unwrap();
+                    let mut st_many = vec![SoftmaxState::default(); n_rows];
+                    let mut acc_many = vec![0f32; n_rows * head_dim];
+                    let mut st_one = st_many.clone();
+                    let mut acc_one = acc_many.clone();
+                    let mut scores = vec![0f32; block];
+                    for b in 0..n_blocks {
+                        let first = b * block;
+                        let kt: Vec<f32> = (0..head_dim * block)
+                            .map(|i| keys[(first + i % block) * head_dim + i / block])
+                            .collect();
+                        let v = &vals[first * head_dim..(first + block) * head_dim];
+                        let ns: Vec<usize> = len
+                            .iter()
+                            .map(|&l| l.saturating_sub(first).min(block))
+                            .collect();
+                        rows_on(
+                            level,
+                            &q,
+                            &ns,
+                            &kt,
+                            v,
+                            block,
+                            scale,
+                            &mut scores,
+                            &mut st_many,
+                            &mut acc_many,
+                        );
+                        for (r, &n) in ns.iter().enumerate() {
+                            if n > 0 {
+                                attend_on(
+                                    level,
+                                    &q[r * head_dim..(r + 1) * head_dim],
+                                    &kt,
+                                    v,
+                                    block,
+                                    n,
+                                    scale,
+                                    &mut scores,
+                                    &mut st_one[r],
+                                    &mut acc_one[r * head_dim..(r + 1) * head_dim],
+                                );
+                            }
+                        }
+                    }
+                    assert_eq!(st_many, st_one, "{isa} {head_dim}/{block} rows {n_rows}");
+                    assert_eq!(acc_many, acc_one, "{isa} {head_dim}/{block} rows {n_rows}");
+                }
+            }
+        }
     }
 
     /// Runs rows of random queries over several blocks at every level this CPU has: the levels

@@ -1,7 +1,7 @@
 use rayon::prelude::*;
 
 use kernels::{
-    add_assign, attend_block, matmul_path, rms_norm, rope_cos_sin, rope_interleaved, silu_mul,
+    add_assign, attend_block_rows, matmul_path, rms_norm, rope_cos_sin, rope_interleaved, silu_mul,
     MatmulPath, RopeFreqs, SoftmaxState,
 };
 
@@ -226,6 +226,13 @@ impl Llama {
         s.values.resize(bs * head_dim, 0.0);
         s.row.resize(head_dim, 0.0);
         s.scores.resize(bs, 0.0);
+        s.ns.resize(n_rows, 0);
+        // The task's query rows side by side: entry after entry, the group's heads in order.
+        s.q.clear();
+        let heads = task.kv_head * group * head_dim..(task.kv_head + 1) * group * head_dim;
+        for &e in &task.entries {
+            s.q.extend_from_slice(&q[e * q_dim..(e + 1) * q_dim][heads.clone()]);
+        }
         for b in 0..=max_pos / bs {
             let first = b * bs;
             let n_valid = bs.min(max_pos + 1 - first);
@@ -243,26 +250,24 @@ impl Llama {
             }
             for (i, &e) in task.entries.iter().enumerate() {
                 let pos = batch.positions[e];
-                if pos < first {
-                    continue;
-                }
-                let n = n_valid.min(pos + 1 - first);
-                for j in 0..group {
-                    let h = task.kv_head * group + j;
-                    let row = i * group + j;
-                    attend_block(
-                        &q[e * q_dim + h * head_dim..e * q_dim + (h + 1) * head_dim],
-                        &s.keys_t,
-                        &s.values,
-                        bs,
-                        n,
-                        scale,
-                        &mut s.scores,
-                        &mut s.state[row],
-                        &mut s.acc[row * head_dim..(row + 1) * head_dim],
-                    );
-                }
+                let n = if pos < first {
+                    0
+                } else {
+                    n_valid.min(pos + 1 - first)
+                };
+                s.ns[i * group..(i + 1) * group].fill(n);
             }
+            attend_block_rows(
+                &s.q,
+                &s.ns,
+                &s.keys_t,
+                &s.values,
+                bs,
+                scale,
+                &mut s.scores,
+                &mut s.state,
+                &mut s.acc,
+            );
         }
         for (acc, st) in s.acc.chunks_exact_mut(head_dim).zip(&s.state) {
             let inv = 1.0 / st.sum;
@@ -291,6 +296,10 @@ struct AttnScratch {
     values: Vec<f32>,
     row: Vec<f32>,
     scores: Vec<f32>,
+    /// The task's query rows, `[entries × group][head_dim]`.
+    q: Vec<f32>,
+    /// Keys of the current block each row sees.
+    ns: Vec<usize>,
     acc: Vec<f32>,
     state: Vec<SoftmaxState>,
 }
