@@ -1,3 +1,4 @@
+use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
 use crate::kquants;
@@ -86,16 +87,24 @@ pub fn dequantize(ty: WeightType, src: &[u8], dst: &mut [f32]) {
                 *d = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
             }
         }
-        WeightType::F16 => {
-            for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                *d = f16::from_le_bytes([s[0], s[1]]).to_f32();
+        WeightType::F16 => match bytemuck::try_cast_slice::<u8, f16>(src) {
+            // Aligned (as the KV cache's and mapped tensors' bytes are): half's vector
+            // conversion (F16C where the CPU has it), exact like the scalar one.
+            Ok(h) if cfg!(target_endian = "little") => h.convert_to_f32_slice(dst),
+            _ => {
+                for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                    *d = f16::from_le_bytes([s[0], s[1]]).to_f32();
+                }
             }
-        }
-        WeightType::BF16 => {
-            for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                *d = bf16::from_le_bytes([s[0], s[1]]).to_f32();
+        },
+        WeightType::BF16 => match bytemuck::try_cast_slice::<u8, bf16>(src) {
+            Ok(h) if cfg!(target_endian = "little") => h.convert_to_f32_slice(dst),
+            _ => {
+                for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                    *d = bf16::from_le_bytes([s[0], s[1]]).to_f32();
+                }
             }
-        }
+        },
         WeightType::Q8_0 => {
             for (d, b) in dst.chunks_exact_mut(32).zip(src.chunks_exact(34)) {
                 let scale = f16::from_le_bytes([b[0], b[1]]).to_f32();

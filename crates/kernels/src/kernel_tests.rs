@@ -501,33 +501,3 @@ fn amx_results_do_not_depend_on_the_batch() {
         }
     }
 }
-
-#[test]
-#[ignore]
-fn time_quant_row_kernels() {
-    let mut rng = Rng(7);
-    for (isa, level) in simd_levels() {
-        for ty in [WeightType::Q8_0, WeightType::Q4_0] {
-            let nb = 64;
-            let rows: Vec<Vec<u8>> = (0..16)
-                .map(|_| quant_row(&mut rng, ty, nb, false))
-                .collect();
-            let x = acts(&mut rng, nb * 32, false);
-            let k = crate::matmul_quant::lane_corr_k(level, ty);
-            let act = ActQ8::new(level, &x, 1, nb * 32, ActLayout::Natural, k);
-            let mut best = f64::MAX;
-            let mut sink = 0f32;
-            for _ in 0..20 {
-                let t = std::time::Instant::now();
-                for _ in 0..2000 {
-                    for r in &rows {
-                        sink += crate::matmul_quant::dot_row(level, ty, r, &act, 0);
-                    }
-                }
-                best = best.min(t.elapsed().as_secs_f64());
-            }
-            let ns = best * 1e9 / (2000.0 * 16.0 * nb as f64);
-            eprintln!("{isa} {ty:?}: {ns:.3} ns/block ({sink})");
-        }
-    }
-}
