@@ -419,33 +419,59 @@ fn rows_fixed<K: ScoreKernel, const HD: usize>(
             *slot = q[row * HD..(row + 1) * HD].try_into().expect("a head");
         }
         K::scores::<HD>(&qr[..K::ROWS], keys_t, s);
+        let mut corr = [0f32; 8];
         for r in 0..rn {
             let n = ns[r0 + r];
-            if n == 0 {
-                continue;
+            if n > 0 {
+                corr[r] = softmax_step(&mut s[r], n, scale, &mut states[r0 + r]);
             }
-            let row = r0 + r;
-            let a: &mut [f32; HD] = (&mut acc[row * HD..(row + 1) * HD])
-                .try_into()
-                .expect("a head");
-            fold_scores(&mut s[r][..n], values, scale, &mut states[row], a);
+        }
+        // Value sums two rows at a time: two independent chains of multiply-adds per key.
+        let acc = &mut acc[r0 * HD..(r0 + rn) * HD];
+        let mut r = 0;
+        while r < rn {
+            let (n0, n1) = (ns[r0 + r], if r + 1 < rn { ns[r0 + r + 1] } else { 0 });
+            let pair = &mut acc[r * HD..(r + 2).min(rn) * HD];
+            let (a0, a1) = pair.split_at_mut(HD);
+            let a0: &mut [f32; HD] = a0.try_into().expect("a head");
+            if n1 == 0 {
+                if n0 > 0 {
+                    sum_values(&s[r][..n0], values, corr[r], a0);
+                }
+            } else if n0 == 0 {
+                let a1: &mut [f32; HD] = a1.try_into().expect("a head");
+                sum_values(&s[r + 1][..n1], values, corr[r + 1], a1);
+            } else {
+                let a1: &mut [f32; HD] = a1.try_into().expect("a head");
+                sum_values_2(
+                    [&s[r][..n0], &s[r + 1][..n1]],
+                    values,
+                    [corr[r], corr[r + 1]],
+                    [a0, a1],
+                );
+            }
+            r += 2;
         }
     }
 }
 
-/// The softmax update and value sum of [`attend_generic`] from a row's unscaled scores.
+/// The softmax update of [`attend_generic`] for one row's first `n` keys: turns its unscaled
+/// scores into `exp(score·scale − max)`, updates its state, returns the factor for its
+/// accumulator. The scaling and `exp` run over all 16 lanes (one vector; the lanes past `n`
+/// are never read); the maximum and the sum over the first `n`, in key order.
 #[inline(always)]
-fn fold_scores<const HD: usize>(
-    scores: &mut [f32],
-    values: &[f32],
+fn softmax_step(
+    scores: &mut [f32; FIXED_BLOCK],
+    n: usize,
     scale: f32,
     state: &mut SoftmaxState,
-    acc: &mut [f32; HD],
-) {
-    let mut m = state.max;
+) -> f32 {
     for s in scores.iter_mut() {
         *s *= scale;
-        m = m.max(*s);
+    }
+    let mut m = state.max;
+    for &s in &scores[..n] {
+        m = m.max(s);
     }
     let corr = if state.max == f32::NEG_INFINITY {
         0.0
@@ -456,20 +482,72 @@ fn fold_scores<const HD: usize>(
         *s = exp(*s - m);
     }
     let mut sum = state.sum * corr;
-    for &p in scores.iter() {
+    for &p in &scores[..n] {
         sum += p;
-    }
-    for a in acc.iter_mut() {
-        *a *= corr;
-    }
-    for (&p, v) in scores.iter().zip(values.chunks_exact(HD)) {
-        let v: &[f32; HD] = v.try_into().expect("a value row");
-        for (a, &x) in acc.iter_mut().zip(v) {
-            *a = p.mul_add(x, *a);
-        }
     }
     state.max = m;
     state.sum = sum;
+    corr
+}
+
+/// `acc = acc·corr + Σ_k p[k]·values[k]`, keys in order (as [`attend_generic`]).
+#[inline(always)]
+fn sum_values<const HD: usize>(p: &[f32], values: &[f32], corr: f32, acc: &mut [f32; HD]) {
+    // A local copy stays in registers through the key loop.
+    let mut a = *acc;
+    for a in a.iter_mut() {
+        *a *= corr;
+    }
+    for (&p, v) in p.iter().zip(values.chunks_exact(HD)) {
+        let v: &[f32; HD] = v.try_into().expect("a value row");
+        for (a, &x) in a.iter_mut().zip(v) {
+            *a = p.mul_add(x, *a);
+        }
+    }
+    *acc = a;
+}
+
+/// [`sum_values`] for two rows, their shared keys side by side; each row's operations are
+/// the ones it gets alone.
+#[inline(always)]
+fn sum_values_2<const HD: usize>(
+    p: [&[f32]; 2],
+    values: &[f32],
+    corr: [f32; 2],
+    acc: [&mut [f32; HD]; 2],
+) {
+    let [acc0, acc1] = acc;
+    // Local copies stay in registers through the key loop.
+    let (mut a0, mut a1) = (*acc0, *acc1);
+    for a in a0.iter_mut() {
+        *a *= corr[0];
+    }
+    for a in a1.iter_mut() {
+        *a *= corr[1];
+    }
+    let both = p[0].len().min(p[1].len());
+    for k in 0..both {
+        let v: &[f32; HD] = values[k * HD..(k + 1) * HD]
+            .try_into()
+            .expect("a value row");
+        let (p0, p1) = (p[0][k], p[1][k]);
+        for d in 0..HD {
+            a0[d] = p0.mul_add(v[d], a0[d]);
+            a1[d] = p1.mul_add(v[d], a1[d]);
+        }
+    }
+    for (row, a) in [(p[0], &mut a0), (p[1], &mut a1)] {
+        for k in both..row.len() {
+            let v: &[f32; HD] = values[k * HD..(k + 1) * HD]
+                .try_into()
+                .expect("a value row");
+            for d in 0..HD {
+                a[d] = row[k].mul_add(v[d], a[d]);
+            }
+        }
+    }
+    *acc0 = a0;
+    *acc1 = a1;
 }
 
 /// `e^x` for `f32`, within 2 ulp on the range softmax uses, branch-free so that loops over it
