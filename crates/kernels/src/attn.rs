@@ -27,98 +27,17 @@ impl Default for SoftmaxState {
     }
 }
 
-/// Folds keys `0..n` of a block into one query row's state.
+/// Folds keys `0..n` of a block into one query row's state: the reference arithmetic of one
+/// row, which [`attend_block_rows`] gives every row (and uses as is for the shapes it has no
+/// fixed-size path for).
 ///
 /// - `q`: the query, `head_dim` values;
 /// - `keys_t`: the block's keys transposed, `[head_dim][block]` (so scores vectorize across
 ///   keys); `values`: `[block][head_dim]`;
 /// - `scores`: scratch of `block` values; `acc`: the row's accumulator, `head_dim` values.
 ///
-/// Scores are `q·k × scale`.
-#[allow(clippy::too_many_arguments)]
-pub fn attend_block(
-    q: &[f32],
-    keys_t: &[f32],
-    values: &[f32],
-    block: usize,
-    n: usize,
-    scale: f32,
-    scores: &mut [f32],
-    state: &mut SoftmaxState,
-    acc: &mut [f32],
-) {
-    let head_dim = q.len();
-    assert!(n <= block && scores.len() >= block && acc.len() == head_dim);
-    assert!(keys_t.len() >= head_dim * block && values.len() >= n * head_dim);
-    let level = Level::new(crate::isa()).unwrap_or(Level::Scalar);
-    attend_on(
-        level, q, keys_t, values, block, n, scale, scores, state, acc,
-    )
-}
-
-/// [`attend_block`] with the code of `level`.
-#[allow(clippy::too_many_arguments)]
-fn attend_on(
-    level: Level,
-    q: &[f32],
-    keys_t: &[f32],
-    values: &[f32],
-    block: usize,
-    n: usize,
-    scale: f32,
-    scores: &mut [f32],
-    state: &mut SoftmaxState,
-    acc: &mut [f32],
-) {
-    match level {
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx512(_) => {
-            // SAFETY: the level proves AVX-512 F/VL and FMA.
-            unsafe { attend_avx512(q, keys_t, values, block, n, scale, scores, state, acc) }
-        }
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2(_) => {
-            // SAFETY: the level proves AVX2 and FMA.
-            unsafe { attend_avx2(q, keys_t, values, block, n, scale, scores, state, acc) }
-        }
-        Level::Scalar => attend_generic(q, keys_t, values, block, n, scale, scores, state, acc),
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn attend_avx512(
-    q: &[f32],
-    keys_t: &[f32],
-    values: &[f32],
-    block: usize,
-    n: usize,
-    scale: f32,
-    scores: &mut [f32],
-    state: &mut SoftmaxState,
-    acc: &mut [f32],
-) {
-    attend_generic(q, keys_t, values, block, n, scale, scores, state, acc)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn attend_avx2(
-    q: &[f32],
-    keys_t: &[f32],
-    values: &[f32],
-    block: usize,
-    n: usize,
-    scale: f32,
-    scores: &mut [f32],
-    state: &mut SoftmaxState,
-    acc: &mut [f32],
-) {
-    attend_generic(q, keys_t, values, block, n, scale, scores, state, acc)
-}
-
+/// Scores are `q·k × scale`. Every multiply-add is fused, so the bits do not depend on the
+/// instruction set the code is compiled for.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn attend_generic(
@@ -175,8 +94,8 @@ fn attend_generic(
 /// Folds keys of one block into many query rows: row `r` (query `q[r·head_dim..]`, state
 /// `states[r]`, accumulator `acc[r·head_dim..]`) takes keys `0..ns[r]` (none when 0).
 ///
-/// Every row gets exactly the arithmetic [`attend_block`] gives it alone (so the result is
-/// bitwise the same, whatever rows share the call); the rows are only interleaved, so that
+/// Every row gets exactly the arithmetic of `attend_generic` alone (so the result is bitwise
+/// the same, whatever rows share the call and on every instruction-set level); the rows are only interleaved, so that
 /// the score sums of several rows proceed side by side instead of one dependent chain. For
 /// blocks of 16 keys and heads of 64 or 128 the sizes are fixed at compile time and the
 /// scores of a group of rows stay in registers.
@@ -611,7 +530,8 @@ mod tests {
         ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 
-    /// Many rows at once give every row bitwise what it gets alone, on every level, for the
+    /// Many rows at once give every row bitwise what the plain row arithmetic gives it alone,
+    /// on every level, for the
     /// fixed-size shapes and the fallback, with rows that skip a block (n = 0).
     #[test]
     fn rows_at_once_match_one_row_at_a_time() {
@@ -662,8 +582,7 @@ mod tests {
                         );
                         for (r, &n) in ns.iter().enumerate() {
                             if n > 0 {
-                                attend_on(
-                                    level,
+                                attend_generic(
                                     &q[r * head_dim..(r + 1) * head_dim],
                                     &kt,
                                     v,
@@ -713,16 +632,16 @@ mod tests {
                         v[j * head_dim..(j + 1) * head_dim]
                             .copy_from_slice(&vals[(b0 + j) * head_dim..(b0 + j + 1) * head_dim]);
                     }
-                    attend_on(
+                    rows_on(
                         Level::new(isa).unwrap(),
                         &q,
+                        &[n],
                         &kt,
                         &v,
                         block,
-                        n,
                         scale,
                         &mut scores,
-                        &mut st,
+                        std::slice::from_mut(&mut st),
                         &mut acc,
                     );
                 }
