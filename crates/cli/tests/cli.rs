@@ -162,6 +162,7 @@ fn logits_writes_npy() {
         .zip(&want)
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
+    std::fs::remove_dir_all(out.parent().unwrap()).ok();
     assert!(err <= 1e-4, "max abs error {err}");
     std::fs::remove_file(&out).ok();
 }
@@ -270,6 +271,7 @@ fn token_id_out_of_range_is_refused() {
     let o = herd(&["logits", s(&dir), "--ids", "1 2 64", "--out", s(&out)]);
     assert_clean_error(&o, "token id 64");
     let o = herd(&["logits", s(&dir), "--ids", "1 two", "--out", s(&out)]);
+    std::fs::remove_dir_all(out.parent().unwrap()).ok();
     assert_clean_error(&o, "'two'");
 }
 

@@ -953,6 +953,7 @@ mod tests {
             assert!(a.len() > 10);
         }
         std::fs::remove_file(&file).ok();
+        std::fs::remove_dir(&dir).ok();
     }
 
     #[test]

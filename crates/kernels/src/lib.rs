@@ -49,6 +49,7 @@ mod par;
 mod quantize;
 mod rope;
 mod scratch;
+mod team;
 mod tile_scalar;
 mod tiles;
 mod vec;
@@ -57,7 +58,10 @@ pub use attn::{attend_block_rows, SoftmaxState};
 pub use cpu::{detected, isa, Isa};
 pub use dequant::{dequantize, WeightType};
 pub use kquants::{kquant_matvec_row, quantize_q8_k, BlockQ8K, QK_K};
-pub use matmul::{matmul, matmul_path, matmul_path_with, matmul_with, MatmulPath, WeightView};
+pub use matmul::{
+    matmul, matmul_many, matmul_many_with, matmul_path, matmul_path_with, matmul_with, MatmulPath,
+    WeightView,
+};
 pub use matmul_reference::matmul_reference;
 pub use norm::rms_norm;
 pub use quantize::{
@@ -65,4 +69,5 @@ pub use quantize::{
     quantize_rows_fitted, K_QUANTIZE_TYPES, QUANTIZE_TYPES,
 };
 pub use rope::{rope_cos_sin, rope_interleaved, rope_inv_freqs, RopeFreqs};
+pub use team::for_each_task;
 pub use vec::{add_assign, dot, silu_mul, softmax};

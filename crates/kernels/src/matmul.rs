@@ -148,24 +148,7 @@ pub fn matmul_path_with(
     out: &mut [f32],
 ) {
     let level = Level::new(isa).unwrap_or_else(|| panic!("this CPU does not support {isa}"));
-    assert_eq!(
-        w.bytes.len(),
-        w.n_rows * w.ty.row_bytes(w.n_cols),
-        "{:?} matrix of {} x {}",
-        w.ty,
-        w.n_rows,
-        w.n_cols
-    );
-    assert_eq!(
-        x.len(),
-        n_tokens * w.n_cols,
-        "activations of {n_tokens} tokens"
-    );
-    assert_eq!(
-        out.len(),
-        n_tokens * w.n_rows,
-        "outputs of {n_tokens} tokens"
-    );
+    check_shapes(w, x, n_tokens, out);
     if out.is_empty() {
         return;
     }
@@ -187,5 +170,109 @@ pub fn matmul_path_with(
         | WeightType::Q5_K
         | WeightType::Q6_K => crate::matmul_kquant::matmul_kquant(level, path, w, x, n_tokens, out),
         _ => matmul_reference(w, x, n_tokens, out),
+    }
+}
+
+/// The asserts of [`matmul_path_with`].
+fn check_shapes(w: &WeightView, x: &[f32], n_tokens: usize, out: &[f32]) {
+    assert_eq!(
+        w.bytes.len(),
+        w.n_rows * w.ty.row_bytes(w.n_cols),
+        "{:?} matrix of {} x {}",
+        w.ty,
+        w.n_rows,
+        w.n_cols
+    );
+    assert_eq!(
+        x.len(),
+        n_tokens * w.n_cols,
+        "activations of {n_tokens} tokens"
+    );
+    assert_eq!(
+        out.len(),
+        n_tokens * w.n_rows,
+        "outputs of {n_tokens} tokens"
+    );
+}
+
+/// Several products of the same activations (a layer's query, key and value projections, or
+/// its gate and up projections): `outs[i] = x · ws[i]ᵀ`, bitwise what [`matmul_path`] gives
+/// for each. By [`MatmulPath::Rows`] all their rows share one parallel section, so the threads
+/// meet once instead of once per matrix (decoding is made of such short sections).
+///
+/// # Panics
+/// As [`matmul`], for each matrix; when `ws` and `outs` differ in length.
+pub fn matmul_many(
+    path: MatmulPath,
+    ws: &[WeightView],
+    x: &[f32],
+    n_tokens: usize,
+    outs: &mut [&mut [f32]],
+) {
+    matmul_many_with(crate::isa(), path, ws, x, n_tokens, outs)
+}
+
+/// [`matmul_many`] with the kernels of a given instruction-set level.
+///
+/// # Panics
+/// As [`matmul_many`]; when this CPU does not support `isa`.
+pub fn matmul_many_with(
+    isa: Isa,
+    path: MatmulPath,
+    ws: &[WeightView],
+    x: &[f32],
+    n_tokens: usize,
+    outs: &mut [&mut [f32]],
+) {
+    use crate::matmul_float::FloatRows;
+    use crate::matmul_kquant::KquantRows;
+    use crate::matmul_quant::QuantRows;
+    use crate::par::{run_rows_jobs, RowsJob};
+
+    assert_eq!(ws.len(), outs.len(), "one output per matrix");
+    let level = Level::new(isa).unwrap_or_else(|| panic!("this CPU does not support {isa}"));
+    for (w, out) in ws.iter().zip(outs.iter()) {
+        check_shapes(w, x, n_tokens, out);
+    }
+    fn rows_job<'a>(
+        level: Level,
+        w: &WeightView<'a>,
+        x: &'a [f32],
+        n_tokens: usize,
+    ) -> Option<Box<dyn RowsJob + 'a>> {
+        if w.n_rows == 0 || w.n_cols == 0 || n_tokens == 0 {
+            return None;
+        }
+        #[allow(unreachable_patterns)]
+        match w.ty {
+            WeightType::F32 | WeightType::F16 | WeightType::BF16 => {
+                Some(Box::new(FloatRows::new(level, w, x, n_tokens)))
+            }
+            WeightType::Q8_0 | WeightType::Q4_0 => {
+                Some(Box::new(QuantRows::new(level, w, x, n_tokens)))
+            }
+            WeightType::Q2_K
+            | WeightType::Q3_K
+            | WeightType::Q4_K
+            | WeightType::Q5_K
+            | WeightType::Q6_K => Some(Box::new(KquantRows::new(level, w, x, n_tokens))),
+            _ => None,
+        }
+    }
+    let jobs: Option<Vec<_>> = match path {
+        MatmulPath::Rows => ws.iter().map(|w| rows_job(level, w, x, n_tokens)).collect(),
+        MatmulPath::Tiles => None,
+    };
+    match jobs {
+        Some(jobs) => {
+            let refs: Vec<&dyn RowsJob> = jobs.iter().map(|j| &**j).collect();
+            run_rows_jobs(&refs, outs, n_tokens);
+        }
+        // Tiles are long sections already (prefill); matrices without row jobs go alone.
+        None => {
+            for (w, out) in ws.iter().zip(outs.iter_mut()) {
+                matmul_path_with(isa, path, w, x, n_tokens, out);
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@ use crate::avx2_dot::{BF16, F16, F32};
 use crate::cpu::Level;
 use crate::matmul::{MatmulPath, MIN_TASK_BYTES, PANEL_BYTES};
 use crate::pack::{f32_row_len, pack_float_row};
-use crate::par::{chunk_rows, for_each_row_chunk};
+use crate::par::{chunk_rows, for_each_row_chunk, run_rows_jobs, OutCols, RowsJob};
 use crate::scratch::{sized, with_panel};
 use crate::tiles::{run_tiles, Tiler};
 use crate::{dot_scalar, tile_scalar, WeightType, WeightView};
@@ -34,17 +34,50 @@ pub(crate) fn matmul_float(
 
 /// Each row once, dotted with every token by the row kernel.
 fn float_rows(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
-    let (n_rows, n_cols) = (w.n_rows, w.n_cols);
-    let work_per_row = w.ty.row_bytes(n_cols) * n_tokens;
-    let chunk = chunk_rows(n_rows, 1, MIN_TASK_BYTES.div_ceil(work_per_row));
-    for_each_row_chunk(out, n_rows, n_tokens, chunk, |mut oc| {
+    let job = FloatRows::new(level, w, x, n_tokens);
+    run_rows_jobs(&[&job], &mut [out], n_tokens);
+}
+
+/// A float product by rows ([`RowsJob`]).
+pub(crate) struct FloatRows<'a> {
+    level: Level,
+    w: WeightView<'a>,
+    x: &'a [f32],
+    n_tokens: usize,
+    chunk: usize,
+}
+
+impl<'a> FloatRows<'a> {
+    pub(crate) fn new(level: Level, w: &WeightView<'a>, x: &'a [f32], n_tokens: usize) -> Self {
+        let work_per_row = w.ty.row_bytes(w.n_cols) * n_tokens;
+        let chunk = chunk_rows(w.n_rows, 1, MIN_TASK_BYTES.div_ceil(work_per_row));
+        FloatRows {
+            level,
+            w: *w,
+            x,
+            n_tokens,
+            chunk,
+        }
+    }
+}
+
+impl RowsJob for FloatRows<'_> {
+    fn n_rows(&self) -> usize {
+        self.w.n_rows
+    }
+    fn chunk_rows(&self) -> usize {
+        self.chunk
+    }
+    fn run(&self, mut oc: OutCols<'_>) {
+        let n_cols = self.w.n_cols;
         for (i, r) in oc.rows().enumerate() {
-            let wr = w.row(r);
-            for t in 0..n_tokens {
-                oc.token(t)[i] = dot_row(level, w.ty, wr, &x[t * n_cols..(t + 1) * n_cols]);
+            let wr = self.w.row(r);
+            for t in 0..self.n_tokens {
+                let x = &self.x[t * n_cols..(t + 1) * n_cols];
+                oc.token(t)[i] = dot_row(self.level, self.w.ty, wr, x);
             }
         }
-    });
+    }
 }
 
 /// Packed panels and tiles; activations padded like the panel rows.

@@ -17,7 +17,7 @@ use crate::kquants::{
     dot_tokens, dot_unpacked_tokens, quantize_row_q8_k, unpack_row, BlockQ8K, Unpacked, QK_K,
 };
 use crate::matmul::{MatmulPath, MIN_TASK_BYTES, PANEL_BYTES};
-use crate::par::{chunk_rows, for_each_row_chunk};
+use crate::par::{chunk_rows, for_each_row_chunk, run_rows_jobs, OutCols, RowsJob};
 use crate::scratch::{sized, with_panel};
 use crate::{WeightType, WeightView};
 
@@ -41,59 +41,84 @@ pub(crate) fn matmul_kquant(
     out: &mut [f32],
 ) {
     let nb = w.n_cols / QK_K;
-    let mut acts = vec![BlockQ8K::ZERO; n_tokens * nb];
-    if n_tokens * w.n_cols < 1 << 14 {
-        quantize_row_q8_k(x, &mut acts);
-    } else {
-        acts.par_chunks_mut(nb)
-            .zip(x.par_chunks(w.n_cols))
-            .for_each(|(a, x)| quantize_row_q8_k(x, a));
+    let job = KquantRows::new(level, w, x, n_tokens);
+    if path == MatmulPath::Rows || matches!(level, Level::Scalar) {
+        return run_rows_jobs(&[&job], &mut [out], n_tokens);
     }
+    let (acts, chunk, group) = (&job.acts, job.chunk, group_tokens(level));
     let act = |t: usize| &acts[t * nb..(t + 1) * nb];
-    let work_per_row = w.ty.row_bytes(w.n_cols) * n_tokens;
-    let chunk = chunk_rows(w.n_rows, 1, MIN_TASK_BYTES.div_ceil(work_per_row.max(1)));
-    let group = group_tokens(level);
-    match (path, level) {
-        (MatmulPath::Rows, _) | (MatmulPath::Tiles, Level::Scalar) => {
-            for_each_row_chunk(out, w.n_rows, n_tokens, chunk, |mut oc| {
-                for (i, r) in oc.rows().enumerate() {
-                    let src = Src::Stored(w.row(r));
-                    let mut put = |t: usize, v: f32| oc.token(t)[i] = v;
-                    for_token_groups(n_tokens, group, |t0, n| {
-                        dot_group(level, w.ty, src, &act, t0, n, &mut put)
-                    });
+    let block = std::mem::size_of::<Unpacked>();
+    let panel_rows = (PANEL_BYTES / (nb * block).max(1)).clamp(1, 256);
+    for_each_row_chunk(out, w.n_rows, n_tokens, chunk, |mut oc| {
+        let rows = oc.rows();
+        with_panel(|p| {
+            let panel = sized(&mut p.k, panel_rows.min(rows.len()) * nb);
+            for p0 in rows.clone().step_by(panel_rows) {
+                let np = panel_rows.min(rows.end - p0);
+                for (i, blocks) in panel.chunks_exact_mut(nb).take(np).enumerate() {
+                    unpack_row(level, w.ty, w.row(p0 + i), blocks);
                 }
-            });
-        }
-        (MatmulPath::Tiles, _) => {
-            let block = std::mem::size_of::<Unpacked>();
-            let panel_rows = (PANEL_BYTES / (nb * block).max(1)).clamp(1, 256);
-            for_each_row_chunk(out, w.n_rows, n_tokens, chunk, |mut oc| {
-                let rows = oc.rows();
-                with_panel(|p| {
-                    let panel = sized(&mut p.k, panel_rows.min(rows.len()) * nb);
-                    for p0 in rows.clone().step_by(panel_rows) {
-                        let np = panel_rows.min(rows.end - p0);
-                        for (i, blocks) in panel.chunks_exact_mut(nb).take(np).enumerate() {
-                            unpack_row(level, w.ty, w.row(p0 + i), blocks);
-                        }
-                        let col0 = p0 - rows.start;
-                        for_token_groups(n_tokens, group, |t0, n| {
-                            for (i, blocks) in panel.chunks_exact(nb).take(np).enumerate() {
-                                let mut put = |t: usize, v: f32| oc.token(t)[col0 + i] = v;
-                                dot_group(
-                                    level,
-                                    w.ty,
-                                    Src::Unpacked(blocks),
-                                    &act,
-                                    t0,
-                                    n,
-                                    &mut put,
-                                );
-                            }
-                        });
+                let col0 = p0 - rows.start;
+                for_token_groups(n_tokens, group, |t0, n| {
+                    for (i, blocks) in panel.chunks_exact(nb).take(np).enumerate() {
+                        let mut put = |t: usize, v: f32| oc.token(t)[col0 + i] = v;
+                        dot_group(level, w.ty, Src::Unpacked(blocks), &act, t0, n, &mut put);
                     }
                 });
+            }
+        });
+    });
+}
+
+/// A K-quant product by rows, activations quantized to Q8_K ([`RowsJob`]).
+pub(crate) struct KquantRows<'a> {
+    level: Level,
+    w: WeightView<'a>,
+    /// `[n_tokens][n_cols / QK_K]`.
+    acts: Vec<BlockQ8K>,
+    n_tokens: usize,
+    chunk: usize,
+}
+
+impl<'a> KquantRows<'a> {
+    pub(crate) fn new(level: Level, w: &WeightView<'a>, x: &[f32], n_tokens: usize) -> Self {
+        let nb = w.n_cols / QK_K;
+        let mut acts = vec![BlockQ8K::ZERO; n_tokens * nb];
+        if n_tokens * w.n_cols < 1 << 14 {
+            quantize_row_q8_k(x, &mut acts);
+        } else {
+            acts.par_chunks_mut(nb)
+                .zip(x.par_chunks(w.n_cols))
+                .for_each(|(a, x)| quantize_row_q8_k(x, a));
+        }
+        let work_per_row = w.ty.row_bytes(w.n_cols) * n_tokens;
+        let chunk = chunk_rows(w.n_rows, 1, MIN_TASK_BYTES.div_ceil(work_per_row.max(1)));
+        KquantRows {
+            level,
+            w: *w,
+            acts,
+            n_tokens,
+            chunk,
+        }
+    }
+}
+
+impl RowsJob for KquantRows<'_> {
+    fn n_rows(&self) -> usize {
+        self.w.n_rows
+    }
+    fn chunk_rows(&self) -> usize {
+        self.chunk
+    }
+    fn run(&self, mut oc: OutCols<'_>) {
+        let nb = self.w.n_cols / QK_K;
+        let act = |t: usize| &self.acts[t * nb..(t + 1) * nb];
+        let group = group_tokens(self.level);
+        for (i, r) in oc.rows().enumerate() {
+            let src = Src::Stored(self.w.row(r));
+            let mut put = |t: usize, v: f32| oc.token(t)[i] = v;
+            for_token_groups(self.n_tokens, group, |t0, n| {
+                dot_group(self.level, self.w.ty, src, &act, t0, n, &mut put)
             });
         }
     }

@@ -6,7 +6,7 @@ use crate::act_q8::{ActLayout, ActQ8, GROUP_BLOCKS, GROUP_BYTES};
 use crate::cpu::Level;
 use crate::matmul::{MatmulPath, MIN_TASK_BYTES, PANEL_BYTES};
 use crate::pack::{n_groups, offset_of, pack_quant_row};
-use crate::par::{chunk_rows, for_each_row_chunk};
+use crate::par::{chunk_rows, for_each_row_chunk, run_rows_jobs, OutCols, RowsJob};
 use crate::scratch::{sized, with_panel};
 use crate::tile_scalar::{self, ActRow, QuantRow};
 use crate::tiles::{run_tiles, Tiler};
@@ -29,25 +29,56 @@ pub(crate) fn matmul_quant(
 
 /// Natural-layout activations; each row once, dotted with every token by the row kernel.
 fn quant_rows(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
-    let (n_rows, n_cols, ty) = (w.n_rows, w.n_cols, w.ty);
-    let work_per_row = ty.row_bytes(n_cols) * n_tokens;
-    let act = ActQ8::new(
-        level,
-        x,
-        n_tokens,
-        n_cols,
-        ActLayout::Natural,
-        lane_corr_k(level, ty),
-    );
-    let chunk = chunk_rows(n_rows, 1, MIN_TASK_BYTES.div_ceil(work_per_row));
-    for_each_row_chunk(out, n_rows, n_tokens, chunk, |mut oc| {
+    let job = QuantRows::new(level, w, x, n_tokens);
+    run_rows_jobs(&[&job], &mut [out], n_tokens);
+}
+
+/// A Q8_0 / Q4_0 product by rows, activations quantized ([`RowsJob`]).
+pub(crate) struct QuantRows<'a> {
+    level: Level,
+    w: WeightView<'a>,
+    act: ActQ8,
+    n_tokens: usize,
+    chunk: usize,
+}
+
+impl<'a> QuantRows<'a> {
+    pub(crate) fn new(level: Level, w: &WeightView<'a>, x: &[f32], n_tokens: usize) -> Self {
+        let work_per_row = w.ty.row_bytes(w.n_cols) * n_tokens;
+        let act = ActQ8::new(
+            level,
+            x,
+            n_tokens,
+            w.n_cols,
+            ActLayout::Natural,
+            lane_corr_k(level, w.ty),
+        );
+        let chunk = chunk_rows(w.n_rows, 1, MIN_TASK_BYTES.div_ceil(work_per_row));
+        QuantRows {
+            level,
+            w: *w,
+            act,
+            n_tokens,
+            chunk,
+        }
+    }
+}
+
+impl RowsJob for QuantRows<'_> {
+    fn n_rows(&self) -> usize {
+        self.w.n_rows
+    }
+    fn chunk_rows(&self) -> usize {
+        self.chunk
+    }
+    fn run(&self, mut oc: OutCols<'_>) {
         for (i, r) in oc.rows().enumerate() {
-            let wr = w.row(r);
-            for t in 0..n_tokens {
-                oc.token(t)[i] = dot_row(level, ty, wr, &act, t);
+            let wr = self.w.row(r);
+            for t in 0..self.n_tokens {
+                oc.token(t)[i] = dot_row(self.level, self.w.ty, wr, &self.act, t);
             }
         }
-    });
+    }
 }
 
 /// Interleaved activations against packed panels, by tiles.

@@ -4,8 +4,6 @@
 use std::marker::PhantomData;
 use std::ops::Range;
 
-use rayon::prelude::*;
-
 /// Tasks per thread: a few, so a thread slowed by a neighbour on a shared machine does not hold
 /// the others up for long.
 const TASKS_PER_THREAD: usize = 4;
@@ -66,7 +64,8 @@ pub(crate) fn chunk_rows(n_rows: usize, align: usize, min_rows: usize) -> usize 
 }
 
 /// Calls `f` on the output columns of consecutive chunks of `chunk_rows` rows covering
-/// `0..n_rows` (`out` is `[n_tokens, n_rows]`), in parallel when there is more than one chunk.
+/// `0..n_rows` (`out` is `[n_tokens, n_rows]`), in parallel (`team.rs`) when there is more than
+/// one chunk.
 pub(crate) fn for_each_row_chunk<F>(
     out: &mut [f32],
     n_rows: usize,
@@ -90,7 +89,52 @@ pub(crate) fn for_each_row_chunk<F>(
     if n_chunks == 1 {
         f(cols(0));
     } else {
-        (0..n_chunks).into_par_iter().for_each(|c| f(cols(c)));
+        crate::team::for_each_task(n_chunks, |c| f(cols(c)));
+    }
+}
+
+/// A matrix product by rows with its activations prepared, to be run a chunk of rows at a time;
+/// several of them (matrices that read the same input) can share one parallel section
+/// ([`run_rows_jobs`]).
+pub(crate) trait RowsJob: Sync {
+    /// Weight rows (output columns).
+    fn n_rows(&self) -> usize;
+    /// Rows per chunk ([`chunk_rows`]).
+    fn chunk_rows(&self) -> usize;
+    /// Computes every token's outputs for the rows of `oc`.
+    fn run(&self, oc: OutCols<'_>);
+}
+
+/// Runs every chunk of every job in one parallel section; `outs[j]` is job `j`'s output,
+/// `[n_tokens, jobs[j].n_rows()]`.
+pub(crate) fn run_rows_jobs(jobs: &[&dyn RowsJob], outs: &mut [&mut [f32]], n_tokens: usize) {
+    assert_eq!(jobs.len(), outs.len());
+    // (job, first task of the job) for every job, then the total.
+    let mut first = Vec::with_capacity(jobs.len());
+    let mut n_tasks = 0;
+    for (j, out) in jobs.iter().zip(outs.iter()) {
+        assert_eq!(out.len(), j.n_rows() * n_tokens);
+        assert!(j.chunk_rows() > 0);
+        first.push(n_tasks);
+        n_tasks += j.n_rows().div_ceil(j.chunk_rows());
+    }
+    let bases: Vec<BasePtr> = outs.iter_mut().map(|o| BasePtr(o.as_mut_ptr())).collect();
+    let task = |i: usize| {
+        let j = first.partition_point(|&f| f <= i) - 1;
+        let (job, c) = (jobs[j], i - first[j]);
+        let (n_rows, chunk) = (job.n_rows(), job.chunk_rows());
+        job.run(OutCols {
+            ptr: bases[j].get(),
+            n_rows,
+            n_tokens,
+            rows: c * chunk..((c + 1) * chunk).min(n_rows),
+            _out: PhantomData,
+        });
+    };
+    if n_tasks == 1 {
+        task(0);
+    } else {
+        crate::team::for_each_task(n_tasks, task);
     }
 }
 

@@ -233,3 +233,53 @@ fn interchangeable_paths_agree_bitwise() {
     assert_eq!(MatmulPath::auto(1), MatmulPath::Rows);
     assert_eq!(MatmulPath::auto(2), MatmulPath::Tiles);
 }
+
+#[test]
+fn products_sharing_a_section_equal_each_alone() {
+    use kernels::matmul_many_with;
+    let mut rng = Rng(0xa54ff53a5f1d36f1);
+    let k = 3 * 256; // valid for every type
+    let sets: [[WeightType; 3]; 4] = [
+        [WeightType::Q4_0, WeightType::Q4_0, WeightType::Q8_0],
+        [WeightType::Q4_K, WeightType::Q4_K, WeightType::Q6_K],
+        [WeightType::F16, WeightType::BF16, WeightType::F32],
+        [WeightType::Q8_0, WeightType::Q5_K, WeightType::F16],
+    ];
+    let rows = [300, 37, 1];
+    let three = pool(3);
+    for types in sets {
+        let bytes: Vec<Vec<u8>> = types
+            .iter()
+            .zip(rows)
+            .map(|(&ty, n)| matrix(&mut rng, ty, n, k))
+            .collect();
+        let ws: Vec<WeightView> = types
+            .iter()
+            .zip(rows)
+            .zip(&bytes)
+            .map(|((&ty, n_rows), b)| WeightView {
+                ty,
+                n_rows,
+                n_cols: k,
+                bytes: b,
+            })
+            .collect();
+        for n_tokens in [1, 5] {
+            let x: Vec<f32> = (0..n_tokens * k).map(|_| rng.f32()).collect();
+            for isa in supported() {
+                for path in PATHS {
+                    let mut outs: Vec<Vec<f32>> =
+                        rows.iter().map(|&n| vec![f32::NAN; n * n_tokens]).collect();
+                    let mut refs: Vec<&mut [f32]> =
+                        outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+                    three.install(|| matmul_many_with(isa, path, &ws, &x, n_tokens, &mut refs));
+                    for (w, got) in ws.iter().zip(&outs) {
+                        let alone = run(isa, path, w, &x, 0, n_tokens);
+                        let what = format!("{isa} {path:?} {:?} among {types:?}", w.ty);
+                        assert_same(got, &alone, w.n_rows, 0, &what);
+                    }
+                }
+            }
+        }
+    }
+}

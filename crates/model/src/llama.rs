@@ -1,8 +1,9 @@
-use rayon::prelude::*;
+use std::cell::RefCell;
+use std::sync::OnceLock;
 
 use kernels::{
-    add_assign, attend_block_rows, matmul_path, rms_norm, rope_cos_sin, rope_interleaved, silu_mul,
-    MatmulPath, RopeFreqs, SoftmaxState,
+    add_assign, attend_block_rows, for_each_task, matmul_many, matmul_path, rms_norm, rope_cos_sin,
+    rope_interleaved, silu_mul, MatmulPath, RopeFreqs, SoftmaxState,
 };
 
 use crate::{Batch, KvView, LayerWeights, LlamaConfig, ModelError, Result, Weight};
@@ -110,9 +111,13 @@ impl Llama {
             for (o, xi) in xn.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
                 rms_norm(xi, &layer.attn_norm, c.norm_eps, o);
             }
-            matmul_path(mm_path, &layer.wq.view(), &xn, n, &mut q);
-            matmul_path(mm_path, &layer.wk.view(), &xn, n, &mut k);
-            matmul_path(mm_path, &layer.wv.view(), &xn, n, &mut v);
+            matmul_many(
+                mm_path,
+                &[layer.wq.view(), layer.wk.view(), layer.wv.view()],
+                &xn,
+                n,
+                &mut [&mut q, &mut k, &mut v],
+            );
             for t in 0..n {
                 let pos = batch.positions[t];
                 rope_interleaved(&mut q[t * q_dim..(t + 1) * q_dim], head_dim, &rope[t]);
@@ -131,8 +136,13 @@ impl Llama {
             for (o, xi) in xn.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
                 rms_norm(xi, &layer.ffn_norm, c.norm_eps, o);
             }
-            matmul_path(mm_path, &layer.w_gate.view(), &xn, n, &mut gate);
-            matmul_path(mm_path, &layer.w_up.view(), &xn, n, &mut up);
+            matmul_many(
+                mm_path,
+                &[layer.w_gate.view(), layer.w_up.view()],
+                &xn,
+                n,
+                &mut [&mut gate, &mut up],
+            );
             silu_mul(&mut gate, &up);
             matmul_path(mm_path, &layer.w_down.view(), &gate, n, &mut proj);
             add_assign(&mut x, &proj);
@@ -175,13 +185,16 @@ impl Llama {
         let c = &self.config;
         let (head_dim, q_dim) = (c.head_dim, c.q_dim());
         let group = c.n_heads / c.n_kv_heads;
-        let results: Vec<Vec<f32>> = tasks
-            .par_iter()
-            .map_init(AttnScratch::default, |s, task| {
-                self.attend(layer, batch, q, kv, task, s)
-            })
-            .collect();
+        let results: Vec<OnceLock<Vec<f32>>> = tasks.iter().map(|_| OnceLock::new()).collect();
+        for_each_task(tasks.len(), |i| {
+            let res = ATTN_SCRATCH.with(|s| match s.try_borrow_mut() {
+                Ok(mut s) => self.attend(layer, batch, q, kv, &tasks[i], &mut s),
+                Err(_) => self.attend(layer, batch, q, kv, &tasks[i], &mut AttnScratch::default()),
+            });
+            results[i].set(res).ok();
+        });
         for (task, res) in tasks.iter().zip(&results) {
+            let res = res.get().expect("every attention task ran");
             let heads = task.kv_head * group..(task.kv_head + 1) * group;
             let mut rows = res.chunks_exact(head_dim);
             for &e in &task.entries {
@@ -287,7 +300,12 @@ struct AttnTask {
     kv_head: usize,
 }
 
-/// Per-worker buffers of [`Llama::attend`].
+thread_local! {
+    /// Each thread's [`AttnScratch`], kept between calls.
+    static ATTN_SCRATCH: RefCell<AttnScratch> = RefCell::new(AttnScratch::default());
+}
+
+/// Per-thread buffers of [`Llama::attend`].
 #[derive(Default)]
 struct AttnScratch {
     /// The block's keys of one head, transposed: `[head_dim][block]`.

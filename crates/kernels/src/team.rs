@@ -1,0 +1,320 @@
+//! A team of spinning threads for the short parallel sections of a forward pass.
+//!
+//! Decoding one token runs about eight parallel sections per layer (the matrix products and the
+//! attention), each tens of microseconds long. rayon's idle workers go to sleep between such
+//! sections, and waking one is a context switch that costs about as much as a section on a
+//! virtual machine (`perf stat` on `herd bench -n 128 -t 2` counted about 60 of them per token).
+//! A team keeps its helpers spinning on an atomic for [`SPIN`] after each section, so the next
+//! one starts within a cache-line transfer; only then do they park.
+//!
+//! One team per thread count (`rayon::current_num_threads()` of the caller, so `-t N` and the
+//! pools of `herd bench -t 1,2` size it), created on first use: the caller plus `N - 1` helper
+//! threads take tasks from one atomic counter. One caller at a time runs on a team; a second,
+//! concurrent caller (tests running in parallel, a nested section) falls back to rayon, which
+//! gives the same results: tasks never share outputs, so who runs them does not matter.
+
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::*};
+use std::sync::{Mutex, OnceLock};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+
+/// How long a helper spins after its last task before it parks: longer than the serial gaps of
+/// a forward pass (norms, RoPE, sampling between tokens), short enough that an idle team gives
+/// its cores back at once to anything else.
+const SPIN: Duration = Duration::from_millis(2);
+
+/// Runs `f(i)` for every `i` in `0..n_tasks`, spread over the caller's threads, and returns when
+/// all have returned. Tasks are taken in increasing order from a shared counter, so the caller
+/// should give a few per thread to balance a thread slowed by a neighbour.
+///
+/// # Panics
+/// When a task panics (after all tasks have finished).
+pub fn for_each_task<F: Fn(usize) + Sync>(n_tasks: usize, f: F) {
+    let threads = rayon::current_num_threads();
+    if n_tasks <= 1 || threads <= 1 || IN_TEAM.get() {
+        (0..n_tasks).for_each(f);
+        return;
+    }
+    if !team_enabled() {
+        (0..n_tasks).into_par_iter().for_each(&f);
+        return;
+    }
+    let team = team(threads);
+    if team
+        .busy
+        .compare_exchange(false, true, Acquire, Relaxed)
+        .is_err()
+    {
+        (0..n_tasks).into_par_iter().for_each(&f);
+        return;
+    }
+    let _busy = Unbusy(&team.busy);
+    IN_TEAM.set(true);
+    let _in_team = Leave;
+    team.run(n_tasks, &f);
+}
+
+thread_local! {
+    /// Set on helper threads, and on a caller while its team runs: a section started from
+    /// inside a task runs serially on its thread.
+    static IN_TEAM: Cell<bool> = const { Cell::new(false) };
+}
+
+/// `HERD_TEAM=0` sends every section to rayon instead (to compare the two).
+fn team_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("HERD_TEAM").map_or(true, |v| v != "0"))
+}
+
+/// Clears `busy` when the caller leaves, panicking or not.
+struct Unbusy<'a>(&'a AtomicBool);
+impl Drop for Unbusy<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Release);
+    }
+}
+
+/// Clears the caller's [`IN_TEAM`] when it leaves.
+struct Leave;
+impl Drop for Leave {
+    fn drop(&mut self) {
+        IN_TEAM.set(false);
+    }
+}
+
+/// One parallel section, on the caller's stack while it runs.
+struct Job<'a> {
+    f: &'a (dyn Fn(usize) + Sync),
+    n_tasks: usize,
+    next: AtomicUsize,
+    done: AtomicUsize,
+    panicked: AtomicBool,
+}
+
+impl Job<'_> {
+    /// Takes and runs tasks until none is left.
+    fn work(&self) {
+        loop {
+            let i = self.next.fetch_add(1, Relaxed);
+            if i >= self.n_tasks {
+                return;
+            }
+            if catch_unwind(AssertUnwindSafe(|| (self.f)(i))).is_err() {
+                self.panicked.store(true, Relaxed);
+            }
+            self.done.fetch_add(1, AcqRel);
+        }
+    }
+}
+
+struct Team {
+    /// The job being run, null between jobs.
+    job: AtomicPtr<Job<'static>>,
+    /// Bumped each time a job is published.
+    epoch: AtomicUsize,
+    /// Helpers between looking at `job` and letting go of it; the caller waits for zero before
+    /// its job leaves the stack.
+    inside: AtomicUsize,
+    /// Held by the one caller running a job.
+    busy: AtomicBool,
+    /// Per helper: parked, or about to park.
+    asleep: Vec<AtomicBool>,
+    threads: OnceLock<Vec<Thread>>,
+}
+
+/// The team of `size` threads (the caller and `size - 1` helpers), made on first use and kept
+/// for the life of the process.
+fn team(size: usize) -> &'static Team {
+    static TEAMS: Mutex<Vec<(usize, &'static Team)>> = Mutex::new(Vec::new());
+    let mut teams = TEAMS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(&(_, t)) = teams.iter().find(|(s, _)| *s == size) {
+        return t;
+    }
+    let helpers = size - 1;
+    let t: &'static Team = Box::leak(Box::new(Team {
+        job: AtomicPtr::new(std::ptr::null_mut()),
+        epoch: AtomicUsize::new(0),
+        inside: AtomicUsize::new(0),
+        busy: AtomicBool::new(false),
+        asleep: (0..helpers).map(|_| AtomicBool::new(false)).collect(),
+        threads: OnceLock::new(),
+    }));
+    let threads = (0..helpers)
+        .map(|i| {
+            thread::Builder::new()
+                .name(format!("herd-team{size}-{i}"))
+                .spawn(move || t.helper(i))
+                .expect("spawning a worker thread")
+                .thread()
+                .clone()
+        })
+        .collect();
+    t.threads.set(threads).ok();
+    teams.push((size, t));
+    t
+}
+
+impl Team {
+    /// Publishes a job, works on it beside the helpers, and waits until every task is done and
+    /// no helper still looks at it.
+    fn run(&self, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+        let job = Job {
+            f,
+            n_tasks,
+            next: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+        };
+        let ptr = (&job as *const Job<'_>).cast::<Job<'static>>().cast_mut();
+        self.job.store(ptr, SeqCst);
+        self.epoch.fetch_add(1, SeqCst);
+        if let Some(threads) = self.threads.get() {
+            for (asleep, t) in self.asleep.iter().zip(threads) {
+                if asleep.load(SeqCst) {
+                    t.unpark();
+                }
+            }
+        }
+        job.work();
+        while job.done.load(Acquire) < n_tasks {
+            std::hint::spin_loop();
+        }
+        self.job.store(std::ptr::null_mut(), SeqCst);
+        // A helper that saw the pointer before it was cleared may still be in `work`, about to
+        // find no task left; the job must outlive that.
+        while self.inside.load(SeqCst) != 0 {
+            std::hint::spin_loop();
+        }
+        if job.panicked.load(Relaxed) {
+            panic!("a parallel task panicked");
+        }
+    }
+
+    /// A helper's life: take part in each published job; spin while idle, park after [`SPIN`].
+    fn helper(&self, me: usize) {
+        IN_TEAM.set(true);
+        let mut seen = self.epoch.load(SeqCst);
+        let mut idle_since = Instant::now();
+        let mut polls = 0u32;
+        loop {
+            let epoch = self.epoch.load(Acquire);
+            if epoch != seen {
+                seen = epoch;
+                self.inside.fetch_add(1, SeqCst);
+                let p = self.job.load(SeqCst);
+                if !p.is_null() {
+                    // SAFETY: `p` was published by `run` and is not cleared yet; `run` keeps the
+                    // job alive until `inside` is back to zero, which this helper's increment
+                    // (made before loading `p`) prevents until it leaves.
+                    unsafe { &*p }.work();
+                }
+                self.inside.fetch_sub(1, SeqCst);
+                idle_since = Instant::now();
+                polls = 0;
+                continue;
+            }
+            std::hint::spin_loop();
+            polls = polls.wrapping_add(1);
+            if polls % 1024 == 0 && idle_since.elapsed() > SPIN {
+                self.asleep[me].store(true, SeqCst);
+                // `run` bumps `epoch` before it reads `asleep`: either this load sees the new
+                // epoch, or `run` sees this helper asleep and unparks it.
+                if self.epoch.load(SeqCst) == seen {
+                    thread::park();
+                }
+                self.asleep[me].store(false, SeqCst);
+                idle_since = Instant::now();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(n: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    }
+
+    fn counts(n_tasks: usize) -> Vec<AtomicUsize> {
+        let hits: Vec<AtomicUsize> = (0..n_tasks).map(|_| AtomicUsize::new(0)).collect();
+        for_each_task(n_tasks, |i| {
+            hits[i].fetch_add(1, Relaxed);
+        });
+        hits
+    }
+
+    #[test]
+    fn every_task_runs_once() {
+        for threads in [1, 2, 3] {
+            pool(threads).install(|| {
+                for n in [0, 1, 2, 7, 100, 1000] {
+                    for _ in 0..20 {
+                        assert!(counts(n).iter().all(|h| h.load(Relaxed) == 1), "{n}");
+                    }
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn runs_again_after_the_helpers_park() {
+        pool(2).install(|| {
+            assert!(counts(16).iter().all(|h| h.load(Relaxed) == 1));
+            thread::sleep(SPIN * 5);
+            assert!(counts(16).iter().all(|h| h.load(Relaxed) == 1));
+        });
+    }
+
+    #[test]
+    fn nested_and_concurrent_sections() {
+        pool(2).install(|| {
+            let total = AtomicUsize::new(0);
+            for_each_task(8, |_| {
+                for_each_task(8, |_| {
+                    total.fetch_add(1, Relaxed);
+                });
+            });
+            assert_eq!(total.load(Relaxed), 64);
+        });
+        // Several callers at once: one gets the team, the others go through rayon.
+        let total = AtomicUsize::new(0);
+        thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    pool(2).install(|| {
+                        for _ in 0..200 {
+                            for_each_task(10, |_| {
+                                total.fetch_add(1, Relaxed);
+                            });
+                        }
+                    })
+                });
+            }
+        });
+        assert_eq!(total.load(Relaxed), 4 * 200 * 10);
+    }
+
+    #[test]
+    fn a_panicking_task_panics_the_caller_and_the_team_goes_on() {
+        pool(2).install(|| {
+            let r = catch_unwind(|| {
+                for_each_task(8, |i| {
+                    if i == 5 {
+                        panic!("task 5");
+                    }
+                })
+            });
+            assert!(r.is_err());
+            assert!(counts(50).iter().all(|h| h.load(Relaxed) == 1));
+        });
+    }
+}
