@@ -1,6 +1,6 @@
 //! The machine's memory read bandwidth, the ceiling of batch-1 decoding (which reads every
 //! weight once per token): a read-only pass over a large buffer, split evenly over threads,
-//! summing `u64` words with eight independent accumulators so the loop vectorizes.
+//! reading as the decode kernels read (`kernels::sum_words`: in order, prefetching ahead).
 
 use std::time::Instant;
 
@@ -38,7 +38,7 @@ impl BandwidthProbe {
                 let handles: Vec<_> = self
                     .words
                     .chunks(part)
-                    .map(|c| s.spawn(move || sum_words(c)))
+                    .map(|c| s.spawn(move || kernels::sum_words(c)))
                     .collect();
                 handles
                     .into_iter()
@@ -52,32 +52,9 @@ impl BandwidthProbe {
     }
 }
 
-/// Wrapping sum of `x`; eight accumulators break the dependency chain so the compiler keeps
-/// several vector additions in flight.
-fn sum_words(x: &[u64]) -> u64 {
-    let mut acc = [0u64; 8];
-    let mut blocks = x.chunks_exact(8);
-    for b in &mut blocks {
-        for (a, &v) in acc.iter_mut().zip(b) {
-            *a = a.wrapping_add(v);
-        }
-    }
-    let rest = blocks
-        .remainder()
-        .iter()
-        .fold(0u64, |a, &v| a.wrapping_add(v));
-    acc.iter().fold(rest, |a, &v| a.wrapping_add(v))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sums_every_word_once() {
-        let x: Vec<u64> = (0..1003).collect();
-        assert_eq!(sum_words(&x), 1002 * 1003 / 2);
-    }
 
     #[test]
     fn measures_a_positive_rate() {

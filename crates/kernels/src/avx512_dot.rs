@@ -206,3 +206,131 @@ unsafe fn dot_quant_avx512<const Q4: bool>(
     let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
     crate::avx2_dot::hsum_ps(s)
 }
+
+/// Rows at a time in [`dot_quant_rows`].
+pub(crate) const ROWS: usize = 4;
+
+/// Four Q8_0 / Q4_0 rows · one token of Q8_0 activations with lane corrections: each row gets
+/// exactly the operations of [`dot_q8_0`] / [`dot_q4_0`] (the same four accumulators, blocks and
+/// final sum), so its result is bitwise the one-row result; the token's activations, corrections
+/// and scales are loaded once for the four rows.
+pub(crate) fn dot_quant_rows(
+    _: Avx512,
+    q4: bool,
+    w: [&[u8]; ROWS],
+    qs: &[i8],
+    d: &[f32],
+    corr: &[i32],
+) -> [f32; ROWS] {
+    let nb = d.len();
+    let bytes = if q4 { Q4_0_BYTES } else { Q8_0_BYTES };
+    assert!(w.iter().all(|r| r.len() == nb * bytes));
+    assert!(qs.len() == nb * QK && corr.len() == nb * LANES);
+    let w = w.map(|r| r.as_ptr());
+    // SAFETY: the token proves the features; lengths checked above.
+    unsafe {
+        if q4 {
+            dot_quant_rows_avx512::<true>(
+                f16_table(),
+                w,
+                qs.as_ptr(),
+                d.as_ptr(),
+                corr.as_ptr(),
+                nb,
+            )
+        } else {
+            dot_quant_rows_avx512::<false>(
+                f16_table(),
+                w,
+                qs.as_ptr(),
+                d.as_ptr(),
+                corr.as_ptr(),
+                nb,
+            )
+        }
+    }
+}
+
+/// `acc + lanes · scale` of block `b` of row `w`, the activation lanes given (as in
+/// [`block_step`]).
+///
+/// # Safety
+/// The features available; block `b` of `w` readable.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn row_step<const Q4: bool>(
+    table: &[f32; 1 << 16],
+    w: *const u8,
+    av: __m256i,
+    c: __m256i,
+    da: f32,
+    b: usize,
+    acc: __m256,
+) -> __m256 {
+    // SAFETY: the caller guarantees the reads.
+    unsafe {
+        let blk = w.add(b * if Q4 { Q4_0_BYTES } else { Q8_0_BYTES });
+        let wu = if Q4 {
+            nibbles(blk.add(2))
+        } else {
+            let wv = _mm256_loadu_si256(blk.add(2) as *const __m256i);
+            _mm256_xor_si256(wv, _mm256_set1_epi8(-128))
+        };
+        let lanes = _mm256_dpbusd_epi32(c, wu, av);
+        let scale = _mm256_set1_ps(block_scale(table, blk) * da);
+        _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), scale, acc)
+    }
+}
+
+/// # Safety
+/// The features available; each `w[r]` holds `nb` blocks, `qs` `32·nb` values, `d` `nb` scales
+/// and `corr` `8·nb` lane corrections.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn dot_quant_rows_avx512<const Q4: bool>(
+    table: &[f32; 1 << 16],
+    w: [*const u8; ROWS],
+    qs: *const i8,
+    d: *const f32,
+    corr: *const i32,
+    nb: usize,
+) -> [f32; ROWS] {
+    let mut acc = [[_mm256_setzero_ps(); 4]; ROWS];
+    let mut b = 0;
+    // SAFETY (whole loop): b < nb, so block b of every row, its activations and corrections are
+    // in bounds; prefetches are hints, never dereferenced.
+    unsafe {
+        let bytes = if Q4 { Q4_0_BYTES } else { Q8_0_BYTES };
+        let load = |b: usize| {
+            (
+                _mm256_loadu_si256(qs.add(b * QK) as *const __m256i),
+                _mm256_loadu_si256(corr.add(b * LANES) as *const __m256i),
+                *d.add(b),
+            )
+        };
+        while b + 4 <= nb {
+            for &row in &w {
+                let ahead = row.wrapping_add(b * bytes + PREFETCH_BYTES) as *const i8;
+                _mm_prefetch::<_MM_HINT_T0>(ahead);
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
+            }
+            for j in 0..4 {
+                let (av, c, da) = load(b + j);
+                for (r, &row) in w.iter().enumerate() {
+                    acc[r][j] = row_step::<Q4>(table, row, av, c, da, b + j, acc[r][j]);
+                }
+            }
+            b += 4;
+        }
+        while b < nb {
+            let (av, c, da) = load(b);
+            for (r, &row) in w.iter().enumerate() {
+                acc[r][0] = row_step::<Q4>(table, row, av, c, da, b, acc[r][0]);
+            }
+            b += 1;
+        }
+    }
+    acc.map(|a| {
+        let s = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
+        crate::avx2_dot::hsum_ps(s)
+    })
+}

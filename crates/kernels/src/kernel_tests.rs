@@ -169,6 +169,44 @@ fn quant_row_kernels_match_scalar() {
     }
 }
 
+/// The four-row decode kernel gives each row bitwise the one-row kernel's result.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn four_row_quant_kernel_equals_the_row_kernel_bitwise() {
+    use crate::avx512_dot::{dot_quant_rows, ROWS};
+    let mut rng = Rng(0x452821e638d01377);
+    for (isa, level) in simd_levels() {
+        let Level::Avx512(k) = level else { continue };
+        for ty in [WeightType::Q8_0, WeightType::Q4_0] {
+            for nb in [1, 3, 4, 5, 8, 17, 64, 177] {
+                let rows: Vec<Vec<u8>> = (0..ROWS)
+                    .map(|_| quant_row(&mut rng, ty, nb, false))
+                    .collect();
+                let x = acts(&mut rng, nb * 32, false);
+                let lk = crate::matmul_quant::lane_corr_k(level, ty);
+                let act = ActQ8::new(level, &x, 1, nb * 32, ActLayout::Natural, lk);
+                let w = std::array::from_fn(|r| rows[r].as_slice());
+                let got = dot_quant_rows(
+                    k,
+                    ty == WeightType::Q4_0,
+                    w,
+                    act.qs(0),
+                    act.d(0),
+                    act.lane_corr(0),
+                );
+                for (r, row) in rows.iter().enumerate() {
+                    let want = crate::matmul_quant::dot_row(level, ty, row, &act, 0);
+                    assert_eq!(
+                        got[r].to_bits(),
+                        want.to_bits(),
+                        "{isa} {ty:?} nb={nb} row {r}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn packers_match_scalar() {
     let mut rng = Rng(0xa4093822299f31d0);

@@ -49,6 +49,7 @@ mod par;
 mod quantize;
 mod rope;
 mod scratch;
+mod stream;
 mod team;
 mod tile_scalar;
 mod tiles;
@@ -69,5 +70,6 @@ pub use quantize::{
     quantize_rows_fitted, K_QUANTIZE_TYPES, QUANTIZE_TYPES,
 };
 pub use rope::{rope_cos_sin, rope_interleaved, rope_inv_freqs, RopeFreqs};
+pub use stream::sum_words;
 pub use team::for_each_task;
 pub use vec::{add_assign, dot, silu_mul, softmax};

@@ -72,7 +72,24 @@ impl RowsJob for QuantRows<'_> {
         self.chunk
     }
     fn run(&self, mut oc: OutCols<'_>) {
-        for (i, r) in oc.rows().enumerate() {
+        let rows = oc.rows();
+        let mut i = 0;
+        // AVX-512: four rows per kernel call (bitwise the one-row results).
+        #[cfg(target_arch = "x86_64")]
+        if let Level::Avx512(k) = self.level {
+            use crate::avx512_dot::{dot_quant_rows, ROWS};
+            let q4 = self.w.ty == WeightType::Q4_0;
+            while i + ROWS <= rows.len() {
+                let w = std::array::from_fn(|j| self.w.row(rows.start + i + j));
+                for t in 0..self.n_tokens {
+                    let (qs, d, corr) = (self.act.qs(t), self.act.d(t), self.act.lane_corr(t));
+                    let v = dot_quant_rows(k, q4, w, qs, d, corr);
+                    oc.token(t)[i..i + ROWS].copy_from_slice(&v);
+                }
+                i += ROWS;
+            }
+        }
+        for (i, r) in rows.clone().enumerate().skip(i) {
             let wr = self.w.row(r);
             for t in 0..self.n_tokens {
                 oc.token(t)[i] = dot_row(self.level, self.w.ty, wr, &self.act, t);

@@ -1,0 +1,50 @@
+//! A plain read pass over memory, the way the decode kernels read their weights: in order,
+//! several 64-byte lines in flight, and a software prefetch [`PREFETCH_BYTES`] ahead. It is the
+//! yardstick of a memory-bandwidth probe: a probe that reads with less help than the kernels get
+//! would measure less than they reach, and no ceiling at all.
+
+#[cfg(target_arch = "x86_64")]
+use crate::avx2_dot::PREFETCH_BYTES;
+
+/// Wrapping sum of `x` (so the reads cannot be skipped), read sequentially with prefetch.
+pub fn sum_words(x: &[u64]) -> u64 {
+    let mut acc = [0u64; 8];
+    let mut lines = x.chunks_exact(8);
+    for (i, line) in (&mut lines).enumerate() {
+        #[cfg(target_arch = "x86_64")]
+        prefetch_ahead(x, i * 8);
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = i;
+        for (a, &v) in acc.iter_mut().zip(line) {
+            *a = a.wrapping_add(v);
+        }
+    }
+    let rest = lines
+        .remainder()
+        .iter()
+        .fold(0u64, |a, &v| a.wrapping_add(v));
+    acc.iter().fold(rest, |a, &v| a.wrapping_add(v))
+}
+
+/// Asks for the line [`PREFETCH_BYTES`] past word `at` of `x` (a hint: an address past the end
+/// is never dereferenced).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_ahead(x: &[u64], at: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    let p = x.as_ptr().wrapping_add(at + PREFETCH_BYTES / 8) as *const i8;
+    // SAFETY: prefetching is a hint that never faults, whatever the address; SSE is part of
+    // every x86-64 CPU.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sums_every_word_once() {
+        for n in [0, 1, 7, 8, 9, 1003, 5000] {
+            let x: Vec<u64> = (0..n as u64).collect();
+            assert_eq!(super::sum_words(&x), (0..n as u64).sum::<u64>(), "{n}");
+        }
+    }
+}
