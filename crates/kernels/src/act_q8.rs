@@ -10,7 +10,6 @@
 //! that offset the weights by `k`.
 
 use half::f16;
-use rayon::prelude::*;
 
 use crate::cpu::Level;
 
@@ -112,9 +111,8 @@ impl ActQ8 {
                 work(&mut tmp, item);
             }
         } else {
-            rows.into_par_iter()
-                .zip(x.par_chunks(n_cols))
-                .for_each_init(Vec::new, work);
+            let items: Vec<_> = rows.into_iter().zip(x.chunks(n_cols)).collect();
+            crate::team::for_each_item(items, |item| work(&mut Vec::new(), item));
         }
         act
     }

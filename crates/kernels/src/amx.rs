@@ -23,8 +23,6 @@
 //! for a few and is slower. Choosing by token count would make a token's result depend on how
 //! many others share its call, so the choice is per level only.
 
-use rayon::prelude::*;
-
 use crate::act_q8::{ActLayout, ActQ8, QK};
 use crate::amx_tile::{tile_q8, TileScope, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
 use crate::cpu::{Amx, Level};
@@ -214,13 +212,14 @@ impl TileAct {
                 }
             }
         };
-        let chunks = act
-            .qs
-            .par_chunks_mut(nb * TILE_BYTES)
-            .zip(act.d.par_chunks_mut(nb * TILE_TOKENS))
-            .enumerate();
         if n_groups > 1 {
-            chunks.for_each(fill);
+            let chunks = act
+                .qs
+                .chunks_mut(nb * TILE_BYTES)
+                .zip(act.d.chunks_mut(nb * TILE_TOKENS))
+                .enumerate()
+                .collect();
+            crate::team::for_each_item(chunks, fill);
         } else {
             act.qs
                 .chunks_mut(nb * TILE_BYTES)

@@ -71,5 +71,5 @@ pub use quantize::{
 };
 pub use rope::{rope_cos_sin, rope_interleaved, rope_inv_freqs, RopeFreqs};
 pub use stream::sum_words;
-pub use team::for_each_task;
+pub use team::{for_each_item, for_each_task};
 pub use vec::{add_assign, dot, silu_mul, softmax};

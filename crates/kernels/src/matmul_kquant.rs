@@ -10,8 +10,6 @@
 //! `kquants::dot_unpacked_tokens` are twins), so the paths agree bitwise, and no result depends
 //! on which tokens share its group. The scalar level runs ggml's scalar dot products on both.
 
-use rayon::prelude::*;
-
 use crate::cpu::Level;
 use crate::kquants::{
     dot_tokens, dot_unpacked_tokens, quantize_row_q8_k, unpack_row, BlockQ8K, Unpacked, QK_K,
@@ -87,9 +85,8 @@ impl<'a> KquantRows<'a> {
         if n_tokens * w.n_cols < 1 << 14 {
             quantize_row_q8_k(x, &mut acts);
         } else {
-            acts.par_chunks_mut(nb)
-                .zip(x.par_chunks(w.n_cols))
-                .for_each(|(a, x)| quantize_row_q8_k(x, a));
+            let items = acts.chunks_mut(nb).zip(x.chunks(w.n_cols)).collect();
+            crate::team::for_each_item(items, |(a, x)| quantize_row_q8_k(x, a));
         }
         let work_per_row = w.ty.row_bytes(w.n_cols) * n_tokens;
         let chunk = chunk_rows(w.n_rows, 1, MIN_TASK_BYTES.div_ceil(work_per_row.max(1)));

@@ -58,6 +58,18 @@ pub fn for_each_task<F: Fn(usize) + Sync>(n_tasks: usize, f: F) {
     team.run(n_tasks, &f);
 }
 
+/// Runs `f` on every item of `items`, each moved into its own task of [`for_each_task`]: the
+/// way to hand threads disjoint `&mut` pieces of a buffer (`chunks_mut` collected).
+pub fn for_each_item<T: Send, F: Fn(T) + Sync>(items: Vec<T>, f: F) {
+    let slots: Vec<Mutex<Option<T>>> = items.into_iter().map(|t| Mutex::new(Some(t))).collect();
+    for_each_task(slots.len(), |i| {
+        let item = slots[i].lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = item {
+            f(t);
+        }
+    });
+}
+
 thread_local! {
     /// Set on helper threads, and on a caller while its team runs: a section started from
     /// inside a task runs serially on its thread.
@@ -263,6 +275,17 @@ mod tests {
                 }
             });
         }
+    }
+
+    #[test]
+    fn items_are_handed_out_once() {
+        pool(2).install(|| {
+            let mut v = vec![0u32; 1000];
+            for_each_item(v.chunks_mut(7).enumerate().collect(), |(i, c)| {
+                c.iter_mut().for_each(|x| *x += i as u32 + 1);
+            });
+            assert!(v.iter().enumerate().all(|(j, &x)| x == (j / 7) as u32 + 1));
+        });
     }
 
     #[test]

@@ -45,6 +45,16 @@ pub fn softmax(x: &mut [f32]) {
 /// make every instruction-set level give the same bits.
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     assert_eq!(gate.len(), up.len());
+    // A prompt's worth is spread over threads (each value on its own, so the split does not
+    // change the result).
+    const PAR_CHUNK: usize = 1 << 15;
+    if gate.len() > PAR_CHUNK {
+        let items = gate
+            .chunks_mut(PAR_CHUNK)
+            .zip(up.chunks(PAR_CHUNK))
+            .collect();
+        return crate::team::for_each_item(items, |(g, u)| silu_mul(g, u));
+    }
     match crate::cpu::Level::new(crate::isa()).unwrap_or(crate::cpu::Level::Scalar) {
         #[cfg(target_arch = "x86_64")]
         crate::cpu::Level::Avx512(_) | crate::cpu::Level::Avx2(_) => {

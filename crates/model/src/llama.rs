@@ -2,8 +2,8 @@ use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use kernels::{
-    add_assign, attend_block_rows, for_each_task, matmul_many, matmul_path, rms_norm, rope_cos_sin,
-    rope_interleaved, silu_mul, MatmulPath, RopeFreqs, SoftmaxState,
+    add_assign, attend_block_rows, for_each_item, for_each_task, matmul_many, matmul_path,
+    rms_norm, rope_cos_sin, rope_interleaved, silu_mul, MatmulPath, RopeFreqs, SoftmaxState,
 };
 
 use crate::{Batch, KvView, LayerWeights, LlamaConfig, ModelError, Result, Weight};
@@ -108,9 +108,7 @@ impl Llama {
         let tasks = attention_tasks(batch, c.n_kv_heads);
         for (l, layer) in self.layers.iter().enumerate() {
             // Attention block.
-            for (o, xi) in xn.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
-                rms_norm(xi, &layer.attn_norm, c.norm_eps, o);
-            }
+            norm_rows(&x, &layer.attn_norm, c.norm_eps, &mut xn);
             matmul_many(
                 mm_path,
                 &[layer.wq.view(), layer.wk.view(), layer.wv.view()],
@@ -133,9 +131,7 @@ impl Llama {
             add_assign(&mut x, &proj);
 
             // MLP block (SwiGLU).
-            for (o, xi) in xn.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
-                rms_norm(xi, &layer.ffn_norm, c.norm_eps, o);
-            }
+            norm_rows(&x, &layer.ffn_norm, c.norm_eps, &mut xn);
             matmul_many(
                 mm_path,
                 &[layer.w_gate.view(), layer.w_up.view()],
@@ -287,6 +283,18 @@ impl Llama {
             acc.iter_mut().for_each(|a| *a *= inv);
         }
         s.acc.clone()
+    }
+}
+
+/// RMSNorm of each row of `x` into `out` (rows of `weight.len()` values); a prompt's rows are
+/// spread over threads (each row on its own, so the result is the same).
+fn norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let dim = weight.len();
+    let rows = out.chunks_exact_mut(dim).zip(x.chunks_exact(dim));
+    if x.len() / dim.max(1) < 16 {
+        rows.for_each(|(o, xi)| rms_norm(xi, weight, eps, o));
+    } else {
+        for_each_item(rows.collect(), |(o, xi)| rms_norm(xi, weight, eps, o));
     }
 }
 
