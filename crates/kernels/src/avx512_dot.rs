@@ -118,37 +118,11 @@ unsafe fn dot_float_avx512<const KIND: u8>(w: *const u8, x: &[f32]) -> f32 {
     _mm512_reduce_add_ps(s)
 }
 
-/// The eight exact lane sums of block `b`, from one VNNI dot product.
+/// `acc + lanes(block b) · d_w · d_a` for a single block: the token's activations, lane
+/// corrections and scale of block `b` loaded, then [`row_step`].
 ///
 /// # Safety
-/// The features available; block `b` of `w`, its activations and corrections readable.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn block_lanes<const Q4: bool>(
-    w: *const u8,
-    qs: *const i8,
-    corr: *const i32,
-    b: usize,
-) -> __m256i {
-    // SAFETY: the caller guarantees the reads.
-    unsafe {
-        let blk = w.add(b * if Q4 { Q4_0_BYTES } else { Q8_0_BYTES });
-        let av = _mm256_loadu_si256(qs.add(b * QK) as *const __m256i);
-        let c = _mm256_loadu_si256(corr.add(b * LANES) as *const __m256i);
-        let wu = if Q4 {
-            nibbles(blk.add(2))
-        } else {
-            let wv = _mm256_loadu_si256(blk.add(2) as *const __m256i);
-            _mm256_xor_si256(wv, _mm256_set1_epi8(-128))
-        };
-        _mm256_dpbusd_epi32(c, wu, av)
-    }
-}
-
-/// `acc + lanes(block b) · d_w · d_a` for a single block.
-///
-/// # Safety
-/// As [`block_lanes`], and block `b`'s scale readable.
+/// The features available; block `b` of `w`, its activations, corrections and scale readable.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn block_step<const Q4: bool>(
@@ -162,10 +136,30 @@ unsafe fn block_step<const Q4: bool>(
 ) -> __m256 {
     // SAFETY: the caller guarantees the reads.
     unsafe {
-        let blk = w.add(b * if Q4 { Q4_0_BYTES } else { Q8_0_BYTES });
-        let lanes = block_lanes::<Q4>(w, qs, corr, b);
-        let scale = _mm256_set1_ps(block_scale(table, blk) * *d.add(b));
-        _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), scale, acc)
+        let (av, c, da) = token_block(qs, d, corr, b);
+        row_step::<Q4>(table, w, av, c, da, b, acc)
+    }
+}
+
+/// Block `b` of the token: its 32 activations, 8 lane corrections and scale.
+///
+/// # Safety
+/// AVX-512 F/VL available; block `b` of `qs`, `corr` and `d` readable.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn token_block(
+    qs: *const i8,
+    d: *const f32,
+    corr: *const i32,
+    b: usize,
+) -> (__m256i, __m256i, f32) {
+    // SAFETY: the caller guarantees the reads.
+    unsafe {
+        (
+            _mm256_loadu_si256(qs.add(b * QK) as *const __m256i),
+            _mm256_loadu_si256(corr.add(b * LANES) as *const __m256i),
+            *d.add(b),
+        )
     }
 }
 
@@ -227,32 +221,17 @@ pub(crate) fn dot_quant_rows(
     assert!(w.iter().all(|r| r.len() == nb * bytes));
     assert!(qs.len() == nb * QK && corr.len() == nb * LANES);
     let w = w.map(|r| r.as_ptr());
+    let kernel = if q4 {
+        dot_quant_rows_avx512::<true>
+    } else {
+        dot_quant_rows_avx512::<false>
+    };
     // SAFETY: the token proves the features; lengths checked above.
-    unsafe {
-        if q4 {
-            dot_quant_rows_avx512::<true>(
-                f16_table(),
-                w,
-                qs.as_ptr(),
-                d.as_ptr(),
-                corr.as_ptr(),
-                nb,
-            )
-        } else {
-            dot_quant_rows_avx512::<false>(
-                f16_table(),
-                w,
-                qs.as_ptr(),
-                d.as_ptr(),
-                corr.as_ptr(),
-                nb,
-            )
-        }
-    }
+    unsafe { kernel(f16_table(), w, qs.as_ptr(), d.as_ptr(), corr.as_ptr(), nb) }
 }
 
-/// `acc + lanes · scale` of block `b` of row `w`, the activation lanes given (as in
-/// [`block_step`]).
+/// `acc + lanes · d_w · d_a` of block `b` of row `w`, the token's block given: one VNNI dot
+/// product leaves the exact `Σ w·a` of each 4-value group in its lane.
 ///
 /// # Safety
 /// The features available; block `b` of `w` readable.
@@ -300,13 +279,7 @@ unsafe fn dot_quant_rows_avx512<const Q4: bool>(
     // in bounds; prefetches are hints, never dereferenced.
     unsafe {
         let bytes = if Q4 { Q4_0_BYTES } else { Q8_0_BYTES };
-        let load = |b: usize| {
-            (
-                _mm256_loadu_si256(qs.add(b * QK) as *const __m256i),
-                _mm256_loadu_si256(corr.add(b * LANES) as *const __m256i),
-                *d.add(b),
-            )
-        };
+        let load = |b: usize| token_block(qs, d, corr, b);
         while b + 4 <= nb {
             for &row in &w {
                 let ahead = row.wrapping_add(b * bytes + PREFETCH_BYTES) as *const i8;
