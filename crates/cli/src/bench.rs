@@ -141,13 +141,29 @@ pub fn run(a: BenchArgs, threads: &[usize], kv_type: KvType) -> Result<()> {
         (None, Some(path)) => (engine::load_model(path)?.0, path.display().to_string()),
         (None, None) => bail!("give a model path or --synthetic SHAPE"),
     };
-    eprintln!("{filename}: ready in {:.1} s", t0.elapsed().as_secs_f64());
+    // Named and sized as stored (as llama-bench does); bytes per token as the kernels read them.
+    let mut info = model_info(&model, filename);
+    let repacked = model.repack_for_kernels();
+    info.bytes_per_token = engine::weight_bytes(&model).per_token;
+    let load_anon = status_kib("RssAnon:").map(|k| k * 1024);
+    eprintln!(
+        "{}: ready in {:.1} s{}",
+        info.filename,
+        t0.elapsed().as_secs_f64(),
+        if repacked > 0 {
+            format!(
+                " ({} repacked for this CPU's kernels)",
+                format_bytes(repacked)
+            )
+        } else {
+            String::new()
+        }
+    );
     let longest = pp.iter().chain(&tg).copied().max().unwrap_or(0);
     let n_ctx = model.config.max_seq_len;
     if engine::extend_context(&mut model, longest) {
         eprintln!("note: context raised from {n_ctx} to {longest} positions for the tests");
     }
-    let info = model_info(&model, filename);
 
     let md = a.output == OutputFormat::Md;
     let header = bandwidth_header(&bandwidth, &info);
@@ -204,20 +220,30 @@ pub fn run(a: BenchArgs, threads: &[usize], kv_type: KvType) -> Result<()> {
         Some(b) => eprintln!("peak RSS: {} (VmHWM)", format_bytes(b)),
         None => eprintln!("peak RSS: unknown (no VmHWM in /proc/self/status)"),
     }
-    if let Some(anon) = mem.peak_anon {
-        // Weights of a file are mapped (file-backed pages); what is anonymous is the KV
-        // cache, activations, scratch panels, and anything copied at load.
+    if let Some(anon) = load_anon {
+        // Weights of a file are mapped (file-backed pages); what is anonymous after loading is
+        // what was copied: repacked weights, norms, RoPE tables, anything else.
         let weights = if a.synthetic.is_some() {
             " (a --synthetic model's weights are anonymous memory themselves)".to_string()
         } else {
+            let rest = anon.saturating_sub(repacked);
             format!(
-                " = {:.1}% of the weights' {}",
-                100.0 * anon as f64 / info.size as f64,
+                " ({} repacked weights; the rest {} = {:.1}% of the weights' {})",
+                format_bytes(repacked),
+                format_bytes(rest),
+                100.0 * rest as f64 / info.size as f64,
                 format_bytes(info.size)
             )
         };
         eprintln!(
-            "peak anonymous memory after a test: {}{weights}",
+            "anonymous memory after loading: {}{weights}",
+            format_bytes(anon)
+        );
+    }
+    if let Some(anon) = mem.peak_anon {
+        eprintln!(
+            "peak anonymous memory after a test: {} (with the KV cache, activations and scratch \
+             buffers of the tests)",
             format_bytes(anon)
         );
     }

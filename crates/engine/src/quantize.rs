@@ -203,7 +203,8 @@ fn ggml_name(t: WeightType) -> &'static str {
         WeightType::F16 => "F16",
         WeightType::BF16 => "BF16",
         WeightType::Q8_0 => "Q8_0",
-        WeightType::Q4_0 => "Q4_0",
+        // Repacked Q4_0 lives in memory only (never a target here); its file type is Q4_0.
+        WeightType::Q4_0 | WeightType::Q4_0x16 => "Q4_0",
         WeightType::Q2_K => "Q2_K",
         WeightType::Q3_K => "Q3_K",
         WeightType::Q4_K => "Q4_K",
@@ -322,7 +323,7 @@ fn dtype_of(t: WeightType) -> DType {
         WeightType::F16 => DType::F16,
         WeightType::BF16 => DType::BF16,
         WeightType::Q8_0 => DType::Q8_0,
-        WeightType::Q4_0 => DType::Q4_0,
+        WeightType::Q4_0 | WeightType::Q4_0x16 => DType::Q4_0,
         WeightType::Q2_K => DType::Q2_K,
         WeightType::Q3_K => DType::Q3_K,
         WeightType::Q4_K => DType::Q4_K,

@@ -30,6 +30,14 @@ impl Storage {
             Storage::Owned(v) => v,
         }
     }
+    /// Hands the pages of a mapped range back to the kernel once their bytes have been copied
+    /// elsewhere (a repacked weight): they leave the resident set and come back from the file
+    /// only if read again. Owned bytes are left alone.
+    pub fn release(&self) {
+        if let Storage::Mapped { map, range } = self {
+            crate::mmap::release(map, range.clone());
+        }
+    }
     pub fn len(&self) -> usize {
         self.as_bytes().len()
     }

@@ -36,6 +36,7 @@ fn parse_type(s: &str) -> WeightType {
         "bf16" => WeightType::BF16,
         "q8_0" => WeightType::Q8_0,
         "q4_0" => WeightType::Q4_0,
+        "q4_0x16" => WeightType::Q4_0x16,
         "q2_k" => WeightType::Q2_K,
         "q3_k" => WeightType::Q3_K,
         "q4_k" => WeightType::Q4_K,
@@ -111,6 +112,16 @@ fn matrix(rng: &mut Rng, ty: WeightType, rows: usize, cols: usize) -> Vec<u8> {
                     half::bf16::from_f32(x).to_le_bytes()
                 });
             }
+        }
+        WeightType::Q4_0x16 => {
+            let stored = matrix(rng, WeightType::Q4_0, rows, cols);
+            let w = WeightView {
+                ty: WeightType::Q4_0,
+                n_rows: rows,
+                n_cols: cols,
+                bytes: &stored,
+            };
+            bytes = kernels::repack(&w);
         }
         WeightType::Q8_0 | WeightType::Q4_0 => {
             let q = if ty == WeightType::Q4_0 { 16 } else { 32 };

@@ -132,10 +132,13 @@ pub(crate) fn pack_tile_group(
     assert!(q.len() == nb * TILE_BYTES && d.len() == nb * TILE_ROWS);
     let bytes = match ty {
         WeightType::Q8_0 => Q8_0_BYTES,
-        WeightType::Q4_0 => Q4_0_BYTES,
+        WeightType::Q4_0 | WeightType::Q4_0x16 => Q4_0_BYTES,
         _ => panic!("not a Q8_0 / Q4_0 type: {ty:?}"),
     };
-    assert!(rows.iter().flatten().all(|r| r.len() == nb * bytes));
+    assert!(rows
+        .iter()
+        .flatten()
+        .all(|r| r.len() == ty.row_bytes(nb * QK)));
     for (b, (tile, scales)) in q
         .chunks_exact_mut(TILE_BYTES)
         .zip(d.chunks_exact_mut(TILE_ROWS))
@@ -148,7 +151,14 @@ pub(crate) fn pack_tile_group(
                 *scale = 0.0;
                 continue;
             };
-            let blk = &row[b * bytes..(b + 1) * bytes];
+            // A repacked row's block is put back together (a few copies of four bytes).
+            let x16;
+            let blk = if ty == WeightType::Q4_0x16 {
+                x16 = crate::q4x16::block_at(row, b);
+                &x16[..]
+            } else {
+                &row[b * bytes..(b + 1) * bytes]
+            };
             // Sixteen rows are read side by side: ask for their next lines early.
             #[cfg(target_arch = "x86_64")]
             if let Some(ahead) = row.get((b + PACK_PREFETCH_BLOCKS) * bytes) {
@@ -157,7 +167,7 @@ pub(crate) fn pack_tile_group(
                 // is inside `row` anyway).
                 unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead as *const u8 as *const i8) };
             }
-            if ty == WeightType::Q4_0 {
+            if ty != WeightType::Q8_0 {
                 // Fixed-size arrays: the compiler turns this into a few vector operations.
                 let src: &[u8; QK / 2] = blk[2..].try_into().unwrap();
                 for j in 0..QK / 2 {

@@ -6,7 +6,8 @@
 //!   `vpdpbusd` leave each block's exact `Σ u · a` in its own int32 lane; the accumulator starts
 //!   at `−offset · Σa` (undoing the unsigned offset of the weights), then the 16 block sums are
 //!   converted once and scaled by `d_w · d_a` in one FMA — 512 products per (row, token) per
-//!   eleven instructions.
+//!   eleven instructions. Lanes are summed as the repacked Q4_0 row kernel sums them
+//!   (`avx512_x16.rs`), which therefore gives the same bits as this path.
 
 use std::arch::x86_64::*;
 
@@ -142,10 +143,12 @@ unsafe fn tile_quant_avx512<const R: usize, const T: usize>(
             }
         }
     }
+    // Lanes summed as the repacked Q4_0 row kernel sums them, so both paths agree bitwise there.
     let mut out = [[0f32; T]; R];
     for r in 0..R {
         for t in 0..T {
-            out[r][t] = _mm512_reduce_add_ps(facc[r][t]);
+            // SAFETY: the features are enabled in this function.
+            out[r][t] = unsafe { crate::avx512_x16::reduce16(facc[r][t]) };
         }
     }
     out

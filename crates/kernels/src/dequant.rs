@@ -16,6 +16,10 @@ pub enum WeightType {
     /// Blocks of 32: f16 scale `d`, then 16 bytes; byte j holds value j (low nibble) and value
     /// j + 16 (high nibble); value = d · (nibble − 8).
     Q4_0,
+    /// Q4_0 blocks repacked for the decode kernels (`q4x16.rs`): each row a run of groups of 16
+    /// blocks (the last padded with zero blocks), a group's 16 scales first, then its nibbles
+    /// interleaved four bytes at a time. Never in a file: [`crate::repack`] makes it from Q4_0.
+    Q4_0x16,
     /// Super-blocks of 256 (84 bytes): 16 scale bytes (low nibble scale, high nibble min), 64
     /// bytes of 2-bit values, f16 `d`, f16 `dmin`; value = d·sc·q − dmin·m.
     Q2_K,
@@ -38,7 +42,7 @@ impl WeightType {
     pub fn block_elems(self) -> usize {
         match self {
             WeightType::F32 | WeightType::F16 | WeightType::BF16 => 1,
-            WeightType::Q8_0 | WeightType::Q4_0 => 32,
+            WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q4_0x16 => 32,
             WeightType::Q2_K
             | WeightType::Q3_K
             | WeightType::Q4_K
@@ -52,7 +56,7 @@ impl WeightType {
             WeightType::F32 => 4,
             WeightType::F16 | WeightType::BF16 => 2,
             WeightType::Q8_0 => 34,
-            WeightType::Q4_0 => 18,
+            WeightType::Q4_0 | WeightType::Q4_0x16 => 18,
             WeightType::Q2_K => 84,
             WeightType::Q3_K => 110,
             WeightType::Q4_K => 144,
@@ -74,7 +78,10 @@ impl WeightType {
     }
     /// Bytes of a row of `n` values (`n` a multiple of the block size).
     pub fn row_bytes(self, n: usize) -> usize {
-        n / self.block_elems() * self.block_bytes()
+        match self {
+            WeightType::Q4_0x16 => crate::q4x16::row_bytes(n),
+            _ => n / self.block_elems() * self.block_bytes(),
+        }
     }
 }
 
@@ -124,6 +131,7 @@ pub fn dequantize(ty: WeightType, src: &[u8], dst: &mut [f32]) {
                 }
             }
         }
+        WeightType::Q4_0x16 => crate::q4x16::dequantize_row(src, dst),
         WeightType::Q2_K => kquants::dequantize_q2_k(src, dst),
         WeightType::Q3_K => kquants::dequantize_q3_k(src, dst),
         WeightType::Q4_K => kquants::dequantize_q4_k(src, dst),

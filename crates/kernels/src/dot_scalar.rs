@@ -87,12 +87,17 @@ pub(crate) fn dot_q4_0(w: &[u8], qs: &[i8], d: &[f32]) -> f32 {
         .zip(qs.chunks_exact(QK))
         .enumerate()
     {
-        let mut s = 0i32;
-        for (i, &byte) in blk[2..].iter().enumerate() {
-            s += ((byte & 0x0f) as i32 - 8) * a[i] as i32;
-            s += ((byte >> 4) as i32 - 8) * a[i + 16] as i32;
-        }
-        sum += s as f32 * (f16_at(blk, 0) * d[b]);
+        sum += q4_0_block_sum(blk, a) as f32 * (f16_at(blk, 0) * d[b]);
     }
     sum
+}
+
+/// `Σ w·a` of one stored Q4_0 block and its 32 activations, exact.
+pub(crate) fn q4_0_block_sum(blk: &[u8], a: &[i8]) -> i32 {
+    let mut s = 0i32;
+    for (i, &byte) in blk[2..Q4_0_BYTES].iter().enumerate() {
+        s += ((byte & 0x0f) as i32 - 8) * a[i] as i32;
+        s += ((byte >> 4) as i32 - 8) * a[i + 16] as i32;
+    }
+    s
 }

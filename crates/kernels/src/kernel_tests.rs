@@ -539,3 +539,90 @@ fn amx_results_do_not_depend_on_the_batch() {
         }
     }
 }
+
+/// A random stored Q4_0 row of `nb` blocks and the same row repacked (`q4x16.rs`).
+fn q4x16_rows(rng: &mut Rng, nb: usize, unit: bool) -> (Vec<u8>, Vec<u8>) {
+    let stored = quant_row(rng, WeightType::Q4_0, nb, unit);
+    let mut x16 = vec![0xffu8; WeightType::Q4_0x16.row_bytes(nb * 32)];
+    crate::q4x16::repack_row(&stored, &mut x16);
+    (stored, x16)
+}
+
+#[test]
+fn repacked_q4_0_rows_hold_the_stored_blocks() {
+    let mut rng = Rng(0x2ffd72dbd01adfb7);
+    for nb in [1, 15, 16, 17, 33, 344] {
+        let (stored, x16) = q4x16_rows(&mut rng, nb, false);
+        assert_eq!(x16.len(), nb.div_ceil(16) * 288);
+        for (b, blk) in stored.chunks_exact(18).enumerate() {
+            assert_eq!(crate::q4x16::block_at(&x16, b), blk, "nb={nb} block {b}");
+        }
+        // Padding blocks are zero: scale 0, so they add nothing.
+        for b in nb..nb.div_ceil(16) * 16 {
+            assert_eq!(
+                crate::q4x16::block_at(&x16, b),
+                [0u8; 18],
+                "nb={nb} pad {b}"
+            );
+        }
+        let (mut a, mut b) = (vec![0f32; nb * 32], vec![1f32; nb * 32]);
+        crate::dequantize(WeightType::Q4_0, &stored, &mut a);
+        crate::dequantize(WeightType::Q4_0x16, &x16, &mut b);
+        assert_eq!(a, b, "nb={nb}");
+        // The prefill panel of a repacked row is the stored row's panel.
+        let ng = n_groups(nb * 32);
+        let (mut q0, mut d0) = (vec![1u8; ng * 512], vec![1f32; ng * 16]);
+        let (mut q1, mut d1) = (vec![2u8; ng * 512], vec![2f32; ng * 16]);
+        pack::pack_quant_row_scalar(WeightType::Q4_0, &stored, &mut q0, &mut d0);
+        pack::pack_quant_row(Level::Scalar, WeightType::Q4_0x16, &x16, &mut q1, &mut d1);
+        assert_eq!((q0, d0), (q1, d1), "nb={nb}");
+    }
+}
+
+#[test]
+fn repacked_q4_0_kernels_match_their_twins() {
+    let mut rng = Rng(0xb8e1afed6a267e96);
+    for nb in [1, 2, 15, 16, 17, 31, 64, 177, 344] {
+        for unit in [true, false] {
+            if unit && nb * 32 > 1024 {
+                continue; // exactness needs every partial sum below 2^24
+            }
+            let rows: Vec<(Vec<u8>, Vec<u8>)> =
+                (0..4).map(|_| q4x16_rows(&mut rng, nb, unit)).collect();
+            let x = acts(&mut rng, nb * 32, unit);
+            // Scalar level: blocks in order, bitwise the stored row's kernel.
+            let nat = ActQ8::new(Level::Scalar, &x, 1, nb * 32, ActLayout::Natural, None);
+            let il = ActQ8::new(Level::Scalar, &x, 1, nb * 32, ActLayout::Interleaved, None);
+            for (stored, x16) in &rows {
+                let want = dot_scalar::dot_q4_0(stored, nat.qs(0), nat.d(0));
+                let seq = crate::q4x16::dot_sequential(x16, nat.qs(0), nat.d(0));
+                assert_eq!(seq.to_bits(), want.to_bits(), "nb={nb}");
+                let lanes = crate::q4x16::dot_lanes(x16, il.qs(0), il.d(0), il.sums(0));
+                let (exact, abs) = decoded_dot(WeightType::Q4_0, stored, nat.qs(0), nat.d(0));
+                if unit {
+                    assert_eq!(lanes as f64, exact, "nb={nb}");
+                } else {
+                    assert!(
+                        close(lanes, want, nb * 32, abs),
+                        "nb={nb}: {lanes} vs {want}"
+                    );
+                }
+            }
+            // AVX-512: four rows and one row, bitwise the lane-order twin.
+            #[cfg(target_arch = "x86_64")]
+            for (isa, level) in simd_levels() {
+                let Level::Avx512(k) = level else { continue };
+                let act = ActQ8::new(level, &x, 1, nb * 32, ActLayout::Interleaved, None);
+                let (qs, d, sums) = (act.qs(0), act.d(0), act.sums(0));
+                let w = std::array::from_fn(|r| rows[r].1.as_slice());
+                let four = crate::avx512_x16::dot_rows::<4>(k, w, qs, d, sums);
+                for (r, (_, x16)) in rows.iter().enumerate() {
+                    let twin = crate::q4x16::dot_lanes(x16, qs, d, sums);
+                    let one = crate::avx512_x16::dot_rows::<1>(k, [x16], qs, d, sums)[0];
+                    assert_eq!(four[r].to_bits(), twin.to_bits(), "{isa} nb={nb} row {r}");
+                    assert_eq!(one.to_bits(), twin.to_bits(), "{isa} nb={nb} row {r}");
+                }
+            }
+        }
+    }
+}

@@ -30,6 +30,8 @@ mod avx2_tile;
 mod avx512_dot;
 #[cfg(target_arch = "x86_64")]
 mod avx512_tile;
+#[cfg(target_arch = "x86_64")]
+mod avx512_x16;
 mod cpu;
 mod dequant;
 mod dot_scalar;
@@ -46,6 +48,7 @@ mod matmul_reference;
 mod norm;
 mod pack;
 mod par;
+mod q4x16;
 mod quantize;
 mod rope;
 mod scratch;
@@ -65,6 +68,7 @@ pub use matmul::{
 };
 pub use matmul_reference::matmul_reference;
 pub use norm::rms_norm;
+pub use q4x16::{repack, repacked_type};
 pub use quantize::{
     block_q4_0_fitted, can_quantize, quantize_into, quantize_q4_0, quantize_q8_0, quantize_rows,
     quantize_rows_fitted, K_QUANTIZE_TYPES, QUANTIZE_TYPES,

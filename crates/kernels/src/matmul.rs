@@ -5,7 +5,8 @@
 //!   summed in `f32` (`matmul_float.rs`).
 //! - Q8_0 / Q4_0 weights meet activations quantized to Q8_0 blocks, in exact integer dot
 //!   products per block, as llama.cpp's CPU backend computes them (`matmul_quant.rs`,
-//!   `act_q8.rs`); results differ from `f32` activations by that rounding.
+//!   `act_q8.rs`); results differ from `f32` activations by that rounding. Q4_0 repacked at
+//!   load ([`crate::repack`], `q4x16.rs`) takes the same drivers with a row kernel of its own.
 //! - Q2_K..Q6_K weights meet activations quantized to Q8_K super-blocks (`matmul_kquant.rs`,
 //!   `kquants/`).
 //! - Any other weight type takes the plain path, [`crate::matmul_reference`].
@@ -31,8 +32,9 @@
 //!   operations in the same order as the full tiles (one accumulator per pair, the same blocks
 //!   of columns, the same final reduction).
 //!
-//! Across paths: K-quants (every level) and the scalar level of every type give bitwise the same
-//! results on both paths ([`MatmulPath::interchangeable`]). The SIMD float and Q8_0 / Q4_0 row
+//! Across paths: K-quants (every level), repacked Q4_0 ([`WeightType::Q4_0x16`]) at the AVX-512
+//! level and the scalar level of every type give bitwise the same results on both paths
+//! ([`MatmulPath::interchangeable`]). The SIMD float and Q8_0 / Q4_0 row
 //! kernels sum in another order than their tile kernels (several accumulators per row, and for
 //! Q8_0 / Q4_0 per-lane partial sums scaled block by block, which keeps decode at memory
 //! speed; tile kernels scale whole-block sums, and tile kernels on matrix units order their
@@ -97,6 +99,7 @@ impl MatmulPath {
     /// own choice of path keeps results independent of the batch.
     pub fn interchangeable(isa: Isa, ty: WeightType) -> bool {
         isa == Isa::Scalar
+            || (isa == Isa::Avx512 && ty == WeightType::Q4_0x16)
             || matches!(
                 ty,
                 WeightType::Q2_K
@@ -163,7 +166,9 @@ pub fn matmul_path_with(
         WeightType::F32 | WeightType::F16 | WeightType::BF16 => {
             matmul_float(level, path, w, x, n_tokens, out)
         }
-        WeightType::Q8_0 | WeightType::Q4_0 => matmul_quant(level, path, w, x, n_tokens, out),
+        WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q4_0x16 => {
+            matmul_quant(level, path, w, x, n_tokens, out)
+        }
         WeightType::Q2_K
         | WeightType::Q3_K
         | WeightType::Q4_K
@@ -248,7 +253,7 @@ pub fn matmul_many_with(
             WeightType::F32 | WeightType::F16 | WeightType::BF16 => {
                 Some(Box::new(FloatRows::new(level, w, x, n_tokens)))
             }
-            WeightType::Q8_0 | WeightType::Q4_0 => {
+            WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q4_0x16 => {
                 Some(Box::new(QuantRows::new(level, w, x, n_tokens)))
             }
             WeightType::Q2_K

@@ -50,7 +50,7 @@ impl<'a> QuantRows<'a> {
             x,
             n_tokens,
             w.n_cols,
-            ActLayout::Natural,
+            row_act_layout(level, w.ty),
             lane_corr_k(level, w.ty),
         );
         let chunk = chunk_rows(w.n_rows, 1, MIN_TASK_BYTES.div_ceil(work_per_row));
@@ -76,7 +76,20 @@ impl RowsJob for QuantRows<'_> {
         let mut i = 0;
         // AVX-512: four rows per kernel call (bitwise the one-row results).
         #[cfg(target_arch = "x86_64")]
-        if let Level::Avx512(k) = self.level {
+        if let (Level::Avx512(k), WeightType::Q4_0x16) = (self.level, self.w.ty) {
+            use crate::avx512_x16::{dot_rows, ROWS};
+            while i + ROWS <= rows.len() {
+                let w = std::array::from_fn(|j| self.w.row(rows.start + i + j));
+                for t in 0..self.n_tokens {
+                    let (qs, d, sums) = (self.act.qs(t), self.act.d(t), self.act.sums(t));
+                    let v = dot_rows::<ROWS>(k, w, qs, d, sums);
+                    oc.token(t)[i..i + ROWS].copy_from_slice(&v);
+                }
+                i += ROWS;
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let (Level::Avx512(k), WeightType::Q8_0 | WeightType::Q4_0) = (self.level, self.w.ty) {
             use crate::avx512_dot::{dot_quant_rows, ROWS};
             let q4 = self.w.ty == WeightType::Q4_0;
             while i + ROWS <= rows.len() {
@@ -161,9 +174,22 @@ fn tile_shape(level: Level) -> (usize, usize) {
     }
 }
 
+/// The activation layout the row kernels of `level` read for `ty`: repacked Q4_0 rows meet
+/// interleaved activations, except at the scalar level (blocks in order, see `q4x16.rs`).
+pub(crate) fn row_act_layout(level: Level, ty: WeightType) -> ActLayout {
+    match (level, ty) {
+        (Level::Scalar, _) => ActLayout::Natural,
+        (_, WeightType::Q4_0x16) => ActLayout::Interleaved,
+        _ => ActLayout::Natural,
+    }
+}
+
 /// The weight offset whose lane corrections the row kernel of `level` wants, if any.
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 pub(crate) fn lane_corr_k(level: Level, ty: WeightType) -> Option<i32> {
+    if ty == WeightType::Q4_0x16 {
+        return None;
+    }
     match level {
         Level::Scalar => None,
         #[cfg(target_arch = "x86_64")]
@@ -176,6 +202,16 @@ pub(crate) fn lane_corr_k(level: Level, ty: WeightType) -> Option<i32> {
 /// One stored row · token `t` of natural-layout activations.
 pub(crate) fn dot_row(level: Level, ty: WeightType, w: &[u8], act: &ActQ8, t: usize) -> f32 {
     let (qs, d) = (act.qs(t), act.d(t));
+    if ty == WeightType::Q4_0x16 {
+        return match level {
+            Level::Scalar => crate::q4x16::dot_sequential(w, qs, d),
+            // No AVX2 kernel of its own: weights are repacked only where AVX-512 VNNI runs.
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2(_) => crate::q4x16::dot_lanes(w, qs, d, act.sums(t)),
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512(k) => crate::avx512_x16::dot_rows::<1>(k, [w], qs, d, act.sums(t))[0],
+        };
+    }
     let q4 = ty == WeightType::Q4_0;
     match level {
         Level::Scalar if q4 => dot_scalar::dot_q4_0(w, qs, d),

@@ -33,7 +33,7 @@ pub(crate) fn n_groups(n_cols: usize) -> usize {
 
 /// The offset of packed bytes of `ty` (Q8_0 or Q4_0).
 pub(crate) fn offset_of(ty: WeightType) -> i32 {
-    if ty == WeightType::Q4_0 {
+    if matches!(ty, WeightType::Q4_0 | WeightType::Q4_0x16) {
         Q4_0_OFFSET
     } else {
         Q8_0_OFFSET
@@ -60,6 +60,10 @@ pub(crate) fn pack_quant_row(
     qs: &mut [u8],
     d: &mut [f32],
 ) {
+    if ty == WeightType::Q4_0x16 {
+        // Already in groups of 16 blocks: splitting the nibbles is the whole work.
+        return crate::q4x16::pack_tiles_row(row, qs, d);
+    }
     match level {
         Level::Scalar => pack_quant_row_scalar(ty, row, qs, d),
         #[cfg(target_arch = "x86_64")]

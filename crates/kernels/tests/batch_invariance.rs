@@ -8,12 +8,13 @@
 use half::{bf16, f16};
 use kernels::{matmul_path_with, Isa, MatmulPath, WeightType, WeightView};
 
-const TYPES: [WeightType; 10] = [
+const TYPES: [WeightType; 11] = [
     WeightType::F32,
     WeightType::F16,
     WeightType::BF16,
     WeightType::Q8_0,
     WeightType::Q4_0,
+    WeightType::Q4_0x16,
     WeightType::Q2_K,
     WeightType::Q3_K,
     WeightType::Q4_K,
@@ -50,7 +51,7 @@ impl Rng {
 fn n_cols(ty: WeightType) -> usize {
     match ty {
         WeightType::F32 | WeightType::F16 | WeightType::BF16 => 1100,
-        WeightType::Q8_0 | WeightType::Q4_0 => 17 * 32,
+        WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q4_0x16 => 17 * 32,
         _ => 3 * 256,
     }
 }
@@ -79,6 +80,16 @@ fn matrix(rng: &mut Rng, ty: WeightType, n_rows: usize, n_cols: usize) -> Vec<u8
         WeightType::BF16 => (0..n)
             .flat_map(|_| bf16::from_f32(rng.f32()).to_le_bytes())
             .collect(),
+        // Repacked from a random Q4_0 matrix, as a model does at load.
+        WeightType::Q4_0x16 => {
+            let stored = matrix(rng, WeightType::Q4_0, n_rows, n_cols);
+            kernels::repack(&WeightView {
+                ty: WeightType::Q4_0,
+                n_rows,
+                n_cols,
+                bytes: &stored,
+            })
+        }
         _ => {
             let bb = ty.block_bytes();
             let mut bytes: Vec<u8> = (0..ty.row_bytes(n_cols) * n_rows)
@@ -230,6 +241,10 @@ fn interchangeable_paths_agree_bitwise() {
         }
     }
     assert!(MatmulPath::interchangeable(Isa::Scalar, WeightType::F32));
+    assert!(MatmulPath::interchangeable(
+        Isa::Avx512,
+        WeightType::Q4_0x16
+    ));
     assert_eq!(MatmulPath::auto(1), MatmulPath::Rows);
     assert_eq!(MatmulPath::auto(2), MatmulPath::Tiles);
 }
@@ -280,6 +295,38 @@ fn products_sharing_a_section_equal_each_alone() {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Repacking Q4_0 (`kernels::repack`) changes no tile result at any level (the panels are the
+/// same bytes), nor any result at the scalar level (blocks summed in the same order).
+#[test]
+fn repacked_q4_0_gives_the_stored_results() {
+    let mut rng = Rng(0x510e527fade682d1);
+    let (n_rows, n_tokens, k) = (37, 5, 23 * 32);
+    let stored = matrix(&mut rng, WeightType::Q4_0, n_rows, k);
+    let w = WeightView {
+        ty: WeightType::Q4_0,
+        n_rows,
+        n_cols: k,
+        bytes: &stored,
+    };
+    let x16 = kernels::repack(&w);
+    let r = WeightView {
+        ty: WeightType::Q4_0x16,
+        bytes: &x16,
+        ..w
+    };
+    let x: Vec<f32> = (0..n_tokens * k).map(|_| rng.f32()).collect();
+    for isa in supported() {
+        for path in PATHS {
+            if path == MatmulPath::Rows && isa != Isa::Scalar {
+                continue;
+            }
+            let want = run(isa, path, &w, &x, 0, n_tokens);
+            let got = run(isa, path, &r, &x, 0, n_tokens);
+            assert_same(&got, &want, n_rows, 0, &format!("{isa} {path:?} repacked"));
         }
     }
 }

@@ -20,6 +20,29 @@ pub struct Llama {
 }
 
 impl Llama {
+    /// Repacks the matrices the forward pass multiplies by (every layer's and the output's)
+    /// where this CPU's kernels have a faster layout for their type (Q4_0 at AVX-512:
+    /// `kernels::repacked_type`); the token embeddings stay as stored (rows are looked up,
+    /// not multiplied). Returns the bytes now held in repacked copies. Results stay those of
+    /// the stored weights within the kernels' rounding (bitwise for prefill).
+    pub fn repack_for_kernels(&mut self) -> u64 {
+        let mut bytes = self.output.repack();
+        for l in &mut self.layers {
+            for w in [
+                &mut l.wq,
+                &mut l.wk,
+                &mut l.wv,
+                &mut l.wo,
+                &mut l.w_gate,
+                &mut l.w_down,
+                &mut l.w_up,
+            ] {
+                bytes += w.repack();
+            }
+        }
+        bytes
+    }
+
     pub fn new(
         config: LlamaConfig,
         tok_embeddings: Weight,

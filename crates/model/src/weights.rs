@@ -47,6 +47,25 @@ impl Weight {
     pub fn is_mapped(&self) -> bool {
         self.data.is_mapped()
     }
+    /// This weight in the layout this CPU's kernels decode fastest, where that differs from
+    /// the stored one (`kernels::repacked_type`): a copy in memory of its own.
+    pub fn repacked(&self) -> Option<Weight> {
+        let ty = kernels::repacked_type(self.ty)?;
+        Some(Weight::from_owned(
+            ty,
+            self.n_rows,
+            self.n_cols,
+            kernels::repack(&self.view()),
+        ))
+    }
+    /// Replaces the stored bytes by [`Weight::repacked`] ones where that pays, handing mapped
+    /// pages back to the kernel; the bytes of the copy, or 0.
+    pub fn repack(&mut self) -> u64 {
+        let Some(r) = self.repacked() else { return 0 };
+        self.data.release();
+        *self = r;
+        self.data.len() as u64
+    }
 }
 
 /// Weights of one transformer block.

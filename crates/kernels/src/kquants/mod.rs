@@ -365,7 +365,8 @@ pub fn kquant_matvec_row_with(
         | WeightType::F16
         | WeightType::BF16
         | WeightType::Q8_0
-        | WeightType::Q4_0 => {
+        | WeightType::Q4_0
+        | WeightType::Q4_0x16 => {
             let n = act.len() * QK_K;
             if row.len() != ty.row_bytes(n) {
                 return f32::NAN;

@@ -1,0 +1,108 @@
+//! Q4_0 weights repacked at load (`Llama::repack_for_kernels`) against the same model as
+//! stored: prefill gives the same bits (its panels are the same bytes), decode the same logits
+//! within the kernels' rounding and the same greedy token; a repacked model's rows stay
+//! batch-invariant. stories15m's width (288 = 9 blocks) pads every repacked row.
+
+use engine::Session;
+use kernels::WeightType;
+
+fn prompt(vocab: usize, n: u32) -> Vec<u32> {
+    (0..n)
+        .map(|i| (i * 7919 + 13 + i * i * 31) % vocab as u32)
+        .collect()
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i)
+        .unwrap()
+}
+
+#[test]
+fn repacked_q4_0_model_matches_the_stored_one() {
+    let stored = model::synthetic("stories15m", WeightType::Q4_0, 11).unwrap();
+    let mut repacked = stored.clone();
+    let bytes = repacked.repack_for_kernels();
+    if bytes == 0 {
+        eprintln!("skip: this CPU's kernels keep Q4_0 as stored (no AVX-512 VNNI)");
+        return;
+    }
+    assert!(repacked
+        .layers
+        .iter()
+        .all(|l| l.w_down.ty == WeightType::Q4_0x16));
+    assert_eq!(repacked.tok_embeddings.ty, WeightType::Q4_0);
+    let vocab = stored.config.vocab_size;
+    let ids = prompt(vocab, 21);
+
+    let (mut a, mut b) = (Session::new(&stored), Session::new(&repacked));
+    let (pa, pb) = (a.feed_all(&ids).unwrap(), b.feed_all(&ids).unwrap());
+    assert!(pa == pb, "prefill logits differ after repacking");
+
+    // Decode steps (one token each: the row kernels).
+    for step in 0..4u32 {
+        let next = [(step * 977 + 5) % vocab as u32];
+        let (da, db) = (a.feed(&next).unwrap(), b.feed(&next).unwrap());
+        let scale = da.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let worst = da
+            .iter()
+            .zip(&db)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        // Both sum the same exact block products in f32, in another order; the few-ulp
+        // difference can move an activation across a rounding edge of its next 8-bit
+        // quantization (a step of 1/127 of its block's largest value), and such steps carry
+        // through the layers: a small fraction of the largest logit, never more.
+        assert!(
+            worst <= 2e-2 * scale,
+            "step {step}: logits differ by {worst} (scale {scale})"
+        );
+        let (ta, tb) = (argmax(&da), argmax(&db));
+        assert!(
+            ta == tb || (db[ta] - db[tb]).abs() <= 2.0 * worst,
+            "step {step}: greedy token {ta} vs {tb}, beyond the difference of the logits"
+        );
+    }
+}
+
+#[test]
+fn repacked_rows_are_batch_invariant() {
+    let mut m = model::synthetic("stories15m", WeightType::Q4_0, 5).unwrap();
+    if m.repack_for_kernels() == 0 {
+        eprintln!("skip: this CPU's kernels keep Q4_0 as stored (no AVX-512 VNNI)");
+        return;
+    }
+    let vocab = m.config.vocab_size;
+    let spec = engine::KvSpec::new(&m.config, engine::KvType::F16).unwrap();
+    let last_row = |seqs: &[Vec<u32>]| -> Vec<f32> {
+        let mut kv = engine::KvCache::new(spec, 64);
+        let (mut t, mut p, mut s, mut lf) = (vec![], vec![], vec![], vec![]);
+        for (i, q) in seqs.iter().enumerate() {
+            kv.reserve(i, q.len()).unwrap();
+            for (j, &x) in q.iter().enumerate() {
+                t.push(x);
+                p.push(j);
+                s.push(i);
+            }
+            lf.push(t.len() - 1);
+        }
+        let b = model::Batch {
+            tokens: &t,
+            positions: &p,
+            seq_ids: &s,
+            logits_for: &lf,
+        };
+        m.forward_path(&b, &mut kv, Some(model::MatmulPath::Rows))
+            .unwrap()[(seqs.len() - 1) * vocab..]
+            .to_vec()
+    };
+    let alone = last_row(&[prompt(vocab, 30)]);
+    for n_other in [1, 9] {
+        let batched = last_row(&[prompt(vocab, n_other), prompt(vocab, 30)]);
+        assert!(
+            batched == alone,
+            "a row's logits changed beside {n_other} other rows"
+        );
+    }
+}

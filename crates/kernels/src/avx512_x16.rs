@@ -1,0 +1,101 @@
+//! AVX-512 VNNI decode kernel for repacked Q4_0 rows (`q4x16.rs`): `R` rows against one token
+//! of interleaved Q8_0 activations; twin [`crate::q4x16::dot_lanes`], bitwise.
+//!
+//! Per group of 16 blocks and row: four 64-byte loads, each split into low and high nibbles
+//! (two ANDs and a shift), eight `vpdpbusd` into two int32 accumulators started at `−8 · Σa`
+//! and `0` (integer sums: their order does not matter), then one conversion, one multiply of the
+//! 16 weight scales by the 16 activation scales and one FMA into the row's 16 lanes.
+
+use std::arch::x86_64::*;
+
+use crate::act_q8::{GROUP_BLOCKS, GROUP_BYTES};
+use crate::avx2_dot::{hsum_ps, PREFETCH_BYTES};
+use crate::cpu::Avx512;
+use crate::q4x16::X16_GROUP_BYTES;
+
+/// Rows per call of the wide kernel.
+pub(crate) const ROWS: usize = 4;
+
+/// `R` repacked rows (`ng` groups each) · one token: `qs` `ng · 512` interleaved values, `d`
+/// and `sums` `ng · 16`.
+pub(crate) fn dot_rows<const R: usize>(
+    _: Avx512,
+    w: [&[u8]; R],
+    qs: &[i8],
+    d: &[f32],
+    sums: &[i32],
+) -> [f32; R] {
+    let ng = d.len() / GROUP_BLOCKS;
+    assert!(d.len() == ng * GROUP_BLOCKS && sums.len() == d.len() && qs.len() == ng * GROUP_BYTES);
+    assert!(w.iter().all(|r| r.len() == ng * X16_GROUP_BYTES));
+    // SAFETY: the token proves the features; lengths checked above.
+    unsafe {
+        dot_rows_avx512::<R>(
+            w.map(|r| r.as_ptr()),
+            qs.as_ptr(),
+            d.as_ptr(),
+            sums.as_ptr(),
+            ng,
+        )
+    }
+}
+
+/// Lanes summed as [`crate::q4x16::reduce16`] does.
+///
+/// # Safety
+/// AVX-512 F available.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn reduce16(v: __m512) -> f32 {
+    let lo = _mm512_castps512_ps256(v);
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+    hsum_ps(_mm256_add_ps(lo, hi))
+}
+
+/// # Safety
+/// The features available; each `w[r]` holds `ng` groups, `qs` `ng · 512` values, `d` and
+/// `sums` `ng · 16`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn dot_rows_avx512<const R: usize>(
+    w: [*const u8; R],
+    qs: *const i8,
+    d: *const f32,
+    sums: *const i32,
+    ng: usize,
+) -> [f32; R] {
+    let low = _mm512_set1_epi8(0x0f);
+    let mut facc = [_mm512_setzero_ps(); R];
+    for g in 0..ng {
+        // SAFETY (loads): group g < ng is inside every row and the activations; prefetches are
+        // hints, never dereferenced, so running past a row is harmless.
+        unsafe {
+            let a = qs.add(g * GROUP_BYTES);
+            let s = _mm512_loadu_si512(sums.add(g * GROUP_BLOCKS) as *const _);
+            let init = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32::<3>(s));
+            let da = _mm512_loadu_ps(d.add(g * GROUP_BLOCKS));
+            for r in 0..R {
+                let grp = w[r].add(g * X16_GROUP_BYTES);
+                let ahead = grp.wrapping_add(PREFETCH_BYTES) as *const i8;
+                for line in 0..5 {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+                }
+                let (mut lo, mut hi) = (init, _mm512_setzero_si512());
+                for k in 0..4 {
+                    let v = _mm512_loadu_si512(grp.add(32 + 64 * k) as *const _);
+                    let l = _mm512_and_si512(v, low);
+                    let h = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
+                    let al = _mm512_loadu_si512(a.add(64 * k) as *const _);
+                    let ah = _mm512_loadu_si512(a.add(64 * (k + 4)) as *const _);
+                    lo = _mm512_dpbusd_epi32(lo, l, al);
+                    hi = _mm512_dpbusd_epi32(hi, h, ah);
+                }
+                let isum = _mm512_add_epi32(lo, hi);
+                let dw = _mm512_cvtph_ps(_mm256_loadu_si256(grp as *const __m256i));
+                let scale = _mm512_mul_ps(dw, da);
+                facc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, facc[r]);
+            }
+        }
+    }
+    // SAFETY: the features are enabled in this function.
+    facc.map(|v| unsafe { reduce16(v) })
+}
