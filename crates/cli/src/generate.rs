@@ -53,9 +53,7 @@ fn summary(stats: &GenerateStats, n_reused: Option<usize>) {
 
 pub fn run(a: RunArgs, kv_type: KvType) -> Result<()> {
     let sampling = a.sampling.config()?;
-    let mut loaded = engine::load(&a.model, a.sampling.tokenizer.as_deref())?;
-    // Faster layouts for this CPU's kernels where they exist (Q4_0 at AVX-512).
-    loaded.model.repack_for_kernels();
+    let loaded = engine::load(&a.model, a.sampling.tokenizer.as_deref())?;
     let tok = need_tokenizer(&loaded)?;
     let text = a.prompt.unwrap_or_default();
     let mut sampler = Sampler::new(sampling);
@@ -144,9 +142,7 @@ static GENERATING: AtomicBool = AtomicBool::new(false);
 
 pub fn chat(a: ChatArgs, kv_type: KvType) -> Result<()> {
     let sampling = a.sampling.config()?;
-    let mut loaded = engine::load(&a.model, a.sampling.tokenizer.as_deref())?;
-    // Faster layouts for this CPU's kernels where they exist (Q4_0 at AVX-512).
-    loaded.model.repack_for_kernels();
+    let loaded = engine::load(&a.model, a.sampling.tokenizer.as_deref())?;
     let tok = need_tokenizer(&loaded)?;
     let settings = engine::chat_settings(&loaded.path, tok)?;
     ctrlc::set_handler(|| {

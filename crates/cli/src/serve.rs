@@ -71,9 +71,7 @@ pub fn run(a: ServeArgs, kv_type: KvType) -> Result<()> {
         .clone()
         .or_else(|| std::env::var(API_KEY_ENV).ok())
         .filter(|k| !k.is_empty());
-    let mut loaded = engine::load(&a.model, a.tokenizer.as_deref())?;
-    // Faster layouts for this CPU's kernels where they exist (Q4_0 at AVX-512).
-    loaded.model.repack_for_kernels();
+    let loaded = engine::load(&a.model, a.tokenizer.as_deref())?;
     let Some(tok) = loaded.tokenizer else {
         bail!(
             "{}: the model carries no tokenizer; pass one with --tokenizer",

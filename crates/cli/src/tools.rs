@@ -162,9 +162,7 @@ pub fn perplexity(
     tokenizer: Option<&Path>,
     kv_type: KvType,
 ) -> Result<()> {
-    let mut loaded = engine::load(path, tokenizer)?;
-    // Faster layouts for this CPU's kernels where they exist (Q4_0 at AVX-512).
-    loaded.model.repack_for_kernels();
+    let loaded = engine::load(path, tokenizer)?;
     let tok = need_tokenizer(&loaded)?;
     let bos = tok.bos().context("the tokenizer has no BOS token")?;
     let text = std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;

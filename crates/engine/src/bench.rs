@@ -211,6 +211,7 @@ pub struct WeightBytes {
 }
 
 /// The bytes of `model`'s weights: [`WeightBytes`].
+/// Bytes of the weights, as the kernels read them now (repacked copies where they were made).
 pub fn weight_bytes(model: &Llama) -> WeightBytes {
     let c = &model.config;
     let norms = |n: usize| (n * 4) as u64;
@@ -220,14 +221,14 @@ pub fn weight_bytes(model: &Llama) -> WeightBytes {
         .map(|l| {
             [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_down, &l.w_up]
                 .iter()
-                .map(|w| w.view().bytes.len() as u64)
+                .map(|w| w.current_view().bytes.len() as u64)
                 .sum::<u64>()
                 + norms(l.attn_norm.len() + l.ffn_norm.len())
         })
         .sum();
     let emb = model.tok_embeddings.view().bytes.len() as u64;
     let emb_row = model.tok_embeddings.ty.row_bytes(c.dim) as u64;
-    let out = model.output.view().bytes.len() as u64;
+    let out = model.output.current_view().bytes.len() as u64;
     let rest = layers + norms(model.output_norm.len());
     WeightBytes {
         total: emb + rest + if c.tied_embeddings { 0 } else { out },

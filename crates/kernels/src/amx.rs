@@ -76,7 +76,11 @@ pub(crate) fn matmul_quant_amx(
                         let r = p0 + g * TILE_ROWS + m;
                         (r < p0 + np).then(|| w.row(r))
                     });
-                    pack_tile_group(ty, &rows, qg, dg);
+                    if ty == WeightType::Q4_0x16 {
+                        crate::avx512_x16::pack_tile_group(amx.avx512(), &rows, qg, dg);
+                    } else {
+                        pack_tile_group(ty, &rows, qg, dg);
+                    }
                 }
                 let col0 = p0 - rows.start;
                 // Token groups two at a time (the last one alone when their count is odd):
@@ -168,18 +172,31 @@ pub(crate) fn pack_tile_group(
                 unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead as *const u8 as *const i8) };
             }
             if ty != WeightType::Q8_0 {
-                // Fixed-size arrays: the compiler turns this into a few vector operations.
-                let src: &[u8; QK / 2] = blk[2..].try_into().unwrap();
-                for j in 0..QK / 2 {
-                    dst[j] = (src[j] & 0x0f).wrapping_sub(8);
-                    dst[j + QK / 2] = (src[j] >> 4).wrapping_sub(8);
-                }
+                let (lo, hi) = nibbles_minus_8(blk[2..].try_into().unwrap());
+                dst[..QK / 2].copy_from_slice(&lo);
+                dst[QK / 2..].copy_from_slice(&hi);
             } else {
                 dst.copy_from_slice(&blk[2..]);
             }
             *scale = f16_at(blk, 0);
         }
     }
+}
+
+/// A Q4_0 block's 16 bytes of nibbles as the signed values `nibble − 8`: low nibbles (values
+/// 0..16), high nibbles (values 16..32). Sixteen lanes at once in two words, each byte kept
+/// from borrowing from its neighbour by its top bit: `((n | 0x80) − 8) ^ 0x80 = n − 8`.
+#[inline]
+fn nibbles_minus_8(src: &[u8; QK / 2]) -> ([u8; QK / 2], [u8; QK / 2]) {
+    const LOW: u128 = u128::from_le_bytes([0x0f; 16]);
+    const TOP: u128 = u128::from_le_bytes([0x80; 16]);
+    const EIGHT: u128 = u128::from_le_bytes([0x08; 16]);
+    let w = u128::from_le_bytes(*src);
+    let minus_8 = |n: u128| ((n | TOP) - EIGHT) ^ TOP;
+    (
+        minus_8(w & LOW).to_le_bytes(),
+        minus_8((w >> 4) & LOW).to_le_bytes(),
+    )
 }
 
 /// Q8_0 activations laid out as `tdpbssd`'s second operand.

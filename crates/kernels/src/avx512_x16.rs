@@ -8,7 +8,8 @@
 
 use std::arch::x86_64::*;
 
-use crate::act_q8::{GROUP_BLOCKS, GROUP_BYTES};
+use crate::act_q8::{GROUP_BLOCKS, GROUP_BYTES, QK};
+use crate::amx_tile::{TILE_BYTES, TILE_ROWS};
 use crate::avx2_dot::{hsum_ps, PREFETCH_BYTES};
 use crate::cpu::Avx512;
 use crate::q4x16::X16_GROUP_BYTES;
@@ -37,6 +38,32 @@ pub(crate) fn dot_rows<const R: usize>(
             sums.as_ptr(),
             ng,
         )
+    }
+}
+
+/// Every row of `w` (`out.len()` rows of `ng` groups, back to back) · one token, four rows per
+/// step, the last ones one at a time: bitwise [`dot_rows`] of each row, without its per-call
+/// checks (decode calls this once per task, not once per four rows).
+pub(crate) fn dot_matrix(_: Avx512, w: &[u8], qs: &[i8], d: &[f32], sums: &[i32], out: &mut [f32]) {
+    let ng = d.len() / GROUP_BLOCKS;
+    assert!(d.len() == ng * GROUP_BLOCKS && sums.len() == d.len() && qs.len() == ng * GROUP_BYTES);
+    let stride = ng * X16_GROUP_BYTES;
+    assert_eq!(w.len(), out.len() * stride);
+    // SAFETY: the token proves the features; every row is inside `w` (checked above).
+    unsafe {
+        let p = w.as_ptr();
+        let mut r = 0;
+        while r + ROWS <= out.len() {
+            let rows = std::array::from_fn(|j| p.add((r + j) * stride));
+            let v = dot_rows_avx512::<ROWS>(rows, qs.as_ptr(), d.as_ptr(), sums.as_ptr(), ng);
+            out[r..r + ROWS].copy_from_slice(&v);
+            r += ROWS;
+        }
+        while r < out.len() {
+            let row = [p.add(r * stride)];
+            out[r] = dot_rows_avx512::<1>(row, qs.as_ptr(), d.as_ptr(), sums.as_ptr(), ng)[0];
+            r += 1;
+        }
     }
 }
 
@@ -98,4 +125,95 @@ unsafe fn dot_rows_avx512<const R: usize>(
     }
     // SAFETY: the features are enabled in this function.
     facc.map(|v| unsafe { reduce16(v) })
+}
+
+/// `amx::pack_tile_group` for repacked rows (`TILE_ROWS` of them, `None` for padding rows),
+/// bitwise its result: per row and group, four loads and a 4 × 4 transpose of 32-bit lanes give
+/// each block's 16 stored bytes back, split into nibbles minus 8 and written to the block's tile
+/// row; the scales converted 16 at a time.
+pub(crate) fn pack_tile_group(
+    _: Avx512,
+    rows: &[Option<&[u8]>; TILE_ROWS],
+    q: &mut [u8],
+    d: &mut [f32],
+) {
+    let nb = d.len() / TILE_ROWS;
+    let ng = nb.div_ceil(GROUP_BLOCKS);
+    assert!(q.len() == nb * TILE_BYTES && d.len() == nb * TILE_ROWS);
+    assert!(rows
+        .iter()
+        .flatten()
+        .all(|r| r.len() == ng * X16_GROUP_BYTES));
+    for (m, row) in rows.iter().enumerate() {
+        match row {
+            // SAFETY: the token proves the features; the row holds `ng` groups and every write
+            // is to a block `b < nb` of `q` and `d` (lengths checked above).
+            Some(row) => unsafe { pack_row_avx512(row.as_ptr(), m, nb, q, d) },
+            None => {
+                for b in 0..nb {
+                    q[b * TILE_BYTES + m * QK..][..QK].fill(0);
+                    d[b * TILE_ROWS + m] = 0.0;
+                }
+            }
+        }
+    }
+}
+
+/// # Safety
+/// The features available; `row` holds `nb.div_ceil(16)` groups; `q` holds `nb` tiles and `d`
+/// `nb · 16` scales.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn pack_row_avx512(row: *const u8, m: usize, nb: usize, q: &mut [u8], d: &mut [f32]) {
+    let low = _mm512_set1_epi8(0x0f);
+    let eight = _mm512_set1_epi8(8);
+    for g in 0..nb.div_ceil(GROUP_BLOCKS) {
+        // SAFETY: group g is inside the row.
+        let (v, scales) = unsafe {
+            let grp = row.add(g * X16_GROUP_BYTES);
+            let v: [__m512i; 4] =
+                std::array::from_fn(|k| _mm512_loadu_si512(grp.add(32 + 64 * k) as *const _));
+            (
+                v,
+                _mm512_cvtph_ps(_mm256_loadu_si256(grp as *const __m256i)),
+            )
+        };
+        // Within each 128-bit chunk c: lane j of r[j] = dword 4c + j of v[0..4], so chunk c of
+        // r[j] is block 4c + j's 16 stored bytes.
+        let (t0, t1) = (
+            _mm512_unpacklo_epi32(v[0], v[1]),
+            _mm512_unpackhi_epi32(v[0], v[1]),
+        );
+        let (t2, t3) = (
+            _mm512_unpacklo_epi32(v[2], v[3]),
+            _mm512_unpackhi_epi32(v[2], v[3]),
+        );
+        let r = [
+            _mm512_unpacklo_epi64(t0, t2),
+            _mm512_unpackhi_epi64(t0, t2),
+            _mm512_unpacklo_epi64(t1, t3),
+            _mm512_unpackhi_epi64(t1, t3),
+        ];
+        let mut s = [0f32; GROUP_BLOCKS];
+        // SAFETY: `s` holds 16 values.
+        unsafe { _mm512_storeu_ps(s.as_mut_ptr(), scales) };
+        for (j, &rj) in r.iter().enumerate() {
+            let lo = _mm512_sub_epi8(_mm512_and_si512(rj, low), eight);
+            let hi = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16::<4>(rj), low), eight);
+            let (mut lo_c, mut hi_c) = ([0u8; 64], [0u8; 64]);
+            // SAFETY: both arrays hold 64 bytes.
+            unsafe {
+                _mm512_storeu_si512(lo_c.as_mut_ptr() as *mut _, lo);
+                _mm512_storeu_si512(hi_c.as_mut_ptr() as *mut _, hi);
+            }
+            for c in 0..4 {
+                let b = g * GROUP_BLOCKS + 4 * c + j;
+                if b < nb {
+                    let dst = &mut q[b * TILE_BYTES + m * QK..][..QK];
+                    dst[..16].copy_from_slice(&lo_c[16 * c..16 * c + 16]);
+                    dst[16..].copy_from_slice(&hi_c[16 * c..16 * c + 16]);
+                    d[b * TILE_ROWS + m] = s[4 * c + j];
+                }
+            }
+        }
+    }
 }

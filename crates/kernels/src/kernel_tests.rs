@@ -626,3 +626,37 @@ fn repacked_q4_0_kernels_match_their_twins() {
         }
     }
 }
+
+/// The AVX-512 packer of repacked rows into AMX tile groups gives bitwise what the reference
+/// packer gives for the stored rows (block by block), padding rows and blocks included.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn repacked_rows_pack_into_the_stored_rows_tiles() {
+    use crate::amx::pack_tile_group;
+    use crate::amx_tile::{TILE_BYTES, TILE_ROWS};
+    let mut rng = Rng(0x9216d5d98979fb1b);
+    for (_, level) in simd_levels() {
+        let Level::Avx512(k) = level else { continue };
+        for (nb, n_rows) in [(1, 16), (9, 5), (16, 16), (17, 11), (344, 16)] {
+            let rows: Vec<(Vec<u8>, Vec<u8>)> = (0..n_rows)
+                .map(|_| q4x16_rows(&mut rng, nb, false))
+                .collect();
+            let stored = std::array::from_fn(|m| rows.get(m).map(|r| &r.0[..]));
+            let x16 = std::array::from_fn(|m| rows.get(m).map(|r| &r.1[..]));
+            let (mut q0, mut d0) = (vec![7u8; nb * TILE_BYTES], vec![7f32; nb * TILE_ROWS]);
+            let (mut q1, mut d1) = (vec![9u8; nb * TILE_BYTES], vec![9f32; nb * TILE_ROWS]);
+            let (mut q2, mut d2) = (vec![5u8; nb * TILE_BYTES], vec![5f32; nb * TILE_ROWS]);
+            pack_tile_group(WeightType::Q4_0, &stored, &mut q0, &mut d0);
+            pack_tile_group(WeightType::Q4_0x16, &x16, &mut q1, &mut d1);
+            crate::avx512_x16::pack_tile_group(k, &x16, &mut q2, &mut d2);
+            assert!(
+                q0 == q1 && d0 == d1,
+                "reference x16 packer, nb={nb} rows={n_rows}"
+            );
+            assert!(
+                q0 == q2 && d0 == d2,
+                "AVX-512 x16 packer, nb={nb} rows={n_rows}"
+            );
+        }
+    }
+}

@@ -66,6 +66,7 @@ pub struct WeightView<'a> {
 
 impl<'a> WeightView<'a> {
     /// The bytes of row `r`.
+    #[inline]
     pub fn row(&self, r: usize) -> &'a [u8] {
         let rb = self.ty.row_bytes(self.n_cols);
         &self.bytes[r * rb..(r + 1) * rb]

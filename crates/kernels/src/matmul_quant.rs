@@ -77,7 +77,14 @@ impl RowsJob for QuantRows<'_> {
         // AVX-512: four rows per kernel call (bitwise the one-row results).
         #[cfg(target_arch = "x86_64")]
         if let (Level::Avx512(k), WeightType::Q4_0x16) = (self.level, self.w.ty) {
-            use crate::avx512_x16::{dot_rows, ROWS};
+            use crate::avx512_x16::{dot_matrix, dot_rows, ROWS};
+            if self.n_tokens == 1 {
+                // Decode: the whole task in one call.
+                let stride = self.w.ty.row_bytes(self.w.n_cols);
+                let w = &self.w.bytes[rows.start * stride..rows.end * stride];
+                let (qs, d, sums) = (self.act.qs(0), self.act.d(0), self.act.sums(0));
+                return dot_matrix(k, w, qs, d, sums, oc.token(0));
+            }
             while i + ROWS <= rows.len() {
                 let w = std::array::from_fn(|j| self.w.row(rows.start + i + j));
                 for t in 0..self.n_tokens {

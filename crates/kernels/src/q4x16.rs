@@ -43,14 +43,30 @@ pub(crate) fn repack_row(src: &[u8], dst: &mut [u8]) {
     assert_eq!(src.len() % Q4_0_BYTES, 0);
     let nb = src.len() / Q4_0_BYTES;
     assert_eq!(dst.len(), row_bytes(nb * QK));
-    dst.fill(0);
-    for (b, blk) in src.chunks_exact(Q4_0_BYTES).enumerate() {
-        let (g, i) = (b / GROUP_BLOCKS, b % GROUP_BLOCKS);
-        let grp = &mut dst[g * X16_GROUP_BYTES..(g + 1) * X16_GROUP_BYTES];
-        grp[2 * i..2 * i + 2].copy_from_slice(&blk[..2]);
+    let full = nb / GROUP_BLOCKS;
+    let (head, tail) = src.split_at(full * X16_GROUP_BYTES);
+    for (s, d) in head
+        .chunks_exact(X16_GROUP_BYTES)
+        .zip(dst.chunks_exact_mut(X16_GROUP_BYTES))
+    {
+        repack_group(s.try_into().unwrap(), d.try_into().unwrap());
+    }
+    if !tail.is_empty() {
+        // The last, partial group: zero blocks after the row's end.
+        let mut s = [0u8; X16_GROUP_BYTES];
+        s[..tail.len()].copy_from_slice(tail);
+        let d = &mut dst[full * X16_GROUP_BYTES..];
+        repack_group(&s, d.try_into().unwrap());
+    }
+}
+
+/// Sixteen stored blocks into one repacked group (fixed sizes: a few vector moves).
+fn repack_group(src: &[u8; X16_GROUP_BYTES], dst: &mut [u8; X16_GROUP_BYTES]) {
+    for (i, blk) in src.chunks_exact(Q4_0_BYTES).enumerate() {
+        dst[2 * i..2 * i + 2].copy_from_slice(&blk[..2]);
         for k in 0..4 {
             let at = NIBBLES_AT + 64 * k + 4 * i;
-            grp[at..at + 4].copy_from_slice(&blk[2 + 4 * k..6 + 4 * k]);
+            dst[at..at + 4].copy_from_slice(&blk[2 + 4 * k..6 + 4 * k]);
         }
     }
 }
@@ -158,6 +174,16 @@ pub fn repacked_type(ty: WeightType) -> Option<WeightType> {
 /// # Panics
 /// When `w` is not Q4_0 or its bytes do not match its shape.
 pub fn repack(w: &WeightView) -> Vec<u8> {
+    let mut out = vec![0u8; w.n_rows * row_bytes(w.n_cols)];
+    repack_into(w, &mut out);
+    out
+}
+
+/// [`repack`] into `out` (`w.n_rows · Q4_0x16.row_bytes(w.n_cols)` bytes, any contents).
+///
+/// # Panics
+/// When `w` is not Q4_0, its bytes do not match its shape or `out` has another length.
+pub fn repack_into(w: &WeightView, out: &mut [u8]) {
     assert_eq!(w.ty, WeightType::Q4_0, "only Q4_0 rows are repacked");
     let (src_row, dst_row) = (w.ty.row_bytes(w.n_cols), row_bytes(w.n_cols));
     assert_eq!(
@@ -167,19 +193,24 @@ pub fn repack(w: &WeightView) -> Vec<u8> {
         w.n_rows,
         w.n_cols
     );
-    let mut out = vec![0u8; w.n_rows * dst_row];
+    assert_eq!(
+        out.len(),
+        w.n_rows * dst_row,
+        "repacked bytes of {} rows",
+        w.n_rows
+    );
     if out.is_empty() {
-        return out;
+        return;
     }
-    const ROWS_PER_TASK: usize = 64;
+    // Tasks of about 1 MiB: few enough to cost nothing, enough to share among threads.
+    let rows_per_task = ((1 << 20) / dst_row).max(1);
     let items: Vec<_> = out
-        .chunks_mut(ROWS_PER_TASK * dst_row)
-        .zip(w.bytes.chunks(ROWS_PER_TASK * src_row))
+        .chunks_mut(rows_per_task * dst_row)
+        .zip(w.bytes.chunks(rows_per_task * src_row))
         .collect();
     crate::team::for_each_item(items, |(dst, src)| {
         for (d, s) in dst.chunks_exact_mut(dst_row).zip(src.chunks_exact(src_row)) {
             repack_row(s, d);
         }
     });
-    out
 }

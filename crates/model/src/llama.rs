@@ -20,27 +20,28 @@ pub struct Llama {
 }
 
 impl Llama {
-    /// Repacks the matrices the forward pass multiplies by (every layer's and the output's)
-    /// where this CPU's kernels have a faster layout for their type (Q4_0 at AVX-512:
-    /// `kernels::repacked_type`); the token embeddings stay as stored (rows are looked up,
-    /// not multiplied). Returns the bytes now held in repacked copies. Results stay those of
-    /// the stored weights within the kernels' rounding (bitwise for prefill).
-    pub fn repack_for_kernels(&mut self) -> u64 {
+    /// Makes now the repacked copies decode would make on first use ([`Weight::repack`]):
+    /// every layer's matrices and the output, where this CPU's kernels have a faster layout
+    /// for their type (Q4_0 at AVX-512); the token embeddings stay as stored (rows are looked
+    /// up, not multiplied). Returns the bytes held in repacked copies.
+    pub fn repack_for_kernels(&self) -> u64 {
         let mut bytes = self.output.repack();
-        for l in &mut self.layers {
-            for w in [
-                &mut l.wq,
-                &mut l.wk,
-                &mut l.wv,
-                &mut l.wo,
-                &mut l.w_gate,
-                &mut l.w_down,
-                &mut l.w_up,
-            ] {
+        for l in &self.layers {
+            for w in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_down, &l.w_up] {
                 bytes += w.repack();
             }
         }
         bytes
+    }
+
+    /// Keeps every matrix in its stored layout for good ([`Weight::keep_stored`]).
+    pub fn keep_stored_layouts(&self) {
+        self.output.keep_stored();
+        for l in &self.layers {
+            for w in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_down, &l.w_up] {
+                w.keep_stored();
+            }
+        }
     }
 
     pub fn new(
@@ -107,6 +108,16 @@ impl Llama {
         let (dim, q_dim, kv_dim, head_dim) = (c.dim, c.q_dim(), c.kv_dim(), c.head_dim);
 
         let mm_path = path.unwrap_or(MatmulPath::auto(n));
+        // Row kernels (decode) take repacked weights, made on first use; tile kernels take
+        // whichever form exists (the same bits either way), so a prompt never waits for a copy.
+        let rows = mm_path == MatmulPath::Rows;
+        fn wv(rows: bool, w: &Weight) -> kernels::WeightView<'_> {
+            if rows {
+                w.fast_view()
+            } else {
+                w.current_view()
+            }
+        }
         // x: [n, dim], the residual stream.
         let mut x = vec![0f32; n * dim];
         for (row, &tok) in x.chunks_exact_mut(dim).zip(batch.tokens) {
@@ -134,7 +145,11 @@ impl Llama {
             norm_rows(&x, &layer.attn_norm, c.norm_eps, &mut xn);
             matmul_many(
                 mm_path,
-                &[layer.wq.view(), layer.wk.view(), layer.wv.view()],
+                &[
+                    wv(rows, &layer.wq),
+                    wv(rows, &layer.wk),
+                    wv(rows, &layer.wv),
+                ],
                 &xn,
                 n,
                 &mut [&mut q, &mut k, &mut v],
@@ -150,20 +165,20 @@ impl Llama {
                 kv.store(l, batch.seq_ids[t], pos, kt, vt);
             }
             self.attention(l, batch, &tasks, &q, &*kv, &mut attn);
-            matmul_path(mm_path, &layer.wo.view(), &attn, n, &mut proj);
+            matmul_path(mm_path, &wv(rows, &layer.wo), &attn, n, &mut proj);
             add_assign(&mut x, &proj);
 
             // MLP block (SwiGLU).
             norm_rows(&x, &layer.ffn_norm, c.norm_eps, &mut xn);
             matmul_many(
                 mm_path,
-                &[layer.w_gate.view(), layer.w_up.view()],
+                &[wv(rows, &layer.w_gate), wv(rows, &layer.w_up)],
                 &xn,
                 n,
                 &mut [&mut gate, &mut up],
             );
             silu_mul(&mut gate, &up);
-            matmul_path(mm_path, &layer.w_down.view(), &gate, n, &mut proj);
+            matmul_path(mm_path, &wv(rows, &layer.w_down), &gate, n, &mut proj);
             add_assign(&mut x, &proj);
         }
 
@@ -174,13 +189,13 @@ impl Llama {
             rms_norm(&x[i * dim..(i + 1) * dim], &self.output_norm, c.norm_eps, o);
         }
         let mut logits = vec![0f32; m * c.vocab_size];
-        matmul_path(
-            path.unwrap_or(MatmulPath::auto(m)),
-            &self.output.view(),
-            &xf,
-            m,
-            &mut logits,
-        );
+        let out_path = path.unwrap_or(MatmulPath::auto(m));
+        let output = if rows && out_path == MatmulPath::Rows {
+            self.output.fast_view()
+        } else {
+            self.output.current_view()
+        };
+        matmul_path(out_path, &output, &xf, m, &mut logits);
         Ok(logits)
     }
 

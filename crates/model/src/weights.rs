@@ -1,5 +1,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use formats::{DType, Storage, Tensor};
 use kernels::{WeightType, WeightView};
@@ -8,12 +9,19 @@ use crate::{LlamaConfig, ModelError, Result};
 
 /// A weight matrix `[n_rows, n_cols]` in its stored type; bytes shared with the file's map
 /// where the format allows.
+///
+/// Where this CPU's kernels have a faster layout for the type (Q4_0 at AVX-512, see
+/// `kernels::repacked_type`), a repacked copy is made the first time the row kernels (decode)
+/// ask for it ([`Weight::fast_view`]) or when [`Weight::repack`] is called, and from then on
+/// serves every product ([`Weight::current_view`]); `ty` and [`Weight::view`] stay the
+/// stored type and bytes.
 #[derive(Debug, Clone)]
 pub struct Weight {
     pub ty: WeightType,
     pub n_rows: usize,
     pub n_cols: usize,
     data: Storage,
+    repacked: OnceLock<Option<Box<Weight>>>,
 }
 
 impl Weight {
@@ -29,13 +37,18 @@ impl Weight {
             n_rows * ty.row_bytes(n_cols),
             bytes.len()
         );
+        Weight::new(ty, n_rows, n_cols, Storage::owned(bytes))
+    }
+    pub(crate) fn new(ty: WeightType, n_rows: usize, n_cols: usize, data: Storage) -> Weight {
         Weight {
             ty,
             n_rows,
             n_cols,
-            data: Storage::owned(bytes),
+            data,
+            repacked: OnceLock::new(),
         }
     }
+    /// The stored bytes (type `ty`), as loaded.
     pub fn view(&self) -> WeightView<'_> {
         WeightView {
             ty: self.ty,
@@ -47,24 +60,40 @@ impl Weight {
     pub fn is_mapped(&self) -> bool {
         self.data.is_mapped()
     }
-    /// This weight in the layout this CPU's kernels decode fastest, where that differs from
-    /// the stored one (`kernels::repacked_type`): a copy in memory of its own.
-    pub fn repacked(&self) -> Option<Weight> {
-        let ty = kernels::repacked_type(self.ty)?;
-        Some(Weight::from_owned(
-            ty,
-            self.n_rows,
-            self.n_cols,
-            kernels::repack(&self.view()),
-        ))
+    /// The repacked copy if one has been made, else the stored bytes: what prefill multiplies
+    /// by (both give it the same bits, so it never waits for a copy to be made).
+    pub fn current_view(&self) -> WeightView<'_> {
+        match self.repacked.get() {
+            Some(Some(r)) => r.view(),
+            _ => self.view(),
+        }
     }
-    /// Replaces the stored bytes by [`Weight::repacked`] ones where that pays, handing mapped
-    /// pages back to the kernel; the bytes of the copy, or 0.
-    pub fn repack(&mut self) -> u64 {
-        let Some(r) = self.repacked() else { return 0 };
-        self.data.release();
-        *self = r;
-        self.data.len() as u64
+    /// Keeps the stored bytes serving for good (no repacked copy will be made): for
+    /// comparisons with the stored layout. No effect once a copy exists.
+    pub fn keep_stored(&self) {
+        let _ = self.repacked.set(None);
+    }
+    /// What decode multiplies by: the repacked copy, made now if it pays and is not made yet
+    /// (see [`Weight::repack`]), else the stored bytes.
+    pub fn fast_view(&self) -> WeightView<'_> {
+        self.repack();
+        self.current_view()
+    }
+    /// Makes the repacked copy if this CPU's kernels have a faster layout for `ty` and it is
+    /// not made yet, handing the mapped pages of the stored bytes back to the kernel (they
+    /// come back from the file if read again); the bytes of the copy, or 0. The copy lives in
+    /// anonymous memory of its own with huge pages asked for (a page fault per 2 MiB instead of
+    /// per 4 KiB); when that memory cannot be had the stored bytes keep serving.
+    pub fn repack(&self) -> u64 {
+        let r = self.repacked.get_or_init(|| {
+            let ty = kernels::repacked_type(self.ty)?;
+            let len = self.n_rows * ty.row_bytes(self.n_cols);
+            let stored = self.view();
+            let data = Storage::anon_filled(len, |out| kernels::repack_into(&stored, out)).ok()?;
+            self.data.release();
+            Some(Box::new(Weight::new(ty, self.n_rows, self.n_cols, data)))
+        });
+        r.as_ref().map_or(0, |w| w.data.len() as u64)
     }
 }
 
@@ -162,12 +191,7 @@ impl TensorSet {
                 msg: format!("rows of {n_cols} values are not whole {} blocks", t.dtype),
             });
         }
-        Ok(Weight {
-            ty,
-            n_rows,
-            n_cols,
-            data: t.storage().clone(),
-        })
+        Ok(Weight::new(ty, n_rows, n_cols, t.storage().clone()))
     }
 
     /// A 1-D vector of exactly `n` values, decoded to `f32`.
@@ -206,12 +230,7 @@ pub fn permute_half_to_interleaved(w: &Weight, n_heads: usize) -> Weight {
             }
         }
     }
-    Weight {
-        ty: w.ty,
-        n_rows: w.n_rows,
-        n_cols: w.n_cols,
-        data: Storage::owned(out),
-    }
+    Weight::new(w.ty, w.n_rows, w.n_cols, Storage::owned(out))
 }
 
 /// Q/K row layout a checkpoint stores.
