@@ -8,7 +8,7 @@ use crate::avx2_dot::{BF16, F16, F32};
 use crate::cpu::Level;
 use crate::matmul::{MatmulPath, MIN_TASK_BYTES, PANEL_BYTES};
 use crate::pack::{f32_row_len, pack_float_row};
-use crate::par::{chunk_rows, for_each_row_chunk, run_rows_jobs, OutCols, RowsJob};
+use crate::par::{chunk_rows, for_each_row_chunk, rows_task_rows, run_rows_jobs, OutCols, RowsJob};
 use crate::scratch::{sized, with_panel};
 use crate::tiles::{run_tiles, Tiler};
 use crate::{dot_scalar, tile_scalar, WeightType, WeightView};
@@ -50,7 +50,7 @@ pub(crate) struct FloatRows<'a> {
 impl<'a> FloatRows<'a> {
     pub(crate) fn new(level: Level, w: &WeightView<'a>, x: &'a [f32], n_tokens: usize) -> Self {
         let work_per_row = w.ty.row_bytes(w.n_cols) * n_tokens;
-        let chunk = chunk_rows(w.n_rows, 1, MIN_TASK_BYTES.div_ceil(work_per_row));
+        let chunk = rows_task_rows(w.n_rows, work_per_row);
         FloatRows {
             level,
             w: *w,

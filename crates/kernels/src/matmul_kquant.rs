@@ -14,8 +14,8 @@ use crate::cpu::Level;
 use crate::kquants::{
     dot_tokens, dot_unpacked_tokens, quantize_row_q8_k, unpack_row, BlockQ8K, Unpacked, QK_K,
 };
-use crate::matmul::{MatmulPath, MIN_TASK_BYTES, PANEL_BYTES};
-use crate::par::{chunk_rows, for_each_row_chunk, run_rows_jobs, OutCols, RowsJob};
+use crate::matmul::{MatmulPath, PANEL_BYTES};
+use crate::par::{for_each_row_chunk, rows_task_rows, run_rows_jobs, OutCols, RowsJob};
 use crate::scratch::{sized, with_panel};
 use crate::{WeightType, WeightView};
 
@@ -89,7 +89,7 @@ impl<'a> KquantRows<'a> {
             crate::team::for_each_item(items, |(a, x)| quantize_row_q8_k(x, a));
         }
         let work_per_row = w.ty.row_bytes(w.n_cols) * n_tokens;
-        let chunk = chunk_rows(w.n_rows, 1, MIN_TASK_BYTES.div_ceil(work_per_row.max(1)));
+        let chunk = rows_task_rows(w.n_rows, work_per_row);
         KquantRows {
             level,
             w: *w,

@@ -6,7 +6,7 @@ use crate::act_q8::{ActLayout, ActQ8, GROUP_BLOCKS, GROUP_BYTES};
 use crate::cpu::Level;
 use crate::matmul::{MatmulPath, MIN_TASK_BYTES, PANEL_BYTES};
 use crate::pack::{n_groups, offset_of, pack_quant_row};
-use crate::par::{chunk_rows, for_each_row_chunk, run_rows_jobs, OutCols, RowsJob};
+use crate::par::{chunk_rows, for_each_row_chunk, rows_task_rows, run_rows_jobs, OutCols, RowsJob};
 use crate::scratch::{sized, with_panel};
 use crate::tile_scalar::{self, ActRow, QuantRow};
 use crate::tiles::{run_tiles, Tiler};
@@ -53,7 +53,7 @@ impl<'a> QuantRows<'a> {
             row_act_layout(level, w.ty),
             lane_corr_k(level, w.ty),
         );
-        let chunk = chunk_rows(w.n_rows, 1, MIN_TASK_BYTES.div_ceil(work_per_row));
+        let chunk = rows_task_rows(w.n_rows, work_per_row);
         QuantRows {
             level,
             w: *w,

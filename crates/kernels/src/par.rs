@@ -63,6 +63,26 @@ pub(crate) fn chunk_rows(n_rows: usize, align: usize, min_rows: usize) -> usize 
     rows.div_ceil(align) * align
 }
 
+/// Weight bytes (times tokens) one task of the row kernels streams, about: some 10 µs of one
+/// core's memory bandwidth, so a parallel section ends at most about that long after its first
+/// thread runs out of tasks. (Decode is a hundred sections or more per token; with a few large
+/// tasks per thread, waiting for the last one cost 10% of a TinyLlama Q4_0 token.)
+pub(crate) const ROWS_TASK_BYTES: usize = 128 << 10;
+
+/// Rows per task of a product by the row kernels: about [`ROWS_TASK_BYTES`] of work, at least
+/// [`crate::matmul::MIN_TASK_BYTES`], at most what gives every thread [`TASKS_PER_THREAD`]
+/// tasks; a multiple of 4 (the rows of the widest row kernels).
+pub(crate) fn rows_task_rows(n_rows: usize, work_per_row: usize) -> usize {
+    let work = work_per_row.max(1);
+    let tasks = rayon::current_num_threads().max(1) * TASKS_PER_THREAD;
+    let rows = ROWS_TASK_BYTES
+        .div_ceil(work)
+        .min(n_rows.div_ceil(tasks))
+        .max(crate::matmul::MIN_TASK_BYTES.div_ceil(work))
+        .max(1);
+    rows.div_ceil(4) * 4
+}
+
 /// Calls `f` on the output columns of consecutive chunks of `chunk_rows` rows covering
 /// `0..n_rows` (`out` is `[n_tokens, n_rows]`), in parallel (`team.rs`) when there is more than
 /// one chunk.
