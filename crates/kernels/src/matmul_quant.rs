@@ -206,7 +206,8 @@ pub(crate) fn lane_corr_k(level: Level, ty: WeightType) -> Option<i32> {
     }
 }
 
-/// One stored row · token `t` of natural-layout activations.
+/// One row · token `t` of activations in [`row_act_layout`] (natural, or interleaved for
+/// repacked Q4_0 rows above the scalar level).
 pub(crate) fn dot_row(level: Level, ty: WeightType, w: &[u8], act: &ActQ8, t: usize) -> f32 {
     let (qs, d) = (act.qs(t), act.d(t));
     if ty == WeightType::Q4_0x16 {
