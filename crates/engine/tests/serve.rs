@@ -651,16 +651,25 @@ fn shutdown_finishes_or_cancels_and_joins() {
 #[test]
 fn forward_rows_are_batch_invariant() {
     use kernels::WeightType as W;
-    for (ty, path) in [W::F32, W::F16, W::Q8_0, W::Q4_0]
+    // Q4_0 twice: as stored, and repacked for this CPU's decode kernels (where they have a
+    // layout of their own).
+    let models = [
+        (W::F32, false),
+        (W::F16, false),
+        (W::Q8_0, false),
+        (W::Q4_0, false),
+    ];
+    for ((ty, repack), path) in models
         .into_iter()
-        .flat_map(|ty| {
-            [
-                (ty, model::MatmulPath::Rows),
-                (ty, model::MatmulPath::Tiles),
-            ]
-        })
+        .chain([(W::Q4_0, true)])
+        .flat_map(|m| [(m, model::MatmulPath::Rows), (m, model::MatmulPath::Tiles)])
     {
         let model = model::synthetic("stories15m", ty, 7).unwrap();
+        if repack {
+            model.repack_for_kernels();
+        } else {
+            model.keep_stored_layouts();
+        }
         let spec = engine::KvSpec::new(&model.config, KvType::F16).unwrap();
         let vocab = model.config.vocab_size;
         let last_row = |seqs: &[Vec<u32>]| -> Vec<f32> {
@@ -694,7 +703,8 @@ fn forward_rows_are_batch_invariant() {
             let batched = last_row(&[ids(n_other, 3), ids(50, 1)]);
             assert!(
                 batched == alone,
-                "{ty:?} by {path:?}: a row's logits changed beside {n_other} other rows"
+                "{ty:?} (repacked: {repack}) by {path:?}: a row's logits changed beside \
+                 {n_other} other rows"
             );
         }
     }

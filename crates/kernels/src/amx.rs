@@ -136,13 +136,10 @@ pub(crate) fn pack_tile_group(
     assert!(q.len() == nb * TILE_BYTES && d.len() == nb * TILE_ROWS);
     let bytes = match ty {
         WeightType::Q8_0 => Q8_0_BYTES,
-        WeightType::Q4_0 | WeightType::Q4_0x16 => Q4_0_BYTES,
+        WeightType::Q4_0 => Q4_0_BYTES,
         _ => panic!("not a Q8_0 / Q4_0 type: {ty:?}"),
     };
-    assert!(rows
-        .iter()
-        .flatten()
-        .all(|r| r.len() == ty.row_bytes(nb * QK)));
+    assert!(rows.iter().flatten().all(|r| r.len() == nb * bytes));
     for (b, (tile, scales)) in q
         .chunks_exact_mut(TILE_BYTES)
         .zip(d.chunks_exact_mut(TILE_ROWS))
@@ -155,14 +152,7 @@ pub(crate) fn pack_tile_group(
                 *scale = 0.0;
                 continue;
             };
-            // A repacked row's block is put back together (a few copies of four bytes).
-            let x16;
-            let blk = if ty == WeightType::Q4_0x16 {
-                x16 = crate::q4x16::block_at(row, b);
-                &x16[..]
-            } else {
-                &row[b * bytes..(b + 1) * bytes]
-            };
+            let blk = &row[b * bytes..(b + 1) * bytes];
             // Sixteen rows are read side by side: ask for their next lines early.
             #[cfg(target_arch = "x86_64")]
             if let Some(ahead) = row.get((b + PACK_PREFETCH_BLOCKS) * bytes) {
@@ -171,7 +161,7 @@ pub(crate) fn pack_tile_group(
                 // is inside `row` anyway).
                 unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead as *const u8 as *const i8) };
             }
-            if ty != WeightType::Q8_0 {
+            if ty == WeightType::Q4_0 {
                 let (lo, hi) = nibbles_minus_8(blk[2..].try_into().unwrap());
                 dst[..QK / 2].copy_from_slice(&lo);
                 dst[QK / 2..].copy_from_slice(&hi);

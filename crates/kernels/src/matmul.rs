@@ -204,7 +204,8 @@ fn check_shapes(w: &WeightView, x: &[f32], n_tokens: usize, out: &[f32]) {
 /// Several products of the same activations (a layer's query, key and value projections, or
 /// its gate and up projections): `outs[i] = x · ws[i]ᵀ`, bitwise what [`matmul_path`] gives
 /// for each. By [`MatmulPath::Rows`] all their rows share one parallel section, so the threads
-/// meet once instead of once per matrix (decoding is made of such short sections).
+/// meet once instead of once per matrix (decoding is made of such short sections), and the
+/// input is quantized once for all matrices that want it quantized alike.
 ///
 /// # Panics
 /// As [`matmul`], for each matrix; when `ws` and `outs` differ in length.
@@ -222,17 +223,21 @@ pub fn matmul_many(
 ///
 /// # Panics
 /// As [`matmul_many`]; when this CPU does not support `isa`.
-pub fn matmul_many_with(
+pub fn matmul_many_with<'a>(
     isa: Isa,
     path: MatmulPath,
-    ws: &[WeightView],
-    x: &[f32],
+    ws: &[WeightView<'a>],
+    x: &'a [f32],
     n_tokens: usize,
     outs: &mut [&mut [f32]],
 ) {
+    use std::sync::Arc;
+
+    use crate::act_q8::ActQ8;
+    use crate::kquants::BlockQ8K;
     use crate::matmul_float::FloatRows;
-    use crate::matmul_kquant::KquantRows;
-    use crate::matmul_quant::QuantRows;
+    use crate::matmul_kquant::{quantize_acts, KquantRows};
+    use crate::matmul_quant::{row_act, row_act_key, QuantRows};
     use crate::par::{run_rows_jobs, RowsJob};
 
     assert_eq!(ws.len(), outs.len(), "one output per matrix");
@@ -240,12 +245,10 @@ pub fn matmul_many_with(
     for (w, out) in ws.iter().zip(outs.iter()) {
         check_shapes(w, x, n_tokens, out);
     }
-    fn rows_job<'a>(
-        level: Level,
-        w: &WeightView<'a>,
-        x: &'a [f32],
-        n_tokens: usize,
-    ) -> Option<Box<dyn RowsJob + 'a>> {
+    // Every matrix reads the same input: each way of quantizing it is done once.
+    let mut quant_acts: Vec<(_, Arc<ActQ8>)> = Vec::new();
+    let mut kquant_acts: Option<Arc<Vec<BlockQ8K>>> = None;
+    let mut rows_job = |w: &WeightView<'a>| -> Option<Box<dyn RowsJob + 'a>> {
         if w.n_rows == 0 || w.n_cols == 0 || n_tokens == 0 {
             return None;
         }
@@ -255,18 +258,32 @@ pub fn matmul_many_with(
                 Some(Box::new(FloatRows::new(level, w, x, n_tokens)))
             }
             WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q4_0x16 => {
-                Some(Box::new(QuantRows::new(level, w, x, n_tokens)))
+                let key = row_act_key(level, w.ty);
+                let act = match quant_acts.iter().find(|(k, _)| *k == key) {
+                    Some((_, a)) => a.clone(),
+                    None => {
+                        let a = Arc::new(row_act(level, w.ty, x, n_tokens, w.n_cols));
+                        quant_acts.push((key, a.clone()));
+                        a
+                    }
+                };
+                Some(Box::new(QuantRows::with_act(level, w, act, n_tokens)))
             }
             WeightType::Q2_K
             | WeightType::Q3_K
             | WeightType::Q4_K
             | WeightType::Q5_K
-            | WeightType::Q6_K => Some(Box::new(KquantRows::new(level, w, x, n_tokens))),
+            | WeightType::Q6_K => {
+                let acts = kquant_acts
+                    .get_or_insert_with(|| Arc::new(quantize_acts(x, n_tokens, w.n_cols)))
+                    .clone();
+                Some(Box::new(KquantRows::with_acts(level, w, acts, n_tokens)))
+            }
             _ => None,
         }
-    }
+    };
     let jobs: Option<Vec<_>> = match path {
-        MatmulPath::Rows => ws.iter().map(|w| rows_job(level, w, x, n_tokens)).collect(),
+        MatmulPath::Rows => ws.iter().map(&mut rows_job).collect(),
         MatmulPath::Tiles => None,
     };
     match jobs {

@@ -10,6 +10,8 @@
 //! `kquants::dot_unpacked_tokens` are twins), so the paths agree bitwise, and no result depends
 //! on which tokens share its group. The scalar level runs ggml's scalar dot products on both.
 
+use std::sync::Arc;
+
 use crate::cpu::Level;
 use crate::kquants::{
     dot_tokens, dot_unpacked_tokens, quantize_row_q8_k, unpack_row, BlockQ8K, Unpacked, QK_K,
@@ -72,22 +74,39 @@ pub(crate) fn matmul_kquant(
 pub(crate) struct KquantRows<'a> {
     level: Level,
     w: WeightView<'a>,
-    /// `[n_tokens][n_cols / QK_K]`.
-    acts: Vec<BlockQ8K>,
+    /// `[n_tokens][n_cols / QK_K]` ([`quantize_acts`]), shared by the products of one input.
+    acts: Arc<Vec<BlockQ8K>>,
     n_tokens: usize,
     chunk: usize,
 }
 
+/// `n_tokens` rows of `x` (`n_cols` values each) as Q8_K blocks, the activations of every
+/// K-quant type.
+pub(crate) fn quantize_acts(x: &[f32], n_tokens: usize, n_cols: usize) -> Vec<BlockQ8K> {
+    let nb = n_cols / QK_K;
+    let mut acts = vec![BlockQ8K::ZERO; n_tokens * nb];
+    if n_tokens * n_cols < 1 << 14 {
+        quantize_row_q8_k(x, &mut acts);
+    } else {
+        let items = acts.chunks_mut(nb).zip(x.chunks(n_cols)).collect();
+        crate::team::for_each_item(items, |(a, x)| quantize_row_q8_k(x, a));
+    }
+    acts
+}
+
 impl<'a> KquantRows<'a> {
     pub(crate) fn new(level: Level, w: &WeightView<'a>, x: &[f32], n_tokens: usize) -> Self {
-        let nb = w.n_cols / QK_K;
-        let mut acts = vec![BlockQ8K::ZERO; n_tokens * nb];
-        if n_tokens * w.n_cols < 1 << 14 {
-            quantize_row_q8_k(x, &mut acts);
-        } else {
-            let items = acts.chunks_mut(nb).zip(x.chunks(w.n_cols)).collect();
-            crate::team::for_each_item(items, |(a, x)| quantize_row_q8_k(x, a));
-        }
+        let acts = Arc::new(quantize_acts(x, n_tokens, w.n_cols));
+        Self::with_acts(level, w, acts, n_tokens)
+    }
+
+    /// A product whose activations ([`quantize_acts`] of its input) are already made.
+    pub(crate) fn with_acts(
+        level: Level,
+        w: &WeightView<'a>,
+        acts: Arc<Vec<BlockQ8K>>,
+        n_tokens: usize,
+    ) -> Self {
         let work_per_row = w.ty.row_bytes(w.n_cols) * n_tokens;
         let chunk = rows_task_rows(w.n_rows, work_per_row);
         KquantRows {

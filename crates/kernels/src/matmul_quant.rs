@@ -2,6 +2,8 @@
 //! integer dot products — row kernels ([`MatmulPath::Rows`]), or packed panels and tile kernels
 //! ([`MatmulPath::Tiles`], `quant_tiles`).
 
+use std::sync::Arc;
+
 use crate::act_q8::{ActLayout, ActQ8, GROUP_BLOCKS, GROUP_BYTES};
 use crate::cpu::Level;
 use crate::matmul::{MatmulPath, MIN_TASK_BYTES, PANEL_BYTES};
@@ -37,22 +39,44 @@ fn quant_rows(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &mu
 pub(crate) struct QuantRows<'a> {
     level: Level,
     w: WeightView<'a>,
-    act: ActQ8,
+    /// [`row_act`] of the input, shared by products of it that quantize it alike.
+    act: Arc<ActQ8>,
     n_tokens: usize,
     chunk: usize,
 }
 
+/// How the row kernels of `level` want activations quantized for `ty`: their layout and lane
+/// corrections. Products of one input with equal keys can share [`row_act`].
+pub(crate) fn row_act_key(level: Level, ty: WeightType) -> (ActLayout, Option<i32>) {
+    (row_act_layout(level, ty), lane_corr_k(level, ty))
+}
+
+/// `n_tokens` rows of `x` quantized as the row kernels of `level` want them for `ty`.
+pub(crate) fn row_act(
+    level: Level,
+    ty: WeightType,
+    x: &[f32],
+    n_tokens: usize,
+    n_cols: usize,
+) -> ActQ8 {
+    let (layout, corr) = row_act_key(level, ty);
+    ActQ8::new(level, x, n_tokens, n_cols, layout, corr)
+}
+
 impl<'a> QuantRows<'a> {
     pub(crate) fn new(level: Level, w: &WeightView<'a>, x: &[f32], n_tokens: usize) -> Self {
+        let act = Arc::new(row_act(level, w.ty, x, n_tokens, w.n_cols));
+        Self::with_act(level, w, act, n_tokens)
+    }
+
+    /// A product whose activations ([`row_act`] for its type) are already made.
+    pub(crate) fn with_act(
+        level: Level,
+        w: &WeightView<'a>,
+        act: Arc<ActQ8>,
+        n_tokens: usize,
+    ) -> Self {
         let work_per_row = w.ty.row_bytes(w.n_cols) * n_tokens;
-        let act = ActQ8::new(
-            level,
-            x,
-            n_tokens,
-            w.n_cols,
-            row_act_layout(level, w.ty),
-            lane_corr_k(level, w.ty),
-        );
         let chunk = rows_task_rows(w.n_rows, work_per_row);
         QuantRows {
             level,
@@ -74,27 +98,19 @@ impl RowsJob for QuantRows<'_> {
     fn run(&self, mut oc: OutCols<'_>) {
         let rows = oc.rows();
         let mut i = 0;
-        // AVX-512: four rows per kernel call (bitwise the one-row results).
+        // Repacked Q4_0 at AVX-512: the task's rows in one call per token (a task's weights
+        // stay in L2 from one token to the next).
         #[cfg(target_arch = "x86_64")]
         if let (Level::Avx512(k), WeightType::Q4_0x16) = (self.level, self.w.ty) {
-            use crate::avx512_x16::{dot_matrix, dot_rows, ROWS};
-            if self.n_tokens == 1 {
-                // Decode: the whole task in one call.
-                let stride = self.w.ty.row_bytes(self.w.n_cols);
-                let w = &self.w.bytes[rows.start * stride..rows.end * stride];
-                let (qs, d, sums) = (self.act.qs(0), self.act.d(0), self.act.sums(0));
-                return dot_matrix(k, w, qs, d, sums, oc.token(0));
+            let stride = self.w.ty.row_bytes(self.w.n_cols);
+            let w = &self.w.bytes[rows.start * stride..rows.end * stride];
+            for t in 0..self.n_tokens {
+                let (qs, d, sums) = (self.act.qs(t), self.act.d(t), self.act.sums(t));
+                crate::avx512_x16::dot_matrix(k, w, qs, d, sums, oc.token(t));
             }
-            while i + ROWS <= rows.len() {
-                let w = std::array::from_fn(|j| self.w.row(rows.start + i + j));
-                for t in 0..self.n_tokens {
-                    let (qs, d, sums) = (self.act.qs(t), self.act.d(t), self.act.sums(t));
-                    let v = dot_rows::<ROWS>(k, w, qs, d, sums);
-                    oc.token(t)[i..i + ROWS].copy_from_slice(&v);
-                }
-                i += ROWS;
-            }
+            return;
         }
+        // AVX-512: four rows per kernel call (bitwise the one-row results).
         #[cfg(target_arch = "x86_64")]
         if let (Level::Avx512(k), WeightType::Q8_0 | WeightType::Q4_0) = (self.level, self.w.ty) {
             use crate::avx512_dot::{dot_quant_rows, ROWS};

@@ -25,23 +25,21 @@ impl Llama {
     /// for their type (Q4_0 at AVX-512); the token embeddings stay as stored (rows are looked
     /// up, not multiplied). Returns the bytes held in repacked copies.
     pub fn repack_for_kernels(&self) -> u64 {
-        let mut bytes = self.output.repack();
-        for l in &self.layers {
-            for w in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_down, &l.w_up] {
-                bytes += w.repack();
-            }
-        }
-        bytes
+        self.products().map(Weight::repack).sum()
     }
 
     /// Keeps every matrix in its stored layout for good ([`Weight::keep_stored`]).
     pub fn keep_stored_layouts(&self) {
-        self.output.keep_stored();
-        for l in &self.layers {
-            for w in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_down, &l.w_up] {
-                w.keep_stored();
-            }
-        }
+        self.products().for_each(Weight::keep_stored);
+    }
+
+    /// The matrices the forward pass multiplies by: every layer's and the output.
+    fn products(&self) -> impl Iterator<Item = &Weight> {
+        let layers = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_down, &l.w_up]);
+        std::iter::once(&self.output).chain(layers)
     }
 
     pub fn new(
@@ -190,11 +188,7 @@ impl Llama {
         }
         let mut logits = vec![0f32; m * c.vocab_size];
         let out_path = path.unwrap_or(MatmulPath::auto(m));
-        let output = if rows && out_path == MatmulPath::Rows {
-            self.output.fast_view()
-        } else {
-            self.output.current_view()
-        };
+        let output = wv(rows && out_path == MatmulPath::Rows, &self.output);
         matmul_path(out_path, &output, &xf, m, &mut logits);
         Ok(logits)
     }
