@@ -203,11 +203,12 @@ fn ggml_name(t: WeightType) -> &'static str {
         WeightType::F16 => "F16",
         WeightType::BF16 => "BF16",
         WeightType::Q8_0 => "Q8_0",
-        // Repacked Q4_0 lives in memory only (never a target here); its file type is Q4_0.
+        // Repacked layouts live in memory only (never a target here); their file types are
+        // the stored ones.
         WeightType::Q4_0 | WeightType::Q4_0x16 => "Q4_0",
         WeightType::Q2_K => "Q2_K",
         WeightType::Q3_K => "Q3_K",
-        WeightType::Q4_K => "Q4_K",
+        WeightType::Q4_K | WeightType::Q4_Kx16 => "Q4_K",
         WeightType::Q5_K => "Q5_K",
         WeightType::Q6_K => "Q6_K",
     }
@@ -326,7 +327,7 @@ fn dtype_of(t: WeightType) -> DType {
         WeightType::Q4_0 | WeightType::Q4_0x16 => DType::Q4_0,
         WeightType::Q2_K => DType::Q2_K,
         WeightType::Q3_K => DType::Q3_K,
-        WeightType::Q4_K => DType::Q4_K,
+        WeightType::Q4_K | WeightType::Q4_Kx16 => DType::Q4_K,
         WeightType::Q5_K => DType::Q5_K,
         WeightType::Q6_K => DType::Q6_K,
     }

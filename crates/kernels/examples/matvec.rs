@@ -37,6 +37,7 @@ fn parse_type(s: &str) -> WeightType {
         "q8_0" => WeightType::Q8_0,
         "q4_0" => WeightType::Q4_0,
         "q4_0x16" => WeightType::Q4_0x16,
+        "q4_kx16" => WeightType::Q4_Kx16,
         "q2_k" => WeightType::Q2_K,
         "q3_k" => WeightType::Q3_K,
         "q4_k" => WeightType::Q4_K,
@@ -113,10 +114,15 @@ fn matrix(rng: &mut Rng, ty: WeightType, rows: usize, cols: usize) -> Vec<u8> {
                 });
             }
         }
-        WeightType::Q4_0x16 => {
-            let stored = matrix(rng, WeightType::Q4_0, rows, cols);
+        WeightType::Q4_0x16 | WeightType::Q4_Kx16 => {
+            let from = if ty == WeightType::Q4_0x16 {
+                WeightType::Q4_0
+            } else {
+                WeightType::Q4_K
+            };
+            let stored = matrix(rng, from, rows, cols);
             let w = WeightView {
-                ty: WeightType::Q4_0,
+                ty: from,
                 n_rows: rows,
                 n_cols: cols,
                 bytes: &stored,

@@ -29,6 +29,12 @@ pub enum WeightType {
     /// Super-blocks of 256 (144 bytes): f16 `d`, f16 `dmin`, 8 6-bit scales and mins packed in
     /// 12 bytes, 128 bytes of 4-bit values; value = d·sc·q − dmin·m per sub-block of 32.
     Q4_K,
+    /// Q4_K matrices repacked for the decode kernel (`kquants/x16.rs`): groups of 16 rows
+    /// side by side, each super-block of the 16 rows 2304 bytes (the same bytes rearranged), so
+    /// a row's bytes are not contiguous: [`crate::WeightView::row_f32`] decodes one row and
+    /// [`dequantize`] takes one whole group (16 rows). Never in a file: [`crate::repack`] makes it from Q4_K
+    /// matrices of whole groups.
+    Q4_Kx16,
     /// Super-blocks of 256 (176 bytes): as Q4_K with a 32-byte fifth-bit plane before the
     /// 4-bit values.
     Q5_K,
@@ -46,6 +52,7 @@ impl WeightType {
             WeightType::Q2_K
             | WeightType::Q3_K
             | WeightType::Q4_K
+            | WeightType::Q4_Kx16
             | WeightType::Q5_K
             | WeightType::Q6_K => kquants::QK_K,
         }
@@ -59,7 +66,7 @@ impl WeightType {
             WeightType::Q4_0 | WeightType::Q4_0x16 => 18,
             WeightType::Q2_K => 84,
             WeightType::Q3_K => 110,
-            WeightType::Q4_K => 144,
+            WeightType::Q4_K | WeightType::Q4_Kx16 => 144,
             WeightType::Q5_K => 176,
             WeightType::Q6_K => 210,
         }
@@ -135,6 +142,8 @@ pub fn dequantize(ty: WeightType, src: &[u8], dst: &mut [f32]) {
         WeightType::Q2_K => kquants::dequantize_q2_k(src, dst),
         WeightType::Q3_K => kquants::dequantize_q3_k(src, dst),
         WeightType::Q4_K => kquants::dequantize_q4_k(src, dst),
+        // `src` one group of 16 rows, `dst` its rows one after another.
+        WeightType::Q4_Kx16 => kquants::x16::dequantize_group(src, dst),
         WeightType::Q5_K => kquants::dequantize_q5_k(src, dst),
         WeightType::Q6_K => kquants::dequantize_q6_k(src, dst),
     }

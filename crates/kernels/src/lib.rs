@@ -50,6 +50,7 @@ mod pack;
 mod par;
 mod q4x16;
 mod quantize;
+mod repack;
 mod rope;
 mod scratch;
 mod stream;
@@ -68,11 +69,11 @@ pub use matmul::{
 };
 pub use matmul_reference::matmul_reference;
 pub use norm::rms_norm;
-pub use q4x16::{repack, repack_into, repacked_type};
 pub use quantize::{
     block_q4_0_fitted, can_quantize, quantize_into, quantize_q4_0, quantize_q8_0, quantize_rows,
     quantize_rows_fitted, K_QUANTIZE_TYPES, QUANTIZE_TYPES,
 };
+pub use repack::{repack, repack_into, repacked_type};
 pub use rope::{rope_cos_sin, rope_interleaved, rope_inv_freqs, RopeFreqs};
 pub use stream::sum_words;
 pub use team::{for_each_item, for_each_task};

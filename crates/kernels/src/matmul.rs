@@ -8,7 +8,8 @@
 //!   `act_q8.rs`); results differ from `f32` activations by that rounding. Q4_0 repacked at
 //!   load ([`crate::repack`], `q4x16.rs`) takes the same drivers with a row kernel of its own.
 //! - Q2_K..Q6_K weights meet activations quantized to Q8_K super-blocks (`matmul_kquant.rs`,
-//!   `kquants/`).
+//!   `kquants/`); Q4_K repacked at load ([`WeightType::Q4_Kx16`], sixteen rows side by side)
+//!   takes the same driver with a row kernel of its own.
 //! - Any other weight type takes the plain path, [`crate::matmul_reference`].
 //!
 //! Two ways through a matrix, [`MatmulPath`]:
@@ -32,7 +33,8 @@
 //!   operations in the same order as the full tiles (one accumulator per pair, the same blocks
 //!   of columns, the same final reduction).
 //!
-//! Across paths: K-quants (every level), repacked Q4_0 ([`WeightType::Q4_0x16`]) at the AVX-512
+//! Across paths: stored K-quants (every level; repacked Q4_K agrees with them within rounding
+//! by rows and bitwise by tiles), repacked Q4_0 ([`WeightType::Q4_0x16`]) at the AVX-512
 //! level and the scalar level of every type give bitwise the same results on both paths
 //! ([`MatmulPath::interchangeable`]). The SIMD float and Q8_0 / Q4_0 row
 //! kernels sum in another order than their tile kernels (several accumulators per row, and for
@@ -66,13 +68,26 @@ pub struct WeightView<'a> {
 
 impl<'a> WeightView<'a> {
     /// The bytes of row `r`.
+    ///
+    /// # Panics
+    /// For [`WeightType::Q4_Kx16`], whose rows lie sixteen side by side (use
+    /// [`WeightView::row_f32`]).
     #[inline]
     pub fn row(&self, r: usize) -> &'a [u8] {
+        assert!(
+            self.ty != WeightType::Q4_Kx16,
+            "Q4_Kx16 rows are not contiguous"
+        );
         let rb = self.ty.row_bytes(self.n_cols);
         &self.bytes[r * rb..(r + 1) * rb]
     }
     /// Row `r` decoded into `out` (`n_cols` values).
     pub fn row_f32(&self, r: usize, out: &mut [f32]) {
+        if self.ty == WeightType::Q4_Kx16 {
+            let mut stored = vec![0u8; WeightType::Q4_K.row_bytes(self.n_cols)];
+            crate::kquants::x16::stored_row(self, r, &mut stored);
+            return dequantize(WeightType::Q4_K, &stored, out);
+        }
         dequantize(self.ty, self.row(r), out);
     }
 }
@@ -173,6 +188,7 @@ pub fn matmul_path_with(
         WeightType::Q2_K
         | WeightType::Q3_K
         | WeightType::Q4_K
+        | WeightType::Q4_Kx16
         | WeightType::Q5_K
         | WeightType::Q6_K => crate::matmul_kquant::matmul_kquant(level, path, w, x, n_tokens, out),
         _ => matmul_reference(w, x, n_tokens, out),
@@ -188,6 +204,10 @@ fn check_shapes(w: &WeightView, x: &[f32], n_tokens: usize, out: &[f32]) {
         w.ty,
         w.n_rows,
         w.n_cols
+    );
+    assert!(
+        w.ty != WeightType::Q4_Kx16 || w.n_rows.is_multiple_of(crate::kquants::X16_ROWS),
+        "Q4_Kx16 matrices hold whole groups of rows"
     );
     assert_eq!(
         x.len(),
@@ -272,6 +292,7 @@ pub fn matmul_many_with<'a>(
             WeightType::Q2_K
             | WeightType::Q3_K
             | WeightType::Q4_K
+            | WeightType::Q4_Kx16
             | WeightType::Q5_K
             | WeightType::Q6_K => {
                 let acts = kquant_acts

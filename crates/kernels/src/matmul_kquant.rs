@@ -9,12 +9,17 @@
 //! Both run the same per-(row, token) arithmetic (`kquants::dot_tokens` and
 //! `kquants::dot_unpacked_tokens` are twins), so the paths agree bitwise, and no result depends
 //! on which tokens share its group. The scalar level runs ggml's scalar dot products on both.
+//!
+//! Repacked Q4_K ([`WeightType::Q4_Kx16`]): by rows, a group of 16 rows at a time against each
+//! token (`kquants/avx512_x16.rs`, twin `kquants::x16::dot_group_scalar` at the other levels);
+//! by tiles, each row turned back into its stored blocks before it is unpacked, so the tiles
+//! give the stored matrix's results bit for bit.
 
 use std::sync::Arc;
 
 use crate::cpu::Level;
 use crate::kquants::{
-    dot_tokens, dot_unpacked_tokens, quantize_row_q8_k, unpack_row, BlockQ8K, Unpacked, QK_K,
+    dot_tokens, dot_unpacked_tokens, quantize_row_q8_k, unpack_row, x16, BlockQ8K, Unpacked, QK_K,
 };
 use crate::matmul::{MatmulPath, PANEL_BYTES};
 use crate::par::{for_each_row_chunk, rows_task_rows, run_rows_jobs, OutCols, RowsJob};
@@ -46,6 +51,11 @@ pub(crate) fn matmul_kquant(
         return run_rows_jobs(&[&job], &mut [out], n_tokens);
     }
     let (acts, chunk, group) = (&job.acts, job.chunk, group_tokens(level));
+    // Repacked rows are unpacked as the stored rows they came from.
+    let (ty, repacked) = match w.ty {
+        WeightType::Q4_Kx16 => (WeightType::Q4_K, true),
+        ty => (ty, false),
+    };
     let act = |t: usize| &acts[t * nb..(t + 1) * nb];
     let block = std::mem::size_of::<Unpacked>();
     let panel_rows = (PANEL_BYTES / (nb * block).max(1)).clamp(1, 256);
@@ -53,16 +63,23 @@ pub(crate) fn matmul_kquant(
         let rows = oc.rows();
         with_panel(|p| {
             let panel = sized(&mut p.k, panel_rows.min(rows.len()) * nb);
+            let mut stored = vec![0u8; if repacked { ty.row_bytes(w.n_cols) } else { 0 }];
             for p0 in rows.clone().step_by(panel_rows) {
                 let np = panel_rows.min(rows.end - p0);
                 for (i, blocks) in panel.chunks_exact_mut(nb).take(np).enumerate() {
-                    unpack_row(level, w.ty, w.row(p0 + i), blocks);
+                    let row = if repacked {
+                        x16::stored_row(w, p0 + i, &mut stored);
+                        &stored[..]
+                    } else {
+                        w.row(p0 + i)
+                    };
+                    unpack_row(level, ty, row, blocks);
                 }
                 let col0 = p0 - rows.start;
                 for_token_groups(n_tokens, group, |t0, n| {
                     for (i, blocks) in panel.chunks_exact(nb).take(np).enumerate() {
                         let mut put = |t: usize, v: f32| oc.token(t)[col0 + i] = v;
-                        dot_group(level, w.ty, Src::Unpacked(blocks), &act, t0, n, &mut put);
+                        dot_group(level, ty, Src::Unpacked(blocks), &act, t0, n, &mut put);
                     }
                 });
             }
@@ -108,7 +125,10 @@ impl<'a> KquantRows<'a> {
         n_tokens: usize,
     ) -> Self {
         let work_per_row = w.ty.row_bytes(w.n_cols) * n_tokens;
-        let chunk = rows_task_rows(w.n_rows, work_per_row);
+        let mut chunk = rows_task_rows(w.n_rows, work_per_row);
+        if w.ty == WeightType::Q4_Kx16 {
+            chunk = chunk.next_multiple_of(x16::ROWS);
+        }
         KquantRows {
             level,
             w: *w,
@@ -129,6 +149,9 @@ impl RowsJob for KquantRows<'_> {
     fn run(&self, mut oc: OutCols<'_>) {
         let nb = self.w.n_cols / QK_K;
         let act = |t: usize| &self.acts[t * nb..(t + 1) * nb];
+        if self.w.ty == WeightType::Q4_Kx16 {
+            return self.run_groups(oc);
+        }
         let group = group_tokens(self.level);
         for (i, r) in oc.rows().enumerate() {
             let src = Src::Stored(self.w.row(r));
@@ -136,6 +159,29 @@ impl RowsJob for KquantRows<'_> {
             for_token_groups(self.n_tokens, group, |t0, n| {
                 dot_group(self.level, self.w.ty, src, &act, t0, n, &mut put)
             });
+        }
+    }
+}
+
+impl KquantRows<'_> {
+    /// [`RowsJob::run`] for [`WeightType::Q4_Kx16`]: whole groups of 16 rows (chunks are
+    /// multiples of 16), each against one token at a time.
+    fn run_groups(&self, mut oc: OutCols<'_>) {
+        let nb = self.w.n_cols / QK_K;
+        let group_bytes = nb * x16::GROUP_BLOCK;
+        let rows = oc.rows();
+        for g in (rows.start..rows.end).step_by(x16::ROWS) {
+            let group = &self.w.bytes[g / x16::ROWS * group_bytes..][..group_bytes];
+            for t in 0..self.n_tokens {
+                let act = &self.acts[t * nb..(t + 1) * nb];
+                let v = match self.level {
+                    #[cfg(target_arch = "x86_64")]
+                    Level::Avx512(k) => crate::kquants::avx512_x16::dot_group(k, group, act),
+                    _ => x16::dot_group_scalar(group, act),
+                };
+                let at = g - rows.start;
+                oc.token(t)[at..at + x16::ROWS].copy_from_slice(&v);
+            }
         }
     }
 }

@@ -160,30 +160,12 @@ pub(crate) fn dot_sequential(row: &[u8], qs: &[i8], d: &[f32]) -> f32 {
     sum
 }
 
-/// The layout [`repack`] turns weights of type `ty` into where that pays with the kernels of
-/// [`crate::isa`]: Q4_0 becomes [`WeightType::Q4_0x16`] where the AVX-512 VNNI kernels run
-/// (the AVX2 level has no kernel of its own for it). `None`: keep the stored bytes.
-pub fn repacked_type(ty: WeightType) -> Option<WeightType> {
-    let wide = matches!(crate::isa(), crate::Isa::Avx512 | crate::Isa::Amx);
-    (wide && ty == WeightType::Q4_0).then_some(WeightType::Q4_0x16)
-}
-
-/// The bytes of `w` (Q4_0) as a [`WeightType::Q4_0x16`] matrix of the same shape, rows
-/// repacked in parallel.
-///
-/// # Panics
-/// When `w` is not Q4_0 or its bytes do not match its shape.
-pub fn repack(w: &WeightView) -> Vec<u8> {
-    let mut out = vec![0u8; w.n_rows * row_bytes(w.n_cols)];
-    repack_into(w, &mut out);
-    out
-}
-
-/// [`repack`] into `out` (`w.n_rows · Q4_0x16.row_bytes(w.n_cols)` bytes, any contents).
+/// `w` (Q4_0) as a [`WeightType::Q4_0x16`] matrix into `out` (`w.n_rows ·
+/// Q4_0x16.row_bytes(w.n_cols)` bytes, any contents), rows repacked in parallel.
 ///
 /// # Panics
 /// When `w` is not Q4_0, its bytes do not match its shape or `out` has another length.
-pub fn repack_into(w: &WeightView, out: &mut [u8]) {
+pub(crate) fn repack_into(w: &WeightView, out: &mut [u8]) {
     assert_eq!(w.ty, WeightType::Q4_0, "only Q4_0 rows are repacked");
     let (src_row, dst_row) = (w.ty.row_bytes(w.n_cols), row_bytes(w.n_cols));
     assert_eq!(

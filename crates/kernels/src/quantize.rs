@@ -41,8 +41,9 @@ pub fn can_quantize(ty: WeightType) -> bool {
 /// multiple of the block size).
 ///
 /// # Panics
-/// On a length mismatch (every type here is supported: [`QUANTIZE_TYPES`] and
-/// [`K_QUANTIZE_TYPES`]).
+/// On a length mismatch, or for [`WeightType::Q4_Kx16`], whose rows are not made one at a time
+/// (quantize to Q4_K, then [`crate::repack`] the matrix). Every other type is supported
+/// ([`QUANTIZE_TYPES`] and [`K_QUANTIZE_TYPES`] list the ones files take).
 pub fn quantize_into(ty: WeightType, src: &[f32], dst: &mut [u8]) {
     assert_eq!(
         dst.len(),
@@ -85,6 +86,7 @@ pub fn quantize_into(ty: WeightType, src: &[f32], dst: &mut [u8]) {
         WeightType::Q2_K => kquants::quantize_row_q2_k(src, dst),
         WeightType::Q3_K => kquants::quantize_row_q3_k(src, dst),
         WeightType::Q4_K => kquants::quantize_row_q4_k(src, dst),
+        WeightType::Q4_Kx16 => panic!("Q4_Kx16 is made from whole Q4_K matrices (repack)"),
         WeightType::Q5_K => kquants::quantize_row_q5_k(src, dst),
         WeightType::Q6_K => kquants::quantize_row_q6_k(src, dst),
     }

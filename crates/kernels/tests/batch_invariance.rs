@@ -8,7 +8,7 @@
 use half::{bf16, f16};
 use kernels::{matmul_path_with, Isa, MatmulPath, WeightType, WeightView};
 
-const TYPES: [WeightType; 11] = [
+const TYPES: [WeightType; 12] = [
     WeightType::F32,
     WeightType::F16,
     WeightType::BF16,
@@ -18,6 +18,7 @@ const TYPES: [WeightType; 11] = [
     WeightType::Q2_K,
     WeightType::Q3_K,
     WeightType::Q4_K,
+    WeightType::Q4_Kx16,
     WeightType::Q5_K,
     WeightType::Q6_K,
 ];
@@ -56,6 +57,15 @@ fn n_cols(ty: WeightType) -> usize {
     }
 }
 
+/// `n` rows, or the next whole number of groups for a type whose rows go in groups of 16.
+fn rows_of(ty: WeightType, n: usize) -> usize {
+    if ty == WeightType::Q4_Kx16 {
+        n.next_multiple_of(16)
+    } else {
+        n
+    }
+}
+
 /// Byte offsets of the f16 scales in one block of `ty` (ggml's block layouts).
 fn f16_fields(ty: WeightType) -> &'static [usize] {
     match ty {
@@ -80,11 +90,16 @@ fn matrix(rng: &mut Rng, ty: WeightType, n_rows: usize, n_cols: usize) -> Vec<u8
         WeightType::BF16 => (0..n)
             .flat_map(|_| bf16::from_f32(rng.f32()).to_le_bytes())
             .collect(),
-        // Repacked from a random Q4_0 matrix, as a model does at load.
-        WeightType::Q4_0x16 => {
-            let stored = matrix(rng, WeightType::Q4_0, n_rows, n_cols);
+        // Repacked from a random stored matrix, as a model does at load.
+        WeightType::Q4_0x16 | WeightType::Q4_Kx16 => {
+            let from = if ty == WeightType::Q4_0x16 {
+                WeightType::Q4_0
+            } else {
+                WeightType::Q4_K
+            };
+            let stored = matrix(rng, from, n_rows, n_cols);
             kernels::repack(&WeightView {
-                ty: WeightType::Q4_0,
+                ty: from,
                 n_rows,
                 n_cols,
                 bytes: &stored,
@@ -150,9 +165,9 @@ fn assert_same(batch: &[f32], alone: &[f32], n_rows: usize, t0: usize, what: &st
 #[test]
 fn outputs_do_not_depend_on_the_batch() {
     let mut rng = Rng(0x6a09e667f3bcc908);
-    let n_rows = 35; // odd: edge tiles of one row at every tile height
     let one = pool(1);
     for ty in TYPES {
+        let n_rows = rows_of(ty, 35); // odd: edge tiles of one row at every tile height
         let k = n_cols(ty);
         let bytes = matrix(&mut rng, ty, n_rows, k);
         let w = WeightView {
@@ -184,9 +199,10 @@ fn outputs_do_not_depend_on_the_threads() {
     let mut rng = Rng(0xbb67ae8584caa73b);
     // Enough rows for several chunks per thread count and, in one chunk, more than one panel
     // of every kind.
-    let (n_rows, n_tokens) = (1100, 17);
+    let n_tokens = 17;
     let (one, three) = (pool(1), pool(3));
     for ty in TYPES {
+        let n_rows = rows_of(ty, 1100);
         let k = n_cols(ty);
         let bytes = matrix(&mut rng, ty, n_rows, k);
         let w = WeightView {
@@ -214,8 +230,9 @@ fn outputs_do_not_depend_on_the_threads() {
 #[test]
 fn interchangeable_paths_agree_bitwise() {
     let mut rng = Rng(0x3c6ef372fe94f82b);
-    let (n_rows, n_tokens) = (35, 9);
+    let n_tokens = 9;
     for ty in TYPES {
+        let n_rows = rows_of(ty, 35);
         let k = n_cols(ty);
         let bytes = matrix(&mut rng, ty, n_rows, k);
         let w = WeightView {
@@ -254,25 +271,30 @@ fn products_sharing_a_section_equal_each_alone() {
     use kernels::matmul_many_with;
     let mut rng = Rng(0xa54ff53a5f1d36f1);
     let k = 3 * 256; // valid for every type
-    let sets: [[WeightType; 3]; 4] = [
+    let sets: [[WeightType; 3]; 5] = [
         [WeightType::Q4_0, WeightType::Q4_0, WeightType::Q8_0],
         [WeightType::Q4_K, WeightType::Q4_K, WeightType::Q6_K],
+        [WeightType::Q4_Kx16, WeightType::Q4_K, WeightType::Q6_K],
         [WeightType::F16, WeightType::BF16, WeightType::F32],
         [WeightType::Q8_0, WeightType::Q5_K, WeightType::F16],
     ];
-    let rows = [300, 37, 1];
     let three = pool(3);
     for types in sets {
+        let rows: Vec<usize> = types
+            .iter()
+            .zip([300, 37, 1])
+            .map(|(&t, n)| rows_of(t, n))
+            .collect();
         let bytes: Vec<Vec<u8>> = types
             .iter()
-            .zip(rows)
-            .map(|(&ty, n)| matrix(&mut rng, ty, n, k))
+            .zip(&rows)
+            .map(|(&ty, &n)| matrix(&mut rng, ty, n, k))
             .collect();
         let ws: Vec<WeightView> = types
             .iter()
-            .zip(rows)
+            .zip(&rows)
             .zip(&bytes)
-            .map(|((&ty, n_rows), b)| WeightView {
+            .map(|((&ty, &n_rows), b)| WeightView {
                 ty,
                 n_rows,
                 n_cols: k,
@@ -299,34 +321,44 @@ fn products_sharing_a_section_equal_each_alone() {
     }
 }
 
-/// Repacking Q4_0 (`kernels::repack`) changes no tile result at any level (the panels are the
-/// same bytes), nor any result at the scalar level (blocks summed in the same order).
+/// Repacking (`kernels::repack`) changes no tile result at any level (Q4_0: the panels are
+/// the same bytes; Q4_K: rows are turned back into their stored blocks), nor for Q4_0 any
+/// result at the scalar level (blocks summed in the same order).
 #[test]
-fn repacked_q4_0_gives_the_stored_results() {
+fn repacked_matrices_give_the_stored_results() {
     let mut rng = Rng(0x510e527fade682d1);
-    let (n_rows, n_tokens, k) = (37, 5, 23 * 32);
-    let stored = matrix(&mut rng, WeightType::Q4_0, n_rows, k);
-    let w = WeightView {
-        ty: WeightType::Q4_0,
-        n_rows,
-        n_cols: k,
-        bytes: &stored,
-    };
-    let x16 = kernels::repack(&w);
-    let r = WeightView {
-        ty: WeightType::Q4_0x16,
-        bytes: &x16,
-        ..w
-    };
-    let x: Vec<f32> = (0..n_tokens * k).map(|_| rng.f32()).collect();
-    for isa in supported() {
-        for path in PATHS {
-            if path == MatmulPath::Rows && isa != Isa::Scalar {
-                continue;
+    let n_tokens = 5;
+    let cases = [
+        (WeightType::Q4_0, WeightType::Q4_0x16, 37, 23 * 32),
+        (WeightType::Q4_K, WeightType::Q4_Kx16, 48, 5 * 256),
+    ];
+    for (ty, repacked, n_rows, k) in cases {
+        let stored = matrix(&mut rng, ty, n_rows, k);
+        let w = WeightView {
+            ty,
+            n_rows,
+            n_cols: k,
+            bytes: &stored,
+        };
+        let bytes = kernels::repack(&w);
+        let r = WeightView {
+            ty: repacked,
+            bytes: &bytes,
+            ..w
+        };
+        let x: Vec<f32> = (0..n_tokens * k).map(|_| rng.f32()).collect();
+        for isa in supported() {
+            for path in PATHS {
+                // Repacked rows have a row kernel of their own (K-quants: at every level).
+                let same_rows = isa == Isa::Scalar && ty == WeightType::Q4_0;
+                if (path == MatmulPath::Rows || isa == Isa::Scalar) && !same_rows {
+                    continue;
+                }
+                let want = run(isa, path, &w, &x, 0, n_tokens);
+                let got = run(isa, path, &r, &x, 0, n_tokens);
+                let what = format!("{isa} {path:?} {repacked:?}");
+                assert_same(&got, &want, n_rows, 0, &what);
             }
-            let want = run(isa, path, &w, &x, 0, n_tokens);
-            let got = run(isa, path, &r, &x, 0, n_tokens);
-            assert_same(&got, &want, n_rows, 0, &format!("{isa} {path:?} repacked"));
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::{LlamaConfig, ModelError, Result};
 /// A weight matrix `[n_rows, n_cols]` in its stored type; bytes shared with the file's map
 /// where the format allows.
 ///
-/// Where this CPU's kernels have a faster layout for the type (Q4_0 at AVX-512, see
+/// Where this CPU's kernels have a faster layout for the type (Q4_0 and Q4_K at AVX-512, see
 /// `kernels::repacked_type`), a repacked copy is made the first time the row kernels (decode)
 /// ask for it ([`Weight::fast_view`]) or when [`Weight::repack`] is called, and from then on
 /// serves every product ([`Weight::current_view`]); `ty` and [`Weight::view`] stay the
@@ -86,7 +86,7 @@ impl Weight {
     /// per 4 KiB); when that memory cannot be had the stored bytes keep serving.
     pub fn repack(&self) -> u64 {
         let r = self.repacked.get_or_init(|| {
-            let ty = kernels::repacked_type(self.ty)?;
+            let ty = kernels::repacked_type(self.ty, self.n_rows)?;
             let len = self.n_rows * ty.row_bytes(self.n_cols);
             let stored = self.view();
             let data = Storage::anon_filled(len, |out| kernels::repack_into(&stored, out)).ok()?;

@@ -418,3 +418,92 @@ fn zero_rows_give_zero() {
         assert_eq!(scalar_dot(ty, &row, &act), 0.0, "{ty:?}");
     }
 }
+
+/// A random Q4_K matrix of `n_rows` rows of `nb` blocks (every third block all 0xFF but for
+/// its scales: the largest values and scales) and the same matrix repacked (`x16.rs`).
+fn x16_matrix(n_rows: usize, nb: usize, rng: &mut Rng) -> (Vec<u8>, Vec<u8>) {
+    let mut stored = random_row(WeightType::Q4_K, n_rows * nb, rng);
+    for blk in stored.chunks_exact_mut(q4_k::BYTES).step_by(3) {
+        blk[q4_k::SCALES..].fill(0xff);
+    }
+    let w = crate::WeightView {
+        ty: WeightType::Q4_K,
+        n_rows,
+        n_cols: nb * QK_K,
+        bytes: &stored,
+    };
+    let x16 = crate::repack(&w);
+    (stored, x16)
+}
+
+#[test]
+fn repacked_q4_k_holds_the_stored_rows() {
+    let mut rng = Rng(0x6a09e667f3bcc908);
+    for (n_rows, nb) in [(16, 1), (32, 3), (48, 8)] {
+        let (stored, x16) = x16_matrix(n_rows, nb, &mut rng);
+        assert_eq!(x16.len(), stored.len());
+        let n_cols = nb * QK_K;
+        let w = crate::WeightView {
+            ty: WeightType::Q4_Kx16,
+            n_rows,
+            n_cols,
+            bytes: &x16,
+        };
+        let row_bytes = nb * q4_k::BYTES;
+        let mut back = vec![0u8; row_bytes];
+        let mut all = vec![0f32; n_rows * n_cols];
+        for (src, dst) in x16
+            .chunks_exact(16 * row_bytes)
+            .zip(all.chunks_exact_mut(16 * n_cols))
+        {
+            dequantize(WeightType::Q4_Kx16, src, dst);
+        }
+        for r in 0..n_rows {
+            let want = &stored[r * row_bytes..(r + 1) * row_bytes];
+            x16::stored_row(&w, r, &mut back);
+            assert_eq!(back, want, "rows={n_rows} nb={nb} row {r}");
+            let (mut a, mut b) = (vec![0f32; n_cols], vec![1f32; n_cols]);
+            dequantize(WeightType::Q4_K, want, &mut a);
+            w.row_f32(r, &mut b);
+            assert_eq!(a, b, "row_f32 row {r}");
+            assert_eq!(&all[r * n_cols..(r + 1) * n_cols], &a[..], "groups row {r}");
+        }
+    }
+}
+
+#[test]
+fn repacked_q4_k_kernel_matches_its_twin() {
+    let mut rng = Rng(0xbb67ae8584caa73b);
+    for nb in [1, 2, 8, 22] {
+        let (stored, x16) = x16_matrix(32, nb, &mut rng);
+        let act: Vec<BlockQ8K> = (0..nb).map(|_| random_q8_k(&mut rng)).collect();
+        let row_bytes = nb * q4_k::BYTES;
+        for (g, group) in x16.chunks_exact(nb * x16::GROUP_BLOCK).enumerate() {
+            let twin = x16::dot_group_scalar(group, &act);
+            for (l, &v) in twin.iter().enumerate() {
+                let r = 16 * g + l;
+                let row = &stored[r * row_bytes..(r + 1) * row_bytes];
+                // The twin over the stored row, and the f64 reference within rounding.
+                let own = x16::dot_stored_row(row, &act);
+                assert_eq!(v.to_bits(), own.to_bits(), "nb={nb} row {r}");
+                let (want, mag) = reference(WeightType::Q4_K, row, &act);
+                assert!(
+                    (v as f64 - want).abs() <= DOT_REL_TOL * mag.max(1e-30),
+                    "nb={nb} row {r}: {v} vs {want}"
+                );
+            }
+            #[cfg(target_arch = "x86_64")]
+            for level in simd_levels() {
+                let Level::Avx512(k) = level else { continue };
+                let got = super::avx512_x16::dot_group(k, group, &act);
+                for l in 0..16 {
+                    assert_eq!(
+                        got[l].to_bits(),
+                        twin[l].to_bits(),
+                        "nb={nb} group {g} row {l}"
+                    );
+                }
+            }
+        }
+    }
+}

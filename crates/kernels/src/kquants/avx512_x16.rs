@@ -1,0 +1,160 @@
+//! AVX-512 VNNI decode kernel for repacked Q4_K matrices (`x16.rs`): one group of 16 rows
+//! against one token's Q8_K blocks, a row in each 32-bit lane; twin
+//! [`super::x16::dot_block_scalar`], bitwise.
+//!
+//! Per super-block of 16 rows: the packed scales unpacked with ggml's word trick on 16 rows
+//! at once (nine instructions); per sub-block four 64-byte loads, each split into low nibbles
+//! and high nibbles kept 16 times too large (two ANDs), eight `vpdpbusd` against activation
+//! words broadcast from memory, the high sum shifted back (exact: it is a multiple of 16), one
+//! `vpmulld` by the sub-block's scales; four `vpdpwssd` for the mins; two FMAs in `f32`.
+
+use std::arch::x86_64::*;
+
+use super::x16::{D, DMIN, GROUP_BLOCK, QS, ROWS, SCALES};
+use super::BlockQ8K;
+use crate::avx2_dot::PREFETCH_BYTES;
+use crate::cpu::Avx512;
+
+/// One group (`act.len()` super-blocks of 16 rows, back to back in `group`) · one token.
+pub(crate) fn dot_group(_: Avx512, group: &[u8], act: &[BlockQ8K]) -> [f32; ROWS] {
+    assert!(group.len() >= act.len() * GROUP_BLOCK);
+    let mut out = [0f32; ROWS];
+    // SAFETY: the token proves the features; every block read is inside `group` (above).
+    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), dot_group_avx512(group.as_ptr(), act)) };
+    out
+}
+
+/// The constants of [`block_step`].
+#[derive(Clone, Copy)]
+struct Consts {
+    low: __m512i,
+    high: __m512i,
+    k1: __m512i,
+    k2: __m512i,
+    k30: __m512i,
+    /// `vpshufb` indices: byte `k` of each word, zero-extended to the word.
+    bytes: [__m512i; 4],
+    /// Bytes `2p`, `2p + 1` of each word, each zero-extended to 16 bits.
+    pairs: [__m512i; 2],
+}
+
+/// The 32-bit word at `p`, broadcast to every lane.
+///
+/// # Safety
+/// `p` readable for 4 bytes; AVX-512 F available.
+#[inline(always)]
+unsafe fn word(p: *const i8) -> __m512i {
+    // SAFETY: the caller's.
+    unsafe { _mm512_set1_epi32(std::ptr::read_unaligned(p as *const i32)) }
+}
+
+/// # Safety
+/// The features available; `group` holds `act.len()` group blocks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn dot_group_avx512(group: *const u8, act: &[BlockQ8K]) -> __m512 {
+    // `vpshufb` indices (lanes of 16 bytes, 0x80 makes a zero byte).
+    let index = |lanes: [i32; 4]| -> __m512i {
+        let word = |w: usize| {
+            let at = 4 * (w % 4) as i32;
+            let b = |x: i32| if x < 0 { 0x80 } else { x + at };
+            b(lanes[0]) | b(lanes[1]) << 8 | b(lanes[2]) << 16 | b(lanes[3]) << 24
+        };
+        let idx: [i32; 16] = std::array::from_fn(word);
+        // SAFETY: a load of 64 bytes from a 16-word array.
+        unsafe { _mm512_loadu_si512(idx.as_ptr() as *const _) }
+    };
+    let c = Consts {
+        low: _mm512_set1_epi8(0x0f),
+        high: _mm512_set1_epi8(0xf0u8 as i8),
+        k1: _mm512_set1_epi32(0x3f3f_3f3f),
+        k2: _mm512_set1_epi32(0x0f0f_0f0f),
+        k30: _mm512_set1_epi32(0x3030_3030),
+        bytes: [0, 1, 2, 3].map(|k| index([k, -1, -1, -1])),
+        pairs: [0, 1].map(|p| index([2 * p, -1, 2 * p + 1, -1])),
+    };
+    let mut acc = _mm512_setzero_ps();
+    for (b, y) in act.iter().enumerate() {
+        // SAFETY: block b < act.len() is inside the group (the caller's).
+        unsafe { acc = block_step(&c, group.add(b * GROUP_BLOCK), y, acc) };
+    }
+    acc
+}
+
+/// `acc` plus one super-block `gb` of 16 rows · `y`. Always inlined (into
+/// [`dot_group_avx512`], whose features it needs), so the constants stay in registers.
+///
+/// # Safety
+/// Called only from functions with the AVX-512 features enabled; `gb` holds one group block.
+#[inline(always)]
+unsafe fn block_step(c: &Consts, gb: *const u8, y: &BlockQ8K, mut acc: __m512) -> __m512 {
+    let Consts {
+        low,
+        high,
+        k1,
+        k2,
+        k30,
+        bytes,
+        pairs,
+    } = *c;
+    // SAFETY (loads): inside `gb` (the caller's) and `y.qs`; prefetches are hints, never
+    // dereferenced.
+    unsafe {
+        let ahead = gb.wrapping_add(PREFETCH_BYTES) as *const i8;
+        for line in 0..QS / 64 {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+        }
+        // Scales 0..4 / 4..8 and mins 0..4 / 4..8 of every row, a byte each.
+        let w0 = _mm512_loadu_si512(gb.add(SCALES) as *const _);
+        let w1 = _mm512_loadu_si512(gb.add(SCALES + 64) as *const _);
+        let w2 = _mm512_loadu_si512(gb.add(SCALES + 128) as *const _);
+        let sc = [
+            _mm512_and_si512(w0, k1),
+            _mm512_ternarylogic_epi32::<0xEA>(
+                w2,
+                k2,
+                _mm512_and_si512(_mm512_srli_epi32::<2>(w0), k30),
+            ),
+        ];
+        let mn = [
+            _mm512_and_si512(w1, k1),
+            _mm512_ternarylogic_epi32::<0xEA>(
+                _mm512_srli_epi32::<4>(w2),
+                k2,
+                _mm512_and_si512(_mm512_srli_epi32::<2>(w1), k30),
+            ),
+        ];
+        let a = y.qs.as_ptr();
+        let mut s = _mm512_setzero_si512();
+        for j in 0..8 {
+            let (mut lo, mut hi) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+            for q in 0..4 {
+                let at = QS + 64 * (4 * j + q);
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(at));
+                let v = _mm512_loadu_si512(gb.add(at) as *const _);
+                let al = word(a.add(32 * j + 4 * q));
+                let ah = word(a.add(32 * j + 16 + 4 * q));
+                lo = _mm512_dpbusd_epi32(lo, _mm512_and_si512(v, low), al);
+                hi = _mm512_dpbusd_epi32(hi, _mm512_and_si512(v, high), ah);
+            }
+            let sum = _mm512_add_epi32(lo, _mm512_srai_epi32::<4>(hi));
+            let scale = _mm512_shuffle_epi8(sc[j / 4], bytes[j % 4]);
+            s = _mm512_add_epi32(s, _mm512_mullo_epi32(sum, scale));
+        }
+        // M: mins of sub-blocks 2i, 2i + 1 against their activation sums, as i16 pairs.
+        let bs = &y.bsums;
+        let mut m = _mm512_setzero_si512();
+        for i in 0..4 {
+            let lo = bs[4 * i].wrapping_add(bs[4 * i + 1]) as u16 as u32;
+            let hi = bs[4 * i + 2].wrapping_add(bs[4 * i + 3]) as u16 as u32;
+            let sums = _mm512_set1_epi32((lo | hi << 16) as i32);
+            let mins = _mm512_shuffle_epi8(mn[i / 2], pairs[i % 2]);
+            m = _mm512_dpwssd_epi32(m, mins, sums);
+        }
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(D) as *const _));
+        let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(DMIN) as *const _));
+        let dy = _mm512_set1_ps(y.d);
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(d, dy), acc);
+        acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(dmin, dy), acc);
+    }
+    acc
+}

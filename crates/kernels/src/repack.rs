@@ -1,0 +1,61 @@
+//! Layouts made at load time for the decode kernels: which stored types have one at the CPU's
+//! level ([`repacked_type`]) and the copy itself ([`repack`], [`repack_into`]).
+//!
+//! - Q4_0 becomes [`WeightType::Q4_0x16`] (`q4x16.rs`): rows stay rows, each a run of groups
+//!   of 16 blocks with their scales first.
+//! - Q4_K becomes [`WeightType::Q4_Kx16`] (`kquants/x16.rs`): rows go sixteen side by side,
+//!   one per 32-bit lane; matrices whose row count is not a multiple of 16 keep their layout.
+//!
+//! Both only where the AVX-512 VNNI kernels run (the AVX2 level has no kernels of its own for
+//! them), and both give prefill (the tile path) bitwise the stored results.
+
+use crate::{WeightType, WeightView};
+
+/// The layout [`repack`] turns a matrix of `ty` with `n_rows` rows into where that pays with
+/// the kernels of [`crate::isa`]; `None`: keep the stored bytes.
+pub fn repacked_type(ty: WeightType, n_rows: usize) -> Option<WeightType> {
+    if !matches!(crate::isa(), crate::Isa::Avx512 | crate::Isa::Amx) {
+        return None;
+    }
+    match ty {
+        WeightType::Q4_0 => Some(WeightType::Q4_0x16),
+        WeightType::Q4_K if n_rows.is_multiple_of(crate::kquants::X16_ROWS) => {
+            Some(WeightType::Q4_Kx16)
+        }
+        _ => None,
+    }
+}
+
+/// The bytes of `w` in the layout `repacked_type(w.ty, w.n_rows)` names (at any level), a
+/// matrix of the same shape.
+///
+/// # Panics
+/// When `w` has no repacked layout or its bytes do not match its shape.
+pub fn repack(w: &WeightView) -> Vec<u8> {
+    let mut out = vec![0u8; w.n_rows * repacked_row_bytes(w)];
+    repack_into(w, &mut out);
+    out
+}
+
+/// [`repack`] into `out` (`w.n_rows · ty.row_bytes(w.n_cols)` bytes for the repacked `ty`,
+/// any contents), in parallel.
+///
+/// # Panics
+/// When `w` has no repacked layout, its bytes do not match its shape or `out` has another
+/// length.
+pub fn repack_into(w: &WeightView, out: &mut [u8]) {
+    match w.ty {
+        WeightType::Q4_0 => crate::q4x16::repack_into(w, out),
+        WeightType::Q4_K => crate::kquants::x16::repack_into(w, out),
+        ty => panic!("{ty:?} has no repacked layout"),
+    }
+}
+
+/// Bytes per row of `w` repacked.
+fn repacked_row_bytes(w: &WeightView) -> usize {
+    match w.ty {
+        WeightType::Q4_0 => WeightType::Q4_0x16.row_bytes(w.n_cols),
+        WeightType::Q4_K => WeightType::Q4_Kx16.row_bytes(w.n_cols),
+        ty => panic!("{ty:?} has no repacked layout"),
+    }
+}
