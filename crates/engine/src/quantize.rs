@@ -210,7 +210,7 @@ fn ggml_name(t: WeightType) -> &'static str {
         WeightType::Q3_K => "Q3_K",
         WeightType::Q4_K | WeightType::Q4_Kx16 => "Q4_K",
         WeightType::Q5_K => "Q5_K",
-        WeightType::Q6_K => "Q6_K",
+        WeightType::Q6_K | WeightType::Q6_Kx16 => "Q6_K",
     }
 }
 
@@ -329,7 +329,7 @@ fn dtype_of(t: WeightType) -> DType {
         WeightType::Q3_K => DType::Q3_K,
         WeightType::Q4_K | WeightType::Q4_Kx16 => DType::Q4_K,
         WeightType::Q5_K => DType::Q5_K,
-        WeightType::Q6_K => DType::Q6_K,
+        WeightType::Q6_K | WeightType::Q6_Kx16 => DType::Q6_K,
     }
 }
 

@@ -1,9 +1,9 @@
-//! Q4_0 and Q4_K weights repacked (`Llama::repack_for_kernels`, or on first use by decode)
+//! Q4_0, Q4_K and Q6_K weights repacked (`Llama::repack_for_kernels`, or on first use by decode)
 //! against the same model as stored: prefill gives the same bits (its tiles see the stored
 //! blocks), decode the same logits within the kernels' rounding and the same greedy token.
 //! (Batch invariance of a repacked model: `serve.rs`.) stories15m's width (288 = 9 blocks)
-//! pads every repacked Q4_0 row; the Q4_K_M fixture has Q4_K matrices of 128 to 512 rows
-//! (whole groups of 16) beside Q6_K ones, which keep their layout.
+//! pads every repacked Q4_0 row; the Q4_K_M fixture has Q4_K and Q6_K matrices of 128 to 512
+//! rows (whole groups of 16).
 
 use engine::Session;
 use kernels::WeightType;
@@ -39,10 +39,19 @@ fn repacked_q4_k_model_matches_the_stored_one() {
     let path = testdata::fixtures().join("kquant/model/kquant-q4_k_m.gguf");
     let (stored, _, _) = engine::load_model(&path).unwrap();
     let x16 = |m: &model::Llama| {
-        m.layers.iter().all(|l| {
-            let (q, v) = (l.wq.current_view().ty, l.wv.current_view().ty);
-            q == WeightType::Q4_Kx16 && (l.wv.ty != WeightType::Q4_K || v == WeightType::Q4_Kx16)
-        })
+        let repacked = |w: &model::Weight| {
+            let want = match w.ty {
+                WeightType::Q4_K => WeightType::Q4_Kx16,
+                _ => WeightType::Q6_Kx16,
+            };
+            w.current_view().ty == want
+        };
+        repacked(&m.output)
+            && m.layers.iter().all(|l| {
+                [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
+                    .into_iter()
+                    .all(repacked)
+            })
     };
     assert!(stored.layers[0].wv.ty == WeightType::Q6_K && stored.output.ty == WeightType::Q6_K);
     // This random model's logits move by up to this much when an activation crosses a Q8_K

@@ -38,6 +38,7 @@ fn parse_type(s: &str) -> WeightType {
         "q4_0" => WeightType::Q4_0,
         "q4_0x16" => WeightType::Q4_0x16,
         "q4_kx16" => WeightType::Q4_Kx16,
+        "q6_kx16" => WeightType::Q6_Kx16,
         "q2_k" => WeightType::Q2_K,
         "q3_k" => WeightType::Q3_K,
         "q4_k" => WeightType::Q4_K,
@@ -114,11 +115,11 @@ fn matrix(rng: &mut Rng, ty: WeightType, rows: usize, cols: usize) -> Vec<u8> {
                 });
             }
         }
-        WeightType::Q4_0x16 | WeightType::Q4_Kx16 => {
-            let from = if ty == WeightType::Q4_0x16 {
-                WeightType::Q4_0
-            } else {
-                WeightType::Q4_K
+        WeightType::Q4_0x16 | WeightType::Q4_Kx16 | WeightType::Q6_Kx16 => {
+            let from = match ty {
+                WeightType::Q4_0x16 => WeightType::Q4_0,
+                WeightType::Q4_Kx16 => WeightType::Q4_K,
+                _ => WeightType::Q6_K,
             };
             let stored = matrix(rng, from, rows, cols);
             let w = WeightView {

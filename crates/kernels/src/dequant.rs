@@ -38,6 +38,9 @@ pub enum WeightType {
     /// Super-blocks of 256 (176 bytes): as Q4_K with a 32-byte fifth-bit plane before the
     /// 4-bit values.
     Q5_K,
+    /// Q6_K matrices repacked for the decode kernel, as [`WeightType::Q4_Kx16`] (3360 bytes per
+    /// super-block of 16 rows).
+    Q6_Kx16,
     /// Super-blocks of 256 (210 bytes): 128 bytes of low 4 bits, 64 bytes of high 2 bits, 16
     /// i8 scales, f16 `d`; value = d·sc·(q − 32) per sub-block of 16.
     Q6_K,
@@ -54,7 +57,8 @@ impl WeightType {
             | WeightType::Q4_K
             | WeightType::Q4_Kx16
             | WeightType::Q5_K
-            | WeightType::Q6_K => kquants::QK_K,
+            | WeightType::Q6_K
+            | WeightType::Q6_Kx16 => kquants::QK_K,
         }
     }
     /// Bytes per block.
@@ -68,7 +72,7 @@ impl WeightType {
             WeightType::Q3_K => 110,
             WeightType::Q4_K | WeightType::Q4_Kx16 => 144,
             WeightType::Q5_K => 176,
-            WeightType::Q6_K => 210,
+            WeightType::Q6_K | WeightType::Q6_Kx16 => 210,
         }
     }
     /// Whether this is one of the K-quant super-block types (dot products against Q8_K
@@ -82,6 +86,11 @@ impl WeightType {
                 | WeightType::Q5_K
                 | WeightType::Q6_K
         )
+    }
+    /// Whether rows of this type lie sixteen side by side instead of one after another
+    /// ([`WeightType::Q4_Kx16`], [`WeightType::Q6_Kx16`]).
+    pub fn is_grouped(self) -> bool {
+        matches!(self, WeightType::Q4_Kx16 | WeightType::Q6_Kx16)
     }
     /// Bytes of a row of `n` values (`n` a multiple of the block size).
     pub fn row_bytes(self, n: usize) -> usize {
@@ -143,7 +152,7 @@ pub fn dequantize(ty: WeightType, src: &[u8], dst: &mut [f32]) {
         WeightType::Q3_K => kquants::dequantize_q3_k(src, dst),
         WeightType::Q4_K => kquants::dequantize_q4_k(src, dst),
         // `src` one group of 16 rows, `dst` its rows one after another.
-        WeightType::Q4_Kx16 => kquants::x16::dequantize_group(src, dst),
+        WeightType::Q4_Kx16 | WeightType::Q6_Kx16 => kquants::x16::dequantize_group(ty, src, dst),
         WeightType::Q5_K => kquants::dequantize_q5_k(src, dst),
         WeightType::Q6_K => kquants::dequantize_q6_k(src, dst),
     }

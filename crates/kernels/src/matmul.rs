@@ -8,8 +8,9 @@
 //!   `act_q8.rs`); results differ from `f32` activations by that rounding. Q4_0 repacked at
 //!   load ([`crate::repack`], `q4x16.rs`) takes the same drivers with a row kernel of its own.
 //! - Q2_K..Q6_K weights meet activations quantized to Q8_K super-blocks (`matmul_kquant.rs`,
-//!   `kquants/`); Q4_K repacked at load ([`WeightType::Q4_Kx16`], sixteen rows side by side)
-//!   takes the same driver with a row kernel of its own.
+//!   `kquants/`); Q4_K and Q6_K repacked at load ([`WeightType::Q4_Kx16`],
+//!   [`WeightType::Q6_Kx16`]: sixteen rows side by side) take the same driver with row
+//!   kernels of their own.
 //! - Any other weight type takes the plain path, [`crate::matmul_reference`].
 //!
 //! Two ways through a matrix, [`MatmulPath`]:
@@ -33,8 +34,8 @@
 //!   operations in the same order as the full tiles (one accumulator per pair, the same blocks
 //!   of columns, the same final reduction).
 //!
-//! Across paths: stored K-quants (every level; repacked Q4_K agrees with them within rounding
-//! by rows and bitwise by tiles), repacked Q4_0 ([`WeightType::Q4_0x16`]) at the AVX-512
+//! Across paths: stored K-quants (every level; repacked Q4_K / Q6_K agree with them within
+//! rounding by rows and bitwise by tiles), repacked Q4_0 ([`WeightType::Q4_0x16`]) at the AVX-512
 //! level and the scalar level of every type give bitwise the same results on both paths
 //! ([`MatmulPath::interchangeable`]). The SIMD float and Q8_0 / Q4_0 row
 //! kernels sum in another order than their tile kernels (several accumulators per row, and for
@@ -83,10 +84,11 @@ impl<'a> WeightView<'a> {
     }
     /// Row `r` decoded into `out` (`n_cols` values).
     pub fn row_f32(&self, r: usize, out: &mut [f32]) {
-        if self.ty == WeightType::Q4_Kx16 {
-            let mut stored = vec![0u8; WeightType::Q4_K.row_bytes(self.n_cols)];
+        if self.ty.is_grouped() {
+            let from = crate::kquants::x16::stored_type(self.ty);
+            let mut stored = vec![0u8; from.row_bytes(self.n_cols)];
             crate::kquants::x16::stored_row(self, r, &mut stored);
-            return dequantize(WeightType::Q4_K, &stored, out);
+            return dequantize(from, &stored, out);
         }
         dequantize(self.ty, self.row(r), out);
     }
@@ -190,7 +192,10 @@ pub fn matmul_path_with(
         | WeightType::Q4_K
         | WeightType::Q4_Kx16
         | WeightType::Q5_K
-        | WeightType::Q6_K => crate::matmul_kquant::matmul_kquant(level, path, w, x, n_tokens, out),
+        | WeightType::Q6_K
+        | WeightType::Q6_Kx16 => {
+            crate::matmul_kquant::matmul_kquant(level, path, w, x, n_tokens, out)
+        }
         _ => matmul_reference(w, x, n_tokens, out),
     }
 }
@@ -206,8 +211,9 @@ fn check_shapes(w: &WeightView, x: &[f32], n_tokens: usize, out: &[f32]) {
         w.n_cols
     );
     assert!(
-        w.ty != WeightType::Q4_Kx16 || w.n_rows.is_multiple_of(crate::kquants::X16_ROWS),
-        "Q4_Kx16 matrices hold whole groups of rows"
+        !w.ty.is_grouped() || w.n_rows.is_multiple_of(crate::kquants::X16_ROWS),
+        "{:?} matrices hold whole groups of rows",
+        w.ty
     );
     assert_eq!(
         x.len(),
@@ -294,7 +300,8 @@ pub fn matmul_many_with<'a>(
             | WeightType::Q4_K
             | WeightType::Q4_Kx16
             | WeightType::Q5_K
-            | WeightType::Q6_K => {
+            | WeightType::Q6_K
+            | WeightType::Q6_Kx16 => {
                 let acts = kquant_acts
                     .get_or_insert_with(|| Arc::new(quantize_acts(x, n_tokens, w.n_cols)))
                     .clone();

@@ -10,8 +10,9 @@
 //! `kquants::dot_unpacked_tokens` are twins), so the paths agree bitwise, and no result depends
 //! on which tokens share its group. The scalar level runs ggml's scalar dot products on both.
 //!
-//! Repacked Q4_K ([`WeightType::Q4_Kx16`]): by rows, a group of 16 rows at a time against each
-//! token (`kquants/avx512_x16.rs`, twin `kquants::x16::dot_group_scalar` at the other levels);
+//! Repacked Q4_K and Q6_K ([`WeightType::Q4_Kx16`], [`WeightType::Q6_Kx16`]): by rows, a group
+//! of 16 rows at a time against each token (`kquants/avx512_x16.rs`, twin
+//! `kquants::x16::dot_group_scalar` at the other levels);
 //! by tiles, each row turned back into its stored blocks before it is unpacked, so the tiles
 //! give the stored matrix's results bit for bit.
 
@@ -52,9 +53,9 @@ pub(crate) fn matmul_kquant(
     }
     let (acts, chunk, group) = (&job.acts, job.chunk, group_tokens(level));
     // Repacked rows are unpacked as the stored rows they came from.
-    let (ty, repacked) = match w.ty {
-        WeightType::Q4_Kx16 => (WeightType::Q4_K, true),
-        ty => (ty, false),
+    let (ty, repacked) = match w.ty.is_grouped() {
+        true => (x16::stored_type(w.ty), true),
+        false => (w.ty, false),
     };
     let act = |t: usize| &acts[t * nb..(t + 1) * nb];
     let block = std::mem::size_of::<Unpacked>();
@@ -126,7 +127,7 @@ impl<'a> KquantRows<'a> {
     ) -> Self {
         let work_per_row = w.ty.row_bytes(w.n_cols) * n_tokens;
         let mut chunk = rows_task_rows(w.n_rows, work_per_row);
-        if w.ty == WeightType::Q4_Kx16 {
+        if w.ty.is_grouped() {
             chunk = chunk.next_multiple_of(x16::ROWS);
         }
         KquantRows {
@@ -149,7 +150,7 @@ impl RowsJob for KquantRows<'_> {
     fn run(&self, mut oc: OutCols<'_>) {
         let nb = self.w.n_cols / QK_K;
         let act = |t: usize| &self.acts[t * nb..(t + 1) * nb];
-        if self.w.ty == WeightType::Q4_Kx16 {
+        if self.w.ty.is_grouped() {
             return self.run_groups(oc);
         }
         let group = group_tokens(self.level);
@@ -164,11 +165,11 @@ impl RowsJob for KquantRows<'_> {
 }
 
 impl KquantRows<'_> {
-    /// [`RowsJob::run`] for [`WeightType::Q4_Kx16`]: whole groups of 16 rows (chunks are
+    /// [`RowsJob::run`] for the repacked types: whole groups of 16 rows (chunks are
     /// multiples of 16), each against one token at a time.
     fn run_groups(&self, mut oc: OutCols<'_>) {
         let nb = self.w.n_cols / QK_K;
-        let group_bytes = nb * x16::GROUP_BLOCK;
+        let group_bytes = nb * x16::group_block(self.w.ty);
         let rows = oc.rows();
         for g in (rows.start..rows.end).step_by(x16::ROWS) {
             let group = &self.w.bytes[g / x16::ROWS * group_bytes..][..group_bytes];
@@ -176,8 +177,10 @@ impl KquantRows<'_> {
                 let act = &self.acts[t * nb..(t + 1) * nb];
                 let v = match self.level {
                     #[cfg(target_arch = "x86_64")]
-                    Level::Avx512(k) => crate::kquants::avx512_x16::dot_group(k, group, act),
-                    _ => x16::dot_group_scalar(group, act),
+                    Level::Avx512(k) => {
+                        crate::kquants::avx512_x16::dot_group(k, self.w.ty, group, act)
+                    }
+                    _ => x16::dot_group_scalar(self.w.ty, group, act),
                 };
                 let at = g - rows.start;
                 oc.token(t)[at..at + x16::ROWS].copy_from_slice(&v);

@@ -41,8 +41,9 @@ pub fn can_quantize(ty: WeightType) -> bool {
 /// multiple of the block size).
 ///
 /// # Panics
-/// On a length mismatch, or for [`WeightType::Q4_Kx16`], whose rows are not made one at a time
-/// (quantize to Q4_K, then [`crate::repack`] the matrix). Every other type is supported
+/// On a length mismatch, or for [`WeightType::Q4_Kx16`] and [`WeightType::Q6_Kx16`], whose
+/// rows are not made one at a time (quantize to Q4_K / Q6_K, then [`crate::repack`] the
+/// matrix). Every other type is supported
 /// ([`QUANTIZE_TYPES`] and [`K_QUANTIZE_TYPES`] list the ones files take).
 pub fn quantize_into(ty: WeightType, src: &[f32], dst: &mut [u8]) {
     assert_eq!(
@@ -86,7 +87,9 @@ pub fn quantize_into(ty: WeightType, src: &[f32], dst: &mut [u8]) {
         WeightType::Q2_K => kquants::quantize_row_q2_k(src, dst),
         WeightType::Q3_K => kquants::quantize_row_q3_k(src, dst),
         WeightType::Q4_K => kquants::quantize_row_q4_k(src, dst),
-        WeightType::Q4_Kx16 => panic!("Q4_Kx16 is made from whole Q4_K matrices (repack)"),
+        WeightType::Q4_Kx16 | WeightType::Q6_Kx16 => {
+            panic!("{ty:?} is made from whole matrices of its stored type (repack)")
+        }
         WeightType::Q5_K => kquants::quantize_row_q5_k(src, dst),
         WeightType::Q6_K => kquants::quantize_row_q6_k(src, dst),
     }

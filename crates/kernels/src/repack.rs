@@ -3,8 +3,9 @@
 //!
 //! - Q4_0 becomes [`WeightType::Q4_0x16`] (`q4x16.rs`): rows stay rows, each a run of groups
 //!   of 16 blocks with their scales first.
-//! - Q4_K becomes [`WeightType::Q4_Kx16`] (`kquants/x16.rs`): rows go sixteen side by side,
-//!   one per 32-bit lane; matrices whose row count is not a multiple of 16 keep their layout.
+//! - Q4_K and Q6_K become [`WeightType::Q4_Kx16`] and [`WeightType::Q6_Kx16`]
+//!   (`kquants/x16.rs`): rows go sixteen side by side, one per 32-bit lane; matrices whose row
+//!   count is not a multiple of 16 keep their layout.
 //!
 //! Both only where the AVX-512 VNNI kernels run (the AVX2 level has no kernels of its own for
 //! them), and both give prefill (the tile path) bitwise the stored results.
@@ -21,6 +22,9 @@ pub fn repacked_type(ty: WeightType, n_rows: usize) -> Option<WeightType> {
         WeightType::Q4_0 => Some(WeightType::Q4_0x16),
         WeightType::Q4_K if n_rows.is_multiple_of(crate::kquants::X16_ROWS) => {
             Some(WeightType::Q4_Kx16)
+        }
+        WeightType::Q6_K if n_rows.is_multiple_of(crate::kquants::X16_ROWS) => {
+            Some(WeightType::Q6_Kx16)
         }
         _ => None,
     }
@@ -46,7 +50,8 @@ pub fn repack(w: &WeightView) -> Vec<u8> {
 pub fn repack_into(w: &WeightView, out: &mut [u8]) {
     match w.ty {
         WeightType::Q4_0 => crate::q4x16::repack_into(w, out),
-        WeightType::Q4_K => crate::kquants::x16::repack_into(w, out),
+        WeightType::Q4_K => crate::kquants::x16::repack_into(w, WeightType::Q4_Kx16, out),
+        WeightType::Q6_K => crate::kquants::x16::repack_into(w, WeightType::Q6_Kx16, out),
         ty => panic!("{ty:?} has no repacked layout"),
     }
 }
@@ -56,6 +61,7 @@ fn repacked_row_bytes(w: &WeightView) -> usize {
     match w.ty {
         WeightType::Q4_0 => WeightType::Q4_0x16.row_bytes(w.n_cols),
         WeightType::Q4_K => WeightType::Q4_Kx16.row_bytes(w.n_cols),
+        WeightType::Q6_K => WeightType::Q6_Kx16.row_bytes(w.n_cols),
         ty => panic!("{ty:?} has no repacked layout"),
     }
 }

@@ -8,7 +8,7 @@
 use half::{bf16, f16};
 use kernels::{matmul_path_with, Isa, MatmulPath, WeightType, WeightView};
 
-const TYPES: [WeightType; 12] = [
+const TYPES: [WeightType; 13] = [
     WeightType::F32,
     WeightType::F16,
     WeightType::BF16,
@@ -21,6 +21,7 @@ const TYPES: [WeightType; 12] = [
     WeightType::Q4_Kx16,
     WeightType::Q5_K,
     WeightType::Q6_K,
+    WeightType::Q6_Kx16,
 ];
 
 const PATHS: [MatmulPath; 2] = [MatmulPath::Rows, MatmulPath::Tiles];
@@ -59,7 +60,7 @@ fn n_cols(ty: WeightType) -> usize {
 
 /// `n` rows, or the next whole number of groups for a type whose rows go in groups of 16.
 fn rows_of(ty: WeightType, n: usize) -> usize {
-    if ty == WeightType::Q4_Kx16 {
+    if ty.is_grouped() {
         n.next_multiple_of(16)
     } else {
         n
@@ -91,11 +92,11 @@ fn matrix(rng: &mut Rng, ty: WeightType, n_rows: usize, n_cols: usize) -> Vec<u8
             .flat_map(|_| bf16::from_f32(rng.f32()).to_le_bytes())
             .collect(),
         // Repacked from a random stored matrix, as a model does at load.
-        WeightType::Q4_0x16 | WeightType::Q4_Kx16 => {
-            let from = if ty == WeightType::Q4_0x16 {
-                WeightType::Q4_0
-            } else {
-                WeightType::Q4_K
+        WeightType::Q4_0x16 | WeightType::Q4_Kx16 | WeightType::Q6_Kx16 => {
+            let from = match ty {
+                WeightType::Q4_0x16 => WeightType::Q4_0,
+                WeightType::Q4_Kx16 => WeightType::Q4_K,
+                _ => WeightType::Q6_K,
             };
             let stored = matrix(rng, from, n_rows, n_cols);
             kernels::repack(&WeightView {
@@ -274,7 +275,7 @@ fn products_sharing_a_section_equal_each_alone() {
     let sets: [[WeightType; 3]; 5] = [
         [WeightType::Q4_0, WeightType::Q4_0, WeightType::Q8_0],
         [WeightType::Q4_K, WeightType::Q4_K, WeightType::Q6_K],
-        [WeightType::Q4_Kx16, WeightType::Q4_K, WeightType::Q6_K],
+        [WeightType::Q4_Kx16, WeightType::Q4_K, WeightType::Q6_Kx16],
         [WeightType::F16, WeightType::BF16, WeightType::F32],
         [WeightType::Q8_0, WeightType::Q5_K, WeightType::F16],
     ];
@@ -322,7 +323,7 @@ fn products_sharing_a_section_equal_each_alone() {
 }
 
 /// Repacking (`kernels::repack`) changes no tile result at any level (Q4_0: the panels are
-/// the same bytes; Q4_K: rows are turned back into their stored blocks), nor for Q4_0 any
+/// the same bytes; K-quants: rows are turned back into their stored blocks), nor for Q4_0 any
 /// result at the scalar level (blocks summed in the same order).
 #[test]
 fn repacked_matrices_give_the_stored_results() {
@@ -331,6 +332,7 @@ fn repacked_matrices_give_the_stored_results() {
     let cases = [
         (WeightType::Q4_0, WeightType::Q4_0x16, 37, 23 * 32),
         (WeightType::Q4_K, WeightType::Q4_Kx16, 48, 5 * 256),
+        (WeightType::Q6_K, WeightType::Q6_Kx16, 32, 3 * 256),
     ];
     for (ty, repacked, n_rows, k) in cases {
         let stored = matrix(&mut rng, ty, n_rows, k);

@@ -1,26 +1,45 @@
-//! AVX-512 VNNI decode kernel for repacked Q4_K matrices (`x16.rs`): one group of 16 rows
-//! against one token's Q8_K blocks, a row in each 32-bit lane; twin
+//! AVX-512 VNNI decode kernels for repacked Q4_K and Q6_K matrices (`x16.rs`): one group of 16
+//! rows against one token's Q8_K blocks, a row in each 32-bit lane; twin
 //! [`super::x16::dot_block_scalar`], bitwise.
 //!
-//! Per super-block of 16 rows: the packed scales unpacked with ggml's word trick on 16 rows
+//! Q4_K, per super-block of 16 rows: the packed scales unpacked with ggml's word trick on 16 rows
 //! at once (nine instructions); per sub-block four 64-byte loads, each split into low nibbles
 //! and high nibbles kept 16 times too large (two ANDs), eight `vpdpbusd` against activation
 //! words broadcast from memory, the high sum shifted back (exact: it is a multiple of 16), one
 //! `vpmulld` by the sub-block's scales; four `vpdpwssd` for the mins; two FMAs in `f32`.
+//!
+//! Q6_K, per 16 values of 16 rows: three 64-byte loads (two of low nibbles, one of high bit
+//! pairs) put together into four vectors of 6-bit values (a shift, an AND and a ternary-logic
+//! OR each), four `vpdpbusd`, the offset's `32·Σa` subtracted, one `vpmulld` by the scales.
 
 use std::arch::x86_64::*;
 
-use super::x16::{D, DMIN, GROUP_BLOCK, QS, ROWS, SCALES};
+use super::x16::q4::{D, DMIN, GROUP_BLOCK, QS, SCALES};
+use super::x16::{q6, ROWS};
 use super::BlockQ8K;
 use crate::avx2_dot::PREFETCH_BYTES;
 use crate::cpu::Avx512;
+use crate::WeightType;
 
-/// One group (`act.len()` super-blocks of 16 rows, back to back in `group`) · one token.
-pub(crate) fn dot_group(_: Avx512, group: &[u8], act: &[BlockQ8K]) -> [f32; ROWS] {
-    assert!(group.len() >= act.len() * GROUP_BLOCK);
+/// One group of repacked `ty` (`act.len()` super-blocks of 16 rows, back to back in `group`)
+/// · one token.
+pub(crate) fn dot_group(_: Avx512, ty: WeightType, group: &[u8], act: &[BlockQ8K]) -> [f32; ROWS] {
     let mut out = [0f32; ROWS];
-    // SAFETY: the token proves the features; every block read is inside `group` (above).
-    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), dot_group_avx512(group.as_ptr(), act)) };
+    // SAFETY: the token proves the features; every block read is inside `group` (checked).
+    unsafe {
+        let acc = match ty {
+            WeightType::Q4_Kx16 => {
+                assert!(group.len() >= act.len() * GROUP_BLOCK);
+                dot_group_avx512(group.as_ptr(), act)
+            }
+            WeightType::Q6_Kx16 => {
+                assert!(group.len() >= act.len() * q6::GROUP_BLOCK);
+                dot_group_q6_avx512(group.as_ptr(), act)
+            }
+            _ => panic!("{ty:?} is not a repacked K-quant type"),
+        };
+        _mm512_storeu_ps(out.as_mut_ptr(), acc);
+    }
     out
 }
 
@@ -157,4 +176,75 @@ unsafe fn block_step(c: &Consts, gb: *const u8, y: &BlockQ8K, mut acc: __m512) -
         acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(dmin, dy), acc);
     }
     acc
+}
+
+/// # Safety
+/// The features available; `group` holds `act.len()` Q6_K group blocks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn dot_group_q6_avx512(group: *const u8, act: &[BlockQ8K]) -> __m512 {
+    let low = _mm512_set1_epi8(0x0f);
+    let m30 = _mm512_set1_epi8(0x30);
+    let mut acc = _mm512_setzero_ps();
+    for (b, y) in act.iter().enumerate() {
+        // SAFETY (loads): block b < act.len() is inside `group` (the caller's); activation
+        // reads stay inside `y.qs`; prefetches are hints, never dereferenced.
+        unsafe {
+            let gb = group.add(b * q6::GROUP_BLOCK);
+            let ahead = gb.wrapping_add(PREFETCH_BYTES) as *const i8;
+            for line in 0..q6::QS / 64 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+            }
+            let a = y.qs.as_ptr();
+            let mut s = _mm512_setzero_si512();
+            for g in 0..16 {
+                let at = q6::QS + 192 * g;
+                for v in 0..3 {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(at + 64 * v));
+                }
+                let n0 = _mm512_loadu_si512(gb.add(at) as *const _);
+                let n1 = _mm512_loadu_si512(gb.add(at + 64) as *const _);
+                let h = _mm512_loadu_si512(gb.add(at + 128) as *const _);
+                let u = [
+                    join6(n0, _mm512_slli_epi16::<4>(h), low, m30),
+                    join6(
+                        _mm512_srli_epi16::<4>(n0),
+                        _mm512_slli_epi16::<2>(h),
+                        low,
+                        m30,
+                    ),
+                    join6(n1, h, low, m30),
+                    join6(
+                        _mm512_srli_epi16::<4>(n1),
+                        _mm512_srli_epi16::<2>(h),
+                        low,
+                        m30,
+                    ),
+                ];
+                let mut dot = _mm512_set1_epi32(-32 * y.bsums[g] as i32);
+                for (step, &u) in u.iter().enumerate() {
+                    dot = _mm512_dpbusd_epi32(dot, u, word(a.add(16 * g + 4 * step)));
+                }
+                let sc =
+                    _mm512_cvtepi8_epi32(_mm_loadu_si128(gb.add(q6::SCALES + 16 * g) as *const _));
+                s = _mm512_add_epi32(s, _mm512_mullo_epi32(dot, sc));
+            }
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(q6::D) as *const _));
+            acc = _mm512_fmadd_ps(
+                _mm512_cvtepi32_ps(s),
+                _mm512_mul_ps(d, _mm512_set1_ps(y.d)),
+                acc,
+            );
+        }
+    }
+    acc
+}
+
+/// 6-bit values: bits 0..4 from the low nibbles of `n`, bits 4..6 from bits 4, 5 of `hi`.
+///
+/// # Safety
+/// Called only from functions with AVX-512 F enabled.
+#[inline(always)]
+unsafe fn join6(n: __m512i, hi: __m512i, low: __m512i, m30: __m512i) -> __m512i {
+    // SAFETY: register-only intrinsics; the caller has the features.
+    unsafe { _mm512_ternarylogic_epi32::<0xEA>(n, low, _mm512_and_si512(hi, m30)) }
 }

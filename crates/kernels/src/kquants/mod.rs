@@ -32,7 +32,7 @@ mod quantize;
 mod unpack;
 pub(crate) mod x16;
 
-/// Rows of a group of the repacked Q4_K layout ([`WeightType::Q4_Kx16`]).
+/// Rows of a group of the repacked K-quant layouts ([`WeightType::Q4_Kx16`], [`WeightType::Q6_Kx16`]).
 pub(crate) const X16_ROWS: usize = x16::ROWS;
 
 pub(crate) use unpack::Unpacked;
@@ -345,7 +345,7 @@ fn scalar_dot(ty: WeightType, row: &[u8], act: &[BlockQ8K]) -> f32 {
 /// With mismatched lengths only the common prefix of super-blocks is used. For a type that is
 /// not a K-quant the row and the activations are dequantized and dotted in `f32` (correct, not
 /// fast: callers should use their own path for those types), and a row of the wrong length
-/// gives NaN, as does [`WeightType::Q4_Kx16`] (whose rows are not contiguous).
+/// gives NaN, as do the repacked K-quant types (whose rows are not contiguous).
 pub fn kquant_matvec_row(ty: WeightType, row: &[u8], act: &[BlockQ8K]) -> f32 {
     kquant_matvec_row_with(kquant_path(), ty, row, act)
 }
@@ -383,8 +383,8 @@ pub fn kquant_matvec_row_with(
             dequantize_q8_k(act, &mut a);
             crate::dot(&w, &a)
         }
-        // Its rows lie sixteen side by side: no byte run is one row.
-        WeightType::Q4_Kx16 => f32::NAN,
+        // Their rows lie sixteen side by side: no byte run is one row.
+        WeightType::Q4_Kx16 | WeightType::Q6_Kx16 => f32::NAN,
     }
 }
 

@@ -419,89 +419,106 @@ fn zero_rows_give_zero() {
     }
 }
 
-/// A random Q4_K matrix of `n_rows` rows of `nb` blocks (every third block all 0xFF but for
-/// its scales: the largest values and scales) and the same matrix repacked (`x16.rs`).
-fn x16_matrix(n_rows: usize, nb: usize, rng: &mut Rng) -> (Vec<u8>, Vec<u8>) {
-    let mut stored = random_row(WeightType::Q4_K, n_rows * nb, rng);
-    for blk in stored.chunks_exact_mut(q4_k::BYTES).step_by(3) {
-        blk[q4_k::SCALES..].fill(0xff);
+/// A random matrix of repacked `ty`'s stored type, `n_rows` rows of `nb` blocks (every third
+/// block all 0xFF but for its f16 scales: the largest values and scales), and the same matrix
+/// repacked as `ty` (`x16.rs`).
+fn x16_matrix(ty: WeightType, n_rows: usize, nb: usize, rng: &mut Rng) -> (Vec<u8>, Vec<u8>) {
+    let from = x16::stored_type(ty);
+    let mut stored = random_row(from, n_rows * nb, rng);
+    let d_at = *f16_fields(from).first().unwrap();
+    for blk in stored.chunks_exact_mut(from.block_bytes()).step_by(3) {
+        let d = [blk[d_at], blk[d_at + 1]];
+        blk.fill(0xff);
+        for &at in f16_fields(from) {
+            blk[at..at + 2].copy_from_slice(&d);
+        }
     }
     let w = crate::WeightView {
-        ty: WeightType::Q4_K,
+        ty: from,
         n_rows,
         n_cols: nb * QK_K,
         bytes: &stored,
     };
+    assert_eq!(crate::repacked_type(from, n_rows).map_or(ty, |t| t), ty);
     let x16 = crate::repack(&w);
     (stored, x16)
 }
 
+const X16_TYPES: [WeightType; 2] = [WeightType::Q4_Kx16, WeightType::Q6_Kx16];
+
 #[test]
-fn repacked_q4_k_holds_the_stored_rows() {
+fn repacked_k_quants_hold_the_stored_rows() {
     let mut rng = Rng(0x6a09e667f3bcc908);
-    for (n_rows, nb) in [(16, 1), (32, 3), (48, 8)] {
-        let (stored, x16) = x16_matrix(n_rows, nb, &mut rng);
-        assert_eq!(x16.len(), stored.len());
-        let n_cols = nb * QK_K;
-        let w = crate::WeightView {
-            ty: WeightType::Q4_Kx16,
-            n_rows,
-            n_cols,
-            bytes: &x16,
-        };
-        let row_bytes = nb * q4_k::BYTES;
-        let mut back = vec![0u8; row_bytes];
-        let mut all = vec![0f32; n_rows * n_cols];
-        for (src, dst) in x16
-            .chunks_exact(16 * row_bytes)
-            .zip(all.chunks_exact_mut(16 * n_cols))
-        {
-            dequantize(WeightType::Q4_Kx16, src, dst);
-        }
-        for r in 0..n_rows {
-            let want = &stored[r * row_bytes..(r + 1) * row_bytes];
-            x16::stored_row(&w, r, &mut back);
-            assert_eq!(back, want, "rows={n_rows} nb={nb} row {r}");
-            let (mut a, mut b) = (vec![0f32; n_cols], vec![1f32; n_cols]);
-            dequantize(WeightType::Q4_K, want, &mut a);
-            w.row_f32(r, &mut b);
-            assert_eq!(a, b, "row_f32 row {r}");
-            assert_eq!(&all[r * n_cols..(r + 1) * n_cols], &a[..], "groups row {r}");
+    for ty in X16_TYPES {
+        let from = x16::stored_type(ty);
+        for (n_rows, nb) in [(16, 1), (32, 3), (48, 8)] {
+            let (stored, x16) = x16_matrix(ty, n_rows, nb, &mut rng);
+            assert_eq!(x16.len(), stored.len());
+            let n_cols = nb * QK_K;
+            let w = crate::WeightView {
+                ty,
+                n_rows,
+                n_cols,
+                bytes: &x16,
+            };
+            let row_bytes = from.row_bytes(n_cols);
+            let mut back = vec![0u8; row_bytes];
+            let mut all = vec![0f32; n_rows * n_cols];
+            for (src, dst) in x16
+                .chunks_exact(16 * row_bytes)
+                .zip(all.chunks_exact_mut(16 * n_cols))
+            {
+                dequantize(ty, src, dst);
+            }
+            for r in 0..n_rows {
+                let want = &stored[r * row_bytes..(r + 1) * row_bytes];
+                x16::stored_row(&w, r, &mut back);
+                assert_eq!(back, want, "{ty:?} rows={n_rows} nb={nb} row {r}");
+                let (mut a, mut b) = (vec![0f32; n_cols], vec![1f32; n_cols]);
+                dequantize(from, want, &mut a);
+                w.row_f32(r, &mut b);
+                assert_eq!(a, b, "{ty:?} row_f32 row {r}");
+                assert_eq!(
+                    &all[r * n_cols..(r + 1) * n_cols],
+                    &a[..],
+                    "{ty:?} groups row {r}"
+                );
+            }
         }
     }
 }
 
 #[test]
-fn repacked_q4_k_kernel_matches_its_twin() {
+fn repacked_k_quant_kernels_match_their_twin() {
     let mut rng = Rng(0xbb67ae8584caa73b);
-    for nb in [1, 2, 8, 22] {
-        let (stored, x16) = x16_matrix(32, nb, &mut rng);
-        let act: Vec<BlockQ8K> = (0..nb).map(|_| random_q8_k(&mut rng)).collect();
-        let row_bytes = nb * q4_k::BYTES;
-        for (g, group) in x16.chunks_exact(nb * x16::GROUP_BLOCK).enumerate() {
-            let twin = x16::dot_group_scalar(group, &act);
-            for (l, &v) in twin.iter().enumerate() {
-                let r = 16 * g + l;
-                let row = &stored[r * row_bytes..(r + 1) * row_bytes];
-                // The twin over the stored row, and the f64 reference within rounding.
-                let own = x16::dot_stored_row(row, &act);
-                assert_eq!(v.to_bits(), own.to_bits(), "nb={nb} row {r}");
-                let (want, mag) = reference(WeightType::Q4_K, row, &act);
-                assert!(
-                    (v as f64 - want).abs() <= DOT_REL_TOL * mag.max(1e-30),
-                    "nb={nb} row {r}: {v} vs {want}"
-                );
-            }
-            #[cfg(target_arch = "x86_64")]
-            for level in simd_levels() {
-                let Level::Avx512(k) = level else { continue };
-                let got = super::avx512_x16::dot_group(k, group, &act);
-                for l in 0..16 {
-                    assert_eq!(
-                        got[l].to_bits(),
-                        twin[l].to_bits(),
-                        "nb={nb} group {g} row {l}"
+    for ty in X16_TYPES {
+        let from = x16::stored_type(ty);
+        for nb in [1, 2, 8, 22] {
+            let (stored, x16) = x16_matrix(ty, 32, nb, &mut rng);
+            let act: Vec<BlockQ8K> = (0..nb).map(|_| random_q8_k(&mut rng)).collect();
+            let row_bytes = from.row_bytes(nb * QK_K);
+            for (g, group) in x16.chunks_exact(nb * x16::group_block(ty)).enumerate() {
+                let twin = x16::dot_group_scalar(ty, group, &act);
+                for (l, &v) in twin.iter().enumerate() {
+                    let r = 16 * g + l;
+                    let row = &stored[r * row_bytes..(r + 1) * row_bytes];
+                    // The twin over the stored row, and the f64 reference within rounding.
+                    let own = x16::dot_stored_row(ty, row, &act);
+                    assert_eq!(v.to_bits(), own.to_bits(), "{ty:?} nb={nb} row {r}");
+                    let (want, mag) = reference(from, row, &act);
+                    assert!(
+                        (v as f64 - want).abs() <= DOT_REL_TOL * mag.max(1e-30),
+                        "{ty:?} nb={nb} row {r}: {v} vs {want}"
                     );
+                }
+                #[cfg(target_arch = "x86_64")]
+                for level in simd_levels() {
+                    let Level::Avx512(k) = level else { continue };
+                    let got = super::avx512_x16::dot_group(k, ty, group, &act);
+                    for l in 0..16 {
+                        let what = format!("{ty:?} nb={nb} group {g} row {l}");
+                        assert_eq!(got[l].to_bits(), twin[l].to_bits(), "{what}");
+                    }
                 }
             }
         }

@@ -1,5 +1,5 @@
-//! [`WeightType::Q4_Kx16`]: Q4_K matrices repacked at load time for the decode kernel
-//! (`avx512_x16.rs` beside this file).
+//! [`WeightType::Q4_Kx16`] and [`WeightType::Q6_Kx16`]: Q4_K and Q6_K matrices repacked at
+//! load time for the decode kernels (`avx512_x16.rs` beside this file). Q4_K first:
 //!
 //! A stored Q4_K super-block changes scale every 32 values, and its low and high nibbles
 //! belong to different sub-blocks, so a row kernel over stored rows spends about 45 vector
@@ -26,112 +26,279 @@
 //! so the two layouts agree within rounding; the tile path (prefill) unpacks repacked rows
 //! back into stored blocks and gives the stored results bit for bit.
 //!
+//! Q6_K the same way ([`q6`]): 16 rows side by side, each super-block 3360 bytes (the 16
+//! stored blocks' bytes): the f16 `d`, the i8 scales of each 16 values for 16 rows, then per 16
+//! values two runs of 64 bytes of low nibbles and one of high bit pairs. Its `S` includes the
+//! offset (`Σ_j sc_j · (Σ u·a − 32·Σ a)`), and it has no `M`.
+//!
 //! Matrices whose row count is not a multiple of 16 keep their stored layout
 //! ([`crate::repacked_type`]).
 
-use super::layout::{f16_at, q4_k, scales_mins_k4};
+use super::layout::{f16_at, q4_k, q6_k, scales_mins_k4};
 use super::{BlockQ8K, QK_K};
 use crate::{WeightType, WeightView};
 
 /// Rows per group.
 pub(crate) const ROWS: usize = 16;
-/// Bytes of one super-block of a group's 16 rows.
-pub(crate) const GROUP_BLOCK: usize = ROWS * q4_k::BYTES;
-/// Where the rows' f16 `d` start in a group block.
-pub(crate) const D: usize = 0;
-/// Where the rows' f16 `dmin` start.
-pub(crate) const DMIN: usize = 2 * ROWS;
-/// Where the rows' packed scale words start (three runs of 16 words).
-pub(crate) const SCALES: usize = 4 * ROWS;
-/// Where the nibbles start (32 runs of 64 bytes).
-pub(crate) const QS: usize = SCALES + 12 * ROWS;
 
-/// Value `i` (0..32) of sub-block `j` (0..8) of the stored block `x`.
-#[inline]
-fn stored_value(x: &[u8], j: usize, i: usize) -> u8 {
-    (x[q4_k::QS + 32 * (j / 2) + i] >> (4 * (j % 2))) & 0xF
+/// The stored type of repacked `ty`.
+pub(crate) fn stored_type(ty: WeightType) -> WeightType {
+    match ty {
+        WeightType::Q4_Kx16 => WeightType::Q4_K,
+        WeightType::Q6_Kx16 => WeightType::Q6_K,
+        _ => panic!("{ty:?} is not a repacked K-quant type"),
+    }
 }
 
-/// Repacks the 16 stored blocks `block(l)` (rows `l` of a group, one super-block) into `out`.
-fn repack_block<'a>(block: impl Fn(usize) -> &'a [u8], out: &mut [u8]) {
-    assert_eq!(out.len(), GROUP_BLOCK);
-    for l in 0..ROWS {
-        let x = &block(l)[..q4_k::BYTES];
-        out[D + 2 * l..D + 2 * l + 2].copy_from_slice(&x[q4_k::D..q4_k::D + 2]);
-        out[DMIN + 2 * l..DMIN + 2 * l + 2].copy_from_slice(&x[q4_k::DMIN..q4_k::DMIN + 2]);
-        for w in 0..3 {
-            let at = SCALES + 64 * w + 4 * l;
-            out[at..at + 4].copy_from_slice(&x[q4_k::SCALES + 4 * w..q4_k::SCALES + 4 * w + 4]);
-        }
-        for j in 0..8 {
-            for q in 0..4 {
-                for k in 0..4 {
-                    let (lo, hi) = (
-                        stored_value(x, j, 4 * q + k),
-                        stored_value(x, j, 16 + 4 * q + k),
-                    );
-                    out[QS + 64 * (4 * j + q) + 4 * l + k] = lo | hi << 4;
+/// Bytes of one super-block of a group's 16 rows of repacked `ty`.
+pub(crate) fn group_block(ty: WeightType) -> usize {
+    ROWS * stored_type(ty).block_bytes()
+}
+
+/// The Q4_K layout (see the module documentation).
+pub(crate) mod q4 {
+    use super::*;
+
+    /// Bytes of one group block.
+    pub(crate) const GROUP_BLOCK: usize = ROWS * q4_k::BYTES;
+    /// Where the rows' f16 `d` start in a group block.
+    pub(crate) const D: usize = 0;
+    /// Where the rows' f16 `dmin` start.
+    pub(crate) const DMIN: usize = 2 * ROWS;
+    /// Where the rows' packed scale words start (three runs of 16 words).
+    pub(crate) const SCALES: usize = 4 * ROWS;
+    /// Where the nibbles start (32 runs of 64 bytes).
+    pub(crate) const QS: usize = SCALES + 12 * ROWS;
+
+    /// Value `i` (0..32) of sub-block `j` (0..8) of the stored block `x`.
+    #[inline]
+    fn stored_value(x: &[u8], j: usize, i: usize) -> u8 {
+        (x[q4_k::QS + 32 * (j / 2) + i] >> (4 * (j % 2))) & 0xF
+    }
+
+    /// Repacks the 16 stored blocks `block(l)` (row `l` of a group, one super-block) into
+    /// `out`.
+    pub(super) fn repack_block<'a>(block: impl Fn(usize) -> &'a [u8], out: &mut [u8]) {
+        assert_eq!(out.len(), GROUP_BLOCK);
+        for l in 0..ROWS {
+            let x = &block(l)[..q4_k::BYTES];
+            out[D + 2 * l..D + 2 * l + 2].copy_from_slice(&x[q4_k::D..q4_k::D + 2]);
+            out[DMIN + 2 * l..DMIN + 2 * l + 2].copy_from_slice(&x[q4_k::DMIN..q4_k::DMIN + 2]);
+            for w in 0..3 {
+                let at = SCALES + 64 * w + 4 * l;
+                let from = q4_k::SCALES + 4 * w;
+                out[at..at + 4].copy_from_slice(&x[from..from + 4]);
+            }
+            for j in 0..8 {
+                for q in 0..4 {
+                    for k in 0..4 {
+                        let lo = stored_value(x, j, 4 * q + k);
+                        let hi = stored_value(x, j, 16 + 4 * q + k);
+                        out[QS + 64 * (4 * j + q) + 4 * l + k] = lo | hi << 4;
+                    }
                 }
             }
         }
     }
-}
 
-/// Row `l`'s stored Q4_K block out of the group block `gb`: the inverse of [`repack_block`].
-pub(crate) fn stored_block(gb: &[u8], l: usize) -> [u8; q4_k::BYTES] {
-    assert!(gb.len() >= GROUP_BLOCK && l < ROWS);
-    let mut x = [0u8; q4_k::BYTES];
-    x[q4_k::D..q4_k::D + 2].copy_from_slice(&gb[D + 2 * l..D + 2 * l + 2]);
-    x[q4_k::DMIN..q4_k::DMIN + 2].copy_from_slice(&gb[DMIN + 2 * l..DMIN + 2 * l + 2]);
-    for w in 0..3 {
-        let at = SCALES + 64 * w + 4 * l;
-        x[q4_k::SCALES + 4 * w..q4_k::SCALES + 4 * w + 4].copy_from_slice(&gb[at..at + 4]);
-    }
-    let word = |j: usize, q: usize| {
-        let at = QS + 64 * (4 * j + q) + 4 * l;
-        u32::from_le_bytes([gb[at], gb[at + 1], gb[at + 2], gb[at + 3]])
-    };
-    const LOW: u32 = 0x0f0f_0f0f;
-    // Stored byte 32c + i holds value i of sub-block 2c (low nibble) and of 2c + 1 (high).
-    for c in 0..4 {
-        for q in 0..4 {
-            let (even, odd) = (word(2 * c, q), word(2 * c + 1, q));
-            let first = (even & LOW) | (odd & LOW) << 4;
-            let second = (even >> 4 & LOW) | (odd >> 4 & LOW) << 4;
-            let at = q4_k::QS + 32 * c + 4 * q;
-            x[at..at + 4].copy_from_slice(&first.to_le_bytes());
-            x[at + 16..at + 20].copy_from_slice(&second.to_le_bytes());
+    /// Row `l`'s stored block out of the group block `gb` into `x`: the inverse of
+    /// [`repack_block`].
+    pub(super) fn stored_block(gb: &[u8], l: usize, x: &mut [u8]) {
+        assert!(gb.len() >= GROUP_BLOCK && l < ROWS && x.len() == q4_k::BYTES);
+        x[q4_k::D..q4_k::D + 2].copy_from_slice(&gb[D + 2 * l..D + 2 * l + 2]);
+        x[q4_k::DMIN..q4_k::DMIN + 2].copy_from_slice(&gb[DMIN + 2 * l..DMIN + 2 * l + 2]);
+        for w in 0..3 {
+            let at = SCALES + 64 * w + 4 * l;
+            x[q4_k::SCALES + 4 * w..q4_k::SCALES + 4 * w + 4].copy_from_slice(&gb[at..at + 4]);
+        }
+        let word = |j: usize, q: usize| word_at(gb, QS + 64 * (4 * j + q) + 4 * l);
+        // Stored byte 32c + i holds value i of sub-block 2c (low nibble) and of 2c + 1 (high).
+        for c in 0..4 {
+            for q in 0..4 {
+                let (even, odd) = (word(2 * c, q), word(2 * c + 1, q));
+                let first = (even & LOW) | (odd & LOW) << 4;
+                let second = (even >> 4 & LOW) | (odd >> 4 & LOW) << 4;
+                let at = q4_k::QS + 32 * c + 4 * q;
+                x[at..at + 4].copy_from_slice(&first.to_le_bytes());
+                x[at + 16..at + 20].copy_from_slice(&second.to_le_bytes());
+            }
         }
     }
-    x
-}
 
-/// Row `r` of a repacked matrix (`n_cols` values) as its stored Q4_K bytes, into `out`
-/// (`Q4_K.row_bytes(n_cols)` bytes).
-pub(crate) fn stored_row(w: &WeightView, r: usize, out: &mut [u8]) {
-    let nb = w.n_cols / QK_K;
-    assert!(w.ty == WeightType::Q4_Kx16 && r < w.n_rows && out.len() == nb * q4_k::BYTES);
-    let group = &w.bytes[(r / ROWS) * nb * GROUP_BLOCK..][..nb * GROUP_BLOCK];
-    for (b, x) in out.chunks_exact_mut(q4_k::BYTES).enumerate() {
-        x.copy_from_slice(&stored_block(&group[b * GROUP_BLOCK..], r % ROWS));
+    /// The exact `(S, M)` of row `l` of group block `gb` against `y`.
+    pub(super) fn block_ints(gb: &[u8], l: usize, y: &BlockQ8K) -> (i32, i32) {
+        let mut x = [0u8; q4_k::BYTES];
+        stored_block(gb, l, &mut x);
+        let (sc, mn) = scales_mins_k4(&x[q4_k::SCALES..q4_k::SCALES + 12]);
+        let (mut s, mut m) = (0i32, 0i32);
+        for j in 0..8 {
+            let dot: i32 = (0..32)
+                .map(|i| stored_value(&x, j, i) as i32 * y.qs[32 * j + i] as i32)
+                .sum();
+            s += sc[j] as i32 * dot;
+            let bsum = y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32;
+            m += mn[j] as i32 * bsum;
+        }
+        (s, m)
     }
 }
 
-/// The bytes of `w` (Q4_K, rows a multiple of 16) as a [`WeightType::Q4_Kx16`] matrix of the
-/// same shape and size, groups repacked in parallel, into `out`.
+/// The Q6_K layout: per group block of 16 rows,
+///
+/// - `D + 2·l`: row `l`'s f16 `d`;
+/// - `SCALES + 16·g + l`: row `l`'s i8 scale of values `16g..16g + 16`;
+/// - `QS + 192·g + 64·v + 4·l + k` (`v` in `0..3`, `k` in `0..4`), for values `16g..16g + 16`
+///   of row `l`: `v = 0` low nibble the low 4 bits of value `16g + k`, high nibble of
+///   `16g + 4 + k`; `v = 1` the same for `16g + 8 + k` and `16g + 12 + k`; `v = 2` bits
+///   `2s, 2s + 1` the high 2 bits of value `16g + 4s + k`.
+pub(crate) mod q6 {
+    use super::*;
+
+    /// Bytes of one group block.
+    pub(crate) const GROUP_BLOCK: usize = ROWS * q6_k::BYTES;
+    /// Where the rows' f16 `d` start.
+    pub(crate) const D: usize = 0;
+    /// Where the scales start (16 runs of 16 rows).
+    pub(crate) const SCALES: usize = 2 * ROWS;
+    /// Where the values start (16 runs of 192 bytes).
+    pub(crate) const QS: usize = SCALES + 16 * ROWS;
+
+    /// Where value `i` of a stored block keeps its low 4 bits (byte of `ql`, shift) and its
+    /// high 2 bits (byte of `qh`, shift).
+    #[inline]
+    fn places(i: usize) -> ((usize, u32), (usize, u32)) {
+        let (c, r) = (i / 128, i % 128);
+        let (quarter, j) = (r / 32, r % 32);
+        let ql = (
+            q6_k::QL + 64 * c + j + 32 * (quarter & 1),
+            4 * (quarter >> 1) as u32,
+        );
+        let qh = (q6_k::QH + 32 * c + j, 2 * quarter as u32);
+        (ql, qh)
+    }
+
+    /// Value `i` (0..256, 6 bits) of the stored block `x`.
+    #[inline]
+    fn stored_value(x: &[u8], i: usize) -> u8 {
+        let ((l, ls), (h, hs)) = places(i);
+        (x[l] >> ls & 0xF) | (x[h] >> hs & 3) << 4
+    }
+
+    /// Repacks the 16 stored blocks `block(l)` into `out`.
+    pub(super) fn repack_block<'a>(block: impl Fn(usize) -> &'a [u8], out: &mut [u8]) {
+        assert_eq!(out.len(), GROUP_BLOCK);
+        out[QS..].fill(0);
+        for l in 0..ROWS {
+            let x = &block(l)[..q6_k::BYTES];
+            out[D + 2 * l..D + 2 * l + 2].copy_from_slice(&x[q6_k::D..q6_k::D + 2]);
+            for g in 0..16 {
+                out[SCALES + 16 * g + l] = x[q6_k::SCALES + g];
+                let at = QS + 192 * g + 4 * l;
+                for t in 0..16 {
+                    let v = stored_value(x, 16 * g + t);
+                    let (s, k) = (t / 4, t % 4);
+                    out[at + 64 * (s / 2) + k] |= (v & 0xF) << (4 * (s % 2));
+                    out[at + 128 + k] |= (v >> 4) << (2 * s);
+                }
+            }
+        }
+    }
+
+    /// Row `l`'s stored block out of the group block `gb` into `x`: the inverse of
+    /// [`repack_block`].
+    pub(super) fn stored_block(gb: &[u8], l: usize, x: &mut [u8]) {
+        assert!(gb.len() >= GROUP_BLOCK && l < ROWS && x.len() == q6_k::BYTES);
+        x[q6_k::D..q6_k::D + 2].copy_from_slice(&gb[D + 2 * l..D + 2 * l + 2]);
+        x[q6_k::QL..q6_k::SCALES].fill(0);
+        for g in 0..16 {
+            x[q6_k::SCALES + g] = gb[SCALES + 16 * g + l];
+            let at = QS + 192 * g + 4 * l;
+            let (n0, n1, h) = (word_at(gb, at), word_at(gb, at + 64), word_at(gb, at + 128));
+            // Values 16g..16g + 16 share one quarter of one half: their low bits go to 16
+            // consecutive bytes of `ql` (one nibble of each), their high bits to 16 of `qh`.
+            let ((ql, ls), (qh, hs)) = places(16 * g);
+            for s in 0..4 {
+                let n = [n0, n1][s / 2];
+                let low = (if s % 2 == 0 { n } else { n >> 4 }) & LOW;
+                let high = h >> (2 * s) & 0x0303_0303;
+                let (a, b) = (ql + 4 * s, qh + 4 * s);
+                let put = |x: &mut [u8], at: usize, v: u32| {
+                    let old = word_at(x, at);
+                    x[at..at + 4].copy_from_slice(&(old | v).to_le_bytes());
+                };
+                put(x, a, low << ls);
+                put(x, b, high << hs);
+            }
+        }
+    }
+
+    /// The exact `S` of row `l` of group block `gb` against `y` (offset included).
+    pub(super) fn block_int(gb: &[u8], l: usize, y: &BlockQ8K) -> i32 {
+        let mut x = [0u8; q6_k::BYTES];
+        stored_block(gb, l, &mut x);
+        (0..16)
+            .map(|g| {
+                let dot: i32 = (16 * g..16 * g + 16)
+                    .map(|i| stored_value(&x, i) as i32 * y.qs[i] as i32)
+                    .sum();
+                x[q6_k::SCALES + g] as i8 as i32 * (dot - 32 * y.bsums[g] as i32)
+            })
+            .sum()
+    }
+}
+
+const LOW: u32 = 0x0f0f_0f0f;
+
+/// The little-endian word at `b[at..at + 4]`.
+#[inline]
+fn word_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Row `l`'s stored block of repacked `ty` out of group block `gb`, into `x`.
+fn stored_block(ty: WeightType, gb: &[u8], l: usize, x: &mut [u8]) {
+    match ty {
+        WeightType::Q4_Kx16 => q4::stored_block(gb, l, x),
+        _ => q6::stored_block(gb, l, x),
+    }
+}
+
+/// Row `r` of a repacked matrix as its stored bytes, into `out` (the stored type's
+/// `row_bytes(n_cols)` bytes).
+pub(crate) fn stored_row(w: &WeightView, r: usize, out: &mut [u8]) {
+    let (nb, gbb, bb) = (
+        w.n_cols / QK_K,
+        group_block(w.ty),
+        stored_type(w.ty).block_bytes(),
+    );
+    assert!(r < w.n_rows && out.len() == nb * bb);
+    let group = &w.bytes[(r / ROWS) * nb * gbb..][..nb * gbb];
+    for (b, x) in out.chunks_exact_mut(bb).enumerate() {
+        stored_block(w.ty, &group[b * gbb..], r % ROWS, x);
+    }
+}
+
+/// The bytes of `w` (Q4_K or Q6_K, rows a multiple of 16) repacked as `ty` (the matching
+/// repacked type), same shape and size, groups repacked in parallel, into `out`.
 ///
 /// # Panics
-/// When `w` is not such a Q4_K matrix or `out` has another length than `w.bytes`.
-pub(crate) fn repack_into(w: &WeightView, out: &mut [u8]) {
+/// When `w` is not such a matrix or `out` has another length than `w.bytes`.
+pub(crate) fn repack_into(w: &WeightView, ty: WeightType, out: &mut [u8]) {
     assert!(
-        w.ty == WeightType::Q4_K && w.n_rows.is_multiple_of(ROWS),
-        "only Q4_K matrices of whole groups of {ROWS} rows are repacked"
+        stored_type(ty) == w.ty && w.n_rows.is_multiple_of(ROWS),
+        "only {:?} matrices of whole groups of {ROWS} rows become {ty:?}",
+        stored_type(ty)
     );
-    let row = w.ty.row_bytes(w.n_cols);
+    let (row, bb, gbb) = (
+        w.ty.row_bytes(w.n_cols),
+        w.ty.block_bytes(),
+        group_block(ty),
+    );
     assert_eq!(
         w.bytes.len(),
         w.n_rows * row,
-        "Q4_K matrix of {} x {}",
+        "{:?} matrix of {} x {}",
+        w.ty,
         w.n_rows,
         w.n_cols
     );
@@ -141,8 +308,7 @@ pub(crate) fn repack_into(w: &WeightView, out: &mut [u8]) {
         "repacked bytes of {} rows",
         w.n_rows
     );
-    let nb = w.n_cols / QK_K;
-    if out.is_empty() || nb == 0 {
+    if out.is_empty() || row == 0 {
         return;
     }
     let items: Vec<_> = out
@@ -150,69 +316,73 @@ pub(crate) fn repack_into(w: &WeightView, out: &mut [u8]) {
         .zip(w.bytes.chunks(ROWS * row))
         .collect();
     crate::team::for_each_item(items, |(dst, src)| {
-        for (b, gb) in dst.chunks_exact_mut(GROUP_BLOCK).enumerate() {
-            let at = b * q4_k::BYTES;
-            repack_block(|l| &src[l * row + at..], gb);
+        for (b, gb) in dst.chunks_exact_mut(gbb).enumerate() {
+            let block = |l: usize| &src[l * row + b * bb..];
+            match ty {
+                WeightType::Q4_Kx16 => q4::repack_block(block, gb),
+                _ => q6::repack_block(block, gb),
+            }
         }
     });
 }
 
-/// Decodes one group `src` (16 rows of `dst.len() / 16` values) into `dst`, row after row.
-pub(crate) fn dequantize_group(src: &[u8], dst: &mut [f32]) {
+/// Decodes one group `src` of repacked `ty` (16 rows of `dst.len() / 16` values) into `dst`,
+/// row after row.
+pub(crate) fn dequantize_group(ty: WeightType, src: &[u8], dst: &mut [f32]) {
+    let (from, gbb) = (stored_type(ty), group_block(ty));
     let n_cols = dst.len() / ROWS;
     let nb = n_cols / QK_K;
-    assert!(dst.len() == ROWS * nb * QK_K && src.len() == nb * GROUP_BLOCK);
-    let mut x = vec![0u8; nb * q4_k::BYTES];
+    assert!(dst.len() == ROWS * nb * QK_K && src.len() == nb * gbb);
+    let mut x = vec![0u8; from.row_bytes(n_cols)];
     for (l, row) in dst.chunks_exact_mut(n_cols.max(1)).enumerate() {
-        for (b, blk) in x.chunks_exact_mut(q4_k::BYTES).enumerate() {
-            blk.copy_from_slice(&stored_block(&src[b * GROUP_BLOCK..], l));
+        for (b, blk) in x.chunks_exact_mut(from.block_bytes()).enumerate() {
+            stored_block(ty, &src[b * gbb..], l, blk);
         }
-        super::dequantize_q4_k(&x, row);
+        crate::dequantize(from, &x, row);
     }
 }
 
-/// The exact `(S, M)` of row `l` of group block `gb` against `y`.
-fn block_ints(gb: &[u8], l: usize, y: &BlockQ8K) -> (i32, i32) {
-    let x = stored_block(gb, l);
-    let (sc, mn) = scales_mins_k4(&x[q4_k::SCALES..q4_k::SCALES + 12]);
-    let (mut s, mut m) = (0i32, 0i32);
-    for j in 0..8 {
-        let dot: i32 = (0..32)
-            .map(|i| stored_value(&x, j, i) as i32 * y.qs[32 * j + i] as i32)
-            .sum();
-        s += sc[j] as i32 * dot;
-        let bsum = y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32;
-        m += mn[j] as i32 * bsum;
+/// Adds super-block `gb` of row `l` against `y` to `acc`: scalar twin of the AVX-512 kernels'
+/// step, bitwise: `fma(S, d·d_a, acc)`, then for Q4_K `fma(−M, dmin·d_a, ·)`.
+pub(crate) fn dot_block_scalar(ty: WeightType, gb: &[u8], l: usize, y: &BlockQ8K, acc: f32) -> f32 {
+    match ty {
+        WeightType::Q4_Kx16 => {
+            let (s, m) = q4::block_ints(gb, l, y);
+            let (d, dmin) = (f16_at(gb, q4::D + 2 * l), f16_at(gb, q4::DMIN + 2 * l));
+            let acc = (s as f32).mul_add(d * y.d, acc);
+            (-(m as f32)).mul_add(dmin * y.d, acc)
+        }
+        _ => {
+            let s = q6::block_int(gb, l, y);
+            (s as f32).mul_add(f16_at(gb, q6::D + 2 * l) * y.d, acc)
+        }
     }
-    (s, m)
 }
 
-/// Adds super-block `gb` of row `l` against `y` to `acc`: scalar twin of the AVX-512 kernel's
-/// step, bitwise.
-pub(crate) fn dot_block_scalar(gb: &[u8], l: usize, y: &BlockQ8K, acc: f32) -> f32 {
-    let (s, m) = block_ints(gb, l, y);
-    let (d, dmin) = (f16_at(gb, D + 2 * l), f16_at(gb, DMIN + 2 * l));
-    let acc = (s as f32).mul_add(d * y.d, acc);
-    (-(m as f32)).mul_add(dmin * y.d, acc)
-}
-
-/// One group (`act.len()` super-blocks of 16 rows) · one token, by [`dot_block_scalar`].
-pub(crate) fn dot_group_scalar(group: &[u8], act: &[BlockQ8K]) -> [f32; ROWS] {
-    assert!(group.len() >= act.len() * GROUP_BLOCK);
+/// One group of repacked `ty` (`act.len()` super-blocks of 16 rows) · one token, by
+/// [`dot_block_scalar`].
+pub(crate) fn dot_group_scalar(ty: WeightType, group: &[u8], act: &[BlockQ8K]) -> [f32; ROWS] {
+    let gbb = group_block(ty);
+    assert!(group.len() >= act.len() * gbb);
     std::array::from_fn(|l| {
         act.iter().enumerate().fold(0f32, |acc, (b, y)| {
-            dot_block_scalar(&group[b * GROUP_BLOCK..], l, y, acc)
+            dot_block_scalar(ty, &group[b * gbb..], l, y, acc)
         })
     })
 }
 
-/// What the repacked kernels give for a stored Q4_K `row` · `act`: for tests.
+/// What the repacked kernels give for a stored `row` (of `ty`'s stored type) · `act`: for
+/// tests.
 #[cfg(test)]
-pub(crate) fn dot_stored_row(row: &[u8], act: &[BlockQ8K]) -> f32 {
-    let mut gb = [0u8; GROUP_BLOCK];
+pub(crate) fn dot_stored_row(ty: WeightType, row: &[u8], act: &[BlockQ8K]) -> f32 {
+    let (bb, gbb) = (stored_type(ty).block_bytes(), group_block(ty));
+    let mut gb = vec![0u8; gbb];
     act.iter().enumerate().fold(0f32, |acc, (b, y)| {
-        let x = &row[b * q4_k::BYTES..(b + 1) * q4_k::BYTES];
-        repack_block(|_| x, &mut gb);
-        dot_block_scalar(&gb, 0, y, acc)
+        let x = &row[b * bb..(b + 1) * bb];
+        match ty {
+            WeightType::Q4_Kx16 => q4::repack_block(|_| x, &mut gb),
+            _ => q6::repack_block(|_| x, &mut gb),
+        }
+        dot_block_scalar(ty, &gb, 0, y, acc)
     })
 }
