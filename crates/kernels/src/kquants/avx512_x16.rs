@@ -43,6 +43,37 @@ pub(crate) fn dot_group(_: Avx512, ty: WeightType, group: &[u8], act: &[BlockQ8K
     out
 }
 
+/// `vpshufb` indices (lanes of 16 bytes): each word `w` of a lane takes bytes `4w + pick[i]`
+/// of the lane, or zero where `pick[i]` is negative.
+const fn shuffle_index(pick: [i32; 4]) -> [u32; 16] {
+    let mut idx = [0u32; 16];
+    let mut w = 0;
+    while w < 16 {
+        let mut i = 0;
+        while i < 4 {
+            let b = if pick[i] < 0 {
+                0x80
+            } else {
+                (pick[i] + 4 * (w as i32 % 4)) as u32
+            };
+            idx[w] |= b << (8 * i);
+            i += 1;
+        }
+        w += 1;
+    }
+    idx
+}
+
+/// Byte `k` of each word, zero-extended to the word.
+static BYTE_INDEX: [[u32; 16]; 4] = [
+    shuffle_index([0, -1, -1, -1]),
+    shuffle_index([1, -1, -1, -1]),
+    shuffle_index([2, -1, -1, -1]),
+    shuffle_index([3, -1, -1, -1]),
+];
+/// Bytes `2p` and `2p + 1` of each word, each zero-extended to 16 bits.
+static PAIR_INDEX: [[u32; 16]; 2] = [shuffle_index([0, -1, 1, -1]), shuffle_index([2, -1, 3, -1])];
+
 /// The constants of [`block_step`].
 #[derive(Clone, Copy)]
 struct Consts {
@@ -71,25 +102,16 @@ unsafe fn word(p: *const i8) -> __m512i {
 /// The features available; `group` holds `act.len()` group blocks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn dot_group_avx512(group: *const u8, act: &[BlockQ8K]) -> __m512 {
-    // `vpshufb` indices (lanes of 16 bytes, 0x80 makes a zero byte).
-    let index = |lanes: [i32; 4]| -> __m512i {
-        let word = |w: usize| {
-            let at = 4 * (w % 4) as i32;
-            let b = |x: i32| if x < 0 { 0x80 } else { x + at };
-            b(lanes[0]) | b(lanes[1]) << 8 | b(lanes[2]) << 16 | b(lanes[3]) << 24
-        };
-        let idx: [i32; 16] = std::array::from_fn(word);
-        // SAFETY: a load of 64 bytes from a 16-word array.
-        unsafe { _mm512_loadu_si512(idx.as_ptr() as *const _) }
-    };
+    // SAFETY: loads of 64 bytes from 16-word arrays.
+    let index = |idx: &[u32; 16]| unsafe { _mm512_loadu_si512(idx.as_ptr() as *const _) };
     let c = Consts {
         low: _mm512_set1_epi8(0x0f),
         high: _mm512_set1_epi8(0xf0u8 as i8),
         k1: _mm512_set1_epi32(0x3f3f_3f3f),
         k2: _mm512_set1_epi32(0x0f0f_0f0f),
         k30: _mm512_set1_epi32(0x3030_3030),
-        bytes: [0, 1, 2, 3].map(|k| index([k, -1, -1, -1])),
-        pairs: [0, 1].map(|p| index([2 * p, -1, 2 * p + 1, -1])),
+        bytes: [0, 1, 2, 3].map(|k| index(&BYTE_INDEX[k])),
+        pairs: [0, 1].map(|p| index(&PAIR_INDEX[p])),
     };
     let mut acc = _mm512_setzero_ps();
     for (b, y) in act.iter().enumerate() {
