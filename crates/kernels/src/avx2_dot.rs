@@ -19,12 +19,7 @@ use crate::cpu::Avx2;
 use crate::dot_scalar::{Q4_0_BYTES, Q8_0_BYTES};
 use crate::f16_table::f16_table;
 
-/// How far ahead of the block being read the decode kernels prefetch the weights (a hint,
-/// past the row's end into the rows that follow, which the same task reads next). On the
-/// 2-core machines herd is measured on, 1 KiB left a third of the memory bandwidth unused;
-/// 8–16 KiB ahead (several rows, many memory latencies' worth at full speed) reads fastest
-/// for Q4_0, Q8_0 and K-quant decode alike (`herd bench -n 64`, alternating runs).
-pub(crate) const PREFETCH_BYTES: usize = 16 << 10;
+pub(crate) use crate::par::PREFETCH_BYTES;
 
 /// Weight encodings of the float kernels (const-generic selector).
 pub(crate) const F32: u8 = 0;

@@ -62,8 +62,8 @@ impl<'a> FloatRows<'a> {
 }
 
 impl RowsJob for FloatRows<'_> {
-    fn n_rows(&self) -> usize {
-        self.w.n_rows
+    fn weights(&self) -> &WeightView<'_> {
+        &self.w
     }
     fn chunk_rows(&self) -> usize {
         self.chunk

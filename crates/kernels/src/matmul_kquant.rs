@@ -141,8 +141,8 @@ impl<'a> KquantRows<'a> {
 }
 
 impl RowsJob for KquantRows<'_> {
-    fn n_rows(&self) -> usize {
-        self.w.n_rows
+    fn weights(&self) -> &WeightView<'_> {
+        &self.w
     }
     fn chunk_rows(&self) -> usize {
         self.chunk

@@ -89,8 +89,8 @@ impl<'a> QuantRows<'a> {
 }
 
 impl RowsJob for QuantRows<'_> {
-    fn n_rows(&self) -> usize {
-        self.w.n_rows
+    fn weights(&self) -> &WeightView<'_> {
+        &self.w
     }
     fn chunk_rows(&self) -> usize {
         self.chunk
