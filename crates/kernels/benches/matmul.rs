@@ -17,17 +17,20 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use half::{bf16, f16};
 use kernels::{matmul_path, MatmulPath, WeightType, WeightView};
 
-const TYPES: [WeightType; 10] = [
+const TYPES: [WeightType; 13] = [
     WeightType::F32,
     WeightType::F16,
     WeightType::BF16,
     WeightType::Q8_0,
     WeightType::Q4_0,
+    WeightType::Q4_0x16,
     WeightType::Q2_K,
     WeightType::Q3_K,
     WeightType::Q4_K,
+    WeightType::Q4_Kx16,
     WeightType::Q5_K,
     WeightType::Q6_K,
+    WeightType::Q6_Kx16,
 ];
 
 /// `(n_rows, n_cols)`: attention projections, MLP gate/up, MLP down.
@@ -77,6 +80,21 @@ fn matrix(rng: &mut Rng, ty: WeightType, n_rows: usize, n_cols: usize) -> Vec<u8
         WeightType::BF16 => (0..n)
             .flat_map(|_| bf16::from_f32(rng.f32() * 0.02).to_le_bytes())
             .collect(),
+        // The layouts made at load (`kernels::repack`) from a random stored matrix.
+        WeightType::Q4_0x16 | WeightType::Q4_Kx16 | WeightType::Q6_Kx16 => {
+            let from = match ty {
+                WeightType::Q4_0x16 => WeightType::Q4_0,
+                WeightType::Q4_Kx16 => WeightType::Q4_K,
+                _ => WeightType::Q6_K,
+            };
+            let stored = matrix(rng, from, n_rows, n_cols);
+            kernels::repack(&WeightView {
+                ty: from,
+                n_rows,
+                n_cols,
+                bytes: &stored,
+            })
+        }
         _ => {
             let mut bytes: Vec<u8> = (0..ty.row_bytes(n_cols) * n_rows)
                 .map(|_| rng.next() as u8)
