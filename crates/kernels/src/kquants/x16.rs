@@ -89,12 +89,17 @@ pub(crate) mod q4 {
                 let from = q4_k::SCALES + 4 * w;
                 out[at..at + 4].copy_from_slice(&x[from..from + 4]);
             }
-            for j in 0..8 {
+            // Stored byte 32c + i holds value i of sub-block 2c (low nibble) and of 2c + 1
+            // (high); four bytes at a time.
+            for c in 0..4 {
                 for q in 0..4 {
-                    for k in 0..4 {
-                        let lo = stored_value(x, j, 4 * q + k);
-                        let hi = stored_value(x, j, 16 + 4 * q + k);
-                        out[QS + 64 * (4 * j + q) + 4 * l + k] = lo | hi << 4;
+                    let at = q4_k::QS + 32 * c + 4 * q;
+                    let (first, second) = (word_at(x, at), word_at(x, at + 16));
+                    let even = (first & LOW) | (second & LOW) << 4;
+                    let odd = (first >> 4 & LOW) | (second >> 4 & LOW) << 4;
+                    for (j, w) in [(2 * c, even), (2 * c + 1, odd)] {
+                        let to = QS + 64 * (4 * j + q) + 4 * l;
+                        out[to..to + 4].copy_from_slice(&w.to_le_bytes());
                     }
                 }
             }
@@ -187,18 +192,22 @@ pub(crate) mod q6 {
     /// Repacks the 16 stored blocks `block(l)` into `out`.
     pub(super) fn repack_block<'a>(block: impl Fn(usize) -> &'a [u8], out: &mut [u8]) {
         assert_eq!(out.len(), GROUP_BLOCK);
-        out[QS..].fill(0);
         for l in 0..ROWS {
             let x = &block(l)[..q6_k::BYTES];
             out[D + 2 * l..D + 2 * l + 2].copy_from_slice(&x[q6_k::D..q6_k::D + 2]);
             for g in 0..16 {
                 out[SCALES + 16 * g + l] = x[q6_k::SCALES + g];
+                // Values 16g..16g + 16: 16 consecutive bytes of `ql` (one nibble of each) and
+                // of `qh` (one bit pair of each), four at a time.
+                let ((ql, ls), (qh, hs)) = places(16 * g);
+                let low = |s: usize| word_at(x, ql + 4 * s) >> ls & LOW;
+                let high = |s: usize| word_at(x, qh + 4 * s) >> hs & 0x0303_0303;
+                let n0 = low(0) | low(1) << 4;
+                let n1 = low(2) | low(3) << 4;
+                let h = high(0) | high(1) << 2 | high(2) << 4 | high(3) << 6;
                 let at = QS + 192 * g + 4 * l;
-                for t in 0..16 {
-                    let v = stored_value(x, 16 * g + t);
-                    let (s, k) = (t / 4, t % 4);
-                    out[at + 64 * (s / 2) + k] |= (v & 0xF) << (4 * (s % 2));
-                    out[at + 128 + k] |= (v >> 4) << (2 * s);
+                for (v, w) in [n0, n1, h].into_iter().enumerate() {
+                    out[at + 64 * v..at + 64 * v + 4].copy_from_slice(&w.to_le_bytes());
                 }
             }
         }
