@@ -1,0 +1,174 @@
+//! Cached f16 key rows widened to `f32` and transposed for attention's score kernel
+//! (`attn.rs` reads a block of keys dimension by dimension): [`f16_rows_transposed`].
+
+use half::f16;
+
+/// `out[d · out_stride + r]` = value `d` (of `width`) of f16 row `r` (of `n_rows`, row `r` at
+/// `src[r · stride..]`), exactly widened. Blocks of 16 rows and 16 values go through AVX-512
+/// (16 conversions and a 16 × 16 transpose in registers) at the AVX-512 levels of
+/// [`crate::isa`]; the rest value by value.
+///
+/// # Panics
+/// When `src` or `out` is too short for the shape.
+pub fn f16_rows_transposed(
+    src: &[u8],
+    stride: usize,
+    n_rows: usize,
+    width: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    if n_rows == 0 || width == 0 {
+        return;
+    }
+    assert!(
+        src.len() >= (n_rows - 1) * stride + 2 * width,
+        "f16 rows out of bounds"
+    );
+    assert!(n_rows <= out_stride && out.len() >= (width - 1) * out_stride + n_rows);
+    let (mut r0, mut d_done) = (0, 0);
+    #[cfg(target_arch = "x86_64")]
+    if let Some(crate::cpu::Level::Avx512(k)) = crate::cpu::Level::new(crate::isa()) {
+        d_done = width / 16 * 16;
+        while r0 + 16 <= n_rows {
+            for d0 in (0..d_done).step_by(16) {
+                avx512::block16(k, src, stride, r0, d0, out, out_stride);
+            }
+            r0 += 16;
+        }
+    }
+    let value = |r: usize, d: usize| {
+        let at = r * stride + 2 * d;
+        f16::from_le_bytes([src[at], src[at + 1]]).to_f32()
+    };
+    for d in 0..width {
+        // Rows the 16-row blocks covered only for their dimensions.
+        let first = if d < d_done { r0 } else { 0 };
+        for r in first..n_rows {
+            out[d * out_stride + r] = value(r, d);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use crate::cpu::Avx512;
+
+    /// Rows `r0..r0 + 16`, values `d0..d0 + 16` of [`super::f16_rows_transposed`].
+    pub(super) fn block16(
+        _: Avx512,
+        src: &[u8],
+        stride: usize,
+        r0: usize,
+        d0: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        let last = (r0 + 15) * stride + 2 * d0 + 32;
+        assert!(src.len() >= last && out.len() >= (d0 + 15) * out_stride + r0 + 16);
+        // SAFETY: the token proves the features; every load and store is inside the slices
+        // (checked above).
+        unsafe { block16_avx512(src.as_ptr(), stride, r0, d0, out.as_mut_ptr(), out_stride) }
+    }
+
+    /// # Safety
+    /// AVX-512 F available; the 16 × 16 block inside `src` and `out`.
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn block16_avx512(
+        src: *const u8,
+        stride: usize,
+        r0: usize,
+        d0: usize,
+        out: *mut f32,
+        out_stride: usize,
+    ) {
+        // SAFETY: the caller's bounds.
+        unsafe {
+            let r: [__m512; 16] = std::array::from_fn(|i| {
+                let p = src.add((r0 + i) * stride + 2 * d0) as *const __m256i;
+                _mm512_cvtph_ps(_mm256_loadu_si256(p))
+            });
+            // Pairs, then quads within 128-bit lanes, then lanes across registers.
+            let t: [__m512; 16] = std::array::from_fn(|i| {
+                let (a, b) = (r[2 * (i / 2)], r[2 * (i / 2) + 1]);
+                if i % 2 == 0 {
+                    _mm512_unpacklo_ps(a, b)
+                } else {
+                    _mm512_unpackhi_ps(a, b)
+                }
+            });
+            let u: [__m512; 16] = std::array::from_fn(|i| {
+                let base = 4 * (i / 4);
+                let (a, b) = (t[base + (i % 4) / 2], t[base + 2 + (i % 4) / 2]);
+                if i % 2 == 0 {
+                    _mm512_shuffle_ps::<0x44>(a, b)
+                } else {
+                    _mm512_shuffle_ps::<0xEE>(a, b)
+                }
+            });
+            let v: [__m512; 16] = std::array::from_fn(|i| {
+                let base = 8 * (i / 8);
+                let (a, b) = (u[base + i % 4], u[base + 4 + i % 4]);
+                if (i % 8) < 4 {
+                    _mm512_shuffle_f32x4::<0x88>(a, b)
+                } else {
+                    _mm512_shuffle_f32x4::<0xDD>(a, b)
+                }
+            });
+            for i in 0..16 {
+                let (a, b) = (v[i % 8], v[8 + i % 8]);
+                let w = if i < 8 {
+                    _mm512_shuffle_f32x4::<0x88>(a, b)
+                } else {
+                    _mm512_shuffle_f32x4::<0xDD>(a, b)
+                };
+                _mm512_storeu_ps(out.add((d0 + i) * out_stride + r0), w);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transposed_rows_equal_the_values() {
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for (n_rows, width, stride) in [
+            (16, 64, 512),
+            (16, 128, 256),
+            (7, 64, 130),
+            (33, 40, 96),
+            (1, 16, 32),
+        ] {
+            let src: Vec<u8> = (0..n_rows * stride)
+                .flat_map(|_| f16::from_f32((next() >> 40) as f32 / 1e5 - 80.0).to_le_bytes())
+                .take(n_rows * stride)
+                .collect();
+            let out_stride = n_rows + 3;
+            let mut out = vec![f32::NAN; width * out_stride];
+            f16_rows_transposed(&src, stride, n_rows, width, &mut out, out_stride);
+            for r in 0..n_rows {
+                for d in 0..width {
+                    let at = r * stride + 2 * d;
+                    let want = f16::from_le_bytes([src[at], src[at + 1]]).to_f32();
+                    let got = out[d * out_stride + r];
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{n_rows}x{width} r={r} d={d}"
+                    );
+                }
+            }
+        }
+    }
+}
