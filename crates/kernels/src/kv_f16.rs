@@ -51,7 +51,7 @@ pub fn f16_rows_transposed(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     use std::arch::x86_64::*;
 
     use crate::cpu::Avx512;
@@ -90,42 +90,49 @@ mod avx512 {
                 let p = src.add((r0 + i) * stride + 2 * d0) as *const __m256i;
                 _mm512_cvtph_ps(_mm256_loadu_si256(p))
             });
-            // Pairs, then quads within 128-bit lanes, then lanes across registers.
-            let t: [__m512; 16] = std::array::from_fn(|i| {
-                let (a, b) = (r[2 * (i / 2)], r[2 * (i / 2) + 1]);
-                if i % 2 == 0 {
-                    _mm512_unpacklo_ps(a, b)
-                } else {
-                    _mm512_unpackhi_ps(a, b)
-                }
-            });
-            let u: [__m512; 16] = std::array::from_fn(|i| {
-                let base = 4 * (i / 4);
-                let (a, b) = (t[base + (i % 4) / 2], t[base + 2 + (i % 4) / 2]);
-                if i % 2 == 0 {
-                    _mm512_shuffle_ps::<0x44>(a, b)
-                } else {
-                    _mm512_shuffle_ps::<0xEE>(a, b)
-                }
-            });
-            let v: [__m512; 16] = std::array::from_fn(|i| {
-                let base = 8 * (i / 8);
-                let (a, b) = (u[base + i % 4], u[base + 4 + i % 4]);
-                if (i % 8) < 4 {
-                    _mm512_shuffle_f32x4::<0x88>(a, b)
-                } else {
-                    _mm512_shuffle_f32x4::<0xDD>(a, b)
-                }
-            });
-            for i in 0..16 {
-                let (a, b) = (v[i % 8], v[8 + i % 8]);
-                let w = if i < 8 {
-                    _mm512_shuffle_f32x4::<0x88>(a, b)
-                } else {
-                    _mm512_shuffle_f32x4::<0xDD>(a, b)
-                };
+            for (i, w) in transpose16(r).into_iter().enumerate() {
                 _mm512_storeu_ps(out.add((d0 + i) * out_stride + r0), w);
             }
+        }
+    }
+
+    /// The 16 × 16 transpose of `r` (row `i` of the result holds lane `i` of every input).
+    ///
+    /// # Safety
+    /// Called only from functions with AVX-512 F enabled.
+    #[inline(always)]
+    pub(crate) unsafe fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+        // SAFETY: register-only intrinsics; the caller has the features.
+        unsafe {
+            // Pairs, then quads within 128-bit lanes, then lanes across registers (plain loops:
+            // closures would not inherit the caller's features, and their intrinsics would not
+            // be inlined).
+            let z = _mm512_setzero_ps();
+            let mut t = [z; 16];
+            for i in (0..16).step_by(2) {
+                t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+                t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+            }
+            let mut u = [z; 16];
+            for base in (0..16).step_by(4) {
+                u[base] = _mm512_shuffle_ps::<0x44>(t[base], t[base + 2]);
+                u[base + 1] = _mm512_shuffle_ps::<0xEE>(t[base], t[base + 2]);
+                u[base + 2] = _mm512_shuffle_ps::<0x44>(t[base + 1], t[base + 3]);
+                u[base + 3] = _mm512_shuffle_ps::<0xEE>(t[base + 1], t[base + 3]);
+            }
+            let mut v = [z; 16];
+            for base in [0, 8] {
+                for j in 0..4 {
+                    v[base + j] = _mm512_shuffle_f32x4::<0x88>(u[base + j], u[base + 4 + j]);
+                    v[base + 4 + j] = _mm512_shuffle_f32x4::<0xDD>(u[base + j], u[base + 4 + j]);
+                }
+            }
+            let mut w = [z; 16];
+            for j in 0..8 {
+                w[j] = _mm512_shuffle_f32x4::<0x88>(v[j], v[8 + j]);
+                w[8 + j] = _mm512_shuffle_f32x4::<0xDD>(v[j], v[8 + j]);
+            }
+            w
         }
     }
 }

@@ -59,18 +59,27 @@ pub(crate) fn matmul_kquant(
     };
     let act = |t: usize| &acts[t * nb..(t + 1) * nb];
     let block = std::mem::size_of::<Unpacked>();
-    let panel_rows = (PANEL_BYTES / (nb * block).max(1)).clamp(1, 256);
+    let mut panel_rows = (PANEL_BYTES / (nb * block).max(1)).clamp(1, 256);
+    if repacked {
+        // Whole groups per panel (chunks start at group boundaries).
+        panel_rows = (panel_rows / x16::ROWS).max(1) * x16::ROWS;
+    }
+    let rb = ty.row_bytes(w.n_cols);
     for_each_row_chunk(out, w.n_rows, n_tokens, chunk, |mut oc| {
         let rows = oc.rows();
         with_panel(|p| {
             let panel = sized(&mut p.k, panel_rows.min(rows.len()) * nb);
-            let mut stored = vec![0u8; if repacked { ty.row_bytes(w.n_cols) } else { 0 }];
+            // A group's rows as stored, 16 at a time.
+            let mut stored = vec![0u8; if repacked { x16::ROWS * rb } else { 0 }];
             for p0 in rows.clone().step_by(panel_rows) {
                 let np = panel_rows.min(rows.end - p0);
                 for (i, blocks) in panel.chunks_exact_mut(nb).take(np).enumerate() {
                     let row = if repacked {
-                        x16::stored_row(w, p0 + i, &mut stored);
-                        &stored[..]
+                        let l = (p0 + i) % x16::ROWS;
+                        if l == 0 {
+                            stored_group(level, w, p0 + i, &mut stored);
+                        }
+                        &stored[l * rb..(l + 1) * rb]
                     } else {
                         w.row(p0 + i)
                     };
@@ -86,6 +95,26 @@ pub(crate) fn matmul_kquant(
             }
         });
     });
+}
+
+/// The 16 rows of the group of repacked `w` that starts at row `r0`, as stored, into `out`
+/// (16 stored rows one after another): Q4_K by the AVX-512 unstacker where it runs, else row by
+/// row.
+fn stored_group(level: Level, w: &WeightView, r0: usize, out: &mut [u8]) {
+    let rb = x16::stored_type(w.ty).row_bytes(w.n_cols);
+    #[cfg(target_arch = "x86_64")]
+    if let (Level::Avx512(k), WeightType::Q4_Kx16) = (level, w.ty) {
+        let (nb, gbb) = (w.n_cols / QK_K, x16::group_block(w.ty));
+        let group = &w.bytes[r0 / x16::ROWS * nb * gbb..][..nb * gbb];
+        for (b, gb) in group.chunks_exact(gbb).enumerate() {
+            crate::kquants::avx512_x16::stored_blocks_q4(k, gb, &mut out[b * 144..], rb);
+        }
+        return;
+    }
+    let _ = level;
+    for (l, row) in out.chunks_exact_mut(rb).enumerate() {
+        x16::stored_row(w, r0 + l, row);
+    }
 }
 
 /// A K-quant product by rows, activations quantized to Q8_K ([`RowsJob`]).

@@ -470,6 +470,30 @@ fn repacked_k_quants_hold_the_stored_rows() {
             {
                 dequantize(ty, src, dst);
             }
+            // The AVX-512 unstacker of Q4_K groups gives the same stored rows.
+            #[cfg(target_arch = "x86_64")]
+            for level in simd_levels() {
+                let (Level::Avx512(k), WeightType::Q4_Kx16) = (level, ty) else {
+                    continue;
+                };
+                let gbb = x16::group_block(ty);
+                for (g, group) in x16.chunks_exact(nb * gbb).enumerate() {
+                    let mut rows16 = vec![0xAAu8; 16 * row_bytes];
+                    for (b, gb) in group.chunks_exact(gbb).enumerate() {
+                        super::avx512_x16::stored_blocks_q4(
+                            k,
+                            gb,
+                            &mut rows16[b * 144..],
+                            row_bytes,
+                        );
+                    }
+                    let want = &stored[16 * g * row_bytes..16 * (g + 1) * row_bytes];
+                    assert!(
+                        rows16 == want,
+                        "AVX-512 unstacking, rows={n_rows} nb={nb} group {g}"
+                    );
+                }
+            }
             for r in 0..n_rows {
                 let want = &stored[r * row_bytes..(r + 1) * row_bytes];
                 x16::stored_row(&w, r, &mut back);
