@@ -25,7 +25,8 @@ pub struct BenchArgs {
     /// stories15m, tinyllama-1.1b, llama2-7b, llama2-13b, llama3-8b.
     #[arg(long, value_name = "SHAPE")]
     pub synthetic: Option<String>,
-    /// Weight type of the --synthetic model: f32, f16, bf16, q8_0, q4_0.
+    /// Weight type of the --synthetic model: f32, f16, bf16, q8_0, q4_0, or one K-quant for
+    /// every matrix (q2_k, q3_k, q4_k, q5_k, q6_k; shapes of whole 256-value super-blocks).
     #[arg(long = "type", value_name = "TYPE", requires = "synthetic")]
     pub ty: Option<String>,
     /// Prompt lengths to test, comma-separated (0: no prompt test).
@@ -122,7 +123,9 @@ pub fn run(a: BenchArgs, threads: &[usize], kv_type: KvType) -> Result<()> {
             model::synthetic_config(shape)?;
             Some((shape.clone(), ty.clone(), model::synthetic_type(ty)?))
         }
-        (Some(_), None) => bail!("--synthetic needs --type (f32, f16, bf16, q8_0, q4_0)"),
+        (Some(_), None) => {
+            bail!("--synthetic needs --type (f32, f16, bf16, q8_0, q4_0, q2_k ... q6_k)")
+        }
         (None, _) => None,
     };
     if let (None, Some(path)) = (&synthetic, &a.model) {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use rayon::prelude::*;
 
-use kernels::{can_quantize, quantize_into, WeightType, QUANTIZE_TYPES};
+use kernels::{quantize_into, WeightType, K_QUANTIZE_TYPES, QK_K, QUANTIZE_TYPES};
 
 use crate::{LayerWeights, Llama, LlamaConfig, ModelError, Result, RopeScaling, Weight};
 
@@ -57,17 +57,21 @@ fn type_name(ty: WeightType) -> String {
     format!("{ty:?}").to_lowercase()
 }
 
+/// The types synthetic weights can be built in: every type `quantize_into` makes (the K-quants
+/// only for shapes whose widths are whole 256-value super-blocks).
+fn types() -> impl Iterator<Item = WeightType> {
+    QUANTIZE_TYPES.iter().chain(K_QUANTIZE_TYPES).copied()
+}
+
 fn supported_types() -> String {
-    let names: Vec<String> = QUANTIZE_TYPES.iter().map(|&t| type_name(t)).collect();
+    let names: Vec<String> = types().map(type_name).collect();
     names.join(", ")
 }
 
-/// The weight type named `name` (`f32`, `f16`, `bf16`, `q8_0`, `q4_0`; any case) among those
-/// synthetic weights can be built in.
+/// The weight type named `name` (`f32`, `f16`, `bf16`, `q8_0`, `q4_0`, `q2_k` ... `q6_k`; any
+/// case) among those synthetic weights can be built in.
 pub fn synthetic_type(name: &str) -> Result<WeightType> {
-    QUANTIZE_TYPES
-        .iter()
-        .copied()
+    types()
         .find(|&t| type_name(t) == name.to_lowercase())
         .ok_or_else(|| {
             bad(
@@ -114,12 +118,25 @@ pub fn synthetic_config(shape: &str) -> Result<LlamaConfig> {
 /// same weights.
 pub fn synthetic(shape: &str, ty: WeightType, seed: u64) -> Result<Llama> {
     let c = synthetic_config(shape)?;
-    if !can_quantize(ty) {
+    if !types().any(|t| t == ty) {
         return Err(bad(
             "type",
             format!(
                 "synthetic weights cannot be built in {ty:?}; supported: {}",
                 supported_types()
+            ),
+        ));
+    }
+    let widths = [c.dim, c.q_dim(), c.hidden_dim];
+    if ty.is_k_quant() && widths.iter().any(|w| !w.is_multiple_of(QK_K)) {
+        return Err(bad(
+            "type",
+            format!(
+                "{} rows of shape '{shape}' ({} and {} values) are not whole {QK_K}-value \
+                 super-blocks",
+                type_name(ty),
+                c.dim,
+                c.hidden_dim
             ),
         ));
     }
@@ -229,8 +246,15 @@ mod tests {
     fn unknown_names_list_the_known_ones() {
         let e = synthetic_config("llama9").unwrap_err().to_string();
         assert!(e.contains("tinyllama-1.1b") && e.contains("llama9"), "{e}");
-        let e = synthetic_type("q4_k").unwrap_err().to_string();
-        assert!(e.contains("q8_0, q4_0") && e.contains("q4_k"), "{e}");
+        let e = synthetic_type("q4_k_m").unwrap_err().to_string();
+        assert!(e.contains("q8_0, q4_0") && e.contains("q4_k_m"), "{e}");
         assert_eq!(synthetic_type("Q4_0").unwrap(), WeightType::Q4_0);
+        assert_eq!(synthetic_type("q6_k").unwrap(), WeightType::Q6_K);
+        // K-quants need widths of whole super-blocks: stories15m's 288 is not.
+        let e = synthetic("stories15m", WeightType::Q4_K, 1)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("288") && e.contains("super-blocks"), "{e}");
     }
 }
