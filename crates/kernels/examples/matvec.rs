@@ -116,11 +116,7 @@ fn matrix(rng: &mut Rng, ty: WeightType, rows: usize, cols: usize) -> Vec<u8> {
             }
         }
         WeightType::Q4_0x16 | WeightType::Q4_Kx16 | WeightType::Q6_Kx16 => {
-            let from = match ty {
-                WeightType::Q4_0x16 => WeightType::Q4_0,
-                WeightType::Q4_Kx16 => WeightType::Q4_K,
-                _ => WeightType::Q6_K,
-            };
+            let from = ty.stored();
             let stored = matrix(rng, from, rows, cols);
             let w = WeightView {
                 ty: from,

@@ -87,6 +87,16 @@ impl WeightType {
                 | WeightType::Q6_K
         )
     }
+    /// The stored (file) type this type is a layout of: itself, or for the layouts made at load
+    /// ([`crate::repack`]) the type they were made from.
+    pub fn stored(self) -> WeightType {
+        match self {
+            WeightType::Q4_0x16 => WeightType::Q4_0,
+            WeightType::Q4_Kx16 => WeightType::Q4_K,
+            WeightType::Q6_Kx16 => WeightType::Q6_K,
+            ty => ty,
+        }
+    }
     /// Whether rows of this type lie sixteen side by side instead of one after another
     /// ([`WeightType::Q4_Kx16`], [`WeightType::Q6_Kx16`]).
     pub fn is_grouped(self) -> bool {

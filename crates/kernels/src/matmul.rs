@@ -71,13 +71,14 @@ impl<'a> WeightView<'a> {
     /// The bytes of row `r`.
     ///
     /// # Panics
-    /// For [`WeightType::Q4_Kx16`], whose rows lie sixteen side by side (use
-    /// [`WeightView::row_f32`]).
+    /// For the grouped types ([`WeightType::is_grouped`]), whose rows lie sixteen side by side
+    /// (use [`WeightView::row_f32`]).
     #[inline]
     pub fn row(&self, r: usize) -> &'a [u8] {
         assert!(
-            self.ty != WeightType::Q4_Kx16,
-            "Q4_Kx16 rows are not contiguous"
+            !self.ty.is_grouped(),
+            "{:?} rows are not contiguous",
+            self.ty
         );
         let rb = self.ty.row_bytes(self.n_cols);
         &self.bytes[r * rb..(r + 1) * rb]
@@ -85,7 +86,7 @@ impl<'a> WeightView<'a> {
     /// Row `r` decoded into `out` (`n_cols` values).
     pub fn row_f32(&self, r: usize, out: &mut [f32]) {
         if self.ty.is_grouped() {
-            let from = crate::kquants::x16::stored_type(self.ty);
+            let from = self.ty.stored();
             let mut stored = vec![0u8; from.row_bytes(self.n_cols)];
             crate::kquants::x16::stored_row(self, r, &mut stored);
             return dequantize(from, &stored, out);

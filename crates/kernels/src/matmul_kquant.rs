@@ -53,10 +53,7 @@ pub(crate) fn matmul_kquant(
     }
     let (acts, chunk, group) = (&job.acts, job.chunk, group_tokens(level));
     // Repacked rows are unpacked as the stored rows they came from.
-    let (ty, repacked) = match w.ty.is_grouped() {
-        true => (x16::stored_type(w.ty), true),
-        false => (w.ty, false),
-    };
+    let (ty, repacked) = (w.ty.stored(), w.ty.is_grouped());
     let act = |t: usize| &acts[t * nb..(t + 1) * nb];
     let block = std::mem::size_of::<Unpacked>();
     let mut panel_rows = (PANEL_BYTES / (nb * block).max(1)).clamp(1, 256);
@@ -101,13 +98,14 @@ pub(crate) fn matmul_kquant(
 /// (16 stored rows one after another): Q4_K by the AVX-512 unstacker where it runs, else row by
 /// row.
 fn stored_group(level: Level, w: &WeightView, r0: usize, out: &mut [u8]) {
-    let rb = x16::stored_type(w.ty).row_bytes(w.n_cols);
+    let rb = w.ty.stored().row_bytes(w.n_cols);
     #[cfg(target_arch = "x86_64")]
     if let (Level::Avx512(k), WeightType::Q4_Kx16) = (level, w.ty) {
         let (nb, gbb) = (w.n_cols / QK_K, x16::group_block(w.ty));
         let group = &w.bytes[r0 / x16::ROWS * nb * gbb..][..nb * gbb];
         for (b, gb) in group.chunks_exact(gbb).enumerate() {
-            crate::kquants::avx512_x16::stored_blocks_q4(k, gb, &mut out[b * 144..], rb);
+            let at = b * WeightType::Q4_K.block_bytes();
+            crate::kquants::avx512_x16::stored_blocks_q4(k, gb, &mut out[at..], rb);
         }
         return;
     }
@@ -177,11 +175,11 @@ impl RowsJob for KquantRows<'_> {
         self.chunk
     }
     fn run(&self, mut oc: OutCols<'_>) {
-        let nb = self.w.n_cols / QK_K;
-        let act = |t: usize| &self.acts[t * nb..(t + 1) * nb];
         if self.w.ty.is_grouped() {
             return self.run_groups(oc);
         }
+        let nb = self.w.n_cols / QK_K;
+        let act = |t: usize| &self.acts[t * nb..(t + 1) * nb];
         let group = group_tokens(self.level);
         for (i, r) in oc.rows().enumerate() {
             let src = Src::Stored(self.w.row(r));

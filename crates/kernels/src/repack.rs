@@ -15,17 +15,18 @@ use crate::{WeightType, WeightView};
 /// The layout [`repack`] turns a matrix of `ty` with `n_rows` rows into where that pays with
 /// the kernels of [`crate::isa`]; `None`: keep the stored bytes.
 pub fn repacked_type(ty: WeightType, n_rows: usize) -> Option<WeightType> {
-    if !matches!(crate::isa(), crate::Isa::Avx512 | crate::Isa::Amx) {
-        return None;
-    }
+    let wide = matches!(crate::isa(), crate::Isa::Avx512 | crate::Isa::Amx);
+    let layout = layout(ty)?;
+    let whole_groups = !layout.is_grouped() || n_rows.is_multiple_of(crate::kquants::X16_ROWS);
+    (wide && whole_groups).then_some(layout)
+}
+
+/// The repacked layout of stored `ty`, at any level.
+fn layout(ty: WeightType) -> Option<WeightType> {
     match ty {
         WeightType::Q4_0 => Some(WeightType::Q4_0x16),
-        WeightType::Q4_K if n_rows.is_multiple_of(crate::kquants::X16_ROWS) => {
-            Some(WeightType::Q4_Kx16)
-        }
-        WeightType::Q6_K if n_rows.is_multiple_of(crate::kquants::X16_ROWS) => {
-            Some(WeightType::Q6_Kx16)
-        }
+        WeightType::Q4_K => Some(WeightType::Q4_Kx16),
+        WeightType::Q6_K => Some(WeightType::Q6_Kx16),
         _ => None,
     }
 }
@@ -36,7 +37,8 @@ pub fn repacked_type(ty: WeightType, n_rows: usize) -> Option<WeightType> {
 /// # Panics
 /// When `w` has no repacked layout or its bytes do not match its shape.
 pub fn repack(w: &WeightView) -> Vec<u8> {
-    let mut out = vec![0u8; w.n_rows * repacked_row_bytes(w)];
+    let ty = layout(w.ty).unwrap_or_else(|| panic!("{:?} has no repacked layout", w.ty));
+    let mut out = vec![0u8; w.n_rows * ty.row_bytes(w.n_cols)];
     repack_into(w, &mut out);
     out
 }
@@ -48,20 +50,9 @@ pub fn repack(w: &WeightView) -> Vec<u8> {
 /// When `w` has no repacked layout, its bytes do not match its shape or `out` has another
 /// length.
 pub fn repack_into(w: &WeightView, out: &mut [u8]) {
-    match w.ty {
-        WeightType::Q4_0 => crate::q4x16::repack_into(w, out),
-        WeightType::Q4_K => crate::kquants::x16::repack_into(w, WeightType::Q4_Kx16, out),
-        WeightType::Q6_K => crate::kquants::x16::repack_into(w, WeightType::Q6_Kx16, out),
-        ty => panic!("{ty:?} has no repacked layout"),
-    }
-}
-
-/// Bytes per row of `w` repacked.
-fn repacked_row_bytes(w: &WeightView) -> usize {
-    match w.ty {
-        WeightType::Q4_0 => WeightType::Q4_0x16.row_bytes(w.n_cols),
-        WeightType::Q4_K => WeightType::Q4_Kx16.row_bytes(w.n_cols),
-        WeightType::Q6_K => WeightType::Q6_Kx16.row_bytes(w.n_cols),
-        ty => panic!("{ty:?} has no repacked layout"),
+    match layout(w.ty) {
+        Some(WeightType::Q4_0x16) => crate::q4x16::repack_into(w, out),
+        Some(ty) => crate::kquants::x16::repack_into(w, ty, out),
+        None => panic!("{:?} has no repacked layout", w.ty),
     }
 }

@@ -93,11 +93,7 @@ fn matrix(rng: &mut Rng, ty: WeightType, n_rows: usize, n_cols: usize) -> Vec<u8
             .collect(),
         // Repacked from a random stored matrix, as a model does at load.
         WeightType::Q4_0x16 | WeightType::Q4_Kx16 | WeightType::Q6_Kx16 => {
-            let from = match ty {
-                WeightType::Q4_0x16 => WeightType::Q4_0,
-                WeightType::Q4_Kx16 => WeightType::Q4_K,
-                _ => WeightType::Q6_K,
-            };
+            let from = ty.stored();
             let stored = matrix(rng, from, n_rows, n_cols);
             kernels::repack(&WeightView {
                 ty: from,

@@ -84,6 +84,32 @@ impl KvType {
     pub fn decode(self, src: &[u8], dst: &mut [f32]) {
         dequantize(self.weight_type(), src, dst)
     }
+
+    /// Decodes `n_rows` rows of `width` values (row `r` at `src[r · stride..]`) transposed:
+    /// value `d` of row `r` into `out[d · out_stride + r]`. f16 goes 16 rows at a time
+    /// (`kernels::f16_rows_transposed`); the other types row by row through `row`, a scratch
+    /// row of `width` values.
+    pub fn decode_transposed(
+        self,
+        src: &[u8],
+        stride: usize,
+        n_rows: usize,
+        out: &mut [f32],
+        out_stride: usize,
+        row: &mut [f32],
+    ) {
+        let width = row.len();
+        if self == KvType::F16 {
+            return kernels::f16_rows_transposed(src, stride, n_rows, width, out, out_stride);
+        }
+        let row_bytes = self.row_bytes(width);
+        for r in 0..n_rows {
+            self.decode(&src[r * stride..r * stride + row_bytes], row);
+            for (d, &v) in row.iter().enumerate() {
+                out[d * out_stride + r] = v;
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for KvType {

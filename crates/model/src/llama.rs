@@ -6,7 +6,7 @@ use kernels::{
     rms_norm, rope_cos_sin, rope_interleaved, silu_mul, MatmulPath, RopeFreqs, SoftmaxState,
 };
 
-use crate::{Batch, KvType, KvView, LayerWeights, LlamaConfig, ModelError, Result, Weight};
+use crate::{Batch, KvView, LayerWeights, LlamaConfig, ModelError, Result, Weight};
 
 /// A loaded Llama-family model: configuration and weights, nothing per request.
 #[derive(Debug, Clone)]
@@ -278,20 +278,10 @@ impl Llama {
             let first = b * bs;
             let n_valid = bs.min(max_pos + 1 - first);
             let blk = kv.block(layer, seq, b);
-            // f16 keys (the default) widen and transpose 16 rows at a time.
-            let f16_keys = ty == KvType::F16;
-            if f16_keys {
-                let keys = &blk.keys[head_off..];
-                kernels::f16_rows_transposed(keys, row_bytes, n_valid, head_dim, &mut s.keys_t, bs);
-            }
+            let keys = &blk.keys[head_off..];
+            ty.decode_transposed(keys, row_bytes, n_valid, &mut s.keys_t, bs, &mut s.row);
             for r in 0..n_valid {
                 let at = r * row_bytes + head_off;
-                if !f16_keys {
-                    ty.decode(&blk.keys[at..at + head_bytes], &mut s.row);
-                    for (d, &k) in s.row.iter().enumerate() {
-                        s.keys_t[d * bs + r] = k;
-                    }
-                }
                 ty.decode(
                     &blk.values[at..at + head_bytes],
                     &mut s.values[r * head_dim..(r + 1) * head_dim],

@@ -423,7 +423,7 @@ fn zero_rows_give_zero() {
 /// block all 0xFF but for its f16 scales: the largest values and scales), and the same matrix
 /// repacked as `ty` (`x16.rs`).
 fn x16_matrix(ty: WeightType, n_rows: usize, nb: usize, rng: &mut Rng) -> (Vec<u8>, Vec<u8>) {
-    let from = x16::stored_type(ty);
+    let from = ty.stored();
     let mut stored = random_row(from, n_rows * nb, rng);
     let d_at = *f16_fields(from).first().unwrap();
     for blk in stored.chunks_exact_mut(from.block_bytes()).step_by(3) {
@@ -450,7 +450,7 @@ const X16_TYPES: [WeightType; 2] = [WeightType::Q4_Kx16, WeightType::Q6_Kx16];
 fn repacked_k_quants_hold_the_stored_rows() {
     let mut rng = Rng(0x6a09e667f3bcc908);
     for ty in X16_TYPES {
-        let from = x16::stored_type(ty);
+        let from = ty.stored();
         for (n_rows, nb) in [(16, 1), (32, 3), (48, 8)] {
             let (stored, x16) = x16_matrix(ty, n_rows, nb, &mut rng);
             assert_eq!(x16.len(), stored.len());
@@ -516,7 +516,7 @@ fn repacked_k_quants_hold_the_stored_rows() {
 fn repacked_k_quant_kernels_match_their_twin() {
     let mut rng = Rng(0xbb67ae8584caa73b);
     for ty in X16_TYPES {
-        let from = x16::stored_type(ty);
+        let from = ty.stored();
         for nb in [1, 2, 8, 22] {
             let (stored, x16) = x16_matrix(ty, 32, nb, &mut rng);
             let act: Vec<BlockQ8K> = (0..nb).map(|_| random_q8_k(&mut rng)).collect();

@@ -41,18 +41,9 @@ use crate::{WeightType, WeightView};
 /// Rows per group.
 pub(crate) const ROWS: usize = 16;
 
-/// The stored type of repacked `ty`.
-pub(crate) fn stored_type(ty: WeightType) -> WeightType {
-    match ty {
-        WeightType::Q4_Kx16 => WeightType::Q4_K,
-        WeightType::Q6_Kx16 => WeightType::Q6_K,
-        _ => panic!("{ty:?} is not a repacked K-quant type"),
-    }
-}
-
 /// Bytes of one super-block of a group's 16 rows of repacked `ty`.
 pub(crate) fn group_block(ty: WeightType) -> usize {
-    ROWS * stored_type(ty).block_bytes()
+    ROWS * ty.stored().block_bytes()
 }
 
 /// The Q4_K layout (see the module documentation).
@@ -278,7 +269,7 @@ pub(crate) fn stored_row(w: &WeightView, r: usize, out: &mut [u8]) {
     let (nb, gbb, bb) = (
         w.n_cols / QK_K,
         group_block(w.ty),
-        stored_type(w.ty).block_bytes(),
+        w.ty.stored().block_bytes(),
     );
     assert!(r < w.n_rows && out.len() == nb * bb);
     let group = &w.bytes[(r / ROWS) * nb * gbb..][..nb * gbb];
@@ -294,9 +285,9 @@ pub(crate) fn stored_row(w: &WeightView, r: usize, out: &mut [u8]) {
 /// When `w` is not such a matrix or `out` has another length than `w.bytes`.
 pub(crate) fn repack_into(w: &WeightView, ty: WeightType, out: &mut [u8]) {
     assert!(
-        stored_type(ty) == w.ty && w.n_rows.is_multiple_of(ROWS),
+        ty.is_grouped() && ty.stored() == w.ty && w.n_rows.is_multiple_of(ROWS),
         "only {:?} matrices of whole groups of {ROWS} rows become {ty:?}",
-        stored_type(ty)
+        ty.stored()
     );
     let (row, bb, gbb) = (
         w.ty.row_bytes(w.n_cols),
@@ -338,7 +329,7 @@ pub(crate) fn repack_into(w: &WeightView, ty: WeightType, out: &mut [u8]) {
 /// Decodes one group `src` of repacked `ty` (16 rows of `dst.len() / 16` values) into `dst`,
 /// row after row.
 pub(crate) fn dequantize_group(ty: WeightType, src: &[u8], dst: &mut [f32]) {
-    let (from, gbb) = (stored_type(ty), group_block(ty));
+    let (from, gbb) = (ty.stored(), group_block(ty));
     let n_cols = dst.len() / ROWS;
     let nb = n_cols / QK_K;
     assert!(dst.len() == ROWS * nb * QK_K && src.len() == nb * gbb);
@@ -384,7 +375,7 @@ pub(crate) fn dot_group_scalar(ty: WeightType, group: &[u8], act: &[BlockQ8K]) -
 /// tests.
 #[cfg(test)]
 pub(crate) fn dot_stored_row(ty: WeightType, row: &[u8], act: &[BlockQ8K]) -> f32 {
-    let (bb, gbb) = (stored_type(ty).block_bytes(), group_block(ty));
+    let (bb, gbb) = (ty.stored().block_bytes(), group_block(ty));
     let mut gb = vec![0u8; gbb];
     act.iter().enumerate().fold(0f32, |acc, (b, y)| {
         let x = &row[b * bb..(b + 1) * bb];
