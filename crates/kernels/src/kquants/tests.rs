@@ -548,3 +548,16 @@ fn repacked_k_quant_kernels_match_their_twin() {
         }
     }
 }
+
+#[test]
+#[should_panic(expected = "rows are not contiguous")]
+fn grouped_rows_are_refused() {
+    let bytes = vec![0u8; 16 * q6_k::BYTES];
+    let w = crate::WeightView {
+        ty: WeightType::Q6_Kx16,
+        n_rows: 16,
+        n_cols: QK_K,
+        bytes: &bytes,
+    };
+    w.row(3);
+}
