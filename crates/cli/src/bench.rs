@@ -69,8 +69,12 @@ pub enum OutputFormat {
     Json,
 }
 
-/// Passes over the bandwidth probe per thread count; the best one counts.
+/// Passes over the bandwidth probe per thread count at startup; the best one counts.
 const BANDWIDTH_PASSES: usize = 3;
+
+/// Passes of each probe taken around the repetitions of a decode test; the best one counts (a
+/// moment's stall of one pass would otherwise lower the ceiling the test is judged against).
+const TEST_PROBE_PASSES: usize = 2;
 
 /// What is benchmarked, as it appears in every row.
 struct ModelInfo {
@@ -132,7 +136,7 @@ pub fn run(a: BenchArgs, threads: &[usize], kv_type: KvType) -> Result<()> {
         engine::detect_format(path)?;
     }
 
-    let bandwidth = measure_bandwidth(&threads);
+    let bandwidth = measure_bandwidth(&threads, BANDWIDTH_PASSES);
     let mut mem = MemWatch::start();
 
     let t0 = Instant::now();
@@ -187,16 +191,36 @@ pub fn run(a: BenchArgs, threads: &[usize], kv_type: KvType) -> Result<()> {
             .map(|&n| BenchTest::Prompt(n))
             .chain(tg.iter().map(|&n| BenchTest::Gen(n)));
         for test in tests {
-            // Shared machines change under a benchmark: each decode test is set against the
-            // bandwidth measured right before it.
-            let bw = match test {
-                BenchTest::Gen(_) => mem.around_probe(|| measure_bandwidth(&[t])[0].1),
-                BenchTest::Prompt(_) => bw,
+            let (result, bw) = match test {
+                BenchTest::Prompt(n) => (
+                    pool.install(|| engine::run_pp(&model, kv_type, n, a.reps, a.seed))?,
+                    bw,
+                ),
+                BenchTest::Gen(n) => {
+                    // Shared machines change under a benchmark, from one minute to the next:
+                    // each decode test is set against the mean of the bandwidth measured
+                    // before each of its repetitions and after the last.
+                    let mut probes = Vec::new();
+                    let mut probe = || {
+                        probes.push(
+                            mem.around_probe(|| measure_bandwidth(&[t], TEST_PROBE_PASSES)[0].1),
+                        )
+                    };
+                    let r = pool
+                        .install(|| engine::run_tg(&model, kv_type, n, a.reps, a.seed, &mut probe))?;
+                    let mean = probes.iter().sum::<f64>() / probes.len().max(1) as f64;
+                    let each: Vec<String> =
+                        probes.iter().map(|b| format!("{:.1}", b / 1e9)).collect();
+                    eprintln!(
+                        "{} at {t} thread{}: bandwidth around the repetitions {} GB/s, mean {:.1}",
+                        test.name(),
+                        if t == 1 { "" } else { "s" },
+                        each.join(", "),
+                        mean / 1e9
+                    );
+                    (r, mean)
+                }
             };
-            let result = pool.install(|| match test {
-                BenchTest::Prompt(n) => engine::run_pp(&model, kv_type, n, a.reps, a.seed),
-                BenchTest::Gen(n) => engine::run_tg(&model, kv_type, n, a.reps, a.seed),
-            })?;
             let row = Row {
                 threads: t,
                 result,
@@ -293,12 +317,13 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-/// Bytes/s of a read pass at each thread count, best of [`BANDWIDTH_PASSES`], over one buffer.
-fn measure_bandwidth(threads: &[usize]) -> Vec<(usize, f64)> {
+/// Bytes/s of a read pass at each thread count, best of `passes`, over one buffer (freed on
+/// return).
+fn measure_bandwidth(threads: &[usize], passes: usize) -> Vec<(usize, f64)> {
     let probe = BandwidthProbe::new(PROBE_BYTES);
     threads
         .iter()
-        .map(|&t| (t, probe.measure(t, BANDWIDTH_PASSES)))
+        .map(|&t| (t, probe.measure(t, passes)))
         .collect()
 }
 

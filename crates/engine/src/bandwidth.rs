@@ -10,33 +10,51 @@ pub const PROBE_BYTES: usize = 1 << 30;
 
 /// A buffer allocated (and written, so its pages exist) once, read by each measurement.
 pub struct BandwidthProbe {
-    words: Vec<u64>,
+    /// Anonymous memory with huge pages asked for: a probe made before every decode repetition
+    /// (`herd bench`) then costs a few hundred page faults, not a quarter of a million.
+    mem: formats::Storage,
 }
 
 impl BandwidthProbe {
     /// Allocates and fills `bytes` bytes (rounded down to whole 64-byte lines).
+    ///
+    /// # Panics
+    /// When the memory cannot be mapped.
     pub fn new(bytes: usize) -> Self {
-        let n = bytes / 64 * 8;
-        let words = (0..n as u64).collect();
-        BandwidthProbe { words }
+        let len = bytes / 64 * 64;
+        let mem = formats::Storage::anon_filled(len, |b| {
+            for (i, w) in b.chunks_exact_mut(8).enumerate() {
+                w.copy_from_slice(&(i as u64).to_le_bytes());
+            }
+        })
+        .expect("mapping the bandwidth probe's buffer");
+        BandwidthProbe { mem }
+    }
+
+    /// The buffer as words (a fresh mapping is page-aligned, its length whole lines).
+    fn words(&self) -> &[u64] {
+        match self.mem.as_bytes() {
+            [] => &[],
+            b => bytemuck::cast_slice(b),
+        }
     }
 
     /// Bytes one pass reads.
     pub fn bytes(&self) -> usize {
-        self.words.len() * 8
+        self.words().len() * 8
     }
 
     /// Best of `passes` read passes over the whole buffer on `n_threads` threads, in bytes per
     /// second.
     pub fn measure(&self, n_threads: usize, passes: usize) -> f64 {
         let n_threads = n_threads.max(1);
-        let part = self.words.len().div_ceil(n_threads).max(8);
+        let words = self.words();
+        let part = words.len().div_ceil(n_threads).max(8);
         let mut best = f64::INFINITY;
         for _ in 0..passes.max(1) {
             let t0 = Instant::now();
             let total = std::thread::scope(|s| {
-                let handles: Vec<_> = self
-                    .words
+                let handles: Vec<_> = words
                     .chunks(part)
                     .map(|c| s.spawn(move || kernels::sum_words(c)))
                     .collect();

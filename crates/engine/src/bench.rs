@@ -171,21 +171,27 @@ pub fn run_pp(
 }
 
 /// `tg n`: one warm-up decode, then `reps` timed runs of `n` single-token decodes of random
-/// ids (seeded by `seed`) from an empty context.
+/// ids (seeded by `seed`) from an empty context. `between` runs before each timed run and
+/// after the last, outside the timing (`herd bench` measures the memory bandwidth there, so
+/// that each decode test is set against what the machine gave while it ran).
 pub fn run_tg(
     model: &Llama,
     kv_type: KvType,
     n: usize,
     reps: usize,
     seed: u64,
+    between: &mut dyn FnMut(),
 ) -> Result<BenchResult> {
     let test = BenchTest::Gen(n);
     check(model, test, reps)?;
     let mut ids = Ids::new(seed ^ 0x7467, model.config.vocab_size);
     gen_once(model, kv_type, &ids.take(1))?;
-    let samples_ns = (0..reps)
-        .map(|_| gen_once(model, kv_type, &ids.take(n)))
-        .collect::<Result<_>>()?;
+    let mut samples_ns = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        between();
+        samples_ns.push(gen_once(model, kv_type, &ids.take(n))?);
+    }
+    between();
     Ok(BenchResult { test, samples_ns })
 }
 
@@ -283,11 +289,14 @@ mod tests {
             (pp.samples_ns.len(), pp.test.name()),
             (2, "pp8".to_string())
         );
-        let tg = run_tg(&m, KvType::F16, 3, 3, 1).unwrap();
+        let mut calls = 0;
+        let tg = run_tg(&m, KvType::F16, 3, 3, 1, &mut || calls += 1).unwrap();
         assert_eq!(tg.samples_ns.len(), 3);
+        // Before each timed run and after the last.
+        assert_eq!(calls, 4);
         assert!(tg.avg_ts() > 0.0);
         assert!(run_pp(&m, KvType::F16, 0, 2, 1).is_err());
-        assert!(run_tg(&m, KvType::F16, 300, 1, 1).is_err());
+        assert!(run_tg(&m, KvType::F16, 300, 1, 1, &mut || ()).is_err());
     }
 
     #[test]
