@@ -168,12 +168,16 @@ pub(crate) fn run_rows_jobs(jobs: &[&dyn RowsJob], outs: &mut [&mut [f32]], n_to
         n_tasks += j.n_rows().div_ceil(j.chunk_rows());
     }
     let bases: Vec<BasePtr> = outs.iter_mut().map(|o| BasePtr(o.as_mut_ptr())).collect();
-    let task = |i: usize| {
+    let task = |i: usize, follows: bool| {
         let j = first.partition_point(|&f| f <= i) - 1;
         let (job, c) = (jobs[j], i - first[j]);
         let (n_rows, chunk) = (job.n_rows(), job.chunk_rows());
         let rows = c * chunk..((c + 1) * chunk).min(n_rows);
-        prefetch_task_start(job.weights(), rows.clone());
+        // A task right after the previous chunk of the same matrix on the same thread finds its
+        // first rows prefetched already by the kernel that read that chunk.
+        if !follows || c == 0 {
+            prefetch_task_start(job.weights(), rows.clone());
+        }
         job.run(OutCols {
             ptr: bases[j].get(),
             n_rows,
@@ -183,9 +187,9 @@ pub(crate) fn run_rows_jobs(jobs: &[&dyn RowsJob], outs: &mut [&mut [f32]], n_to
         });
     };
     if n_tasks == 1 {
-        task(0);
+        task(0, false);
     } else {
-        crate::team::for_each_task(n_tasks, task);
+        crate::team::for_each_task_in_runs(n_tasks, task);
     }
 }
 

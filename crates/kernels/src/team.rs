@@ -9,13 +9,16 @@
 //!
 //! One team per thread count (`rayon::current_num_threads()` of the caller, so `-t N` and the
 //! pools of `herd bench -t 1,2` size it), created on first use: the caller plus `N - 1` helper
-//! threads take tasks from one atomic counter. One caller at a time runs on a team; a second,
-//! concurrent caller (tests running in parallel, a nested section) falls back to rayon, which
-//! gives the same results: tasks never share outputs, so who runs them does not matter.
+//! threads. Each thread starts on a contiguous share of the tasks, in order, and a thread that
+//! runs out takes the back half of what another has left (so the weights of a product are read
+//! as a few long streams, one per thread, not task by task in turns). One caller at a time runs
+//! on a team; a second, concurrent caller (tests running in parallel, a nested section) falls
+//! back to rayon, which gives the same results: tasks never share outputs, so who runs them
+//! does not matter.
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{Mutex, OnceLock};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
@@ -28,19 +31,30 @@ use rayon::prelude::*;
 const SPIN: Duration = Duration::from_millis(2);
 
 /// Runs `f(i)` for every `i` in `0..n_tasks`, spread over the caller's threads, and returns when
-/// all have returned. Tasks are taken in increasing order from a shared counter, so the caller
-/// should give a few per thread to balance a thread slowed by a neighbour.
+/// all have returned. Each thread runs runs of consecutive tasks in increasing order, so the
+/// caller should give a few per thread to balance a thread slowed by a neighbour.
 ///
 /// # Panics
 /// When a task panics (after all tasks have finished).
 pub fn for_each_task<F: Fn(usize) + Sync>(n_tasks: usize, f: F) {
+    for_each_task_in_runs(n_tasks, |i, _| f(i));
+}
+
+/// [`for_each_task`], telling each task whether it continues a run: `f(i, true)` only when the
+/// same thread ran task `i - 1` just before it (data that tasks read in order then streams on
+/// from where the last task stopped). On the team and on one thread that is said whenever it is
+/// so; a section that falls back to rayon says `false` throughout.
+///
+/// # Panics
+/// When a task panics (after all tasks have finished).
+pub fn for_each_task_in_runs<F: Fn(usize, bool) + Sync>(n_tasks: usize, f: F) {
     let threads = rayon::current_num_threads();
     if n_tasks <= 1 || threads <= 1 || IN_TEAM.get() {
-        (0..n_tasks).for_each(f);
+        (0..n_tasks).for_each(|i| f(i, i > 0));
         return;
     }
     if !team_enabled() {
-        (0..n_tasks).into_par_iter().for_each(&f);
+        (0..n_tasks).into_par_iter().for_each(|i| f(i, false));
         return;
     }
     let team = team(threads);
@@ -49,7 +63,7 @@ pub fn for_each_task<F: Fn(usize) + Sync>(n_tasks: usize, f: F) {
         .compare_exchange(false, true, Acquire, Relaxed)
         .is_err()
     {
-        (0..n_tasks).into_par_iter().for_each(&f);
+        (0..n_tasks).into_par_iter().for_each(|i| f(i, false));
         return;
     }
     let _busy = Unbusy(&team.busy);
@@ -100,26 +114,87 @@ impl Drop for Leave {
 
 /// One parallel section, on the caller's stack while it runs.
 struct Job<'a> {
-    f: &'a (dyn Fn(usize) + Sync),
-    n_tasks: usize,
-    next: AtomicUsize,
+    f: &'a (dyn Fn(usize, bool) + Sync),
+    /// Per thread (the caller first, then the helpers): the tasks `start..end` it has left,
+    /// packed by [`pack`]. The owner takes from the front; a thread that has none left takes
+    /// the back half of another's.
+    shares: &'a [Share],
     done: AtomicUsize,
     panicked: AtomicBool,
 }
 
+/// A thread's tasks left, on a cache line of its own (the owner changes it once per task).
+#[repr(align(128))]
+struct Share(AtomicU64);
+
+fn pack(start: usize, end: usize) -> u64 {
+    ((start as u64) << 32) | end as u64
+}
+
+fn unpack(v: u64) -> (usize, usize) {
+    ((v >> 32) as usize, (v & 0xFFFF_FFFF) as usize)
+}
+
 impl Job<'_> {
-    /// Takes and runs tasks until none is left.
-    fn work(&self) {
+    /// Runs tasks until none is left anywhere: the own share from its front, then halves taken
+    /// from the backs of the others' shares (into the own share, so they can be split again).
+    fn work(&self, me: usize) {
+        let mut last = None;
         loop {
-            let i = self.next.fetch_add(1, Relaxed);
-            if i >= self.n_tasks {
+            while let Some(i) = self.take_front(me) {
+                let follows = last.is_some_and(|l: usize| l + 1 == i);
+                if catch_unwind(AssertUnwindSafe(|| (self.f)(i, follows))).is_err() {
+                    self.panicked.store(true, Relaxed);
+                }
+                last = Some(i);
+                self.done.fetch_add(1, AcqRel);
+            }
+            if !self.steal_into(me) {
                 return;
             }
-            if catch_unwind(AssertUnwindSafe(|| (self.f)(i))).is_err() {
-                self.panicked.store(true, Relaxed);
-            }
-            self.done.fetch_add(1, AcqRel);
         }
+    }
+
+    fn take_front(&self, me: usize) -> Option<usize> {
+        let share = &self.shares[me].0;
+        let mut v = share.load(Acquire);
+        loop {
+            let (start, end) = unpack(v);
+            if start >= end {
+                return None;
+            }
+            match share.compare_exchange_weak(v, pack(start + 1, end), AcqRel, Acquire) {
+                Ok(_) => return Some(start),
+                Err(now) => v = now,
+            }
+        }
+    }
+
+    /// Moves the back half of the first other share with tasks left into the own (empty)
+    /// share; false when every share is empty.
+    fn steal_into(&self, me: usize) -> bool {
+        let n = self.shares.len();
+        for k in (1..n).map(|d| (me + d) % n) {
+            let share = &self.shares[k].0;
+            let mut v = share.load(Acquire);
+            loop {
+                let (start, end) = unpack(v);
+                if start >= end {
+                    break;
+                }
+                let mid = start + (end - start) / 2;
+                match share.compare_exchange_weak(v, pack(start, mid), AcqRel, Acquire) {
+                    Ok(_) => {
+                        // Only this thread fills its own share, and it was empty: no one else
+                        // changes it meanwhile (a thief finds it empty and moves on).
+                        self.shares[me].0.store(pack(mid, end), Release);
+                        return true;
+                    }
+                    Err(now) => v = now,
+                }
+            }
+        }
+        false
     }
 }
 
@@ -135,6 +210,9 @@ struct Team {
     busy: AtomicBool,
     /// Per helper: parked, or about to park.
     asleep: Vec<AtomicBool>,
+    /// Per thread, the caller first: its share of the running job ([`Job::shares`]); set by
+    /// the caller before it publishes a job.
+    shares: Vec<Share>,
     threads: OnceLock<Vec<Thread>>,
 }
 
@@ -153,6 +231,7 @@ fn team(size: usize) -> &'static Team {
         inside: AtomicUsize::new(0),
         busy: AtomicBool::new(false),
         asleep: (0..helpers).map(|_| AtomicBool::new(false)).collect(),
+        shares: (0..size).map(|_| Share(AtomicU64::new(0))).collect(),
         threads: OnceLock::new(),
     }));
     let threads = (0..helpers)
@@ -173,11 +252,19 @@ fn team(size: usize) -> &'static Team {
 impl Team {
     /// Publishes a job, works on it beside the helpers, and waits until every task is done and
     /// no helper still looks at it.
-    fn run(&self, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+    fn run(&self, n_tasks: usize, f: &(dyn Fn(usize, bool) + Sync)) {
+        assert!(n_tasks < 1 << 32, "{n_tasks} tasks in one section");
+        // Contiguous shares, the first ones one task longer when the count does not divide.
+        let n = self.shares.len();
+        let mut start = 0;
+        for (k, share) in self.shares.iter().enumerate() {
+            let end = start + n_tasks / n + usize::from(k < n_tasks % n);
+            share.0.store(pack(start, end), Relaxed);
+            start = end;
+        }
         let job = Job {
             f,
-            n_tasks,
-            next: AtomicUsize::new(0),
+            shares: &self.shares,
             done: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
         };
@@ -191,7 +278,7 @@ impl Team {
                 }
             }
         }
-        job.work();
+        job.work(0);
         while job.done.load(Acquire) < n_tasks {
             std::hint::spin_loop();
         }
@@ -222,7 +309,7 @@ impl Team {
                     // SAFETY: `p` was published by `run` and is not cleared yet; `run` keeps the
                     // job alive until `inside` is back to zero, which this helper's increment
                     // (made before loading `p`) prevents until it leaves.
-                    unsafe { &*p }.work();
+                    unsafe { &*p }.work(me + 1);
                 }
                 self.inside.fetch_sub(1, SeqCst);
                 idle_since = Instant::now();
@@ -271,6 +358,37 @@ mod tests {
                 for n in [0, 1, 2, 7, 100, 1000] {
                     for _ in 0..20 {
                         assert!(counts(n).iter().all(|h| h.load(Relaxed) == 1), "{n}");
+                    }
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn runs_are_told_apart() {
+        for threads in [1, 2, 3] {
+            pool(threads).install(|| {
+                for n in [2, 5, 64, 301] {
+                    let log = Mutex::new(Vec::new());
+                    for_each_task_in_runs(n, |i, follows| {
+                        log.lock().unwrap().push((thread::current().id(), i, follows));
+                    });
+                    let log = log.into_inner().unwrap();
+                    assert_eq!(log.len(), n);
+                    let mut seen: Vec<usize> = log.iter().map(|e| e.1).collect();
+                    seen.sort_unstable();
+                    assert!(seen.iter().enumerate().all(|(k, &i)| k == i), "{n}");
+                    // Per thread, in the order it ran them: `follows` only when the task before
+                    // it on that thread was the one before it in number; on one thread, always
+                    // then. (A section that falls back to rayon, as when tests run at once,
+                    // may say false where it could say true.)
+                    for (j, &(id, i, follows)) in log.iter().enumerate() {
+                        let prev = log[..j].iter().rev().find(|e| e.0 == id).map(|e| e.1);
+                        let after_prev = prev.is_some_and(|p| p + 1 == i);
+                        assert!(!follows || after_prev, "{n} {i}");
+                        if threads == 1 {
+                            assert_eq!(follows, after_prev, "{n} {i}");
+                        }
                     }
                 }
             });
