@@ -50,6 +50,37 @@ pub fn f16_rows_transposed(
     }
 }
 
+/// `out[r · width + d]` = value `d` (of `width`) of f16 row `r` (of `n_rows`, row `r` at
+/// `src[r · stride..]`), exactly widened: cached value rows for attention. Sixteen values at a
+/// time through AVX-512 at the AVX-512 levels of [`crate::isa`]; the rest value by value.
+///
+/// # Panics
+/// When `src` or `out` is too short for the shape.
+pub fn f16_rows(src: &[u8], stride: usize, n_rows: usize, width: usize, out: &mut [f32]) {
+    if n_rows == 0 || width == 0 {
+        return;
+    }
+    assert!(
+        src.len() >= (n_rows - 1) * stride + 2 * width,
+        "f16 rows out of bounds"
+    );
+    assert!(out.len() >= n_rows * width, "f16 rows: output too short");
+    let mut d_done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if let Some(crate::cpu::Level::Avx512(k)) = crate::cpu::Level::new(crate::isa()) {
+        d_done = width / 16 * 16;
+        for r in 0..n_rows {
+            avx512::row16s(k, &src[r * stride..r * stride + 2 * d_done], &mut out[r * width..][..d_done]);
+        }
+    }
+    for r in 0..n_rows {
+        for d in d_done..width {
+            let at = r * stride + 2 * d;
+            out[r * width + d] = f16::from_le_bytes([src[at], src[at + 1]]).to_f32();
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512 {
     use std::arch::x86_64::*;
@@ -73,6 +104,26 @@ pub(crate) mod avx512 {
         unsafe { block16_avx512(src.as_ptr(), stride, r0, d0, out.as_mut_ptr(), out_stride) }
     }
 
+    /// `src` (f16 values, a multiple of 16) widened into `out`, of the same count.
+    pub(super) fn row16s(_: Avx512, src: &[u8], out: &mut [f32]) {
+        assert!(src.len() == 2 * out.len() && out.len().is_multiple_of(16));
+        // SAFETY: the token proves the features; the lengths were checked above.
+        unsafe { row16s_avx512(src.as_ptr(), out.as_mut_ptr(), out.len() / 16) }
+    }
+
+    /// # Safety
+    /// AVX-512 F available; `16 · n` values in `src` and `out`.
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn row16s_avx512(src: *const u8, out: *mut f32, n: usize) {
+        // SAFETY: the caller's bounds.
+        unsafe {
+            for i in 0..n {
+                let v = _mm256_loadu_si256(src.add(32 * i) as *const __m256i);
+                _mm512_storeu_ps(out.add(16 * i), _mm512_cvtph_ps(v));
+            }
+        }
+    }
+
     /// # Safety
     /// AVX-512 F available; the 16 × 16 block inside `src` and `out`.
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
@@ -86,10 +137,12 @@ pub(crate) mod avx512 {
     ) {
         // SAFETY: the caller's bounds.
         unsafe {
-            let r: [__m512; 16] = std::array::from_fn(|i| {
+            // A plain loop: a closure would not inherit this function's features.
+            let mut r = [_mm512_setzero_ps(); 16];
+            for (i, v) in r.iter_mut().enumerate() {
                 let p = src.add((r0 + i) * stride + 2 * d0) as *const __m256i;
-                _mm512_cvtph_ps(_mm256_loadu_si256(p))
-            });
+                *v = _mm512_cvtph_ps(_mm256_loadu_si256(p));
+            }
             for (i, w) in transpose16(r).into_iter().enumerate() {
                 _mm512_storeu_ps(out.add((d0 + i) * out_stride + r0), w);
             }
@@ -142,7 +195,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn transposed_rows_equal_the_values() {
+    fn widened_rows_equal_the_values() {
         let mut seed = 0x1234_5678_9abc_def1u64;
         let mut next = || {
             seed ^= seed << 13;
@@ -164,16 +217,22 @@ mod tests {
             let out_stride = n_rows + 3;
             let mut out = vec![f32::NAN; width * out_stride];
             f16_rows_transposed(&src, stride, n_rows, width, &mut out, out_stride);
+            let mut rows = vec![f32::NAN; n_rows * width];
+            f16_rows(&src, stride, n_rows, width, &mut rows);
             for r in 0..n_rows {
                 for d in 0..width {
                     let at = r * stride + 2 * d;
                     let want = f16::from_le_bytes([src[at], src[at + 1]]).to_f32();
-                    let got = out[d * out_stride + r];
-                    assert_eq!(
-                        got.to_bits(),
-                        want.to_bits(),
-                        "{n_rows}x{width} r={r} d={d}"
-                    );
+                    for (got, how) in [
+                        (out[d * out_stride + r], "transposed"),
+                        (rows[r * width + d], "rows"),
+                    ] {
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{how} {n_rows}x{width} r={r} d={d}"
+                        );
+                    }
                 }
             }
         }

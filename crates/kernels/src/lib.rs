@@ -64,7 +64,7 @@ pub use attn::{attend_block_rows, SoftmaxState};
 pub use cpu::{detected, isa, Isa};
 pub use dequant::{dequantize, WeightType};
 pub use kquants::{kquant_matvec_row, quantize_q8_k, BlockQ8K, QK_K};
-pub use kv_f16::f16_rows_transposed;
+pub use kv_f16::{f16_rows, f16_rows_transposed};
 pub use matmul::{
     matmul, matmul_many, matmul_many_with, matmul_path, matmul_path_with, matmul_with, MatmulPath,
     WeightView,

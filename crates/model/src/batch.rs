@@ -85,6 +85,23 @@ impl KvType {
         dequantize(self.weight_type(), src, dst)
     }
 
+    /// Decodes `n_rows` rows of `width` values (row `r` at `src[r · stride..]`) into
+    /// `out[r · width..]`, `width = out.len() / n_rows`. f16 goes sixteen values at a time
+    /// (`kernels::f16_rows`); the other types row by row.
+    pub fn decode_rows(self, src: &[u8], stride: usize, n_rows: usize, out: &mut [f32]) {
+        if n_rows == 0 {
+            return;
+        }
+        let width = out.len() / n_rows;
+        if self == KvType::F16 {
+            return kernels::f16_rows(src, stride, n_rows, width, out);
+        }
+        let row_bytes = self.row_bytes(width);
+        for (r, o) in out.chunks_exact_mut(width).enumerate() {
+            self.decode(&src[r * stride..r * stride + row_bytes], o);
+        }
+    }
+
     /// Decodes `n_rows` rows of `width` values (row `r` at `src[r · stride..]`) transposed:
     /// value `d` of row `r` into `out[d · out_stride + r]`. f16 goes 16 rows at a time
     /// (`kernels::f16_rows_transposed`); the other types row by row through `row`, a scratch
@@ -120,7 +137,8 @@ impl std::fmt::Display for KvType {
 
 /// Keys and values of one block of positions of one (layer, sequence): `block_size` rows each,
 /// position-major, every row `kv_type.row_bytes(n_kv_heads * head_dim)` bytes. Rows past the
-/// sequence's length hold whatever was there; the model reads only positions it stored.
+/// sequence's length hold whatever was there; the model may decode them with the rest of the
+/// block but uses only positions it stored.
 #[derive(Debug, Clone, Copy)]
 pub struct KvBlock<'a> {
     pub keys: &'a [u8],

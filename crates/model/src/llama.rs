@@ -6,7 +6,7 @@ use kernels::{
     rms_norm, rope_cos_sin, rope_interleaved, silu_mul, MatmulPath, RopeFreqs, SoftmaxState,
 };
 
-use crate::{Batch, KvView, LayerWeights, LlamaConfig, ModelError, Result, Weight};
+use crate::{Batch, KvType, KvView, LayerWeights, LlamaConfig, ModelError, Result, Weight};
 
 /// A loaded Llama-family model: configuration and weights, nothing per request.
 #[derive(Debug, Clone)]
@@ -279,14 +279,21 @@ impl Llama {
             let n_valid = bs.min(max_pos + 1 - first);
             let blk = kv.block(layer, seq, b);
             let keys = &blk.keys[head_off..];
-            ty.decode_transposed(keys, row_bytes, n_valid, &mut s.keys_t, bs, &mut s.row);
-            for r in 0..n_valid {
-                let at = r * row_bytes + head_off;
-                ty.decode(
-                    &blk.values[at..at + head_bytes],
-                    &mut s.values[r * head_dim..(r + 1) * head_dim],
-                );
-            }
+            // f16 keys go sixteen rows at a time: a part-filled last block is decoded whole
+            // (the scores of the rows past the sequence are never read).
+            let n_keys = if ty == KvType::F16 && keys.len() >= (bs - 1) * row_bytes + head_bytes
+            {
+                bs
+            } else {
+                n_valid
+            };
+            ty.decode_transposed(keys, row_bytes, n_keys, &mut s.keys_t, bs, &mut s.row);
+            ty.decode_rows(
+                &blk.values[head_off..],
+                row_bytes,
+                n_valid,
+                &mut s.values[..n_valid * head_dim],
+            );
             for (i, &e) in task.entries.iter().enumerate() {
                 let pos = batch.positions[e];
                 let n = if pos < first {
