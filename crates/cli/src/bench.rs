@@ -206,8 +206,9 @@ pub fn run(a: BenchArgs, threads: &[usize], kv_type: KvType) -> Result<()> {
                             mem.around_probe(|| measure_bandwidth(&[t], TEST_PROBE_PASSES)[0].1),
                         )
                     };
-                    let r = pool
-                        .install(|| engine::run_tg(&model, kv_type, n, a.reps, a.seed, &mut probe))?;
+                    let r = pool.install(|| {
+                        engine::run_tg(&model, kv_type, n, a.reps, a.seed, &mut probe)
+                    })?;
                     let mean = probes.iter().sum::<f64>() / probes.len().max(1) as f64;
                     let each: Vec<String> =
                         probes.iter().map(|b| format!("{:.1}", b / 1e9)).collect();

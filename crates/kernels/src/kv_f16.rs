@@ -70,7 +70,11 @@ pub fn f16_rows(src: &[u8], stride: usize, n_rows: usize, width: usize, out: &mu
     if let Some(crate::cpu::Level::Avx512(k)) = crate::cpu::Level::new(crate::isa()) {
         d_done = width / 16 * 16;
         for r in 0..n_rows {
-            avx512::row16s(k, &src[r * stride..r * stride + 2 * d_done], &mut out[r * width..][..d_done]);
+            avx512::row16s(
+                k,
+                &src[r * stride..r * stride + 2 * d_done],
+                &mut out[r * width..][..d_done],
+            );
         }
     }
     for r in 0..n_rows {

@@ -71,6 +71,7 @@ pub use matmul::{
 };
 pub use matmul_reference::matmul_reference;
 pub use norm::rms_norm;
+pub use par::read_ahead;
 pub use quantize::{
     block_q4_0_fitted, can_quantize, quantize_into, quantize_q4_0, quantize_q8_0, quantize_rows,
     quantize_rows_fitted, K_QUANTIZE_TYPES, QUANTIZE_TYPES,

@@ -53,6 +53,19 @@ pub(crate) fn prefetch_range(b: &[u8]) {
     }
 }
 
+/// Asks for `n` cache lines from address `addr` into the core's L2 cache (hints: the addresses
+/// are never dereferenced, so any value is harmless).
+pub(crate) fn prefetch_lines_l2(addr: usize, n: usize) {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (addr, n);
+    #[cfg(target_arch = "x86_64")]
+    for i in 0..n {
+        let p = addr.wrapping_add(64 * i) as *const i8;
+        // SAFETY: prefetching is a hint that never faults.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

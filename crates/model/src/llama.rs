@@ -3,7 +3,8 @@ use std::sync::OnceLock;
 
 use kernels::{
     add_assign, attend_block_rows, for_each_item, for_each_task, matmul_many, matmul_path,
-    rms_norm, rope_cos_sin, rope_interleaved, silu_mul, MatmulPath, RopeFreqs, SoftmaxState,
+    read_ahead, rms_norm, rope_cos_sin, rope_interleaved, silu_mul, MatmulPath, RopeFreqs,
+    SoftmaxState,
 };
 
 use crate::{Batch, KvType, KvView, LayerWeights, LlamaConfig, ModelError, Result, Weight};
@@ -138,9 +139,22 @@ impl Llama {
 
         // The same split of the attention work serves every layer.
         let tasks = attention_tasks(batch, c.n_kv_heads);
+        // Decode streams the weights: before each product the next one is declared, so that
+        // threads with nothing to do in between bring the start of its weights into their
+        // caches (`kernels::read_ahead`; a hint, no result changes).
+        let ahead = |ws: &[&Weight]| {
+            if rows {
+                let views: Vec<_> = ws.iter().map(|w| wv(rows, w)).collect();
+                read_ahead(&views);
+            }
+        };
+        if let Some(first) = self.layers.first() {
+            ahead(&[&first.wq, &first.wk, &first.wv]);
+        }
         for (l, layer) in self.layers.iter().enumerate() {
             // Attention block.
             norm_rows(&x, &layer.attn_norm, c.norm_eps, &mut xn);
+            ahead(&[&layer.wo]);
             matmul_many(
                 mm_path,
                 &[
@@ -163,11 +177,13 @@ impl Llama {
                 kv.store(l, batch.seq_ids[t], pos, kt, vt);
             }
             self.attention(l, batch, &tasks, &q, &*kv, &mut attn);
+            ahead(&[&layer.w_gate, &layer.w_up]);
             matmul_path(mm_path, &wv(rows, &layer.wo), &attn, n, &mut proj);
             add_assign(&mut x, &proj);
 
             // MLP block (SwiGLU).
             norm_rows(&x, &layer.ffn_norm, c.norm_eps, &mut xn);
+            ahead(&[&layer.w_down]);
             matmul_many(
                 mm_path,
                 &[wv(rows, &layer.w_gate), wv(rows, &layer.w_up)],
@@ -176,9 +192,14 @@ impl Llama {
                 &mut [&mut gate, &mut up],
             );
             silu_mul(&mut gate, &up);
+            match self.layers.get(l + 1) {
+                Some(next) => ahead(&[&next.wq, &next.wk, &next.wv]),
+                None => ahead(&[&self.output]),
+            }
             matmul_path(mm_path, &wv(rows, &layer.w_down), &gate, n, &mut proj);
             add_assign(&mut x, &proj);
         }
+        ahead(&[]);
 
         // Final norm and output projection, only for the rows asked for.
         let m = batch.logits_for.len();
@@ -281,8 +302,7 @@ impl Llama {
             let keys = &blk.keys[head_off..];
             // f16 keys go sixteen rows at a time: a part-filled last block is decoded whole
             // (the scores of the rows past the sequence are never read).
-            let n_keys = if ty == KvType::F16 && keys.len() >= (bs - 1) * row_bytes + head_bytes
-            {
+            let n_keys = if ty == KvType::F16 && keys.len() >= (bs - 1) * row_bytes + head_bytes {
                 bs
             } else {
                 n_valid
