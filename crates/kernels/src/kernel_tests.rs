@@ -22,18 +22,19 @@ fn close(got: f32, want: f32, n: usize, abs_sum: f32) -> bool {
     (got - want).abs() <= SUM_ORDER_TOL_PER_TERM * n as f32 * abs_sum
 }
 
-/// xorshift64: small, deterministic, no dependency.
-struct Rng(u64);
+/// xorshift64: small, deterministic, no dependency (the unit tests of the crate's modules use
+/// it too).
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
     /// Uniform in [-1, 1).
-    fn f32(&mut self) -> f32 {
+    pub(crate) fn f32(&mut self) -> f32 {
         (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
     }
     fn byte(&mut self) -> u8 {

@@ -200,13 +200,8 @@ mod tests {
 
     #[test]
     fn widened_rows_equal_the_values() {
-        let mut seed = 0x1234_5678_9abc_def1u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::kernel_tests::Rng(0x1234_5678_9abc_def1);
+        let mut next = || rng.next();
         for (n_rows, width, stride) in [
             (16, 64, 512),
             (16, 128, 256),

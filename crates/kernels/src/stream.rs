@@ -40,29 +40,29 @@ fn prefetch_ahead(x: &[u64], at: usize) {
 
 /// Asks for every cache line of `b` (hints, never faulting).
 pub(crate) fn prefetch_range(b: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    prefetch_lines::<{ std::arch::x86_64::_MM_HINT_T0 }>(b.as_ptr() as usize, b.len().div_ceil(64));
     #[cfg(not(target_arch = "x86_64"))]
     let _ = b;
-    #[cfg(target_arch = "x86_64")]
-    for line in b.chunks(64) {
-        // SAFETY: prefetching is a hint that never faults.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                line.as_ptr() as *const i8
-            )
-        };
-    }
 }
 
 /// Asks for `n` cache lines from address `addr` into the core's L2 cache (hints: the addresses
 /// are never dereferenced, so any value is harmless).
 pub(crate) fn prefetch_lines_l2(addr: usize, n: usize) {
+    #[cfg(target_arch = "x86_64")]
+    prefetch_lines::<{ std::arch::x86_64::_MM_HINT_T1 }>(addr, n);
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (addr, n);
-    #[cfg(target_arch = "x86_64")]
+}
+
+/// `n` prefetches of the hint `HINT`, one per 64 bytes from `addr`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_lines<const HINT: i32>(addr: usize, n: usize) {
     for i in 0..n {
         let p = addr.wrapping_add(64 * i) as *const i8;
-        // SAFETY: prefetching is a hint that never faults.
-        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p) };
+        // SAFETY: prefetching is a hint that never faults, whatever the address.
+        unsafe { std::arch::x86_64::_mm_prefetch::<HINT>(p) };
     }
 }
 

@@ -165,14 +165,15 @@ struct Job<'a> {
     /// Per thread (the caller first, then the helpers): the tasks `start..end` it has left,
     /// packed by [`pack`]. The owner takes from the front; a thread that has none left takes
     /// the back half of another's.
-    shares: &'a [Share],
+    shares: &'a [Slot],
     done: AtomicUsize,
     panicked: AtomicBool,
 }
 
-/// A thread's tasks left, on a cache line of its own (the owner changes it once per task).
+/// A packed per-thread atomic on a cache line of its own (its owner changes it often): a
+/// thread's tasks left ([`pack`]) or its read-ahead ([`pack_lines`]).
 #[repr(align(128))]
-struct Share(AtomicU64);
+struct Slot(AtomicU64);
 
 fn pack(start: usize, end: usize) -> u64 {
     ((start as u64) << 32) | end as u64
@@ -259,10 +260,10 @@ struct Team {
     asleep: Vec<AtomicBool>,
     /// Per thread, the caller first: its share of the running job ([`Job::shares`]); set by
     /// the caller before it publishes a job.
-    shares: Vec<Share>,
+    shares: Vec<Slot>,
     /// Per thread, the caller first: lines it prefetches while it has nothing else to do
     /// ([`read_ahead`]), packed by [`pack_lines`].
-    ahead: Vec<Share>,
+    ahead: Vec<Slot>,
     threads: OnceLock<Vec<Thread>>,
 }
 
@@ -281,8 +282,8 @@ fn team(size: usize) -> &'static Team {
         inside: AtomicUsize::new(0),
         busy: AtomicBool::new(false),
         asleep: (0..helpers).map(|_| AtomicBool::new(false)).collect(),
-        shares: (0..size).map(|_| Share(AtomicU64::new(0))).collect(),
-        ahead: (0..size).map(|_| Share(AtomicU64::new(0))).collect(),
+        shares: (0..size).map(|_| Slot(AtomicU64::new(0))).collect(),
+        ahead: (0..size).map(|_| Slot(AtomicU64::new(0))).collect(),
         threads: OnceLock::new(),
     }));
     let threads = (0..helpers)

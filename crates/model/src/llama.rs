@@ -7,7 +7,7 @@ use kernels::{
     SoftmaxState,
 };
 
-use crate::{Batch, KvType, KvView, LayerWeights, LlamaConfig, ModelError, Result, Weight};
+use crate::{Batch, KvView, LayerWeights, LlamaConfig, ModelError, Result, Weight};
 
 /// A loaded Llama-family model: configuration and weights, nothing per request.
 #[derive(Debug, Clone)]
@@ -299,15 +299,14 @@ impl Llama {
             let first = b * bs;
             let n_valid = bs.min(max_pos + 1 - first);
             let blk = kv.block(layer, seq, b);
-            let keys = &blk.keys[head_off..];
-            // f16 keys go sixteen rows at a time: a part-filled last block is decoded whole
-            // (the scores of the rows past the sequence are never read).
-            let n_keys = if ty == KvType::F16 && keys.len() >= (bs - 1) * row_bytes + head_bytes {
-                bs
-            } else {
-                n_valid
-            };
-            ty.decode_transposed(keys, row_bytes, n_keys, &mut s.keys_t, bs, &mut s.row);
+            ty.decode_transposed(
+                &blk.keys[head_off..],
+                row_bytes,
+                n_valid,
+                &mut s.keys_t,
+                bs,
+                &mut s.row,
+            );
             ty.decode_rows(
                 &blk.values[head_off..],
                 row_bytes,
