@@ -1,5 +1,5 @@
-//! Prefill of Q8_0 / Q4_0 weights on AMX int8 tiles (`amx_tile.rs`): the tile implementation of
-//! the several-tokens path when the level is [`crate::Isa::Amx`].
+//! Prefill of Q8_0 / Q4_0 and K-quant weights on AMX int8 tiles (`amx_tile.rs`): the tile
+//! implementation of the several-tokens path when the level is [`crate::Isa::Amx`].
 //!
 //! - Activations are quantized to Q8_0 blocks exactly as on the other paths (`act_q8.rs`), then
 //!   laid out once per call as the second operand of `tdpbssd`: per group of 16 tokens (the last
@@ -7,10 +7,15 @@
 //! - Each thread rewrites its weight rows a panel at a time, per call, into its scratch buffers:
 //!   per 16 rows (the last group padded with zero rows) and block, the 16 rows' 32 values as
 //!   signed bytes (Q4_0 nibbles minus 8) — a 512-byte tile — and the 16 block scales as `f32`.
+//!   K-quant rows are unpacked and rewritten the same way (`amx_kquant.rs`): a tile per block of
+//!   32 or 16 values ([`TileForm`]), with the blocks' mins where the type has them.
 //! - Per (16 rows, 16 tokens) the tile kernel sums each block exactly in int32 and adds
 //!   `sum · (d_a · d_w)` to an `f32` accumulator, block after block, with one fused
-//!   multiply-add: `out[t, r]` depends on row `r` and token `t` only, never on which or how many
-//!   other tokens share the call (padding tokens and rows are never read back).
+//!   multiply-add (and one more subtracting `min · d_a · Σ a` for types with mins):
+//!   `out[t, r]` depends on row `r` and token `t` only, never on which or how many other tokens
+//!   share the call (padding tokens and rows are never read back).
+//! - The driver ([`matmul_tiles`]) takes the kernel as a [`TileKernel`], so that tests run it
+//!   with the scalar twin on machines without AMX.
 //!
 //! Throughput: one 16 × 16 × 32 tile product per block uses half the depth a tile row can take
 //! (64 bytes), and each block's sums must leave the tile unit through memory for the `f32`
@@ -18,13 +23,14 @@
 //! epilogue, are the bounds. Two token groups share each weight tile load.
 //!
 //! Which kernels: this path serves every call of 2 tokens or more at the AMX level, whatever the
-//! shape. It is faster than the AVX-512 VNNI tiles from about 16 tokens on, on every shape
+//! shape (measured for Q8_0 / Q4_0; the K-quant tiles, added on a machine without AMX, are
+//! tested against their scalar twin and not yet timed). It is faster than the AVX-512 VNNI tiles from about 16 tokens on, on every shape
 //! measured (TinyLlama's and stories15M's matrices); below that it computes 16 tokens' worth
 //! for a few and is slower. Choosing by token count would make a token's result depend on how
 //! many others share its call, so the choice is per level only.
 
 use crate::act_q8::{ActLayout, ActQ8, QK};
-use crate::amx_tile::{tile_q8, TileScope, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
+use crate::amx_tile::{tile_q8, Mins, TileScope, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
 use crate::cpu::{Amx, Level};
 use crate::dot_scalar::{f16_at, Q4_0_BYTES, Q8_0_BYTES};
 use crate::matmul::{MIN_TASK_BYTES, PANEL_BYTES};
@@ -41,45 +47,132 @@ const PACK_PREFETCH_BLOCKS: usize = 8;
 /// Row groups of 16 in a panel, at most.
 const MAX_PANEL_GROUPS: usize = 16;
 
-/// `out = x · wᵀ` for Q8_0 / Q4_0 weights and several tokens; shapes already checked.
-pub(crate) fn matmul_quant_amx(
-    amx: Amx,
+/// How a weight type's blocks become tiles.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct TileForm {
+    /// Blocks of 16 values, one per tile in its half of the 32 (the other half zero): two
+    /// weight tiles per activation block.
+    pub half: bool,
+    /// Each block has a min to subtract (`dmin · min · Σ a`).
+    pub mins: bool,
+}
+
+impl TileForm {
+    pub(crate) fn of(ty: WeightType) -> TileForm {
+        use WeightType::*;
+        TileForm {
+            half: matches!(ty.stored(), Q2_K | Q3_K | Q6_K),
+            mins: matches!(ty.stored(), Q2_K | Q4_K | Q5_K),
+        }
+    }
+
+    /// Weight tiles per activation block.
+    pub(crate) fn per_block(self) -> usize {
+        1 + self.half as usize
+    }
+
+    /// The activation sums the form needs.
+    pub(crate) fn sums(self) -> ActSums {
+        match (self.mins, self.half) {
+            (false, _) => ActSums::None,
+            (true, false) => ActSums::Blocks,
+            (true, true) => ActSums::Halves,
+        }
+    }
+}
+
+/// The tile kernel of the driver: [`tile_q8`] under a thread's [`TileScope`], or in tests its
+/// scalar twin, so that the driver's packing and bookkeeping are tested on any machine.
+pub(crate) trait TileKernel {
+    /// As [`tile_q8`].
+    #[allow(clippy::too_many_arguments)]
+    fn run<const G: usize>(
+        &self,
+        w: &[u8],
+        wd: &[f32],
+        a: [&[u8]; G],
+        ad: [&[f32]; G],
+        half: bool,
+        mins: Option<Mins<'_, G>>,
+        acc: [&mut [[f32; TILE_TOKENS]; TILE_ROWS]; G],
+    );
+}
+
+impl TileKernel for TileScope {
+    fn run<const G: usize>(
+        &self,
+        w: &[u8],
+        wd: &[f32],
+        a: [&[u8]; G],
+        ad: [&[f32]; G],
+        half: bool,
+        mins: Option<Mins<'_, G>>,
+        acc: [&mut [[f32; TILE_TOKENS]; TILE_ROWS]; G],
+    ) {
+        tile_q8(self, w, wd, a, ad, half, mins, acc)
+    }
+}
+
+/// `out = x · wᵀ` for Q8_0 / Q4_0 or K-quant weights and several tokens; shapes already checked.
+pub(crate) fn matmul_amx(amx: Amx, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
+    let level = Level::Avx512(amx.avx512());
+    matmul_tiles(level, || TileScope::new(amx), w, x, n_tokens, out)
+}
+
+/// The driver of [`matmul_amx`], with the kernel each thread makes for itself by `kernel`
+/// (`level`: of the activations' quantization and the weights' unpacking, AVX-512 where the
+/// weights are repacked Q4_0).
+pub(crate) fn matmul_tiles<K: TileKernel>(
+    level: Level,
+    kernel: impl Fn() -> K + Sync,
     w: &WeightView,
     x: &[f32],
     n_tokens: usize,
     out: &mut [f32],
 ) {
     let (n_rows, n_cols, ty) = (w.n_rows, w.n_cols, w.ty);
+    let form = TileForm::of(ty);
     let nb = n_cols / QK;
-    let act = TileAct::new(Level::Avx512(amx.avx512()), x, n_tokens, n_cols);
+    // Weight tiles per row.
+    let nt = nb * form.per_block();
+    let act = TileAct::new(level, x, n_tokens, n_cols, form.sums());
     let work_per_row = ty.row_bytes(n_cols) * n_tokens;
     let chunk = chunk_rows(n_rows, TILE_ROWS, MIN_TASK_BYTES.div_ceil(work_per_row));
-    let panel_rows = (PANEL_BYTES / (nb * QK)).clamp(TILE_ROWS, MAX_PANEL_GROUPS * TILE_ROWS)
+    let panel_rows = (PANEL_BYTES / (nt * QK)).clamp(TILE_ROWS, MAX_PANEL_GROUPS * TILE_ROWS)
         / TILE_ROWS
         * TILE_ROWS;
-    let (tile_q, tile_d) = (nb * TILE_BYTES, nb * TILE_ROWS);
+    let (tile_q, tile_d) = (nt * TILE_BYTES, nt * TILE_ROWS);
+    let tile_m = if form.mins { tile_d } else { 0 };
     for_each_row_chunk(out, n_rows, n_tokens, chunk, |mut oc| {
         let rows = oc.rows();
-        let scope = TileScope::new(amx);
+        let scope = kernel();
+        let mut kpack = crate::amx_kquant::Packer::new(level, w);
         with_panel(|p| {
             for p0 in rows.clone().step_by(panel_rows) {
                 let np = panel_rows.min(rows.end - p0);
                 let n_groups = np.div_ceil(TILE_ROWS);
                 let q = sized(&mut p.q, n_groups * tile_q);
                 let d = sized(&mut p.d, n_groups * tile_d);
-                for (g, (qg, dg)) in q
-                    .chunks_exact_mut(tile_q)
-                    .zip(d.chunks_exact_mut(tile_d))
-                    .enumerate()
-                {
-                    let rows = std::array::from_fn(|m| {
-                        let r = p0 + g * TILE_ROWS + m;
-                        (r < p0 + np).then(|| w.row(r))
-                    });
-                    if ty == WeightType::Q4_0x16 {
-                        crate::avx512_x16::pack_tile_group(amx.avx512(), &rows, qg, dg);
-                    } else {
-                        pack_tile_group(ty, &rows, qg, dg);
+                let m = sized(&mut p.m, n_groups * tile_m);
+                for g in 0..n_groups {
+                    let (qg, dg) = (
+                        &mut q[g * tile_q..][..tile_q],
+                        &mut d[g * tile_d..][..tile_d],
+                    );
+                    let mg = &mut m[g * tile_m..][..tile_m];
+                    let r0 = p0 + g * TILE_ROWS;
+                    let valid = (p0 + np - r0).min(TILE_ROWS);
+                    match &mut kpack {
+                        Some(k) => k.pack_group(r0, valid, qg, dg, mg),
+                        None => {
+                            let rows = std::array::from_fn(|i| (i < valid).then(|| w.row(r0 + i)));
+                            match (ty, level) {
+                                (WeightType::Q4_0x16, Level::Avx512(k)) => {
+                                    crate::avx512_x16::pack_tile_group(k, &rows, qg, dg)
+                                }
+                                _ => pack_tile_group(ty, &rows, qg, dg),
+                            }
+                        }
                     }
                 }
                 let col0 = p0 - rows.start;
@@ -87,20 +180,33 @@ pub(crate) fn matmul_quant_amx(
                 // both kernels give each (row, token) the same operations.
                 let mut accs = [[[[0f32; TILE_TOKENS]; TILE_ROWS]; 2]; MAX_PANEL_GROUPS];
                 let accs = &mut accs[..n_groups];
+                let per = form.per_block();
                 for tg in (0..act.n_groups).step_by(2) {
                     let pair = tg + 1 < act.n_groups;
                     accs.fill(Default::default());
                     for b0 in (0..nb).step_by(PASS_BLOCKS) {
                         let b1 = (b0 + PASS_BLOCKS).min(nb);
+                        let tiles = b0 * per..b1 * per;
                         let (aq0, ad0) = act.group(tg, b0..b1);
+                        let am0 = act.sums(tg, tiles.clone());
                         for (g, [acc0, acc1]) in accs.iter_mut().enumerate() {
-                            let wq = &q[g * tile_q + b0 * TILE_BYTES..][..(b1 - b0) * TILE_BYTES];
-                            let wd = &d[g * tile_d + b0 * TILE_ROWS..][..(b1 - b0) * TILE_ROWS];
+                            let wq =
+                                &q[g * tile_q..][tiles.start * TILE_BYTES..tiles.end * TILE_BYTES];
+                            let wd =
+                                &d[g * tile_d..][tiles.start * TILE_ROWS..tiles.end * TILE_ROWS];
+                            let wm = form.mins.then(|| {
+                                &m[g * tile_m..][tiles.start * TILE_ROWS..tiles.end * TILE_ROWS]
+                            });
+                            let half = form.half;
                             if pair {
                                 let (aq1, ad1) = act.group(tg + 1, b0..b1);
-                                tile_q8(&scope, wq, wd, [aq0, aq1], [ad0, ad1], [acc0, acc1]);
+                                let am1 = act.sums(tg + 1, tiles.clone());
+                                let mins = wm.map(|w| Mins { w, a: [am0, am1] });
+                                let (a, ad) = ([aq0, aq1], [ad0, ad1]);
+                                scope.run(wq, wd, a, ad, half, mins, [acc0, acc1]);
                             } else {
-                                tile_q8(&scope, wq, wd, [aq0], [ad0], [acc0]);
+                                let mins = wm.map(|w| Mins { w, a: [am0] });
+                                scope.run(wq, wd, [aq0], [ad0], half, mins, [acc0]);
                             }
                         }
                     }
@@ -189,6 +295,17 @@ fn nibbles_minus_8(src: &[u8; QK / 2]) -> ([u8; QK / 2], [u8; QK / 2]) {
     )
 }
 
+/// Which sums of each token's quantized values a [`TileAct`] keeps, for the mins of the
+/// weights ([`TileForm::mins`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum ActSums {
+    None,
+    /// `d · Σ q` over each block of 32.
+    Blocks,
+    /// `d · Σ q` over each half block of 16.
+    Halves,
+}
+
 /// Q8_0 activations laid out as `tdpbssd`'s second operand.
 pub(crate) struct TileAct {
     /// Groups of 16 tokens.
@@ -200,19 +317,37 @@ pub(crate) struct TileAct {
     pub qs: Vec<u8>,
     /// `[group][block][token: 16]`: block scales; zeros for padding tokens.
     pub d: Vec<f32>,
+    /// `[group][unit][token: 16]`: the [`ActSums`] asked for, per block or half block (empty
+    /// for none); zeros for padding tokens.
+    pub s: Vec<f32>,
+    /// Sums per block: 0, 1 or 2.
+    pub s_per_block: usize,
 }
 
 impl TileAct {
     /// Quantizes `n_tokens` rows of `x` (`[n_tokens, n_cols]`) as [`ActQ8`] does.
-    pub(crate) fn new(level: Level, x: &[f32], n_tokens: usize, n_cols: usize) -> TileAct {
+    pub(crate) fn new(
+        level: Level,
+        x: &[f32],
+        n_tokens: usize,
+        n_cols: usize,
+        sums: ActSums,
+    ) -> TileAct {
         let nat = ActQ8::new(level, x, n_tokens, n_cols, ActLayout::Natural, None);
         let nb = n_cols / QK;
         let n_groups = n_tokens.div_ceil(TILE_TOKENS);
+        let sp = match sums {
+            ActSums::None => 0,
+            ActSums::Blocks => 1,
+            ActSums::Halves => 2,
+        };
         let mut act = TileAct {
             n_groups,
             nb,
             qs: vec![0; n_groups * nb * TILE_BYTES],
             d: vec![0.0; n_groups * nb * TILE_TOKENS],
+            s: vec![0.0; n_groups * nb * sp * TILE_TOKENS],
+            s_per_block: sp,
         };
         let fill = |(g, (qs, d)): (usize, (&mut [u8], &mut [f32]))| {
             for n in 0..TILE_TOKENS.min(n_tokens - g * TILE_TOKENS) {
@@ -229,20 +364,25 @@ impl TileAct {
                 }
             }
         };
+        let sum = |(g, s): (usize, &mut [f32])| {
+            for n in 0..TILE_TOKENS.min(n_tokens - g * TILE_TOKENS) {
+                let t = g * TILE_TOKENS + n;
+                let (tq, td) = (nat.qs(t), nat.d(t));
+                for (u, vals) in tq.chunks_exact(QK / sp).enumerate() {
+                    let total: i32 = vals.iter().map(|&v| v as i32).sum();
+                    s[u * TILE_TOKENS + n] = td[u / sp] * total as f32;
+                }
+            }
+        };
+        let (gq, gd) = (nb * TILE_BYTES, nb * TILE_TOKENS);
+        let tiles = act.qs.chunks_mut(gq).zip(act.d.chunks_mut(gd)).enumerate();
+        let sums = act.s.chunks_mut(gd * sp.max(1)).enumerate();
         if n_groups > 1 {
-            let chunks = act
-                .qs
-                .chunks_mut(nb * TILE_BYTES)
-                .zip(act.d.chunks_mut(nb * TILE_TOKENS))
-                .enumerate()
-                .collect();
-            crate::team::for_each_item(chunks, fill);
+            crate::team::for_each_item(tiles.collect(), fill);
+            crate::team::for_each_item(sums.collect(), sum);
         } else {
-            act.qs
-                .chunks_mut(nb * TILE_BYTES)
-                .zip(act.d.chunks_mut(nb * TILE_TOKENS))
-                .enumerate()
-                .for_each(fill);
+            tiles.for_each(fill);
+            sums.for_each(sum);
         }
         act
     }
@@ -256,28 +396,66 @@ impl TileAct {
             &d[blocks.start * TILE_TOKENS..blocks.end * TILE_TOKENS],
         )
     }
+
+    /// The sums of token group `g` for weight tiles `tiles` (one sum per tile; empty when the
+    /// activations keep none).
+    pub(crate) fn sums(&self, g: usize, tiles: std::ops::Range<usize>) -> &[f32] {
+        if self.s_per_block == 0 {
+            return &[];
+        }
+        let per_group = self.nb * self.s_per_block * TILE_TOKENS;
+        &self.s[g * per_group..][tiles.start * TILE_TOKENS..tiles.end * TILE_TOKENS]
+    }
 }
 
-/// Scalar twin of [`crate::amx_tile::tile_q8`]: the same integer block sums and the same float
-/// operations in the same order (`d_a · d_w`, then one fused multiply-add per block), so the
-/// results are bitwise equal.
+/// The scalar twin as a [`TileKernel`] (tests of the driver).
+#[cfg(test)]
+pub(crate) struct ScalarTiles;
+
+#[cfg(test)]
+impl TileKernel for ScalarTiles {
+    fn run<const G: usize>(
+        &self,
+        w: &[u8],
+        wd: &[f32],
+        a: [&[u8]; G],
+        ad: [&[f32]; G],
+        half: bool,
+        mins: Option<Mins<'_, G>>,
+        acc: [&mut [[f32; TILE_TOKENS]; TILE_ROWS]; G],
+    ) {
+        for (g, acc) in acc.into_iter().enumerate() {
+            let m = mins.as_ref().map(|m| (m.w, m.a[g]));
+            tile_q8_scalar(w, wd, a[g], ad[g], half, m, acc);
+        }
+    }
+}
+
+/// Scalar twin of [`crate::amx_tile::tile_q8`] for one token group: the same integer block
+/// sums and the same float operations in the same order (`d_a · d_w`, one fused multiply-add
+/// per tile, then with `mins = (wm, am)` one more subtracting `wm · am`), so the results are
+/// bitwise equal.
 #[cfg(test)]
 pub(crate) fn tile_q8_scalar(
     w: &[u8],
     wd: &[f32],
     a: &[u8],
     ad: &[f32],
+    half: bool,
+    mins: Option<(&[f32], &[f32])>,
     acc: &mut [[f32; TILE_TOKENS]; TILE_ROWS],
 ) {
-    let nb = wd.len() / TILE_ROWS;
+    let nt = wd.len() / TILE_ROWS;
+    let na = if half { nt / 2 } else { nt };
     assert!(
-        wd.len() == nb * TILE_ROWS
-            && ad.len() == nb * TILE_TOKENS
-            && w.len() == nb * TILE_BYTES
-            && a.len() == nb * TILE_BYTES
+        wd.len() == nt * TILE_ROWS
+            && ad.len() == na * TILE_TOKENS
+            && w.len() == nt * TILE_BYTES
+            && a.len() == na * TILE_BYTES
     );
-    for b in 0..nb {
-        let (wt, at) = (&w[b * TILE_BYTES..], &a[b * TILE_BYTES..]);
+    for b in 0..nt {
+        let ab = if half { b / 2 } else { b };
+        let (wt, at) = (&w[b * TILE_BYTES..], &a[ab * TILE_BYTES..]);
         for (r, acc_r) in acc.iter_mut().enumerate() {
             for (t, v) in acc_r.iter_mut().enumerate() {
                 let mut s = 0i32;
@@ -288,8 +466,11 @@ pub(crate) fn tile_q8_scalar(
                         s += wv * av;
                     }
                 }
-                let scale = ad[b * TILE_TOKENS + t] * wd[b * TILE_ROWS + r];
+                let scale = ad[ab * TILE_TOKENS + t] * wd[b * TILE_ROWS + r];
                 *v = (s as f32).mul_add(scale, *v);
+                if let Some((wm, am)) = mins {
+                    *v = (-wm[b * TILE_ROWS + r]).mul_add(am[b * TILE_TOKENS + t], *v);
+                }
             }
         }
     }

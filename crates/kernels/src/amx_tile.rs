@@ -1,6 +1,7 @@
-//! The AMX int8 tile kernel of the Q8_0 / Q4_0 prefill (`amx.rs`): 16 weight rows × one or two
-//! groups of 16 tokens over a run of 32-value blocks, one tile product (`tdpbssd`) per block and
-//! token group, the block's exact integer sums scaled and added in `f32` by an AVX-512 epilogue. Scalar twin:
+//! The AMX int8 tile kernel of the Q8_0 / Q4_0 and K-quant prefill (`amx.rs`): 16 weight rows ×
+//! one or two groups of 16 tokens over a run of 32-value blocks, one tile product (`tdpbssd`) per
+//! block and token group, the block's exact integer sums scaled (and, for K-quants with mins, the
+//! min term subtracted) in `f32` by an AVX-512 epilogue. Scalar twin:
 //! [`crate::amx::tile_q8_scalar`], same float operations in the same order (bitwise equal).
 //!
 //! Stable Rust has no AMX intrinsics, so the tile instructions are written with `asm!`. The tile
@@ -107,42 +108,73 @@ impl Drop for TileScope {
     }
 }
 
-/// For each of the `G` (1 or 2) token groups `g`: `acc[g][r][t] += Σ_b s · (ad[g][b][t] ·
-/// wd[b][r])` over the `nb` blocks of the slices, in block order, each step one fused
-/// multiply-add, where `s` is the exact integer sum of the 32 products of block `b` of weight
-/// row `r` and token `t`. Each (row, token) sees the same operations whatever `G` is.
+/// The integer sums' scaled corrections of weight types with mins (K-quants `Q2_K`, `Q4_K`,
+/// `Q5_K`): per weight tile, the 16 rows' `dmin · min` and, per token group, the 16 tokens'
+/// `d_a · Σ a` over the tile's values.
+pub(crate) struct Mins<'a, const G: usize> {
+    pub w: &'a [f32],
+    pub a: [&'a [f32]; G],
+}
+
+/// For each of the `G` (1 or 2) token groups `g`: `acc[g][r][t] += Σ_b s · (ad[g][b'][t] ·
+/// wd[b][r])`, then `− wm[b][r] · am[g][b][t]` where the weights have mins, over the `nt` weight
+/// tiles `b` of the slices, in tile order, each step one fused multiply-add (two with mins),
+/// where `s` is the exact integer sum of the 32 products of tile `b`'s row `r` and token `t`'s
+/// activation block `b' = b` — or, with `half` (weights of 16-value blocks, each tile holding one
+/// block's values in its half of 32 and zeros in the other), `b' = b / 2`. Each (row, token) sees
+/// the same operations whatever `G` is.
 ///
-/// - `w`: `nb` weight tiles, 16 rows × 32 int8 each (row-major, 512 bytes);
-/// - `wd`: `nb × 16` weight block scales;
-/// - `a[g]`: `nb` activation tiles, `[k: 8][t: 16][4]` int8 (values `4k..4k+4` of the block);
-/// - `ad[g]`: `nb × 16` activation block scales.
+/// - `w`: `nt` weight tiles, 16 rows × 32 int8 each (row-major, 512 bytes);
+/// - `wd`: `nt × 16` weight block scales;
+/// - `a[g]`: `nt` (`nt / 2` with `half`) activation tiles, `[k: 8][t: 16][4]` int8 (values
+///   `4k..4k+4` of the block);
+/// - `ad[g]`: their `× 16` activation block scales;
+/// - `mins`: `nt × 16` values each.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn tile_q8<const G: usize>(
     _: &TileScope,
     w: &[u8],
     wd: &[f32],
     a: [&[u8]; G],
     ad: [&[f32]; G],
+    half: bool,
+    mins: Option<Mins<'_, G>>,
     acc: [&mut [[f32; TILE_TOKENS]; TILE_ROWS]; G],
 ) {
     assert!(G == 1 || G == 2);
-    let nb = wd.len() / TILE_ROWS;
-    assert!(wd.len() == nb * TILE_ROWS && w.len() == nb * TILE_BYTES);
-    assert!(a.iter().all(|a| a.len() == nb * TILE_BYTES));
-    assert!(ad.iter().all(|d| d.len() == nb * TILE_TOKENS));
-    if nb == 0 {
+    let nt = wd.len() / TILE_ROWS;
+    let na = if half { nt / 2 } else { nt };
+    assert!(wd.len() == nt * TILE_ROWS && w.len() == nt * TILE_BYTES);
+    assert!(!half || nt.is_multiple_of(2));
+    assert!(a.iter().all(|a| a.len() == na * TILE_BYTES));
+    assert!(ad.iter().all(|d| d.len() == na * TILE_TOKENS));
+    if let Some(m) = &mins {
+        assert!(m.w.len() == nt * TILE_ROWS);
+        assert!(m.a.iter().all(|a| a.len() == nt * TILE_TOKENS));
+    }
+    if nt == 0 {
         return;
     }
+    let (wp, ap, dp) = (w.as_ptr(), a.map(|a| a.as_ptr()), ad.map(|d| d.as_ptr()));
+    let (wm, am) = match &mins {
+        Some(m) => (m.w.as_ptr(), m.a.map(|a| a.as_ptr())),
+        None => (std::ptr::null(), [std::ptr::null(); G]),
+    };
     // SAFETY: the scope proves the tile configuration (and, through its token, AVX-512 for the
-    // epilogue); every length is checked above.
+    // epilogue); every length is checked above, the min pointers are read only with mins.
     unsafe {
-        tile_q8_amx::<G>(
-            w.as_ptr(),
-            wd.as_ptr(),
-            a.map(|a| a.as_ptr()),
-            ad.map(|d| d.as_ptr()),
-            nb,
-            acc,
-        )
+        match (half, mins.is_some()) {
+            (false, false) => {
+                tile_q8_amx::<G, false, false>(wp, wd.as_ptr(), ap, dp, wm, am, nt, acc)
+            }
+            (false, true) => {
+                tile_q8_amx::<G, false, true>(wp, wd.as_ptr(), ap, dp, wm, am, nt, acc)
+            }
+            (true, false) => {
+                tile_q8_amx::<G, true, false>(wp, wd.as_ptr(), ap, dp, wm, am, nt, acc)
+            }
+            (true, true) => tile_q8_amx::<G, true, true>(wp, wd.as_ptr(), ap, dp, wm, am, nt, acc),
+        }
     }
 }
 
@@ -208,7 +240,7 @@ macro_rules! store {
 /// Block `$b`'s sums out of the C tiles of its parity (through the `$sums` buffers) and into
 /// the accumulators `$av` (a macro, not a function: the accumulators stay in registers).
 macro_rules! finish {
-    ($g:expr, $av:expr, $sums:expr, $wd:expr, $ad:expr, $b:expr) => {{
+    ($g:expr, $av:expr, $sums:expr, $wd:expr, $ad:expr, $wm:expr, $am:expr, $b:expr) => {{
         match ($g, $b & 1) {
             (1, 0) => store!(0, $sums[0]),
             (1, _) => store!(2, $sums[0]),
@@ -222,20 +254,25 @@ macro_rules! finish {
             }
         }
         for g in 0..$g {
-            epilogue(&mut $av[g], $sums[g], $wd, $ad[g], $b);
+            epilogue::<HALF, MIN>(&mut $av[g], $sums[g], $wd, $ad[g], $wm, $am[g], $b);
         }
     }};
 }
 
 /// # Safety
-/// This thread's tile configuration is [`CONFIG`]; AVX-512 F available; `G` is 1 or 2; `w` and
-/// each `a[g]` hold `nb` tiles of 512 bytes, `wd` and each `ad[g]` `nb × 16` scales; `nb > 0`.
+/// This thread's tile configuration is [`CONFIG`]; AVX-512 F available; `G` is 1 or 2; `w`
+/// holds `nb` tiles of 512 bytes and `wd` `nb × 16` scales, each `a[g]` and `ad[g]` as many
+/// tiles and `× 16` scales (half as many with `HALF`, `nb` even); with `MIN`, `wm` and each
+/// `am[g]` hold `nb × 16` values; `nb > 0`.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn tile_q8_amx<const G: usize>(
+unsafe fn tile_q8_amx<const G: usize, const HALF: bool, const MIN: bool>(
     w: *const u8,
     wd: *const f32,
     a: [*const u8; G],
     ad: [*const f32; G],
+    wm: *const f32,
+    am: [*const f32; G],
     nb: usize,
     acc: [&mut [[f32; TILE_TOKENS]; TILE_ROWS]; G],
 ) {
@@ -251,12 +288,12 @@ unsafe fn tile_q8_amx<const G: usize>(
     // SAFETY: blocks 0..nb are in bounds, as the caller promises; block b − 1's products were
     // issued before its sums are stored; each `sums` buffer holds a C tile.
     unsafe {
-        product::<G>(w, a, nb, 0);
+        product::<G, HALF>(w, a, nb, 0);
         for b in 1..nb {
-            product::<G>(w, a, nb, b);
-            finish!(G, av, sp, wd, ad, b - 1);
+            product::<G, HALF>(w, a, nb, b);
+            finish!(G, av, sp, wd, ad, wm, am, b - 1);
         }
-        finish!(G, av, sp, wd, ad, nb - 1);
+        finish!(G, av, sp, wd, ad, wm, am, nb - 1);
     }
     for (avg, accg) in av.iter().zip(acc) {
         for (v, row) in avg.iter().zip(accg.iter_mut()) {
@@ -271,9 +308,14 @@ unsafe fn tile_q8_amx<const G: usize>(
 /// As [`tile_q8_amx`], and `b < nb`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 #[inline]
-unsafe fn product<const G: usize>(w: *const u8, a: [*const u8; G], nb: usize, b: usize) {
-    // SAFETY: tile b < nb of `w` and of each `a[g]` is in bounds; the configuration is loaded;
-    // `G` is 1 or 2.
+unsafe fn product<const G: usize, const HALF: bool>(
+    w: *const u8,
+    a: [*const u8; G],
+    nb: usize,
+    b: usize,
+) {
+    // SAFETY: tile b < nb of `w` and tile b (b / 2 with HALF) of each `a[g]` are in bounds; the
+    // configuration is loaded; `G` is 1 or 2.
     unsafe {
         let wb = w.add(b * TILE_BYTES);
         if b + PREFETCH_BLOCKS < nb {
@@ -283,38 +325,52 @@ unsafe fn product<const G: usize>(w: *const u8, a: [*const u8; G], nb: usize, b:
                 _mm_prefetch::<_MM_HINT_T0>(ahead.add(line * 64) as *const i8);
             }
         }
-        let x0 = a[0].add(b * TILE_BYTES);
+        let ab = if HALF { b / 2 } else { b };
+        let x0 = a[0].add(ab * TILE_BYTES);
         match (G, b & 1) {
             (1, 0) => product1!(0, wb, x0),
             (1, _) => product1!(2, wb, x0),
-            (_, 0) => product2!(0, 1, wb, x0, a[G - 1].add(b * TILE_BYTES)),
-            _ => product2!(2, 3, wb, x0, a[G - 1].add(b * TILE_BYTES)),
+            (_, 0) => product2!(0, 1, wb, x0, a[G - 1].add(ab * TILE_BYTES)),
+            _ => product2!(2, 3, wb, x0, a[G - 1].add(ab * TILE_BYTES)),
         }
     }
 }
 
-/// Block `b`'s sums (16 rows × 16 tokens at `sums`) into the accumulators: one conversion, one
-/// multiply (the 16 tokens' scales by the row's scale) and one fused multiply-add per row.
+/// Tile `b`'s sums (16 rows × 16 tokens at `sums`) into the accumulators: one conversion, one
+/// multiply (the 16 tokens' scales by the row's scale) and one fused multiply-add per row, then
+/// with `MIN` one more (the row's min by the tokens' sums).
 ///
 /// # Safety
-/// AVX-512 F available; `sums` holds 256 int32 (64-byte aligned); `wd` and `ad` hold block `b`'s
-/// 16 scales.
+/// AVX-512 F available; `sums` holds 256 int32 (64-byte aligned); `wd` holds tile `b`'s 16
+/// scales and `ad` those of its activation block (`b / 2` with `HALF`); with `MIN`, `wm` and
+/// `am` tile `b`'s 16 values.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 #[inline]
-unsafe fn epilogue(
+unsafe fn epilogue<const HALF: bool, const MIN: bool>(
     av: &mut [__m512; TILE_ROWS],
     sums: *const i32,
     wd: *const f32,
     ad: *const f32,
+    wm: *const f32,
+    am: *const f32,
     b: usize,
 ) {
     // SAFETY: as the caller promises.
     unsafe {
-        let dav = _mm512_loadu_ps(ad.add(b * TILE_TOKENS));
+        let ab = if HALF { b / 2 } else { b };
+        let dav = _mm512_loadu_ps(ad.add(ab * TILE_TOKENS));
+        let amv = if MIN {
+            _mm512_loadu_ps(am.add(b * TILE_TOKENS))
+        } else {
+            _mm512_setzero_ps()
+        };
         for (r, v) in av.iter_mut().enumerate() {
             let s = _mm512_cvtepi32_ps(_mm512_load_si512(sums.add(r * TILE_TOKENS) as *const _));
             let scale = _mm512_mul_ps(dav, _mm512_set1_ps(*wd.add(b * TILE_ROWS + r)));
             *v = _mm512_fmadd_ps(s, scale, *v);
+            if MIN {
+                *v = _mm512_fnmadd_ps(_mm512_set1_ps(*wm.add(b * TILE_ROWS + r)), amv, *v);
+            }
         }
     }
 }

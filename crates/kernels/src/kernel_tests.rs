@@ -421,7 +421,7 @@ fn extreme_weights_do_not_saturate() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn amx_tile_kernel_matches_scalar_bitwise() {
-    use crate::amx::{pack_tile_group, tile_q8_scalar, TileAct};
+    use crate::amx::{pack_tile_group, tile_q8_scalar, ActSums, TileAct};
     use crate::amx_tile::{tile_q8, TileScope, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
     let Some(Level::Avx512(k)) = Level::new(Isa::Amx) else {
         eprintln!("skip: AMX not available");
@@ -441,12 +441,13 @@ fn amx_tile_kernel_matches_scalar_bitwise() {
             let rows = std::array::from_fn(|m| raw.get(m).map(|r| &r[..]));
             pack_tile_group(ty, &rows, &mut q, &mut d);
             let x = acts(&mut rng, n_tokens * n_cols, false);
-            let act = TileAct::new(Level::Scalar, &x, n_tokens, n_cols);
+            let act = TileAct::new(Level::Scalar, &x, n_tokens, n_cols, ActSums::None);
             let other = TileAct::new(
                 Level::Scalar,
                 &acts(&mut rng, 16 * n_cols, false),
                 16,
                 n_cols,
+                ActSums::None,
             );
             let nat = ActQ8::new(
                 Level::Scalar,
@@ -461,13 +462,22 @@ fn amx_tile_kernel_matches_scalar_bitwise() {
                 std::array::from_fn(|_| std::array::from_fn(|_| rng.f32()));
             for init in [[[0f32; TILE_TOKENS]; TILE_ROWS], start] {
                 let (mut got, mut want) = (init, init);
-                tile_q8(&scope, &q, &d, [aq], [ad], [&mut got]);
-                tile_q8_scalar(&q, &d, aq, ad, &mut want);
+                tile_q8(&scope, &q, &d, [aq], [ad], false, None, [&mut got]);
+                tile_q8_scalar(&q, &d, aq, ad, false, None, &mut want);
                 // Two token groups at once (the second one other tokens) give the same bits.
                 let (mut p0, mut p1, mut want1) = (init, init, init);
                 let (aq1, ad1) = other.group(0, 0..nb);
-                tile_q8(&scope, &q, &d, [aq, aq1], [ad, ad1], [&mut p0, &mut p1]);
-                tile_q8_scalar(&q, &d, aq1, ad1, &mut want1);
+                tile_q8(
+                    &scope,
+                    &q,
+                    &d,
+                    [aq, aq1],
+                    [ad, ad1],
+                    false,
+                    None,
+                    [&mut p0, &mut p1],
+                );
+                tile_q8_scalar(&q, &d, aq1, ad1, false, None, &mut want1);
                 let bits = |m: &[[f32; TILE_TOKENS]; TILE_ROWS]| m.map(|r| r.map(f32::to_bits));
                 assert_eq!(bits(&p0), bits(&want), "{ty:?} nb={nb}: first of a pair");
                 assert_eq!(bits(&p1), bits(&want1), "{ty:?} nb={nb}: second of a pair");
@@ -536,6 +546,88 @@ fn amx_results_do_not_depend_on_the_batch() {
                         .all(|(a, b)| a.to_bits() == b.to_bits()),
                     "{ty:?} token {t} first={first}"
                 );
+            }
+        }
+    }
+}
+
+/// The AMX tile driver (`amx.rs`) on Q8_0 / Q4_0 weights, stored and repacked, with the scalar
+/// twin of the tile kernel at the best SIMD level this CPU has: every output against the exact
+/// dot product of the decoded values within [`SUM_ORDER_TOL_PER_TERM`], and repacked rows giving
+/// the stored rows' bits; where AMX runs, the tile unit gives the twin's bits.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn amx_tile_driver_matches_the_decoded_values() {
+    use crate::amx::{matmul_tiles, ScalarTiles};
+    let Some(&(_, level)) = simd_levels().last() else {
+        eprintln!("skip: no SIMD level");
+        return;
+    };
+    let mut rng = Rng(0x1f83d9abfb41bd6b);
+    let (n_rows, nb) = (48, 40);
+    let n_cols = nb * 32;
+    for ty in [WeightType::Q8_0, WeightType::Q4_0] {
+        let bytes: Vec<u8> = (0..n_rows)
+            .flat_map(|_| quant_row(&mut rng, ty, nb, false))
+            .collect();
+        let stored = crate::WeightView {
+            ty,
+            n_rows,
+            n_cols,
+            bytes: &bytes,
+        };
+        let packed;
+        let mut views = vec![stored];
+        if ty == WeightType::Q4_0 && matches!(level, Level::Avx512(_)) {
+            packed = crate::repack(&stored);
+            views.push(crate::WeightView {
+                ty: WeightType::Q4_0x16,
+                bytes: &packed,
+                ..stored
+            });
+        }
+        for n_tokens in [1, 17, 33] {
+            let x = acts(&mut rng, n_tokens * n_cols, false);
+            let nat = ActQ8::new(level, &x, n_tokens, n_cols, ActLayout::Natural, None);
+            let mut outs = Vec::new();
+            for w in &views {
+                let mut out = vec![f32::NAN; n_tokens * n_rows];
+                matmul_tiles(level, || ScalarTiles, w, &x, n_tokens, &mut out);
+                if Isa::Amx.is_supported() {
+                    let mut tiles = vec![f32::NAN; n_tokens * n_rows];
+                    let path = crate::MatmulPath::Tiles;
+                    crate::matmul_path_with(Isa::Amx, path, w, &x, n_tokens, &mut tiles);
+                    let same = tiles
+                        .iter()
+                        .zip(&out)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{:?} {n_tokens} tokens: AMX vs the scalar kernel",
+                        w.ty
+                    );
+                }
+                outs.push(out);
+            }
+            let rb = ty.row_bytes(n_cols);
+            for t in 0..n_tokens {
+                for r in 0..n_rows {
+                    let got = outs[0][t * n_rows + r];
+                    let (exact, abs) =
+                        decoded_dot(ty, &bytes[r * rb..(r + 1) * rb], nat.qs(t), nat.d(t));
+                    let what = format!("{ty:?} tokens={n_tokens} row {r} token {t}");
+                    assert!(
+                        close(got, exact as f32, n_cols, abs),
+                        "{what}: {got} vs {exact}"
+                    );
+                    for o in &outs[1..] {
+                        assert_eq!(
+                            o[t * n_rows + r].to_bits(),
+                            got.to_bits(),
+                            "{what}: repacked"
+                        );
+                    }
+                }
             }
         }
     }

@@ -8,7 +8,9 @@
 //!
 //! Both run the same per-(row, token) arithmetic (`kquants::dot_tokens` and
 //! `kquants::dot_unpacked_tokens` are twins), so the paths agree bitwise, and no result depends
-//! on which tokens share its group. The scalar level runs ggml's scalar dot products on both.
+//! on which tokens share its group. The scalar level runs ggml's scalar dot products on both. At
+//! the AMX level the tiles are int8 tile products instead (`amx_kquant.rs`), against Q8_0
+//! activations: there the two paths agree within rounding.
 //!
 //! Repacked Q4_K and Q6_K ([`WeightType::Q4_Kx16`], [`WeightType::Q6_Kx16`]): by rows, a group
 //! of 16 rows at a time against each token (`kquants/avx512_x16.rs`, twin
@@ -50,6 +52,13 @@ pub(crate) fn matmul_kquant(
     let job = KquantRows::new(level, w, x, n_tokens);
     if path == MatmulPath::Rows || matches!(level, Level::Scalar) {
         return run_rows_jobs(&[&job], &mut [out], n_tokens);
+    }
+    // At the AMX level, tiles are int8 tile products (`amx_kquant.rs`).
+    #[cfg(target_arch = "x86_64")]
+    if let Level::Avx512(k) = level {
+        if let Some(amx) = k.amx() {
+            return crate::amx::matmul_amx(amx, w, x, n_tokens, out);
+        }
     }
     let (acts, chunk, group) = (&job.acts, job.chunk, group_tokens(level));
     // Repacked rows are unpacked as the stored rows they came from.
@@ -97,7 +106,7 @@ pub(crate) fn matmul_kquant(
 /// The 16 rows of the group of repacked `w` that starts at row `r0`, as stored, into `out`
 /// (16 stored rows one after another): Q4_K by the AVX-512 unstacker where it runs, else row by
 /// row.
-fn stored_group(level: Level, w: &WeightView, r0: usize, out: &mut [u8]) {
+pub(crate) fn stored_group(level: Level, w: &WeightView, r0: usize, out: &mut [u8]) {
     let rb = w.ty.stored().row_bytes(w.n_cols);
     #[cfg(target_arch = "x86_64")]
     if let (Level::Avx512(k), WeightType::Q4_Kx16) = (level, w.ty) {

@@ -144,7 +144,7 @@ fn quant_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
         Level::Avx512(k) => k.amx(),
         _ => None,
     } {
-        return crate::amx::matmul_quant_amx(amx, w, x, n_tokens, out);
+        return crate::amx::matmul_amx(amx, w, x, n_tokens, out);
     }
     let act = ActQ8::new(level, x, n_tokens, n_cols, ActLayout::Interleaved, None);
     let ng = n_groups(n_cols);

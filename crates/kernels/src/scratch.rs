@@ -12,6 +12,8 @@ pub(crate) struct Panel {
     pub q: Vec<u8>,
     /// Quantized panels: block scales.
     pub d: Vec<f32>,
+    /// Quantized panels of types with mins (AMX tiles of K-quants): block mins.
+    pub m: Vec<f32>,
     /// K-quant panels: unpacked super-blocks.
     pub k: Vec<crate::kquants::Unpacked>,
 }

@@ -29,7 +29,7 @@ mod dot;
 mod layout;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod quantize;
-mod unpack;
+pub(crate) mod unpack;
 pub(crate) mod x16;
 
 /// Rows of a group of the repacked K-quant layouts ([`WeightType::Q4_Kx16`], [`WeightType::Q6_Kx16`]).

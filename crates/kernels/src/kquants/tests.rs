@@ -561,3 +561,173 @@ fn grouped_rows_are_refused() {
     };
     w.row(3);
 }
+
+/// `Σ_i w_i · x_i` in `f64` over one K-quant row `row` decoded and one token's Q8_0-rounded
+/// activations (`qs`, block scales `d`), with the sum of the magnitudes of its terms, scale part
+/// and min part apart: the oracle of the AMX tiles, whose activations are Q8_0 blocks.
+#[cfg(target_arch = "x86_64")]
+fn q8_0_oracle(ty: WeightType, row: &[u8], qs: &[i8], d: &[f32]) -> (f64, f64) {
+    let n = qs.len();
+    let mut w = vec![0f32; n];
+    dequantize(ty, row, &mut w);
+    let (mut exact, mut mag) = (0f64, 0f64);
+    let mut u = Unpacked::ZERO;
+    for (b, blk) in row.chunks_exact(ty.block_bytes()).enumerate() {
+        unpack::unpack_scalar(ty, blk, &mut u);
+        let k = unpack::offset(ty) as f64;
+        for i in 0..QK_K {
+            let at = b * QK_K + i;
+            let x = (d[at / 32] * qs[at] as f32) as f64;
+            exact += w[at] as f64 * x;
+            let j = i / 16;
+            let scaled = u.d as f64 * u.sc[j] as f64 * (u.u[i] as f64 - k);
+            mag += (scaled.abs() + (u.dmin as f64 * u.mn[j] as f64).abs()) * x.abs();
+        }
+    }
+    (exact, mag)
+}
+
+/// The AMX tile driver (`amx.rs`, `amx_kquant.rs`) on K-quant weights with the scalar twin of
+/// the tile kernel, at the best SIMD level this CPU has (AMX or not): every output against
+/// [`q8_0_oracle`] within [`DOT_REL_TOL`], stored and repacked rows giving the same bits; where
+/// AMX runs, the tile unit's products give the twin's bits.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn k_quant_tiles_match_the_decoded_values() {
+    use crate::act_q8::{ActLayout, ActQ8};
+    use crate::amx::{matmul_tiles, ScalarTiles};
+    use crate::{matmul_path_with, Isa, MatmulPath};
+    let Some(&level) = simd_levels().last() else {
+        eprintln!("skip: no SIMD level");
+        return;
+    };
+    let amx = Isa::Amx.is_supported();
+    if !amx {
+        eprintln!("AMX not available: the tile driver is tested with the scalar kernel only");
+    }
+    let mut rng = Rng(0x510e527fade682d1);
+    let close =
+        |got: f32, (exact, mag): (f64, f64)| (got as f64 - exact).abs() <= DOT_REL_TOL * mag;
+    let cases = K_TYPES
+        .iter()
+        .map(|&ty| (ty, 35, 3))
+        .chain(X16_TYPES.iter().map(|&ty| (ty, 48, 2)));
+    for (ty, n_rows, nbk) in cases {
+        let from = ty.stored();
+        let n_cols = nbk * QK_K;
+        let (stored, x16) = if ty.is_grouped() {
+            x16_matrix(ty, n_rows, nbk, &mut rng)
+        } else {
+            (random_row(ty, n_rows * nbk, &mut rng), Vec::new())
+        };
+        let rb = from.row_bytes(n_cols);
+        for n_tokens in [1, 17, 33] {
+            let x = random_act(n_tokens * n_cols, &mut rng);
+            let nat = ActQ8::new(level, &x, n_tokens, n_cols, ActLayout::Natural, None);
+            let mut forms = vec![(from, &stored)];
+            if ty.is_grouped() {
+                forms.push((ty, &x16));
+            }
+            let mut first: Option<Vec<f32>> = None;
+            for (t, bytes) in forms {
+                let w = crate::WeightView {
+                    ty: t,
+                    n_rows,
+                    n_cols,
+                    bytes,
+                };
+                let what = format!("{t:?} rows={n_rows} nb={nbk} tokens={n_tokens}");
+                let mut out = vec![f32::NAN; n_tokens * n_rows];
+                matmul_tiles(level, || ScalarTiles, &w, &x, n_tokens, &mut out);
+                if amx {
+                    let mut tiles = vec![f32::NAN; n_tokens * n_rows];
+                    matmul_path_with(Isa::Amx, MatmulPath::Tiles, &w, &x, n_tokens, &mut tiles);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&tiles), bits(&out), "{what}: AMX vs the scalar kernel");
+                }
+                for tok in 0..n_tokens {
+                    for r in 0..n_rows {
+                        let got = out[tok * n_rows + r];
+                        let row = &stored[r * rb..(r + 1) * rb];
+                        let oracle = q8_0_oracle(from, row, nat.qs(tok), nat.d(tok));
+                        assert!(
+                            close(got, oracle),
+                            "{what}: row {r} token {tok}: {got} vs {oracle:?}"
+                        );
+                    }
+                }
+                match &first {
+                    None => first = Some(out),
+                    Some(f) => assert!(
+                        f.iter().zip(&out).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{what}: repacked vs stored"
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// The AMX tile kernel on K-quant tiles against its scalar twin, bitwise: one token group and
+/// two, padding rows and tokens included (AMX machines only).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn amx_k_quant_tile_kernel_matches_its_twin_bitwise() {
+    use crate::amx::{tile_q8_scalar, TileAct, TileForm};
+    use crate::amx_kquant::Packer;
+    use crate::amx_tile::{tile_q8, Mins, TileScope, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
+    let Some(level @ Level::Avx512(k)) = Level::new(crate::Isa::Amx) else {
+        eprintln!("skip: AMX not available");
+        return;
+    };
+    let amx = k.amx().expect("the AMX level carries its token");
+    let mut rng = Rng(0x9b05688c2b3e6c1f);
+    let scope = TileScope::new(amx);
+    for ty in K_TYPES {
+        let form = TileForm::of(ty);
+        for (nbk, n_rows, n_tokens) in [(1, 16, 16), (3, 5, 3), (2, 11, 1)] {
+            let n_cols = nbk * QK_K;
+            let bytes = random_row(ty, n_rows * nbk, &mut rng);
+            let w = crate::WeightView {
+                ty,
+                n_rows,
+                n_cols,
+                bytes: &bytes,
+            };
+            let nt = n_cols / 32 * form.per_block();
+            let mut q = vec![7u8; nt * TILE_BYTES];
+            let mut d = vec![7f32; nt * TILE_ROWS];
+            let mut m = vec![7f32; if form.mins { nt * TILE_ROWS } else { 0 }];
+            let mut packer = Packer::new(level, &w).expect("a K-quant matrix");
+            packer.pack_group(0, n_rows, &mut q, &mut d, &mut m);
+            let x = random_act(n_tokens * n_cols, &mut rng);
+            let act = TileAct::new(level, &x, n_tokens, n_cols, form.sums());
+            let x1 = random_act(16 * n_cols, &mut rng);
+            let other = TileAct::new(level, &x1, 16, n_cols, form.sums());
+            let nb = n_cols / 32;
+            let ((aq, ad), am) = (act.group(0, 0..nb), act.sums(0, 0..nt));
+            let ((aq1, ad1), am1) = (other.group(0, 0..nb), other.sums(0, 0..nt));
+            let smins = |a| form.mins.then(|| (&m[..], a));
+            let zero = [[0f32; TILE_TOKENS]; TILE_ROWS];
+            let (mut got, mut want, mut p0, mut p1, mut want1) = (zero, zero, zero, zero, zero);
+            let mins1 = form.mins.then(|| Mins { w: &m[..], a: [am] });
+            tile_q8(&scope, &q, &d, [aq], [ad], form.half, mins1, [&mut got]);
+            tile_q8_scalar(&q, &d, aq, ad, form.half, smins(am), &mut want);
+            let mins2 = form.mins.then(|| Mins {
+                w: &m[..],
+                a: [am, am1],
+            });
+            let (a2, d2) = ([aq, aq1], [ad, ad1]);
+            tile_q8(&scope, &q, &d, a2, d2, form.half, mins2, [&mut p0, &mut p1]);
+            tile_q8_scalar(&q, &d, aq1, ad1, form.half, smins(am1), &mut want1);
+            let bits = |m: &[[f32; TILE_TOKENS]; TILE_ROWS]| m.map(|r| r.map(f32::to_bits));
+            let what = format!("{ty:?} nb={nbk} rows={n_rows} tokens={n_tokens}");
+            assert_eq!(bits(&got), bits(&want), "{what}: alone");
+            assert_eq!(bits(&p0), bits(&want), "{what}: first of a pair");
+            assert_eq!(bits(&p1), bits(&want1), "{what}: second of a pair");
+            for (r, row) in got.iter().enumerate().skip(n_rows) {
+                assert!(row.iter().all(|&v| v == 0.0), "{what}: padding row {r}");
+            }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! K-quant weights (Q2_K..Q6_K, and the repacked `Q4_Kx16` / `Q6_Kx16`) as the AMX int8 tiles
+//! of `amx.rs`, so that their prefill runs on the tile unit like Q8_0 / Q4_0.
+//!
+//! A K-quant value decodes to `d · sc_j · (u − k) − dmin · mn_j` (`kquants/unpack.rs`), with
+//! one scale and min per block `j` of 32 values (Q4_K, Q5_K) or 16 (Q2_K, Q3_K, Q6_K). Against
+//! activations quantized to Q8_0 blocks of 32 (`d_a`, `a`), block `j` contributes
+//! `(d · sc_j) · d_a · Σ (u − k) · a − (dmin · mn_j) · (d_a · Σ a)`: the first sum is exact in an
+//! int32 tile product (`u − k` fits a signed byte for every type), the second a per-token sum
+//! made once with the activations ([`crate::amx::ActSums`]). So per group of 16 rows each block
+//! becomes one 512-byte weight tile (`u − k` as bytes), 16 scales `d · sc_j` and, for the types
+//! with mins, 16 mins `dmin · mn_j`. A block of 16 values takes a whole tile: its values in its
+//! own half of the 32 positions of the activation block it meets, zeros in the other half
+//! ([`crate::amx::TileForm::half`]).
+//!
+//! The activations are Q8_0 blocks, finer than the Q8_K super-blocks of the row kernels, so the
+//! tile and row paths of these types agree to rounding, not bitwise, at the AMX level (as for
+//! Q8_0 / Q4_0 there).
+
+use crate::amx::TileForm;
+use crate::amx_tile::{TILE_BYTES, TILE_ROWS};
+use crate::cpu::Level;
+use crate::kquants::unpack::offset;
+use crate::kquants::{unpack_row, x16, Unpacked, QK_K};
+use crate::{WeightType, WeightView};
+
+/// Values of an activation block (and bytes of a weight tile row).
+const QK: usize = 32;
+
+/// Packs groups of 16 rows of one K-quant matrix into tiles, with buffers of its own.
+pub(crate) struct Packer<'a> {
+    level: Level,
+    w: WeightView<'a>,
+    /// The stored type the rows are unpacked as.
+    ty: WeightType,
+    form: TileForm,
+    /// One row's super-blocks in the common form.
+    blocks: Vec<Unpacked>,
+    /// A repacked group's 16 rows as stored.
+    stored: Vec<u8>,
+}
+
+impl<'a> Packer<'a> {
+    /// A packer for `w`, or `None` when `w` is not a K-quant matrix.
+    pub(crate) fn new(level: Level, w: &WeightView<'a>) -> Option<Packer<'a>> {
+        use WeightType::*;
+        let ty = w.ty.stored();
+        if !matches!(ty, Q2_K | Q3_K | Q4_K | Q5_K | Q6_K) {
+            return None;
+        }
+        let stored_bytes = if w.ty.is_grouped() {
+            x16::ROWS * ty.row_bytes(w.n_cols)
+        } else {
+            0
+        };
+        Some(Packer {
+            level,
+            w: *w,
+            ty,
+            form: TileForm::of(ty),
+            blocks: vec![Unpacked::ZERO; w.n_cols / QK_K],
+            stored: vec![0; stored_bytes],
+        })
+    }
+
+    /// Rows `r0..r0 + valid` (the rest of the 16 padding, zeros) into `q` (one 512-byte tile per
+    /// block of the row, in order), `d` (16 scales per tile) and, for types with mins, `m` (16
+    /// mins per tile; empty otherwise).
+    pub(crate) fn pack_group(
+        &mut self,
+        r0: usize,
+        valid: usize,
+        q: &mut [u8],
+        d: &mut [f32],
+        m: &mut [f32],
+    ) {
+        let per_super = QK_K / QK * self.form.per_block();
+        let nt = self.blocks.len() * per_super;
+        assert!(q.len() == nt * TILE_BYTES && d.len() == nt * TILE_ROWS);
+        assert!(m.len() == if self.form.mins { d.len() } else { 0 });
+        let rb = self.ty.row_bytes(self.w.n_cols);
+        if self.w.ty.is_grouped() {
+            // Groups of repacked rows start at multiples of 16 and are whole.
+            assert!(r0.is_multiple_of(x16::ROWS) && valid == x16::ROWS);
+            crate::matmul_kquant::stored_group(self.level, &self.w, r0, &mut self.stored);
+        }
+        for i in 0..TILE_ROWS {
+            if i >= valid {
+                for t in 0..nt {
+                    q[t * TILE_BYTES + i * QK..][..QK].fill(0);
+                    d[t * TILE_ROWS + i] = 0.0;
+                }
+                m.iter_mut()
+                    .skip(i)
+                    .step_by(TILE_ROWS)
+                    .for_each(|v| *v = 0.0);
+                continue;
+            }
+            let row = if self.w.ty.is_grouped() {
+                &self.stored[i * rb..(i + 1) * rb]
+            } else {
+                self.w.row(r0 + i)
+            };
+            unpack_row(self.level, self.ty, row, &mut self.blocks);
+            put_row(self.ty, self.form, &self.blocks, i, q, d, m);
+        }
+    }
+}
+
+/// One row's unpacked super-blocks as row `i` of the tiles (layout of [`Packer::pack_group`]).
+fn put_row(
+    ty: WeightType,
+    form: TileForm,
+    blocks: &[Unpacked],
+    i: usize,
+    q: &mut [u8],
+    d: &mut [f32],
+    m: &mut [f32],
+) {
+    let k = offset(ty);
+    // Blocks of this type per super-block, and their values.
+    let (per, len) = if form.half { (16, 16) } else { (8, 32) };
+    for (b, u) in blocks.iter().enumerate() {
+        for j in 0..per {
+            let t = b * per + j;
+            let dst = &mut q[t * TILE_BYTES + i * QK..][..QK];
+            let src = &u.u[j * len..(j + 1) * len];
+            // The scale and min of the block: `sc` and `mn` hold one per 16 values.
+            let s = if form.half { j } else { 2 * j };
+            if form.half {
+                let at = (j % 2) * 16;
+                dst.fill(0);
+                for (o, &v) in dst[at..at + 16].iter_mut().zip(src) {
+                    *o = (v as i16 - k) as i8 as u8;
+                }
+            } else {
+                // k = 0 for Q4_K and Q5_K, values below 32: the bytes as they are.
+                debug_assert_eq!(k, 0);
+                dst.copy_from_slice(src);
+            }
+            d[t * TILE_ROWS + i] = u.d * u.sc[s] as f32;
+            if form.mins {
+                m[t * TILE_ROWS + i] = u.dmin * u.mn[s] as f32;
+            }
+        }
+    }
+}
