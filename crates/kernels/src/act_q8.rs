@@ -40,8 +40,8 @@ pub(crate) struct ActQ8 {
     pub n_tokens: usize,
     /// Blocks stored per token (padding included).
     pub n_blocks: usize,
-    /// `[n_tokens][n_blocks · 32]` in `layout`.
-    pub qs: Vec<i8>,
+    /// `[n_tokens][n_blocks · 32]` in `layout` (as `i8`; on a 64-byte boundary).
+    pub qs: crate::scratch::AlignedBytes,
     /// `[n_tokens][n_blocks]`: scales (f16 values, as `f32`); 0 for padding.
     pub d: Vec<f32>,
     /// `[n_tokens][n_blocks]`: `Σ q` of each block.
@@ -78,7 +78,7 @@ impl ActQ8 {
         let mut act = ActQ8 {
             n_tokens,
             n_blocks,
-            qs: vec![0; n_tokens * n_blocks * QK],
+            qs: crate::scratch::AlignedBytes::zeroed(n_tokens * n_blocks * QK),
             d: vec![0.0; n_tokens * n_blocks],
             sums: vec![0; n_tokens * n_blocks],
             lane_corr: vec![0; n_tokens * lc_len],
@@ -87,6 +87,7 @@ impl ActQ8 {
         let mut lc_rows = act.lane_corr.chunks_mut(lc_len.max(1));
         let rows: Vec<RowOut<'_>> = act
             .qs
+            .as_i8_mut()
             .chunks_mut(row_qs)
             .zip(act.d.chunks_mut(n_blocks))
             .zip(act.sums.chunks_mut(n_blocks))
@@ -120,7 +121,7 @@ impl ActQ8 {
     /// Token `t`'s quantized values.
     pub(crate) fn qs(&self, t: usize) -> &[i8] {
         let n = self.n_blocks * QK;
-        &self.qs[t * n..(t + 1) * n]
+        &self.qs.as_i8()[t * n..(t + 1) * n]
     }
     /// Token `t`'s block scales.
     pub(crate) fn d(&self, t: usize) -> &[f32] {

@@ -151,7 +151,7 @@ pub(crate) fn matmul_tiles<K: TileKernel>(
             for p0 in rows.clone().step_by(panel_rows) {
                 let np = panel_rows.min(rows.end - p0);
                 let n_groups = np.div_ceil(TILE_ROWS);
-                let q = sized(&mut p.q, n_groups * tile_q);
+                let q = p.q.sized(n_groups * tile_q);
                 let d = sized(&mut p.d, n_groups * tile_d);
                 let m = sized(&mut p.m, n_groups * tile_m);
                 for g in 0..n_groups {
@@ -314,7 +314,7 @@ pub(crate) struct TileAct {
     pub nb: usize,
     /// `[group][block][k: 8][token: 16][4]`: values `4k..4k+4` of each token's block, as bytes
     /// of `i8`; zeros for padding tokens.
-    pub qs: Vec<u8>,
+    pub qs: crate::scratch::AlignedBytes,
     /// `[group][block][token: 16]`: block scales; zeros for padding tokens.
     pub d: Vec<f32>,
     /// `[group][unit][token: 16]`: the [`ActSums`] asked for, per block or half block (empty
@@ -344,7 +344,7 @@ impl TileAct {
         let mut act = TileAct {
             n_groups,
             nb,
-            qs: vec![0; n_groups * nb * TILE_BYTES],
+            qs: crate::scratch::AlignedBytes::zeroed(n_groups * nb * TILE_BYTES),
             d: vec![0.0; n_groups * nb * TILE_TOKENS],
             s: vec![0.0; n_groups * nb * sp * TILE_TOKENS],
             s_per_block: sp,

@@ -158,7 +158,7 @@ fn quant_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
         with_panel(|p| {
             for p0 in rows.clone().step_by(panel_rows) {
                 let np = panel_rows.min(rows.end - p0);
-                let q = sized(&mut p.q, np * q_row);
+                let q = p.q.sized(np * q_row);
                 let d = sized(&mut p.d, np * d_row);
                 for (i, (qr, dr)) in q
                     .chunks_exact_mut(q_row)
@@ -180,7 +180,7 @@ fn quant_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
                 let emit = |r: usize, t: usize, v: f32| oc.token(t)[col0 + r] = v;
                 match level {
                     #[cfg(target_arch = "x86_64")]
-                    Level::Avx512(_) => run_tiles::<2, 4, _>(&tiler, np, n_tokens, emit),
+                    Level::Avx512(_) => run_tiles::<3, 4, _>(&tiler, np, n_tokens, emit),
                     _ => run_tiles::<2, 2, _>(&tiler, np, n_tokens, emit),
                 }
             }
@@ -192,7 +192,7 @@ fn quant_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
 fn tile_shape(level: Level) -> (usize, usize) {
     match level {
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512(_) => (2, 4),
+        Level::Avx512(_) => (3, 4),
         _ => (2, 2),
     }
 }
