@@ -22,9 +22,10 @@ const DOT_REL_TOL: f64 = 1e-5;
 const AVX2_REL_TOL: f64 = 1e-6;
 /// Largest |herd − transformers| on a logit, relative to the largest |logit| (as in parity.rs).
 const LOGIT_REL_TOL: f32 = 1e-4;
-/// Tolerance against the Q8_K-activation reference, in units of its recorded sensitivity to
-/// rounding flips (`act_q8_k_flip_sensitivity` in model/expected.json).
-const Q8K_FLIP_FACTOR: f32 = 2.0;
+/// Tolerance against the Q8_K- and Q8_0-activation references, in units of their recorded
+/// sensitivity to rounding flips (`act_q8_k_flip_sensitivity`, `act_q8_0_flip_sensitivity` in
+/// model/expected.json).
+const FLIP_FACTOR: f32 = 2.0;
 
 fn dir() -> PathBuf {
     testdata::fixtures().join("kquant")
@@ -213,24 +214,30 @@ fn q4_k_m_model_matches_reference() {
     let path = dir.join("kquant-q4_k_m.gguf");
     let (model, _, _) =
         engine::load_model(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    // Two references: float32 activations (a matmul that decodes the weights: held to the
+    // Three references: float32 activations (a matmul that decodes the weights: held to the
     // usual tolerance) and activations rounded to Q8_K (a matmul through the K-quant dot
-    // products, as ggml's CPU path). Rounding to Q8_K levels is discontinuous, so two correct
-    // implementations of the second differ wherever an activation lies within float noise of
-    // a level boundary; the fixture records how far that moves the logits, and an engine on
-    // that path is held to twice it. Either way a wiring mistake (wrong rows, blocks, scales
-    // or mins) moves the logits by far more.
+    // products, as ggml's CPU path and herd's decode) or to Q8_0 blocks (herd's prefill tiles
+    // at the AVX-512 levels). Rounding to levels is discontinuous, so two correct
+    // implementations of either differ wherever an activation lies within float noise of a
+    // level boundary; the fixture records how far that moves the logits, and an engine on that
+    // path is held to twice it. Either way a wiring mistake (wrong rows, blocks, scales or
+    // mins) moves the logits by far more.
     let (shape, f32_act) = npy(&dir.join("expected_logits.npy"));
     let (_, q8k_act) = npy(&dir.join("act_q8_k_logits.npy"));
+    let (_, q80_act) = npy(&dir.join("act_q8_0_logits.npy"));
     assert_eq!(shape, vec![ids.len(), model.config.vocab_size]);
     let scale = f32_act.iter().fold(0f32, |m, v| m.max(v.abs()));
     let tol = LOGIT_REL_TOL * scale;
     let flip = expected["act_q8_k_flip_sensitivity"].as_f64().unwrap() as f32;
-    let tol_q8k = tol.max(Q8K_FLIP_FACTOR * flip);
-    assert!(
-        tol_q8k < 0.1 * scale,
-        "Q8_K tolerance {tol_q8k} vs max |logit| {scale}"
-    );
+    let tol_q8k = tol.max(FLIP_FACTOR * flip);
+    let flip0 = expected["act_q8_0_flip_sensitivity"].as_f64().unwrap() as f32;
+    let tol_q80 = tol.max(FLIP_FACTOR * flip0);
+    for (what, t) in [("Q8_K", tol_q8k), ("Q8_0", tol_q80)] {
+        assert!(
+            t < 0.1 * scale,
+            "{what} tolerance {t} vs max |logit| {scale}"
+        );
+    }
 
     // f32 keys and values: the references were computed without KV rounding.
     let session = || Session::with_kv_type(&model, engine::KvType::F32).unwrap();
@@ -242,11 +249,16 @@ fn q4_k_m_model_matches_reference() {
         .collect();
     for (name, got) in [("batch", &all), ("incremental", &one_by_one)] {
         let (e_f32, e_q8k) = (max_err(got, &f32_act), max_err(got, &q8k_act));
-        eprintln!("{name}: max abs error {e_f32} (f32 activations), {e_q8k} (Q8_K activations)");
+        let e_q80 = max_err(got, &q80_act);
+        eprintln!(
+            "{name}: max abs error {e_f32} (f32 activations), {e_q8k} (Q8_K activations), \
+             {e_q80} (Q8_0 activations)"
+        );
         assert!(
-            e_f32 <= tol || e_q8k <= tol_q8k,
+            e_f32 <= tol || e_q8k <= tol_q8k || e_q80 <= tol_q80,
             "{name}: max abs error {e_f32} vs the f32-activation reference (allowed {tol}), \
-             {e_q8k} vs the Q8_K-activation one (allowed {tol_q8k})"
+             {e_q8k} vs the Q8_K-activation one (allowed {tol_q8k}), {e_q80} vs the \
+             Q8_0-activation one (allowed {tol_q80})"
         );
     }
 }

@@ -47,22 +47,46 @@ const PACK_PREFETCH_BLOCKS: usize = 8;
 /// Row groups of 16 in a panel, at most.
 const MAX_PANEL_GROUPS: usize = 16;
 
+/// How a weight tile's 512 bytes hold its 16 rows × 32 values.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum TileLayout {
+    /// Row after row, values as signed bytes (`u − k`): `tdpbssd`'s first operand.
+    Amx,
+    /// `[k: 8][row: 16][4]`, values `4k..4k+4` of each row, as unsigned bytes (`u`, the offset
+    /// `k` moved into the min): one 64-byte vector per `k` for `vpdpbusd`, a lane per row
+    /// (`avx512_blocks.rs`).
+    Vnni,
+}
+
 /// How a weight type's blocks become tiles.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) struct TileForm {
+    pub layout: TileLayout,
     /// Blocks of 16 values, one per tile in its half of the 32 (the other half zero): two
     /// weight tiles per activation block.
     pub half: bool,
-    /// Each block has a min to subtract (`dmin · min · Σ a`).
+    /// Each block has a min to subtract (`min · d_a · Σ a`).
     pub mins: bool,
 }
 
 impl TileForm {
+    /// The AMX form of `ty`: mins only where the type has them.
     pub(crate) fn of(ty: WeightType) -> TileForm {
         use WeightType::*;
         TileForm {
+            layout: TileLayout::Amx,
             half: matches!(ty.stored(), Q2_K | Q3_K | Q6_K),
             mins: matches!(ty.stored(), Q2_K | Q4_K | Q5_K),
+        }
+    }
+
+    /// The VNNI form of `ty`: unsigned values, so every type has mins (its own, plus `k · d ·
+    /// sc` for the offset).
+    pub(crate) fn vnni(ty: WeightType) -> TileForm {
+        TileForm {
+            layout: TileLayout::Vnni,
+            mins: true,
+            ..TileForm::of(ty)
         }
     }
 
@@ -81,10 +105,15 @@ impl TileForm {
     }
 }
 
-/// The tile kernel of the driver: [`tile_q8`] under a thread's [`TileScope`], or in tests its
-/// scalar twin, so that the driver's packing and bookkeeping are tested on any machine.
+/// The tile kernel of the driver: [`tile_q8`] under a thread's [`TileScope`], the AVX-512 VNNI
+/// kernel (`avx512_blocks.rs`), or in tests their scalar twin, so that the driver's packing and
+/// bookkeeping are tested on any machine.
 pub(crate) trait TileKernel {
-    /// As [`tile_q8`].
+    /// The form this kernel wants `ty`'s tiles in.
+    fn form(&self, ty: WeightType) -> TileForm;
+
+    /// As [`tile_q8`] (weights in [`TileKernel::form`]'s layout); where the kernel is
+    /// [`TileKernel::transposed`], the memory of `acc` holds `acc[t][r]` instead of `acc[r][t]`.
     #[allow(clippy::too_many_arguments)]
     fn run<const G: usize>(
         &self,
@@ -96,9 +125,18 @@ pub(crate) trait TileKernel {
         mins: Option<Mins<'_, G>>,
         acc: [&mut [[f32; TILE_TOKENS]; TILE_ROWS]; G],
     );
+
+    /// Whether [`TileKernel::run`]'s accumulators are token-major.
+    fn transposed(&self) -> bool {
+        false
+    }
 }
 
 impl TileKernel for TileScope {
+    fn form(&self, ty: WeightType) -> TileForm {
+        TileForm::of(ty)
+    }
+
     fn run<const G: usize>(
         &self,
         w: &[u8],
@@ -131,7 +169,7 @@ pub(crate) fn matmul_tiles<K: TileKernel>(
     out: &mut [f32],
 ) {
     let (n_rows, n_cols, ty) = (w.n_rows, w.n_cols, w.ty);
-    let form = TileForm::of(ty);
+    let form = kernel().form(ty);
     let nb = n_cols / QK;
     // Weight tiles per row.
     let nt = nb * form.per_block();
@@ -146,7 +184,9 @@ pub(crate) fn matmul_tiles<K: TileKernel>(
     for_each_row_chunk(out, n_rows, n_tokens, chunk, |mut oc| {
         let rows = oc.rows();
         let scope = kernel();
-        let mut kpack = crate::amx_kquant::Packer::new(level, w);
+        let mut kpack = crate::amx_kquant::Packer::new(level, w, form);
+        // Q8_0 / Q4_0 rows are packed for AMX only.
+        assert!(kpack.is_some() || form.layout == TileLayout::Amx);
         with_panel(|p| {
             for p0 in rows.clone().step_by(panel_rows) {
                 let np = panel_rows.min(rows.end - p0);
@@ -216,8 +256,12 @@ pub(crate) fn matmul_tiles<K: TileKernel>(
                             let t0 = (tg + i) * TILE_TOKENS;
                             for t in 0..(n_tokens - t0).min(TILE_TOKENS) {
                                 let o = &mut oc.token(t0 + t)[col0 + g * TILE_ROWS..];
-                                for (o, row) in o[..nr].iter_mut().zip(acc) {
-                                    *o = row[t];
+                                for (r, o) in o[..nr].iter_mut().enumerate() {
+                                    *o = if scope.transposed() {
+                                        acc[t][r]
+                                    } else {
+                                        acc[r][t]
+                                    };
                                 }
                             }
                         }
@@ -408,12 +452,23 @@ impl TileAct {
     }
 }
 
-/// The scalar twin as a [`TileKernel`] (tests of the driver).
+/// The scalar twin as a [`TileKernel`] of either layout (tests of the driver).
 #[cfg(test)]
-pub(crate) struct ScalarTiles;
+pub(crate) struct ScalarTiles(pub TileLayout);
 
 #[cfg(test)]
 impl TileKernel for ScalarTiles {
+    fn transposed(&self) -> bool {
+        self.0 == TileLayout::Vnni
+    }
+
+    fn form(&self, ty: WeightType) -> TileForm {
+        match self.0 {
+            TileLayout::Amx => TileForm::of(ty),
+            TileLayout::Vnni => TileForm::vnni(ty),
+        }
+    }
+
     fn run<const G: usize>(
         &self,
         w: &[u8],
@@ -426,17 +481,19 @@ impl TileKernel for ScalarTiles {
     ) {
         for (g, acc) in acc.into_iter().enumerate() {
             let m = mins.as_ref().map(|m| (m.w, m.a[g]));
-            tile_q8_scalar(w, wd, a[g], ad[g], half, m, acc);
+            tile_q8_scalar(self.0, w, wd, a[g], ad[g], half, m, acc);
         }
     }
 }
 
-/// Scalar twin of [`crate::amx_tile::tile_q8`] for one token group: the same integer block
-/// sums and the same float operations in the same order (`d_a · d_w`, one fused multiply-add
-/// per tile, then with `mins = (wm, am)` one more subtracting `wm · am`), so the results are
-/// bitwise equal.
+/// Scalar twin of [`crate::amx_tile::tile_q8`] (weights in the [`TileLayout::Amx`] layout) and
+/// of the VNNI kernel (`avx512_blocks.rs`, [`TileLayout::Vnni`], whose accumulators are
+/// `acc[t][r]`) for one token group: the same integer block sums and the same float operations
+/// in the same order (`d_a · d_w`, one fused multiply-add per tile, then with `mins = (wm, am)`
+/// one more subtracting `wm · am`), so the results are bitwise equal.
 #[cfg(test)]
 pub(crate) fn tile_q8_scalar(
+    layout: TileLayout,
     w: &[u8],
     wd: &[f32],
     a: &[u8],
@@ -453,6 +510,9 @@ pub(crate) fn tile_q8_scalar(
             && w.len() == nt * TILE_BYTES
             && a.len() == na * TILE_BYTES
     );
+    if layout == TileLayout::Vnni {
+        transpose(acc);
+    }
     for b in 0..nt {
         let ab = if half { b / 2 } else { b };
         let (wt, at) = (&w[b * TILE_BYTES..], &a[ab * TILE_BYTES..]);
@@ -461,7 +521,10 @@ pub(crate) fn tile_q8_scalar(
                 let mut s = 0i32;
                 for k in 0..QK / 4 {
                     for j in 0..4 {
-                        let wv = wt[r * QK + 4 * k + j] as i8 as i32;
+                        let wv = match layout {
+                            TileLayout::Amx => wt[r * QK + 4 * k + j] as i8 as i32,
+                            TileLayout::Vnni => wt[k * 64 + r * 4 + j] as i32,
+                        };
                         let av = at[k * 64 + t * 4 + j] as i8 as i32;
                         s += wv * av;
                     }
@@ -472,6 +535,20 @@ pub(crate) fn tile_q8_scalar(
                     *v = (-wm[b * TILE_ROWS + r]).mul_add(am[b * TILE_TOKENS + t], *v);
                 }
             }
+        }
+    }
+    if layout == TileLayout::Vnni {
+        transpose(acc);
+    }
+}
+
+/// `m` transposed in place (the VNNI kernel's accumulators are token-major).
+#[cfg(test)]
+fn transpose(m: &mut [[f32; TILE_TOKENS]; TILE_ROWS]) {
+    let c = *m;
+    for (r, row) in c.iter().enumerate() {
+        for (t, &v) in row.iter().enumerate() {
+            m[t][r] = v;
         }
     }
 }

@@ -15,8 +15,12 @@
 //! The activations are Q8_0 blocks, finer than the Q8_K super-blocks of the row kernels, so the
 //! tile and row paths of these types agree to rounding, not bitwise, at the AMX level (as for
 //! Q8_0 / Q4_0 there).
+//!
+//! The same tiles serve the AVX-512 VNNI kernel of the levels without AMX (`avx512_blocks.rs`),
+//! in its own layout ([`TileLayout::Vnni`]): unsigned values `u` (`vpdpbusd` multiplies unsigned
+//! by signed bytes) with the offset moved into the min, `mn' = dmin · mn_j + k · d · sc_j`.
 
-use crate::amx::TileForm;
+use crate::amx::{TileForm, TileLayout};
 use crate::amx_tile::{TILE_BYTES, TILE_ROWS};
 use crate::cpu::Level;
 use crate::kquants::unpack::offset;
@@ -40,8 +44,9 @@ pub(crate) struct Packer<'a> {
 }
 
 impl<'a> Packer<'a> {
-    /// A packer for `w`, or `None` when `w` is not a K-quant matrix.
-    pub(crate) fn new(level: Level, w: &WeightView<'a>) -> Option<Packer<'a>> {
+    /// A packer of `w` into tiles of `form` (made for `w`'s type), or `None` when `w` is not a
+    /// K-quant matrix.
+    pub(crate) fn new(level: Level, w: &WeightView<'a>, form: TileForm) -> Option<Packer<'a>> {
         use WeightType::*;
         let ty = w.ty.stored();
         if !matches!(ty, Q2_K | Q3_K | Q4_K | Q5_K | Q6_K) {
@@ -56,7 +61,7 @@ impl<'a> Packer<'a> {
             level,
             w: *w,
             ty,
-            form: TileForm::of(ty),
+            form,
             blocks: vec![Unpacked::ZERO; w.n_cols / QK_K],
             stored: vec![0; stored_bytes],
         })
@@ -86,7 +91,13 @@ impl<'a> Packer<'a> {
         for i in 0..TILE_ROWS {
             if i >= valid {
                 for t in 0..nt {
-                    q[t * TILE_BYTES + i * QK..][..QK].fill(0);
+                    let tile = &mut q[t * TILE_BYTES..][..TILE_BYTES];
+                    match self.form.layout {
+                        TileLayout::Amx => tile[i * QK..][..QK].fill(0),
+                        TileLayout::Vnni => {
+                            (0..QK / 4).for_each(|c| tile[c * 64 + i * 4..][..4].fill(0))
+                        }
+                    }
                     d[t * TILE_ROWS + i] = 0.0;
                 }
                 m.iter_mut()
@@ -119,27 +130,34 @@ fn put_row(
     let k = offset(ty);
     // Blocks of this type per super-block, and their values.
     let (per, len) = if form.half { (16, 16) } else { (8, 32) };
+    let vnni = form.layout == TileLayout::Vnni;
+    // The values stored: `u − k` as signed bytes for AMX, `u` for VNNI.
+    let stored = |v: u8| if vnni { v } else { (v as i16 - k) as i8 as u8 };
     for (b, u) in blocks.iter().enumerate() {
         for j in 0..per {
             let t = b * per + j;
-            let dst = &mut q[t * TILE_BYTES + i * QK..][..QK];
+            let tile = &mut q[t * TILE_BYTES..][..TILE_BYTES];
             let src = &u.u[j * len..(j + 1) * len];
-            // The scale and min of the block: `sc` and `mn` hold one per 16 values.
-            let s = if form.half { j } else { 2 * j };
-            if form.half {
-                let at = (j % 2) * 16;
-                dst.fill(0);
-                for (o, &v) in dst[at..at + 16].iter_mut().zip(src) {
-                    *o = (v as i16 - k) as i8 as u8;
+            // The block's values at their positions among the 32 of the activation block.
+            let mut vals = [0u8; QK];
+            let at = if form.half { (j % 2) * 16 } else { 0 };
+            for (o, &v) in vals[at..at + len].iter_mut().zip(src) {
+                *o = stored(v);
+            }
+            if vnni {
+                for (c, four) in vals.chunks_exact(4).enumerate() {
+                    tile[c * 64 + i * 4..][..4].copy_from_slice(four);
                 }
             } else {
-                // k = 0 for Q4_K and Q5_K, values below 32: the bytes as they are.
-                debug_assert_eq!(k, 0);
-                dst.copy_from_slice(src);
+                tile[i * QK..][..QK].copy_from_slice(&vals);
             }
-            d[t * TILE_ROWS + i] = u.d * u.sc[s] as f32;
+            // The scale and min of the block: `sc` and `mn` hold one per 16 values.
+            let s = if form.half { j } else { 2 * j };
+            let scale = u.d * u.sc[s] as f32;
+            d[t * TILE_ROWS + i] = scale;
             if form.mins {
-                m[t * TILE_ROWS + i] = u.dmin * u.mn[s] as f32;
+                let own = u.dmin * u.mn[s] as f32;
+                m[t * TILE_ROWS + i] = if vnni { own + k as f32 * scale } else { own };
             }
         }
     }

@@ -421,7 +421,7 @@ fn extreme_weights_do_not_saturate() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn amx_tile_kernel_matches_scalar_bitwise() {
-    use crate::amx::{pack_tile_group, tile_q8_scalar, ActSums, TileAct};
+    use crate::amx::{pack_tile_group, tile_q8_scalar, ActSums, TileAct, TileLayout};
     use crate::amx_tile::{tile_q8, TileScope, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
     let Some(Level::Avx512(k)) = Level::new(Isa::Amx) else {
         eprintln!("skip: AMX not available");
@@ -463,7 +463,7 @@ fn amx_tile_kernel_matches_scalar_bitwise() {
             for init in [[[0f32; TILE_TOKENS]; TILE_ROWS], start] {
                 let (mut got, mut want) = (init, init);
                 tile_q8(&scope, &q, &d, [aq], [ad], false, None, [&mut got]);
-                tile_q8_scalar(&q, &d, aq, ad, false, None, &mut want);
+                tile_q8_scalar(TileLayout::Amx, &q, &d, aq, ad, false, None, &mut want);
                 // Two token groups at once (the second one other tokens) give the same bits.
                 let (mut p0, mut p1, mut want1) = (init, init, init);
                 let (aq1, ad1) = other.group(0, 0..nb);
@@ -477,7 +477,7 @@ fn amx_tile_kernel_matches_scalar_bitwise() {
                     None,
                     [&mut p0, &mut p1],
                 );
-                tile_q8_scalar(&q, &d, aq1, ad1, false, None, &mut want1);
+                tile_q8_scalar(TileLayout::Amx, &q, &d, aq1, ad1, false, None, &mut want1);
                 let bits = |m: &[[f32; TILE_TOKENS]; TILE_ROWS]| m.map(|r| r.map(f32::to_bits));
                 assert_eq!(bits(&p0), bits(&want), "{ty:?} nb={nb}: first of a pair");
                 assert_eq!(bits(&p1), bits(&want1), "{ty:?} nb={nb}: second of a pair");
@@ -558,7 +558,7 @@ fn amx_results_do_not_depend_on_the_batch() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn amx_tile_driver_matches_the_decoded_values() {
-    use crate::amx::{matmul_tiles, ScalarTiles};
+    use crate::amx::{matmul_tiles, ScalarTiles, TileLayout};
     let Some(&(_, level)) = simd_levels().last() else {
         eprintln!("skip: no SIMD level");
         return;
@@ -592,7 +592,14 @@ fn amx_tile_driver_matches_the_decoded_values() {
             let mut outs = Vec::new();
             for w in &views {
                 let mut out = vec![f32::NAN; n_tokens * n_rows];
-                matmul_tiles(level, || ScalarTiles, w, &x, n_tokens, &mut out);
+                matmul_tiles(
+                    level,
+                    || ScalarTiles(TileLayout::Amx),
+                    w,
+                    &x,
+                    n_tokens,
+                    &mut out,
+                );
                 if Isa::Amx.is_supported() {
                     let mut tiles = vec![f32::NAN; n_tokens * n_rows];
                     let path = crate::MatmulPath::Tiles;

@@ -21,8 +21,9 @@
 //!   kernels (`*_tile.rs`) take a few rows × a few tokens at once, each weight vector loaded once
 //!   for several tokens (prefill); computing is the bound. K-quant panels hold unpacked
 //!   super-blocks (`kquants/unpack.rs`), dotted with up to 8 tokens per pass. At the AMX level
-//!   Q8_0 / Q4_0 and K-quant panels are int8 tiles instead (`amx.rs`, `amx_kquant.rs`), against
-//!   activations in Q8_0 blocks.
+//!   Q8_0 / Q4_0 and K-quant panels are int8 tiles instead (`amx.rs`, `amx_kquant.rs`), and at
+//!   the AVX-512 level K-quant panels are the same block tiles for `vpdpbusd`
+//!   (`avx512_blocks.rs`), against activations in Q8_0 blocks.
 //!
 //! # Batch invariance
 //!
@@ -36,8 +37,9 @@
 //!   operations in the same order as the full tiles (one accumulator per pair, the same blocks
 //!   of columns, the same final reduction).
 //!
-//! Across paths: stored K-quants (every level but AMX, whose tiles meet Q8_0 activations; repacked
-//! Q4_K / Q6_K agree with them within rounding by rows and bitwise by tiles), repacked Q4_0 ([`WeightType::Q4_0x16`]) at the AVX-512
+//! Across paths: stored K-quants (at the AVX2 level; the AVX-512 levels' tiles meet Q8_0
+//! activations; repacked Q4_K / Q6_K agree with them within rounding by rows and bitwise by
+//! tiles), repacked Q4_0 ([`WeightType::Q4_0x16`]) at the AVX-512
 //! level and the scalar level of every type give bitwise the same results on both paths
 //! ([`MatmulPath::interchangeable`]). The SIMD float and Q8_0 / Q4_0 row
 //! kernels sum in another order than their tile kernels (several accumulators per row, and for
@@ -121,7 +123,7 @@ impl MatmulPath {
     pub fn interchangeable(isa: Isa, ty: WeightType) -> bool {
         isa == Isa::Scalar
             || (isa == Isa::Avx512 && ty == WeightType::Q4_0x16)
-            || isa != Isa::Amx
+            || isa == Isa::Avx2
                 && matches!(
                     ty,
                     WeightType::Q2_K

@@ -9,8 +9,9 @@
 //! Both run the same per-(row, token) arithmetic (`kquants::dot_tokens` and
 //! `kquants::dot_unpacked_tokens` are twins), so the paths agree bitwise, and no result depends
 //! on which tokens share its group. The scalar level runs ggml's scalar dot products on both. At
-//! the AMX level the tiles are int8 tile products instead (`amx_kquant.rs`), against Q8_0
-//! activations: there the two paths agree within rounding.
+//! the AVX-512 levels the tiles are block tiles instead (`amx_kquant.rs`: int8 tile products with
+//! AMX, `vpdpbusd` without), against Q8_0 activations: there the two paths agree within
+//! rounding.
 //!
 //! Repacked Q4_K and Q6_K ([`WeightType::Q4_Kx16`], [`WeightType::Q6_Kx16`]): by rows, a group
 //! of 16 rows at a time against each token (`kquants/avx512_x16.rs`, twin
@@ -53,12 +54,17 @@ pub(crate) fn matmul_kquant(
     if path == MatmulPath::Rows || matches!(level, Level::Scalar) {
         return run_rows_jobs(&[&job], &mut [out], n_tokens);
     }
-    // At the AMX level, tiles are int8 tile products (`amx_kquant.rs`).
+    // At the AVX-512 levels, tiles are block tiles (`amx_kquant.rs`): int8 tile products with
+    // AMX, VNNI products without (`avx512_blocks.rs`).
     #[cfg(target_arch = "x86_64")]
     if let Level::Avx512(k) = level {
-        if let Some(amx) = k.amx() {
-            return crate::amx::matmul_amx(amx, w, x, n_tokens, out);
-        }
+        return match k.amx() {
+            Some(amx) => crate::amx::matmul_amx(amx, w, x, n_tokens, out),
+            None => {
+                let vnni = || crate::avx512_blocks::VnniTiles(k);
+                crate::amx::matmul_tiles(level, vnni, w, x, n_tokens, out)
+            }
+        };
     }
     let (acts, chunk, group) = (&job.acts, job.chunk, group_tokens(level));
     // Repacked rows are unpacked as the stored rows they came from.

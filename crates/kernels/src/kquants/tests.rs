@@ -587,15 +587,17 @@ fn q8_0_oracle(ty: WeightType, row: &[u8], qs: &[i8], d: &[f32]) -> (f64, f64) {
     (exact, mag)
 }
 
-/// The AMX tile driver (`amx.rs`, `amx_kquant.rs`) on K-quant weights with the scalar twin of
-/// the tile kernel, at the best SIMD level this CPU has (AMX or not): every output against
-/// [`q8_0_oracle`] within [`DOT_REL_TOL`], stored and repacked rows giving the same bits; where
-/// AMX runs, the tile unit's products give the twin's bits.
+/// The block-tile driver (`amx.rs`, `amx_kquant.rs`) on K-quant weights with the scalar twin of
+/// the tile kernels, in both layouts, at the best SIMD level this CPU has: every output against
+/// [`q8_0_oracle`] within [`DOT_REL_TOL`], stored and repacked rows giving the same bits; the
+/// AVX-512 VNNI kernel (`avx512_blocks.rs`) and, where AMX runs, the tile unit's products give
+/// their twin's bits, and the product by tiles at each AVX-512 level is the driver's with that
+/// kernel.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn k_quant_tiles_match_the_decoded_values() {
     use crate::act_q8::{ActLayout, ActQ8};
-    use crate::amx::{matmul_tiles, ScalarTiles};
+    use crate::amx::{matmul_tiles, ScalarTiles, TileLayout};
     use crate::{matmul_path_with, Isa, MatmulPath};
     let Some(&level) = simd_levels().last() else {
         eprintln!("skip: no SIMD level");
@@ -603,11 +605,12 @@ fn k_quant_tiles_match_the_decoded_values() {
     };
     let amx = Isa::Amx.is_supported();
     if !amx {
-        eprintln!("AMX not available: the tile driver is tested with the scalar kernel only");
+        eprintln!("AMX not available: its layout is tested with the scalar kernel only");
     }
     let mut rng = Rng(0x510e527fade682d1);
     let close =
         |got: f32, (exact, mag): (f64, f64)| (got as f64 - exact).abs() <= DOT_REL_TOL * mag;
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     let cases = K_TYPES
         .iter()
         .map(|&ty| (ty, 35, 3))
@@ -628,40 +631,46 @@ fn k_quant_tiles_match_the_decoded_values() {
             if ty.is_grouped() {
                 forms.push((ty, &x16));
             }
-            let mut first: Option<Vec<f32>> = None;
-            for (t, bytes) in forms {
-                let w = crate::WeightView {
-                    ty: t,
-                    n_rows,
-                    n_cols,
-                    bytes,
-                };
-                let what = format!("{t:?} rows={n_rows} nb={nbk} tokens={n_tokens}");
-                let mut out = vec![f32::NAN; n_tokens * n_rows];
-                matmul_tiles(level, || ScalarTiles, &w, &x, n_tokens, &mut out);
-                if amx {
-                    let mut tiles = vec![f32::NAN; n_tokens * n_rows];
-                    matmul_path_with(Isa::Amx, MatmulPath::Tiles, &w, &x, n_tokens, &mut tiles);
-                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(bits(&tiles), bits(&out), "{what}: AMX vs the scalar kernel");
-                }
-                for tok in 0..n_tokens {
-                    for r in 0..n_rows {
-                        let got = out[tok * n_rows + r];
-                        let row = &stored[r * rb..(r + 1) * rb];
-                        let oracle = q8_0_oracle(from, row, nat.qs(tok), nat.d(tok));
-                        assert!(
-                            close(got, oracle),
-                            "{what}: row {r} token {tok}: {got} vs {oracle:?}"
+            for layout in [TileLayout::Amx, TileLayout::Vnni] {
+                let mut first: Option<Vec<f32>> = None;
+                for &(t, bytes) in &forms {
+                    let w = crate::WeightView {
+                        ty: t,
+                        n_rows,
+                        n_cols,
+                        bytes,
+                    };
+                    let what = format!("{layout:?} {t:?} rows={n_rows} nb={nbk} tokens={n_tokens}");
+                    let mut out = vec![f32::NAN; n_tokens * n_rows];
+                    matmul_tiles(level, || ScalarTiles(layout), &w, &x, n_tokens, &mut out);
+                    let isa = match layout {
+                        TileLayout::Amx => amx.then_some(Isa::Amx),
+                        TileLayout::Vnni => Isa::Avx512.is_supported().then_some(Isa::Avx512),
+                    };
+                    if let Some(isa) = isa {
+                        let mut tiles = vec![f32::NAN; n_tokens * n_rows];
+                        matmul_path_with(isa, MatmulPath::Tiles, &w, &x, n_tokens, &mut tiles);
+                        assert_eq!(
+                            bits(&tiles),
+                            bits(&out),
+                            "{what}: {isa} vs the scalar kernel"
                         );
                     }
-                }
-                match &first {
-                    None => first = Some(out),
-                    Some(f) => assert!(
-                        f.iter().zip(&out).all(|(a, b)| a.to_bits() == b.to_bits()),
-                        "{what}: repacked vs stored"
-                    ),
+                    for tok in 0..n_tokens {
+                        for r in 0..n_rows {
+                            let got = out[tok * n_rows + r];
+                            let row = &stored[r * rb..(r + 1) * rb];
+                            let oracle = q8_0_oracle(from, row, nat.qs(tok), nat.d(tok));
+                            assert!(
+                                close(got, oracle),
+                                "{what}: row {r} token {tok}: {got} vs {oracle:?}"
+                            );
+                        }
+                    }
+                    match &first {
+                        None => first = Some(out),
+                        Some(f) => assert_eq!(bits(f), bits(&out), "{what}: repacked vs stored"),
+                    }
                 }
             }
         }
@@ -673,7 +682,7 @@ fn k_quant_tiles_match_the_decoded_values() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn amx_k_quant_tile_kernel_matches_its_twin_bitwise() {
-    use crate::amx::{tile_q8_scalar, TileAct, TileForm};
+    use crate::amx::{tile_q8_scalar, TileAct, TileForm, TileLayout};
     use crate::amx_kquant::Packer;
     use crate::amx_tile::{tile_q8, Mins, TileScope, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
     let Some(level @ Level::Avx512(k)) = Level::new(crate::Isa::Amx) else {
@@ -698,7 +707,7 @@ fn amx_k_quant_tile_kernel_matches_its_twin_bitwise() {
             let mut q = vec![7u8; nt * TILE_BYTES];
             let mut d = vec![7f32; nt * TILE_ROWS];
             let mut m = vec![7f32; if form.mins { nt * TILE_ROWS } else { 0 }];
-            let mut packer = Packer::new(level, &w).expect("a K-quant matrix");
+            let mut packer = Packer::new(level, &w, form).expect("a K-quant matrix");
             packer.pack_group(0, n_rows, &mut q, &mut d, &mut m);
             let x = random_act(n_tokens * n_cols, &mut rng);
             let act = TileAct::new(level, &x, n_tokens, n_cols, form.sums());
@@ -712,14 +721,32 @@ fn amx_k_quant_tile_kernel_matches_its_twin_bitwise() {
             let (mut got, mut want, mut p0, mut p1, mut want1) = (zero, zero, zero, zero, zero);
             let mins1 = form.mins.then(|| Mins { w: &m[..], a: [am] });
             tile_q8(&scope, &q, &d, [aq], [ad], form.half, mins1, [&mut got]);
-            tile_q8_scalar(&q, &d, aq, ad, form.half, smins(am), &mut want);
+            tile_q8_scalar(
+                TileLayout::Amx,
+                &q,
+                &d,
+                aq,
+                ad,
+                form.half,
+                smins(am),
+                &mut want,
+            );
             let mins2 = form.mins.then(|| Mins {
                 w: &m[..],
                 a: [am, am1],
             });
             let (a2, d2) = ([aq, aq1], [ad, ad1]);
             tile_q8(&scope, &q, &d, a2, d2, form.half, mins2, [&mut p0, &mut p1]);
-            tile_q8_scalar(&q, &d, aq1, ad1, form.half, smins(am1), &mut want1);
+            tile_q8_scalar(
+                TileLayout::Amx,
+                &q,
+                &d,
+                aq1,
+                ad1,
+                form.half,
+                smins(am1),
+                &mut want1,
+            );
             let bits = |m: &[[f32; TILE_TOKENS]; TILE_ROWS]| m.map(|r| r.map(f32::to_bits));
             let what = format!("{ty:?} nb={nbk} rows={n_rows} tokens={n_tokens}");
             assert_eq!(bits(&got), bits(&want), "{what}: alone");

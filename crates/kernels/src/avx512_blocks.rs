@@ -1,0 +1,136 @@
+//! The AVX-512 VNNI kernel of the block-tile driver (`amx.rs`), for K-quant prefill at the
+//! levels without AMX: 16 weight rows (one per 32-bit lane) × 16 tokens over a run of tiles of
+//! 32 values ([`crate::amx::TileLayout::Vnni`]: per tile, eight 64-byte vectors of 4 unsigned values of
+//! each row). Per tile and token, eight `vpdpbusd` against the token's 4-value groups
+//! broadcast from the activation tile sum each row's block exactly in int32; the epilogue is
+//! the AMX one, a lane per row instead of per token (`acc[t][r]`, [`TileKernel::transposed`]):
+//! `v += s · (d_a · d_w)`, then `v −= m_w · (d_a · Σ a)`. Scalar twin:
+//! [`crate::amx::tile_q8_scalar`] with that layout, bitwise equal.
+//!
+//! Per 8 products, three float operations (a multiply and two fused multiply-adds) share the
+//! multiply ports with them; the weights of a tile are loaded once for 16 tokens and the
+//! activations broadcast from the L1 cache.
+
+use std::arch::x86_64::*;
+
+use crate::amx::{TileForm, TileKernel};
+use crate::amx_tile::{Mins, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
+use crate::cpu::Avx512;
+use crate::WeightType;
+
+/// The kernel, proof of AVX-512 VNNI in hand.
+pub(crate) struct VnniTiles(pub Avx512);
+
+impl TileKernel for VnniTiles {
+    fn form(&self, ty: WeightType) -> TileForm {
+        TileForm::vnni(ty)
+    }
+
+    fn run<const G: usize>(
+        &self,
+        w: &[u8],
+        wd: &[f32],
+        a: [&[u8]; G],
+        ad: [&[f32]; G],
+        half: bool,
+        mins: Option<Mins<'_, G>>,
+        acc: [&mut [[f32; TILE_TOKENS]; TILE_ROWS]; G],
+    ) {
+        let nt = wd.len() / TILE_ROWS;
+        let na = if half { nt / 2 } else { nt };
+        assert!(wd.len() == nt * TILE_ROWS && w.len() == nt * TILE_BYTES);
+        assert!(!half || nt.is_multiple_of(2));
+        assert!(a.iter().all(|a| a.len() == na * TILE_BYTES));
+        assert!(ad.iter().all(|d| d.len() == na * TILE_TOKENS));
+        let mins = mins.expect("VNNI tiles always have mins");
+        let _features: Avx512 = self.0;
+        assert!(mins.w.len() == nt * TILE_ROWS);
+        assert!(mins.a.iter().all(|a| a.len() == nt * TILE_TOKENS));
+        for (g, acc) in acc.into_iter().enumerate() {
+            let (ap, dp, mp) = (a[g].as_ptr(), ad[g].as_ptr(), mins.a[g].as_ptr());
+            // SAFETY: the token proves the features; every length is checked above.
+            unsafe {
+                if half {
+                    vnni_tiles::<true>(
+                        w.as_ptr(),
+                        wd.as_ptr(),
+                        mins.w.as_ptr(),
+                        ap,
+                        dp,
+                        mp,
+                        nt,
+                        acc,
+                    )
+                } else {
+                    vnni_tiles::<false>(
+                        w.as_ptr(),
+                        wd.as_ptr(),
+                        mins.w.as_ptr(),
+                        ap,
+                        dp,
+                        mp,
+                        nt,
+                        acc,
+                    )
+                }
+            }
+        }
+    }
+
+    fn transposed(&self) -> bool {
+        true
+    }
+}
+
+/// # Safety
+/// AVX-512 F/BW/VNNI available; `w` holds `nt` tiles of 512 bytes, `wd` and `wm` `nt × 16`
+/// values, `am` `nt × 16`, `a` and `ad` `nt` (`nt / 2` with `HALF`) tiles and `× 16` scales.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn vnni_tiles<const HALF: bool>(
+    w: *const u8,
+    wd: *const f32,
+    wm: *const f32,
+    a: *const u8,
+    ad: *const f32,
+    am: *const f32,
+    nt: usize,
+    acc: &mut [[f32; TILE_TOKENS]; TILE_ROWS],
+) {
+    // SAFETY: as the caller promises; `acc` holds 16 rows of 16 values.
+    unsafe {
+        let mut f = [_mm512_setzero_ps(); TILE_TOKENS];
+        for (v, row) in f.iter_mut().zip(acc.iter()) {
+            *v = _mm512_loadu_ps(row.as_ptr());
+        }
+        for b in 0..nt {
+            let ab = if HALF { b / 2 } else { b };
+            let wt = w.add(b * TILE_BYTES);
+            let wv: [__m512i; 8] =
+                std::array::from_fn(|k| _mm512_loadu_si512(wt.add(k * 64) as *const _));
+            let (dw, mw) = (
+                _mm512_loadu_ps(wd.add(b * TILE_ROWS)),
+                _mm512_loadu_ps(wm.add(b * TILE_ROWS)),
+            );
+            let (at, dt, st) = (
+                a.add(ab * TILE_BYTES),
+                ad.add(ab * TILE_TOKENS),
+                am.add(b * TILE_TOKENS),
+            );
+            for (t, v) in f.iter_mut().enumerate() {
+                let mut s = _mm512_setzero_si512();
+                for (k, wk) in wv.iter().enumerate() {
+                    let x =
+                        _mm512_set1_epi32((at.add(k * 64 + t * 4) as *const i32).read_unaligned());
+                    s = _mm512_dpbusd_epi32(s, *wk, x);
+                }
+                let scale = _mm512_mul_ps(_mm512_set1_ps(*dt.add(t)), dw);
+                *v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, *v);
+                *v = _mm512_fnmadd_ps(mw, _mm512_set1_ps(*st.add(t)), *v);
+            }
+        }
+        for (v, row) in f.iter().zip(acc.iter_mut()) {
+            _mm512_storeu_ps(row.as_mut_ptr(), *v);
+        }
+    }
+}
