@@ -254,6 +254,7 @@ pub(crate) fn matmul_tiles<K: TileKernel>(
                         let nr = (np - g * TILE_ROWS).min(TILE_ROWS);
                         for (i, acc) in accs.iter().enumerate().take(1 + pair as usize) {
                             let t0 = (tg + i) * TILE_TOKENS;
+                            #[allow(clippy::needless_range_loop)]
                             for t in 0..(n_tokens - t0).min(TILE_TOKENS) {
                                 let o = &mut oc.token(t0 + t)[col0 + g * TILE_ROWS..];
                                 for (r, o) in o[..nr].iter_mut().enumerate() {
@@ -492,6 +493,7 @@ impl TileKernel for ScalarTiles {
 /// in the same order (`d_a · d_w`, one fused multiply-add per tile, then with `mins = (wm, am)`
 /// one more subtracting `wm · am`), so the results are bitwise equal.
 #[cfg(test)]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn tile_q8_scalar(
     layout: TileLayout,
     w: &[u8],

@@ -96,6 +96,74 @@ pub(crate) fn tile_quant<const R: usize, const T: usize>(
     }
 }
 
+/// Every row of a packed panel (`n_rows` rows of `q_row` bytes in `q`, `d_row` scales in `d`)
+/// against the `T` tokens of `a`, by tiles of 3 rows (edge rows one at a time), into `out[t][r]`
+/// (`out[t]` holds `n_rows` values): [`tile_quant`]'s arithmetic per (row, token), with the
+/// checks and pointers made once per panel instead of once per tile.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn panel_quant<const T: usize>(
+    _: Avx512,
+    q: &[u8],
+    d: &[f32],
+    q_row: usize,
+    d_row: usize,
+    n_rows: usize,
+    a: [ActRow<'_>; T],
+    offset: i32,
+    out: [&mut [f32]; T],
+) {
+    let ng = d_row / GROUP_BLOCKS;
+    assert!(d_row == ng * GROUP_BLOCKS && q_row == ng * GROUP_BYTES);
+    assert!(q.len() >= n_rows * q_row && d.len() >= n_rows * d_row);
+    assert!(a.iter().all(|t| t.qs.len() == ng * GROUP_BYTES
+        && t.d.len() == ng * GROUP_BLOCKS
+        && t.sums.len() == ng * GROUP_BLOCKS));
+    assert!(out.iter().all(|o| o.len() >= n_rows));
+    let shift = match offset {
+        Q8_0_OFFSET => 7,
+        Q4_0_OFFSET => 3,
+        _ => panic!("unsupported offset {offset}"),
+    };
+    let (aq, ad, asum) = (
+        a.map(|t| t.qs.as_ptr()),
+        a.map(|t| t.d.as_ptr()),
+        a.map(|t| t.sums.as_ptr()),
+    );
+    let mut out = out;
+    let mut r0 = 0;
+    while r0 < n_rows {
+        let step = if n_rows - r0 >= 3 { 3 } else { 1 };
+        // SAFETY: the token proves the features; rows r0..r0 + step < n_rows of the panel and
+        // every activation row hold `ng` groups (checked above).
+        unsafe {
+            let wq = |i: usize| q.as_ptr().add((r0 + i) * q_row);
+            let wd = |i: usize| d.as_ptr().add((r0 + i) * d_row);
+            if step == 3 {
+                let res = tile_quant_avx512::<3, T>(
+                    std::array::from_fn(wq),
+                    std::array::from_fn(wd),
+                    aq,
+                    ad,
+                    asum,
+                    ng,
+                    shift,
+                );
+                for (t, o) in out.iter_mut().enumerate() {
+                    for (i, row) in res.iter().enumerate() {
+                        o[r0 + i] = row[t];
+                    }
+                }
+            } else {
+                let res = tile_quant_avx512::<1, T>([wq(0)], [wd(0)], aq, ad, asum, ng, shift);
+                for (t, o) in out.iter_mut().enumerate() {
+                    o[r0] = res[0][t];
+                }
+            }
+        }
+        r0 += step;
+    }
+}
+
 /// # Safety
 /// The features available; weight and activation rows hold `ng` groups (512 bytes, 16 scales,
 /// 16 sums each).

@@ -167,6 +167,59 @@ fn quant_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
                 {
                     pack_quant_row(level, ty, w.row(p0 + i), qr, dr);
                 }
+                let col0 = p0 - rows.start;
+                #[cfg(target_arch = "x86_64")]
+                if let Level::Avx512(k) = level {
+                    // Whole panels per call (`avx512_tile::panel_quant`), 4, 2 or 1 tokens.
+                    let buf = sized(&mut p.f, 4 * np);
+                    let mut t0 = 0;
+                    while t0 < n_tokens {
+                        let nt = match n_tokens - t0 {
+                            n if n >= 4 => 4,
+                            n if n >= 2 => 2,
+                            _ => 1,
+                        };
+                        let act_row = |i: usize| ActRow {
+                            qs: act.qs(t0 + i),
+                            d: act.d(t0 + i),
+                            sums: act.sums(t0 + i),
+                        };
+                        let (q, d) = (&q[..], &d[..]);
+                        let mut outs = buf.chunks_exact_mut(np);
+                        let mut o = || outs.next().expect("four rows of outputs");
+                        use crate::avx512_tile::panel_quant as panel;
+                        match nt {
+                            4 => panel::<4>(
+                                k,
+                                q,
+                                d,
+                                q_row,
+                                d_row,
+                                np,
+                                std::array::from_fn(act_row),
+                                offset,
+                                [o(), o(), o(), o()],
+                            ),
+                            2 => panel::<2>(
+                                k,
+                                q,
+                                d,
+                                q_row,
+                                d_row,
+                                np,
+                                std::array::from_fn(act_row),
+                                offset,
+                                [o(), o()],
+                            ),
+                            _ => panel::<1>(k, q, d, q_row, d_row, np, [act_row(0)], offset, [o()]),
+                        }
+                        for (i, res) in buf.chunks_exact(np).take(nt).enumerate() {
+                            oc.token(t0 + i)[col0..col0 + np].copy_from_slice(res);
+                        }
+                        t0 += nt;
+                    }
+                    continue;
+                }
                 let tiler = QuantTiler {
                     level,
                     q,
@@ -176,13 +229,8 @@ fn quant_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
                     act: &act,
                     offset,
                 };
-                let col0 = p0 - rows.start;
                 let emit = |r: usize, t: usize, v: f32| oc.token(t)[col0 + r] = v;
-                match level {
-                    #[cfg(target_arch = "x86_64")]
-                    Level::Avx512(_) => run_tiles::<3, 4, _>(&tiler, np, n_tokens, emit),
-                    _ => run_tiles::<2, 2, _>(&tiler, np, n_tokens, emit),
-                }
+                run_tiles::<2, 2, _>(&tiler, np, n_tokens, emit);
             }
         });
     });
