@@ -180,10 +180,11 @@ unsafe fn dot_quant_avx512<const Q4: bool>(
     // SAFETY (whole loop): b < nb, so block b, its activations and corrections are in bounds.
     unsafe {
         let bytes = if Q4 { Q4_0_BYTES } else { Q8_0_BYTES };
+        let pf = crate::par::quant_rows_prefetch_bytes();
         while b + 4 <= nb {
-            // The weights stream from memory: ask for them PREFETCH_BYTES ahead (a hint, never
+            // The weights stream from memory: ask for them `pf` bytes ahead (a hint, never
             // dereferenced, so running past the row is harmless).
-            let ahead = w.wrapping_add(b * bytes + PREFETCH_BYTES) as *const i8;
+            let ahead = w.wrapping_add(b * bytes + pf) as *const i8;
             _mm_prefetch::<_MM_HINT_T0>(ahead);
             _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
             acc[0] = block_step::<Q4>(table, w, qs, d, corr, b, acc[0]);
@@ -280,9 +281,10 @@ unsafe fn dot_quant_rows_avx512<const Q4: bool>(
     unsafe {
         let bytes = if Q4 { Q4_0_BYTES } else { Q8_0_BYTES };
         let load = |b: usize| token_block(qs, d, corr, b);
+        let pf = crate::par::quant_rows_prefetch_bytes();
         while b + 4 <= nb {
             for &row in &w {
-                let ahead = row.wrapping_add(b * bytes + PREFETCH_BYTES) as *const i8;
+                let ahead = row.wrapping_add(b * bytes + pf) as *const i8;
                 _mm_prefetch::<_MM_HINT_T0>(ahead);
                 _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
             }
