@@ -232,6 +232,23 @@ fn rows_generic<K: ScoreKernel>(
 trait ScoreKernel {
     const ROWS: usize;
     fn scores<const HD: usize>(qr: &[&[f32; HD]], keys_t: &[f32], out: &mut [[f32; FIXED_BLOCK]]);
+
+    /// [`softmax_step`] for every row `r` of `s` with `ns[r] > 0` (its state `states[r]`, its
+    /// factor into `corr[r]`), bitwise.
+    #[inline(always)]
+    fn softmax(
+        s: &mut [[f32; FIXED_BLOCK]],
+        ns: &[usize],
+        scale: f32,
+        states: &mut [SoftmaxState],
+        corr: &mut [f32; 8],
+    ) {
+        for (r, &n) in ns.iter().enumerate() {
+            if n > 0 {
+                corr[r] = softmax_step(&mut s[r], n, scale, &mut states[r]);
+            }
+        }
+    }
 }
 
 /// Plain loops (the scalar level): one row at a time.
@@ -278,6 +295,114 @@ impl ScoreKernel for Avx512Scores {
             }
         }
     }
+
+    /// A row's scaling and `exp` sixteen lanes at once ([`exp_avx512`], bitwise [`exp`]), its
+    /// maximum by one masked reduction (exact, so the same value as the scalar fold), and the
+    /// sums of all rows in key order, rows interleaved so that their chains overlap.
+    #[inline(always)]
+    fn softmax(
+        s: &mut [[f32; FIXED_BLOCK]],
+        ns: &[usize],
+        scale: f32,
+        states: &mut [SoftmaxState],
+        corr: &mut [f32; 8],
+    ) {
+        use std::arch::x86_64::*;
+        assert!(ns.len() <= 8 && s.len() >= ns.len() && states.len() >= ns.len());
+        assert!(ns.iter().all(|&n| n <= FIXED_BLOCK));
+        let mut sums = [0f32; 8];
+        // SAFETY: only reached from `rows_avx512`, whose level proves AVX-512 F; every row of
+        // `s` holds 16 values.
+        unsafe {
+            for (r, &n) in ns.iter().enumerate() {
+                if n == 0 {
+                    continue;
+                }
+                let st = &mut states[r];
+                let v = _mm512_mul_ps(_mm512_loadu_ps(s[r].as_ptr()), _mm512_set1_ps(scale));
+                let first_n = (((1u32 << n) - 1) & 0xffff) as u16;
+                let m = st.max.max(_mm512_mask_reduce_max_ps(first_n, v));
+                let c = if st.max == f32::NEG_INFINITY {
+                    0.0
+                } else {
+                    exp(st.max - m)
+                };
+                _mm512_storeu_ps(
+                    s[r].as_mut_ptr(),
+                    exp_avx512(_mm512_sub_ps(v, _mm512_set1_ps(m))),
+                );
+                sums[r] = st.sum * c;
+                st.max = m;
+                corr[r] = c;
+            }
+        }
+        for k in 0..FIXED_BLOCK {
+            for (r, &n) in ns.iter().enumerate() {
+                if k < n {
+                    sums[r] += s[r][k];
+                }
+            }
+        }
+        for (r, &n) in ns.iter().enumerate() {
+            if n > 0 {
+                states[r].sum = sums[r];
+            }
+        }
+    }
+}
+
+/// [`exp`] on sixteen lanes, operation for operation (the same bits for every input; NaN
+/// stays NaN).
+///
+/// # Safety
+/// AVX-512 F available.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn exp_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // `f32::clamp`: below the minimum the minimum, then above the maximum the maximum.
+    let x = _mm512_mask_blend_ps(
+        _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(-87.336_55)),
+        x,
+        _mm512_set1_ps(-87.336_55),
+    );
+    let x = _mm512_mask_blend_ps(
+        _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, _mm512_set1_ps(88.3)),
+        x,
+        _mm512_set1_ps(88.3),
+    );
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(_mm512_fmadd_ps(
+        x,
+        _mm512_set1_ps(LOG2E),
+        _mm512_set1_ps(0.5),
+    ));
+    let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-LN2_HI), x);
+    let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-LN2_LO), r);
+    let mut p = _mm512_set1_ps(1.987_569_1e-4);
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        0.166_666_65,
+        0.5,
+    ] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    let y = _mm512_add_ps(
+        _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r),
+        _mm512_set1_ps(1.0),
+    );
+    let ni = _mm512_cvttps_epi32(n);
+    let half = _mm512_srai_epi32::<1>(ni);
+    let bias = _mm512_set1_epi32(127);
+    let a = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(half, bias)));
+    let b = _mm512_sub_epi32(ni, half);
+    let b = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(b, bias)));
+    _mm512_mul_ps(_mm512_mul_ps(y, a), b)
 }
 
 /// Four rows side by side, two 8-lane registers each.
@@ -339,12 +464,13 @@ fn rows_fixed<K: ScoreKernel, const HD: usize>(
         }
         K::scores::<HD>(&qr[..K::ROWS], keys_t, s);
         let mut corr = [0f32; 8];
-        for r in 0..rn {
-            let n = ns[r0 + r];
-            if n > 0 {
-                corr[r] = softmax_step(&mut s[r], n, scale, &mut states[r0 + r]);
-            }
-        }
+        K::softmax(
+            s,
+            &ns[r0..r0 + rn],
+            scale,
+            &mut states[r0..r0 + rn],
+            &mut corr,
+        );
         // Value sums two rows at a time: two independent chains of multiply-adds per key.
         let acc = &mut acc[r0 * HD..(r0 + rn) * HD];
         let mut r = 0;
@@ -502,6 +628,55 @@ pub fn exp(x: f32) -> f32 {
 mod tests {
     use super::*;
     use crate::Isa;
+
+    /// The sixteen-lane `exp` gives the scalar one's bits on a dense sweep of the inputs
+    /// softmax meets (and past both ends of the clamp), and NaN for NaN.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn exp_avx512_is_bitwise_exp() {
+        use std::arch::x86_64::*;
+        if !Isa::Avx512.is_supported() {
+            eprintln!("skip: AVX-512 not available");
+            return;
+        }
+        let mut xs: Vec<f32> = (-200_000..=20_000).map(|i| i as f32 * 1e-3).collect();
+        xs.extend([
+            -1e30,
+            -88.0,
+            -87.336_55,
+            88.3,
+            100.0,
+            1e30,
+            f32::NEG_INFINITY,
+            -0.0,
+            0.0,
+        ]);
+        xs.extend((0..1000).map(|i| f32::from_bits(0x3380_0000 + i * 0x1234)));
+        for chunk in xs.chunks(16) {
+            let mut lanes = [0f32; 16];
+            lanes[..chunk.len()].copy_from_slice(chunk);
+            let mut got = [0f32; 16];
+            // SAFETY: AVX-512 F checked above.
+            unsafe {
+                _mm512_storeu_ps(
+                    got.as_mut_ptr(),
+                    exp_avx512(_mm512_loadu_ps(lanes.as_ptr())),
+                )
+            };
+            for (&x, &g) in lanes.iter().zip(&got) {
+                assert_eq!(
+                    g.to_bits(),
+                    exp(x).to_bits(),
+                    "exp({x:e}): {g:e} vs {:e}",
+                    exp(x)
+                );
+            }
+        }
+        let mut got = [0f32; 16];
+        // SAFETY: as above.
+        unsafe { _mm512_storeu_ps(got.as_mut_ptr(), exp_avx512(_mm512_set1_ps(f32::NAN))) };
+        assert!(got.iter().all(|v| v.is_nan()) && exp(f32::NAN).is_nan());
+    }
 
     /// Worst relative error of [`exp`]: the polynomial's own error (~1 ulp) plus the roundings
     /// of the range reduction and the final scaling.
