@@ -70,23 +70,14 @@ pub(crate) struct TileForm {
 }
 
 impl TileForm {
-    /// The AMX form of `ty`: mins only where the type has them.
-    pub(crate) fn of(ty: WeightType) -> TileForm {
+    /// The form of `ty` in `layout`: with AMX, mins only where the type has them; with VNNI the
+    /// values are unsigned, so every type has mins (its own, plus `k · d · sc` for the offset).
+    pub(crate) fn new(layout: TileLayout, ty: WeightType) -> TileForm {
         use WeightType::*;
         TileForm {
-            layout: TileLayout::Amx,
+            layout,
             half: matches!(ty.stored(), Q2_K | Q3_K | Q6_K),
-            mins: matches!(ty.stored(), Q2_K | Q4_K | Q5_K),
-        }
-    }
-
-    /// The VNNI form of `ty`: unsigned values, so every type has mins (its own, plus `k · d ·
-    /// sc` for the offset).
-    pub(crate) fn vnni(ty: WeightType) -> TileForm {
-        TileForm {
-            layout: TileLayout::Vnni,
-            mins: true,
-            ..TileForm::of(ty)
+            mins: layout == TileLayout::Vnni || matches!(ty.stored(), Q2_K | Q4_K | Q5_K),
         }
     }
 
@@ -109,11 +100,8 @@ impl TileForm {
 /// kernel (`avx512_blocks.rs`), or in tests their scalar twin, so that the driver's packing and
 /// bookkeeping are tested on any machine.
 pub(crate) trait TileKernel {
-    /// The form this kernel wants `ty`'s tiles in.
-    fn form(&self, ty: WeightType) -> TileForm;
-
-    /// As [`tile_q8`] (weights in [`TileKernel::form`]'s layout); where the kernel is
-    /// [`TileKernel::transposed`], the memory of `acc` holds `acc[t][r]` instead of `acc[r][t]`.
+    /// As [`tile_q8`], weights in the layout the driver was given; with
+    /// [`TileLayout::Vnni`] the memory of `acc` holds `acc[t][r]` instead of `acc[r][t]`.
     #[allow(clippy::too_many_arguments)]
     fn run<const G: usize>(
         &self,
@@ -125,18 +113,9 @@ pub(crate) trait TileKernel {
         mins: Option<Mins<'_, G>>,
         acc: [&mut [[f32; TILE_TOKENS]; TILE_ROWS]; G],
     );
-
-    /// Whether [`TileKernel::run`]'s accumulators are token-major.
-    fn transposed(&self) -> bool {
-        false
-    }
 }
 
 impl TileKernel for TileScope {
-    fn form(&self, ty: WeightType) -> TileForm {
-        TileForm::of(ty)
-    }
-
     fn run<const G: usize>(
         &self,
         w: &[u8],
@@ -154,14 +133,23 @@ impl TileKernel for TileScope {
 /// `out = x · wᵀ` for Q8_0 / Q4_0 or K-quant weights and several tokens; shapes already checked.
 pub(crate) fn matmul_amx(amx: Amx, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
     let level = Level::Avx512(amx.avx512());
-    matmul_tiles(level, || TileScope::new(amx), w, x, n_tokens, out)
+    matmul_tiles(
+        level,
+        TileLayout::Amx,
+        || TileScope::new(amx),
+        w,
+        x,
+        n_tokens,
+        out,
+    )
 }
 
-/// The driver of [`matmul_amx`], with the kernel each thread makes for itself by `kernel`
-/// (`level`: of the activations' quantization and the weights' unpacking, AVX-512 where the
-/// weights are repacked Q4_0).
+/// The driver of [`matmul_amx`], with weight tiles in `layout` and the kernel each thread makes
+/// for itself by `kernel` (`level`: of the activations' quantization and the weights'
+/// unpacking, AVX-512 where the weights are repacked Q4_0).
 pub(crate) fn matmul_tiles<K: TileKernel>(
     level: Level,
+    layout: TileLayout,
     kernel: impl Fn() -> K + Sync,
     w: &WeightView,
     x: &[f32],
@@ -169,7 +157,9 @@ pub(crate) fn matmul_tiles<K: TileKernel>(
     out: &mut [f32],
 ) {
     let (n_rows, n_cols, ty) = (w.n_rows, w.n_cols, w.ty);
-    let form = kernel().form(ty);
+    let form = TileForm::new(layout, ty);
+    // The VNNI kernel's accumulators are token-major.
+    let token_major = layout == TileLayout::Vnni;
     let nb = n_cols / QK;
     // Weight tiles per row.
     let nt = nb * form.per_block();
@@ -258,11 +248,7 @@ pub(crate) fn matmul_tiles<K: TileKernel>(
                             for t in 0..(n_tokens - t0).min(TILE_TOKENS) {
                                 let o = &mut oc.token(t0 + t)[col0 + g * TILE_ROWS..];
                                 for (r, o) in o[..nr].iter_mut().enumerate() {
-                                    *o = if scope.transposed() {
-                                        acc[t][r]
-                                    } else {
-                                        acc[r][t]
-                                    };
+                                    *o = if token_major { acc[t][r] } else { acc[r][t] };
                                 }
                             }
                         }
@@ -413,6 +399,13 @@ impl TileAct {
             for n in 0..TILE_TOKENS.min(n_tokens - g * TILE_TOKENS) {
                 let t = g * TILE_TOKENS + n;
                 let (tq, td) = (nat.qs(t), nat.d(t));
+                if sp == 1 {
+                    // Whole blocks: the integer sums the quantizer made.
+                    for (b, &total) in nat.sums(t).iter().enumerate() {
+                        s[b * TILE_TOKENS + n] = td[b] * total as f32;
+                    }
+                    continue;
+                }
                 for (u, vals) in tq.chunks_exact(QK / sp).enumerate() {
                     let total: i32 = vals.iter().map(|&v| v as i32).sum();
                     s[u * TILE_TOKENS + n] = td[u / sp] * total as f32;
@@ -459,17 +452,6 @@ pub(crate) struct ScalarTiles(pub TileLayout);
 
 #[cfg(test)]
 impl TileKernel for ScalarTiles {
-    fn transposed(&self) -> bool {
-        self.0 == TileLayout::Vnni
-    }
-
-    fn form(&self, ty: WeightType) -> TileForm {
-        match self.0 {
-            TileLayout::Amx => TileForm::of(ty),
-            TileLayout::Vnni => TileForm::vnni(ty),
-        }
-    }
-
     fn run<const G: usize>(
         &self,
         w: &[u8],

@@ -47,9 +47,8 @@ impl<'a> Packer<'a> {
     /// A packer of `w` into tiles of `form` (made for `w`'s type), or `None` when `w` is not a
     /// K-quant matrix.
     pub(crate) fn new(level: Level, w: &WeightView<'a>, form: TileForm) -> Option<Packer<'a>> {
-        use WeightType::*;
         let ty = w.ty.stored();
-        if !matches!(ty, Q2_K | Q3_K | Q4_K | Q5_K | Q6_K) {
+        if !crate::kquants::is_kquant(ty) {
             return None;
         }
         let stored_bytes = if w.ty.is_grouped() {

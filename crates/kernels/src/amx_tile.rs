@@ -142,16 +142,7 @@ pub(crate) fn tile_q8<const G: usize>(
     acc: [&mut [[f32; TILE_TOKENS]; TILE_ROWS]; G],
 ) {
     assert!(G == 1 || G == 2);
-    let nt = wd.len() / TILE_ROWS;
-    let na = if half { nt / 2 } else { nt };
-    assert!(wd.len() == nt * TILE_ROWS && w.len() == nt * TILE_BYTES);
-    assert!(!half || nt.is_multiple_of(2));
-    assert!(a.iter().all(|a| a.len() == na * TILE_BYTES));
-    assert!(ad.iter().all(|d| d.len() == na * TILE_TOKENS));
-    if let Some(m) = &mins {
-        assert!(m.w.len() == nt * TILE_ROWS);
-        assert!(m.a.iter().all(|a| a.len() == nt * TILE_TOKENS));
-    }
+    let nt = checked_tiles(w, wd, a, ad, half, mins.as_ref());
     if nt == 0 {
         return;
     }
@@ -160,22 +151,50 @@ pub(crate) fn tile_q8<const G: usize>(
         Some(m) => (m.w.as_ptr(), m.a.map(|a| a.as_ptr())),
         None => (std::ptr::null(), [std::ptr::null(); G]),
     };
+    type Kernel<const G: usize> = unsafe fn(
+        *const u8,
+        *const f32,
+        [*const u8; G],
+        [*const f32; G],
+        *const f32,
+        [*const f32; G],
+        usize,
+        [&mut [[f32; TILE_TOKENS]; TILE_ROWS]; G],
+    );
+    let kernel: Kernel<G> = match (half, mins.is_some()) {
+        (false, false) => tile_q8_amx::<G, false, false>,
+        (false, true) => tile_q8_amx::<G, false, true>,
+        (true, false) => tile_q8_amx::<G, true, false>,
+        (true, true) => tile_q8_amx::<G, true, true>,
+    };
     // SAFETY: the scope proves the tile configuration (and, through its token, AVX-512 for the
     // epilogue); every length is checked above, the min pointers are read only with mins.
-    unsafe {
-        match (half, mins.is_some()) {
-            (false, false) => {
-                tile_q8_amx::<G, false, false>(wp, wd.as_ptr(), ap, dp, wm, am, nt, acc)
-            }
-            (false, true) => {
-                tile_q8_amx::<G, false, true>(wp, wd.as_ptr(), ap, dp, wm, am, nt, acc)
-            }
-            (true, false) => {
-                tile_q8_amx::<G, true, false>(wp, wd.as_ptr(), ap, dp, wm, am, nt, acc)
-            }
-            (true, true) => tile_q8_amx::<G, true, true>(wp, wd.as_ptr(), ap, dp, wm, am, nt, acc),
-        }
+    unsafe { kernel(wp, wd.as_ptr(), ap, dp, wm, am, nt, acc) }
+}
+
+/// The number of weight tiles `nt` of a [`tile_q8`] call (and of the VNNI kernel's), after
+/// checking every slice against it: `w` `nt` tiles, `wd` `nt × 16` scales, each `a[g]` and
+/// `ad[g]` `nt` (`nt / 2` with `half`, `nt` even) tiles and `× 16` scales, `mins` `nt × 16`
+/// values each.
+pub(crate) fn checked_tiles<const G: usize>(
+    w: &[u8],
+    wd: &[f32],
+    a: [&[u8]; G],
+    ad: [&[f32]; G],
+    half: bool,
+    mins: Option<&Mins<'_, G>>,
+) -> usize {
+    let nt = wd.len() / TILE_ROWS;
+    let na = if half { nt / 2 } else { nt };
+    assert!(wd.len() == nt * TILE_ROWS && w.len() == nt * TILE_BYTES);
+    assert!(!half || nt.is_multiple_of(2));
+    assert!(a.iter().all(|a| a.len() == na * TILE_BYTES));
+    assert!(ad.iter().all(|d| d.len() == na * TILE_TOKENS));
+    if let Some(m) = mins {
+        assert!(m.w.len() == nt * TILE_ROWS);
+        assert!(m.a.iter().all(|a| a.len() == nt * TILE_TOKENS));
     }
+    nt
 }
 
 /// How many blocks ahead the weight tiles are prefetched.

@@ -336,6 +336,8 @@ impl ScoreKernel for Avx512Scores {
                 corr[r] = c;
             }
         }
+        // Key by key, each row's chain one add longer.
+        #[allow(clippy::needless_range_loop)]
         for k in 0..FIXED_BLOCK {
             for (r, &n) in ns.iter().enumerate() {
                 if k < n {

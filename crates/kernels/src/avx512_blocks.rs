@@ -3,7 +3,7 @@
 //! 32 values ([`crate::amx::TileLayout::Vnni`]: per tile, eight 64-byte vectors of 4 unsigned values of
 //! each row). Per tile and token, eight `vpdpbusd` against the token's 4-value groups
 //! broadcast from the activation tile sum each row's block exactly in int32; the epilogue is
-//! the AMX one, a lane per row instead of per token (`acc[t][r]`, [`TileKernel::transposed`]):
+//! the AMX one, a lane per row instead of per token (`acc[t][r]`, as [`crate::amx::TileLayout::Vnni`] says):
 //! `v += s · (d_a · d_w)`, then `v −= m_w · (d_a · Σ a)`. Scalar twin:
 //! [`crate::amx::tile_q8_scalar`] with that layout, bitwise equal.
 //!
@@ -13,19 +13,14 @@
 
 use std::arch::x86_64::*;
 
-use crate::amx::{TileForm, TileKernel};
-use crate::amx_tile::{Mins, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
+use crate::amx::TileKernel;
+use crate::amx_tile::{checked_tiles, Mins, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
 use crate::cpu::Avx512;
-use crate::WeightType;
 
 /// The kernel, proof of AVX-512 VNNI in hand.
 pub(crate) struct VnniTiles(pub Avx512);
 
 impl TileKernel for VnniTiles {
-    fn form(&self, ty: WeightType) -> TileForm {
-        TileForm::vnni(ty)
-    }
-
     fn run<const G: usize>(
         &self,
         w: &[u8],
@@ -36,49 +31,30 @@ impl TileKernel for VnniTiles {
         mins: Option<Mins<'_, G>>,
         acc: [&mut [[f32; TILE_TOKENS]; TILE_ROWS]; G],
     ) {
-        let nt = wd.len() / TILE_ROWS;
-        let na = if half { nt / 2 } else { nt };
-        assert!(wd.len() == nt * TILE_ROWS && w.len() == nt * TILE_BYTES);
-        assert!(!half || nt.is_multiple_of(2));
-        assert!(a.iter().all(|a| a.len() == na * TILE_BYTES));
-        assert!(ad.iter().all(|d| d.len() == na * TILE_TOKENS));
         let mins = mins.expect("VNNI tiles always have mins");
+        let nt = checked_tiles(w, wd, a, ad, half, Some(&mins));
         let _features: Avx512 = self.0;
-        assert!(mins.w.len() == nt * TILE_ROWS);
-        assert!(mins.a.iter().all(|a| a.len() == nt * TILE_TOKENS));
+        let kernel = if half {
+            vnni_tiles::<true>
+        } else {
+            vnni_tiles::<false>
+        };
         for (g, acc) in acc.into_iter().enumerate() {
             let (ap, dp, mp) = (a[g].as_ptr(), ad[g].as_ptr(), mins.a[g].as_ptr());
             // SAFETY: the token proves the features; every length is checked above.
             unsafe {
-                if half {
-                    vnni_tiles::<true>(
-                        w.as_ptr(),
-                        wd.as_ptr(),
-                        mins.w.as_ptr(),
-                        ap,
-                        dp,
-                        mp,
-                        nt,
-                        acc,
-                    )
-                } else {
-                    vnni_tiles::<false>(
-                        w.as_ptr(),
-                        wd.as_ptr(),
-                        mins.w.as_ptr(),
-                        ap,
-                        dp,
-                        mp,
-                        nt,
-                        acc,
-                    )
-                }
+                kernel(
+                    w.as_ptr(),
+                    wd.as_ptr(),
+                    mins.w.as_ptr(),
+                    ap,
+                    dp,
+                    mp,
+                    nt,
+                    acc,
+                )
             }
         }
-    }
-
-    fn transposed(&self) -> bool {
-        true
     }
 }
 

@@ -594,6 +594,7 @@ fn amx_tile_driver_matches_the_decoded_values() {
                 let mut out = vec![f32::NAN; n_tokens * n_rows];
                 matmul_tiles(
                     level,
+                    TileLayout::Amx,
                     || ScalarTiles(TileLayout::Amx),
                     w,
                     &x,

@@ -123,15 +123,7 @@ impl MatmulPath {
     pub fn interchangeable(isa: Isa, ty: WeightType) -> bool {
         isa == Isa::Scalar
             || (isa == Isa::Avx512 && ty == WeightType::Q4_0x16)
-            || isa == Isa::Avx2
-                && matches!(
-                    ty,
-                    WeightType::Q2_K
-                        | WeightType::Q3_K
-                        | WeightType::Q4_K
-                        | WeightType::Q5_K
-                        | WeightType::Q6_K
-                )
+            || isa == Isa::Avx2 && crate::kquants::is_kquant(ty)
     }
 }
 

@@ -61,8 +61,9 @@ pub(crate) fn matmul_kquant(
         return match k.amx() {
             Some(amx) => crate::amx::matmul_amx(amx, w, x, n_tokens, out),
             None => {
+                use crate::amx::TileLayout;
                 let vnni = || crate::avx512_blocks::VnniTiles(k);
-                crate::amx::matmul_tiles(level, vnni, w, x, n_tokens, out)
+                crate::amx::matmul_tiles(level, TileLayout::Vnni, vnni, w, x, n_tokens, out)
             }
         };
     }

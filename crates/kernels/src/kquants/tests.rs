@@ -642,7 +642,15 @@ fn k_quant_tiles_match_the_decoded_values() {
                     };
                     let what = format!("{layout:?} {t:?} rows={n_rows} nb={nbk} tokens={n_tokens}");
                     let mut out = vec![f32::NAN; n_tokens * n_rows];
-                    matmul_tiles(level, || ScalarTiles(layout), &w, &x, n_tokens, &mut out);
+                    matmul_tiles(
+                        level,
+                        layout,
+                        || ScalarTiles(layout),
+                        &w,
+                        &x,
+                        n_tokens,
+                        &mut out,
+                    );
                     let isa = match layout {
                         TileLayout::Amx => amx.then_some(Isa::Amx),
                         TileLayout::Vnni => Isa::Avx512.is_supported().then_some(Isa::Avx512),
@@ -693,7 +701,7 @@ fn amx_k_quant_tile_kernel_matches_its_twin_bitwise() {
     let mut rng = Rng(0x9b05688c2b3e6c1f);
     let scope = TileScope::new(amx);
     for ty in K_TYPES {
-        let form = TileForm::of(ty);
+        let form = TileForm::new(TileLayout::Amx, ty);
         for (nbk, n_rows, n_tokens) in [(1, 16, 16), (3, 5, 3), (2, 11, 1)] {
             let n_cols = nbk * QK_K;
             let bytes = random_row(ty, n_rows * nbk, &mut rng);
