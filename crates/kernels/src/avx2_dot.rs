@@ -253,9 +253,8 @@ unsafe fn dot_quant_avx2<const Q4: bool>(
         while b + 4 <= nb {
             // The weights stream from memory: ask for them PREFETCH_BYTES ahead (a hint, never
             // dereferenced, so running past the row is harmless).
-            let ahead = w.wrapping_add(b * bytes + PREFETCH_BYTES) as *const i8;
-            _mm_prefetch::<_MM_HINT_T0>(ahead);
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
+            let ahead = w.wrapping_add(b * bytes + PREFETCH_BYTES);
+            crate::stream::prefetch_lines_l1(ahead as usize, (4 * bytes).div_ceil(64));
             acc[0] = block_step::<Q4>(table, w, qs, d, corr, b, acc[0]);
             acc[1] = block_step::<Q4>(table, w, qs, d, corr, b + 1, acc[1]);
             acc[2] = block_step::<Q4>(table, w, qs, d, corr, b + 2, acc[2]);

@@ -184,8 +184,8 @@ unsafe fn dot_quant_avx512<const Q4: bool>(
         while b + 4 <= nb {
             // The weights stream from memory: ask for them `pf` bytes ahead (a hint, never
             // dereferenced, so running past the row is harmless).
-            let ahead = w.wrapping_add(b * bytes + pf) as *const i8;
-            prefetch_step::<Q4>(ahead);
+            let ahead = w.wrapping_add(b * bytes + pf);
+            crate::stream::prefetch_lines_l1(ahead as usize, (4 * bytes).div_ceil(64));
             acc[0] = block_step::<Q4>(table, w, qs, d, corr, b, acc[0]);
             acc[1] = block_step::<Q4>(table, w, qs, d, corr, b + 1, acc[1]);
             acc[2] = block_step::<Q4>(table, w, qs, d, corr, b + 2, acc[2]);
@@ -199,22 +199,6 @@ unsafe fn dot_quant_avx512<const Q4: bool>(
     }
     let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
     crate::avx2_dot::hsum_ps(s)
-}
-
-/// Asks for the lines of one four-block step of a row, starting at `ahead`: 72 bytes (Q4_0)
-/// span at most two lines, 136 bytes (Q8_0) up to three, and a step that asked for only two
-/// would leave one line in seventeen to the hardware prefetcher.
-///
-/// # Safety
-/// SSE available (a prefetch is a hint, never dereferenced: any address will do).
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn prefetch_step<const Q4: bool>(ahead: *const i8) {
-    _mm_prefetch::<_MM_HINT_T0>(ahead);
-    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
-    if !Q4 {
-        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128));
-    }
 }
 
 /// Rows at a time in [`dot_quant_rows`].
@@ -299,8 +283,8 @@ unsafe fn dot_quant_rows_avx512<const Q4: bool>(
         let pf = crate::par::quant_rows_prefetch_bytes();
         while b + 4 <= nb {
             for &row in &w {
-                let ahead = row.wrapping_add(b * bytes + pf) as *const i8;
-                prefetch_step::<Q4>(ahead);
+                let ahead = row.wrapping_add(b * bytes + pf);
+                crate::stream::prefetch_lines_l1(ahead as usize, (4 * bytes).div_ceil(64));
             }
             for j in 0..4 {
                 let (av, c, da) = load(b + j);

@@ -46,6 +46,18 @@ pub(crate) fn prefetch_range(b: &[u8]) {
     let _ = b;
 }
 
+/// Asks for `n` cache lines from address `addr` into the core's L1 cache (hints: the addresses
+/// are never dereferenced, so any value is harmless). A loop that moves `step` bytes per
+/// iteration and asks for `step.div_ceil(64)` lines from a point a fixed distance ahead leaves
+/// no line out, wherever the lines fall.
+#[inline]
+pub(crate) fn prefetch_lines_l1(addr: usize, n: usize) {
+    #[cfg(target_arch = "x86_64")]
+    prefetch_lines::<{ std::arch::x86_64::_MM_HINT_T0 }>(addr, n);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (addr, n);
+}
+
 /// Asks for `n` cache lines from address `addr` into the core's L2 cache (hints: the addresses
 /// are never dereferenced, so any value is harmless).
 pub(crate) fn prefetch_lines_l2(addr: usize, n: usize) {
