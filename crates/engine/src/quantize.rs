@@ -202,7 +202,7 @@ fn ggml_name(t: WeightType) -> &'static str {
         WeightType::F32 => "F32",
         WeightType::F16 => "F16",
         WeightType::BF16 => "BF16",
-        WeightType::Q8_0 => "Q8_0",
+        WeightType::Q8_0 | WeightType::Q8_0x16 => "Q8_0",
         // Repacked layouts live in memory only (never a target here); their file types are
         // the stored ones.
         WeightType::Q4_0 | WeightType::Q4_0x16 => "Q4_0",
@@ -323,7 +323,7 @@ fn dtype_of(t: WeightType) -> DType {
         WeightType::F32 => DType::F32,
         WeightType::F16 => DType::F16,
         WeightType::BF16 => DType::BF16,
-        WeightType::Q8_0 => DType::Q8_0,
+        WeightType::Q8_0 | WeightType::Q8_0x16 => DType::Q8_0,
         WeightType::Q4_0 | WeightType::Q4_0x16 => DType::Q4_0,
         WeightType::Q2_K => DType::Q2_K,
         WeightType::Q3_K => DType::Q3_K,

@@ -17,13 +17,14 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use half::{bf16, f16};
 use kernels::{matmul_path, MatmulPath, WeightType, WeightView};
 
-const TYPES: [WeightType; 13] = [
+const TYPES: [WeightType; 14] = [
     WeightType::F32,
     WeightType::F16,
     WeightType::BF16,
     WeightType::Q8_0,
     WeightType::Q4_0,
     WeightType::Q4_0x16,
+    WeightType::Q8_0x16,
     WeightType::Q2_K,
     WeightType::Q3_K,
     WeightType::Q4_K,
@@ -81,7 +82,7 @@ fn matrix(rng: &mut Rng, ty: WeightType, n_rows: usize, n_cols: usize) -> Vec<u8
             .flat_map(|_| bf16::from_f32(rng.f32() * 0.02).to_le_bytes())
             .collect(),
         // The layouts made at load (`kernels::repack`) from a random stored matrix.
-        WeightType::Q4_0x16 | WeightType::Q4_Kx16 | WeightType::Q6_Kx16 => {
+        WeightType::Q4_0x16 | WeightType::Q8_0x16 | WeightType::Q4_Kx16 | WeightType::Q6_Kx16 => {
             let from = ty.stored();
             let stored = matrix(rng, from, n_rows, n_cols);
             kernels::repack(&WeightView {

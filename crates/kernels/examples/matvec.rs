@@ -37,6 +37,7 @@ fn parse_type(s: &str) -> WeightType {
         "q8_0" => WeightType::Q8_0,
         "q4_0" => WeightType::Q4_0,
         "q4_0x16" => WeightType::Q4_0x16,
+        "q8_0x16" => WeightType::Q8_0x16,
         "q4_kx16" => WeightType::Q4_Kx16,
         "q6_kx16" => WeightType::Q6_Kx16,
         "q2_k" => WeightType::Q2_K,
@@ -115,7 +116,7 @@ fn matrix(rng: &mut Rng, ty: WeightType, rows: usize, cols: usize) -> Vec<u8> {
                 });
             }
         }
-        WeightType::Q4_0x16 | WeightType::Q4_Kx16 | WeightType::Q6_Kx16 => {
+        WeightType::Q4_0x16 | WeightType::Q8_0x16 | WeightType::Q4_Kx16 | WeightType::Q6_Kx16 => {
             let from = ty.stored();
             let stored = matrix(rng, from, rows, cols);
             let w = WeightView {

@@ -35,6 +35,7 @@ use crate::cpu::{Amx, Level};
 use crate::dot_scalar::{f16_at, Q4_0_BYTES, Q8_0_BYTES};
 use crate::matmul::{MIN_TASK_BYTES, PANEL_BYTES};
 use crate::par::{chunk_rows, for_each_row_chunk};
+use crate::qx16::X16;
 use crate::scratch::{sized, with_panel};
 use crate::{WeightType, WeightView};
 
@@ -196,9 +197,9 @@ pub(crate) fn matmul_tiles<K: TileKernel>(
                         Some(k) => k.pack_group(r0, valid, qg, dg, mg),
                         None => {
                             let rows = std::array::from_fn(|i| (i < valid).then(|| w.row(r0 + i)));
-                            match (ty, level) {
-                                (WeightType::Q4_0x16, Level::Avx512(k)) => {
-                                    crate::avx512_x16::pack_tile_group(k, &rows, qg, dg)
+                            match (X16::of(ty), level) {
+                                (Some(kind), Level::Avx512(k)) => {
+                                    crate::avx512_x16::pack_tile_group(k, kind, &rows, qg, dg)
                                 }
                                 _ => pack_tile_group(ty, &rows, qg, dg),
                             }
@@ -260,7 +261,8 @@ pub(crate) fn matmul_tiles<K: TileKernel>(
     });
 }
 
-/// Packs a row group: the stored rows' values as signed bytes into `q` (`nb` tiles of 16 rows ×
+/// Packs a row group: the stored (or repacked, `qx16.rs`) rows' values as signed bytes into
+/// `q` (`nb` tiles of 16 rows ×
 /// 32 bytes, written one tile after the other) and their block scales into `d` (`nb × 16`);
 /// zeros for padding rows (`None`).
 pub(crate) fn pack_tile_group(
@@ -271,6 +273,23 @@ pub(crate) fn pack_tile_group(
 ) {
     let nb = d.len() / TILE_ROWS;
     assert!(q.len() == nb * TILE_BYTES && d.len() == nb * TILE_ROWS);
+    if let Some(kind) = X16::of(ty) {
+        // Repacked rows: the stored blocks put back together, then packed as stored ones.
+        let stored: Vec<Option<Vec<u8>>> = rows
+            .iter()
+            .map(|r| {
+                r.map(|r| {
+                    (0..nb)
+                        .flat_map(|b| {
+                            crate::qx16::block_at(kind, r, b)[..kind.block_bytes()].to_vec()
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        let rows = std::array::from_fn(|m| stored[m].as_deref());
+        return pack_tile_group(kind.stored(), &rows, q, d);
+    }
     let bytes = match ty {
         WeightType::Q8_0 => Q8_0_BYTES,
         WeightType::Q4_0 => Q4_0_BYTES,

@@ -1,10 +1,11 @@
-//! AVX-512 VNNI decode kernel for repacked Q4_0 rows (`q4x16.rs`): `R` rows against one token
-//! of interleaved Q8_0 activations; twin [`crate::q4x16::dot_lanes`], bitwise.
+//! AVX-512 VNNI decode kernel for repacked Q4_0 / Q8_0 rows (`qx16.rs`): `R` rows against one
+//! token of interleaved Q8_0 activations; twin [`crate::qx16::dot_lanes`], bitwise.
 //!
-//! Per group of 16 blocks and row: four 64-byte loads, each split into low and high nibbles
-//! (two ANDs and a shift), eight `vpdpbusd` into two int32 accumulators started at `−8 · Σa`
-//! and `0` (integer sums: their order does not matter), then one conversion, one multiply of the
-//! 16 weight scales by the 16 activation scales and one FMA into the row's 16 lanes.
+//! Per group of 16 blocks and row: Q4_0 four 64-byte loads, each split into low and high
+//! nibbles (two ANDs and a shift); Q8_0 eight loads; eight `vpdpbusd` into two int32
+//! accumulators started at `−offset · Σa` and `0` (integer sums: their order does not matter),
+//! then one conversion, one multiply of the 16 weight scales by the 16 activation scales and
+//! one FMA into the row's 16 lanes.
 
 use std::arch::x86_64::*;
 
@@ -12,15 +13,16 @@ use crate::act_q8::{GROUP_BLOCKS, GROUP_BYTES, QK};
 use crate::amx_tile::{TILE_BYTES, TILE_ROWS};
 use crate::avx2_dot::{hsum_ps, PREFETCH_BYTES};
 use crate::cpu::Avx512;
-use crate::q4x16::X16_GROUP_BYTES;
+use crate::qx16::X16;
 
 /// Rows per call of the wide kernel.
 pub(crate) const ROWS: usize = 4;
 
-/// `R` repacked rows (`ng` groups each) · one token: `qs` `ng · 512` interleaved values, `d`
-/// and `sums` `ng · 16`.
+/// `R` repacked rows of `kind` (`ng` groups each) · one token: `qs` `ng · 512` interleaved
+/// values, `d` and `sums` `ng · 16`.
 pub(crate) fn dot_rows<const R: usize>(
     _: Avx512,
+    kind: X16,
     w: [&[u8]; R],
     qs: &[i8],
     d: &[f32],
@@ -28,46 +30,82 @@ pub(crate) fn dot_rows<const R: usize>(
 ) -> [f32; R] {
     let ng = d.len() / GROUP_BLOCKS;
     assert!(d.len() == ng * GROUP_BLOCKS && sums.len() == d.len() && qs.len() == ng * GROUP_BYTES);
-    assert!(w.iter().all(|r| r.len() == ng * X16_GROUP_BYTES));
+    assert!(w.iter().all(|r| r.len() == ng * kind.group_bytes()));
+    let (w, qs, d, sums) = (
+        w.map(|r| r.as_ptr()),
+        qs.as_ptr(),
+        d.as_ptr(),
+        sums.as_ptr(),
+    );
     // SAFETY: the token proves the features; lengths checked above.
     unsafe {
-        dot_rows_avx512::<R>(
-            w.map(|r| r.as_ptr()),
-            qs.as_ptr(),
-            d.as_ptr(),
-            sums.as_ptr(),
-            ng,
-        )
+        match kind {
+            X16::Q4_0 => dot_rows_avx512::<R, false>(w, qs, d, sums, ng),
+            X16::Q8_0 => dot_rows_avx512::<R, true>(w, qs, d, sums, ng),
+        }
     }
 }
 
-/// Every row of `w` (`out.len()` rows of `ng` groups, back to back) · one token, four rows per
-/// step, the last ones one at a time: bitwise [`dot_rows`] of each row, without its per-call
-/// checks (decode calls this once per task, not once per four rows).
-pub(crate) fn dot_matrix(_: Avx512, w: &[u8], qs: &[i8], d: &[f32], sums: &[i32], out: &mut [f32]) {
+/// Every row of `w` (`out.len()` rows of `ng` groups of `kind`, back to back) · one token, four
+/// rows per step, the last ones one at a time: bitwise [`dot_rows`] of each row, without its
+/// per-call checks (decode calls this once per task, not once per four rows).
+pub(crate) fn dot_matrix(
+    k: Avx512,
+    kind: X16,
+    w: &[u8],
+    qs: &[i8],
+    d: &[f32],
+    sums: &[i32],
+    out: &mut [f32],
+) {
+    match kind {
+        X16::Q4_0 => dot_matrix_of::<false>(k, w, qs, d, sums, out),
+        X16::Q8_0 => dot_matrix_of::<true>(k, w, qs, d, sums, out),
+    }
+}
+
+/// [`dot_matrix`] for one kind (`Q8`: Q8_0, else Q4_0).
+fn dot_matrix_of<const Q8: bool>(
+    _: Avx512,
+    w: &[u8],
+    qs: &[i8],
+    d: &[f32],
+    sums: &[i32],
+    out: &mut [f32],
+) {
     let ng = d.len() / GROUP_BLOCKS;
     assert!(d.len() == ng * GROUP_BLOCKS && sums.len() == d.len() && qs.len() == ng * GROUP_BYTES);
-    let stride = ng * X16_GROUP_BYTES;
+    let stride = ng * kind::<Q8>().group_bytes();
     assert_eq!(w.len(), out.len() * stride);
+    let (qs, d, sums) = (qs.as_ptr(), d.as_ptr(), sums.as_ptr());
     // SAFETY: the token proves the features; every row is inside `w` (checked above).
     unsafe {
         let p = w.as_ptr();
         let mut r = 0;
         while r + ROWS <= out.len() {
             let rows = std::array::from_fn(|j| p.add((r + j) * stride));
-            let v = dot_rows_avx512::<ROWS>(rows, qs.as_ptr(), d.as_ptr(), sums.as_ptr(), ng);
+            let v = dot_rows_avx512::<ROWS, Q8>(rows, qs, d, sums, ng);
             out[r..r + ROWS].copy_from_slice(&v);
             r += ROWS;
         }
         while r < out.len() {
             let row = [p.add(r * stride)];
-            out[r] = dot_rows_avx512::<1>(row, qs.as_ptr(), d.as_ptr(), sums.as_ptr(), ng)[0];
+            out[r] = dot_rows_avx512::<1, Q8>(row, qs, d, sums, ng)[0];
             r += 1;
         }
     }
 }
 
-/// Lanes summed as [`crate::q4x16::reduce16`] does.
+/// The kind a kernel's `Q8` parameter names.
+const fn kind<const Q8: bool>() -> X16 {
+    if Q8 {
+        X16::Q8_0
+    } else {
+        X16::Q4_0
+    }
+}
+
+/// Lanes summed as [`crate::qx16::reduce16`] does.
 ///
 /// # Safety
 /// AVX-512 F available.
@@ -80,16 +118,17 @@ pub(crate) unsafe fn reduce16(v: __m512) -> f32 {
 }
 
 /// # Safety
-/// The features available; each `w[r]` holds `ng` groups, `qs` `ng · 512` values, `d` and
-/// `sums` `ng · 16`.
+/// The features available; each `w[r]` holds `ng` groups of [`kind`]`::<Q8>()`, `qs` `ng · 512`
+/// values, `d` and `sums` `ng · 16`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn dot_rows_avx512<const R: usize>(
+unsafe fn dot_rows_avx512<const R: usize, const Q8: bool>(
     w: [*const u8; R],
     qs: *const i8,
     d: *const f32,
     sums: *const i32,
     ng: usize,
 ) -> [f32; R] {
+    let group = kind::<Q8>().group_bytes();
     let low = _mm512_set1_epi8(0x0f);
     let mut facc = [_mm512_setzero_ps(); R];
     for g in 0..ng {
@@ -98,21 +137,34 @@ unsafe fn dot_rows_avx512<const R: usize>(
         unsafe {
             let a = qs.add(g * GROUP_BYTES);
             let s = _mm512_loadu_si512(sums.add(g * GROUP_BLOCKS) as *const _);
-            let init = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32::<3>(s));
+            // −offset · Σa: offset 128 (Q8_0) or 8 (Q4_0).
+            let off = if Q8 {
+                _mm512_slli_epi32::<7>(s)
+            } else {
+                _mm512_slli_epi32::<3>(s)
+            };
+            let init = _mm512_sub_epi32(_mm512_setzero_si512(), off);
             let da = _mm512_loadu_ps(d.add(g * GROUP_BLOCKS));
             for r in 0..R {
-                let grp = w[r].add(g * X16_GROUP_BYTES);
-                let ahead = grp.wrapping_add(PREFETCH_BYTES) as *const i8;
-                for line in 0..5 {
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
-                }
+                let grp = w[r].add(g * group);
+                let ahead = grp.wrapping_add(PREFETCH_BYTES) as usize;
+                crate::stream::prefetch_lines_l1(ahead, group.div_ceil(64));
                 let (mut lo, mut hi) = (init, _mm512_setzero_si512());
                 for k in 0..4 {
-                    let v = _mm512_loadu_si512(grp.add(32 + 64 * k) as *const _);
-                    let l = _mm512_and_si512(v, low);
-                    let h = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
                     let al = _mm512_loadu_si512(a.add(64 * k) as *const _);
                     let ah = _mm512_loadu_si512(a.add(64 * (k + 4)) as *const _);
+                    let (l, h) = if Q8 {
+                        (
+                            _mm512_loadu_si512(grp.add(32 + 64 * k) as *const _),
+                            _mm512_loadu_si512(grp.add(32 + 64 * (k + 4)) as *const _),
+                        )
+                    } else {
+                        let v = _mm512_loadu_si512(grp.add(32 + 64 * k) as *const _);
+                        (
+                            _mm512_and_si512(v, low),
+                            _mm512_and_si512(_mm512_srli_epi16::<4>(v), low),
+                        )
+                    };
                     lo = _mm512_dpbusd_epi32(lo, l, al);
                     hi = _mm512_dpbusd_epi32(hi, h, ah);
                 }
@@ -127,12 +179,14 @@ unsafe fn dot_rows_avx512<const R: usize>(
     facc.map(|v| unsafe { reduce16(v) })
 }
 
-/// `amx::pack_tile_group` for repacked rows (`TILE_ROWS` of them, `None` for padding rows),
-/// bitwise its result: per row and group, four loads and a 4 × 4 transpose of 32-bit lanes give
-/// each block's 16 stored bytes back, split into nibbles minus 8 and written to the block's tile
-/// row; the scales converted 16 at a time.
+/// `amx::pack_tile_group` for repacked rows of `kind` (`TILE_ROWS` of them, `None` for padding
+/// rows), bitwise its result: per row and group, four loads (eight for Q8_0) and a 4 × 4
+/// transpose of 32-bit lanes per four give each block's stored bytes back, as signed values
+/// (Q4_0's nibbles minus 8, Q8_0's bytes flipped back) written to the block's tile row; the
+/// scales converted 16 at a time.
 pub(crate) fn pack_tile_group(
     _: Avx512,
+    kind: X16,
     rows: &[Option<&[u8]>; TILE_ROWS],
     q: &mut [u8],
     d: &mut [f32],
@@ -143,12 +197,17 @@ pub(crate) fn pack_tile_group(
     assert!(rows
         .iter()
         .flatten()
-        .all(|r| r.len() == ng * X16_GROUP_BYTES));
+        .all(|r| r.len() == ng * kind.group_bytes()));
     for (m, row) in rows.iter().enumerate() {
         match row {
             // SAFETY: the token proves the features; the row holds `ng` groups and every write
             // is to a block `b < nb` of `q` and `d` (lengths checked above).
-            Some(row) => unsafe { pack_row_avx512(row.as_ptr(), m, nb, q, d) },
+            Some(row) => unsafe {
+                match kind {
+                    X16::Q4_0 => pack_row_avx512::<false>(row.as_ptr(), m, nb, q, d),
+                    X16::Q8_0 => pack_row_avx512::<true>(row.as_ptr(), m, nb, q, d),
+                }
+            },
             None => {
                 for b in 0..nb {
                     q[b * TILE_BYTES + m * QK..][..QK].fill(0);
@@ -159,46 +218,82 @@ pub(crate) fn pack_tile_group(
     }
 }
 
-/// # Safety
-/// The features available; `row` holds `nb.div_ceil(16)` groups; `q` holds `nb` tiles and `d`
-/// `nb · 16` scales.
+/// Chunk `c` of `r[j]` is dword `j` of chunk `c`'s four dwords of `v[0..4]`: for the 4-byte
+/// steps of 16 blocks, chunk `c` of `r[j]` holds block `4c + j`'s 16 bytes of those steps.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn pack_row_avx512(row: *const u8, m: usize, nb: usize, q: &mut [u8], d: &mut [f32]) {
+fn transpose4(v: &[__m512i]) -> [__m512i; 4] {
+    let (t0, t1) = (
+        _mm512_unpacklo_epi32(v[0], v[1]),
+        _mm512_unpackhi_epi32(v[0], v[1]),
+    );
+    let (t2, t3) = (
+        _mm512_unpacklo_epi32(v[2], v[3]),
+        _mm512_unpackhi_epi32(v[2], v[3]),
+    );
+    [
+        _mm512_unpacklo_epi64(t0, t2),
+        _mm512_unpackhi_epi64(t0, t2),
+        _mm512_unpacklo_epi64(t1, t3),
+        _mm512_unpackhi_epi64(t1, t3),
+    ]
+}
+
+/// # Safety
+/// The features available; `row` holds `nb.div_ceil(16)` groups of [`kind`]`::<Q8>()`; `q`
+/// holds `nb` tiles and `d` `nb · 16` scales.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn pack_row_avx512<const Q8: bool>(
+    row: *const u8,
+    m: usize,
+    nb: usize,
+    q: &mut [u8],
+    d: &mut [f32],
+) {
+    let group = kind::<Q8>().group_bytes();
     let low = _mm512_set1_epi8(0x0f);
     let eight = _mm512_set1_epi8(8);
+    let flip = _mm512_set1_epi8(-128);
     for g in 0..nb.div_ceil(GROUP_BLOCKS) {
-        // SAFETY: group g is inside the row.
+        // SAFETY: group g is inside the row (eight 64-byte steps for Q8_0, four for Q4_0).
         let (v, scales) = unsafe {
-            let grp = row.add(g * X16_GROUP_BYTES);
-            let v: [__m512i; 4] =
-                std::array::from_fn(|k| _mm512_loadu_si512(grp.add(32 + 64 * k) as *const _));
+            let grp = row.add(g * group);
+            let steps = if Q8 { 8 } else { 4 };
+            let v: [__m512i; 8] = std::array::from_fn(|k| {
+                if k < steps {
+                    _mm512_loadu_si512(grp.add(32 + 64 * k) as *const _)
+                } else {
+                    _mm512_setzero_si512()
+                }
+            });
             (
                 v,
                 _mm512_cvtph_ps(_mm256_loadu_si256(grp as *const __m256i)),
             )
         };
-        // Within each 128-bit chunk c: lane j of r[j] = dword 4c + j of v[0..4], so chunk c of
-        // r[j] is block 4c + j's 16 stored bytes.
-        let (t0, t1) = (
-            _mm512_unpacklo_epi32(v[0], v[1]),
-            _mm512_unpackhi_epi32(v[0], v[1]),
-        );
-        let (t2, t3) = (
-            _mm512_unpacklo_epi32(v[2], v[3]),
-            _mm512_unpackhi_epi32(v[2], v[3]),
-        );
-        let r = [
-            _mm512_unpacklo_epi64(t0, t2),
-            _mm512_unpackhi_epi64(t0, t2),
-            _mm512_unpacklo_epi64(t1, t3),
-            _mm512_unpackhi_epi64(t1, t3),
-        ];
         let mut s = [0f32; GROUP_BLOCKS];
         // SAFETY: `s` holds 16 values.
         unsafe { _mm512_storeu_ps(s.as_mut_ptr(), scales) };
-        for (j, &rj) in r.iter().enumerate() {
-            let lo = _mm512_sub_epi8(_mm512_and_si512(rj, low), eight);
-            let hi = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16::<4>(rj), low), eight);
+        // Each block's bytes 0..16 and 16..32 (Q4_0: low and high nibbles of its 16 bytes).
+        let (first, second) = if Q8 {
+            (transpose4(&v[..4]), transpose4(&v[4..]))
+        } else {
+            let r = transpose4(&v[..4]);
+            (r, r)
+        };
+        for j in 0..4 {
+            let (lo, hi) = if Q8 {
+                (
+                    _mm512_xor_si512(first[j], flip),
+                    _mm512_xor_si512(second[j], flip),
+                )
+            } else {
+                let rj = first[j];
+                (
+                    _mm512_sub_epi8(_mm512_and_si512(rj, low), eight),
+                    _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16::<4>(rj), low), eight),
+                )
+            };
             let (mut lo_c, mut hi_c) = ([0u8; 64], [0u8; 64]);
             // SAFETY: both arrays hold 64 bytes.
             unsafe {

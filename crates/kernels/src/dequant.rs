@@ -16,10 +16,14 @@ pub enum WeightType {
     /// Blocks of 32: f16 scale `d`, then 16 bytes; byte j holds value j (low nibble) and value
     /// j + 16 (high nibble); value = d · (nibble − 8).
     Q4_0,
-    /// Q4_0 blocks repacked for the decode kernels (`q4x16.rs`): each row a run of groups of 16
+    /// Q4_0 blocks repacked for the decode kernels (`qx16.rs`): each row a run of groups of 16
     /// blocks (the last padded with zero blocks), a group's 16 scales first, then its nibbles
     /// interleaved four bytes at a time. Never in a file: [`crate::repack`] makes it from Q4_0.
     Q4_0x16,
+    /// Q8_0 blocks repacked for the decode kernels (`qx16.rs`): as [`WeightType::Q4_0x16`],
+    /// 32 bytes of a block's values, stored `q ^ 0x80`, interleaved four bytes at a time.
+    /// Never in a file: [`crate::repack`] makes it from Q8_0.
+    Q8_0x16,
     /// Super-blocks of 256 (84 bytes): 16 scale bytes (low nibble scale, high nibble min), 64
     /// bytes of 2-bit values, f16 `d`, f16 `dmin`; value = d·sc·q − dmin·m.
     Q2_K,
@@ -51,7 +55,7 @@ impl WeightType {
     pub fn block_elems(self) -> usize {
         match self {
             WeightType::F32 | WeightType::F16 | WeightType::BF16 => 1,
-            WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q4_0x16 => 32,
+            WeightType::Q8_0 | WeightType::Q8_0x16 | WeightType::Q4_0 | WeightType::Q4_0x16 => 32,
             WeightType::Q2_K
             | WeightType::Q3_K
             | WeightType::Q4_K
@@ -66,7 +70,7 @@ impl WeightType {
         match self {
             WeightType::F32 => 4,
             WeightType::F16 | WeightType::BF16 => 2,
-            WeightType::Q8_0 => 34,
+            WeightType::Q8_0 | WeightType::Q8_0x16 => 34,
             WeightType::Q4_0 | WeightType::Q4_0x16 => 18,
             WeightType::Q2_K => 84,
             WeightType::Q3_K => 110,
@@ -92,6 +96,7 @@ impl WeightType {
     pub fn stored(self) -> WeightType {
         match self {
             WeightType::Q4_0x16 => WeightType::Q4_0,
+            WeightType::Q8_0x16 => WeightType::Q8_0,
             WeightType::Q4_Kx16 => WeightType::Q4_K,
             WeightType::Q6_Kx16 => WeightType::Q6_K,
             ty => ty,
@@ -105,7 +110,8 @@ impl WeightType {
     /// Bytes of a row of `n` values (`n` a multiple of the block size).
     pub fn row_bytes(self, n: usize) -> usize {
         match self {
-            WeightType::Q4_0x16 => crate::q4x16::row_bytes(n),
+            WeightType::Q4_0x16 => crate::qx16::row_bytes(crate::qx16::X16::Q4_0, n),
+            WeightType::Q8_0x16 => crate::qx16::row_bytes(crate::qx16::X16::Q8_0, n),
             _ => n / self.block_elems() * self.block_bytes(),
         }
     }
@@ -157,7 +163,8 @@ pub fn dequantize(ty: WeightType, src: &[u8], dst: &mut [f32]) {
                 }
             }
         }
-        WeightType::Q4_0x16 => crate::q4x16::dequantize_row(src, dst),
+        WeightType::Q4_0x16 => crate::qx16::dequantize_row(crate::qx16::X16::Q4_0, src, dst),
+        WeightType::Q8_0x16 => crate::qx16::dequantize_row(crate::qx16::X16::Q8_0, src, dst),
         WeightType::Q2_K => kquants::dequantize_q2_k(src, dst),
         WeightType::Q3_K => kquants::dequantize_q3_k(src, dst),
         WeightType::Q4_K => kquants::dequantize_q4_k(src, dst),

@@ -67,12 +67,7 @@ pub(crate) fn dot_q8_0(w: &[u8], qs: &[i8], d: &[f32]) -> f32 {
         .zip(qs.chunks_exact(QK))
         .enumerate()
     {
-        let s: i32 = blk[2..]
-            .iter()
-            .zip(a)
-            .map(|(&w, &a)| w as i8 as i32 * a as i32)
-            .sum();
-        sum += s as f32 * (f16_at(blk, 0) * d[b]);
+        sum += q8_0_block_sum(blk, a) as f32 * (f16_at(blk, 0) * d[b]);
     }
     sum
 }
@@ -90,6 +85,15 @@ pub(crate) fn dot_q4_0(w: &[u8], qs: &[i8], d: &[f32]) -> f32 {
         sum += q4_0_block_sum(blk, a) as f32 * (f16_at(blk, 0) * d[b]);
     }
     sum
+}
+
+/// `Σ w·a` of one stored Q8_0 block and its 32 activations, exact.
+pub(crate) fn q8_0_block_sum(blk: &[u8], a: &[i8]) -> i32 {
+    blk[2..Q8_0_BYTES]
+        .iter()
+        .zip(a)
+        .map(|(&w, &a)| w as i8 as i32 * a as i32)
+        .sum()
 }
 
 /// `Σ w·a` of one stored Q4_0 block and its 32 activations, exact.

@@ -9,6 +9,7 @@ use crate::cpu::{Isa, Level};
 use crate::pack::{self, f32_row_len, n_groups, offset_of};
 #[cfg(target_arch = "x86_64")]
 use crate::pack::{Q4_0_OFFSET, Q8_0_OFFSET};
+use crate::qx16::X16;
 #[cfg(target_arch = "x86_64")]
 use crate::tile_scalar::{self, ActRow, QuantRow};
 use crate::{dot_scalar, WeightType};
@@ -578,10 +579,10 @@ fn amx_tile_driver_matches_the_decoded_values() {
         };
         let packed;
         let mut views = vec![stored];
-        if ty == WeightType::Q4_0 && matches!(level, Level::Avx512(_)) {
+        if matches!(level, Level::Avx512(_)) {
             packed = crate::repack(&stored);
             views.push(crate::WeightView {
-                ty: WeightType::Q4_0x16,
+                ty: crate::repacked_type(ty, n_rows).expect("repacked at AVX-512"),
                 bytes: &packed,
                 ..stored
             });
@@ -641,71 +642,86 @@ fn amx_tile_driver_matches_the_decoded_values() {
     }
 }
 
-/// A random stored Q4_0 row of `nb` blocks and the same row repacked (`q4x16.rs`).
-fn q4x16_rows(rng: &mut Rng, nb: usize, unit: bool) -> (Vec<u8>, Vec<u8>) {
-    let stored = quant_row(rng, WeightType::Q4_0, nb, unit);
-    let mut x16 = vec![0xffu8; WeightType::Q4_0x16.row_bytes(nb * 32)];
-    crate::q4x16::repack_row(&stored, &mut x16);
+/// The repacked layouts of `qx16.rs` and their repacked weight types.
+const X16_KINDS: [(X16, WeightType); 2] = [
+    (X16::Q4_0, WeightType::Q4_0x16),
+    (X16::Q8_0, WeightType::Q8_0x16),
+];
+
+/// A random stored row of `nb` blocks of `kind.stored()` and the same row repacked
+/// (`qx16.rs`).
+fn x16_rows(rng: &mut Rng, kind: X16, nb: usize, unit: bool) -> (Vec<u8>, Vec<u8>) {
+    let stored = quant_row(rng, kind.stored(), nb, unit);
+    let mut x16 = vec![0xffu8; crate::qx16::row_bytes(kind, nb * 32)];
+    crate::qx16::repack_row(kind, &stored, &mut x16);
     (stored, x16)
 }
 
 #[test]
-fn repacked_q4_0_rows_hold_the_stored_blocks() {
+fn repacked_rows_hold_the_stored_blocks() {
     let mut rng = Rng(0x2ffd72dbd01adfb7);
-    for nb in [1, 15, 16, 17, 33, 344] {
-        let (stored, x16) = q4x16_rows(&mut rng, nb, false);
-        assert_eq!(x16.len(), nb.div_ceil(16) * 288);
-        for (b, blk) in stored.chunks_exact(18).enumerate() {
-            assert_eq!(crate::q4x16::block_at(&x16, b), blk, "nb={nb} block {b}");
+    for (kind, ty) in X16_KINDS {
+        let bytes = kind.block_bytes();
+        for nb in [1, 15, 16, 17, 33, 344] {
+            let (stored, x16) = x16_rows(&mut rng, kind, nb, false);
+            assert_eq!(x16.len(), nb.div_ceil(16) * 16 * bytes);
+            assert_eq!(x16.len(), ty.row_bytes(nb * 32));
+            for (b, blk) in stored.chunks_exact(bytes).enumerate() {
+                let got = crate::qx16::block_at(kind, &x16, b);
+                assert_eq!(&got[..bytes], blk, "{ty:?} nb={nb} block {b}");
+            }
+            // Padding blocks have scale 0, so they add nothing (their bytes: the panel below).
+            for b in nb..nb.div_ceil(16) * 16 {
+                let got = crate::qx16::block_at(kind, &x16, b);
+                assert_eq!(got[..2], [0, 0], "{ty:?} nb={nb} pad {b}");
+            }
+            let (mut a, mut b) = (vec![0f32; nb * 32], vec![1f32; nb * 32]);
+            crate::dequantize(kind.stored(), &stored, &mut a);
+            crate::dequantize(ty, &x16, &mut b);
+            assert_eq!(a, b, "{ty:?} nb={nb}");
+            // The prefill panel of a repacked row is the stored row's panel.
+            let ng = n_groups(nb * 32);
+            let (mut q0, mut d0) = (vec![1u8; ng * 512], vec![1f32; ng * 16]);
+            let (mut q1, mut d1) = (vec![2u8; ng * 512], vec![2f32; ng * 16]);
+            pack::pack_quant_row_scalar(kind.stored(), &stored, &mut q0, &mut d0);
+            pack::pack_quant_row(Level::Scalar, ty, &x16, &mut q1, &mut d1);
+            assert_eq!((q0, d0), (q1, d1), "{ty:?} nb={nb}");
         }
-        // Padding blocks are zero: scale 0, so they add nothing.
-        for b in nb..nb.div_ceil(16) * 16 {
-            assert_eq!(
-                crate::q4x16::block_at(&x16, b),
-                [0u8; 18],
-                "nb={nb} pad {b}"
-            );
-        }
-        let (mut a, mut b) = (vec![0f32; nb * 32], vec![1f32; nb * 32]);
-        crate::dequantize(WeightType::Q4_0, &stored, &mut a);
-        crate::dequantize(WeightType::Q4_0x16, &x16, &mut b);
-        assert_eq!(a, b, "nb={nb}");
-        // The prefill panel of a repacked row is the stored row's panel.
-        let ng = n_groups(nb * 32);
-        let (mut q0, mut d0) = (vec![1u8; ng * 512], vec![1f32; ng * 16]);
-        let (mut q1, mut d1) = (vec![2u8; ng * 512], vec![2f32; ng * 16]);
-        pack::pack_quant_row_scalar(WeightType::Q4_0, &stored, &mut q0, &mut d0);
-        pack::pack_quant_row(Level::Scalar, WeightType::Q4_0x16, &x16, &mut q1, &mut d1);
-        assert_eq!((q0, d0), (q1, d1), "nb={nb}");
     }
 }
 
 #[test]
-fn repacked_q4_0_kernels_match_their_twins() {
+fn repacked_kernels_match_their_twins() {
     let mut rng = Rng(0xb8e1afed6a267e96);
-    for nb in [1, 2, 15, 16, 17, 31, 64, 177, 344] {
+    for (kind, nb) in X16_KINDS
+        .into_iter()
+        .flat_map(|(k, _)| [1, 2, 15, 16, 17, 31, 64, 177, 344].map(|nb| (k, nb)))
+    {
         for unit in [true, false] {
             if unit && nb * 32 > 1024 {
                 continue; // exactness needs every partial sum below 2^24
             }
             let rows: Vec<(Vec<u8>, Vec<u8>)> =
-                (0..4).map(|_| q4x16_rows(&mut rng, nb, unit)).collect();
+                (0..4).map(|_| x16_rows(&mut rng, kind, nb, unit)).collect();
             let x = acts(&mut rng, nb * 32, unit);
             // Scalar level: blocks in order, bitwise the stored row's kernel.
             let nat = ActQ8::new(Level::Scalar, &x, 1, nb * 32, ActLayout::Natural, None);
             let il = ActQ8::new(Level::Scalar, &x, 1, nb * 32, ActLayout::Interleaved, None);
             for (stored, x16) in &rows {
-                let want = dot_scalar::dot_q4_0(stored, nat.qs(0), nat.d(0));
-                let seq = crate::q4x16::dot_sequential(x16, nat.qs(0), nat.d(0));
-                assert_eq!(seq.to_bits(), want.to_bits(), "nb={nb}");
-                let lanes = crate::q4x16::dot_lanes(x16, il.qs(0), il.d(0), il.sums(0));
-                let (exact, abs) = decoded_dot(WeightType::Q4_0, stored, nat.qs(0), nat.d(0));
+                let want = match kind {
+                    X16::Q4_0 => dot_scalar::dot_q4_0(stored, nat.qs(0), nat.d(0)),
+                    X16::Q8_0 => dot_scalar::dot_q8_0(stored, nat.qs(0), nat.d(0)),
+                };
+                let seq = crate::qx16::dot_sequential(kind, x16, nat.qs(0), nat.d(0));
+                assert_eq!(seq.to_bits(), want.to_bits(), "{kind:?} nb={nb}");
+                let lanes = crate::qx16::dot_lanes(kind, x16, il.qs(0), il.d(0), il.sums(0));
+                let (exact, abs) = decoded_dot(kind.stored(), stored, nat.qs(0), nat.d(0));
                 if unit {
-                    assert_eq!(lanes as f64, exact, "nb={nb}");
+                    assert_eq!(lanes as f64, exact, "{kind:?} nb={nb}");
                 } else {
                     assert!(
                         close(lanes, want, nb * 32, abs),
-                        "nb={nb}: {lanes} vs {want}"
+                        "{kind:?} nb={nb}: {lanes} vs {want}"
                     );
                 }
             }
@@ -716,12 +732,13 @@ fn repacked_q4_0_kernels_match_their_twins() {
                 let act = ActQ8::new(level, &x, 1, nb * 32, ActLayout::Interleaved, None);
                 let (qs, d, sums) = (act.qs(0), act.d(0), act.sums(0));
                 let w = std::array::from_fn(|r| rows[r].1.as_slice());
-                let four = crate::avx512_x16::dot_rows::<4>(k, w, qs, d, sums);
+                let four = crate::avx512_x16::dot_rows::<4>(k, kind, w, qs, d, sums);
+                let what = |r| format!("{isa} {kind:?} nb={nb} row {r}");
                 for (r, (_, x16)) in rows.iter().enumerate() {
-                    let twin = crate::q4x16::dot_lanes(x16, qs, d, sums);
-                    let one = crate::avx512_x16::dot_rows::<1>(k, [x16], qs, d, sums)[0];
-                    assert_eq!(four[r].to_bits(), twin.to_bits(), "{isa} nb={nb} row {r}");
-                    assert_eq!(one.to_bits(), twin.to_bits(), "{isa} nb={nb} row {r}");
+                    let twin = crate::qx16::dot_lanes(kind, x16, qs, d, sums);
+                    let one = crate::avx512_x16::dot_rows::<1>(k, kind, [x16], qs, d, sums)[0];
+                    assert_eq!(four[r].to_bits(), twin.to_bits(), "{}", what(r));
+                    assert_eq!(one.to_bits(), twin.to_bits(), "{}", what(r));
                 }
             }
         }
@@ -738,16 +755,20 @@ fn repacked_rows_pack_into_the_stored_rows_tiles() {
     let mut rng = Rng(0x9216d5d98979fb1b);
     for (_, level) in simd_levels() {
         let Level::Avx512(k) = level else { continue };
-        for (nb, n_rows) in [(1, 16), (9, 5), (16, 16), (17, 11), (344, 16)] {
+        let cases = [(1, 16), (9, 5), (16, 16), (17, 11), (344, 16)];
+        for ((kind, ty), (nb, n_rows)) in X16_KINDS.into_iter().flat_map(|k| cases.map(|c| (k, c)))
+        {
             let rows: Vec<(Vec<u8>, Vec<u8>)> = (0..n_rows)
-                .map(|_| q4x16_rows(&mut rng, nb, false))
+                .map(|_| x16_rows(&mut rng, kind, nb, false))
                 .collect();
             // The stored rows put back together from the repacked ones, block by block.
             let rebuilt: Vec<Vec<u8>> = rows
                 .iter()
                 .map(|r| {
                     (0..nb)
-                        .flat_map(|b| crate::q4x16::block_at(&r.1, b))
+                        .flat_map(|b| {
+                            crate::qx16::block_at(kind, &r.1, b)[..kind.block_bytes()].to_vec()
+                        })
                         .collect()
                 })
                 .collect();
@@ -757,16 +778,17 @@ fn repacked_rows_pack_into_the_stored_rows_tiles() {
             let (mut q0, mut d0) = (vec![7u8; nb * TILE_BYTES], vec![7f32; nb * TILE_ROWS]);
             let (mut q1, mut d1) = (vec![9u8; nb * TILE_BYTES], vec![9f32; nb * TILE_ROWS]);
             let (mut q2, mut d2) = (vec![5u8; nb * TILE_BYTES], vec![5f32; nb * TILE_ROWS]);
-            pack_tile_group(WeightType::Q4_0, &stored, &mut q0, &mut d0);
-            pack_tile_group(WeightType::Q4_0, &from_x16, &mut q1, &mut d1);
-            crate::avx512_x16::pack_tile_group(k, &x16, &mut q2, &mut d2);
+            let (mut q3, mut d3) = (vec![3u8; nb * TILE_BYTES], vec![3f32; nb * TILE_ROWS]);
+            pack_tile_group(kind.stored(), &stored, &mut q0, &mut d0);
+            pack_tile_group(kind.stored(), &from_x16, &mut q1, &mut d1);
+            crate::avx512_x16::pack_tile_group(k, kind, &x16, &mut q2, &mut d2);
+            pack_tile_group(ty, &x16, &mut q3, &mut d3);
+            let what = format!("{ty:?} nb={nb} rows={n_rows}");
+            assert!(q0 == q1 && d0 == d1, "rebuilt stored rows, {what}");
+            assert!(q0 == q2 && d0 == d2, "AVX-512 x16 packer, {what}");
             assert!(
-                q0 == q1 && d0 == d1,
-                "rebuilt stored rows, nb={nb} rows={n_rows}"
-            );
-            assert!(
-                q0 == q2 && d0 == d2,
-                "AVX-512 x16 packer, nb={nb} rows={n_rows}"
+                q0 == q3 && d0 == d3,
+                "reference packer of repacked rows, {what}"
             );
         }
     }

@@ -6,7 +6,7 @@
 //! - Q8_0 / Q4_0 weights meet activations quantized to Q8_0 blocks, in exact integer dot
 //!   products per block, as llama.cpp's CPU backend computes them (`matmul_quant.rs`,
 //!   `act_q8.rs`); results differ from `f32` activations by that rounding. Q4_0 repacked at
-//!   load ([`crate::repack`], `q4x16.rs`) takes the same drivers with a row kernel of its own.
+//!   load ([`crate::repack`], `qx16.rs`) takes the same drivers with a row kernel of its own.
 //! - Q2_K..Q6_K weights meet activations quantized to Q8_K super-blocks (`matmul_kquant.rs`,
 //!   `kquants/`); Q4_K and Q6_K repacked at load ([`WeightType::Q4_Kx16`],
 //!   [`WeightType::Q6_Kx16`]: sixteen rows side by side) take the same driver with row
@@ -122,7 +122,7 @@ impl MatmulPath {
     /// own choice of path keeps results independent of the batch.
     pub fn interchangeable(isa: Isa, ty: WeightType) -> bool {
         isa == Isa::Scalar
-            || (isa == Isa::Avx512 && ty == WeightType::Q4_0x16)
+            || (isa == Isa::Avx512 && matches!(ty, WeightType::Q4_0x16 | WeightType::Q8_0x16))
             || isa == Isa::Avx2 && crate::kquants::is_kquant(ty)
     }
 }
@@ -182,7 +182,7 @@ pub fn matmul_path_with(
         WeightType::F32 | WeightType::F16 | WeightType::BF16 => {
             matmul_float(level, path, w, x, n_tokens, out)
         }
-        WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q4_0x16 => {
+        WeightType::Q8_0 | WeightType::Q8_0x16 | WeightType::Q4_0 | WeightType::Q4_0x16 => {
             matmul_quant(level, path, w, x, n_tokens, out)
         }
         WeightType::Q2_K
@@ -281,7 +281,7 @@ pub fn matmul_many_with<'a>(
             WeightType::F32 | WeightType::F16 | WeightType::BF16 => {
                 Some(Box::new(FloatRows::new(level, w, x, n_tokens)))
             }
-            WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q4_0x16 => {
+            WeightType::Q8_0 | WeightType::Q8_0x16 | WeightType::Q4_0 | WeightType::Q4_0x16 => {
                 let key = row_act_key(level, w.ty);
                 let act = match quant_acts.iter().find(|(k, _)| *k == key) {
                     Some((_, a)) => a.clone(),

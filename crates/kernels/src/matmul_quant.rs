@@ -9,6 +9,7 @@ use crate::cpu::Level;
 use crate::matmul::{MatmulPath, MIN_TASK_BYTES, PANEL_BYTES};
 use crate::pack::{n_groups, offset_of, pack_quant_row};
 use crate::par::{chunk_rows, for_each_row_chunk, rows_task_rows, run_rows_jobs, OutCols, RowsJob};
+use crate::qx16::X16;
 use crate::scratch::{sized, with_panel};
 use crate::tile_scalar::{self, ActRow, QuantRow};
 use crate::tiles::{run_tiles, Tiler};
@@ -98,15 +99,15 @@ impl RowsJob for QuantRows<'_> {
     fn run(&self, mut oc: OutCols<'_>) {
         let rows = oc.rows();
         let mut i = 0;
-        // Repacked Q4_0 at AVX-512: the task's rows in one call per token (a task's weights
-        // stay in L2 from one token to the next).
+        // Repacked Q4_0 / Q8_0 at AVX-512: the task's rows in one call per token (a task's
+        // weights stay in L2 from one token to the next).
         #[cfg(target_arch = "x86_64")]
-        if let (Level::Avx512(k), WeightType::Q4_0x16) = (self.level, self.w.ty) {
+        if let (Level::Avx512(k), Some(kind)) = (self.level, X16::of(self.w.ty)) {
             let stride = self.w.ty.row_bytes(self.w.n_cols);
             let w = &self.w.bytes[rows.start * stride..rows.end * stride];
             for t in 0..self.n_tokens {
                 let (qs, d, sums) = (self.act.qs(t), self.act.d(t), self.act.sums(t));
-                crate::avx512_x16::dot_matrix(k, w, qs, d, sums, oc.token(t));
+                crate::avx512_x16::dot_matrix(k, kind, w, qs, d, sums, oc.token(t));
             }
             return;
         }
@@ -245,20 +246,19 @@ fn tile_shape(level: Level) -> (usize, usize) {
     }
 }
 
-/// The activation layout the row kernels of `level` read for `ty`: repacked Q4_0 rows meet
-/// interleaved activations, except at the scalar level (blocks in order, see `q4x16.rs`).
+/// The activation layout the row kernels of `level` read for `ty`: repacked Q4_0 / Q8_0 rows
+/// meet interleaved activations, except at the scalar level (blocks in order, see `qx16.rs`).
 pub(crate) fn row_act_layout(level: Level, ty: WeightType) -> ActLayout {
-    match (level, ty) {
-        (Level::Scalar, _) => ActLayout::Natural,
-        (_, WeightType::Q4_0x16) => ActLayout::Interleaved,
-        _ => ActLayout::Natural,
+    match (level, X16::of(ty)) {
+        (Level::Scalar, _) | (_, None) => ActLayout::Natural,
+        (_, Some(_)) => ActLayout::Interleaved,
     }
 }
 
 /// The weight offset whose lane corrections the row kernel of `level` wants, if any.
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 pub(crate) fn lane_corr_k(level: Level, ty: WeightType) -> Option<i32> {
-    if ty == WeightType::Q4_0x16 {
+    if X16::of(ty).is_some() {
         return None;
     }
     match level {
@@ -271,17 +271,19 @@ pub(crate) fn lane_corr_k(level: Level, ty: WeightType) -> Option<i32> {
 }
 
 /// One row · token `t` of activations in [`row_act_layout`] (natural, or interleaved for
-/// repacked Q4_0 rows above the scalar level).
+/// repacked Q4_0 / Q8_0 rows above the scalar level).
 pub(crate) fn dot_row(level: Level, ty: WeightType, w: &[u8], act: &ActQ8, t: usize) -> f32 {
     let (qs, d) = (act.qs(t), act.d(t));
-    if ty == WeightType::Q4_0x16 {
+    if let Some(kind) = X16::of(ty) {
         return match level {
-            Level::Scalar => crate::q4x16::dot_sequential(w, qs, d),
+            Level::Scalar => crate::qx16::dot_sequential(kind, w, qs, d),
             // No AVX2 kernel of its own: weights are repacked only where AVX-512 VNNI runs.
             #[cfg(target_arch = "x86_64")]
-            Level::Avx2(_) => crate::q4x16::dot_lanes(w, qs, d, act.sums(t)),
+            Level::Avx2(_) => crate::qx16::dot_lanes(kind, w, qs, d, act.sums(t)),
             #[cfg(target_arch = "x86_64")]
-            Level::Avx512(k) => crate::avx512_x16::dot_rows::<1>(k, [w], qs, d, act.sums(t))[0],
+            Level::Avx512(k) => {
+                crate::avx512_x16::dot_rows::<1>(k, kind, [w], qs, d, act.sums(t))[0]
+            }
         };
     }
     let q4 = ty == WeightType::Q4_0;

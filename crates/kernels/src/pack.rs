@@ -33,7 +33,7 @@ pub(crate) fn n_groups(n_cols: usize) -> usize {
 
 /// The offset of packed bytes of `ty` (Q8_0 or Q4_0).
 pub(crate) fn offset_of(ty: WeightType) -> i32 {
-    if matches!(ty, WeightType::Q4_0 | WeightType::Q4_0x16) {
+    if ty.stored() == WeightType::Q4_0 {
         Q4_0_OFFSET
     } else {
         Q8_0_OFFSET
@@ -51,7 +51,7 @@ pub(crate) fn pack_float_row(level: Level, ty: WeightType, row: &[u8], out: &mut
     }
 }
 
-/// Packs one stored Q8_0 / Q4_0 row into `qs` (`n_groups · 512` bytes) and `d`
+/// Packs one stored (or repacked, `qx16.rs`) Q8_0 / Q4_0 row into `qs` (`n_groups · 512` bytes) and `d`
 /// (`n_groups · 16` scales).
 pub(crate) fn pack_quant_row(
     level: Level,
@@ -60,9 +60,9 @@ pub(crate) fn pack_quant_row(
     qs: &mut [u8],
     d: &mut [f32],
 ) {
-    if ty == WeightType::Q4_0x16 {
-        // Already in groups of 16 blocks: splitting the nibbles is the whole work.
-        return crate::q4x16::pack_tiles_row(row, qs, d);
+    if let Some(kind) = crate::qx16::X16::of(ty) {
+        // Already in groups of 16 blocks: a copy, or splitting the nibbles.
+        return crate::qx16::pack_tiles_row(kind, row, qs, d);
     }
     match level {
         Level::Scalar => pack_quant_row_scalar(ty, row, qs, d),

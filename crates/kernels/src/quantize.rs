@@ -79,10 +79,11 @@ pub fn quantize_into(ty: WeightType, src: &[f32], dst: &mut [u8]) {
                 block_q4_0(x, d);
             }
         }
-        WeightType::Q4_0x16 => {
-            let mut blocks = vec![0u8; WeightType::Q4_0.row_bytes(src.len())];
-            quantize_into(WeightType::Q4_0, src, &mut blocks);
-            crate::q4x16::repack_row(&blocks, dst);
+        WeightType::Q4_0x16 | WeightType::Q8_0x16 => {
+            let kind = crate::qx16::X16::of(ty).expect("a repacked Q4_0 / Q8_0 type");
+            let mut blocks = vec![0u8; kind.stored().row_bytes(src.len())];
+            quantize_into(kind.stored(), src, &mut blocks);
+            crate::qx16::repack_row(kind, &blocks, dst);
         }
         WeightType::Q2_K => kquants::quantize_row_q2_k(src, dst),
         WeightType::Q3_K => kquants::quantize_row_q3_k(src, dst),

@@ -1,8 +1,8 @@
 //! Layouts made at load time for the decode kernels: which stored types have one at the CPU's
 //! level ([`repacked_type`]) and the copy itself ([`repack`], [`repack_into`]).
 //!
-//! - Q4_0 becomes [`WeightType::Q4_0x16`] (`q4x16.rs`): rows stay rows, each a run of groups
-//!   of 16 blocks with their scales first.
+//! - Q4_0 and Q8_0 become [`WeightType::Q4_0x16`] and [`WeightType::Q8_0x16`] (`qx16.rs`):
+//!   rows stay rows, each a run of groups of 16 blocks with their scales first.
 //! - Q4_K and Q6_K become [`WeightType::Q4_Kx16`] and [`WeightType::Q6_Kx16`]
 //!   (`kquants/x16.rs`): rows go sixteen side by side, one per 32-bit lane; matrices whose row
 //!   count is not a multiple of 16 keep their layout.
@@ -25,6 +25,7 @@ pub fn repacked_type(ty: WeightType, n_rows: usize) -> Option<WeightType> {
 fn layout(ty: WeightType) -> Option<WeightType> {
     match ty {
         WeightType::Q4_0 => Some(WeightType::Q4_0x16),
+        WeightType::Q8_0 => Some(WeightType::Q8_0x16),
         WeightType::Q4_K => Some(WeightType::Q4_Kx16),
         WeightType::Q6_K => Some(WeightType::Q6_Kx16),
         _ => None,
@@ -51,7 +52,7 @@ pub fn repack(w: &WeightView) -> Vec<u8> {
 /// length.
 pub fn repack_into(w: &WeightView, out: &mut [u8]) {
     match layout(w.ty) {
-        Some(WeightType::Q4_0x16) => crate::q4x16::repack_into(w, out),
+        Some(WeightType::Q4_0x16 | WeightType::Q8_0x16) => crate::qx16::repack_into(w, out),
         Some(ty) => crate::kquants::x16::repack_into(w, ty, out),
         None => panic!("{:?} has no repacked layout", w.ty),
     }

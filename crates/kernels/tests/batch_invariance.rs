@@ -8,13 +8,14 @@
 use half::{bf16, f16};
 use kernels::{matmul_path_with, Isa, MatmulPath, WeightType, WeightView};
 
-const TYPES: [WeightType; 13] = [
+const TYPES: [WeightType; 14] = [
     WeightType::F32,
     WeightType::F16,
     WeightType::BF16,
     WeightType::Q8_0,
     WeightType::Q4_0,
     WeightType::Q4_0x16,
+    WeightType::Q8_0x16,
     WeightType::Q2_K,
     WeightType::Q3_K,
     WeightType::Q4_K,
@@ -53,7 +54,7 @@ impl Rng {
 fn n_cols(ty: WeightType) -> usize {
     match ty {
         WeightType::F32 | WeightType::F16 | WeightType::BF16 => 1100,
-        WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q4_0x16 => 17 * 32,
+        WeightType::Q8_0 | WeightType::Q8_0x16 | WeightType::Q4_0 | WeightType::Q4_0x16 => 17 * 32,
         _ => 3 * 256,
     }
 }
@@ -92,7 +93,7 @@ fn matrix(rng: &mut Rng, ty: WeightType, n_rows: usize, n_cols: usize) -> Vec<u8
             .flat_map(|_| bf16::from_f32(rng.f32()).to_le_bytes())
             .collect(),
         // Repacked from a random stored matrix, as a model does at load.
-        WeightType::Q4_0x16 | WeightType::Q4_Kx16 | WeightType::Q6_Kx16 => {
+        WeightType::Q4_0x16 | WeightType::Q8_0x16 | WeightType::Q4_Kx16 | WeightType::Q6_Kx16 => {
             let from = ty.stored();
             let stored = matrix(rng, from, n_rows, n_cols);
             kernels::repack(&WeightView {
@@ -259,6 +260,10 @@ fn interchangeable_paths_agree_bitwise() {
         Isa::Avx512,
         WeightType::Q4_0x16
     ));
+    assert!(MatmulPath::interchangeable(
+        Isa::Avx512,
+        WeightType::Q8_0x16
+    ));
     assert_eq!(MatmulPath::auto(1), MatmulPath::Rows);
     assert_eq!(MatmulPath::auto(2), MatmulPath::Tiles);
 }
@@ -318,15 +323,16 @@ fn products_sharing_a_section_equal_each_alone() {
     }
 }
 
-/// Repacking (`kernels::repack`) changes no tile result at any level (Q4_0: the panels are
-/// the same bytes; K-quants: rows are turned back into their stored blocks), nor for Q4_0 any
-/// result at the scalar level (blocks summed in the same order).
+/// Repacking (`kernels::repack`) changes no tile result at any level (Q4_0 / Q8_0: the panels
+/// are the same bytes; K-quants: rows are turned back into their stored blocks), nor for Q4_0
+/// and Q8_0 any result at the scalar level (blocks summed in the same order).
 #[test]
 fn repacked_matrices_give_the_stored_results() {
     let mut rng = Rng(0x510e527fade682d1);
     let n_tokens = 5;
     let cases = [
         (WeightType::Q4_0, WeightType::Q4_0x16, 37, 23 * 32),
+        (WeightType::Q8_0, WeightType::Q8_0x16, 37, 23 * 32),
         (WeightType::Q4_K, WeightType::Q4_Kx16, 48, 5 * 256),
         (WeightType::Q6_K, WeightType::Q6_Kx16, 32, 3 * 256),
     ];
@@ -348,7 +354,8 @@ fn repacked_matrices_give_the_stored_results() {
         for isa in supported() {
             for path in PATHS {
                 // Repacked rows have a row kernel of their own (K-quants: at every level).
-                let same_rows = isa == Isa::Scalar && ty == WeightType::Q4_0;
+                let same_rows =
+                    isa == Isa::Scalar && matches!(ty, WeightType::Q4_0 | WeightType::Q8_0);
                 if (path == MatmulPath::Rows || isa == Isa::Scalar) && !same_rows {
                     continue;
                 }

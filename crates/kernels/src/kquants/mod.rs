@@ -371,6 +371,7 @@ pub fn kquant_matvec_row_with(
         | WeightType::F16
         | WeightType::BF16
         | WeightType::Q8_0
+        | WeightType::Q8_0x16
         | WeightType::Q4_0
         | WeightType::Q4_0x16 => {
             let n = act.len() * QK_K;

@@ -1,0 +1,287 @@
+//! [`WeightType::Q4_0x16`] and [`WeightType::Q8_0x16`]: Q4_0 and Q8_0 rows repacked at load
+//! time for the decode kernels.
+//!
+//! A stored block keeps its scale beside its quantized bytes (16 bytes of nibbles, or 32
+//! signed bytes), so a row kernel spends about eight to eleven instructions on every block
+//! (unpack, one 256-bit dot product, a scale looked up, converted and multiplied): on one core
+//! that is slower than memory delivers the bytes. Repacked, each row is a run of groups of 16
+//! consecutive blocks (the last padded with zero blocks), as many bytes a group as its 16
+//! stored blocks (288 for Q4_0, 544 for Q8_0):
+//!
+//! - bytes `0..32`: the 16 blocks' f16 scales;
+//! - bytes `32 + 64·k + 4·i .. +4`: bytes `4k..4k+4` of block `i`'s quantized bytes (`k` in
+//!   `0..4` for Q4_0's nibbles, `0..8` for Q8_0), Q8_0's stored as `q ^ 0x80` (`q + 128`, the
+//!   unsigned operand of `vpdpbusd`).
+//!
+//! One 64-byte load then holds the same four bytes of 16 blocks, which is where the interleaved
+//! activations ([`crate::act_q8::ActLayout::Interleaved`]) keep the matching values: Q8_0's
+//! load `k` holds values `4k..4k+4` of every block (activation step `k`); Q4_0's low nibbles are
+//! values `4k..4k+4` and its high nibbles values `16+4k..16+4k+4` (steps `k` and `k + 4`).
+//! Eight `vpdpbusd` leave each block's exact sum in its own int32 lane, and one conversion, one
+//! multiply and one FMA scale 16 blocks: about 27 instructions per 16 blocks instead of 130 to
+//! 176. Rows stay contiguous, so threads still split a matrix by rows. Q8_0's bytes are the
+//! layout of a packed prefill panel row (`pack.rs`), so packing one is a copy.
+//!
+//! Arithmetic, identical in the AVX-512 kernel (`avx512_x16.rs`) and its twin [`dot_lanes`]:
+//! lane `i` of 16 accumulates `fma(S_b, d_w · d_a, acc_i)` over the blocks `b = 16g + i` in
+//! order (`S_b` the exact integer `Σ w · a`, the stored offset taken off as `−offset · Σa`),
+//! then [`reduce16`] sums the lanes in a fixed tree. The AVX-512 tile kernel (`avx512_tile.rs`)
+//! scales and sums a packed panel's blocks the same way, so at [`crate::Isa::Avx512`] both
+//! paths give the same bits. The scalar level uses [`dot_sequential`] (blocks in order, as
+//! `dot_scalar` does for stored rows): there a repacked row gives bitwise the results of the
+//! stored one.
+
+use crate::act_q8::{GROUP_BLOCKS, GROUP_BYTES, QK};
+use crate::dot_scalar::{f16_at, q4_0_block_sum, q8_0_block_sum, Q4_0_BYTES, Q8_0_BYTES};
+use crate::pack::{Q4_0_OFFSET, Q8_0_OFFSET};
+use crate::{WeightType, WeightView};
+
+/// Where the quantized bytes of a group start (after the 16 scales).
+const QUANTS_AT: usize = 2 * GROUP_BLOCKS;
+
+/// Which stored type a repacked row was made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum X16 {
+    Q4_0,
+    Q8_0,
+}
+
+impl X16 {
+    /// The repacked layout `ty` is, if it is one.
+    pub(crate) fn of(ty: WeightType) -> Option<X16> {
+        match ty {
+            WeightType::Q4_0x16 => Some(X16::Q4_0),
+            WeightType::Q8_0x16 => Some(X16::Q8_0),
+            _ => None,
+        }
+    }
+    /// The stored type the rows were made from.
+    pub(crate) fn stored(self) -> WeightType {
+        match self {
+            X16::Q4_0 => WeightType::Q4_0,
+            X16::Q8_0 => WeightType::Q8_0,
+        }
+    }
+    /// Bytes of a stored block.
+    pub(crate) const fn block_bytes(self) -> usize {
+        match self {
+            X16::Q4_0 => Q4_0_BYTES,
+            X16::Q8_0 => Q8_0_BYTES,
+        }
+    }
+    /// Bytes of one group of 16 repacked blocks.
+    pub(crate) const fn group_bytes(self) -> usize {
+        GROUP_BLOCKS * self.block_bytes()
+    }
+    /// Quantized bytes of a block.
+    const fn quant_bytes(self) -> usize {
+        self.block_bytes() - 2
+    }
+    /// What the repacked quantized bytes are xor-ed with.
+    const fn flip(self) -> u8 {
+        match self {
+            X16::Q4_0 => 0,
+            X16::Q8_0 => 0x80,
+        }
+    }
+    /// What a weight's unsigned byte (nibble) adds to its value.
+    pub(crate) const fn offset(self) -> i32 {
+        match self {
+            X16::Q4_0 => Q4_0_OFFSET,
+            X16::Q8_0 => Q8_0_OFFSET,
+        }
+    }
+}
+
+/// Bytes of a repacked row of `n_cols` values (`n_cols` a multiple of 32).
+pub(crate) fn row_bytes(kind: X16, n_cols: usize) -> usize {
+    (n_cols / QK).div_ceil(GROUP_BLOCKS) * kind.group_bytes()
+}
+
+/// Repacks one stored row (`src`, whole blocks of `kind.stored()`) into `dst` (`row_bytes`
+/// long).
+pub(crate) fn repack_row(kind: X16, src: &[u8], dst: &mut [u8]) {
+    let (bytes, group) = (kind.block_bytes(), kind.group_bytes());
+    assert_eq!(src.len() % bytes, 0);
+    let nb = src.len() / bytes;
+    assert_eq!(dst.len(), row_bytes(kind, nb * QK));
+    let full = nb / GROUP_BLOCKS;
+    let (head, tail) = src.split_at(full * group);
+    for (s, d) in head.chunks_exact(group).zip(dst.chunks_exact_mut(group)) {
+        repack_group(kind, s, d);
+    }
+    if !tail.is_empty() {
+        // The last, partial group: all bytes of the padding blocks zero (scale 0, so they add
+        // nothing; and a Q8_0 group's quantized bytes stay those of the stored row's panel).
+        let last = &mut dst[full * group..];
+        last.fill(0);
+        repack_group(kind, tail, last);
+    }
+}
+
+/// Up to sixteen stored blocks into one repacked group.
+fn repack_group(kind: X16, src: &[u8], dst: &mut [u8]) {
+    let flip = kind.flip();
+    for (i, blk) in src.chunks_exact(kind.block_bytes()).enumerate() {
+        dst[2 * i..2 * i + 2].copy_from_slice(&blk[..2]);
+        for (k, four) in blk[2..].chunks_exact(4).enumerate() {
+            let at = QUANTS_AT + 64 * k + 4 * i;
+            for (o, &q) in dst[at..at + 4].iter_mut().zip(four) {
+                *o = q ^ flip;
+            }
+        }
+    }
+}
+
+/// Block `b` of a repacked row, back in the stored layout (the first `kind.block_bytes()`
+/// bytes; the rest zero). A padding block has scale 0.
+pub(crate) fn block_at(kind: X16, row: &[u8], b: usize) -> [u8; Q8_0_BYTES] {
+    let (g, i) = (b / GROUP_BLOCKS, b % GROUP_BLOCKS);
+    let grp = &row[g * kind.group_bytes()..(g + 1) * kind.group_bytes()];
+    let mut blk = [0u8; Q8_0_BYTES];
+    blk[..2].copy_from_slice(&grp[2 * i..2 * i + 2]);
+    for k in 0..kind.quant_bytes() / 4 {
+        let at = QUANTS_AT + 64 * k + 4 * i;
+        for (o, &q) in blk[2 + 4 * k..6 + 4 * k].iter_mut().zip(&grp[at..at + 4]) {
+            *o = q ^ kind.flip();
+        }
+    }
+    blk
+}
+
+/// Decodes the `dst.len()` values of a repacked row.
+pub(crate) fn dequantize_row(kind: X16, row: &[u8], dst: &mut [f32]) {
+    assert_eq!(row.len(), row_bytes(kind, dst.len()));
+    for (b, out) in dst.chunks_exact_mut(QK).enumerate() {
+        let blk = block_at(kind, row, b);
+        crate::dequantize(kind.stored(), &blk[..kind.block_bytes()], out);
+    }
+}
+
+/// A repacked row as a prefill panel row (`pack.rs`): Q8_0's bytes as they are, Q4_0's
+/// unsigned nibbles at steps `k` (low) and `k + 4` (high) of each group; block scales as `f32`
+/// (zero for padding blocks).
+pub(crate) fn pack_tiles_row(kind: X16, row: &[u8], qs: &mut [u8], d: &mut [f32]) {
+    let group = kind.group_bytes();
+    let ng = row.len() / group;
+    assert!(row.len() == ng * group);
+    assert!(qs.len() == ng * GROUP_BYTES && d.len() == ng * GROUP_BLOCKS);
+    for ((grp, q), d) in row
+        .chunks_exact(group)
+        .zip(qs.chunks_exact_mut(GROUP_BYTES))
+        .zip(d.chunks_exact_mut(GROUP_BLOCKS))
+    {
+        match kind {
+            X16::Q8_0 => q.copy_from_slice(&grp[QUANTS_AT..]),
+            X16::Q4_0 => {
+                let (lo, hi) = q.split_at_mut(GROUP_BYTES / 2);
+                for ((&v, l), h) in grp[QUANTS_AT..].iter().zip(lo).zip(hi) {
+                    *l = v & 0x0f;
+                    *h = v >> 4;
+                }
+            }
+        }
+        for (i, s) in d.iter_mut().enumerate() {
+            *s = f16_at(grp, 2 * i);
+        }
+    }
+}
+
+/// Sum of 16 lanes in the tree the AVX-512 kernels use: halves added lane by lane, then
+/// `((h0 + h4) + (h2 + h6)) + ((h1 + h5) + (h3 + h7))`.
+pub(crate) fn reduce16(v: [f32; 16]) -> f32 {
+    let h: [f32; 8] = std::array::from_fn(|i| v[i] + v[i + 8]);
+    ((h[0] + h[4]) + (h[2] + h[6])) + ((h[1] + h[5]) + (h[3] + h[7]))
+}
+
+/// Repacked row · one token of interleaved activations (`qs` `ng · 512` values, `d` and `sums`
+/// `ng · 16`), in the lane order of the AVX-512 kernel (its twin, bitwise).
+pub(crate) fn dot_lanes(kind: X16, row: &[u8], qs: &[i8], d: &[f32], sums: &[i32]) -> f32 {
+    let group = kind.group_bytes();
+    let ng = row.len() / group;
+    assert!(row.len() == ng * group && qs.len() == ng * GROUP_BYTES);
+    assert!(d.len() == ng * GROUP_BLOCKS && sums.len() == ng * GROUP_BLOCKS);
+    let mut acc = [0f32; GROUP_BLOCKS];
+    for g in 0..ng {
+        let grp = &row[g * group..(g + 1) * group];
+        let a = &qs[g * GROUP_BYTES..(g + 1) * GROUP_BYTES];
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let b = g * GROUP_BLOCKS + i;
+            let mut s = -kind.offset() * sums[b];
+            for k in 0..kind.quant_bytes() / 4 {
+                for j in 4 * i..4 * i + 4 {
+                    let v = grp[QUANTS_AT + 64 * k + j];
+                    match kind {
+                        X16::Q8_0 => s += v as i32 * a[64 * k + j] as i32,
+                        X16::Q4_0 => {
+                            s += (v & 0x0f) as i32 * a[64 * k + j] as i32;
+                            s += (v >> 4) as i32 * a[64 * (k + 4) + j] as i32;
+                        }
+                    }
+                }
+            }
+            *acc = (s as f32).mul_add(f16_at(grp, 2 * i) * d[b], *acc);
+        }
+    }
+    reduce16(acc)
+}
+
+/// Repacked row · one token of natural activations (`qs` `nb · 32`, `d` `nb`), blocks summed
+/// in order: bitwise `dot_scalar::dot_q4_0` / `dot_q8_0` of the stored row.
+pub(crate) fn dot_sequential(kind: X16, row: &[u8], qs: &[i8], d: &[f32]) -> f32 {
+    let nb = d.len();
+    assert!(row.len() == row_bytes(kind, nb * QK) && qs.len() == nb * QK);
+    let mut sum = 0f32;
+    for (b, a) in qs.chunks_exact(QK).enumerate() {
+        let blk = block_at(kind, row, b);
+        let s = match kind {
+            X16::Q4_0 => q4_0_block_sum(&blk, a),
+            X16::Q8_0 => q8_0_block_sum(&blk, a),
+        };
+        sum += s as f32 * (f16_at(&blk, 0) * d[b]);
+    }
+    sum
+}
+
+/// `w` (Q4_0 or Q8_0) in its repacked layout into `out` (`w.n_rows · row_bytes(w.n_cols)`
+/// bytes, any contents), rows repacked in parallel.
+///
+/// # Panics
+/// When `w` is neither Q4_0 nor Q8_0, its bytes do not match its shape or `out` has another
+/// length.
+pub(crate) fn repack_into(w: &WeightView, out: &mut [u8]) {
+    let kind = match w.ty {
+        WeightType::Q4_0 => X16::Q4_0,
+        WeightType::Q8_0 => X16::Q8_0,
+        ty => panic!("only Q4_0 and Q8_0 rows are repacked by groups of blocks, not {ty:?}"),
+    };
+    let (src_row, dst_row) = (w.ty.row_bytes(w.n_cols), row_bytes(kind, w.n_cols));
+    assert_eq!(
+        w.bytes.len(),
+        w.n_rows * src_row,
+        "{:?} matrix of {} x {}",
+        w.ty,
+        w.n_rows,
+        w.n_cols
+    );
+    assert_eq!(
+        out.len(),
+        w.n_rows * dst_row,
+        "repacked bytes of {} rows",
+        w.n_rows
+    );
+    if out.is_empty() {
+        return;
+    }
+    // Tasks of about 1 MiB: few enough to cost nothing, enough to share among threads.
+    let rows_per_task = ((1 << 20) / dst_row).max(1);
+    let items: Vec<_> = out
+        .chunks_mut(rows_per_task * dst_row)
+        .zip(w.bytes.chunks(rows_per_task * src_row))
+        .collect();
+    crate::team::for_each_item(items, |(dst, src)| {
+        for (d, s) in dst.chunks_exact_mut(dst_row).zip(src.chunks_exact(src_row)) {
+            repack_row(kind, s, d);
+        }
+    });
+}
