@@ -1,8 +1,8 @@
-//! Q4_0, Q4_K and Q6_K weights repacked (`Llama::repack_for_kernels`, or on first use by decode)
+//! Q4_0, Q8_0, Q4_K and Q6_K weights repacked (`Llama::repack_for_kernels`, or on first use by decode)
 //! against the same model as stored: prefill gives the same bits (its tiles see the stored
 //! blocks), decode the same logits within the kernels' rounding and the same greedy token.
 //! (Batch invariance of a repacked model: `serve.rs`.) stories15m's width (288 = 9 blocks)
-//! pads every repacked Q4_0 row; the Q4_K_M fixture has Q4_K and Q6_K matrices of 128 to 512
+//! pads every repacked Q4_0 / Q8_0 row; the Q4_K_M fixture has Q4_K and Q6_K matrices of 128 to 512
 //! rows (whole groups of 16).
 
 use engine::Session;
@@ -31,6 +31,21 @@ fn repacked_q4_0_model_matches_the_stored_one() {
             .all(|l| l.w_down.current_view().ty == WeightType::Q4_0x16)
     };
     assert_eq!(stored.tok_embeddings.ty, WeightType::Q4_0);
+    check(stored, x16, 0.0);
+}
+
+#[test]
+fn repacked_q8_0_model_matches_the_stored_one() {
+    let stored = model::synthetic("stories15m", WeightType::Q8_0, 12).unwrap();
+    let x16 = |m: &model::Llama| {
+        m.output.current_view().ty == WeightType::Q8_0x16
+            && m.layers.iter().all(|l| {
+                [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
+                    .into_iter()
+                    .all(|w| w.current_view().ty == WeightType::Q8_0x16)
+            })
+    };
+    assert_eq!(stored.tok_embeddings.ty, WeightType::Q8_0);
     check(stored, x16, 0.0);
 }
 

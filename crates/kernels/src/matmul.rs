@@ -5,8 +5,9 @@
 //!   summed in `f32` (`matmul_float.rs`).
 //! - Q8_0 / Q4_0 weights meet activations quantized to Q8_0 blocks, in exact integer dot
 //!   products per block, as llama.cpp's CPU backend computes them (`matmul_quant.rs`,
-//!   `act_q8.rs`); results differ from `f32` activations by that rounding. Q4_0 repacked at
-//!   load ([`crate::repack`], `qx16.rs`) takes the same drivers with a row kernel of its own.
+//!   `act_q8.rs`); results differ from `f32` activations by that rounding. Q4_0 and Q8_0
+//!   repacked at load ([`crate::repack`], `qx16.rs`) take the same drivers with a row kernel
+//!   of their own.
 //! - Q2_K..Q6_K weights meet activations quantized to Q8_K super-blocks (`matmul_kquant.rs`,
 //!   `kquants/`); Q4_K and Q6_K repacked at load ([`WeightType::Q4_Kx16`],
 //!   [`WeightType::Q6_Kx16`]: sixteen rows side by side) take the same driver with row
@@ -39,8 +40,8 @@
 //!
 //! Across paths: stored K-quants (at the AVX2 level; the AVX-512 levels' tiles meet Q8_0
 //! activations; repacked Q4_K / Q6_K agree with them within rounding by rows and bitwise by
-//! tiles), repacked Q4_0 ([`WeightType::Q4_0x16`]) at the AVX-512
-//! level and the scalar level of every type give bitwise the same results on both paths
+//! tiles), repacked Q4_0 / Q8_0 ([`WeightType::Q4_0x16`], [`WeightType::Q8_0x16`]) at the
+//! AVX-512 level and the scalar level of every type give bitwise the same results on both paths
 //! ([`MatmulPath::interchangeable`]). The SIMD float and Q8_0 / Q4_0 row
 //! kernels sum in another order than their tile kernels (several accumulators per row, and for
 //! Q8_0 / Q4_0 per-lane partial sums scaled block by block, which keeps decode at memory
