@@ -237,7 +237,7 @@ fn tensor_type(
     let is_output = kind == Kind::Output || (kind == Kind::TokenEmbd && c.tied_embeddings);
     if q.has_rules() {
         if is_output {
-            if n_cols % base.block_elems() != 0 || n_cols % kernels::QK_K != 0 {
+            if !n_cols.is_multiple_of(base.block_elems()) || !n_cols.is_multiple_of(kernels::QK_K) {
                 t = WeightType::Q8_0;
             } else if base != WeightType::Q8_0 {
                 t = WeightType::Q6_K;
@@ -283,7 +283,7 @@ fn tensor_type(
             }
         }
     }
-    if n_cols % t.block_elems() == 0 {
+    if n_cols.is_multiple_of(t.block_elems()) {
         return (t, None);
     }
     // llama.cpp's fallbacks are IQ4_NL (for Q2_K, Q3_K), Q5_0 (Q4_K), Q5_1 (Q5_K) and Q8_0
@@ -297,14 +297,14 @@ fn tensor_type(
         WeightType::Q6_K => ("Q8_0", WeightType::Q8_0),
         _ => ("F16", WeightType::F16),
     };
-    let fallback = if n_cols % fallback.block_elems() == 0 {
+    let fallback = if n_cols.is_multiple_of(fallback.block_elems()) {
         fallback
     } else {
         WeightType::F16
     };
     let cpp = if matches!(t, WeightType::Q8_0 | WeightType::Q4_0) {
         "llama.cpp stops with an error here".to_string()
-    } else if n_cols % 32 == 0 {
+    } else if n_cols.is_multiple_of(32) {
         format!("llama.cpp: {cpp}")
     } else {
         "llama.cpp: F16".to_string()

@@ -396,7 +396,7 @@ impl Team {
             }
             std::hint::spin_loop();
             polls = polls.wrapping_add(1);
-            if polls % 1024 == 0 && idle_since.elapsed() > SPIN {
+            if polls.is_multiple_of(1024) && idle_since.elapsed() > SPIN {
                 self.asleep[me].store(true, SeqCst);
                 // `run` bumps `epoch` before it reads `asleep`: either this load sees the new
                 // epoch, or `run` sees this helper asleep and unparks it.

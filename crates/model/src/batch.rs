@@ -55,7 +55,7 @@ impl KvType {
     /// Whether rows of `head_dim`-sized heads can be stored in this type (each head must be a
     /// whole number of blocks, so that a head can be read on its own).
     pub fn fits_head_dim(self, head_dim: usize) -> bool {
-        head_dim % self.weight_type().block_elems() == 0
+        head_dim.is_multiple_of(self.weight_type().block_elems())
     }
 
     /// Bytes of one stored row of `n` values.

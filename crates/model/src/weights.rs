@@ -184,7 +184,7 @@ impl TensorSet {
         let t = self.get(name)?;
         self.check_shape(t, &[n_rows, n_cols])?;
         let ty = weight_type(t.dtype);
-        if n_cols % ty.block_elems() != 0 {
+        if !n_cols.is_multiple_of(ty.block_elems()) {
             return Err(ModelError::BadTensor {
                 file: self.file.clone(),
                 tensor: name.to_string(),
@@ -199,7 +199,7 @@ impl TensorSet {
         let t = self.get(name)?;
         self.check_shape(t, &[n])?;
         let ty = weight_type(t.dtype);
-        if n % ty.block_elems() != 0 {
+        if !n.is_multiple_of(ty.block_elems()) {
             return Err(ModelError::BadTensor {
                 file: self.file.clone(),
                 tensor: name.to_string(),

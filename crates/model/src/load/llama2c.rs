@@ -8,7 +8,7 @@ use crate::{Llama, LlamaConfig, Result, RopeScaling};
 /// epsilon and RoPE base are llama2.c's fixed 1e-5 and 10000.
 pub fn from_llama2c(file: Llama2cFile) -> Result<Llama> {
     let h = &file.header;
-    let head_dim = if h.n_heads == 0 { 0 } else { h.dim / h.n_heads };
+    let head_dim = h.dim.checked_div(h.n_heads).unwrap_or(0);
     let config = LlamaConfig {
         dim: h.dim,
         n_layers: h.n_layers,

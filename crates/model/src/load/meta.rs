@@ -170,7 +170,7 @@ fn params_config(file: &Path, p: &Value, set: &TensorSet) -> Result<LlamaConfig>
         n_layers: need("n_layers")?,
         n_heads,
         n_kv_heads: uint("n_kv_heads")?.unwrap_or(n_heads),
-        head_dim: if n_heads > 0 { dim / n_heads } else { 0 },
+        head_dim: dim.checked_div(n_heads).unwrap_or(0),
         hidden_dim,
         vocab_size,
         norm_eps: float("norm_eps").unwrap_or(1e-5),

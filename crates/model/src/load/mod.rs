@@ -33,7 +33,7 @@ pub(crate) fn validate(file: &Path, c: &LlamaConfig) -> Result<()> {
             return Err(ModelError::config(file, field, "must be positive"));
         }
     }
-    if c.n_heads % c.n_kv_heads != 0 {
+    if !c.n_heads.is_multiple_of(c.n_kv_heads) {
         return Err(ModelError::config(
             file,
             "n_kv_heads",
@@ -43,7 +43,7 @@ pub(crate) fn validate(file: &Path, c: &LlamaConfig) -> Result<()> {
             ),
         ));
     }
-    if c.head_dim % 2 != 0 {
+    if !c.head_dim.is_multiple_of(2) {
         return Err(ModelError::config(
             file,
             "head_dim",
