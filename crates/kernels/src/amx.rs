@@ -262,9 +262,8 @@ pub(crate) fn matmul_tiles<K: TileKernel>(
 }
 
 /// Packs a row group: the stored (or repacked, `qx16.rs`) rows' values as signed bytes into
-/// `q` (`nb` tiles of 16 rows ×
-/// 32 bytes, written one tile after the other) and their block scales into `d` (`nb × 16`);
-/// zeros for padding rows (`None`).
+/// `q` (`nb` tiles of 16 rows × 32 bytes, written one tile after the other) and their block
+/// scales into `d` (`nb × 16`); zeros for padding rows (`None`).
 pub(crate) fn pack_tile_group(
     ty: WeightType,
     rows: &[Option<&[u8]>; TILE_ROWS],

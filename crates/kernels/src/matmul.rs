@@ -73,6 +73,17 @@ pub struct WeightView<'a> {
 }
 
 impl<'a> WeightView<'a> {
+    /// Panics unless `bytes` holds exactly `n_rows` rows of `n_cols` values of `ty`.
+    pub(crate) fn assert_bytes_fit(&self) {
+        assert_eq!(
+            self.bytes.len(),
+            self.n_rows * self.ty.row_bytes(self.n_cols),
+            "{:?} matrix of {} x {}",
+            self.ty,
+            self.n_rows,
+            self.n_cols
+        );
+    }
     /// The bytes of row `r`.
     ///
     /// # Panics
@@ -201,14 +212,7 @@ pub fn matmul_path_with(
 
 /// The asserts of [`matmul_path_with`].
 fn check_shapes(w: &WeightView, x: &[f32], n_tokens: usize, out: &[f32]) {
-    assert_eq!(
-        w.bytes.len(),
-        w.n_rows * w.ty.row_bytes(w.n_cols),
-        "{:?} matrix of {} x {}",
-        w.ty,
-        w.n_rows,
-        w.n_cols
-    );
+    w.assert_bytes_fit();
     assert!(
         !w.ty.is_grouped() || w.n_rows.is_multiple_of(crate::kquants::X16_ROWS),
         "{:?} matrices hold whole groups of rows",

@@ -51,8 +51,8 @@ pub(crate) fn pack_float_row(level: Level, ty: WeightType, row: &[u8], out: &mut
     }
 }
 
-/// Packs one stored (or repacked, `qx16.rs`) Q8_0 / Q4_0 row into `qs` (`n_groups · 512` bytes) and `d`
-/// (`n_groups · 16` scales).
+/// Packs one stored (or repacked, `qx16.rs`) Q8_0 / Q4_0 row into `qs` (`n_groups · 512`
+/// bytes) and `d` (`n_groups · 16` scales).
 pub(crate) fn pack_quant_row(
     level: Level,
     ty: WeightType,

@@ -80,7 +80,11 @@ pub fn quantize_into(ty: WeightType, src: &[f32], dst: &mut [u8]) {
             }
         }
         WeightType::Q4_0x16 | WeightType::Q8_0x16 => {
-            let kind = crate::qx16::X16::of(ty).expect("a repacked Q4_0 / Q8_0 type");
+            let kind = if ty == WeightType::Q4_0x16 {
+                crate::qx16::X16::Q4_0
+            } else {
+                crate::qx16::X16::Q8_0
+            };
             let mut blocks = vec![0u8; kind.stored().row_bytes(src.len())];
             quantize_into(kind.stored(), src, &mut blocks);
             crate::qx16::repack_row(kind, &blocks, dst);

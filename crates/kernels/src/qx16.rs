@@ -243,36 +243,12 @@ pub(crate) fn dot_sequential(kind: X16, row: &[u8], qs: &[i8], d: &[f32]) -> f32
     sum
 }
 
-/// `w` (Q4_0 or Q8_0) in its repacked layout into `out` (`w.n_rows · row_bytes(w.n_cols)`
-/// bytes, any contents), rows repacked in parallel.
-///
-/// # Panics
-/// When `w` is neither Q4_0 nor Q8_0, its bytes do not match its shape or `out` has another
-/// length.
-pub(crate) fn repack_into(w: &WeightView, out: &mut [u8]) {
-    let kind = match w.ty {
-        WeightType::Q4_0 => X16::Q4_0,
-        WeightType::Q8_0 => X16::Q8_0,
-        ty => panic!("only Q4_0 and Q8_0 rows are repacked by groups of blocks, not {ty:?}"),
-    };
+/// `w` (of `kind.stored()`) in the layout of `kind` into `out` (`w.n_rows ·
+/// row_bytes(w.n_cols)` bytes, any contents, not empty), rows repacked in parallel; shapes
+/// checked by [`crate::repack_into`].
+pub(crate) fn repack_into(w: &WeightView, kind: X16, out: &mut [u8]) {
+    assert_eq!(w.ty, kind.stored(), "{kind:?} is made from its stored type");
     let (src_row, dst_row) = (w.ty.row_bytes(w.n_cols), row_bytes(kind, w.n_cols));
-    assert_eq!(
-        w.bytes.len(),
-        w.n_rows * src_row,
-        "{:?} matrix of {} x {}",
-        w.ty,
-        w.n_rows,
-        w.n_cols
-    );
-    assert_eq!(
-        out.len(),
-        w.n_rows * dst_row,
-        "repacked bytes of {} rows",
-        w.n_rows
-    );
-    if out.is_empty() {
-        return;
-    }
     // Tasks of about 1 MiB: few enough to cost nothing, enough to share among threads.
     let rows_per_task = ((1 << 20) / dst_row).max(1);
     let items: Vec<_> = out

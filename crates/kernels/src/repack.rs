@@ -51,9 +51,19 @@ pub fn repack(w: &WeightView) -> Vec<u8> {
 /// When `w` has no repacked layout, its bytes do not match its shape or `out` has another
 /// length.
 pub fn repack_into(w: &WeightView, out: &mut [u8]) {
-    match layout(w.ty) {
-        Some(WeightType::Q4_0x16 | WeightType::Q8_0x16) => crate::qx16::repack_into(w, out),
-        Some(ty) => crate::kquants::x16::repack_into(w, ty, out),
-        None => panic!("{:?} has no repacked layout", w.ty),
+    let ty = layout(w.ty).unwrap_or_else(|| panic!("{:?} has no repacked layout", w.ty));
+    w.assert_bytes_fit();
+    assert_eq!(
+        out.len(),
+        w.n_rows * ty.row_bytes(w.n_cols),
+        "repacked bytes of {} rows",
+        w.n_rows
+    );
+    if out.is_empty() {
+        return;
+    }
+    match crate::qx16::X16::of(ty) {
+        Some(kind) => crate::qx16::repack_into(w, kind, out),
+        None => crate::kquants::x16::repack_into(w, ty, out),
     }
 }

@@ -282,7 +282,8 @@ pub(crate) fn stored_row(w: &WeightView, r: usize, out: &mut [u8]) {
 /// repacked type), same shape and size, groups repacked in parallel, into `out`.
 ///
 /// # Panics
-/// When `w` is not such a matrix or `out` has another length than `w.bytes`.
+/// When `w` is not such a matrix (its shape and `out`'s length are checked by
+/// [`crate::repack_into`]).
 pub(crate) fn repack_into(w: &WeightView, ty: WeightType, out: &mut [u8]) {
     assert!(
         ty.is_grouped() && ty.stored() == w.ty && w.n_rows.is_multiple_of(ROWS),
@@ -294,20 +295,8 @@ pub(crate) fn repack_into(w: &WeightView, ty: WeightType, out: &mut [u8]) {
         w.ty.block_bytes(),
         group_block(ty),
     );
-    assert_eq!(
-        w.bytes.len(),
-        w.n_rows * row,
-        "{:?} matrix of {} x {}",
-        w.ty,
-        w.n_rows,
-        w.n_cols
-    );
-    assert_eq!(
-        out.len(),
-        w.bytes.len(),
-        "repacked bytes of {} rows",
-        w.n_rows
-    );
+    // Shapes checked by `crate::repack_into`; the copy has the stored size.
+    debug_assert_eq!(out.len(), w.bytes.len());
     if out.is_empty() || row == 0 {
         return;
     }
