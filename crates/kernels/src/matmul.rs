@@ -306,7 +306,7 @@ pub fn matmul_many_with<'a>(
             | WeightType::Q6_K
             | WeightType::Q6_Kx16 => {
                 let acts = kquant_acts
-                    .get_or_insert_with(|| Arc::new(quantize_acts(x, n_tokens, w.n_cols)))
+                    .get_or_insert_with(|| Arc::new(quantize_acts(level, x, n_tokens, w.n_cols)))
                     .clone();
                 Some(Box::new(KquantRows::with_acts(level, w, acts, n_tokens)))
             }

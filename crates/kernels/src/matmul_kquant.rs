@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use crate::cpu::Level;
 use crate::kquants::{
-    dot_tokens, dot_unpacked_tokens, quantize_row_q8_k, unpack_row, x16, BlockQ8K, Unpacked, QK_K,
+    dot_tokens, dot_unpacked_tokens, quantize_row_q8_k_at, unpack_row, x16, BlockQ8K, Unpacked, QK_K,
 };
 use crate::matmul::{MatmulPath, PANEL_BYTES};
 use crate::par::{for_each_row_chunk, rows_task_rows, run_rows_jobs, OutCols, RowsJob};
@@ -143,21 +143,26 @@ pub(crate) struct KquantRows<'a> {
 
 /// `n_tokens` rows of `x` (`n_cols` values each) as Q8_K blocks, the activations of every
 /// K-quant type.
-pub(crate) fn quantize_acts(x: &[f32], n_tokens: usize, n_cols: usize) -> Vec<BlockQ8K> {
+pub(crate) fn quantize_acts(
+    level: Level,
+    x: &[f32],
+    n_tokens: usize,
+    n_cols: usize,
+) -> Vec<BlockQ8K> {
     let nb = n_cols / QK_K;
     let mut acts = vec![BlockQ8K::ZERO; n_tokens * nb];
     if n_tokens * n_cols < 1 << 14 {
-        quantize_row_q8_k(x, &mut acts);
+        quantize_row_q8_k_at(level, x, &mut acts);
     } else {
         let items = acts.chunks_mut(nb).zip(x.chunks(n_cols)).collect();
-        crate::team::for_each_item(items, |(a, x)| quantize_row_q8_k(x, a));
+        crate::team::for_each_item(items, |(a, x)| quantize_row_q8_k_at(level, x, a));
     }
     acts
 }
 
 impl<'a> KquantRows<'a> {
     pub(crate) fn new(level: Level, w: &WeightView<'a>, x: &[f32], n_tokens: usize) -> Self {
-        let acts = Arc::new(quantize_acts(x, n_tokens, w.n_cols));
+        let acts = Arc::new(quantize_acts(level, x, n_tokens, w.n_cols));
         Self::with_acts(level, w, acts, n_tokens)
     }
 

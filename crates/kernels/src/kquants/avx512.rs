@@ -144,3 +144,59 @@ unsafe fn accumulate<const TY: u8, const T: usize>(
         }
     }
 }
+
+/// [`super::quantize_row_q8_k`] sixteen values at a time, the same bits: the largest
+/// magnitude by `vmaxps` (NaNs lose, as they do in the scalar comparison), the first value of
+/// that magnitude for the sign, the same `f32` multiply and magic-constant add per value, and
+/// the quants truncated to bytes (`vpmovdb`) as the scalar `as i8` does.
+pub(crate) fn quantize_row_q8_k(_: crate::cpu::Avx512, x: &[f32], out: &mut [BlockQ8K]) {
+    for (x, y) in x.chunks_exact(super::QK_K).zip(out.iter_mut()) {
+        // SAFETY: the token proves the features; `x` holds one super-block.
+        unsafe { quantize_block_q8_k(x.as_ptr(), y) }
+    }
+}
+
+/// # Safety
+/// The AVX-512 features available; `x` readable for 256 values.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn quantize_block_q8_k(x: *const f32, y: &mut BlockQ8K) {
+    // SAFETY (loads): inside the caller's 256 values.
+    unsafe {
+        let mut v = [_mm512_setzero_ps(); 16];
+        let mut amax = _mm512_setzero_ps();
+        for (i, v) in v.iter_mut().enumerate() {
+            *v = _mm512_loadu_ps(x.add(16 * i));
+            // The second operand wins when either is NaN: a NaN value never becomes the max.
+            amax = _mm512_max_ps(_mm512_abs_ps(*v), amax);
+        }
+        let amax = _mm512_reduce_max_ps(amax);
+        if amax == 0.0 {
+            *y = BlockQ8K::ZERO;
+            return;
+        }
+        let wanted = _mm512_set1_ps(amax);
+        let mut max = amax;
+        for (i, &v) in v.iter().enumerate() {
+            let hit = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(v), wanted);
+            if hit != 0 {
+                max = *x.add(16 * i + hit.trailing_zeros() as usize);
+                break;
+            }
+        }
+        let iscale = -127.0 / max;
+        let scale = _mm512_set1_ps(iscale);
+        let magic = _mm512_set1_ps(12_582_912.0);
+        let mantissa = _mm512_set1_epi32(0x007f_ffff);
+        let offset = _mm512_set1_epi32(0x0040_0000);
+        let top = _mm512_set1_epi32(127);
+        for (i, &v) in v.iter().enumerate() {
+            let r = _mm512_add_ps(_mm512_mul_ps(scale, v), magic);
+            let q = _mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(r), mantissa), offset);
+            let q = _mm512_min_epi32(q, top);
+            _mm_storeu_si128(y.qs.as_mut_ptr().add(16 * i) as *mut _, _mm512_cvtepi32_epi8(q));
+            let bytes = _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(q));
+            y.bsums[i] = _mm512_reduce_add_epi32(bytes) as i16;
+        }
+        y.d = 1.0 / iscale;
+    }
+}

@@ -111,6 +111,15 @@ pub fn quantize_row_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
     }
 }
 
+/// [`quantize_row_q8_k`] by the fastest code `level` has: the same bits.
+pub(crate) fn quantize_row_q8_k_at(level: Level, x: &[f32], out: &mut [BlockQ8K]) {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512(k) => avx512::quantize_row_q8_k(k, x, out),
+        _ => quantize_row_q8_k(x, out),
+    }
+}
+
 /// `x` (a multiple of 256 values) quantized to Q8_K blocks; see [`quantize_row_q8_k`].
 pub fn quantize_q8_k(x: &[f32]) -> Vec<BlockQ8K> {
     let mut out = vec![BlockQ8K::ZERO; x.len() / QK_K];

@@ -147,6 +147,58 @@ fn q8_k_rounds_like_ggml() {
     assert_eq!(b[1].d, -4.0 / 127.0);
 }
 
+/// Super-blocks that probe every branch of the Q8_K quantizer: random, zero, one value,
+/// magnitude ties of both signs, NaN and infinite values, subnormal and huge scales.
+fn q8_k_cases(rng: &mut Rng) -> Vec<Vec<f32>> {
+    let random = |rng: &mut Rng, scale: f32| (0..QK_K).map(|_| rng.unit() * scale).collect();
+    let mut cases: Vec<Vec<f32>> = vec![
+        random(rng, 1.0),
+        random(rng, 3e4),
+        random(rng, 1e-38),
+        vec![0.0; QK_K],
+        vec![-0.0; QK_K],
+    ];
+    let mut one = vec![0f32; QK_K];
+    one[200] = -1e-3;
+    cases.push(one);
+    for (first, second) in [(2.5f32, -2.5f32), (-2.5, 2.5)] {
+        let mut tie: Vec<f32> = random(rng, 1.0);
+        tie[37] = first;
+        tie[190] = second;
+        cases.push(tie);
+    }
+    for special in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::MIN_POSITIVE / 4.0] {
+        let mut x: Vec<f32> = random(rng, 1.0);
+        x[rng.byte() as usize] = special;
+        cases.push(x);
+        let mut lone = vec![0f32; QK_K];
+        lone[rng.byte() as usize] = special;
+        lone[5] = 1e-40;
+        cases.push(lone);
+    }
+    cases
+}
+
+#[test]
+fn q8_k_simd_quantizer_matches_the_scalar_bitwise() {
+    let mut rng = Rng(0x5eed_0008);
+    let levels = simd_levels();
+    for _ in 0..20 {
+        let cases = q8_k_cases(&mut rng);
+        let x: Vec<f32> = cases.concat();
+        let want = quantize_q8_k(&x);
+        for &level in &levels {
+            let mut got = vec![BlockQ8K::ZERO; want.len()];
+            quantize_row_q8_k_at(level, &x, &mut got);
+            for (b, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g.d.to_bits(), w.d.to_bits(), "{level:?} block {b}: d");
+                assert_eq!(g.qs, w.qs, "{level:?} block {b}: quants");
+                assert_eq!(g.bsums, w.bsums, "{level:?} block {b}: sums");
+            }
+        }
+    }
+}
+
 #[test]
 fn q8_k_is_nan_and_inf_safe() {
     let mut x = vec![1f32; QK_K];
