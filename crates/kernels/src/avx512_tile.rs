@@ -1,12 +1,10 @@
-//! AVX-512 prefill tile kernels: `R` packed weight rows against `T` activation rows, each weight
-//! vector loaded once for `T` tokens; twins of `tile_scalar.rs`.
-//!
-//! - `f32`: 16 lanes along the row, one FMA per (row, token) per vector.
-//! - quantized: one 64-byte load holds four values of each of 16 blocks (`pack.rs`), so eight
-//!   `vpdpbusd` leave each block's exact `Σ u · a` in its own int32 lane; the accumulator starts
-//!   at `−offset · Σa` (undoing the unsigned offset of the weights), then the 16 block sums are
-//!   converted once and scaled by `d_w · d_a` in one FMA — 512 products per (row, token) per
-//!   eleven instructions. Lanes are summed as the repacked Q4_0 row kernel sums them
+//! AVX-512 prefill tile kernels for Q8_0 / Q4_0: `R` packed weight rows against `T` activation
+//! rows, each weight vector loaded once for `T` tokens; twins of `tile_scalar.rs` (float weights
+//! take the outer-product kernel of `avx512_panel.rs`). One 64-byte load holds four values of
+//! each of 16 blocks (`pack.rs`), so eight `vpdpbusd` leave each block's exact `Σ u · a` in its
+//! own int32 lane; the accumulator starts at `−offset · Σa` (undoing the unsigned offset of the
+//! weights), then the 16 block sums are converted once and scaled by `d_w · d_a` in one FMA —
+//! 512 products per (row, token) per eleven instructions. Lanes are summed as the repacked Q4_0 row kernel sums them
 //!   (`avx512_x16.rs`), which therefore gives the same bits as this path.
 
 use std::arch::x86_64::*;
@@ -15,52 +13,6 @@ use crate::act_q8::{GROUP_BLOCKS, GROUP_BYTES};
 use crate::cpu::Avx512;
 use crate::pack::{Q4_0_OFFSET, Q8_0_OFFSET};
 use crate::tile_scalar::{ActRow, QuantRow};
-
-/// `out[r][t] = w[r] · x[t]`; all rows of one length, a multiple of 16.
-pub(crate) fn tile_f32<const R: usize, const T: usize>(
-    _: Avx512,
-    w: [&[f32]; R],
-    x: [&[f32]; T],
-) -> [[f32; T]; R] {
-    let n = w[0].len();
-    assert!(n.is_multiple_of(16) && w.iter().chain(&x).all(|s| s.len() == n));
-    // SAFETY: the token proves the features; every row holds n values.
-    unsafe { tile_f32_avx512::<R, T>(w.map(|s| s.as_ptr()), x.map(|s| s.as_ptr()), n) }
-}
-
-/// # Safety
-/// AVX-512 F available; every pointer reads `n` values (`n` a multiple of 16).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn tile_f32_avx512<const R: usize, const T: usize>(
-    w: [*const f32; R],
-    x: [*const f32; T],
-    n: usize,
-) -> [[f32; T]; R] {
-    let mut acc = [[_mm512_setzero_ps(); T]; R];
-    let mut wv = [_mm512_setzero_ps(); R];
-    for i in (0..n).step_by(16) {
-        // SAFETY: i + 16 ≤ n.
-        unsafe {
-            for r in 0..R {
-                wv[r] = _mm512_loadu_ps(w[r].add(i));
-            }
-            // One token vector live at a time: R·T accumulators + R + 1 registers.
-            for t in 0..T {
-                let xv = _mm512_loadu_ps(x[t].add(i));
-                for r in 0..R {
-                    acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
-                }
-            }
-        }
-    }
-    let mut out = [[0f32; T]; R];
-    for r in 0..R {
-        for t in 0..T {
-            out[r][t] = _mm512_reduce_add_ps(acc[r][t]);
-        }
-    }
-    out
-}
 
 /// `out[r][t]` for packed quantized rows (`offset` 128 for Q8_0, 8 for Q4_0).
 pub(crate) fn tile_quant<const R: usize, const T: usize>(

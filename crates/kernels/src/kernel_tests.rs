@@ -277,11 +277,10 @@ fn check_float_tile<const R: usize, const T: usize>(level: Level, rng: &mut Rng,
     let w: [&[f32]; R] = std::array::from_fn(|i| &rows[i][..]);
     let x: [&[f32]; T] = std::array::from_fn(|i| &xs[i][..]);
     let want = tile_scalar::tile_f32(w, x);
-    let got = match level {
-        Level::Avx2(k) => crate::avx2_tile::tile_f32(k, w, x),
-        Level::Avx512(k) => crate::avx512_tile::tile_f32(k, w, x),
-        Level::Scalar => unreachable!(),
+    let Level::Avx2(k) = level else {
+        unreachable!("only the AVX2 level has dot-product float tiles")
     };
+    let got = crate::avx2_tile::tile_f32(k, w, x);
     for r in 0..R {
         for t in 0..T {
             let abs: f32 = rows[r].iter().zip(&xs[t]).map(|(a, b)| (a * b).abs()).sum();
@@ -297,13 +296,82 @@ fn check_float_tile<const R: usize, const T: usize>(level: Level, rng: &mut Rng,
 #[test]
 fn float_tile_kernels_match_scalar() {
     let mut rng = Rng(0x452821e638d01377);
-    for (_, level) in simd_levels() {
+    let avx2 = simd_levels()
+        .into_iter()
+        .filter(|(_, l)| matches!(l, Level::Avx2(_)));
+    for (_, level) in avx2 {
         for n in [16, 64, 176, 2048] {
             check_float_tile::<1, 1>(level, &mut rng, n);
             check_float_tile::<1, 3>(level, &mut rng, n);
             check_float_tile::<2, 4>(level, &mut rng, n);
             check_float_tile::<4, 1>(level, &mut rng, n);
             check_float_tile::<4, 4>(level, &mut rng, n);
+        }
+    }
+}
+
+/// The AVX-512 outer-product float kernel and its packer against the scalar twin, bitwise: every
+/// group and token count, partial groups, column ranges inside a pass, storing and adding.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn float_panel_kernel_matches_its_twin_bitwise() {
+    use crate::avx512_panel::{self as ap, GROUP_ROWS, MAX_GROUPS, TOKENS};
+    let Some(Level::Avx512(k)) = Level::new(Isa::Avx512) else {
+        eprintln!("skip: AVX-512 not available");
+        return;
+    };
+    let mut rng = Rng(0x3c6ef372fe94f82b);
+    for (n_rows, kw) in [(1, 1), (16, 16), (23, 130), (64, 300), (49, 1024)] {
+        let stride = f32_row_len(kw);
+        let mut rows = vec![0f32; n_rows * stride];
+        for r in 0..n_rows {
+            rows[r * stride..r * stride + kw]
+                .iter_mut()
+                .for_each(|v| *v = rng.f32());
+        }
+        let n_groups = n_rows.div_ceil(GROUP_ROWS);
+        let mut groups = vec![f32::NAN; n_groups * kw * GROUP_ROWS];
+        ap::pack_groups(k, &rows, stride, n_rows, kw, &mut groups);
+        for g in 0..n_groups {
+            for c in 0..kw {
+                for l in 0..GROUP_ROWS {
+                    let r = g * GROUP_ROWS + l;
+                    let want = if r < n_rows {
+                        rows[r * stride + c]
+                    } else {
+                        0.0
+                    };
+                    let got = groups[(g * kw + c) * GROUP_ROWS + l];
+                    assert_eq!(got.to_bits(), want.to_bits(), "packed row {r} col {c}");
+                }
+            }
+        }
+        let xs: Vec<Vec<f32>> = (0..TOKENS)
+            .map(|_| (0..kw).map(|_| rng.f32()).collect())
+            .collect();
+        for n_tokens in 1..=TOKENS {
+            for cols in [0..kw, kw / 3..kw, 0..kw.min(128)] {
+                let x: Vec<&[f32]> = xs[..n_tokens].iter().map(|x| &x[cols.clone()]).collect();
+                let rows_used = n_rows.min(MAX_GROUPS * GROUP_ROWS);
+                for add in [false, true] {
+                    let start: Vec<f32> = (0..rows_used).map(|_| rng.f32()).collect();
+                    let mut got = vec![start.clone(); n_tokens];
+                    let mut want = got.clone();
+                    let mut g: Vec<&mut [f32]> = got.iter_mut().map(|o| &mut o[..]).collect();
+                    let mut w: Vec<&mut [f32]> = want.iter_mut().map(|o| &mut o[..]).collect();
+                    ap::tile(k, &groups, kw, cols.clone(), &x, &mut g, add);
+                    tile_scalar::panel_f32(&groups, kw, cols.clone(), &x, &mut w, add);
+                    for (t, (g, w)) in got.iter().zip(&want).enumerate() {
+                        for (r, (g, w)) in g.iter().zip(w).enumerate() {
+                            assert_eq!(
+                                g.to_bits(),
+                                w.to_bits(),
+                                "{n_rows}x{kw} cols {cols:?} {n_tokens} tokens add {add}: out[{t}][{r}]"
+                            );
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -33,6 +33,8 @@ mod avx512_blocks;
 #[cfg(target_arch = "x86_64")]
 mod avx512_dot;
 #[cfg(target_arch = "x86_64")]
+mod avx512_panel;
+#[cfg(target_arch = "x86_64")]
 mod avx512_tile;
 #[cfg(target_arch = "x86_64")]
 mod avx512_x16;

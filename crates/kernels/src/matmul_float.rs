@@ -82,6 +82,10 @@ impl RowsJob for FloatRows<'_> {
 
 /// Packed panels and tiles; activations padded like the panel rows.
 fn float_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if let Level::Avx512(k) = level {
+        return float_panels(k, w, x, n_tokens, out);
+    }
     let (n_rows, n_cols) = (w.n_rows, w.n_cols);
     let work_per_row = w.ty.row_bytes(n_cols) * n_tokens;
     let kp = f32_row_len(n_cols);
@@ -94,7 +98,7 @@ fn float_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
         }
         Cow::Owned(v)
     };
-    let (rm, _) = tile_shape(level);
+    let rm = 2;
     let value_bytes = w.ty.block_bytes();
     let kb = K_BLOCK.min(kp);
     let panel_rows = (PANEL_BYTES / (4 * kb)).clamp(rm, 256) / rm * rm;
@@ -126,10 +130,77 @@ fn float_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
                         let o = &mut oc.token(t)[col0 + r];
                         *o = if k0 == 0 { v } else { *o + v };
                     };
-                    match level {
-                        #[cfg(target_arch = "x86_64")]
-                        Level::Avx512(_) => run_tiles::<3, 8, _>(&tiler, np, n_tokens, emit),
-                        _ => run_tiles::<2, 4, _>(&tiler, np, n_tokens, emit),
+                    run_tiles::<2, 4, _>(&tiler, np, n_tokens, emit);
+                }
+            }
+        });
+    });
+}
+
+/// [`float_tiles`] at the AVX-512 level: each pass's rows converted to `f32` (`pack_float_row`),
+/// then laid out in groups of 16 rows (`avx512_panel.rs`) and multiplied by outer products,
+/// [`avx512_panel::K_CHUNK`] columns and up to 64 rows at a time against every token.
+#[cfg(target_arch = "x86_64")]
+fn float_panels(
+    k: crate::cpu::Avx512,
+    w: &WeightView,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    use crate::avx512_panel::{self as ap, GROUP_ROWS, K_CHUNK, MAX_GROUPS, TOKENS};
+    let (n_rows, n_cols) = (w.n_rows, w.n_cols);
+    let level = Level::Avx512(k);
+    let work_per_row = w.ty.row_bytes(n_cols) * n_tokens;
+    let value_bytes = w.ty.block_bytes();
+    let kb = K_BLOCK.min(n_cols);
+    let panel_rows = (PANEL_BYTES / (4 * kb)).clamp(GROUP_ROWS, 256) / GROUP_ROWS * GROUP_ROWS;
+    let chunk = chunk_rows(n_rows, GROUP_ROWS, MIN_TASK_BYTES.div_ceil(work_per_row));
+    for_each_row_chunk(out, n_rows, n_tokens, chunk, |mut oc| {
+        let rows = oc.rows();
+        with_panel(|p| {
+            for p0 in rows.clone().step_by(panel_rows) {
+                let np = panel_rows.min(rows.end - p0);
+                let col0 = p0 - rows.start;
+                for k0 in (0..n_cols).step_by(K_BLOCK) {
+                    let kw = n_cols.min(k0 + K_BLOCK) - k0;
+                    let stride = f32_row_len(kw);
+                    let group_len = kw * GROUP_ROWS;
+                    let n_groups = np.div_ceil(GROUP_ROWS);
+                    // Row-major rows first, then the groups, on a 64-byte boundary.
+                    let buf = sized(&mut p.f, np * stride + n_groups * group_len + 15);
+                    let (flat, rest) = buf.split_at_mut(np * stride);
+                    let skip = rest.as_ptr().align_offset(64).min(15);
+                    let groups = &mut rest[skip..][..n_groups * group_len];
+                    for (i, pr) in flat.chunks_exact_mut(stride).enumerate() {
+                        let bytes = &w.row(p0 + i)[k0 * value_bytes..(k0 + kw) * value_bytes];
+                        pack_float_row(level, w.ty, bytes, pr);
+                    }
+                    ap::pack_groups(k, flat, stride, np, kw, groups);
+                    for g0 in (0..n_groups).step_by(MAX_GROUPS) {
+                        let r0 = g0 * GROUP_ROWS;
+                        let r1 = np.min(r0 + MAX_GROUPS * GROUP_ROWS);
+                        let gs = &groups[g0 * group_len..];
+                        for ks in (0..kw).step_by(K_CHUNK) {
+                            let cols = ks..kw.min(ks + K_CHUNK);
+                            let add = k0 + ks > 0;
+                            for t0 in (0..n_tokens).step_by(TOKENS) {
+                                let ts = t0..n_tokens.min(t0 + TOKENS);
+                                let xs: [&[f32]; TOKENS] = std::array::from_fn(|j| {
+                                    let t = (t0 + j).min(n_tokens - 1);
+                                    &x[t * n_cols + k0 + cols.start..][..cols.len()]
+                                });
+                                let mut os: [&mut [f32]; TOKENS] =
+                                    std::array::from_fn(|_| &mut [][..]);
+                                let nt = ts.len();
+                                for (slot, o) in
+                                    os.iter_mut().zip(oc.tokens_mut(ts, col0 + r0..col0 + r1))
+                                {
+                                    *slot = o;
+                                }
+                                ap::tile(k, gs, kw, cols.clone(), &xs[..nt], &mut os[..nt], add);
+                            }
+                        }
                     }
                 }
             }
@@ -141,15 +212,6 @@ fn float_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
 /// token rows of a tile take 32 KiB of L1 while weight rows stream through, and the panel slice
 /// plus these columns of a few hundred tokens stay within L2.
 const K_BLOCK: usize = 1024;
-
-/// Rows and tokens of a full tile at `level`.
-fn tile_shape(level: Level) -> (usize, usize) {
-    match level {
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx512(_) => (3, 8),
-        _ => (2, 4),
-    }
-}
 
 /// One stored row · one token.
 pub(crate) fn dot_row(level: Level, ty: WeightType, w: &[u8], x: &[f32]) -> f32 {
@@ -194,7 +256,7 @@ impl Tiler for FloatTiler<'_> {
             #[cfg(target_arch = "x86_64")]
             Level::Avx2(k) => crate::avx2_tile::tile_f32(k, w, x),
             #[cfg(target_arch = "x86_64")]
-            Level::Avx512(k) => crate::avx512_tile::tile_f32(k, w, x),
+            Level::Avx512(_) => unreachable!("AVX-512 float products run on panels"),
         }
     }
 }

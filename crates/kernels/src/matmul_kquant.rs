@@ -23,7 +23,8 @@ use std::sync::Arc;
 
 use crate::cpu::Level;
 use crate::kquants::{
-    dot_tokens, dot_unpacked_tokens, quantize_row_q8_k_at, unpack_row, x16, BlockQ8K, Unpacked, QK_K,
+    dot_tokens, dot_unpacked_tokens, quantize_row_q8_k_at, unpack_row, x16, BlockQ8K, Unpacked,
+    QK_K,
 };
 use crate::matmul::{MatmulPath, PANEL_BYTES};
 use crate::par::{for_each_row_chunk, rows_task_rows, run_rows_jobs, OutCols, RowsJob};

@@ -65,6 +65,24 @@ impl OutCols<'_> {
     }
 }
 
+impl OutCols<'_> {
+    /// Tokens `ts`' outputs for the rows `cols` of this chunk (counted from its first row), one
+    /// slice per token, all live at once (they never overlap).
+    pub(crate) fn tokens_mut(
+        &mut self,
+        ts: Range<usize>,
+        cols: Range<usize>,
+    ) -> impl Iterator<Item = &mut [f32]> + '_ {
+        assert!(ts.end <= self.n_tokens && cols.start <= cols.end && cols.end <= self.rows.len());
+        let (ptr, n_rows, start) = (self.ptr, self.n_rows, self.rows.start + cols.start);
+        ts.map(move |t| {
+            // SAFETY: as in `token`; distinct tokens' slices are disjoint, and all of them
+            // borrow `self` mutably for as long as they live.
+            unsafe { std::slice::from_raw_parts_mut(ptr.add(t * n_rows + start), cols.len()) }
+        })
+    }
+}
+
 /// The output buffer's address, shared by the tasks (each writes only its own columns).
 #[derive(Clone, Copy)]
 struct BasePtr(*mut f32);

@@ -1,5 +1,5 @@
-//! Scalar twins of the prefill tile kernels (`avx2_tile.rs`, `avx512_tile.rs`): `R` rows of a
-//! packed weight panel (`pack.rs`) against `T` activation rows, every pair's dot product.
+//! Scalar twins of the prefill tile kernels (`avx2_tile.rs`, `avx512_tile.rs`, `avx512_panel.rs`):
+//! `R` rows of a packed weight panel (`pack.rs`) against `T` activation rows, every pair's dot product.
 
 use crate::act_q8::{GROUP_BLOCKS, GROUP_BYTES};
 
@@ -16,6 +16,30 @@ pub(crate) struct ActRow<'a> {
     pub qs: &'a [i8],
     pub d: &'a [f32],
     pub sums: &'a [i32],
+}
+
+/// Twin of `avx512_panel::tile`, bitwise: `groups` column-major by 16 rows (`kw` columns per
+/// group); each (row, token) sum over `cols` in order by fused multiply-adds from zero, then
+/// stored (`add` false) or added to the output.
+#[cfg(test)]
+pub(crate) fn panel_f32(
+    groups: &[f32],
+    kw: usize,
+    cols: std::ops::Range<usize>,
+    x: &[&[f32]],
+    out: &mut [&mut [f32]],
+    add: bool,
+) {
+    for (x, o) in x.iter().zip(out.iter_mut()) {
+        for (r, o) in o.iter_mut().enumerate() {
+            let (g, l) = (r / 16, r % 16);
+            let mut s = 0f32;
+            for (i, k) in cols.clone().enumerate() {
+                s = groups[(g * kw + k) * 16 + l].mul_add(x[i], s);
+            }
+            *o = if add { *o + s } else { s };
+        }
+    }
 }
 
 /// `out[r][t] = w[r] · x[t]` over padded `f32` rows.

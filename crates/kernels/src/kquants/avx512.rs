@@ -193,7 +193,10 @@ unsafe fn quantize_block_q8_k(x: *const f32, y: &mut BlockQ8K) {
             let r = _mm512_add_ps(_mm512_mul_ps(scale, v), magic);
             let q = _mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(r), mantissa), offset);
             let q = _mm512_min_epi32(q, top);
-            _mm_storeu_si128(y.qs.as_mut_ptr().add(16 * i) as *mut _, _mm512_cvtepi32_epi8(q));
+            _mm_storeu_si128(
+                y.qs.as_mut_ptr().add(16 * i) as *mut _,
+                _mm512_cvtepi32_epi8(q),
+            );
             let bytes = _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(q));
             y.bsums[i] = _mm512_reduce_add_epi32(bytes) as i16;
         }

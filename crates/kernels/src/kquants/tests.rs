@@ -167,7 +167,12 @@ fn q8_k_cases(rng: &mut Rng) -> Vec<Vec<f32>> {
         tie[190] = second;
         cases.push(tie);
     }
-    for special in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::MIN_POSITIVE / 4.0] {
+    for special in [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::MIN_POSITIVE / 4.0,
+    ] {
         let mut x: Vec<f32> = random(rng, 1.0);
         x[rng.byte() as usize] = special;
         cases.push(x);

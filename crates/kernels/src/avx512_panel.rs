@@ -1,0 +1,190 @@
+//! AVX-512 prefill kernel for float weights (F32, F16 and BF16, turned into `f32` once per pass):
+//! outer products, as BLAS kernels do. The panel holds 16 rows side by side, column-major within
+//! each group (`[group][column][16]`), so one 64-byte load is one column of 16 rows; a token's
+//! value in that column is broadcast and one FMA moves 16 (row, token) sums. A call covers up
+//! to [`MAX_GROUPS`] groups and [`TOKENS`] tokens: 24 accumulators, and per column 4 loads and
+//! 6 broadcasts for 24 FMAs, with no horizontal sums (the dot-product tiles of
+//! `avx512_tile.rs` spend a reduction per (row, token) and a load per FMA pair; they reached
+//! about a third of the FMA peak on one core).
+//!
+//! Each (row, token) sum runs over the columns of a chunk in order, one fused multiply-add per
+//! column starting from zero, and is then stored or added to what the earlier chunks left; the
+//! chunks are fixed by the matrix's width alone, so the bits depend on neither the batch nor
+//! which tile a row or token falls in. Twin: [`crate::tile_scalar::panel_f32`], bitwise.
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use crate::cpu::Avx512;
+
+/// Rows of a group (lanes of a vector).
+pub(crate) const GROUP_ROWS: usize = 16;
+/// Groups of one call.
+pub(crate) const MAX_GROUPS: usize = 4;
+/// Tokens of one call.
+pub(crate) const TOKENS: usize = 6;
+/// Columns of one call: 4 groups of 128 columns take 32 KiB, so a call's weights stay in L1
+/// while the tokens pass.
+pub(crate) const K_CHUNK: usize = 128;
+
+/// `rows` (`n` rows of `stride` values, the first `kw` of each used; `stride ≥ kw` a multiple
+/// of 16, padding zero) into `out` as `n.div_ceil(16)` groups of `kw` columns of 16 rows;
+/// rows past `n` in the last group are zero.
+pub(crate) fn pack_groups(
+    _: Avx512,
+    rows: &[f32],
+    stride: usize,
+    n: usize,
+    kw: usize,
+    out: &mut [f32],
+) {
+    let groups = n.div_ceil(GROUP_ROWS);
+    assert!(stride.is_multiple_of(16) && stride >= kw && rows.len() >= n * stride);
+    assert!(out.len() >= groups * kw * GROUP_ROWS);
+    // SAFETY: the token proves the features; reads and writes inside the checked lengths.
+    unsafe { pack_groups_avx512(rows.as_ptr(), stride, n, kw, out.as_mut_ptr()) }
+}
+
+/// # Safety
+/// The features available; bounds as [`pack_groups`] checks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn pack_groups_avx512(rows: *const f32, stride: usize, n: usize, kw: usize, out: *mut f32) {
+    use crate::kv_f16::avx512::transpose16;
+    for g in 0..n.div_ceil(GROUP_ROWS) {
+        let group = out.wrapping_add(g * kw * GROUP_ROWS);
+        for c in (0..kw).step_by(16) {
+            // SAFETY: row l < n holds `stride ≥ c + 16` values; stores stay inside the group.
+            unsafe {
+                let mut block = [_mm512_setzero_ps(); 16];
+                for (l, v) in block.iter_mut().enumerate() {
+                    let r = g * GROUP_ROWS + l;
+                    if r < n {
+                        *v = _mm512_loadu_ps(rows.add(r * stride + c));
+                    }
+                }
+                for (i, col) in transpose16(block).into_iter().enumerate().take(kw - c) {
+                    _mm512_storeu_ps(group.add((c + i) * GROUP_ROWS), col);
+                }
+            }
+        }
+    }
+}
+
+/// For each token `t` and row `r < out[t].len()` of the groups starting at `groups` (each
+/// `kw` columns long): `out[t][r] = s` (`add` false) or `out[t][r] + s` (`add` true), where
+/// `s` sums the columns `cols` of row `r` times `x[t]` (`x[t][i]` is column `cols.start + i`)
+/// in order, by fused multiply-adds from zero. Up to [`MAX_GROUPS`] groups' rows and
+/// [`TOKENS`] tokens.
+pub(crate) fn tile(
+    _: Avx512,
+    groups: &[f32],
+    kw: usize,
+    cols: Range<usize>,
+    x: &[&[f32]],
+    out: &mut [&mut [f32]],
+    add: bool,
+) {
+    let rows = out.first().map_or(0, |o| o.len());
+    let (g, t) = (rows.div_ceil(GROUP_ROWS), x.len());
+    assert!((1..=MAX_GROUPS).contains(&g) && (1..=TOKENS).contains(&t) && out.len() == t);
+    assert!(out.iter().all(|o| o.len() == rows));
+    assert!(cols.start <= cols.end && cols.end <= kw && groups.len() >= g * kw * GROUP_ROWS);
+    assert!(x.iter().all(|x| x.len() >= cols.len()));
+    let w = groups[cols.start * GROUP_ROWS..].as_ptr();
+    let xp: [*const f32; TOKENS] = std::array::from_fn(|i| x.get(i).map_or(w, |x| x.as_ptr()));
+    let mut op = [std::ptr::null_mut(); TOKENS];
+    for (p, o) in op.iter_mut().zip(out.iter_mut()) {
+        *p = o.as_mut_ptr();
+    }
+    let n = cols.len();
+    let gs = kw * GROUP_ROWS;
+    // SAFETY (all four): the token proves the features; the checks above bound every read (g
+    // groups of kw columns, n values of each token) and write (rows values of each token).
+    unsafe {
+        match g {
+            1 => tile_tokens::<1>(w, gs, xp, t, n, op, rows, add),
+            2 => tile_tokens::<2>(w, gs, xp, t, n, op, rows, add),
+            3 => tile_tokens::<3>(w, gs, xp, t, n, op, rows, add),
+            _ => tile_tokens::<4>(w, gs, xp, t, n, op, rows, add),
+        }
+    }
+}
+
+/// [`tile_avx512`] for the first `t` of the pointers.
+///
+/// # Safety
+/// As [`tile_avx512`], for `t` tokens.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn tile_tokens<const G: usize>(
+    w: *const f32,
+    gs: usize,
+    x: [*const f32; TOKENS],
+    t: usize,
+    n: usize,
+    out: [*mut f32; TOKENS],
+    rows: usize,
+    add: bool,
+) {
+    macro_rules! call {
+        ($($t:literal)*) => {
+            match t {
+                $($t => {
+                    let x: [*const f32; $t] = std::array::from_fn(|i| x[i]);
+                    let o: [*mut f32; $t] = std::array::from_fn(|i| out[i]);
+                    // SAFETY: the caller's.
+                    unsafe { tile_avx512::<G, $t>(w, gs, x, n, o, rows, add) }
+                })*
+                _ => unreachable!("checked by `tile`"),
+            }
+        };
+    }
+    call!(1 2 3 4 5 6)
+}
+
+/// # Safety
+/// The features available; `w + g·gs` readable for `16·n` values for `g < G`, each `x[t]` for
+/// `n` values, each `out[t]` writable for `rows` values (`16·(G − 1) < rows ≤ 16·G`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile_avx512<const G: usize, const T: usize>(
+    w: *const f32,
+    gs: usize,
+    x: [*const f32; T],
+    n: usize,
+    out: [*mut f32; T],
+    rows: usize,
+    add: bool,
+) {
+    let mut acc = [[_mm512_setzero_ps(); T]; G];
+    let mut wv = [_mm512_setzero_ps(); G];
+    for k in 0..n {
+        // SAFETY: k < n (the caller's bounds).
+        unsafe {
+            for g in 0..G {
+                wv[g] = _mm512_loadu_ps(w.add(g * gs + GROUP_ROWS * k));
+            }
+            for t in 0..T {
+                let b = _mm512_set1_ps(*x[t].add(k));
+                for g in 0..G {
+                    acc[g][t] = _mm512_fmadd_ps(wv[g], b, acc[g][t]);
+                }
+            }
+        }
+    }
+    for g in 0..G {
+        let valid = (rows - GROUP_ROWS * g).min(GROUP_ROWS);
+        let mask = ((1u32 << valid) - 1) as __mmask16;
+        for t in 0..T {
+            // SAFETY: lanes past `rows` are masked off.
+            unsafe {
+                let p = out[t].add(GROUP_ROWS * g);
+                let v = if add {
+                    _mm512_add_ps(_mm512_maskz_loadu_ps(mask, p), acc[g][t])
+                } else {
+                    acc[g][t]
+                };
+                _mm512_mask_storeu_ps(p, mask, v);
+            }
+        }
+    }
+}
