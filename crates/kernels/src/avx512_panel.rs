@@ -1,4 +1,5 @@
-//! AVX-512 prefill kernel for float weights (F32, F16 and BF16, turned into `f32` once per pass):
+//! AVX-512 prefill kernel for float weights (F32, F16 and BF16, turned into `f32` once per pass,
+//! [`pack_groups`]):
 //! outer products, as BLAS kernels do. The panel holds 16 rows side by side, column-major within
 //! each group (`[group][column][16]`), so one 64-byte load is one column of 16 rows; a token's
 //! value in that column is broadcast and one FMA moves 16 (row, token) sums. A call covers up
@@ -16,6 +17,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use crate::cpu::Avx512;
+use crate::WeightType;
 
 /// Rows of a group (lanes of a vector).
 pub(crate) const GROUP_ROWS: usize = 16;
@@ -27,44 +29,88 @@ pub(crate) const TOKENS: usize = 6;
 /// while the tokens pass.
 pub(crate) const K_CHUNK: usize = 128;
 
-/// `rows` (`n` rows of `stride` values, the first `kw` of each used; `stride ≥ kw` a multiple
-/// of 16, padding zero) into `out` as `n.div_ceil(16)` groups of `kw` columns of 16 rows;
-/// rows past `n` in the last group are zero.
-pub(crate) fn pack_groups(
+/// The `n` rows `row(i)` (each the stored bytes of `kw` values of `ty`: F32, F16 or BF16)
+/// converted to `f32` (exactly) into `out` as `n.div_ceil(16)` groups of `kw` columns of 16
+/// rows; rows past `n` in the last group are zero. Sixteen values of sixteen rows at a time:
+/// loaded and converted in registers, then transposed.
+pub(crate) fn pack_groups<'a>(
     _: Avx512,
-    rows: &[f32],
-    stride: usize,
+    ty: WeightType,
+    row: impl Fn(usize) -> &'a [u8],
     n: usize,
     kw: usize,
     out: &mut [f32],
 ) {
     let groups = n.div_ceil(GROUP_ROWS);
-    assert!(stride.is_multiple_of(16) && stride >= kw && rows.len() >= n * stride);
     assert!(out.len() >= groups * kw * GROUP_ROWS);
-    // SAFETY: the token proves the features; reads and writes inside the checked lengths.
-    unsafe { pack_groups_avx512(rows.as_ptr(), stride, n, kw, out.as_mut_ptr()) }
+    let kind = match ty {
+        WeightType::F32 => F32,
+        WeightType::F16 => F16,
+        WeightType::BF16 => BF16,
+        _ => panic!("{ty:?} is not a float type"),
+    };
+    for g in 0..groups {
+        let mut ptrs = [std::ptr::null(); GROUP_ROWS];
+        let in_group = (n - g * GROUP_ROWS).min(GROUP_ROWS);
+        for (l, p) in ptrs.iter_mut().enumerate().take(in_group) {
+            let bytes = row(g * GROUP_ROWS + l);
+            assert_eq!(
+                bytes.len(),
+                kw * ty.block_bytes(),
+                "row {} of the pass",
+                g * GROUP_ROWS + l
+            );
+            *p = bytes.as_ptr();
+        }
+        let group = &mut out[g * kw * GROUP_ROWS..][..kw * GROUP_ROWS];
+        // SAFETY: the token proves the features; each of the first `in_group` pointers reads
+        // `kw` values of `ty` (checked), the group holds `kw · 16` values.
+        unsafe {
+            match kind {
+                F32 => pack_group_avx512::<F32>(&ptrs, in_group, kw, group.as_mut_ptr()),
+                F16 => pack_group_avx512::<F16>(&ptrs, in_group, kw, group.as_mut_ptr()),
+                _ => pack_group_avx512::<BF16>(&ptrs, in_group, kw, group.as_mut_ptr()),
+            }
+        }
+    }
 }
 
+const F32: u8 = 0;
+const F16: u8 = 1;
+const BF16: u8 = 2;
+
 /// # Safety
-/// The features available; bounds as [`pack_groups`] checks.
+/// The features available; `rows[l]` reads `kw` values of `KIND` for `l < n`; `out` holds
+/// `kw · 16` values.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn pack_groups_avx512(rows: *const f32, stride: usize, n: usize, kw: usize, out: *mut f32) {
+unsafe fn pack_group_avx512<const KIND: u8>(
+    rows: &[*const u8; GROUP_ROWS],
+    n: usize,
+    kw: usize,
+    out: *mut f32,
+) {
     use crate::kv_f16::avx512::transpose16;
-    for g in 0..n.div_ceil(GROUP_ROWS) {
-        let group = out.wrapping_add(g * kw * GROUP_ROWS);
-        for c in (0..kw).step_by(16) {
-            // SAFETY: row l < n holds `stride ≥ c + 16` values; stores stay inside the group.
-            unsafe {
-                let mut block = [_mm512_setzero_ps(); 16];
-                for (l, v) in block.iter_mut().enumerate() {
-                    let r = g * GROUP_ROWS + l;
-                    if r < n {
-                        *v = _mm512_loadu_ps(rows.add(r * stride + c));
+    for c in (0..kw).step_by(16) {
+        let left = (kw - c).min(16);
+        let m = ((1u32 << left) - 1) as __mmask16;
+        let mut block = [_mm512_setzero_ps(); 16];
+        // SAFETY: lanes past `left` are masked off, so each row reads below `kw` values; the
+        // stores write columns c..c + left of the group.
+        unsafe {
+            for (l, v) in block.iter_mut().enumerate().take(n) {
+                *v = match KIND {
+                    F32 => _mm512_maskz_loadu_ps(m, (rows[l] as *const f32).add(c)),
+                    F16 => {
+                        _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, rows[l].add(2 * c) as *const _))
                     }
-                }
-                for (i, col) in transpose16(block).into_iter().enumerate().take(kw - c) {
-                    _mm512_storeu_ps(group.add((c + i) * GROUP_ROWS), col);
-                }
+                    _ => {
+                        let h = _mm256_maskz_loadu_epi16(m, rows[l].add(2 * c) as *const _);
+                        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+                    }
+                };
+            }
+            for (i, col) in transpose16(block).into_iter().enumerate().take(left) {
+                _mm512_storeu_ps(out.add((c + i) * GROUP_ROWS), col);
             }
         }
     }

@@ -321,28 +321,29 @@ fn float_panel_kernel_matches_its_twin_bitwise() {
         return;
     };
     let mut rng = Rng(0x3c6ef372fe94f82b);
-    for (n_rows, kw) in [(1, 1), (16, 16), (23, 130), (64, 300), (49, 1024)] {
-        let stride = f32_row_len(kw);
-        let mut rows = vec![0f32; n_rows * stride];
-        for r in 0..n_rows {
-            rows[r * stride..r * stride + kw]
-                .iter_mut()
-                .for_each(|v| *v = rng.f32());
-        }
+    for (n_rows, kw) in [(1usize, 1usize), (16, 16), (23, 130), (64, 300), (49, 1024)] {
         let n_groups = n_rows.div_ceil(GROUP_ROWS);
         let mut groups = vec![f32::NAN; n_groups * kw * GROUP_ROWS];
-        ap::pack_groups(k, &rows, stride, n_rows, kw, &mut groups);
-        for g in 0..n_groups {
-            for c in 0..kw {
+        for ty in [WeightType::F32, WeightType::F16, WeightType::BF16] {
+            let rows: Vec<Vec<u8>> = (0..n_rows).map(|_| float_row(&mut rng, ty, kw).0).collect();
+            ap::pack_groups(k, ty, |i| &rows[i][..], n_rows, kw, &mut groups);
+            let mut want = vec![0f32; f32_row_len(kw)];
+            for g in 0..n_groups {
                 for l in 0..GROUP_ROWS {
                     let r = g * GROUP_ROWS + l;
-                    let want = if r < n_rows {
-                        rows[r * stride + c]
+                    if r < n_rows {
+                        pack::pack_float_row(Level::Scalar, ty, &rows[r], &mut want);
                     } else {
-                        0.0
-                    };
-                    let got = groups[(g * kw + c) * GROUP_ROWS + l];
-                    assert_eq!(got.to_bits(), want.to_bits(), "packed row {r} col {c}");
+                        want.fill(0.0);
+                    }
+                    for (c, want) in want.iter().enumerate().take(kw) {
+                        let got = groups[(g * kw + c) * GROUP_ROWS + l];
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{ty:?} packed row {r} col {c}"
+                        );
+                    }
                 }
             }
         }

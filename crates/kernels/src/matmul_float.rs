@@ -137,8 +137,8 @@ fn float_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
     });
 }
 
-/// [`float_tiles`] at the AVX-512 level: each pass's rows converted to `f32` (`pack_float_row`),
-/// then laid out in groups of 16 rows (`avx512_panel.rs`) and multiplied by outer products,
+/// [`float_tiles`] at the AVX-512 level: each pass's rows converted to `f32` in groups of 16 rows
+/// (`avx512_panel.rs`) and multiplied by outer products,
 /// [`avx512_panel::K_CHUNK`] columns and up to 64 rows at a time against every token.
 #[cfg(target_arch = "x86_64")]
 fn float_panels(
@@ -150,7 +150,6 @@ fn float_panels(
 ) {
     use crate::avx512_panel::{self as ap, GROUP_ROWS, K_CHUNK, MAX_GROUPS, TOKENS};
     let (n_rows, n_cols) = (w.n_rows, w.n_cols);
-    let level = Level::Avx512(k);
     let work_per_row = w.ty.row_bytes(n_cols) * n_tokens;
     let value_bytes = w.ty.block_bytes();
     let kb = K_BLOCK.min(n_cols);
@@ -164,19 +163,14 @@ fn float_panels(
                 let col0 = p0 - rows.start;
                 for k0 in (0..n_cols).step_by(K_BLOCK) {
                     let kw = n_cols.min(k0 + K_BLOCK) - k0;
-                    let stride = f32_row_len(kw);
                     let group_len = kw * GROUP_ROWS;
                     let n_groups = np.div_ceil(GROUP_ROWS);
-                    // Row-major rows first, then the groups, on a 64-byte boundary.
-                    let buf = sized(&mut p.f, np * stride + n_groups * group_len + 15);
-                    let (flat, rest) = buf.split_at_mut(np * stride);
-                    let skip = rest.as_ptr().align_offset(64).min(15);
-                    let groups = &mut rest[skip..][..n_groups * group_len];
-                    for (i, pr) in flat.chunks_exact_mut(stride).enumerate() {
-                        let bytes = &w.row(p0 + i)[k0 * value_bytes..(k0 + kw) * value_bytes];
-                        pack_float_row(level, w.ty, bytes, pr);
-                    }
-                    ap::pack_groups(k, flat, stride, np, kw, groups);
+                    // On a 64-byte boundary: every weight load within one cache line.
+                    let buf = sized(&mut p.f, n_groups * group_len + 15);
+                    let skip = buf.as_ptr().align_offset(64).min(15);
+                    let groups = &mut buf[skip..][..n_groups * group_len];
+                    let row = |i: usize| &w.row(p0 + i)[k0 * value_bytes..(k0 + kw) * value_bytes];
+                    ap::pack_groups(k, w.ty, row, np, kw, groups);
                     for g0 in (0..n_groups).step_by(MAX_GROUPS) {
                         let r0 = g0 * GROUP_ROWS;
                         let r1 = np.min(r0 + MAX_GROUPS * GROUP_ROWS);
