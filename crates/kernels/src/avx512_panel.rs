@@ -206,8 +206,8 @@ unsafe fn tile_avx512<const G: usize, const T: usize>(
     for k in 0..n {
         // SAFETY: k < n (the caller's bounds).
         unsafe {
-            for g in 0..G {
-                wv[g] = _mm512_loadu_ps(w.add(g * gs + GROUP_ROWS * k));
+            for (g, v) in wv.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(w.add(g * gs + GROUP_ROWS * k));
             }
             for t in 0..T {
                 let b = _mm512_set1_ps(*x[t].add(k));
@@ -217,17 +217,17 @@ unsafe fn tile_avx512<const G: usize, const T: usize>(
             }
         }
     }
-    for g in 0..G {
+    for (g, acc) in acc.iter().enumerate() {
         let valid = (rows - GROUP_ROWS * g).min(GROUP_ROWS);
         let mask = ((1u32 << valid) - 1) as __mmask16;
-        for t in 0..T {
+        for (&out, &acc) in out.iter().zip(acc) {
             // SAFETY: lanes past `rows` are masked off.
             unsafe {
-                let p = out[t].add(GROUP_ROWS * g);
+                let p = out.add(GROUP_ROWS * g);
                 let v = if add {
-                    _mm512_add_ps(_mm512_maskz_loadu_ps(mask, p), acc[g][t])
+                    _mm512_add_ps(_mm512_maskz_loadu_ps(mask, p), acc)
                 } else {
-                    acc[g][t]
+                    acc
                 };
                 _mm512_mask_storeu_ps(p, mask, v);
             }
