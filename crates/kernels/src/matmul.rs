@@ -24,7 +24,9 @@
 //!   super-blocks (`kquants/unpack.rs`), dotted with up to 8 tokens per pass. At the AMX level
 //!   Q8_0 / Q4_0 and K-quant panels are int8 tiles instead (`amx.rs`, `amx_kquant.rs`), and at
 //!   the AVX-512 level K-quant panels are the same block tiles for `vpdpbusd`
-//!   (`avx512_blocks.rs`), against activations in Q8_0 blocks.
+//!   (`avx512_blocks.rs`), against activations in Q8_0 blocks. Float panels at the AVX-512
+//!   level are groups of 16 rows laid out by column, multiplied by outer products
+//!   (`avx512_panel.rs`: a column of 16 rows per vector, each token's value broadcast).
 //!
 //! # Batch invariance
 //!
