@@ -8,8 +8,11 @@
 //! [`crate::amx::tile_q8_scalar`] with that layout, bitwise equal.
 //!
 //! Per 8 products, three float operations (a multiply and two fused multiply-adds) share the
-//! multiply ports with them; the weights of a tile are loaded once for 16 tokens and the
-//! activations broadcast from the L1 cache.
+//! multiply ports with them. Tokens go four at a time over the whole run of tiles (four
+//! independent chains of products, four accumulators live), the run's weights staying in L1
+//! between the four passes, the activations broadcast from it. A tile of a 16-value block type
+//! (Q6_K, Q3_K, Q2_K) holds its values in one half, zeros in the other: only its four vectors
+//! are multiplied (the sums are the same integers, half the products).
 
 use std::arch::x86_64::*;
 
@@ -75,38 +78,51 @@ unsafe fn vnni_tiles<const HALF: bool>(
 ) {
     // SAFETY: as the caller promises; `acc` holds 16 rows of 16 values.
     unsafe {
-        let mut f = [_mm512_setzero_ps(); TILE_TOKENS];
-        for (v, row) in f.iter_mut().zip(acc.iter()) {
-            *v = _mm512_loadu_ps(row.as_ptr());
-        }
-        for b in 0..nt {
-            let ab = if HALF { b / 2 } else { b };
-            let wt = w.add(b * TILE_BYTES);
-            let wv: [__m512i; 8] =
-                std::array::from_fn(|k| _mm512_loadu_si512(wt.add(k * 64) as *const _));
-            let (dw, mw) = (
-                _mm512_loadu_ps(wd.add(b * TILE_ROWS)),
-                _mm512_loadu_ps(wm.add(b * TILE_ROWS)),
-            );
-            let (at, dt, st) = (
-                a.add(ab * TILE_BYTES),
-                ad.add(ab * TILE_TOKENS),
-                am.add(b * TILE_TOKENS),
-            );
-            for (t, v) in f.iter_mut().enumerate() {
-                let mut s = _mm512_setzero_si512();
-                for (k, wk) in wv.iter().enumerate() {
-                    let x =
-                        _mm512_set1_epi32((at.add(k * 64 + t * 4) as *const i32).read_unaligned());
-                    s = _mm512_dpbusd_epi32(s, *wk, x);
-                }
-                let scale = _mm512_mul_ps(_mm512_set1_ps(*dt.add(t)), dw);
-                *v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, *v);
-                *v = _mm512_fnmadd_ps(mw, _mm512_set1_ps(*st.add(t)), *v);
+        // Four tokens at a time over every tile: four independent chains of products, and only
+        // their four accumulators live (a run of tiles' weights stays in L1 between the groups).
+        for t0 in (0..TILE_TOKENS).step_by(QUAD) {
+            let mut f = [_mm512_setzero_ps(); QUAD];
+            for (j, v) in f.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(acc[t0 + j].as_ptr());
             }
-        }
-        for (v, row) in f.iter().zip(acc.iter_mut()) {
-            _mm512_storeu_ps(row.as_mut_ptr(), *v);
+            for b in 0..nt {
+                let ab = if HALF { b / 2 } else { b };
+                let wt = w.add(b * TILE_BYTES);
+                let (dw, mw) = (
+                    _mm512_loadu_ps(wd.add(b * TILE_ROWS)),
+                    _mm512_loadu_ps(wm.add(b * TILE_ROWS)),
+                );
+                let (at, dt, st) = (
+                    a.add(ab * TILE_BYTES + t0 * 4),
+                    ad.add(ab * TILE_TOKENS + t0),
+                    am.add(b * TILE_TOKENS + t0),
+                );
+                let mut s = [_mm512_setzero_si512(); QUAD];
+                // A half tile's other four vectors are zeros: their products add nothing.
+                let steps = if HALF {
+                    4 * (b % 2)..4 * (b % 2) + 4
+                } else {
+                    0..8
+                };
+                for k in steps {
+                    let wk = _mm512_loadu_si512(wt.add(k * 64) as *const _);
+                    for (j, s) in s.iter_mut().enumerate() {
+                        let x = (at.add(k * 64 + j * 4) as *const i32).read_unaligned();
+                        *s = _mm512_dpbusd_epi32(*s, wk, _mm512_set1_epi32(x));
+                    }
+                }
+                for (j, (v, s)) in f.iter_mut().zip(s).enumerate() {
+                    let scale = _mm512_mul_ps(_mm512_set1_ps(*dt.add(j)), dw);
+                    *v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, *v);
+                    *v = _mm512_fnmadd_ps(mw, _mm512_set1_ps(*st.add(j)), *v);
+                }
+            }
+            for (j, v) in f.iter().enumerate() {
+                _mm512_storeu_ps(acc[t0 + j].as_mut_ptr(), *v);
+            }
         }
     }
 }
+
+/// Tokens of one pass over the tiles.
+const QUAD: usize = 4;
