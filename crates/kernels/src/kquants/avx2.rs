@@ -419,3 +419,84 @@ pub(crate) fn hsum_i32(v: __m256i) -> i32 {
     unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), v) };
     lanes.iter().sum()
 }
+
+/// [`super::quantize_row_q8_k`] eight values at a time, the same bits (as the AVX-512 one:
+/// `vmaxps` with NaNs losing, the first value of the largest magnitude for the sign, the same
+/// multiply and magic-constant add); the quants' low bytes packed without saturation (masked
+/// to `0..=255` first), which is the scalar `as i8`.
+pub(crate) fn quantize_row_q8_k(_: crate::cpu::Avx2, x: &[f32], out: &mut [BlockQ8K]) {
+    for (x, y) in x.chunks_exact(super::QK_K).zip(out.iter_mut()) {
+        // SAFETY: the token proves the features; `x` holds one super-block.
+        unsafe { quantize_block_q8_k(x.as_ptr(), y) }
+    }
+}
+
+/// # Safety
+/// AVX2 available; `x` readable for 256 values.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_block_q8_k(x: *const f32, y: &mut BlockQ8K) {
+    // SAFETY (loads and stores): inside the caller's 256 values and `y.qs`.
+    unsafe {
+        let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+        let mut v = [_mm256_setzero_ps(); 32];
+        let mut amax = _mm256_setzero_ps();
+        for (i, v) in v.iter_mut().enumerate() {
+            *v = _mm256_loadu_ps(x.add(8 * i));
+            // The second operand wins when either is NaN: a NaN value never becomes the max.
+            amax = _mm256_max_ps(_mm256_and_ps(*v, abs), amax);
+        }
+        let m4 = _mm_max_ps(
+            _mm256_castps256_ps128(amax),
+            _mm256_extractf128_ps::<1>(amax),
+        );
+        let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps::<1>(m2, m2)));
+        if amax == 0.0 {
+            *y = BlockQ8K::ZERO;
+            return;
+        }
+        let wanted = _mm256_set1_ps(amax);
+        let mut max = amax;
+        for (i, &v) in v.iter().enumerate() {
+            let hit =
+                _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_and_ps(v, abs), wanted));
+            if hit != 0 {
+                max = *x.add(8 * i + hit.trailing_zeros() as usize);
+                break;
+            }
+        }
+        let iscale = -127.0 / max;
+        let scale = _mm256_set1_ps(iscale);
+        let magic = _mm256_set1_ps(12_582_912.0);
+        let mantissa = _mm256_set1_epi32(0x007f_ffff);
+        let offset = _mm256_set1_epi32(0x0040_0000);
+        let top = _mm256_set1_epi32(127);
+        let byte = _mm256_set1_epi32(0xff);
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        let mut q = [_mm256_setzero_si256(); 4];
+        for c in 0..8 {
+            for (j, q) in q.iter_mut().enumerate() {
+                let r = _mm256_add_ps(_mm256_mul_ps(scale, v[4 * c + j]), magic);
+                let i =
+                    _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(r), mantissa), offset);
+                *q = _mm256_min_epi32(i, top);
+            }
+            // Low bytes: 0..=255 packs to u16 and then to u8 unchanged; the lanes put back in
+            // order by one permutation.
+            let lo = q.map(|q| _mm256_and_si256(q, byte));
+            let w01 = _mm256_packus_epi32(lo[0], lo[1]);
+            let w23 = _mm256_packus_epi32(lo[2], lo[3]);
+            let b = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(w01, w23), order);
+            _mm256_storeu_si256(y.qs.as_mut_ptr().add(32 * c) as *mut _, b);
+            for h in 0..2 {
+                let s = |q: __m256i| _mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(q));
+                let t = _mm256_add_epi32(s(q[2 * h]), s(q[2 * h + 1]));
+                let t4 = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256::<1>(t));
+                let t2 = _mm_add_epi32(t4, _mm_unpackhi_epi64(t4, t4));
+                let t1 = _mm_add_epi32(t2, _mm_shuffle_epi32::<1>(t2));
+                y.bsums[2 * c + h] = _mm_cvtsi128_si32(t1) as i16;
+            }
+        }
+        y.d = 1.0 / iscale;
+    }
+}

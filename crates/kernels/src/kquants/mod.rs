@@ -116,7 +116,9 @@ pub(crate) fn quantize_row_q8_k_at(level: Level, x: &[f32], out: &mut [BlockQ8K]
     match level {
         #[cfg(target_arch = "x86_64")]
         Level::Avx512(k) => avx512::quantize_row_q8_k(k, x, out),
-        _ => quantize_row_q8_k(x, out),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2(k) => avx2::quantize_row_q8_k(k, x, out),
+        Level::Scalar => quantize_row_q8_k(x, out),
     }
 }
 
