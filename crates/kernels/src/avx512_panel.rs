@@ -16,6 +16,8 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
+use crate::avx2_dot::{BF16, F16, F32};
+use crate::avx512_dot::load16;
 use crate::cpu::Avx512;
 use crate::WeightType;
 
@@ -75,10 +77,6 @@ pub(crate) fn pack_groups<'a>(
     }
 }
 
-const F32: u8 = 0;
-const F16: u8 = 1;
-const BF16: u8 = 2;
-
 /// # Safety
 /// The features available; `rows[l]` reads `kw` values of `KIND` for `l < n`; `out` holds
 /// `kw · 16` values.
@@ -98,16 +96,7 @@ unsafe fn pack_group_avx512<const KIND: u8>(
         // stores write columns c..c + left of the group.
         unsafe {
             for (l, v) in block.iter_mut().enumerate().take(n) {
-                *v = match KIND {
-                    F32 => _mm512_maskz_loadu_ps(m, (rows[l] as *const f32).add(c)),
-                    F16 => {
-                        _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, rows[l].add(2 * c) as *const _))
-                    }
-                    _ => {
-                        let h = _mm256_maskz_loadu_epi16(m, rows[l].add(2 * c) as *const _);
-                        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
-                    }
-                };
+                *v = load16::<KIND>(rows[l], c, m);
             }
             for (i, col) in transpose16(block).into_iter().enumerate().take(left) {
                 _mm512_storeu_ps(out.add((c + i) * GROUP_ROWS), col);
