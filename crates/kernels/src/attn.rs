@@ -284,6 +284,8 @@ impl ScoreKernel for Avx512Scores {
         // and store is inside the slices checked above.
         unsafe {
             let mut s = [_mm512_setzero_ps(); 8];
+            // Query values go down the columns of `qr` (`qr[r][d]` for each `d`).
+            #[allow(clippy::needless_range_loop)]
             for d in 0..HD {
                 let kd = _mm512_loadu_ps(keys_t.as_ptr().add(d * FIXED_BLOCK));
                 for r in 0..8 {
@@ -423,6 +425,8 @@ impl ScoreKernel for Avx2Scores {
         unsafe {
             let mut lo = [_mm256_setzero_ps(); 4];
             let mut hi = [_mm256_setzero_ps(); 4];
+            // Query values go down the columns of `qr` (`qr[r][d]` for each `d`).
+            #[allow(clippy::needless_range_loop)]
             for d in 0..HD {
                 let kp = keys_t.as_ptr().add(d * FIXED_BLOCK);
                 let (k0, k1) = (_mm256_loadu_ps(kp), _mm256_loadu_ps(kp.add(8)));

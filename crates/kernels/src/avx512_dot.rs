@@ -286,6 +286,8 @@ unsafe fn dot_quant_rows_avx512<const Q4: bool>(
                 let ahead = row.wrapping_add(b * bytes + pf);
                 crate::stream::prefetch_lines_l1(ahead as usize, (4 * bytes).div_ceil(64));
             }
+            // Block b + j of every row: the accumulators go down the columns of `acc`.
+            #[allow(clippy::needless_range_loop)]
             for j in 0..4 {
                 let (av, c, da) = load(b + j);
                 for (r, &row) in w.iter().enumerate() {

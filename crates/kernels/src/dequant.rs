@@ -199,13 +199,13 @@ mod tests {
     fn q8_0_scale() {
         let mut block = vec![0u8; 34];
         block[..2].copy_from_slice(&f16::from_f32(0.5).to_le_bytes());
-        for j in 0..32 {
-            block[2 + j] = (j as i8 - 16) as u8;
+        for (j, q) in block[2..].iter_mut().enumerate() {
+            *q = (j as i8 - 16) as u8;
         }
         let mut out = [0f32; 32];
         dequantize(WeightType::Q8_0, &block, &mut out);
-        for j in 0..32 {
-            assert_eq!(out[j], 0.5 * (j as f32 - 16.0));
+        for (j, &v) in out.iter().enumerate() {
+            assert_eq!(v, 0.5 * (j as f32 - 16.0));
         }
     }
 }
