@@ -98,6 +98,7 @@ fn float_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
         }
         Cow::Owned(v)
     };
+    // Rows of a tile: the `run_tiles::<2, 4, _>` below.
     let rm = 2;
     let value_bytes = w.ty.block_bytes();
     let kb = K_BLOCK.min(kp);
@@ -202,9 +203,9 @@ fn float_panels(
     });
 }
 
-/// Columns per pass (a multiple of [`crate::pack::F32_ALIGN`]): 4 KiB of `f32` per row, so the 8
-/// token rows of a tile take 32 KiB of L1 while weight rows stream through, and the panel slice
-/// plus these columns of a few hundred tokens stay within L2.
+/// Columns per pass (a multiple of [`crate::pack::F32_ALIGN`]): 4 KiB of `f32` per row, so a
+/// tile's token rows sit in L1 while weight rows stream through (AVX2 tiles), and a panel of
+/// 64 rows (256 KiB, [`PANEL_BYTES`]) plus these columns of a few hundred tokens stay within L2.
 const K_BLOCK: usize = 1024;
 
 /// One stored row · one token.
