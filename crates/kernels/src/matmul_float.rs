@@ -9,7 +9,7 @@ use crate::cpu::Level;
 use crate::matmul::{MatmulPath, MIN_TASK_BYTES, PANEL_BYTES};
 use crate::pack::{f32_row_len, pack_float_row};
 use crate::par::{chunk_rows, for_each_row_chunk, rows_task_rows, run_rows_jobs, OutCols, RowsJob};
-use crate::scratch::{sized, with_panel};
+use crate::scratch::{sized, with_panel, Panel};
 use crate::tiles::{run_tiles, Tiler};
 use crate::{dot_scalar, tile_scalar, WeightType, WeightView};
 
@@ -80,14 +80,64 @@ impl RowsJob for FloatRows<'_> {
     }
 }
 
+/// One pass of a float product: weight rows `p0..p0 + np`, whose outputs start at `col0` of the
+/// chunk's, against columns `k0..k1`.
+struct Pass {
+    p0: usize,
+    np: usize,
+    col0: usize,
+    k0: usize,
+    k1: usize,
+}
+
+/// A float product split for the packed kernels: rows in chunks per task (multiples of
+/// `align`), each chunk in panels of rows, each panel in passes of [`K_BLOCK`] columns (its
+/// panel slice and the same columns of every token stay in L2); `f` gets every pass with the
+/// chunk's outputs and this thread's scratch panel.
+fn for_each_pass(
+    w: &WeightView,
+    n_tokens: usize,
+    align: usize,
+    out: &mut [f32],
+    f: impl Fn(&mut OutCols<'_>, &mut Panel, Pass) + Sync,
+) {
+    let (n_rows, n_cols) = (w.n_rows, w.n_cols);
+    let work_per_row = w.ty.row_bytes(n_cols) * n_tokens;
+    let kb = K_BLOCK.min(f32_row_len(n_cols));
+    let panel_rows = (PANEL_BYTES / (4 * kb)).clamp(align, 256) / align * align;
+    let chunk = chunk_rows(n_rows, align, MIN_TASK_BYTES.div_ceil(work_per_row));
+    for_each_row_chunk(out, n_rows, n_tokens, chunk, |mut oc| {
+        let rows = oc.rows();
+        with_panel(|p| {
+            for p0 in rows.clone().step_by(panel_rows) {
+                let np = panel_rows.min(rows.end - p0);
+                let col0 = p0 - rows.start;
+                for k0 in (0..n_cols).step_by(K_BLOCK) {
+                    let k1 = n_cols.min(k0 + K_BLOCK);
+                    f(
+                        &mut oc,
+                        p,
+                        Pass {
+                            p0,
+                            np,
+                            col0,
+                            k0,
+                            k1,
+                        },
+                    );
+                }
+            }
+        });
+    });
+}
+
 /// Packed panels and tiles; activations padded like the panel rows.
 fn float_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if let Level::Avx512(k) = level {
         return float_panels(k, w, x, n_tokens, out);
     }
-    let (n_rows, n_cols) = (w.n_rows, w.n_cols);
-    let work_per_row = w.ty.row_bytes(n_cols) * n_tokens;
+    let n_cols = w.n_cols;
     let kp = f32_row_len(n_cols);
     let xp: Cow<[f32]> = if kp == n_cols {
         Cow::Borrowed(x)
@@ -98,44 +148,42 @@ fn float_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
         }
         Cow::Owned(v)
     };
-    // Rows of a tile: the `run_tiles::<2, 4, _>` below.
-    let rm = 2;
     let value_bytes = w.ty.block_bytes();
-    let kb = K_BLOCK.min(kp);
-    let panel_rows = (PANEL_BYTES / (4 * kb)).clamp(rm, 256) / rm * rm;
-    let chunk = chunk_rows(n_rows, rm, MIN_TASK_BYTES.div_ceil(work_per_row));
-    for_each_row_chunk(out, n_rows, n_tokens, chunk, |mut oc| {
-        let rows = oc.rows();
-        with_panel(|p| {
-            for p0 in rows.clone().step_by(panel_rows) {
-                let np = panel_rows.min(rows.end - p0);
-                let col0 = p0 - rows.start;
-                // One block of columns at a time: its panel slice and the same columns of every
-                // token stay in L2, a tile's rows and tokens in L1.
-                for k0 in (0..n_cols).step_by(K_BLOCK) {
-                    let k1 = n_cols.min(k0 + K_BLOCK);
-                    let kw = f32_row_len(k1 - k0);
-                    let panel = sized(&mut p.f, np * kw);
-                    for (i, pr) in panel.chunks_exact_mut(kw).enumerate() {
-                        let bytes = &w.row(p0 + i)[k0 * value_bytes..k1 * value_bytes];
-                        pack_float_row(level, w.ty, bytes, pr);
-                    }
-                    let tiler = FloatTiler {
-                        level,
-                        panel,
-                        x: &xp,
-                        kp,
-                        k: k0..k0 + kw,
-                    };
-                    let emit = |r: usize, t: usize, v: f32| {
-                        let o = &mut oc.token(t)[col0 + r];
-                        *o = if k0 == 0 { v } else { *o + v };
-                    };
-                    run_tiles::<2, 4, _>(&tiler, np, n_tokens, emit);
-                }
+    // Rows of a tile: the `run_tiles::<2, 4, _>` below.
+    for_each_pass(
+        w,
+        n_tokens,
+        2,
+        out,
+        |oc,
+         p,
+         Pass {
+             p0,
+             np,
+             col0,
+             k0,
+             k1,
+         }| {
+            let kw = f32_row_len(k1 - k0);
+            let panel = sized(&mut p.f, np * kw);
+            for (i, pr) in panel.chunks_exact_mut(kw).enumerate() {
+                let bytes = &w.row(p0 + i)[k0 * value_bytes..k1 * value_bytes];
+                pack_float_row(level, w.ty, bytes, pr);
             }
-        });
-    });
+            let tiler = FloatTiler {
+                level,
+                panel,
+                x: &xp,
+                kp,
+                k: k0..k0 + kw,
+            };
+            let emit = |r: usize, t: usize, v: f32| {
+                let o = &mut oc.token(t)[col0 + r];
+                *o = if k0 == 0 { v } else { *o + v };
+            };
+            run_tiles::<2, 4, _>(&tiler, np, n_tokens, emit);
+        },
+    );
 }
 
 /// [`float_tiles`] at the AVX-512 level: each pass's rows converted to `f32` in groups of 16 rows
@@ -150,57 +198,55 @@ fn float_panels(
     out: &mut [f32],
 ) {
     use crate::avx512_panel::{self as ap, GROUP_ROWS, K_CHUNK, MAX_GROUPS, TOKENS};
-    let (n_rows, n_cols) = (w.n_rows, w.n_cols);
-    let work_per_row = w.ty.row_bytes(n_cols) * n_tokens;
-    let value_bytes = w.ty.block_bytes();
-    let kb = K_BLOCK.min(n_cols);
-    let panel_rows = (PANEL_BYTES / (4 * kb)).clamp(GROUP_ROWS, 256) / GROUP_ROWS * GROUP_ROWS;
-    let chunk = chunk_rows(n_rows, GROUP_ROWS, MIN_TASK_BYTES.div_ceil(work_per_row));
-    for_each_row_chunk(out, n_rows, n_tokens, chunk, |mut oc| {
-        let rows = oc.rows();
-        with_panel(|p| {
-            for p0 in rows.clone().step_by(panel_rows) {
-                let np = panel_rows.min(rows.end - p0);
-                let col0 = p0 - rows.start;
-                for k0 in (0..n_cols).step_by(K_BLOCK) {
-                    let kw = n_cols.min(k0 + K_BLOCK) - k0;
-                    let group_len = kw * GROUP_ROWS;
-                    let n_groups = np.div_ceil(GROUP_ROWS);
-                    // On a 64-byte boundary: every weight load within one cache line.
-                    let buf = sized(&mut p.f, n_groups * group_len + 15);
-                    let skip = buf.as_ptr().align_offset(64).min(15);
-                    let groups = &mut buf[skip..][..n_groups * group_len];
-                    let row = |i: usize| &w.row(p0 + i)[k0 * value_bytes..(k0 + kw) * value_bytes];
-                    ap::pack_groups(k, w.ty, row, np, kw, groups);
-                    for g0 in (0..n_groups).step_by(MAX_GROUPS) {
-                        let r0 = g0 * GROUP_ROWS;
-                        let r1 = np.min(r0 + MAX_GROUPS * GROUP_ROWS);
-                        let gs = &groups[g0 * group_len..];
-                        for ks in (0..kw).step_by(K_CHUNK) {
-                            let cols = ks..kw.min(ks + K_CHUNK);
-                            let add = k0 + ks > 0;
-                            for t0 in (0..n_tokens).step_by(TOKENS) {
-                                let ts = t0..n_tokens.min(t0 + TOKENS);
-                                let xs: [&[f32]; TOKENS] = std::array::from_fn(|j| {
-                                    let t = (t0 + j).min(n_tokens - 1);
-                                    &x[t * n_cols + k0 + cols.start..][..cols.len()]
-                                });
-                                let mut os: [&mut [f32]; TOKENS] =
-                                    std::array::from_fn(|_| &mut [][..]);
-                                let nt = ts.len();
-                                for (slot, o) in
-                                    os.iter_mut().zip(oc.tokens_mut(ts, col0 + r0..col0 + r1))
-                                {
-                                    *slot = o;
-                                }
-                                ap::tile(k, gs, kw, cols.clone(), &xs[..nt], &mut os[..nt], add);
-                            }
+    let (n_cols, value_bytes) = (w.n_cols, w.ty.block_bytes());
+    for_each_pass(
+        w,
+        n_tokens,
+        GROUP_ROWS,
+        out,
+        |oc,
+         p,
+         Pass {
+             p0,
+             np,
+             col0,
+             k0,
+             k1,
+         }| {
+            let kw = k1 - k0;
+            let group_len = kw * GROUP_ROWS;
+            let n_groups = np.div_ceil(GROUP_ROWS);
+            // On a 64-byte boundary: every weight load within one cache line.
+            let buf = sized(&mut p.f, n_groups * group_len + 15);
+            let skip = buf.as_ptr().align_offset(64).min(15);
+            let groups = &mut buf[skip..][..n_groups * group_len];
+            let row = |i: usize| &w.row(p0 + i)[k0 * value_bytes..k1 * value_bytes];
+            ap::pack_groups(k, w.ty, row, np, kw, groups);
+            for g0 in (0..n_groups).step_by(MAX_GROUPS) {
+                let r0 = g0 * GROUP_ROWS;
+                let r1 = np.min(r0 + MAX_GROUPS * GROUP_ROWS);
+                let gs = &groups[g0 * group_len..];
+                for ks in (0..kw).step_by(K_CHUNK) {
+                    let cols = ks..kw.min(ks + K_CHUNK);
+                    let add = k0 + ks > 0;
+                    for t0 in (0..n_tokens).step_by(TOKENS) {
+                        let ts = t0..n_tokens.min(t0 + TOKENS);
+                        let xs: [&[f32]; TOKENS] = std::array::from_fn(|j| {
+                            let t = (t0 + j).min(n_tokens - 1);
+                            &x[t * n_cols + k0 + cols.start..][..cols.len()]
+                        });
+                        let mut os: [&mut [f32]; TOKENS] = std::array::from_fn(|_| &mut [][..]);
+                        let nt = ts.len();
+                        for (slot, o) in os.iter_mut().zip(oc.tokens_mut(ts, col0 + r0..col0 + r1))
+                        {
+                            *slot = o;
                         }
+                        ap::tile(k, gs, kw, cols.clone(), &xs[..nt], &mut os[..nt], add);
                     }
                 }
             }
-        });
-    });
+        },
+    );
 }
 
 /// Columns per pass (a multiple of [`crate::pack::F32_ALIGN`]): 4 KiB of `f32` per row, so a
