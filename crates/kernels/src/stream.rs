@@ -60,6 +60,7 @@ pub(crate) fn prefetch_lines_l1(addr: usize, n: usize) {
 
 /// Asks for `n` cache lines from address `addr` into the core's L2 cache (hints: the addresses
 /// are never dereferenced, so any value is harmless).
+#[inline]
 pub(crate) fn prefetch_lines_l2(addr: usize, n: usize) {
     #[cfg(target_arch = "x86_64")]
     prefetch_lines::<{ std::arch::x86_64::_MM_HINT_T1 }>(addr, n);
