@@ -13,7 +13,8 @@ use crate::act_q8::{GROUP_BLOCKS, GROUP_BYTES, QK};
 use crate::amx_tile::{TILE_BYTES, TILE_ROWS};
 use crate::avx2_dot::{hsum_ps, PREFETCH_BYTES};
 use crate::cpu::Avx512;
-use crate::qx16::X16;
+use crate::qx16::{QUANTS_AT, X16};
+use crate::tile_scalar::ActRow;
 
 /// Rows per call of the wide kernel.
 pub(crate) const ROWS: usize = 4;
@@ -323,4 +324,175 @@ unsafe fn pack_row_avx512<const Q8: bool>(
             }
         }
     }
+}
+
+/// Rows of a tile of [`panel_rows`].
+const PANEL_TILE_ROWS: usize = 3;
+
+/// Prefill straight from repacked rows: every row of `w` (`out[t].len()` rows of `ng` groups of
+/// `kind`, back to back) against the `T` tokens of `a` (interleaved Q8_0 activations), by tiles
+/// of 3 rows × `T` tokens (edge rows one at a time), into `out[t][r]`. Per (row, token) it does
+/// [`crate::avx512_tile::panel_quant`]'s arithmetic on the panel row that
+/// [`crate::qx16::pack_tiles_row`] makes of the row (Q8_0's bytes as they lie, Q4_0's nibbles
+/// split in registers, the scales widened from f16), so it gives the same bits without the copy.
+pub(crate) fn panel_rows<const T: usize>(
+    _: Avx512,
+    kind: X16,
+    w: &[u8],
+    a: [ActRow<'_>; T],
+    out: [&mut [f32]; T],
+) {
+    let ng = a[0].d.len() / GROUP_BLOCKS;
+    let n_rows = out[0].len();
+    assert!(a.iter().all(|t| t.qs.len() == ng * GROUP_BYTES
+        && t.d.len() == ng * GROUP_BLOCKS
+        && t.sums.len() == ng * GROUP_BLOCKS));
+    assert!(out.iter().all(|o| o.len() == n_rows));
+    let stride = ng * kind.group_bytes();
+    assert_eq!(w.len(), n_rows * stride);
+    let (aq, ad, asum) = (
+        a.map(|t| t.qs.as_ptr()),
+        a.map(|t| t.d.as_ptr()),
+        a.map(|t| t.sums.as_ptr()),
+    );
+    let mut out = out;
+    let mut r0 = 0;
+    while r0 < n_rows {
+        let step = if n_rows - r0 >= PANEL_TILE_ROWS {
+            PANEL_TILE_ROWS
+        } else {
+            1
+        };
+        // SAFETY: the token proves the features; rows r0..r0 + step < n_rows lie in `w` and
+        // every activation row holds `ng` groups (checked above).
+        unsafe {
+            let wp = |i: usize| w.as_ptr().add((r0 + i) * stride);
+            if step == PANEL_TILE_ROWS {
+                let res = match kind {
+                    X16::Q4_0 => tile_rows_avx512::<PANEL_TILE_ROWS, T, false>(
+                        std::array::from_fn(wp),
+                        aq,
+                        ad,
+                        asum,
+                        ng,
+                    ),
+                    X16::Q8_0 => tile_rows_avx512::<PANEL_TILE_ROWS, T, true>(
+                        std::array::from_fn(wp),
+                        aq,
+                        ad,
+                        asum,
+                        ng,
+                    ),
+                };
+                for (t, o) in out.iter_mut().enumerate() {
+                    for (i, row) in res.iter().enumerate() {
+                        o[r0 + i] = row[t];
+                    }
+                }
+            } else {
+                let res = match kind {
+                    X16::Q4_0 => tile_rows_avx512::<1, T, false>([wp(0)], aq, ad, asum, ng),
+                    X16::Q8_0 => tile_rows_avx512::<1, T, true>([wp(0)], aq, ad, asum, ng),
+                };
+                for (t, o) in out.iter_mut().enumerate() {
+                    o[r0] = res[0][t];
+                }
+            }
+        }
+        r0 += step;
+    }
+}
+
+/// `R` repacked rows × `T` tokens: `avx512_tile::tile_quant_avx512` with the weight vectors
+/// taken from the repacked groups (Q4_0: load `k` gives step `k`'s low nibbles and step
+/// `k + 4`'s high ones, as `pack_tiles_row` lays them out).
+///
+/// # Safety
+/// The features available; each `wq[r]` holds `ng` groups of [`kind`]`::<Q8>()`, each
+/// activation row `ng` groups (512 values, 16 scales, 16 sums each).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile_rows_avx512<const R: usize, const T: usize, const Q8: bool>(
+    wq: [*const u8; R],
+    aq: [*const i8; T],
+    ad: [*const f32; T],
+    asum: [*const i32; T],
+    ng: usize,
+) -> [[f32; T]; R] {
+    let group = kind::<Q8>().group_bytes();
+    let low = _mm512_set1_epi8(0x0f);
+    let mut facc = [[_mm512_setzero_ps(); T]; R];
+    let mut init = [_mm512_setzero_si512(); T];
+    let mut av = [_mm512_setzero_si512(); T];
+    for g in 0..ng {
+        let (qo, so) = (g * GROUP_BYTES, g * GROUP_BLOCKS);
+        // SAFETY (loads): group g < ng is inside every row and activation row.
+        unsafe {
+            for t in 0..T {
+                let s = _mm512_loadu_si512(asum[t].add(so) as *const _);
+                // −offset · Σa: offset 128 (Q8_0) or 8 (Q4_0).
+                let off = if Q8 {
+                    _mm512_slli_epi32::<7>(s)
+                } else {
+                    _mm512_slli_epi32::<3>(s)
+                };
+                init[t] = _mm512_sub_epi32(_mm512_setzero_si512(), off);
+            }
+            let mut iacc = [init; R];
+            let grp: [*const u8; R] = std::array::from_fn(|r| wq[r].add(g * group + QUANTS_AT));
+            if Q8 {
+                for k in 0..8 {
+                    for t in 0..T {
+                        av[t] = _mm512_loadu_si512(aq[t].add(qo + 64 * k) as *const _);
+                    }
+                    for r in 0..R {
+                        let wv = _mm512_loadu_si512(grp[r].add(64 * k) as *const _);
+                        for t in 0..T {
+                            iacc[r][t] = _mm512_dpbusd_epi32(iacc[r][t], wv, av[t]);
+                        }
+                    }
+                }
+            } else {
+                for k in 0..4 {
+                    let v: [__m512i; R] =
+                        std::array::from_fn(|r| _mm512_loadu_si512(grp[r].add(64 * k) as *const _));
+                    for t in 0..T {
+                        av[t] = _mm512_loadu_si512(aq[t].add(qo + 64 * k) as *const _);
+                    }
+                    for r in 0..R {
+                        let wv = _mm512_and_si512(v[r], low);
+                        for t in 0..T {
+                            iacc[r][t] = _mm512_dpbusd_epi32(iacc[r][t], wv, av[t]);
+                        }
+                    }
+                    for t in 0..T {
+                        av[t] = _mm512_loadu_si512(aq[t].add(qo + 64 * (k + 4)) as *const _);
+                    }
+                    for r in 0..R {
+                        let wv = _mm512_and_si512(_mm512_srli_epi16::<4>(v[r]), low);
+                        for t in 0..T {
+                            iacc[r][t] = _mm512_dpbusd_epi32(iacc[r][t], wv, av[t]);
+                        }
+                    }
+                }
+            }
+            for r in 0..R {
+                let dw =
+                    _mm512_cvtph_ps(_mm256_loadu_si256(wq[r].add(g * group) as *const __m256i));
+                for t in 0..T {
+                    let scale = _mm512_mul_ps(dw, _mm512_loadu_ps(ad[t].add(so)));
+                    let s = _mm512_cvtepi32_ps(iacc[r][t]);
+                    facc[r][t] = _mm512_fmadd_ps(s, scale, facc[r][t]);
+                }
+            }
+        }
+    }
+    // Lanes summed as the panel kernel and the row kernel sum them.
+    let mut out = [[0f32; T]; R];
+    for r in 0..R {
+        for t in 0..T {
+            // SAFETY: the features are enabled in this function.
+            out[r][t] = unsafe { reduce16(facc[r][t]) };
+        }
+    }
+    out
 }

@@ -159,6 +159,39 @@ fn quant_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
         with_panel(|p| {
             for p0 in rows.clone().step_by(panel_rows) {
                 let np = panel_rows.min(rows.end - p0);
+                let col0 = p0 - rows.start;
+                // Repacked rows at AVX-512 are multiplied where they lie (no panel copy).
+                #[cfg(target_arch = "x86_64")]
+                if let (Level::Avx512(k), Some(kind)) = (level, X16::of(ty)) {
+                    let stride = ty.row_bytes(n_cols);
+                    let wr = &w.bytes[p0 * stride..(p0 + np) * stride];
+                    let buf = sized(&mut p.f, 4 * np);
+                    for_each_token_group(n_tokens, |t0, nt| {
+                        let act_row = |i: usize| ActRow {
+                            qs: act.qs(t0 + i),
+                            d: act.d(t0 + i),
+                            sums: act.sums(t0 + i),
+                        };
+                        let mut outs = buf.chunks_exact_mut(np);
+                        let mut o = || outs.next().expect("four rows of outputs");
+                        use crate::avx512_x16::panel_rows as panel;
+                        match nt {
+                            4 => panel::<4>(
+                                k,
+                                kind,
+                                wr,
+                                std::array::from_fn(act_row),
+                                [o(), o(), o(), o()],
+                            ),
+                            2 => panel::<2>(k, kind, wr, std::array::from_fn(act_row), [o(), o()]),
+                            _ => panel::<1>(k, kind, wr, [act_row(0)], [o()]),
+                        }
+                        for (i, res) in buf.chunks_exact(np).take(nt).enumerate() {
+                            oc.token(t0 + i)[col0..col0 + np].copy_from_slice(res);
+                        }
+                    });
+                    continue;
+                }
                 let q = p.q.sized(np * q_row);
                 let d = sized(&mut p.d, np * d_row);
                 for (i, (qr, dr)) in q
@@ -168,18 +201,11 @@ fn quant_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
                 {
                     pack_quant_row(level, ty, w.row(p0 + i), qr, dr);
                 }
-                let col0 = p0 - rows.start;
                 #[cfg(target_arch = "x86_64")]
                 if let Level::Avx512(k) = level {
                     // Whole panels per call (`avx512_tile::panel_quant`), 4, 2 or 1 tokens.
                     let buf = sized(&mut p.f, 4 * np);
-                    let mut t0 = 0;
-                    while t0 < n_tokens {
-                        let nt = match n_tokens - t0 {
-                            n if n >= 4 => 4,
-                            n if n >= 2 => 2,
-                            _ => 1,
-                        };
+                    for_each_token_group(n_tokens, |t0, nt| {
                         let act_row = |i: usize| ActRow {
                             qs: act.qs(t0 + i),
                             d: act.d(t0 + i),
@@ -217,8 +243,7 @@ fn quant_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
                         for (i, res) in buf.chunks_exact(np).take(nt).enumerate() {
                             oc.token(t0 + i)[col0..col0 + np].copy_from_slice(res);
                         }
-                        t0 += nt;
-                    }
+                    });
                     continue;
                 }
                 let tiler = QuantTiler {
@@ -235,6 +260,21 @@ fn quant_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
             }
         });
     });
+}
+
+/// `f(t0, nt)` for the groups of 4 tokens (then 2, then 1) that cover `0..n_tokens`: the token
+/// counts of the AVX-512 panel kernels.
+fn for_each_token_group(n_tokens: usize, mut f: impl FnMut(usize, usize)) {
+    let mut t0 = 0;
+    while t0 < n_tokens {
+        let nt = match n_tokens - t0 {
+            n if n >= 4 => 4,
+            n if n >= 2 => 2,
+            _ => 1,
+        };
+        f(t0, nt);
+        t0 += nt;
+    }
 }
 
 /// Rows and tokens of a full tile at `level`.

@@ -37,7 +37,7 @@ use crate::pack::{Q4_0_OFFSET, Q8_0_OFFSET};
 use crate::{WeightType, WeightView};
 
 /// Where the quantized bytes of a group start (after the 16 scales).
-const QUANTS_AT: usize = 2 * GROUP_BLOCKS;
+pub(crate) const QUANTS_AT: usize = 2 * GROUP_BLOCKS;
 
 /// Which stored type a repacked row was made from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
