@@ -1,10 +1,10 @@
 //! AVX2 twin of [`crate::act_q8::quantize_row_scalar`]: the same arithmetic lane by lane (max
-//! of magnitudes, the scalar `d`/`id` of [`block_scale`], `x · id` rounded half away from zero),
+//! of magnitudes, the scalar `d`/`id` of [`crate::act_q8::block_scale`], `x · id` rounded half away from zero),
 //! so results are bit-identical.
 
 use std::arch::x86_64::*;
 
-use crate::act_q8::{block_scale, LANES, QK};
+use crate::act_q8::{LANES, QK};
 use crate::cpu::Avx2;
 
 /// Quantizes one row; see [`crate::act_q8::quantize_row`].
@@ -78,6 +78,17 @@ unsafe fn quantize_row_avx2(
             }
         }
     }
+}
+
+/// [`crate::act_q8::block_scale`] with the f16 rounding of `d` done by F16C in line (the same
+/// round-to-nearest-even, so the same bits; the generic conversion is a call per block).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn block_scale(amax: f32) -> (f32, f32) {
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let h = _mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(d));
+    (_mm_cvtss_f32(_mm_cvtph_ps(h)), id)
 }
 
 /// `max |v|` over 32 values.

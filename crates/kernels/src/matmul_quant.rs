@@ -165,15 +165,14 @@ fn quant_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
                 if let (Level::Avx512(k), Some(kind)) = (level, X16::of(ty)) {
                     let stride = ty.row_bytes(n_cols);
                     let wr = &w.bytes[p0 * stride..(p0 + np) * stride];
-                    let buf = sized(&mut p.f, 4 * np);
                     for_each_token_group(n_tokens, |t0, nt| {
                         let act_row = |i: usize| ActRow {
                             qs: act.qs(t0 + i),
                             d: act.d(t0 + i),
                             sums: act.sums(t0 + i),
                         };
-                        let mut outs = buf.chunks_exact_mut(np);
-                        let mut o = || outs.next().expect("four rows of outputs");
+                        let mut outs = oc.tokens_mut(t0..t0 + nt, col0..col0 + np);
+                        let mut o = || outs.next().expect("a token's outputs");
                         use crate::avx512_x16::panel_rows as panel;
                         match nt {
                             4 => panel::<4>(
@@ -185,9 +184,6 @@ fn quant_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
                             ),
                             2 => panel::<2>(k, kind, wr, std::array::from_fn(act_row), [o(), o()]),
                             _ => panel::<1>(k, kind, wr, [act_row(0)], [o()]),
-                        }
-                        for (i, res) in buf.chunks_exact(np).take(nt).enumerate() {
-                            oc.token(t0 + i)[col0..col0 + np].copy_from_slice(res);
                         }
                     });
                     continue;
