@@ -49,7 +49,7 @@ pub(crate) fn tile_quant<const R: usize, const T: usize>(
 }
 
 /// Every row of a packed panel (`n_rows` rows of `q_row` bytes in `q`, `d_row` scales in `d`)
-/// against the `T` tokens of `a`, by tiles of 3 rows (edge rows one at a time), into `out[t][r]`
+/// against the `T` tokens of `a`, by tiles of 3 rows ([`by_tiles`]), into `out[t][r]`
 /// (`out[t]` holds `n_rows` values): [`tile_quant`]'s arithmetic per (row, token), with the
 /// checks and pointers made once per panel instead of once per tile.
 #[allow(clippy::too_many_arguments)]
@@ -82,37 +82,63 @@ pub(crate) fn panel_quant<const T: usize>(
         a.map(|t| t.sums.as_ptr()),
     );
     let mut out = out;
-    let mut r0 = 0;
-    while r0 < n_rows {
-        let step = if n_rows - r0 >= 3 { 3 } else { 1 };
-        // SAFETY: the token proves the features; rows r0..r0 + step < n_rows of the panel and
-        // every activation row hold `ng` groups (checked above).
-        unsafe {
-            let wq = |i: usize| q.as_ptr().add((r0 + i) * q_row);
-            let wd = |i: usize| d.as_ptr().add((r0 + i) * d_row);
-            if step == 3 {
-                let res = tile_quant_avx512::<3, T>(
-                    std::array::from_fn(wq),
-                    std::array::from_fn(wd),
-                    aq,
-                    ad,
-                    asum,
-                    ng,
-                    shift,
-                );
-                for (t, o) in out.iter_mut().enumerate() {
-                    for (i, row) in res.iter().enumerate() {
-                        o[r0 + i] = row[t];
-                    }
-                }
-            } else {
-                let res = tile_quant_avx512::<1, T>([wq(0)], [wd(0)], aq, ad, asum, ng, shift);
-                for (t, o) in out.iter_mut().enumerate() {
-                    o[r0] = res[0][t];
-                }
+    let wq = |r0: usize, i: usize| q.as_ptr().wrapping_add((r0 + i) * q_row);
+    let wd = |r0: usize, i: usize| d.as_ptr().wrapping_add((r0 + i) * d_row);
+    // SAFETY (both closures): the token proves the features; `by_tiles` passes rows
+    // r0..r0 + R ≤ n_rows of the panel, and every activation row holds `ng` groups (checked
+    // above).
+    by_tiles(
+        n_rows,
+        &mut out,
+        |r0| unsafe {
+            tile_quant_avx512::<PANEL_TILE_ROWS, T>(
+                std::array::from_fn(|i| wq(r0, i)),
+                std::array::from_fn(|i| wd(r0, i)),
+                aq,
+                ad,
+                asum,
+                ng,
+                shift,
+            )
+        },
+        |r0| unsafe {
+            tile_quant_avx512::<1, T>([wq(r0, 0)], [wd(r0, 0)], aq, ad, asum, ng, shift)
+        },
+    );
+}
+
+/// Rows of the tiles the panel kernels run ([`panel_quant`], `avx512_x16::panel_rows`).
+pub(crate) const PANEL_TILE_ROWS: usize = 3;
+
+/// A panel of `n_rows` rows by tiles: `full(r0)` for rows `r0..r0 + PANEL_TILE_ROWS`, then the
+/// edge rows by `one(r0)`; each tile's `[row][token]` results go to `out[token][row]`.
+#[inline(always)]
+pub(crate) fn by_tiles<const T: usize>(
+    n_rows: usize,
+    out: &mut [&mut [f32]; T],
+    mut full: impl FnMut(usize) -> [[f32; T]; PANEL_TILE_ROWS],
+    mut one: impl FnMut(usize) -> [[f32; T]; 1],
+) {
+    fn put<const R: usize, const T: usize>(
+        out: &mut [&mut [f32]; T],
+        r0: usize,
+        res: [[f32; T]; R],
+    ) {
+        for (t, o) in out.iter_mut().enumerate() {
+            for (i, row) in res.iter().enumerate() {
+                o[r0 + i] = row[t];
             }
         }
-        r0 += step;
+    }
+    let mut r0 = 0;
+    while r0 < n_rows {
+        if n_rows - r0 >= PANEL_TILE_ROWS {
+            put(out, r0, full(r0));
+            r0 += PANEL_TILE_ROWS;
+        } else {
+            put(out, r0, one(r0));
+            r0 += 1;
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use std::arch::x86_64::*;
 use crate::act_q8::{GROUP_BLOCKS, GROUP_BYTES, QK};
 use crate::amx_tile::{TILE_BYTES, TILE_ROWS};
 use crate::avx2_dot::{hsum_ps, PREFETCH_BYTES};
+use crate::avx512_tile::{by_tiles, PANEL_TILE_ROWS};
 use crate::cpu::Avx512;
 use crate::qx16::{QUANTS_AT, X16};
 use crate::tile_scalar::ActRow;
@@ -326,12 +327,9 @@ unsafe fn pack_row_avx512<const Q8: bool>(
     }
 }
 
-/// Rows of a tile of [`panel_rows`].
-const PANEL_TILE_ROWS: usize = 3;
-
 /// Prefill straight from repacked rows: every row of `w` (`out[t].len()` rows of `ng` groups of
 /// `kind`, back to back) against the `T` tokens of `a` (interleaved Q8_0 activations), by tiles
-/// of 3 rows × `T` tokens (edge rows one at a time), into `out[t][r]`. Per (row, token) it does
+/// of 3 rows × `T` tokens (`avx512_tile::by_tiles`), into `out[t][r]`. Per (row, token) it does
 /// [`crate::avx512_tile::panel_quant`]'s arithmetic on the panel row that
 /// [`crate::qx16::pack_tiles_row`] makes of the row (Q8_0's bytes as they lie, Q4_0's nibbles
 /// split in registers, the scales widened from f16), so it gives the same bits without the copy.
@@ -356,51 +354,27 @@ pub(crate) fn panel_rows<const T: usize>(
         a.map(|t| t.sums.as_ptr()),
     );
     let mut out = out;
-    let mut r0 = 0;
-    while r0 < n_rows {
-        let step = if n_rows - r0 >= PANEL_TILE_ROWS {
-            PANEL_TILE_ROWS
-        } else {
-            1
-        };
-        // SAFETY: the token proves the features; rows r0..r0 + step < n_rows lie in `w` and
-        // every activation row holds `ng` groups (checked above).
-        unsafe {
-            let wp = |i: usize| w.as_ptr().add((r0 + i) * stride);
-            if step == PANEL_TILE_ROWS {
-                let res = match kind {
-                    X16::Q4_0 => tile_rows_avx512::<PANEL_TILE_ROWS, T, false>(
-                        std::array::from_fn(wp),
-                        aq,
-                        ad,
-                        asum,
-                        ng,
-                    ),
-                    X16::Q8_0 => tile_rows_avx512::<PANEL_TILE_ROWS, T, true>(
-                        std::array::from_fn(wp),
-                        aq,
-                        ad,
-                        asum,
-                        ng,
-                    ),
-                };
-                for (t, o) in out.iter_mut().enumerate() {
-                    for (i, row) in res.iter().enumerate() {
-                        o[r0 + i] = row[t];
-                    }
-                }
-            } else {
-                let res = match kind {
-                    X16::Q4_0 => tile_rows_avx512::<1, T, false>([wp(0)], aq, ad, asum, ng),
-                    X16::Q8_0 => tile_rows_avx512::<1, T, true>([wp(0)], aq, ad, asum, ng),
-                };
-                for (t, o) in out.iter_mut().enumerate() {
-                    o[r0] = res[0][t];
-                }
+    let wp = |r0: usize, i: usize| w.as_ptr().wrapping_add((r0 + i) * stride);
+    // SAFETY (both closures): the token proves the features; `by_tiles` passes rows
+    // r0..r0 + R ≤ n_rows, which lie in `w`, and every activation row holds `ng` groups
+    // (checked above).
+    by_tiles(
+        n_rows,
+        &mut out,
+        |r0| unsafe {
+            let rows = std::array::from_fn(|i| wp(r0, i));
+            match kind {
+                X16::Q4_0 => tile_rows_avx512::<PANEL_TILE_ROWS, T, false>(rows, aq, ad, asum, ng),
+                X16::Q8_0 => tile_rows_avx512::<PANEL_TILE_ROWS, T, true>(rows, aq, ad, asum, ng),
             }
-        }
-        r0 += step;
-    }
+        },
+        |r0| unsafe {
+            match kind {
+                X16::Q4_0 => tile_rows_avx512::<1, T, false>([wp(r0, 0)], aq, ad, asum, ng),
+                X16::Q8_0 => tile_rows_avx512::<1, T, true>([wp(r0, 0)], aq, ad, asum, ng),
+            }
+        },
+    );
 }
 
 /// `R` repacked rows × `T` tokens: `avx512_tile::tile_quant_avx512` with the weight vectors
