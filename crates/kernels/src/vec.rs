@@ -76,12 +76,30 @@ unsafe fn silu_mul_fma(gate: &mut [f32], up: &[f32]) {
     silu_mul_generic(gate, up)
 }
 
-/// The same loop sixteen values wide (a decode step's SwiGLU runs on the caller alone, while
-/// the other threads wait).
+/// The same arithmetic sixteen values wide, `exp` by [`crate::attn::exp_avx512`] (the scalar
+/// `exp` operation for operation; left to the compiler, its clamp and conversions stayed scalar),
+/// the tail by the plain loop. A decode step's SwiGLU runs on the caller alone, while the other
+/// threads wait.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn silu_mul_avx512(gate: &mut [f32], up: &[f32]) {
-    silu_mul_generic(gate, up)
+    use std::arch::x86_64::*;
+    let n = gate.len().min(up.len()) / 16 * 16;
+    let (one, sign) = (_mm512_set1_ps(1.0), _mm512_set1_epi32(i32::MIN));
+    for (g, u) in gate[..n].chunks_exact_mut(16).zip(up[..n].chunks_exact(16)) {
+        // SAFETY: each chunk holds 16 values; the caller's level proves AVX-512 F.
+        unsafe {
+            let gv = _mm512_loadu_ps(g.as_ptr());
+            let neg = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(gv), sign));
+            let e = crate::attn::exp_avx512(neg);
+            let r = _mm512_mul_ps(
+                _mm512_div_ps(gv, _mm512_add_ps(one, e)),
+                _mm512_loadu_ps(u.as_ptr()),
+            );
+            _mm512_storeu_ps(g.as_mut_ptr(), r);
+        }
+    }
+    silu_mul_generic(&mut gate[n..], &up[n..])
 }
 
 #[inline(always)]
