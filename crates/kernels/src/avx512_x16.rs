@@ -12,9 +12,9 @@ use std::arch::x86_64::*;
 use crate::act_q8::{GROUP_BLOCKS, GROUP_BYTES, QK};
 use crate::amx_tile::{TILE_BYTES, TILE_ROWS};
 use crate::avx2_dot::{hsum_ps, PREFETCH_BYTES};
-use crate::avx512_tile::{by_tiles, PANEL_TILE_ROWS};
+use crate::avx512_tile::{by_tiles, tile_avx512, PANEL_TILE_ROWS, X16_Q4_0, X16_Q8_0};
 use crate::cpu::Avx512;
-use crate::qx16::{QUANTS_AT, X16};
+use crate::qx16::X16;
 use crate::tile_scalar::ActRow;
 
 /// Rows per call of the wide kernel.
@@ -354,119 +354,54 @@ pub(crate) fn panel_rows<const T: usize>(
         a.map(|t| t.sums.as_ptr()),
     );
     let mut out = out;
-    let wp = |r0: usize, i: usize| w.as_ptr().wrapping_add((r0 + i) * stride);
-    // SAFETY (both closures): the token proves the features; `by_tiles` passes rows
-    // r0..r0 + R ≤ n_rows, which lie in `w`, and every activation row holds `ng` groups
-    // (checked above).
-    by_tiles(
-        n_rows,
-        &mut out,
-        |r0| unsafe {
-            let rows = std::array::from_fn(|i| wp(r0, i));
-            match kind {
-                X16::Q4_0 => tile_rows_avx512::<PANEL_TILE_ROWS, T, false>(rows, aq, ad, asum, ng),
-                X16::Q8_0 => tile_rows_avx512::<PANEL_TILE_ROWS, T, true>(rows, aq, ad, asum, ng),
-            }
-        },
-        |r0| unsafe {
-            match kind {
-                X16::Q4_0 => tile_rows_avx512::<1, T, false>([wp(r0, 0)], aq, ad, asum, ng),
-                X16::Q8_0 => tile_rows_avx512::<1, T, true>([wp(r0, 0)], aq, ad, asum, ng),
-            }
-        },
-    );
+    let rows = Rows { w, stride, ng };
+    match kind {
+        X16::Q4_0 => rows.by_tiles::<T, X16_Q4_0>(&mut out, aq, ad, asum, 3),
+        X16::Q8_0 => rows.by_tiles::<T, X16_Q8_0>(&mut out, aq, ad, asum, 7),
+    }
 }
 
-/// `R` repacked rows × `T` tokens: `avx512_tile::tile_quant_avx512` with the weight vectors
-/// taken from the repacked groups (Q4_0: load `k` gives step `k`'s low nibbles and step
-/// `k + 4`'s high ones, as `pack_tiles_row` lays them out).
-///
-/// # Safety
-/// The features available; each `wq[r]` holds `ng` groups of [`kind`]`::<Q8>()`, each
-/// activation row `ng` groups (512 values, 16 scales, 16 sums each).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn tile_rows_avx512<const R: usize, const T: usize, const Q8: bool>(
-    wq: [*const u8; R],
-    aq: [*const i8; T],
-    ad: [*const f32; T],
-    asum: [*const i32; T],
+/// Repacked rows back to back (`stride` bytes, `ng` groups each), checked by [`panel_rows`].
+struct Rows<'a> {
+    w: &'a [u8],
+    stride: usize,
     ng: usize,
-) -> [[f32; T]; R] {
-    let group = kind::<Q8>().group_bytes();
-    let low = _mm512_set1_epi8(0x0f);
-    let mut facc = [[_mm512_setzero_ps(); T]; R];
-    let mut init = [_mm512_setzero_si512(); T];
-    let mut av = [_mm512_setzero_si512(); T];
-    for g in 0..ng {
-        let (qo, so) = (g * GROUP_BYTES, g * GROUP_BLOCKS);
-        // SAFETY (loads): group g < ng is inside every row and activation row.
-        unsafe {
-            for t in 0..T {
-                let s = _mm512_loadu_si512(asum[t].add(so) as *const _);
-                // −offset · Σa: offset 128 (Q8_0) or 8 (Q4_0).
-                let off = if Q8 {
-                    _mm512_slli_epi32::<7>(s)
-                } else {
-                    _mm512_slli_epi32::<3>(s)
-                };
-                init[t] = _mm512_sub_epi32(_mm512_setzero_si512(), off);
-            }
-            let mut iacc = [init; R];
-            let grp: [*const u8; R] = std::array::from_fn(|r| wq[r].add(g * group + QUANTS_AT));
-            if Q8 {
-                for k in 0..8 {
-                    for t in 0..T {
-                        av[t] = _mm512_loadu_si512(aq[t].add(qo + 64 * k) as *const _);
-                    }
-                    for r in 0..R {
-                        let wv = _mm512_loadu_si512(grp[r].add(64 * k) as *const _);
-                        for t in 0..T {
-                            iacc[r][t] = _mm512_dpbusd_epi32(iacc[r][t], wv, av[t]);
-                        }
-                    }
-                }
-            } else {
-                for k in 0..4 {
-                    let v: [__m512i; R] =
-                        std::array::from_fn(|r| _mm512_loadu_si512(grp[r].add(64 * k) as *const _));
-                    for t in 0..T {
-                        av[t] = _mm512_loadu_si512(aq[t].add(qo + 64 * k) as *const _);
-                    }
-                    for r in 0..R {
-                        let wv = _mm512_and_si512(v[r], low);
-                        for t in 0..T {
-                            iacc[r][t] = _mm512_dpbusd_epi32(iacc[r][t], wv, av[t]);
-                        }
-                    }
-                    for t in 0..T {
-                        av[t] = _mm512_loadu_si512(aq[t].add(qo + 64 * (k + 4)) as *const _);
-                    }
-                    for r in 0..R {
-                        let wv = _mm512_and_si512(_mm512_srli_epi16::<4>(v[r]), low);
-                        for t in 0..T {
-                            iacc[r][t] = _mm512_dpbusd_epi32(iacc[r][t], wv, av[t]);
-                        }
-                    }
-                }
-            }
-            for r in 0..R {
-                let dw =
-                    _mm512_cvtph_ps(_mm256_loadu_si256(wq[r].add(g * group) as *const __m256i));
-                for t in 0..T {
-                    let scale = _mm512_mul_ps(dw, _mm512_loadu_ps(ad[t].add(so)));
-                    let s = _mm512_cvtepi32_ps(iacc[r][t]);
-                    facc[r][t] = _mm512_fmadd_ps(s, scale, facc[r][t]);
-                }
-            }
-        }
+}
+
+impl Rows<'_> {
+    /// [`panel_rows`]' tiles for rows whose layout `SRC` names.
+    #[inline(always)]
+    fn by_tiles<const T: usize, const SRC: u8>(
+        &self,
+        out: &mut [&mut [f32]; T],
+        aq: [*const i8; T],
+        ad: [*const f32; T],
+        asum: [*const i32; T],
+        shift: i32,
+    ) {
+        let n_rows = out[0].len();
+        let wp = |r0: usize, i: usize| self.w.as_ptr().wrapping_add((r0 + i) * self.stride);
+        let null = std::ptr::null::<f32>();
+        let ng = self.ng;
+        // SAFETY (both closures): the token `panel_rows` took proves the features; `by_tiles`
+        // passes rows r0..r0 + R ≤ n_rows, which lie in `w`, every activation row holds `ng`
+        // groups (checked by `panel_rows`), and the scale pointers are not read for repacked
+        // rows.
+        by_tiles(
+            n_rows,
+            out,
+            |r0| unsafe {
+                tile_avx512::<PANEL_TILE_ROWS, T, SRC>(
+                    std::array::from_fn(|i| wp(r0, i)),
+                    [null; PANEL_TILE_ROWS],
+                    aq,
+                    ad,
+                    asum,
+                    ng,
+                    shift,
+                )
+            },
+            |r0| unsafe { tile_avx512::<1, T, SRC>([wp(r0, 0)], [null], aq, ad, asum, ng, shift) },
+        )
     }
-    // Lanes summed as the panel kernel and the row kernel sum them.
-    let mut out = [[0f32; T]; R];
-    for r in 0..R {
-        for t in 0..T {
-            // SAFETY: the features are enabled in this function.
-            out[r][t] = unsafe { reduce16(facc[r][t]) };
-        }
-    }
-    out
 }
