@@ -13,6 +13,7 @@ use std::arch::x86_64::*;
 use crate::act_q8::{GROUP_BLOCKS, GROUP_BYTES};
 use crate::cpu::Avx512;
 use crate::pack::{Q4_0_OFFSET, Q8_0_OFFSET};
+use crate::qx16::X16;
 use crate::tile_scalar::{ActRow, QuantRow};
 
 /// `out[r][t]` for packed quantized rows (`offset` 128 for Q8_0, 8 for Q4_0).
@@ -30,95 +31,119 @@ pub(crate) fn tile_quant<const R: usize, const T: usize>(
     assert!(a.iter().all(|t| t.qs.len() == ng * GROUP_BYTES
         && t.d.len() == ng * GROUP_BLOCKS
         && t.sums.len() == ng * GROUP_BLOCKS));
-    let shift = match offset {
-        Q8_0_OFFSET => 7,
-        Q4_0_OFFSET => 3,
-        _ => panic!("unsupported offset {offset}"),
-    };
-    // SAFETY: the token proves the features; every length checked above.
-    unsafe {
-        tile_avx512::<R, T, PACKED>(
-            w.map(|r| r.qs.as_ptr()),
-            w.map(|r| r.d.as_ptr()),
-            a.map(|t| t.qs.as_ptr()),
-            a.map(|t| t.d.as_ptr()),
-            a.map(|t| t.sums.as_ptr()),
-            ng,
-            shift,
-        )
-    }
-}
-
-/// Every row of a packed panel (`n_rows` rows of `q_row` bytes in `q`, `d_row` scales in `d`)
-/// against the `T` tokens of `a`, by tiles of 3 rows ([`by_tiles`]), into `out[t][r]`
-/// (`out[t]` holds `n_rows` values): [`tile_quant`]'s arithmetic per (row, token), with the
-/// checks and pointers made once per panel instead of once per tile.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn panel_quant<const T: usize>(
-    _: Avx512,
-    q: &[u8],
-    d: &[f32],
-    q_row: usize,
-    d_row: usize,
-    n_rows: usize,
-    a: [ActRow<'_>; T],
-    offset: i32,
-    out: [&mut [f32]; T],
-) {
-    let ng = d_row / GROUP_BLOCKS;
-    assert!(d_row == ng * GROUP_BLOCKS && q_row == ng * GROUP_BYTES);
-    assert!(q.len() >= n_rows * q_row && d.len() >= n_rows * d_row);
-    assert!(a.iter().all(|t| t.qs.len() == ng * GROUP_BYTES
-        && t.d.len() == ng * GROUP_BLOCKS
-        && t.sums.len() == ng * GROUP_BLOCKS));
-    assert!(out.iter().all(|o| o.len() >= n_rows));
-    let shift = match offset {
-        Q8_0_OFFSET => 7,
-        Q4_0_OFFSET => 3,
-        _ => panic!("unsupported offset {offset}"),
-    };
+    let (wq, wd) = (w.map(|r| r.qs.as_ptr()), w.map(|r| r.d.as_ptr()));
     let (aq, ad, asum) = (
         a.map(|t| t.qs.as_ptr()),
         a.map(|t| t.d.as_ptr()),
         a.map(|t| t.sums.as_ptr()),
     );
-    let mut out = out;
-    let wq = |r0: usize, i: usize| q.as_ptr().wrapping_add((r0 + i) * q_row);
-    let wd = |r0: usize, i: usize| d.as_ptr().wrapping_add((r0 + i) * d_row);
-    // SAFETY (both closures): the token proves the features; `by_tiles` passes rows
-    // r0..r0 + R ≤ n_rows of the panel, and every activation row holds `ng` groups (checked
-    // above).
-    by_tiles(
-        n_rows,
-        &mut out,
-        |r0| unsafe {
-            tile_avx512::<PANEL_TILE_ROWS, T, PACKED>(
-                std::array::from_fn(|i| wq(r0, i)),
-                std::array::from_fn(|i| wd(r0, i)),
-                aq,
-                ad,
-                asum,
-                ng,
-                shift,
-            )
-        },
-        |r0| unsafe {
-            tile_avx512::<1, T, PACKED>([wq(r0, 0)], [wd(r0, 0)], aq, ad, asum, ng, shift)
-        },
-    );
+    // SAFETY: the token proves the features; every length checked above.
+    unsafe {
+        match offset {
+            Q8_0_OFFSET => tile_avx512::<R, T, PACKED_Q8_0>(wq, wd, aq, ad, asum, ng),
+            Q4_0_OFFSET => tile_avx512::<R, T, PACKED_Q4_0>(wq, wd, aq, ad, asum, ng),
+            _ => panic!("unsupported offset {offset}"),
+        }
+    }
 }
 
-/// Rows of the tiles the panel kernels run ([`panel_quant`], `avx512_x16::panel_rows`).
-pub(crate) const PANEL_TILE_ROWS: usize = 3;
+/// The weight rows of a panel, as [`panel`] reads them.
+#[derive(Clone, Copy)]
+pub(crate) enum PanelRows<'a> {
+    /// Packed panel rows (`pack.rs`): `q_row` bytes each in `q`, `d_row` scales each in `d`,
+    /// values offset by `offset` (128 for Q8_0, 8 for Q4_0).
+    Packed {
+        q: &'a [u8],
+        d: &'a [f32],
+        q_row: usize,
+        d_row: usize,
+        offset: i32,
+    },
+    /// Repacked rows of `kind` (`qx16.rs`), back to back, read where they lie.
+    Repacked { kind: X16, w: &'a [u8] },
+}
 
-/// A panel of `n_rows` rows by tiles: `full(r0)` for rows `r0..r0 + PANEL_TILE_ROWS`, then the
-/// edge rows by `one(r0)`; each tile's `[row][token]` results go to `out[token][row]`.
+/// Every row of a panel (`out[t].len()` rows) against the `T` tokens of `a` (interleaved Q8_0
+/// activations), by tiles of [`PANEL_TILE_ROWS`] rows (edge rows one at a time), into
+/// `out[t][r]`: [`tile_quant`]'s arithmetic per (row, token), with the checks and pointers
+/// made once per panel instead of once per tile. Repacked rows give the bytes and scales
+/// `qx16::pack_tiles_row` would pack of them (Q8_0's bytes as they lie, Q4_0's nibbles split
+/// in registers, the scales widened from f16), so both sources give the same bits.
+pub(crate) fn panel<const T: usize>(
+    _: Avx512,
+    rows: PanelRows<'_>,
+    a: [ActRow<'_>; T],
+    out: [&mut [f32]; T],
+) {
+    let ng = a[0].d.len() / GROUP_BLOCKS;
+    let n_rows = out[0].len();
+    assert!(a.iter().all(|t| t.qs.len() == ng * GROUP_BYTES
+        && t.d.len() == ng * GROUP_BLOCKS
+        && t.sums.len() == ng * GROUP_BLOCKS));
+    assert!(out.iter().all(|o| o.len() == n_rows));
+    let acts = (
+        a.map(|t| t.qs.as_ptr()),
+        a.map(|t| t.d.as_ptr()),
+        a.map(|t| t.sums.as_ptr()),
+    );
+    let mut out = out;
+    match rows {
+        PanelRows::Packed {
+            q,
+            d,
+            q_row,
+            d_row,
+            offset,
+        } => {
+            assert!(q_row == ng * GROUP_BYTES && d_row == ng * GROUP_BLOCKS);
+            assert!(q.len() >= n_rows * q_row && d.len() >= n_rows * d_row);
+            let w = (q.as_ptr(), q_row, d.as_ptr(), d_row);
+            // SAFETY: the token proves the features; rows and activations checked above.
+            unsafe {
+                match offset {
+                    Q8_0_OFFSET => by_tiles::<T, PACKED_Q8_0>(&mut out, w, acts, ng),
+                    Q4_0_OFFSET => by_tiles::<T, PACKED_Q4_0>(&mut out, w, acts, ng),
+                    _ => panic!("unsupported offset {offset}"),
+                }
+            }
+        }
+        PanelRows::Repacked { kind, w } => {
+            let stride = ng * kind.group_bytes();
+            assert_eq!(w.len(), n_rows * stride);
+            // Scale pointers are not read for repacked rows.
+            let w = (w.as_ptr(), stride, std::ptr::null(), 0);
+            // SAFETY: the token proves the features; rows and activations checked above.
+            unsafe {
+                match kind {
+                    X16::Q8_0 => by_tiles::<T, X16_Q8_0>(&mut out, w, acts, ng),
+                    X16::Q4_0 => by_tiles::<T, X16_Q4_0>(&mut out, w, acts, ng),
+                }
+            }
+        }
+    }
+}
+
+/// Rows of the tiles [`panel`] runs.
+const PANEL_TILE_ROWS: usize = 3;
+
+/// Weight rows as pointers: (first row's bytes, bytes per row, first row's scales, scales per
+/// row).
+type RowPtrs = (*const u8, usize, *const f32, usize);
+/// Activation rows as pointers: (values, scales, sums) per token.
+type ActPtrs<const T: usize> = ([*const i8; T], [*const f32; T], [*const i32; T]);
+
+/// The `out[0].len()` rows of `w` by tiles of [`PANEL_TILE_ROWS`] rows, the edge rows one at a
+/// time; each tile's `[row][token]` results go to `out[token][row]`.
+///
+/// # Safety
+/// The features available; every row of `w` and every activation row hold `ng` groups of the
+/// layout `SRC` names.
 #[inline(always)]
-pub(crate) fn by_tiles<const T: usize>(
-    n_rows: usize,
+unsafe fn by_tiles<const T: usize, const SRC: u8>(
     out: &mut [&mut [f32]; T],
-    mut full: impl FnMut(usize) -> [[f32; T]; PANEL_TILE_ROWS],
-    mut one: impl FnMut(usize) -> [[f32; T]; 1],
+    w: RowPtrs,
+    (aq, ad, asum): ActPtrs<T>,
+    ng: usize,
 ) {
     fn put<const R: usize, const T: usize>(
         out: &mut [&mut [f32]; T],
@@ -131,59 +156,70 @@ pub(crate) fn by_tiles<const T: usize>(
             }
         }
     }
+    let (q, q_row, d, d_row) = w;
+    let wq = |r: usize| q.wrapping_add(r * q_row);
+    let wd = |r: usize| d.wrapping_add(r * d_row);
+    let n_rows = out[0].len();
     let mut r0 = 0;
     while r0 < n_rows {
+        // SAFETY: rows r0..r0 + R ≤ n_rows hold `ng` groups (the caller's promise).
         if n_rows - r0 >= PANEL_TILE_ROWS {
-            put(out, r0, full(r0));
+            let res = unsafe {
+                tile_avx512::<PANEL_TILE_ROWS, T, SRC>(
+                    std::array::from_fn(|i| wq(r0 + i)),
+                    std::array::from_fn(|i| wd(r0 + i)),
+                    aq,
+                    ad,
+                    asum,
+                    ng,
+                )
+            };
+            put(out, r0, res);
             r0 += PANEL_TILE_ROWS;
         } else {
-            put(out, r0, one(r0));
+            let res = unsafe { tile_avx512::<1, T, SRC>([wq(r0)], [wd(r0)], aq, ad, asum, ng) };
+            put(out, r0, res);
             r0 += 1;
         }
     }
 }
 
-/// Where a tile kernel's weight rows come from: packed panel rows (`pack.rs`: 512 bytes and 16
-/// `f32` scales a group, beside each other in two arrays), or repacked rows read where they lie
-/// (`qx16.rs`: per group 16 f16 scales, then Q8_0's 512 bytes or Q4_0's 256 bytes of nibbles,
-/// whose low nibbles are a packed row's steps 0–3 and high ones its steps 4–7).
-pub(crate) const PACKED: u8 = 0;
-/// Repacked Q8_0 rows ([`PACKED`]).
-pub(crate) const X16_Q8_0: u8 = 1;
-/// Repacked Q4_0 rows ([`PACKED`]).
-pub(crate) const X16_Q4_0: u8 = 2;
+/// Where a tile kernel's weight rows come from and what they hold: packed panel rows
+/// (`pack.rs`: 512 bytes and 16 `f32` scales a group, beside each other in two arrays), or
+/// repacked rows read where they lie (`qx16.rs`: per group 16 f16 scales, then Q8_0's 512 bytes
+/// or Q4_0's 256 bytes of nibbles, whose low nibbles are a packed row's steps 0–3 and high ones
+/// its steps 4–7); Q8_0 values offset by 128, Q4_0's by 8.
+const PACKED_Q8_0: u8 = 0;
+/// Packed Q4_0 rows ([`PACKED_Q8_0`]).
+const PACKED_Q4_0: u8 = 1;
+/// Repacked Q8_0 rows ([`PACKED_Q8_0`]).
+const X16_Q8_0: u8 = 2;
+/// Repacked Q4_0 rows ([`PACKED_Q8_0`]).
+const X16_Q4_0: u8 = 3;
 
-/// `R` weight rows × `T` tokens, the rows' bytes as `SRC` says (`wd` is read only for
-/// [`PACKED`]); `shift` 7 for Q8_0's offset of 128, 3 for Q4_0's 8 (repacked sources imply it:
-/// a shift by an immediate measured 3–5% faster than by a register there). Every source gives
-/// the same bytes and scales for the same matrix, so the same bits.
+/// `R` weight rows × `T` tokens, the rows' bytes as `SRC` says (`wd` is read only for packed
+/// rows). Every source gives the same bytes and scales for the same matrix, so the same bits.
 ///
 /// # Safety
-/// The features available; weight rows (and for [`PACKED`] their scales) and activation rows
+/// The features available; weight rows (and for packed rows their scales) and activation rows
 /// hold `ng` groups (512 values, 16 scales, 16 sums each).
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn tile_avx512<const R: usize, const T: usize, const SRC: u8>(
+unsafe fn tile_avx512<const R: usize, const T: usize, const SRC: u8>(
     wq: [*const u8; R],
     wd: [*const f32; R],
     aq: [*const i8; T],
     ad: [*const f32; T],
     asum: [*const i32; T],
     ng: usize,
-    shift: i32,
 ) -> [[f32; T]; R] {
+    let packed = SRC == PACKED_Q8_0 || SRC == PACKED_Q4_0;
     let group = match SRC {
-        PACKED => GROUP_BYTES,
-        X16_Q8_0 => crate::qx16::X16::Q8_0.group_bytes(),
-        _ => crate::qx16::X16::Q4_0.group_bytes(),
+        PACKED_Q8_0 | PACKED_Q4_0 => GROUP_BYTES,
+        X16_Q8_0 => X16::Q8_0.group_bytes(),
+        _ => X16::Q4_0.group_bytes(),
     };
-    let quants_at = if SRC == PACKED {
-        0
-    } else {
-        crate::qx16::QUANTS_AT
-    };
+    let quants_at = if packed { 0 } else { crate::qx16::QUANTS_AT };
     let low = _mm512_set1_epi8(0x0f);
-    let sh = _mm_cvtsi32_si128(shift);
     let mut facc = [[_mm512_setzero_ps(); T]; R];
     let mut init = [_mm512_setzero_si512(); T];
     let mut av = [_mm512_setzero_si512(); T];
@@ -194,10 +230,10 @@ pub(crate) unsafe fn tile_avx512<const R: usize, const T: usize, const SRC: u8>(
         unsafe {
             for t in 0..T {
                 let s = _mm512_loadu_si512(asum[t].add(so) as *const _);
+                // −offset · Σa: offset 128 (Q8_0) or 8 (Q4_0).
                 let off = match SRC {
-                    X16_Q8_0 => _mm512_slli_epi32::<7>(s),
-                    X16_Q4_0 => _mm512_slli_epi32::<3>(s),
-                    _ => _mm512_sll_epi32(s, sh),
+                    PACKED_Q8_0 | X16_Q8_0 => _mm512_slli_epi32::<7>(s),
+                    _ => _mm512_slli_epi32::<3>(s),
                 };
                 init[t] = _mm512_sub_epi32(_mm512_setzero_si512(), off);
             }
@@ -232,7 +268,7 @@ pub(crate) unsafe fn tile_avx512<const R: usize, const T: usize, const SRC: u8>(
                 }
             }
             for r in 0..R {
-                let dw = if SRC == PACKED {
+                let dw = if packed {
                     _mm512_loadu_ps(wd[r].add(so))
                 } else {
                     _mm512_cvtph_ps(_mm256_loadu_si256(wq[r].add(g * group) as *const __m256i))

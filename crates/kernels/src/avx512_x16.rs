@@ -12,10 +12,8 @@ use std::arch::x86_64::*;
 use crate::act_q8::{GROUP_BLOCKS, GROUP_BYTES, QK};
 use crate::amx_tile::{TILE_BYTES, TILE_ROWS};
 use crate::avx2_dot::{hsum_ps, PREFETCH_BYTES};
-use crate::avx512_tile::{by_tiles, tile_avx512, PANEL_TILE_ROWS, X16_Q4_0, X16_Q8_0};
 use crate::cpu::Avx512;
 use crate::qx16::X16;
-use crate::tile_scalar::ActRow;
 
 /// Rows per call of the wide kernel.
 pub(crate) const ROWS: usize = 4;
@@ -324,84 +322,5 @@ unsafe fn pack_row_avx512<const Q8: bool>(
                 }
             }
         }
-    }
-}
-
-/// Prefill straight from repacked rows: every row of `w` (`out[t].len()` rows of `ng` groups of
-/// `kind`, back to back) against the `T` tokens of `a` (interleaved Q8_0 activations), by tiles
-/// of 3 rows × `T` tokens (`avx512_tile::by_tiles`), into `out[t][r]`. Per (row, token) it does
-/// [`crate::avx512_tile::panel_quant`]'s arithmetic on the panel row that
-/// [`crate::qx16::pack_tiles_row`] makes of the row (Q8_0's bytes as they lie, Q4_0's nibbles
-/// split in registers, the scales widened from f16), so it gives the same bits without the copy.
-pub(crate) fn panel_rows<const T: usize>(
-    _: Avx512,
-    kind: X16,
-    w: &[u8],
-    a: [ActRow<'_>; T],
-    out: [&mut [f32]; T],
-) {
-    let ng = a[0].d.len() / GROUP_BLOCKS;
-    let n_rows = out[0].len();
-    assert!(a.iter().all(|t| t.qs.len() == ng * GROUP_BYTES
-        && t.d.len() == ng * GROUP_BLOCKS
-        && t.sums.len() == ng * GROUP_BLOCKS));
-    assert!(out.iter().all(|o| o.len() == n_rows));
-    let stride = ng * kind.group_bytes();
-    assert_eq!(w.len(), n_rows * stride);
-    let (aq, ad, asum) = (
-        a.map(|t| t.qs.as_ptr()),
-        a.map(|t| t.d.as_ptr()),
-        a.map(|t| t.sums.as_ptr()),
-    );
-    let mut out = out;
-    let rows = Rows { w, stride, ng };
-    match kind {
-        X16::Q4_0 => rows.by_tiles::<T, X16_Q4_0>(&mut out, aq, ad, asum, 3),
-        X16::Q8_0 => rows.by_tiles::<T, X16_Q8_0>(&mut out, aq, ad, asum, 7),
-    }
-}
-
-/// Repacked rows back to back (`stride` bytes, `ng` groups each), checked by [`panel_rows`].
-struct Rows<'a> {
-    w: &'a [u8],
-    stride: usize,
-    ng: usize,
-}
-
-impl Rows<'_> {
-    /// [`panel_rows`]' tiles for rows whose layout `SRC` names.
-    #[inline(always)]
-    fn by_tiles<const T: usize, const SRC: u8>(
-        &self,
-        out: &mut [&mut [f32]; T],
-        aq: [*const i8; T],
-        ad: [*const f32; T],
-        asum: [*const i32; T],
-        shift: i32,
-    ) {
-        let n_rows = out[0].len();
-        let wp = |r0: usize, i: usize| self.w.as_ptr().wrapping_add((r0 + i) * self.stride);
-        let null = std::ptr::null::<f32>();
-        let ng = self.ng;
-        // SAFETY (both closures): the token `panel_rows` took proves the features; `by_tiles`
-        // passes rows r0..r0 + R ≤ n_rows, which lie in `w`, every activation row holds `ng`
-        // groups (checked by `panel_rows`), and the scale pointers are not read for repacked
-        // rows.
-        by_tiles(
-            n_rows,
-            out,
-            |r0| unsafe {
-                tile_avx512::<PANEL_TILE_ROWS, T, SRC>(
-                    std::array::from_fn(|i| wp(r0, i)),
-                    [null; PANEL_TILE_ROWS],
-                    aq,
-                    ad,
-                    asum,
-                    ng,
-                    shift,
-                )
-            },
-            |r0| unsafe { tile_avx512::<1, T, SRC>([wp(r0, 0)], [null], aq, ad, asum, ng, shift) },
-        )
     }
 }

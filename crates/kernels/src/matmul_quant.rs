@@ -5,12 +5,14 @@
 use std::sync::Arc;
 
 use crate::act_q8::{ActLayout, ActQ8, GROUP_BLOCKS, GROUP_BYTES};
+#[cfg(target_arch = "x86_64")]
+use crate::avx512_tile::PanelRows;
 use crate::cpu::Level;
 use crate::matmul::{MatmulPath, MIN_TASK_BYTES, PANEL_BYTES};
 use crate::pack::{n_groups, offset_of, pack_quant_row};
 use crate::par::{chunk_rows, for_each_row_chunk, rows_task_rows, run_rows_jobs, OutCols, RowsJob};
 use crate::qx16::X16;
-use crate::scratch::{sized, with_panel};
+use crate::scratch::{sized, with_panel, Panel};
 use crate::tile_scalar::{self, ActRow, QuantRow};
 use crate::tiles::{run_tiles, Tiler};
 use crate::{dot_scalar, WeightType, WeightView};
@@ -160,11 +162,28 @@ fn quant_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
             for p0 in rows.clone().step_by(panel_rows) {
                 let np = panel_rows.min(rows.end - p0);
                 let col0 = p0 - rows.start;
-                // Repacked rows at AVX-512 are multiplied where they lie (no panel copy).
                 #[cfg(target_arch = "x86_64")]
-                if let (Level::Avx512(k), Some(kind)) = (level, X16::of(ty)) {
-                    let stride = ty.row_bytes(n_cols);
-                    let wr = &w.bytes[p0 * stride..(p0 + np) * stride];
+                if let Level::Avx512(k) = level {
+                    // Repacked rows are multiplied where they lie (no panel copy), others
+                    // packed; whole panels per call, 4, 2 or 1 tokens, results straight into
+                    // the output.
+                    let rows = match X16::of(ty) {
+                        Some(kind) => {
+                            let stride = ty.row_bytes(n_cols);
+                            let w = &w.bytes[p0 * stride..(p0 + np) * stride];
+                            PanelRows::Repacked { kind, w }
+                        }
+                        None => {
+                            let (q, d) = pack_panel(level, w, p0..p0 + np, (q_row, d_row), p);
+                            PanelRows::Packed {
+                                q,
+                                d,
+                                q_row,
+                                d_row,
+                                offset,
+                            }
+                        }
+                    };
                     for_each_token_group(n_tokens, |t0, nt| {
                         let act_row = |i: usize| ActRow {
                             qs: act.qs(t0 + i),
@@ -173,75 +192,21 @@ fn quant_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
                         };
                         let mut outs = oc.tokens_mut(t0..t0 + nt, col0..col0 + np);
                         let mut o = || outs.next().expect("a token's outputs");
-                        use crate::avx512_x16::panel_rows as panel;
+                        use crate::avx512_tile::panel;
                         match nt {
                             4 => panel::<4>(
                                 k,
-                                kind,
-                                wr,
+                                rows,
                                 std::array::from_fn(act_row),
                                 [o(), o(), o(), o()],
                             ),
-                            2 => panel::<2>(k, kind, wr, std::array::from_fn(act_row), [o(), o()]),
-                            _ => panel::<1>(k, kind, wr, [act_row(0)], [o()]),
+                            2 => panel::<2>(k, rows, std::array::from_fn(act_row), [o(), o()]),
+                            _ => panel::<1>(k, rows, [act_row(0)], [o()]),
                         }
                     });
                     continue;
                 }
-                let q = p.q.sized(np * q_row);
-                let d = sized(&mut p.d, np * d_row);
-                for (i, (qr, dr)) in q
-                    .chunks_exact_mut(q_row)
-                    .zip(d.chunks_exact_mut(d_row))
-                    .enumerate()
-                {
-                    pack_quant_row(level, ty, w.row(p0 + i), qr, dr);
-                }
-                #[cfg(target_arch = "x86_64")]
-                if let Level::Avx512(k) = level {
-                    // Whole panels per call (`avx512_tile::panel_quant`), 4, 2 or 1 tokens.
-                    let buf = sized(&mut p.f, 4 * np);
-                    for_each_token_group(n_tokens, |t0, nt| {
-                        let act_row = |i: usize| ActRow {
-                            qs: act.qs(t0 + i),
-                            d: act.d(t0 + i),
-                            sums: act.sums(t0 + i),
-                        };
-                        let (q, d) = (&q[..], &d[..]);
-                        let mut outs = buf.chunks_exact_mut(np);
-                        let mut o = || outs.next().expect("four rows of outputs");
-                        use crate::avx512_tile::panel_quant as panel;
-                        match nt {
-                            4 => panel::<4>(
-                                k,
-                                q,
-                                d,
-                                q_row,
-                                d_row,
-                                np,
-                                std::array::from_fn(act_row),
-                                offset,
-                                [o(), o(), o(), o()],
-                            ),
-                            2 => panel::<2>(
-                                k,
-                                q,
-                                d,
-                                q_row,
-                                d_row,
-                                np,
-                                std::array::from_fn(act_row),
-                                offset,
-                                [o(), o()],
-                            ),
-                            _ => panel::<1>(k, q, d, q_row, d_row, np, [act_row(0)], offset, [o()]),
-                        }
-                        for (i, res) in buf.chunks_exact(np).take(nt).enumerate() {
-                            oc.token(t0 + i)[col0..col0 + np].copy_from_slice(res);
-                        }
-                    });
-                    continue;
-                }
+                let (q, d) = pack_panel(level, w, p0..p0 + np, (q_row, d_row), p);
                 let tiler = QuantTiler {
                     level,
                     q,
@@ -256,6 +221,23 @@ fn quant_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
             }
         });
     });
+}
+
+/// Rows `rows` of `w` packed into the panel scratch `p` (`pack.rs`): `(bytes, scales)`, rows of
+/// `row.0` bytes and `row.1` scales.
+fn pack_panel<'p>(
+    level: Level,
+    w: &WeightView,
+    rows: std::ops::Range<usize>,
+    row: (usize, usize),
+    p: &'p mut Panel,
+) -> (&'p [u8], &'p [f32]) {
+    let q = p.q.sized(rows.len() * row.0);
+    let d = sized(&mut p.d, rows.len() * row.1);
+    for (r, (qr, dr)) in rows.zip(q.chunks_exact_mut(row.0).zip(d.chunks_exact_mut(row.1))) {
+        pack_quant_row(level, w.ty, w.row(r), qr, dr);
+    }
+    (q, d)
 }
 
 /// `f(t0, nt)` for the groups of 4 tokens (then 2, then 1) that cover `0..n_tokens`: the token
