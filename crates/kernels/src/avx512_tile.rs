@@ -5,8 +5,11 @@
 //! each of 16 blocks (`pack.rs`), so eight `vpdpbusd` leave each block's exact `Σ u · a` in its
 //! own int32 lane; the accumulator starts at `−offset · Σa` (undoing the unsigned offset of the
 //! weights), then the 16 block sums are converted once and scaled by `d_w · d_a` in one FMA —
-//! 512 products per (row, token) per eleven instructions. Lanes are summed as the repacked Q4_0 row kernel sums them
-//!   (`avx512_x16.rs`), which therefore gives the same bits as this path.
+//! 512 products per (row, token) per eleven instructions. Lanes are summed as the repacked row
+//! kernel sums them (`avx512_x16.rs`), which therefore gives the same bits as this path; a full
+//! 3 × 4 tile sums its twelve accumulators side by side (`reduce_3x4`) and stores each token's
+//! three results with one masked store. The tile loop runs inside the kernels' feature set, so
+//! the tiles are inlined into it.
 
 use std::arch::x86_64::*;
 
@@ -37,14 +40,18 @@ pub(crate) fn tile_quant<const R: usize, const T: usize>(
         a.map(|t| t.d.as_ptr()),
         a.map(|t| t.sums.as_ptr()),
     );
-    // SAFETY: the token proves the features; every length checked above.
+    let mut res = [[0f32; R]; T];
+    let out = res.each_mut().map(|o| o.as_mut_ptr());
+    // SAFETY: the token proves the features; every length checked above; `out[t]` holds `R`
+    // values.
     unsafe {
         match offset {
-            Q8_0_OFFSET => tile_avx512::<R, T, PACKED_Q8_0>(wq, wd, aq, ad, asum, ng),
-            Q4_0_OFFSET => tile_avx512::<R, T, PACKED_Q4_0>(wq, wd, aq, ad, asum, ng),
+            Q8_0_OFFSET => tile_avx512::<R, T, PACKED_Q8_0>(wq, wd, aq, ad, asum, ng, out),
+            Q4_0_OFFSET => tile_avx512::<R, T, PACKED_Q4_0>(wq, wd, aq, ad, asum, ng, out),
             _ => panic!("unsupported offset {offset}"),
         }
     }
+    std::array::from_fn(|r| std::array::from_fn(|t| res[t][r]))
 }
 
 /// The weight rows of a panel, as [`panel`] reads them.
@@ -138,33 +145,24 @@ type ActPtrs<const T: usize> = ([*const i8; T], [*const f32; T], [*const i32; T]
 /// # Safety
 /// The features available; every row of `w` and every activation row hold `ng` groups of the
 /// layout `SRC` names.
-#[inline(always)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn by_tiles<const T: usize, const SRC: u8>(
     out: &mut [&mut [f32]; T],
     w: RowPtrs,
     (aq, ad, asum): ActPtrs<T>,
     ng: usize,
 ) {
-    fn put<const R: usize, const T: usize>(
-        out: &mut [&mut [f32]; T],
-        r0: usize,
-        res: [[f32; T]; R],
-    ) {
-        for (t, o) in out.iter_mut().enumerate() {
-            for (i, row) in res.iter().enumerate() {
-                o[r0 + i] = row[t];
-            }
-        }
-    }
     let (q, q_row, d, d_row) = w;
     let wq = |r: usize| q.wrapping_add(r * q_row);
     let wd = |r: usize| d.wrapping_add(r * d_row);
     let n_rows = out[0].len();
     let mut r0 = 0;
     while r0 < n_rows {
-        // SAFETY: rows r0..r0 + R ≤ n_rows hold `ng` groups (the caller's promise).
+        let mut at = |r0: usize| out.each_mut().map(|o| o[r0..].as_mut_ptr());
+        // SAFETY: rows r0..r0 + R ≤ n_rows hold `ng` groups (the caller's promise), and each
+        // `out[t]` has room for them.
         if n_rows - r0 >= PANEL_TILE_ROWS {
-            let res = unsafe {
+            unsafe {
                 tile_avx512::<PANEL_TILE_ROWS, T, SRC>(
                     std::array::from_fn(|i| wq(r0 + i)),
                     std::array::from_fn(|i| wd(r0 + i)),
@@ -172,13 +170,12 @@ unsafe fn by_tiles<const T: usize, const SRC: u8>(
                     ad,
                     asum,
                     ng,
+                    at(r0),
                 )
             };
-            put(out, r0, res);
             r0 += PANEL_TILE_ROWS;
         } else {
-            let res = unsafe { tile_avx512::<1, T, SRC>([wq(r0)], [wd(r0)], aq, ad, asum, ng) };
-            put(out, r0, res);
+            unsafe { tile_avx512::<1, T, SRC>([wq(r0)], [wd(r0)], aq, ad, asum, ng, at(r0)) };
             r0 += 1;
         }
     }
@@ -198,11 +195,14 @@ const X16_Q8_0: u8 = 2;
 const X16_Q4_0: u8 = 3;
 
 /// `R` weight rows × `T` tokens, the rows' bytes as `SRC` says (`wd` is read only for packed
-/// rows). Every source gives the same bytes and scales for the same matrix, so the same bits.
+/// rows), into `out[t][r]`. Every source gives the same bytes and scales for the same matrix,
+/// so the same bits.
 ///
 /// # Safety
 /// The features available; weight rows (and for packed rows their scales) and activation rows
-/// hold `ng` groups (512 values, 16 scales, 16 sums each).
+/// hold `ng` groups (512 values, 16 scales, 16 sums each); each `out[t]` has room for `R`
+/// values.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn tile_avx512<const R: usize, const T: usize, const SRC: u8>(
     wq: [*const u8; R],
@@ -211,7 +211,8 @@ unsafe fn tile_avx512<const R: usize, const T: usize, const SRC: u8>(
     ad: [*const f32; T],
     asum: [*const i32; T],
     ng: usize,
-) -> [[f32; T]; R] {
+    out: [*mut f32; T],
+) {
     let packed = SRC == PACKED_Q8_0 || SRC == PACKED_Q4_0;
     let group = match SRC {
         PACKED_Q8_0 | PACKED_Q4_0 => GROUP_BYTES,
@@ -282,12 +283,84 @@ unsafe fn tile_avx512<const R: usize, const T: usize, const SRC: u8>(
         }
     }
     // Lanes summed as the repacked Q4_0 row kernel sums them, so both paths agree bitwise there.
-    let mut out = [[0f32; T]; R];
-    for r in 0..R {
-        for t in 0..T {
-            // SAFETY: the features are enabled in this function.
-            out[r][t] = unsafe { crate::avx512_x16::reduce16(facc[r][t]) };
+    if R == 3 && T == 4 {
+        // SAFETY: the features are enabled in this function; `out[t]` holds 3 values.
+        unsafe {
+            let sums = reduce_3x4(std::array::from_fn(|i| facc[i / 4][i % 4]));
+            store_3x4(sums, std::array::from_fn(|t| out[t]));
+        }
+    } else {
+        for (r, row) in facc.iter().enumerate() {
+            for (o, &v) in out.iter().zip(row) {
+                // SAFETY: the features are enabled in this function; `out[t]` holds `R` values.
+                unsafe { *o.add(r) = crate::avx512_x16::reduce16(v) };
+            }
         }
     }
-    out
+}
+
+/// The lane sums of twelve accumulators `v[4·r + t]` (3 rows × 4 tokens) side by side, each
+/// exactly [`crate::avx512_x16::reduce16`]'s: `s1[i] = v[i] + v[i + 8]`, `s2[i] = s1[i] +
+/// s1[i + 4]`, `s3[i] = s2[i] + s2[i + 2]`, `s3[0] + s3[1]`, the same additions (so the same
+/// bits) in 36 instructions instead of twelve dependent chains. 128-bit lane `t` of the result
+/// holds rows 0, 1, 2 of token `t` (its last value is not a sum).
+///
+/// # Safety
+/// AVX-512 F available.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn reduce_3x4(v: [__m512; 12]) -> __m512 {
+    // 128-bit lanes (a, b, c, d) of x then y: (x.a, x.b, y.c, y.d) style picks.
+    const LO_HALVES: i32 = 0b01_00_01_00;
+    const HI_HALVES: i32 = 0b11_10_11_10;
+    const EVEN_LANES: i32 = 0b10_00_10_00;
+    const ODD_LANES: i32 = 0b11_01_11_01;
+    let halves = |x, y| {
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<LO_HALVES>(x, y),
+            _mm512_shuffle_f32x4::<HI_HALVES>(x, y),
+        )
+    };
+    let quarters = |x, y| {
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<EVEN_LANES>(x, y),
+            _mm512_shuffle_f32x4::<ODD_LANES>(x, y),
+        )
+    };
+    // s2 of row r, token t in 128-bit lane t.
+    let s2: [__m512; 3] = std::array::from_fn(|r| {
+        let (t01, t23) = (halves(v[4 * r], v[4 * r + 1]), halves(v[4 * r + 2], v[4 * r + 3]));
+        quarters(t01, t23)
+    });
+    // Within each 128-bit lane: (x0, x1, y0, y1) + (x2, x3, y2, y3), then (0, 2) + (1, 3).
+    let pairs = |x, y| {
+        _mm512_add_ps(
+            _mm512_shuffle_ps::<0b01_00_01_00>(x, y),
+            _mm512_shuffle_ps::<0b11_10_11_10>(x, y),
+        )
+    };
+    let (s3_01, s3_2) = (pairs(s2[0], s2[1]), pairs(s2[2], s2[2]));
+    _mm512_add_ps(
+        _mm512_shuffle_ps::<0b10_00_10_00>(s3_01, s3_2),
+        _mm512_shuffle_ps::<0b11_01_11_01>(s3_01, s3_2),
+    )
+}
+
+/// 128-bit lane `t` of `sums` (see [`reduce_3x4`]): its first three values to `out[t]`.
+///
+/// # Safety
+/// AVX-512 F available; each `out[t]` has room for 3 values.
+#[inline]
+#[target_feature(enable = "avx512f,avx512vl")]
+unsafe fn store_3x4(sums: __m512, out: [*mut f32; 4]) {
+    let lanes = [
+        _mm512_castps512_ps128(sums),
+        _mm512_extractf32x4_ps::<1>(sums),
+        _mm512_extractf32x4_ps::<2>(sums),
+        _mm512_extractf32x4_ps::<3>(sums),
+    ];
+    for (o, l) in out.into_iter().zip(lanes) {
+        // SAFETY: the caller's promise; only the first three values are written.
+        unsafe { _mm_mask_storeu_ps(o, 0b0111, l) };
+    }
 }
