@@ -299,8 +299,10 @@ impl ScoreKernel for Avx512Scores {
     }
 
     /// A row's scaling and `exp` sixteen lanes at once ([`exp_avx512`], bitwise [`exp`]), its
-    /// maximum by one masked reduction (exact, so the same value as the scalar fold), and the
-    /// sums of all rows in key order, rows interleaved so that their chains overlap.
+    /// maximum by one masked reduction (exact, so the same value as the scalar fold); then for
+    /// all rows at once the factors `exp(old max − max)` in one vector, and the sums in key
+    /// order, one lane per row, after a transpose of the rows' values (each lane's additions
+    /// are the scalar fold's).
     #[inline(always)]
     fn softmax(
         s: &mut [[f32; FIXED_BLOCK]],
@@ -310,49 +312,129 @@ impl ScoreKernel for Avx512Scores {
         corr: &mut [f32; 8],
     ) {
         use std::arch::x86_64::*;
-        assert!(ns.len() <= 8 && s.len() >= ns.len() && states.len() >= ns.len());
+        assert!(ns.len() <= 8 && s.len() == 8 && states.len() >= ns.len());
         assert!(ns.iter().all(|&n| n <= FIXED_BLOCK));
-        let mut sums = [0f32; 8];
-        // SAFETY: only reached from `rows_avx512`, whose level proves AVX-512 F; every row of
-        // `s` holds 16 values.
+        let (mut old_max, mut new_max, mut old_sum, mut n_keys) =
+            ([0f32; 16], [0f32; 16], [0f32; 8], [0i32; 8]);
+        // SAFETY: only reached from `rows_avx512`, whose level proves AVX-512 F/VL; every row
+        // of `s` holds 16 values, every array above as many as its loads read.
         unsafe {
             for (r, &n) in ns.iter().enumerate() {
                 if n == 0 {
                     continue;
                 }
-                let st = &mut states[r];
+                let st = &states[r];
                 let v = _mm512_mul_ps(_mm512_loadu_ps(s[r].as_ptr()), _mm512_set1_ps(scale));
                 let first_n = (((1u32 << n) - 1) & 0xffff) as u16;
                 let m = st.max.max(_mm512_mask_reduce_max_ps(first_n, v));
-                let c = if st.max == f32::NEG_INFINITY {
-                    0.0
-                } else {
-                    exp(st.max - m)
-                };
                 _mm512_storeu_ps(
                     s[r].as_mut_ptr(),
                     exp_avx512(_mm512_sub_ps(v, _mm512_set1_ps(m))),
                 );
-                sums[r] = st.sum * c;
-                st.max = m;
-                corr[r] = c;
+                (old_max[r], new_max[r], old_sum[r]) = (st.max, m, st.sum);
+                n_keys[r] = n as i32;
             }
-        }
-        // Key by key, each row's chain one add longer.
-        #[allow(clippy::needless_range_loop)]
-        for k in 0..FIXED_BLOCK {
+            // `exp(old − max)`, 0 where nothing came before (`exp` is not evaluated there in the
+            // scalar code; here its lane is replaced).
+            let old = _mm512_loadu_ps(old_max.as_ptr());
+            let first = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(old, _mm512_set1_ps(f32::NEG_INFINITY));
+            let c = exp_avx512(_mm512_sub_ps(old, _mm512_loadu_ps(new_max.as_ptr())));
+            let c = _mm256_maskz_mov_ps(!first as u8, _mm512_castps512_ps256(c));
+            let mut sums = _mm256_mul_ps(_mm256_loadu_ps(old_sum.as_ptr()), c);
+            let cols = transpose_8x16(std::array::from_fn(|r| _mm512_loadu_ps(s[r].as_ptr())));
+            let n_keys = _mm256_loadu_si256(n_keys.as_ptr() as *const __m256i);
+            for (k, col) in cols.into_iter().enumerate() {
+                let live = _mm256_cmpgt_epi32_mask(n_keys, _mm256_set1_epi32(k as i32));
+                sums = _mm256_mask_add_ps(sums, live, sums, col);
+            }
+            let (mut sum, mut cs) = ([0f32; 8], [0f32; 8]);
+            _mm256_storeu_ps(sum.as_mut_ptr(), sums);
+            _mm256_storeu_ps(cs.as_mut_ptr(), c);
             for (r, &n) in ns.iter().enumerate() {
-                if k < n {
-                    sums[r] += s[r][k];
+                if n > 0 {
+                    states[r] = SoftmaxState {
+                        max: new_max[r],
+                        sum: sum[r],
+                    };
+                    corr[r] = cs[r];
                 }
             }
         }
-        for (r, &n) in ns.iter().enumerate() {
-            if n > 0 {
-                states[r].sum = sums[r];
-            }
+    }
+}
+
+/// The columns of eight rows of sixteen values: `out[k]` holds value `k` of rows 0..8.
+///
+/// # Safety
+/// AVX-512 F available.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn transpose_8x16(
+    rows: [std::arch::x86_64::__m512; 8],
+) -> [std::arch::x86_64::__m256; FIXED_BLOCK] {
+    use std::arch::x86_64::*;
+    let [p0, p1, p2, p3, p4, p5, p6, p7] = rows;
+    // In every 128-bit lane j (values 4j..4j + 4 of each row): pairs of rows interleaved, ...
+    let lo = |a, b| _mm512_unpacklo_ps(a, b);
+    let hi = |a, b| _mm512_unpackhi_ps(a, b);
+    let t = [
+        lo(p0, p1),
+        hi(p0, p1),
+        lo(p2, p3),
+        hi(p2, p3),
+        lo(p4, p5),
+        hi(p4, p5),
+        lo(p6, p7),
+        hi(p6, p7),
+    ];
+    // ... then value 4j + i of rows 0..4 (u[i]) and of rows 4..8 (u[4 + i]) ...
+    let even = |a, b| _mm512_shuffle_ps::<0b01_00_01_00>(a, b);
+    let odd = |a, b| _mm512_shuffle_ps::<0b11_10_11_10>(a, b);
+    let u = [
+        even(t[0], t[2]),
+        odd(t[0], t[2]),
+        even(t[1], t[3]),
+        odd(t[1], t[3]),
+        even(t[4], t[6]),
+        odd(t[4], t[6]),
+        even(t[5], t[7]),
+        odd(t[5], t[7]),
+    ];
+    // ... then the two halves of a column side by side: lanes (j, j) of u[i] and u[4 + i].
+    let pick = |i: usize, j: usize| {
+        let (a, b) = (j as i32 * 4, 16 + j as i32 * 4);
+        let idx = _mm512_setr_epi32(
+            a,
+            a + 1,
+            a + 2,
+            a + 3,
+            b,
+            b + 1,
+            b + 2,
+            b + 3,
+            a + 4,
+            a + 5,
+            a + 6,
+            a + 7,
+            b + 4,
+            b + 5,
+            b + 6,
+            b + 7,
+        );
+        _mm512_permutex2var_ps(u[i], idx, u[4 + i])
+    };
+    let mut out = [_mm256_setzero_ps(); FIXED_BLOCK];
+    for i in 0..4 {
+        for jj in [0, 2] {
+            // Columns 4·jj + i and 4·(jj + 1) + i.
+            let both = pick(i, jj);
+            out[4 * jj + i] = _mm512_castps512_ps256(both);
+            out[4 * (jj + 1) + i] =
+                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(both)));
         }
     }
+    out
 }
 
 /// [`exp`] on sixteen lanes, operation for operation (the same bits for every input; NaN
