@@ -315,16 +315,38 @@ pub fn matmul_many_with<'a>(
             _ => None,
         }
     };
+    // Q8_0 / Q4_0 tiles (prefill) share one quantization of the input and one parallel
+    // section, so one thread's last task of a product is not a wait for the other.
+    let mut tile_act = None;
+    let mut tiles_job = |w: &WeightView<'a>| -> Option<Box<dyn RowsJob + 'a>> {
+        use crate::matmul_quant::{tile_act as quantize, QuantTiles};
+        #[cfg(target_arch = "x86_64")]
+        if crate::matmul_quant::tiles_amx(level).is_some() {
+            return None;
+        }
+        if w.n_rows == 0 || w.n_cols == 0 || n_tokens == 0 {
+            return None;
+        }
+        match w.ty {
+            WeightType::Q8_0 | WeightType::Q8_0x16 | WeightType::Q4_0 | WeightType::Q4_0x16 => {
+                let act = tile_act
+                    .get_or_insert_with(|| Arc::new(quantize(level, x, n_tokens, w.n_cols)))
+                    .clone();
+                Some(Box::new(QuantTiles::new(level, w, act, n_tokens)))
+            }
+            _ => None,
+        }
+    };
     let jobs: Option<Vec<_>> = match path {
         MatmulPath::Rows => ws.iter().map(&mut rows_job).collect(),
-        MatmulPath::Tiles => None,
+        MatmulPath::Tiles => ws.iter().map(&mut tiles_job).collect(),
     };
     match jobs {
         Some(jobs) => {
             let refs: Vec<&dyn RowsJob> = jobs.iter().map(|j| &**j).collect();
             run_rows_jobs(&refs, outs, n_tokens);
         }
-        // Tiles are long sections already (prefill); matrices without row jobs go alone.
+        // Matrices without jobs of their kind go alone.
         None => {
             for (w, out) in ws.iter().zip(outs.iter_mut()) {
                 matmul_path_with(isa, path, w, x, n_tokens, out);

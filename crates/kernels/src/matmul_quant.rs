@@ -10,7 +10,7 @@ use crate::avx512_tile::PanelRows;
 use crate::cpu::Level;
 use crate::matmul::{MatmulPath, MIN_TASK_BYTES, PANEL_BYTES};
 use crate::pack::{n_groups, offset_of, pack_quant_row};
-use crate::par::{chunk_rows, for_each_row_chunk, rows_task_rows, run_rows_jobs, OutCols, RowsJob};
+use crate::par::{chunk_rows, rows_task_rows, run_rows_jobs, OutCols, RowsJob};
 use crate::qx16::X16;
 use crate::scratch::{sized, with_panel, Panel};
 use crate::tile_scalar::{self, ActRow, QuantRow};
@@ -139,24 +139,70 @@ impl RowsJob for QuantRows<'_> {
 
 /// Interleaved activations against packed panels, by tiles.
 fn quant_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
-    let (n_rows, n_cols, ty) = (w.n_rows, w.n_cols, w.ty);
-    let work_per_row = ty.row_bytes(n_cols) * n_tokens;
     // At the AMX level, Q8_0 / Q4_0 tiles are int8 tile products (`amx.rs`).
     #[cfg(target_arch = "x86_64")]
-    if let Some(amx) = match level {
-        Level::Avx512(k) => k.amx(),
-        _ => None,
-    } {
+    if let Some(amx) = tiles_amx(level) {
         return crate::amx::matmul_amx(amx, w, x, n_tokens, out);
     }
-    let act = ActQ8::new(level, x, n_tokens, n_cols, ActLayout::Interleaved, None);
-    let ng = n_groups(n_cols);
-    let (q_row, d_row) = (ng * GROUP_BYTES, ng * GROUP_BLOCKS);
-    let (rm, _) = tile_shape(level);
-    let panel_rows = (PANEL_BYTES / q_row).clamp(rm, 256) / rm * rm;
-    let chunk = chunk_rows(n_rows, rm, MIN_TASK_BYTES.div_ceil(work_per_row));
-    let offset = offset_of(ty);
-    for_each_row_chunk(out, n_rows, n_tokens, chunk, |mut oc| {
+    let job = QuantTiles::new(level, w, Arc::new(tile_act(level, x, n_tokens, w.n_cols)), n_tokens);
+    run_rows_jobs(&[&job], &mut [out], n_tokens);
+}
+
+/// The AMX tiles of `level`, when it has them (Q8_0 / Q4_0 tiles are then int8 tile products).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn tiles_amx(level: Level) -> Option<crate::cpu::Amx> {
+    match level {
+        Level::Avx512(k) => k.amx(),
+        _ => None,
+    }
+}
+
+/// `n_tokens` rows of `x` quantized as the tile kernels want them (interleaved, no lane
+/// corrections): one quantization serves every product of `x` by tiles.
+pub(crate) fn tile_act(level: Level, x: &[f32], n_tokens: usize, n_cols: usize) -> ActQ8 {
+    ActQ8::new(level, x, n_tokens, n_cols, ActLayout::Interleaved, None)
+}
+
+/// A Q8_0 / Q4_0 product by tiles, activations quantized ([`tile_act`]), as a [`RowsJob`]: the
+/// products of one input share a parallel section ([`run_rows_jobs`]).
+pub(crate) struct QuantTiles<'a> {
+    level: Level,
+    w: WeightView<'a>,
+    act: Arc<ActQ8>,
+    n_tokens: usize,
+    chunk: usize,
+}
+
+impl<'a> QuantTiles<'a> {
+    pub(crate) fn new(level: Level, w: &WeightView<'a>, act: Arc<ActQ8>, n_tokens: usize) -> Self {
+        let work_per_row = w.ty.row_bytes(w.n_cols) * n_tokens;
+        let (rm, _) = tile_shape(level);
+        let chunk = chunk_rows(w.n_rows, rm, MIN_TASK_BYTES.div_ceil(work_per_row));
+        QuantTiles {
+            level,
+            w: *w,
+            act,
+            n_tokens,
+            chunk,
+        }
+    }
+}
+
+impl RowsJob for QuantTiles<'_> {
+    fn weights(&self) -> &WeightView<'_> {
+        &self.w
+    }
+    fn chunk_rows(&self) -> usize {
+        self.chunk
+    }
+    fn run(&self, mut oc: OutCols<'_>) {
+        let (level, w, act, n_tokens) = (self.level, &self.w, &*self.act, self.n_tokens);
+        let (n_cols, ty) = (w.n_cols, w.ty);
+        let ng = n_groups(n_cols);
+        let (q_row, d_row) = (ng * GROUP_BYTES, ng * GROUP_BLOCKS);
+        let (rm, _) = tile_shape(level);
+        let panel_rows = (PANEL_BYTES / q_row).clamp(rm, 256) / rm * rm;
+        let offset = offset_of(ty);
         let rows = oc.rows();
         with_panel(|p| {
             for p0 in rows.clone().step_by(panel_rows) {
@@ -213,14 +259,14 @@ fn quant_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
                     d,
                     q_row,
                     d_row,
-                    act: &act,
+                    act,
                     offset,
                 };
                 let emit = |r: usize, t: usize, v: f32| oc.token(t)[col0 + r] = v;
                 run_tiles::<2, 2, _>(&tiler, np, n_tokens, emit);
             }
         });
-    });
+    }
 }
 
 /// Rows `rows` of `w` packed into the panel scratch `p` (`pack.rs`): `(bytes, scales)`, rows of

@@ -273,8 +273,9 @@ fn products_sharing_a_section_equal_each_alone() {
     use kernels::matmul_many_with;
     let mut rng = Rng(0xa54ff53a5f1d36f1);
     let k = 3 * 256; // valid for every type
-    let sets: [[WeightType; 3]; 5] = [
+    let sets: [[WeightType; 3]; 6] = [
         [WeightType::Q4_0, WeightType::Q4_0, WeightType::Q8_0],
+        [WeightType::Q4_0x16, WeightType::Q8_0x16, WeightType::Q4_0],
         [WeightType::Q4_K, WeightType::Q4_K, WeightType::Q6_K],
         [WeightType::Q4_Kx16, WeightType::Q4_K, WeightType::Q6_Kx16],
         [WeightType::F16, WeightType::BF16, WeightType::F32],
