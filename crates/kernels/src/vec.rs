@@ -19,7 +19,13 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// `x[i] += y[i]`.
 pub fn add_assign(x: &mut [f32], y: &[f32]) {
-    debug_assert_eq!(x.len(), y.len());
+    assert_eq!(x.len(), y.len());
+    // A prompt's worth is spread over threads, as in `silu_mul`.
+    const PAR_CHUNK: usize = 1 << 15;
+    if x.len() > PAR_CHUNK {
+        let items = x.chunks_mut(PAR_CHUNK).zip(y.chunks(PAR_CHUNK)).collect();
+        return crate::team::for_each_item(items, |(a, b)| add_assign(a, b));
+    }
     for (a, b) in x.iter_mut().zip(y) {
         *a += b;
     }

@@ -166,15 +166,14 @@ impl Llama {
                 n,
                 &mut [&mut q, &mut k, &mut v],
             );
+            rope_rows(&mut q, q_dim, head_dim, &rope);
+            rope_rows(&mut k, kv_dim, head_dim, &rope);
             for t in 0..n {
-                let pos = batch.positions[t];
-                rope_interleaved(&mut q[t * q_dim..(t + 1) * q_dim], head_dim, &rope[t]);
-                rope_interleaved(&mut k[t * kv_dim..(t + 1) * kv_dim], head_dim, &rope[t]);
                 let (kt, vt) = (
                     &k[t * kv_dim..(t + 1) * kv_dim],
                     &v[t * kv_dim..(t + 1) * kv_dim],
                 );
-                kv.store(l, batch.seq_ids[t], pos, kt, vt);
+                kv.store(l, batch.seq_ids[t], batch.positions[t], kt, vt);
             }
             self.attention(l, batch, &tasks, &q, &*kv, &mut attn);
             ahead(&[&layer.w_gate, &layer.w_up]);
@@ -351,6 +350,17 @@ fn norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
         rows.for_each(|(o, xi)| rms_norm(xi, weight, eps, o));
     } else {
         for_each_item(rows.collect(), |(o, xi)| rms_norm(xi, weight, eps, o));
+    }
+}
+
+/// RoPE on each row of `x` (rows of `dim` values, row `t` rotated by `rope[t]`); a prompt's
+/// rows are spread over threads, as in [`norm_rows`].
+fn rope_rows(x: &mut [f32], dim: usize, head_dim: usize, rope: &[Vec<(f32, f32)>]) {
+    let rows = x.chunks_exact_mut(dim).zip(rope);
+    if rope.len() < 16 {
+        rows.for_each(|(r, cs)| rope_interleaved(r, head_dim, cs));
+    } else {
+        for_each_item(rows.collect(), |(r, cs)| rope_interleaved(r, head_dim, cs));
     }
 }
 
