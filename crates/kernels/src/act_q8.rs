@@ -100,9 +100,14 @@ impl ActQ8 {
                 lc: lane_corr_k.and_then(|k| Some((lc_rows.next()?, k))),
             })
             .collect();
-        let work = |tmp: &mut Vec<i8>, (row, xt): (RowOut<'_>, &[f32])| match layout {
-            ActLayout::Natural => quantize_row(level, xt, row.qs, row.d, row.sums, row.lc),
-            ActLayout::Interleaved => {
+        let work = |tmp: &mut Vec<i8>, (row, xt): (RowOut<'_>, &[f32])| match (layout, level) {
+            (ActLayout::Natural, _) => quantize_row(level, xt, row.qs, row.d, row.sums, row.lc),
+            // Straight into the interleaved order at AVX-512.
+            #[cfg(target_arch = "x86_64")]
+            (ActLayout::Interleaved, Level::Avx512(k)) => {
+                crate::avx512_act::quantize_row_interleaved(k, xt, row.qs, row.d, row.sums)
+            }
+            (ActLayout::Interleaved, _) => {
                 tmp.resize(n_cols, 0);
                 quantize_row(level, xt, tmp, row.d, row.sums, None);
                 interleave(tmp, row.qs);
@@ -377,6 +382,40 @@ mod tests {
                     (0.0, 0)
                 };
                 assert_eq!((il.d(t)[b], il.sums(t)[b]), (d, sum));
+            }
+        }
+    }
+
+    /// Every level's interleaved activations (AVX-512 quantizes straight into that order) are
+    /// the scalar level's, bit for bit, for whole and part-filled groups, one token or enough
+    /// to be spread over threads, and the edge rows of the reference test.
+    #[test]
+    fn interleaved_levels_agree_bitwise() {
+        let mut s = 0x5851f42d4c957f2du64;
+        let mut cases: Vec<(usize, Vec<f32>)> = edge_rows().into_iter().map(|x| (1, x)).collect();
+        for (n_tokens, nb) in [(1, 1), (1, 15), (1, 16), (1, 17), (3, 40), (64, 33)] {
+            let scale = 10f32.powi((nb % 5) as i32 - 2);
+            let x = (0..n_tokens * nb * 32)
+                .map(|_| xorshift(&mut s) * scale)
+                .collect();
+            cases.push((n_tokens, x));
+        }
+        for (n_tokens, x) in cases {
+            let n_cols = x.len() / n_tokens;
+            let il = |level| ActQ8::new(level, &x, n_tokens, n_cols, ActLayout::Interleaved, None);
+            let want = il(Level::Scalar);
+            for isa in crate::Isa::ALL {
+                let Some(level) = Level::new(isa) else {
+                    continue;
+                };
+                let got = il(level);
+                for t in 0..n_tokens {
+                    let what = format!("{isa} {n_tokens} tokens of {n_cols}, token {t}");
+                    assert_eq!(got.qs(t), want.qs(t), "{what}");
+                    assert_eq!(got.sums(t), want.sums(t), "{what}");
+                    let bits = |a: &ActQ8| a.d(t).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got), bits(&want), "{what}");
+                }
             }
         }
     }

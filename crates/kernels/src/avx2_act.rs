@@ -84,7 +84,7 @@ unsafe fn quantize_row_avx2(
 /// round-to-nearest-even, so the same bits; the generic conversion is a call per block).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn block_scale(amax: f32) -> (f32, f32) {
+pub(crate) fn block_scale(amax: f32) -> (f32, f32) {
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     let h = _mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(d));

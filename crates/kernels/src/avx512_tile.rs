@@ -329,7 +329,10 @@ unsafe fn reduce_3x4(v: [__m512; 12]) -> __m512 {
     };
     // s2 of row r, token t in 128-bit lane t.
     let s2: [__m512; 3] = std::array::from_fn(|r| {
-        let (t01, t23) = (halves(v[4 * r], v[4 * r + 1]), halves(v[4 * r + 2], v[4 * r + 3]));
+        let (t01, t23) = (
+            halves(v[4 * r], v[4 * r + 1]),
+            halves(v[4 * r + 2], v[4 * r + 3]),
+        );
         quarters(t01, t23)
     });
     // Within each 128-bit lane: (x0, x1, y0, y1) + (x2, x3, y2, y3), then (0, 2) + (1, 3).

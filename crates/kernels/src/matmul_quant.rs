@@ -144,7 +144,12 @@ fn quant_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
     if let Some(amx) = tiles_amx(level) {
         return crate::amx::matmul_amx(amx, w, x, n_tokens, out);
     }
-    let job = QuantTiles::new(level, w, Arc::new(tile_act(level, x, n_tokens, w.n_cols)), n_tokens);
+    let job = QuantTiles::new(
+        level,
+        w,
+        Arc::new(tile_act(level, x, n_tokens, w.n_cols)),
+        n_tokens,
+    );
     run_rows_jobs(&[&job], &mut [out], n_tokens);
 }
 
