@@ -559,10 +559,24 @@ fn rows_fixed<K: ScoreKernel, const HD: usize>(
             &mut states[r0..r0 + rn],
             &mut corr,
         );
-        // Value sums two rows at a time: two independent chains of multiply-adds per key.
+        // Value sums four rows at a time where four rows share their keys (the query heads of
+        // one entry under GQA) and four rows' accumulators fit the registers (heads of 64),
+        // else two at a time: independent chains of multiply-adds per key.
         let acc = &mut acc[r0 * HD..(r0 + rn) * HD];
         let mut r = 0;
         while r < rn {
+            let n = ns[r0 + r];
+            if HD <= 64 && r + 4 <= rn && n > 0 && ns[r0 + r..r0 + r + 4].iter().all(|&m| m == n) {
+                let mut rows = acc[r * HD..(r + 4) * HD].chunks_exact_mut(HD);
+                let mut next = || -> &mut [f32; HD] {
+                    rows.next().expect("a row").try_into().expect("a head")
+                };
+                let a = [next(), next(), next(), next()];
+                let p = std::array::from_fn(|i| &s[r + i][..n]);
+                sum_values_4(p, values, std::array::from_fn(|i| corr[r + i]), a);
+                r += 4;
+                continue;
+            }
             let (n0, n1) = (ns[r0 + r], if r + 1 < rn { ns[r0 + r + 1] } else { 0 });
             let pair = &mut acc[r * HD..(r + 2).min(rn) * HD];
             let (a0, a1) = pair.split_at_mut(HD);
@@ -638,6 +652,40 @@ fn sum_values<const HD: usize>(p: &[f32], values: &[f32], corr: f32, acc: &mut [
         }
     }
     *acc = a;
+}
+
+/// [`sum_values`] for four rows of the same keys, side by side; each row's operations are the
+/// ones it gets alone.
+#[inline(always)]
+fn sum_values_4<const HD: usize>(
+    p: [&[f32]; 4],
+    values: &[f32],
+    corr: [f32; 4],
+    acc: [&mut [f32; HD]; 4],
+) {
+    let n = p[0].len();
+    assert!(p.iter().all(|r| r.len() == n));
+    // Local copies stay in registers through the key loop.
+    let mut a: [[f32; HD]; 4] = std::array::from_fn(|i| *acc[i]);
+    for (a, c) in a.iter_mut().zip(corr) {
+        for v in a.iter_mut() {
+            *v *= c;
+        }
+    }
+    for k in 0..n {
+        let v: &[f32; HD] = values[k * HD..(k + 1) * HD]
+            .try_into()
+            .expect("a value row");
+        let pk = [p[0][k], p[1][k], p[2][k], p[3][k]];
+        for d in 0..HD {
+            for i in 0..4 {
+                a[i][d] = pk[i].mul_add(v[d], a[i][d]);
+            }
+        }
+    }
+    for (dst, src) in acc.into_iter().zip(a) {
+        *dst = src;
+    }
 }
 
 /// [`sum_values`] for two rows, their shared keys side by side; each row's operations are
@@ -800,7 +848,17 @@ mod tests {
     fn rows_at_once_match_one_row_at_a_time() {
         let mut seed = 99u64;
         for (head_dim, block) in [(64, 16), (128, 16), (32, 16), (64, 8)] {
-            for n_rows in [1usize, 3, 8, 9, 19] {
+            // Rows of one length in runs of `same` (the query heads of one entry under GQA).
+            for (n_rows, same) in [
+                (1usize, 1usize),
+                (3, 1),
+                (8, 1),
+                (9, 1),
+                (19, 1),
+                (24, 8),
+                (21, 4),
+                (13, 5),
+            ] {
                 let n_blocks = 3;
                 let keys: Vec<f32> = (0..n_blocks * block * head_dim)
                     .map(|_| 2.0 * lcg(&mut seed))
@@ -811,7 +869,7 @@ mod tests {
                 let q: Vec<f32> = (0..n_rows * head_dim).map(|_| lcg(&mut seed)).collect();
                 // Row r sees the first `len[r]` positions (some rows end inside a block).
                 let len: Vec<usize> = (0..n_rows)
-                    .map(|r| 1 + (r * 7 + 3) % (n_blocks * block))
+                    .map(|r| 1 + (r / same * 7 + 3) % (n_blocks * block))
                     .collect();
                 let scale = 1.0 / (head_dim as f32).sqrt();
                 for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
@@ -859,8 +917,9 @@ mod tests {
                             }
                         }
                     }
-                    assert_eq!(st_many, st_one, "{isa} {head_dim}/{block} rows {n_rows}");
-                    assert_eq!(acc_many, acc_one, "{isa} {head_dim}/{block} rows {n_rows}");
+                    let what = format!("{isa} {head_dim}/{block} rows {n_rows} by {same}");
+                    assert_eq!(st_many, st_one, "{what}");
+                    assert_eq!(acc_many, acc_one, "{what}");
                 }
             }
         }
