@@ -206,7 +206,7 @@ impl RowsJob for QuantTiles<'_> {
         let ng = n_groups(n_cols);
         let (q_row, d_row) = (ng * GROUP_BYTES, ng * GROUP_BLOCKS);
         let (rm, _) = tile_shape(level);
-        let panel_rows = (PANEL_BYTES / q_row).clamp(rm, 256) / rm * rm;
+        let panel_rows = (TILE_PANEL_BYTES / q_row).clamp(rm, 256) / rm * rm;
         let offset = offset_of(ty);
         let rows = oc.rows();
         with_panel(|p| {
@@ -290,6 +290,13 @@ fn pack_panel<'p>(
     }
     (q, d)
 }
+
+/// Weight bytes of a Q8_0/Q4_0 prefill panel: twice [`PANEL_BYTES`], half of a 1 MiB L2, so
+/// that a token group's activations serve more rows before the next group's are loaded. Long
+/// rows gained most: Q4_0x16 at 11008 columns (`matvec --rows 1024 --tokens 512`, three runs
+/// alternating) 528–537 G op/s at 256 KiB, 580–598 at 512 KiB; 1 MiB made Q8_0x16 there slower
+/// (459–479 against 506–542).
+const TILE_PANEL_BYTES: usize = 2 * PANEL_BYTES;
 
 /// `f(t0, nt)` for the groups of 4 tokens (then 2, then 1) that cover `0..n_tokens`: the token
 /// counts of the AVX-512 panel kernels.
