@@ -225,68 +225,49 @@ fn outputs_do_not_depend_on_the_threads() {
     }
 }
 
+/// A random `[n_rows, k]` matrix of `ty` against `n_tokens` random rows: at every level where
+/// the two paths are interchangeable, the tiles give the row kernels' bits.
+fn tiles_match_rows(rng: &mut Rng, ty: WeightType, n_rows: usize, k: usize, n_tokens: usize) {
+    let bytes = matrix(rng, ty, n_rows, k);
+    let w = WeightView {
+        ty,
+        n_rows,
+        n_cols: k,
+        bytes: &bytes,
+    };
+    let x: Vec<f32> = (0..n_tokens * k).map(|_| rng.f32()).collect();
+    for isa in supported() {
+        if !MatmulPath::interchangeable(isa, ty) {
+            continue;
+        }
+        let rows = run(isa, MatmulPath::Rows, &w, &x, 0, n_tokens);
+        let tiles = run(isa, MatmulPath::Tiles, &w, &x, 0, n_tokens);
+        let what = format!("{isa} {ty:?} {k} columns, Tiles vs Rows");
+        assert_same(&tiles, &rows, n_rows, 0, &what);
+    }
+}
+
 /// Rows long enough that the AVX-512 tiles take them in blocks of groups (Llama-2-7B's down
 /// projection has 11008 columns): the tiles still give the row kernels' bits.
 #[test]
 fn long_rows_agree_bitwise() {
     let mut rng = Rng(0xbb67ae8584caa73b);
-    let (n_tokens, k) = (6, 215 * 32); // 13 whole groups and a part-filled one
+    let k = 215 * 32; // 13 whole groups and a part-filled one
     for ty in [
         WeightType::Q4_0,
         WeightType::Q8_0,
         WeightType::Q4_0x16,
         WeightType::Q8_0x16,
     ] {
-        let n_rows = rows_of(ty, 20);
-        let bytes = matrix(&mut rng, ty, n_rows, k);
-        let w = WeightView {
-            ty,
-            n_rows,
-            n_cols: k,
-            bytes: &bytes,
-        };
-        let x: Vec<f32> = (0..n_tokens * k).map(|_| rng.f32()).collect();
-        for isa in supported() {
-            if !MatmulPath::interchangeable(isa, ty) {
-                continue;
-            }
-            let rows = run(isa, MatmulPath::Rows, &w, &x, 0, n_tokens);
-            let tiles = run(isa, MatmulPath::Tiles, &w, &x, 0, n_tokens);
-            let what = format!("{isa} {ty:?} long rows, Tiles vs Rows");
-            assert_same(&tiles, &rows, n_rows, 0, &what);
-        }
+        tiles_match_rows(&mut rng, ty, rows_of(ty, 20), k, 6);
     }
 }
 
 #[test]
 fn interchangeable_paths_agree_bitwise() {
     let mut rng = Rng(0x3c6ef372fe94f82b);
-    let n_tokens = 9;
     for ty in TYPES {
-        let n_rows = rows_of(ty, 35);
-        let k = n_cols(ty);
-        let bytes = matrix(&mut rng, ty, n_rows, k);
-        let w = WeightView {
-            ty,
-            n_rows,
-            n_cols: k,
-            bytes: &bytes,
-        };
-        let x: Vec<f32> = (0..n_tokens * k).map(|_| rng.f32()).collect();
-        for isa in supported() {
-            if !MatmulPath::interchangeable(isa, ty) {
-                continue;
-            }
-            let rows = run(isa, MatmulPath::Rows, &w, &x, 0, n_tokens);
-            let tiles = run(isa, MatmulPath::Tiles, &w, &x, 0, n_tokens);
-            assert_same(
-                &tiles,
-                &rows,
-                n_rows,
-                0,
-                &format!("{isa} {ty:?} Tiles vs Rows"),
-            );
-        }
+        tiles_match_rows(&mut rng, ty, rows_of(ty, 35), n_cols(ty), 9);
     }
     assert!(MatmulPath::interchangeable(Isa::Scalar, WeightType::F32));
     assert!(MatmulPath::interchangeable(
