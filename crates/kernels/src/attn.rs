@@ -573,7 +573,7 @@ fn rows_fixed<K: ScoreKernel, const HD: usize>(
                 };
                 let a = [next(), next(), next(), next()];
                 let p = std::array::from_fn(|i| &s[r + i][..n]);
-                sum_values_4(p, values, std::array::from_fn(|i| corr[r + i]), a);
+                sum_values_rows(p, values, std::array::from_fn(|i| corr[r + i]), a);
                 r += 4;
                 continue;
             }
@@ -590,7 +590,7 @@ fn rows_fixed<K: ScoreKernel, const HD: usize>(
                 sum_values(&s[r + 1][..n1], values, corr[r + 1], a1);
             } else {
                 let a1: &mut [f32; HD] = a1.try_into().expect("a head");
-                sum_values_2(
+                sum_values_rows(
                     [&s[r][..n0], &s[r + 1][..n1]],
                     values,
                     [corr[r], corr[r + 1]],
@@ -654,81 +654,47 @@ fn sum_values<const HD: usize>(p: &[f32], values: &[f32], corr: f32, acc: &mut [
     *acc = a;
 }
 
-/// [`sum_values`] for four rows of the same keys, side by side; each row's operations are the
-/// ones it gets alone.
+/// [`sum_values`] for `R` rows side by side over the keys they share, then each row's own
+/// remaining keys; each row's operations are the ones it gets alone.
 #[inline(always)]
-fn sum_values_4<const HD: usize>(
-    p: [&[f32]; 4],
+fn sum_values_rows<const HD: usize, const R: usize>(
+    p: [&[f32]; R],
     values: &[f32],
-    corr: [f32; 4],
-    acc: [&mut [f32; HD]; 4],
+    corr: [f32; R],
+    acc: [&mut [f32; HD]; R],
 ) {
-    let n = p[0].len();
-    assert!(p.iter().all(|r| r.len() == n));
     // Local copies stay in registers through the key loop.
-    let mut a: [[f32; HD]; 4] = std::array::from_fn(|i| *acc[i]);
+    let mut a: [[f32; HD]; R] = std::array::from_fn(|i| *acc[i]);
     for (a, c) in a.iter_mut().zip(corr) {
         for v in a.iter_mut() {
             *v *= c;
         }
     }
-    for k in 0..n {
-        let v: &[f32; HD] = values[k * HD..(k + 1) * HD]
+    let value = |k: usize| -> &[f32; HD] {
+        values[k * HD..(k + 1) * HD]
             .try_into()
-            .expect("a value row");
-        let pk = [p[0][k], p[1][k], p[2][k], p[3][k]];
+            .expect("a value row")
+    };
+    let shared = p.iter().map(|r| r.len()).min().unwrap_or(0);
+    for k in 0..shared {
+        let (v, pk) = (value(k), p.map(|r| r[k]));
         for d in 0..HD {
-            for i in 0..4 {
+            for i in 0..R {
                 a[i][d] = pk[i].mul_add(v[d], a[i][d]);
+            }
+        }
+    }
+    for (row, a) in p.iter().zip(a.iter_mut()) {
+        for (k, &pk) in row.iter().enumerate().skip(shared) {
+            let v = value(k);
+            for d in 0..HD {
+                a[d] = pk.mul_add(v[d], a[d]);
             }
         }
     }
     for (dst, src) in acc.into_iter().zip(a) {
         *dst = src;
     }
-}
-
-/// [`sum_values`] for two rows, their shared keys side by side; each row's operations are
-/// the ones it gets alone.
-#[inline(always)]
-fn sum_values_2<const HD: usize>(
-    p: [&[f32]; 2],
-    values: &[f32],
-    corr: [f32; 2],
-    acc: [&mut [f32; HD]; 2],
-) {
-    let [acc0, acc1] = acc;
-    // Local copies stay in registers through the key loop.
-    let (mut a0, mut a1) = (*acc0, *acc1);
-    for a in a0.iter_mut() {
-        *a *= corr[0];
-    }
-    for a in a1.iter_mut() {
-        *a *= corr[1];
-    }
-    let both = p[0].len().min(p[1].len());
-    for k in 0..both {
-        let v: &[f32; HD] = values[k * HD..(k + 1) * HD]
-            .try_into()
-            .expect("a value row");
-        let (p0, p1) = (p[0][k], p[1][k]);
-        for d in 0..HD {
-            a0[d] = p0.mul_add(v[d], a0[d]);
-            a1[d] = p1.mul_add(v[d], a1[d]);
-        }
-    }
-    for (row, a) in [(p[0], &mut a0), (p[1], &mut a1)] {
-        for k in both..row.len() {
-            let v: &[f32; HD] = values[k * HD..(k + 1) * HD]
-                .try_into()
-                .expect("a value row");
-            for d in 0..HD {
-                a[d] = row[k].mul_add(v[d], a[d]);
-            }
-        }
-    }
-    *acc0 = a0;
-    *acc1 = a1;
 }
 
 /// `e^x` for `f32`, within 2 ulp on the range softmax uses, branch-free so that loops over it

@@ -17,11 +17,13 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
+/// Values per task of the elementwise steps spread over threads ([`add_assign`], [`silu_mul`]).
+const PAR_CHUNK: usize = 1 << 15;
+
 /// `x[i] += y[i]`.
 pub fn add_assign(x: &mut [f32], y: &[f32]) {
     assert_eq!(x.len(), y.len());
     // A prompt's worth is spread over threads, as in `silu_mul`.
-    const PAR_CHUNK: usize = 1 << 15;
     if x.len() > PAR_CHUNK {
         let items = x.chunks_mut(PAR_CHUNK).zip(y.chunks(PAR_CHUNK)).collect();
         return crate::team::for_each_item(items, |(a, b)| add_assign(a, b));
@@ -53,7 +55,6 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     assert_eq!(gate.len(), up.len());
     // A prompt's worth is spread over threads (each value on its own, so the split does not
     // change the result).
-    const PAR_CHUNK: usize = 1 << 15;
     if gate.len() > PAR_CHUNK {
         let items = gate
             .chunks_mut(PAR_CHUNK)

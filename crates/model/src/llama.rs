@@ -346,10 +346,15 @@ impl Llama {
 fn norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let dim = weight.len();
     let rows = out.chunks_exact_mut(dim).zip(x.chunks_exact(dim));
-    if x.len() / dim.max(1) < 16 {
-        rows.for_each(|(o, xi)| rms_norm(xi, weight, eps, o));
+    each_row(rows, |(o, xi)| rms_norm(xi, weight, eps, o));
+}
+
+/// `f` on every row, the rows spread over threads when there are enough of them (a prompt's).
+fn each_row<T: Send>(rows: impl ExactSizeIterator<Item = T>, f: impl Fn(T) + Sync) {
+    if rows.len() < 16 {
+        rows.for_each(f);
     } else {
-        for_each_item(rows.collect(), |(o, xi)| rms_norm(xi, weight, eps, o));
+        for_each_item(rows.collect(), f);
     }
 }
 
@@ -357,11 +362,7 @@ fn norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
 /// rows are spread over threads, as in [`norm_rows`].
 fn rope_rows(x: &mut [f32], dim: usize, head_dim: usize, rope: &[Vec<(f32, f32)>]) {
     let rows = x.chunks_exact_mut(dim).zip(rope);
-    if rope.len() < 16 {
-        rows.for_each(|(r, cs)| rope_interleaved(r, head_dim, cs));
-    } else {
-        for_each_item(rows.collect(), |(r, cs)| rope_interleaved(r, head_dim, cs));
-    }
+    each_row(rows, |(r, cs)| rope_interleaved(r, head_dim, cs));
 }
 
 /// Entries of one sequence per attention task at most: small enough to spread a long prompt
