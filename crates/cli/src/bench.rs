@@ -369,7 +369,7 @@ fn size_label(n: u64) -> String {
 }
 
 /// llama-bench's size column: MiB below 1 GiB, GiB above.
-fn format_bytes(b: u64) -> String {
+pub(crate) fn format_bytes(b: u64) -> String {
     let b = b as f64;
     if b >= (1u64 << 30) as f64 {
         format!("{:.2} GiB", b / (1u64 << 30) as f64)

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -107,6 +107,17 @@ pub fn run(a: ServeArgs, kv_type: KvType) -> Result<()> {
     } else {
         "no API key"
     };
+    // Decode multiplies repacked copies of some weight types (see `Weight::repack`): made now,
+    // before the first request, instead of in its first decode step.
+    let t0 = Instant::now();
+    let repacked = loaded.model.repack_for_kernels();
+    if repacked > 0 {
+        eprintln!(
+            "herd serve: {} of weights repacked for this CPU's kernels in {:.1} s",
+            crate::bench::format_bytes(repacked),
+            t0.elapsed().as_secs_f64()
+        );
+    }
     let server = Server::new(Arc::new(loaded.model), tok, &loaded.path, sched, cfg)
         .map_err(anyhow::Error::msg)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
