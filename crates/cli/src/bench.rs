@@ -96,9 +96,10 @@ impl Row {
     /// Decode rate as a percentage of the bandwidth ceiling (generation rows only).
     fn pct_of_bandwidth(&self, info: &ModelInfo) -> Option<f64> {
         match self.result.test {
-            BenchTest::Gen(_) => {
+            BenchTest::Gen(_) if self.bandwidth.is_finite() => {
                 Some(100.0 * self.result.avg_ts() * info.bytes_per_token as f64 / self.bandwidth)
             }
+            BenchTest::Gen(_) => None,
             BenchTest::Prompt(_) => None,
         }
     }
@@ -166,6 +167,14 @@ pub fn run(a: BenchArgs, threads: &[usize], kv_type: KvType) -> Result<()> {
             String::new()
         }
     );
+    let lacking = model.bytes_lacking_faster_layout();
+    if lacking > 0 {
+        eprintln!(
+            "note: {} of weights keep their stored layout (no memory for repacked copies): \
+             decode reads them more slowly than it could",
+            format_bytes(lacking)
+        );
+    }
     let longest = pp.iter().chain(&tg).copied().max().unwrap_or(0);
     let n_ctx = model.config.max_seq_len;
     if engine::extend_context(&mut model, longest) {
@@ -319,13 +328,19 @@ fn reset_peak_rss() {
 }
 
 /// Bytes/s of a read pass at each thread count, best of `passes`, over one buffer (freed on
-/// return).
+/// return); NaN, said on stderr, when the memory for the buffer cannot be had (a model that
+/// fills the memory): the tests run on, without a percentage of the bandwidth.
 fn measure_bandwidth(threads: &[usize], passes: usize) -> Vec<(usize, f64)> {
-    let probe = BandwidthProbe::new(PROBE_BYTES);
-    threads
-        .iter()
-        .map(|&t| (t, probe.measure(t, passes)))
-        .collect()
+    match BandwidthProbe::new(PROBE_BYTES) {
+        Ok(probe) => threads
+            .iter()
+            .map(|&t| (t, probe.measure(t, passes)))
+            .collect(),
+        Err(e) => {
+            eprintln!("note: no bandwidth measured (its {PROBE_BYTES}-byte buffer: {e})");
+            threads.iter().map(|&t| (t, f64::NAN)).collect()
+        }
+    }
 }
 
 fn bandwidth_header(bandwidth: &[(usize, f64)], info: &ModelInfo) -> String {

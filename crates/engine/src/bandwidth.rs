@@ -16,19 +16,16 @@ pub struct BandwidthProbe {
 }
 
 impl BandwidthProbe {
-    /// Allocates and fills `bytes` bytes (rounded down to whole 64-byte lines).
-    ///
-    /// # Panics
-    /// When the memory cannot be mapped.
-    pub fn new(bytes: usize) -> Self {
+    /// Allocates and fills `bytes` bytes (rounded down to whole 64-byte lines); an error when
+    /// the memory cannot be had (see `formats::Storage::anon_filled`).
+    pub fn new(bytes: usize) -> std::io::Result<Self> {
         let len = bytes / 64 * 64;
         let mem = formats::Storage::anon_filled(len, |b| {
             for (i, w) in b.chunks_exact_mut(8).enumerate() {
                 w.copy_from_slice(&(i as u64).to_le_bytes());
             }
-        })
-        .expect("mapping the bandwidth probe's buffer");
-        BandwidthProbe { mem }
+        })?;
+        Ok(BandwidthProbe { mem })
     }
 
     /// The buffer as words (a fresh mapping is page-aligned, its length whole lines).
@@ -76,7 +73,7 @@ mod tests {
 
     #[test]
     fn measures_a_positive_rate() {
-        let p = BandwidthProbe::new(1 << 20);
+        let p = BandwidthProbe::new(1 << 20).unwrap();
         assert_eq!(p.bytes(), 1 << 20);
         for t in [1, 2, 3] {
             assert!(p.measure(t, 2) > 0.0);

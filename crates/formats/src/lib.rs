@@ -29,5 +29,5 @@ pub mod npy;
 pub mod pickle;
 
 pub use error::{FormatError, Result};
-pub use storage::{map_file, Storage};
+pub use storage::{available_memory, map_file, Storage};
 pub use tensor::{DType, Tensor};

@@ -33,6 +33,17 @@ impl Storage {
         if len == 0 {
             return Ok(Storage::owned(Vec::new()));
         }
+        // The map itself would succeed (the kernel promises pages it may not have); filling
+        // it would then end the process. Refuse instead, so the caller keeps what it has, and
+        // leave room for the rest of the work (KV cache, activations).
+        if let Some(avail) = available_memory() {
+            if len as u64 + ANON_RESERVE > avail {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::OutOfMemory,
+                    format!("{len} bytes asked for, {avail} available, {ANON_RESERVE} kept free"),
+                ));
+            }
+        }
         let mut m = memmap2::MmapMut::map_anon(len)?;
         // A hint: without transparent huge pages the map works the same with small pages.
         let _ = m.advise(memmap2::Advice::HugePage);
@@ -87,4 +98,36 @@ pub(crate) fn map_open_file(
 ) -> crate::Result<Arc<memmap2::Mmap>> {
     // Mapping is the one unsafe corner of this crate; it lives in `mmap.rs`.
     crate::mmap::map(path, file).map(Arc::new)
+}
+
+/// Memory [`Storage::anon_filled`] leaves available: it refuses a copy that would leave less.
+pub const ANON_RESERVE: u64 = 1 << 30;
+
+/// Memory the system can still give without swapping (Linux: `MemAvailable` of
+/// `/proc/meminfo`, which counts page cache that can be dropped); `None` where unknown.
+pub fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anonymous_memory_beyond_what_is_available_is_refused_unfilled() {
+        let Some(avail) = available_memory() else {
+            println!("skip: this system does not say how much memory is available");
+            return;
+        };
+        assert!(avail > 0);
+        let mut filled = false;
+        let err = Storage::anon_filled(avail as usize, |_| filled = true).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::OutOfMemory);
+        assert!(!filled);
+        let s = Storage::anon_filled(4096, |b| b.fill(7)).unwrap();
+        assert!(s.as_bytes().iter().all(|&b| b == 7));
+    }
 }

@@ -29,6 +29,16 @@ impl Llama {
         self.products().map(Weight::repack).sum()
     }
 
+    /// Stored bytes of the matrices that serve from their stored layout although this CPU's
+    /// kernels have a faster one ([`Weight::lacks_faster_layout`]): after
+    /// [`Llama::repack_for_kernels`], those whose copy could not be had.
+    pub fn bytes_lacking_faster_layout(&self) -> u64 {
+        self.products()
+            .filter(|w| w.lacks_faster_layout())
+            .map(|w| w.view().bytes.len() as u64)
+            .sum()
+    }
+
     /// Keeps every matrix in its stored layout for good ([`Weight::keep_stored`]).
     pub fn keep_stored_layouts(&self) {
         self.products().for_each(Weight::keep_stored);

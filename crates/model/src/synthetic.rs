@@ -140,6 +140,7 @@ pub fn synthetic(shape: &str, ty: WeightType, seed: u64) -> Result<Llama> {
             ),
         ));
     }
+    fits(shape, ty, weight_bytes(&c, ty), formats::available_memory())?;
     let matrix =
         |id: u64, n_rows: usize, n_cols: usize| random_matrix(ty, n_rows, n_cols, mix(seed, id));
     let tok_embeddings = matrix(0, c.vocab_size, c.dim);
@@ -166,6 +167,33 @@ pub fn synthetic(shape: &str, ty: WeightType, seed: u64) -> Result<Llama> {
         .collect();
     let output_norm = vec![1.0; c.dim];
     Ok(Llama::new(c, tok_embeddings, layers, output_norm, output))
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// An error naming what is missing when `bytes` of weights need more than `available` memory
+/// (the process would be killed part-way through filling them).
+fn fits(shape: &str, ty: WeightType, bytes: u64, available: Option<u64>) -> Result<()> {
+    match available {
+        Some(avail) if bytes > avail => Err(bad(
+            "shape",
+            format!(
+                "'{shape}' in {} needs {:.1} GiB for its weights; {:.1} GiB of memory is available",
+                type_name(ty),
+                bytes as f64 / GIB,
+                avail as f64 / GIB
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Bytes of the matrices [`synthetic`] builds for `c` in `ty` (norms aside).
+fn weight_bytes(c: &LlamaConfig, ty: WeightType) -> u64 {
+    let m = |n_rows: usize, n_cols: usize| (n_rows * ty.row_bytes(n_cols)) as u64;
+    let embeddings = m(c.vocab_size, c.dim) * if c.tied_embeddings { 1 } else { 2 };
+    let layer = 2 * m(c.q_dim(), c.dim) + 2 * m(c.kv_dim(), c.dim) + 3 * m(c.hidden_dim, c.dim);
+    embeddings + c.n_layers as u64 * layer
 }
 
 /// `[n_rows, n_cols]` random values stored as `ty`, one row at a time per thread.
@@ -240,6 +268,33 @@ mod tests {
         let c = synthetic("stories15m", WeightType::Q8_0, 2).unwrap();
         let a = synthetic("stories15m", WeightType::Q8_0, 1).unwrap();
         assert_ne!(a.layers[0].wq.view().bytes, c.layers[0].wq.view().bytes);
+    }
+
+    /// The size checked before building is the size built, and a model larger than the memory
+    /// available is refused with both figures named.
+    #[test]
+    fn weights_that_do_not_fit_are_refused_before_building() {
+        for ty in [WeightType::F32, WeightType::Q4_0] {
+            let m = synthetic("stories15m", ty, 1).unwrap();
+            let mut built = m.tok_embeddings.view().bytes.len() as u64;
+            if !m.config.tied_embeddings {
+                built += m.output.view().bytes.len() as u64;
+            }
+            for l in &m.layers {
+                for w in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_down, &l.w_up] {
+                    built += w.view().bytes.len() as u64;
+                }
+            }
+            assert_eq!(weight_bytes(&m.config, ty), built, "{ty:?}");
+            assert!(fits("stories15m", ty, built, Some(built)).is_ok());
+            assert!(fits("stories15m", ty, built, None).is_ok());
+            let err = fits("stories15m", ty, built, Some(built - 1)).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains("stories15m") && msg.contains("GiB"), "{msg}");
+        }
+        let c = synthetic_config("llama2-13b").unwrap();
+        let gib = weight_bytes(&c, WeightType::F32) as f64 / GIB;
+        assert!((48.0..49.0).contains(&gib), "13B in f32: {gib} GiB");
     }
 
     #[test]

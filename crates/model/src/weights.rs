@@ -79,6 +79,13 @@ impl Weight {
         self.repack();
         self.current_view()
     }
+    /// Whether this CPU's kernels have a faster layout for this matrix and it serves from the
+    /// stored one all the same: no copy made yet, or none to be made ([`Weight::keep_stored`],
+    /// or the memory for it could not be had).
+    pub fn lacks_faster_layout(&self) -> bool {
+        kernels::repacked_type(self.ty, self.n_rows).is_some()
+            && !matches!(self.repacked.get(), Some(Some(_)))
+    }
     /// Makes the repacked copy if this CPU's kernels have a faster layout for `ty` and it is
     /// not made yet, handing the mapped pages of the stored bytes back to the kernel (they
     /// come back from the file if read again); the bytes of the copy, or 0. The copy lives in
