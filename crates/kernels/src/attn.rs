@@ -97,7 +97,7 @@ fn attend_generic(
 /// Every row gets exactly the arithmetic of `attend_generic` alone (so the result is bitwise
 /// the same, whatever rows share the call and on every instruction-set level); the rows are only interleaved, so that
 /// the score sums of several rows proceed side by side instead of one dependent chain. For
-/// blocks of 16 keys and heads of 64 or 128 the sizes are fixed at compile time and the
+/// blocks of [`ATTN_BLOCK`] keys and heads of 64 or 128 the sizes are fixed at compile time and the
 /// scores of a group of rows stay in registers.
 #[allow(clippy::too_many_arguments)]
 pub fn attend_block_rows(
@@ -226,7 +226,7 @@ fn rows_generic<K: ScoreKernel>(
     }
 }
 
-/// Scores of [`ScoreKernel::ROWS`] query rows against a block of 16 transposed keys:
+/// Scores of [`ScoreKernel::ROWS`] query rows against a block of [`FIXED_BLOCK`] transposed keys:
 /// `s[r][k] = Σ_d q[r][d]·k[d][k]`, each a chain of fused multiply-adds over `d` from 0 (the
 /// order and roundings of [`attend_generic`], whatever the instruction set).
 trait ScoreKernel {
@@ -269,7 +269,7 @@ impl ScoreKernel for GenericScores {
     }
 }
 
-/// Eight rows side by side, one 16-lane register each.
+/// Eight rows side by side, two 16-lane registers each.
 #[cfg(target_arch = "x86_64")]
 struct Avx512Scores;
 #[cfg(target_arch = "x86_64")]
@@ -283,17 +283,22 @@ impl ScoreKernel for Avx512Scores {
         // SAFETY: only reached from `rows_avx512`, whose level proves AVX-512 F; every load
         // and store is inside the slices checked above.
         unsafe {
-            let mut s = [_mm512_setzero_ps(); 8];
+            let mut lo = [_mm512_setzero_ps(); 8];
+            let mut hi = [_mm512_setzero_ps(); 8];
             // Query values go down the columns of `qr` (`qr[r][d]` for each `d`).
             #[allow(clippy::needless_range_loop)]
             for d in 0..HD {
-                let kd = _mm512_loadu_ps(keys_t.as_ptr().add(d * FIXED_BLOCK));
+                let kp = keys_t.as_ptr().add(d * FIXED_BLOCK);
+                let (k0, k1) = (_mm512_loadu_ps(kp), _mm512_loadu_ps(kp.add(16)));
                 for r in 0..8 {
-                    s[r] = _mm512_fmadd_ps(_mm512_set1_ps(qr[r][d]), kd, s[r]);
+                    let qd = _mm512_set1_ps(qr[r][d]);
+                    lo[r] = _mm512_fmadd_ps(qd, k0, lo[r]);
+                    hi[r] = _mm512_fmadd_ps(qd, k1, hi[r]);
                 }
             }
             for r in 0..8 {
-                _mm512_storeu_ps(out[r].as_mut_ptr(), s[r]);
+                _mm512_storeu_ps(out[r].as_mut_ptr(), lo[r]);
+                _mm512_storeu_ps(out[r].as_mut_ptr().add(16), hi[r]);
             }
         }
     }
@@ -324,13 +329,19 @@ impl ScoreKernel for Avx512Scores {
                     continue;
                 }
                 let st = &states[r];
-                let v = _mm512_mul_ps(_mm512_loadu_ps(s[r].as_ptr()), _mm512_set1_ps(scale));
-                let first_n = (((1u32 << n) - 1) & 0xffff) as u16;
-                let m = st.max.max(_mm512_mask_reduce_max_ps(first_n, v));
-                _mm512_storeu_ps(
-                    s[r].as_mut_ptr(),
-                    exp_avx512(_mm512_sub_ps(v, _mm512_set1_ps(m))),
-                );
+                let sc = _mm512_set1_ps(scale);
+                let v0 = _mm512_mul_ps(_mm512_loadu_ps(s[r].as_ptr()), sc);
+                let v1 = _mm512_mul_ps(_mm512_loadu_ps(s[r].as_ptr().add(16)), sc);
+                let first_n = (1u64 << n) - 1;
+                let (m0, m1) = (first_n as u16, (first_n >> 16) as u16);
+                // Exact maxima, so the order does not matter; a half with no key gives −inf.
+                let m = st
+                    .max
+                    .max(_mm512_mask_reduce_max_ps(m0, v0))
+                    .max(_mm512_mask_reduce_max_ps(m1, v1));
+                let mv = _mm512_set1_ps(m);
+                _mm512_storeu_ps(s[r].as_mut_ptr(), exp_avx512(_mm512_sub_ps(v0, mv)));
+                _mm512_storeu_ps(s[r].as_mut_ptr().add(16), exp_avx512(_mm512_sub_ps(v1, mv)));
                 (old_max[r], new_max[r], old_sum[r]) = (st.max, m, st.sum);
                 n_keys[r] = n as i32;
             }
@@ -341,11 +352,16 @@ impl ScoreKernel for Avx512Scores {
             let c = exp_avx512(_mm512_sub_ps(old, _mm512_loadu_ps(new_max.as_ptr())));
             let c = _mm256_maskz_mov_ps(!first as u8, _mm512_castps512_ps256(c));
             let mut sums = _mm256_mul_ps(_mm256_loadu_ps(old_sum.as_ptr()), c);
-            let cols = transpose_8x16(std::array::from_fn(|r| _mm512_loadu_ps(s[r].as_ptr())));
             let n_keys = _mm256_loadu_si256(n_keys.as_ptr() as *const __m256i);
-            for (k, col) in cols.into_iter().enumerate() {
-                let live = _mm256_cmpgt_epi32_mask(n_keys, _mm256_set1_epi32(k as i32));
-                sums = _mm256_mask_add_ps(sums, live, sums, col);
+            for half in 0..FIXED_BLOCK / 16 {
+                let at = 16 * half;
+                let cols = transpose_8x16(std::array::from_fn(|r| {
+                    _mm512_loadu_ps(s[r][at..].as_ptr())
+                }));
+                for (k, col) in cols.into_iter().enumerate() {
+                    let live = _mm256_cmpgt_epi32_mask(n_keys, _mm256_set1_epi32((at + k) as i32));
+                    sums = _mm256_mask_add_ps(sums, live, sums, col);
+                }
             }
             let (mut sum, mut cs) = ([0f32; 8], [0f32; 8]);
             _mm256_storeu_ps(sum.as_mut_ptr(), sums);
@@ -370,9 +386,7 @@ impl ScoreKernel for Avx512Scores {
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-unsafe fn transpose_8x16(
-    rows: [std::arch::x86_64::__m512; 8],
-) -> [std::arch::x86_64::__m256; FIXED_BLOCK] {
+unsafe fn transpose_8x16(rows: [std::arch::x86_64::__m512; 8]) -> [std::arch::x86_64::__m256; 16] {
     use std::arch::x86_64::*;
     let [p0, p1, p2, p3, p4, p5, p6, p7] = rows;
     // In every 128-bit lane j (values 4j..4j + 4 of each row): pairs of rows interleaved, ...
@@ -424,7 +438,7 @@ unsafe fn transpose_8x16(
         );
         _mm512_permutex2var_ps(u[i], idx, u[4 + i])
     };
-    let mut out = [_mm256_setzero_ps(); FIXED_BLOCK];
+    let mut out = [_mm256_setzero_ps(); 16];
     for i in 0..4 {
         for jj in [0, 2] {
             // Columns 4·jj + i and 4·(jj + 1) + i.
@@ -491,12 +505,12 @@ pub(crate) unsafe fn exp_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_
     _mm512_mul_ps(_mm512_mul_ps(y, a), b)
 }
 
-/// Four rows side by side, two 8-lane registers each.
+/// Two rows side by side, four 8-lane registers each.
 #[cfg(target_arch = "x86_64")]
 struct Avx2Scores;
 #[cfg(target_arch = "x86_64")]
 impl ScoreKernel for Avx2Scores {
-    const ROWS: usize = 4;
+    const ROWS: usize = 2;
     #[inline(always)]
     fn scores<const HD: usize>(qr: &[&[f32; HD]], keys_t: &[f32], out: &mut [[f32; FIXED_BLOCK]]) {
         use std::arch::x86_64::*;
@@ -505,30 +519,36 @@ impl ScoreKernel for Avx2Scores {
         // SAFETY: only reached from `rows_avx2`, whose level proves AVX2 and FMA; every load
         // and store is inside the slices checked above.
         unsafe {
-            let mut lo = [_mm256_setzero_ps(); 4];
-            let mut hi = [_mm256_setzero_ps(); 4];
+            const V: usize = FIXED_BLOCK / 8;
+            let mut acc = [[_mm256_setzero_ps(); V]; 2];
             // Query values go down the columns of `qr` (`qr[r][d]` for each `d`).
             #[allow(clippy::needless_range_loop)]
             for d in 0..HD {
                 let kp = keys_t.as_ptr().add(d * FIXED_BLOCK);
-                let (k0, k1) = (_mm256_loadu_ps(kp), _mm256_loadu_ps(kp.add(8)));
-                for r in 0..4 {
+                let k: [__m256; V] = std::array::from_fn(|j| _mm256_loadu_ps(kp.add(8 * j)));
+                for r in 0..2 {
                     let qd = _mm256_set1_ps(qr[r][d]);
-                    lo[r] = _mm256_fmadd_ps(qd, k0, lo[r]);
-                    hi[r] = _mm256_fmadd_ps(qd, k1, hi[r]);
+                    for (a, &kj) in acc[r].iter_mut().zip(&k) {
+                        *a = _mm256_fmadd_ps(qd, kj, *a);
+                    }
                 }
             }
-            for r in 0..4 {
-                _mm256_storeu_ps(out[r].as_mut_ptr(), lo[r]);
-                _mm256_storeu_ps(out[r].as_mut_ptr().add(8), hi[r]);
+            for (o, a) in out.iter_mut().zip(&acc) {
+                for (j, &v) in a.iter().enumerate() {
+                    _mm256_storeu_ps(o.as_mut_ptr().add(8 * j), v);
+                }
             }
         }
     }
 }
 
-/// The block size [`attend_block_rows`] has a fixed-size path for.
-const FIXED_BLOCK: usize = 16;
-/// [`attend_generic`] for [`ScoreKernel::ROWS`] rows at a time, block 16, head `HD`.
+/// The block size [`attend_block_rows`] has a fixed-size path for: callers gather this many
+/// keys per call where they can (fewer softmax steps, and each step's bookkeeping serves more
+/// multiply-adds).
+pub const ATTN_BLOCK: usize = 32;
+const FIXED_BLOCK: usize = ATTN_BLOCK;
+/// [`attend_generic`] for [`ScoreKernel::ROWS`] rows at a time, block [`FIXED_BLOCK`], head
+/// `HD`.
 #[inline(always)]
 fn rows_fixed<K: ScoreKernel, const HD: usize>(
     q: &[f32],
@@ -813,7 +833,13 @@ mod tests {
     #[test]
     fn rows_at_once_match_one_row_at_a_time() {
         let mut seed = 99u64;
-        for (head_dim, block) in [(64, 16), (128, 16), (32, 16), (64, 8)] {
+        for (head_dim, block) in [
+            (64, FIXED_BLOCK),
+            (128, FIXED_BLOCK),
+            (32, FIXED_BLOCK),
+            (64, 16),
+            (64, 8),
+        ] {
             // Rows of one length in runs of `same` (the query heads of one entry under GQA).
             for (n_rows, same) in [
                 (1usize, 1usize),
@@ -895,9 +921,9 @@ mod tests {
     /// agree bitwise, and the result matches a two-pass softmax in f64.
     #[test]
     fn levels_agree_bitwise_and_match_softmax() {
-        let (head_dim, block) = (64, 16);
+        let (head_dim, block) = (64, FIXED_BLOCK);
         let mut seed = 7u64;
-        for n_pos in [1usize, 5, 16, 17, 40] {
+        for n_pos in [1usize, 5, 16, 17, 32, 33, 40, 70] {
             let keys: Vec<f32> = (0..n_pos * head_dim)
                 .map(|_| 2.0 * lcg(&mut seed))
                 .collect();

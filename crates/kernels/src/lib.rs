@@ -68,7 +68,7 @@ mod tile_scalar;
 mod tiles;
 mod vec;
 
-pub use attn::{attend_block_rows, SoftmaxState};
+pub use attn::{attend_block_rows, SoftmaxState, ATTN_BLOCK};
 pub use cpu::{detected, isa, Isa};
 pub use dequant::{dequantize, WeightType};
 pub use kquants::{kquant_matvec_row, quantize_q8_k, BlockQ8K, QK_K};

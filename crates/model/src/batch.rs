@@ -121,7 +121,10 @@ impl KvType {
         let width = row.len();
         if self == KvType::F16 {
             let whole = n_rows.next_multiple_of(16);
-            let held = whole <= out_stride && src.len() >= (whole - 1) * stride + 2 * width;
+            // The rounded-up rows must stay in `src` and in their own columns of `out`.
+            let held = whole <= out_stride
+                && (width - 1) * out_stride + whole <= out.len()
+                && src.len() >= (whole - 1) * stride + 2 * width;
             let n = if n_rows > 0 && held { whole } else { n_rows };
             return kernels::f16_rows_transposed(src, stride, n, width, out, out_stride);
         }

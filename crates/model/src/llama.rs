@@ -4,7 +4,7 @@ use std::sync::OnceLock;
 use kernels::{
     add_assign, attend_block_rows, for_each_item, for_each_task, matmul_many, matmul_path,
     read_ahead, rms_norm, rope_cos_sin, rope_interleaved, silu_mul, MatmulPath, RopeFreqs,
-    SoftmaxState,
+    SoftmaxState, ATTN_BLOCK,
 };
 
 use crate::{Batch, KvView, LayerWeights, LlamaConfig, ModelError, Result, Weight};
@@ -293,10 +293,13 @@ impl Llama {
         s.acc.resize(n_rows * head_dim, 0.0);
         s.state.clear();
         s.state.resize(n_rows, SoftmaxState::default());
-        s.keys_t.resize(head_dim * bs, 0.0);
-        s.values.resize(bs * head_dim, 0.0);
+        // Keys go to the kernel `step` at a time (whatever the KV block size), the steps at the
+        // same positions for every call, so a row's arithmetic does not depend on the batch.
+        let step = ATTN_BLOCK;
+        s.keys_t.resize(head_dim * step, 0.0);
+        s.values.resize(step * head_dim, 0.0);
         s.row.resize(head_dim, 0.0);
-        s.scores.resize(bs, 0.0);
+        s.scores.resize(step, 0.0);
         s.ns.resize(n_rows, 0);
         // The task's query rows side by side: entry after entry, the group's heads in order.
         s.q.clear();
@@ -304,24 +307,31 @@ impl Llama {
         for &e in &task.entries {
             s.q.extend_from_slice(&q[e * q_dim..(e + 1) * q_dim][heads.clone()]);
         }
-        for b in 0..=max_pos / bs {
-            let first = b * bs;
-            let n_valid = bs.min(max_pos + 1 - first);
-            let blk = kv.block(layer, seq, b);
-            ty.decode_transposed(
-                &blk.keys[head_off..],
-                row_bytes,
-                n_valid,
-                &mut s.keys_t,
-                bs,
-                &mut s.row,
-            );
-            ty.decode_rows(
-                &blk.values[head_off..],
-                row_bytes,
-                n_valid,
-                &mut s.values[..n_valid * head_dim],
-            );
+        for first in (0..=max_pos).step_by(step) {
+            let n_valid = step.min(max_pos + 1 - first);
+            // Positions first..first + n_valid, from the KV blocks that hold them.
+            let mut p = first;
+            while p < first + n_valid {
+                let (b, r0) = (p / bs, p % bs);
+                let n = (bs - r0).min(first + n_valid - p);
+                let blk = kv.block(layer, seq, b);
+                let (at, col) = (head_off + r0 * row_bytes, p - first);
+                ty.decode_transposed(
+                    &blk.keys[at..],
+                    row_bytes,
+                    n,
+                    &mut s.keys_t[col..],
+                    step,
+                    &mut s.row,
+                );
+                ty.decode_rows(
+                    &blk.values[at..],
+                    row_bytes,
+                    n,
+                    &mut s.values[col * head_dim..(col + n) * head_dim],
+                );
+                p += n;
+            }
             for (i, &e) in task.entries.iter().enumerate() {
                 let pos = batch.positions[e];
                 let n = if pos < first {
@@ -336,7 +346,7 @@ impl Llama {
                 &s.ns,
                 &s.keys_t,
                 &s.values,
-                bs,
+                step,
                 scale,
                 &mut s.scores,
                 &mut s.state,
