@@ -505,12 +505,14 @@ pub(crate) unsafe fn exp_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_
     _mm512_mul_ps(_mm512_mul_ps(y, a), b)
 }
 
-/// Two rows side by side, four 8-lane registers each.
+/// Four rows side by side, two 8-lane registers each, over one half of the block's keys at a
+/// time (four rows keep the four-row value sums of a GQA entry's heads; a whole block of four
+/// rows would need more registers than AVX2 has).
 #[cfg(target_arch = "x86_64")]
 struct Avx2Scores;
 #[cfg(target_arch = "x86_64")]
 impl ScoreKernel for Avx2Scores {
-    const ROWS: usize = 2;
+    const ROWS: usize = 4;
     #[inline(always)]
     fn scores<const HD: usize>(qr: &[&[f32; HD]], keys_t: &[f32], out: &mut [[f32; FIXED_BLOCK]]) {
         use std::arch::x86_64::*;
@@ -519,23 +521,23 @@ impl ScoreKernel for Avx2Scores {
         // SAFETY: only reached from `rows_avx2`, whose level proves AVX2 and FMA; every load
         // and store is inside the slices checked above.
         unsafe {
-            const V: usize = FIXED_BLOCK / 8;
-            let mut acc = [[_mm256_setzero_ps(); V]; 2];
-            // Query values go down the columns of `qr` (`qr[r][d]` for each `d`).
-            #[allow(clippy::needless_range_loop)]
-            for d in 0..HD {
-                let kp = keys_t.as_ptr().add(d * FIXED_BLOCK);
-                let k: [__m256; V] = std::array::from_fn(|j| _mm256_loadu_ps(kp.add(8 * j)));
-                for r in 0..2 {
-                    let qd = _mm256_set1_ps(qr[r][d]);
-                    for (a, &kj) in acc[r].iter_mut().zip(&k) {
-                        *a = _mm256_fmadd_ps(qd, kj, *a);
+            for at in (0..FIXED_BLOCK).step_by(16) {
+                let mut lo = [_mm256_setzero_ps(); 4];
+                let mut hi = [_mm256_setzero_ps(); 4];
+                // Query values go down the columns of `qr` (`qr[r][d]` for each `d`).
+                #[allow(clippy::needless_range_loop)]
+                for d in 0..HD {
+                    let kp = keys_t.as_ptr().add(d * FIXED_BLOCK + at);
+                    let (k0, k1) = (_mm256_loadu_ps(kp), _mm256_loadu_ps(kp.add(8)));
+                    for r in 0..4 {
+                        let qd = _mm256_set1_ps(qr[r][d]);
+                        lo[r] = _mm256_fmadd_ps(qd, k0, lo[r]);
+                        hi[r] = _mm256_fmadd_ps(qd, k1, hi[r]);
                     }
                 }
-            }
-            for (o, a) in out.iter_mut().zip(&acc) {
-                for (j, &v) in a.iter().enumerate() {
-                    _mm256_storeu_ps(o.as_mut_ptr().add(8 * j), v);
+                for r in 0..4 {
+                    _mm256_storeu_ps(out[r][at..].as_mut_ptr(), lo[r]);
+                    _mm256_storeu_ps(out[r][at + 8..].as_mut_ptr(), hi[r]);
                 }
             }
         }
