@@ -27,6 +27,16 @@ const TYPES: [WeightType; 14] = [
 
 const PATHS: [MatmulPath; 2] = [MatmulPath::Rows, MatmulPath::Tiles];
 
+/// `n_rows` rows of `n_cols` values of `ty` in `bytes`.
+fn view(ty: WeightType, n_rows: usize, n_cols: usize, bytes: &[u8]) -> WeightView<'_> {
+    WeightView {
+        ty,
+        n_rows,
+        n_cols,
+        bytes,
+    }
+}
+
 /// Most tokens in one call.
 const MAX_TOKENS: usize = 40;
 
@@ -96,12 +106,7 @@ fn matrix(rng: &mut Rng, ty: WeightType, n_rows: usize, n_cols: usize) -> Vec<u8
         WeightType::Q4_0x16 | WeightType::Q8_0x16 | WeightType::Q4_Kx16 | WeightType::Q6_Kx16 => {
             let from = ty.stored();
             let stored = matrix(rng, from, n_rows, n_cols);
-            kernels::repack(&WeightView {
-                ty: from,
-                n_rows,
-                n_cols,
-                bytes: &stored,
-            })
+            kernels::repack(&view(from, n_rows, n_cols, &stored))
         }
         _ => {
             let bb = ty.block_bytes();
@@ -168,12 +173,7 @@ fn outputs_do_not_depend_on_the_batch() {
         let n_rows = rows_of(ty, 35); // odd: edge tiles of one row at every tile height
         let k = n_cols(ty);
         let bytes = matrix(&mut rng, ty, n_rows, k);
-        let w = WeightView {
-            ty,
-            n_rows,
-            n_cols: k,
-            bytes: &bytes,
-        };
+        let w = view(ty, n_rows, k, &bytes);
         let x: Vec<f32> = (0..MAX_TOKENS * k).map(|_| rng.f32() * 2.0).collect();
         for isa in supported() {
             for path in PATHS {
@@ -203,12 +203,7 @@ fn outputs_do_not_depend_on_the_threads() {
         let n_rows = rows_of(ty, 1100);
         let k = n_cols(ty);
         let bytes = matrix(&mut rng, ty, n_rows, k);
-        let w = WeightView {
-            ty,
-            n_rows,
-            n_cols: k,
-            bytes: &bytes,
-        };
+        let w = view(ty, n_rows, k, &bytes);
         let x: Vec<f32> = (0..n_tokens * k).map(|_| rng.f32()).collect();
         for isa in supported() {
             for path in PATHS {
@@ -229,12 +224,7 @@ fn outputs_do_not_depend_on_the_threads() {
 /// the two paths are interchangeable, the tiles give the row kernels' bits.
 fn tiles_match_rows(rng: &mut Rng, ty: WeightType, n_rows: usize, k: usize, n_tokens: usize) {
     let bytes = matrix(rng, ty, n_rows, k);
-    let w = WeightView {
-        ty,
-        n_rows,
-        n_cols: k,
-        bytes: &bytes,
-    };
+    let w = view(ty, n_rows, k, &bytes);
     let x: Vec<f32> = (0..n_tokens * k).map(|_| rng.f32()).collect();
     for isa in supported() {
         if !MatmulPath::interchangeable(isa, ty) {
@@ -311,12 +301,7 @@ fn products_sharing_a_section_equal_each_alone() {
             .iter()
             .zip(&rows)
             .zip(&bytes)
-            .map(|((&ty, &n_rows), b)| WeightView {
-                ty,
-                n_rows,
-                n_cols: k,
-                bytes: b,
-            })
+            .map(|((&ty, &n_rows), b)| view(ty, n_rows, k, b))
             .collect();
         for n_tokens in [1, 5] {
             let x: Vec<f32> = (0..n_tokens * k).map(|_| rng.f32()).collect();
@@ -353,12 +338,7 @@ fn repacked_matrices_give_the_stored_results() {
     ];
     for (ty, repacked, n_rows, k) in cases {
         let stored = matrix(&mut rng, ty, n_rows, k);
-        let w = WeightView {
-            ty,
-            n_rows,
-            n_cols: k,
-            bytes: &stored,
-        };
+        let w = view(ty, n_rows, k, &stored);
         let bytes = kernels::repack(&w);
         let r = WeightView {
             ty: repacked,
