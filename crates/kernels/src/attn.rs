@@ -204,8 +204,8 @@ fn rows_generic<K: ScoreKernel>(
 ) {
     let head_dim = q.len() / ns.len();
     match (block, head_dim) {
-        (FIXED_BLOCK, 64) => rows_fixed::<K, 64>(q, ns, keys_t, values, scale, states, acc),
-        (FIXED_BLOCK, 128) => rows_fixed::<K, 128>(q, ns, keys_t, values, scale, states, acc),
+        (ATTN_BLOCK, 64) => rows_fixed::<K, 64>(q, ns, keys_t, values, scale, states, acc),
+        (ATTN_BLOCK, 128) => rows_fixed::<K, 128>(q, ns, keys_t, values, scale, states, acc),
         _ => {
             for (r, &n) in ns.iter().enumerate() {
                 if n > 0 {
@@ -226,18 +226,18 @@ fn rows_generic<K: ScoreKernel>(
     }
 }
 
-/// Scores of [`ScoreKernel::ROWS`] query rows against a block of [`FIXED_BLOCK`] transposed keys:
+/// Scores of [`ScoreKernel::ROWS`] query rows against a block of [`ATTN_BLOCK`] transposed keys:
 /// `s[r][k] = Σ_d q[r][d]·k[d][k]`, each a chain of fused multiply-adds over `d` from 0 (the
 /// order and roundings of [`attend_generic`], whatever the instruction set).
 trait ScoreKernel {
     const ROWS: usize;
-    fn scores<const HD: usize>(qr: &[&[f32; HD]], keys_t: &[f32], out: &mut [[f32; FIXED_BLOCK]]);
+    fn scores<const HD: usize>(qr: &[&[f32; HD]], keys_t: &[f32], out: &mut [[f32; ATTN_BLOCK]]);
 
     /// [`softmax_step`] for every row `r` of `s` with `ns[r] > 0` (its state `states[r]`, its
     /// factor into `corr[r]`), bitwise.
     #[inline(always)]
     fn softmax(
-        s: &mut [[f32; FIXED_BLOCK]],
+        s: &mut [[f32; ATTN_BLOCK]],
         ns: &[usize],
         scale: f32,
         states: &mut [SoftmaxState],
@@ -256,12 +256,12 @@ struct GenericScores;
 impl ScoreKernel for GenericScores {
     const ROWS: usize = 1;
     #[inline(always)]
-    fn scores<const HD: usize>(qr: &[&[f32; HD]], keys_t: &[f32], out: &mut [[f32; FIXED_BLOCK]]) {
+    fn scores<const HD: usize>(qr: &[&[f32; HD]], keys_t: &[f32], out: &mut [[f32; ATTN_BLOCK]]) {
         for (q, s) in qr.iter().zip(out.iter_mut()) {
-            *s = [0.0; FIXED_BLOCK];
+            *s = [0.0; ATTN_BLOCK];
             for d in 0..HD {
-                let kd = &keys_t[d * FIXED_BLOCK..(d + 1) * FIXED_BLOCK];
-                for k in 0..FIXED_BLOCK {
+                let kd = &keys_t[d * ATTN_BLOCK..(d + 1) * ATTN_BLOCK];
+                for k in 0..ATTN_BLOCK {
                     s[k] = q[d].mul_add(kd[k], s[k]);
                 }
             }
@@ -276,10 +276,10 @@ struct Avx512Scores;
 impl ScoreKernel for Avx512Scores {
     const ROWS: usize = 8;
     #[inline(always)]
-    fn scores<const HD: usize>(qr: &[&[f32; HD]], keys_t: &[f32], out: &mut [[f32; FIXED_BLOCK]]) {
+    fn scores<const HD: usize>(qr: &[&[f32; HD]], keys_t: &[f32], out: &mut [[f32; ATTN_BLOCK]]) {
         use std::arch::x86_64::*;
         assert!(qr.len() == Self::ROWS && out.len() == Self::ROWS);
-        assert!(keys_t.len() >= HD * FIXED_BLOCK);
+        assert!(keys_t.len() >= HD * ATTN_BLOCK);
         // SAFETY: only reached from `rows_avx512`, whose level proves AVX-512 F; every load
         // and store is inside the slices checked above.
         unsafe {
@@ -288,7 +288,7 @@ impl ScoreKernel for Avx512Scores {
             // Query values go down the columns of `qr` (`qr[r][d]` for each `d`).
             #[allow(clippy::needless_range_loop)]
             for d in 0..HD {
-                let kp = keys_t.as_ptr().add(d * FIXED_BLOCK);
+                let kp = keys_t.as_ptr().add(d * ATTN_BLOCK);
                 let (k0, k1) = (_mm512_loadu_ps(kp), _mm512_loadu_ps(kp.add(16)));
                 for r in 0..8 {
                     let qd = _mm512_set1_ps(qr[r][d]);
@@ -310,7 +310,7 @@ impl ScoreKernel for Avx512Scores {
     /// are the scalar fold's).
     #[inline(always)]
     fn softmax(
-        s: &mut [[f32; FIXED_BLOCK]],
+        s: &mut [[f32; ATTN_BLOCK]],
         ns: &[usize],
         scale: f32,
         states: &mut [SoftmaxState],
@@ -318,7 +318,7 @@ impl ScoreKernel for Avx512Scores {
     ) {
         use std::arch::x86_64::*;
         assert!(ns.len() <= 8 && s.len() == 8 && states.len() >= ns.len());
-        assert!(ns.iter().all(|&n| n <= FIXED_BLOCK));
+        assert!(ns.iter().all(|&n| n <= ATTN_BLOCK));
         let (mut old_max, mut new_max, mut old_sum, mut n_keys) =
             ([0f32; 16], [0f32; 16], [0f32; 8], [0i32; 8]);
         // SAFETY: only reached from `rows_avx512`, whose level proves AVX-512 F/VL; every row
@@ -353,7 +353,7 @@ impl ScoreKernel for Avx512Scores {
             let c = _mm256_maskz_mov_ps(!first as u8, _mm512_castps512_ps256(c));
             let mut sums = _mm256_mul_ps(_mm256_loadu_ps(old_sum.as_ptr()), c);
             let n_keys = _mm256_loadu_si256(n_keys.as_ptr() as *const __m256i);
-            for half in 0..FIXED_BLOCK / 16 {
+            for half in 0..ATTN_BLOCK / 16 {
                 let at = 16 * half;
                 let cols = transpose_8x16(std::array::from_fn(|r| {
                     _mm512_loadu_ps(s[r][at..].as_ptr())
@@ -514,20 +514,20 @@ struct Avx2Scores;
 impl ScoreKernel for Avx2Scores {
     const ROWS: usize = 4;
     #[inline(always)]
-    fn scores<const HD: usize>(qr: &[&[f32; HD]], keys_t: &[f32], out: &mut [[f32; FIXED_BLOCK]]) {
+    fn scores<const HD: usize>(qr: &[&[f32; HD]], keys_t: &[f32], out: &mut [[f32; ATTN_BLOCK]]) {
         use std::arch::x86_64::*;
         assert!(qr.len() == Self::ROWS && out.len() == Self::ROWS);
-        assert!(keys_t.len() >= HD * FIXED_BLOCK);
+        assert!(keys_t.len() >= HD * ATTN_BLOCK);
         // SAFETY: only reached from `rows_avx2`, whose level proves AVX2 and FMA; every load
         // and store is inside the slices checked above.
         unsafe {
-            for at in (0..FIXED_BLOCK).step_by(16) {
+            for at in (0..ATTN_BLOCK).step_by(16) {
                 let mut lo = [_mm256_setzero_ps(); 4];
                 let mut hi = [_mm256_setzero_ps(); 4];
                 // Query values go down the columns of `qr` (`qr[r][d]` for each `d`).
                 #[allow(clippy::needless_range_loop)]
                 for d in 0..HD {
-                    let kp = keys_t.as_ptr().add(d * FIXED_BLOCK + at);
+                    let kp = keys_t.as_ptr().add(d * ATTN_BLOCK + at);
                     let (k0, k1) = (_mm256_loadu_ps(kp), _mm256_loadu_ps(kp.add(8)));
                     for r in 0..4 {
                         let qd = _mm256_set1_ps(qr[r][d]);
@@ -548,8 +548,7 @@ impl ScoreKernel for Avx2Scores {
 /// keys per call where they can (fewer softmax steps, and each step's bookkeeping serves more
 /// multiply-adds).
 pub const ATTN_BLOCK: usize = 32;
-const FIXED_BLOCK: usize = ATTN_BLOCK;
-/// [`attend_generic`] for [`ScoreKernel::ROWS`] rows at a time, block [`FIXED_BLOCK`], head
+/// [`attend_generic`] for [`ScoreKernel::ROWS`] rows at a time, block [`ATTN_BLOCK`], head
 /// `HD`.
 #[inline(always)]
 fn rows_fixed<K: ScoreKernel, const HD: usize>(
@@ -562,7 +561,7 @@ fn rows_fixed<K: ScoreKernel, const HD: usize>(
     acc: &mut [f32],
 ) {
     let n_rows = ns.len();
-    let mut s = [[0f32; FIXED_BLOCK]; 8];
+    let mut s = [[0f32; ATTN_BLOCK]; 8];
     let s = &mut s[..K::ROWS];
     for r0 in (0..n_rows).step_by(K::ROWS) {
         let rn = K::ROWS.min(n_rows - r0);
@@ -630,7 +629,7 @@ fn rows_fixed<K: ScoreKernel, const HD: usize>(
 /// are never read); the maximum and the sum over the first `n`, in key order.
 #[inline(always)]
 fn softmax_step(
-    scores: &mut [f32; FIXED_BLOCK],
+    scores: &mut [f32; ATTN_BLOCK],
     n: usize,
     scale: f32,
     state: &mut SoftmaxState,
@@ -836,9 +835,9 @@ mod tests {
     fn rows_at_once_match_one_row_at_a_time() {
         let mut seed = 99u64;
         for (head_dim, block) in [
-            (64, FIXED_BLOCK),
-            (128, FIXED_BLOCK),
-            (32, FIXED_BLOCK),
+            (64, ATTN_BLOCK),
+            (128, ATTN_BLOCK),
+            (32, ATTN_BLOCK),
             (64, 16),
             (64, 8),
         ] {
@@ -923,7 +922,7 @@ mod tests {
     /// agree bitwise, and the result matches a two-pass softmax in f64.
     #[test]
     fn levels_agree_bitwise_and_match_softmax() {
-        let (head_dim, block) = (64, FIXED_BLOCK);
+        let (head_dim, block) = (64, ATTN_BLOCK);
         let mut seed = 7u64;
         for n_pos in [1usize, 5, 16, 17, 32, 33, 40, 70] {
             let keys: Vec<f32> = (0..n_pos * head_dim)
