@@ -548,6 +548,8 @@ impl ScoreKernel for Avx2Scores {
 /// keys per call where they can (fewer softmax steps, and each step's bookkeeping serves more
 /// multiply-adds).
 pub const ATTN_BLOCK: usize = 32;
+// The AVX-512 scores and softmax hold a step's keys in two 16-lane vectors.
+const _: () = assert!(ATTN_BLOCK == 32);
 /// [`attend_generic`] for [`ScoreKernel::ROWS`] rows at a time, block [`ATTN_BLOCK`], head
 /// `HD`.
 #[inline(always)]
