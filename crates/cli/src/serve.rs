@@ -107,8 +107,10 @@ pub fn run(a: ServeArgs, kv_type: KvType) -> Result<()> {
     } else {
         "no API key"
     };
-    // Decode multiplies repacked copies of some weight types (see `Weight::repack`): made now,
-    // before the first request, instead of in its first decode step.
+    // The repacked copies (see `Weight::repack`), made before the first request: the
+    // scheduler's steps take the tile path, which reads repacked Q4_0 / Q8_0 rows where they
+    // lie instead of packing panels from the stored rows at every step, and never makes the
+    // copies itself.
     let t0 = Instant::now();
     let repacked = loaded.model.repack_for_kernels();
     if repacked > 0 {
