@@ -15,7 +15,8 @@
 //!   `out[t, r]` depends on row `r` and token `t` only, never on which or how many other tokens
 //!   share the call (padding tokens and rows are never read back).
 //! - The driver ([`matmul_tiles`]) takes the kernel as a [`TileKernel`], so that tests run it
-//!   with the scalar twin on machines without AMX.
+//!   with the scalar twin on machines without AMX, and with the AMX kernel itself on a software
+//!   model of the tile unit (`amx_tile::EmulatedTiles`) wherever AVX-512 runs.
 //!
 //! Throughput: one 16 × 16 × 32 tile product per block uses half the depth a tile row can take
 //! (64 bytes), and each block's sums must leave the tile unit through memory for the `f32`
@@ -24,7 +25,7 @@
 //!
 //! Which kernels: this path serves every call of 2 tokens or more at the AMX level, whatever the
 //! shape (measured for Q8_0 / Q4_0; the K-quant tiles, added on a machine without AMX, are
-//! tested against their scalar twin and not yet timed). It is faster than the AVX-512 VNNI tiles from about 16 tokens on, on every shape
+//! tested against their scalar twin on the model of the tile unit and not yet timed). It is faster than the AVX-512 VNNI tiles from about 16 tokens on, on every shape
 //! measured (TinyLlama's and stories15M's matrices); below that it computes 16 tokens' worth
 //! for a few and is slower. Choosing by token count would make a token's result depend on how
 //! many others share its call, so the choice is per level only.
@@ -117,6 +118,23 @@ pub(crate) trait TileKernel {
 }
 
 impl TileKernel for TileScope {
+    fn run<const G: usize>(
+        &self,
+        w: &[u8],
+        wd: &[f32],
+        a: [&[u8]; G],
+        ad: [&[f32]; G],
+        half: bool,
+        mins: Option<Mins<'_, G>>,
+        acc: [&mut [[f32; TILE_TOKENS]; TILE_ROWS]; G],
+    ) {
+        tile_q8(self, w, wd, a, ad, half, mins, acc)
+    }
+}
+
+/// The tile kernel on the software model of the tile unit (tests on machines without AMX).
+#[cfg(test)]
+impl TileKernel for crate::amx_tile::EmulatedTiles {
     fn run<const G: usize>(
         &self,
         w: &[u8],

@@ -4,6 +4,10 @@
 //! min term subtracted) in `f32` by an AVX-512 epilogue. Scalar twin:
 //! [`crate::amx::tile_q8_scalar`], same float operations in the same order (bitwise equal).
 //!
+//! The kernel issues its tile instructions through [`TileUnit`]: the tile unit itself under a
+//! [`TileScope`], or in tests [`EmulatedTiles`], a software model of it, so that everything
+//! but the `asm!` blocks is run and compared with the twin on any AVX-512 machine.
+//!
 //! Stable Rust has no AMX intrinsics, so the tile instructions are written with `asm!`. The tile
 //! registers are invisible to the compiler, which never uses them itself: values left in them by
 //! one `asm!` block are still there in the next one on the same thread. What this module relies
@@ -131,8 +135,8 @@ pub(crate) struct Mins<'a, const G: usize> {
 /// - `ad[g]`: their `× 16` activation block scales;
 /// - `mins`: `nt × 16` values each.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn tile_q8<const G: usize>(
-    _: &TileScope,
+pub(crate) fn tile_q8<U: TileUnit, const G: usize>(
+    unit: &U,
     w: &[u8],
     wd: &[f32],
     a: [&[u8]; G],
@@ -151,7 +155,8 @@ pub(crate) fn tile_q8<const G: usize>(
         Some(m) => (m.w.as_ptr(), m.a.map(|a| a.as_ptr())),
         None => (std::ptr::null(), [std::ptr::null(); G]),
     };
-    type Kernel<const G: usize> = unsafe fn(
+    type Kernel<U, const G: usize> = unsafe fn(
+        &U,
         *const u8,
         *const f32,
         [*const u8; G],
@@ -161,15 +166,15 @@ pub(crate) fn tile_q8<const G: usize>(
         usize,
         [&mut [[f32; TILE_TOKENS]; TILE_ROWS]; G],
     );
-    let kernel: Kernel<G> = match (half, mins.is_some()) {
-        (false, false) => tile_q8_amx::<G, false, false>,
-        (false, true) => tile_q8_amx::<G, false, true>,
-        (true, false) => tile_q8_amx::<G, true, false>,
-        (true, true) => tile_q8_amx::<G, true, true>,
+    let kernel: Kernel<U, G> = match (half, mins.is_some()) {
+        (false, false) => tile_q8_amx::<U, G, false, false>,
+        (false, true) => tile_q8_amx::<U, G, false, true>,
+        (true, false) => tile_q8_amx::<U, G, true, false>,
+        (true, true) => tile_q8_amx::<U, G, true, true>,
     };
-    // SAFETY: the scope proves the tile configuration (and, through its token, AVX-512 for the
-    // epilogue); every length is checked above, the min pointers are read only with mins.
-    unsafe { kernel(wp, wd.as_ptr(), ap, dp, wm, am, nt, acc) }
+    // SAFETY: the unit proves the tile configuration and AVX-512 for the epilogue (`TileUnit`);
+    // every length is checked above, the min pointers are read only with mins.
+    unsafe { kernel(unit, wp, wd.as_ptr(), ap, dp, wm, am, nt, acc) }
 }
 
 /// The number of weight tiles `nt` of a [`tile_q8`] call (and of the VNNI kernel's), after
@@ -256,21 +261,192 @@ macro_rules! store {
     };
 }
 
+/// The tile instructions [`tile_q8`] issues: the tile unit's ([`TileScope`]), or in tests a
+/// software model of it ([`EmulatedTiles`]), so that the kernel around them (the blocks'
+/// order, the C tiles of each parity, the AVX-512 epilogue) runs and is checked on machines
+/// without AMX. C tiles are `tmm0`..`tmm3` ([`CONFIG`]); `c` is 0 or 2 for the products.
+///
+/// # Safety
+/// A value of an implementing type exists only where AVX-512 F is available (the epilogue)
+/// and, for the tile unit, while this thread's tile configuration is [`CONFIG`]; each method
+/// does exactly what it says, on this thread's tiles.
+pub(crate) unsafe trait TileUnit {
+    /// Block product of one token group into C tile `c`: zero it, then `+=` A (16 rows of 32
+    /// signed bytes at `w`, stride 32) · B (8 rows of 64 signed bytes at `x`, stride 64).
+    ///
+    /// # Safety
+    /// `w` and `x` each point at 512 readable bytes.
+    unsafe fn product1(&self, c: usize, w: *const u8, x: *const u8);
+    /// The same for two token groups with one weight tile: B from `x[0]` into C tile `c`, from
+    /// `x[1]` into `c + 1`.
+    ///
+    /// # Safety
+    /// As [`TileUnit::product1`], for `w` and both of `x`.
+    unsafe fn product2(&self, c: usize, w: *const u8, x: [*const u8; 2]);
+    /// C tile `c` (0..4) into the 1024 bytes at `p` (16 rows of 16 int32).
+    ///
+    /// # Safety
+    /// `p` points at 1024 writable bytes.
+    unsafe fn store(&self, c: usize, p: *mut i32);
+}
+
+// SAFETY: a scope exists only with the AMX token (which implies AVX-512 F) and has loaded this
+// thread's configuration; the asm blocks are the instructions each method names.
+unsafe impl TileUnit for TileScope {
+    #[inline(always)]
+    unsafe fn product1(&self, c: usize, w: *const u8, x: *const u8) {
+        // SAFETY: the caller's promise; the configuration is loaded.
+        unsafe {
+            match c {
+                0 => product1!(0, w, x),
+                2 => product1!(2, w, x),
+                _ => unreachable!("C tile {c} of a product"),
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn product2(&self, c: usize, w: *const u8, x: [*const u8; 2]) {
+        // SAFETY: the caller's promise; the configuration is loaded.
+        unsafe {
+            match c {
+                0 => product2!(0, 1, w, x[0], x[1]),
+                2 => product2!(2, 3, w, x[0], x[1]),
+                _ => unreachable!("C tile {c} of a product"),
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn store(&self, c: usize, p: *mut i32) {
+        // SAFETY: the caller's promise; the configuration is loaded.
+        unsafe {
+            match c {
+                0 => store!(0, p),
+                1 => store!(1, p),
+                2 => store!(2, p),
+                3 => store!(3, p),
+                _ => unreachable!("C tile {c}"),
+            }
+        }
+    }
+}
+
+/// A software model of the tile unit for tests: eight tiles shaped by [`CONFIG`] (as
+/// `ldtilecfg` would shape them), `tilezero`, `tileloadd`, `tdpbssd` (signed bytes both sides,
+/// exact int32 sums: `C[m][n] += Σₖ Σᵢ A[m][4k + i] · B[k][4n + i]`, with the shape checks whose
+/// failure faults on the hardware) and `tilestored`, per Intel's definitions.
+#[cfg(test)]
+pub(crate) struct EmulatedTiles {
+    /// Tile data, 16 rows of at most 64 bytes each.
+    tiles: std::cell::RefCell<[[[u8; 64]; 16]; 8]>,
+}
+
+#[cfg(test)]
+impl EmulatedTiles {
+    /// The model (the token: the kernel's epilogue needs AVX-512 F).
+    pub(crate) fn new(_: crate::cpu::Avx512) -> EmulatedTiles {
+        EmulatedTiles {
+            tiles: std::cell::RefCell::new([[[0; 64]; 16]; 8]),
+        }
+    }
+
+    /// Tile `t`'s (rows, bytes per row) in [`CONFIG`].
+    fn shape(t: usize) -> (usize, usize) {
+        let c = &CONFIG.0;
+        let colsb = u16::from_le_bytes([c[16 + 2 * t], c[17 + 2 * t]]) as usize;
+        let (rows, colsb) = (c[48 + t] as usize, colsb);
+        assert!(
+            c[0] == 1 && rows > 0 && rows <= 16 && colsb > 0 && colsb <= 64,
+            "tile {t}"
+        );
+        (rows, colsb)
+    }
+
+    fn zero(&self, t: usize) {
+        self.tiles.borrow_mut()[t] = [[0; 64]; 16];
+    }
+
+    /// # Safety
+    /// `p` points at the tile's rows, `stride` bytes apart.
+    unsafe fn load(&self, t: usize, p: *const u8, stride: usize) {
+        let (rows, colsb) = Self::shape(t);
+        let mut tiles = self.tiles.borrow_mut();
+        tiles[t] = [[0; 64]; 16];
+        for r in 0..rows {
+            // SAFETY: the caller's promise.
+            let src = unsafe { std::slice::from_raw_parts(p.add(r * stride), colsb) };
+            tiles[t][r][..colsb].copy_from_slice(src);
+        }
+    }
+
+    fn dpbssd(&self, c: usize, a: usize, b: usize) {
+        let ((cm, cb), (am, ab), (bk, bb)) = (Self::shape(c), Self::shape(a), Self::shape(b));
+        assert!(
+            cm == am && cb == bb && ab == 4 * bk && cb % 4 == 0,
+            "tdpbssd shapes"
+        );
+        let mut tiles = self.tiles.borrow_mut();
+        let (ta, tb) = (tiles[a], tiles[b]);
+        for m in 0..cm {
+            for n in 0..cb / 4 {
+                let mut s = i32::from_le_bytes(tiles[c][m][4 * n..4 * n + 4].try_into().unwrap());
+                for k in 0..bk {
+                    for i in 0..4 {
+                        let x = ta[m][4 * k + i] as i8 as i32 * tb[k][4 * n + i] as i8 as i32;
+                        s = s.wrapping_add(x);
+                    }
+                }
+                tiles[c][m][4 * n..4 * n + 4].copy_from_slice(&s.to_le_bytes());
+            }
+        }
+    }
+}
+
+// SAFETY: made only with the AVX-512 token; each method models the instructions it names.
+#[cfg(test)]
+unsafe impl TileUnit for EmulatedTiles {
+    unsafe fn product1(&self, c: usize, w: *const u8, x: *const u8) {
+        assert!(c == 0 || c == 2, "C tile {c} of a product");
+        self.zero(c);
+        // SAFETY: the caller's promise.
+        unsafe {
+            self.load(4, w, 32);
+            self.load(5, x, 64);
+        }
+        self.dpbssd(c, 4, 5);
+    }
+    unsafe fn product2(&self, c: usize, w: *const u8, x: [*const u8; 2]) {
+        assert!(c == 0 || c == 2, "C tile {c} of a product");
+        self.zero(c);
+        self.zero(c + 1);
+        // SAFETY: the caller's promise.
+        unsafe {
+            self.load(4, w, 32);
+            self.load(5, x[0], 64);
+            self.load(6, x[1], 64);
+        }
+        self.dpbssd(c, 4, 5);
+        self.dpbssd(c + 1, 4, 6);
+    }
+    unsafe fn store(&self, c: usize, p: *mut i32) {
+        assert!(c < 4, "C tile {c}");
+        let (rows, colsb) = Self::shape(c);
+        let tiles = self.tiles.borrow();
+        for r in 0..rows {
+            // SAFETY: the caller's promise (16 rows of 64 bytes).
+            let dst = unsafe { std::slice::from_raw_parts_mut((p as *mut u8).add(r * 64), colsb) };
+            dst.copy_from_slice(&tiles[c][r][..colsb]);
+        }
+    }
+}
+
 /// Block `$b`'s sums out of the C tiles of its parity (through the `$sums` buffers) and into
 /// the accumulators `$av` (a macro, not a function: the accumulators stay in registers).
 macro_rules! finish {
-    ($g:expr, $av:expr, $sums:expr, $wd:expr, $ad:expr, $wm:expr, $am:expr, $b:expr) => {{
-        match ($g, $b & 1) {
-            (1, 0) => store!(0, $sums[0]),
-            (1, _) => store!(2, $sums[0]),
-            (_, 0) => {
-                store!(0, $sums[0]);
-                store!(1, $sums[1]);
-            }
-            _ => {
-                store!(2, $sums[0]);
-                store!(3, $sums[1]);
-            }
+    ($unit:expr, $g:expr, $av:expr, $sums:expr, $wd:expr, $ad:expr, $wm:expr, $am:expr, $b:expr) => {{
+        let c = 2 * ($b & 1);
+        $unit.store(c, $sums[0]);
+        if $g == 2 {
+            $unit.store(c + 1, $sums[1]);
         }
         for g in 0..$g {
             epilogue::<HALF, MIN>(&mut $av[g], $sums[g], $wd, $ad[g], $wm, $am[g], $b);
@@ -285,7 +461,8 @@ macro_rules! finish {
 /// `am[g]` hold `nb × 16` values; `nb > 0`.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn tile_q8_amx<const G: usize, const HALF: bool, const MIN: bool>(
+unsafe fn tile_q8_amx<U: TileUnit, const G: usize, const HALF: bool, const MIN: bool>(
+    unit: &U,
     w: *const u8,
     wd: *const f32,
     a: [*const u8; G],
@@ -307,12 +484,12 @@ unsafe fn tile_q8_amx<const G: usize, const HALF: bool, const MIN: bool>(
     // SAFETY: blocks 0..nb are in bounds, as the caller promises; block b − 1's products were
     // issued before its sums are stored; each `sums` buffer holds a C tile.
     unsafe {
-        product::<G, HALF>(w, a, nb, 0);
+        product::<U, G, HALF>(unit, w, a, nb, 0);
         for b in 1..nb {
-            product::<G, HALF>(w, a, nb, b);
-            finish!(G, av, sp, wd, ad, wm, am, b - 1);
+            product::<U, G, HALF>(unit, w, a, nb, b);
+            finish!(unit, G, av, sp, wd, ad, wm, am, b - 1);
         }
-        finish!(G, av, sp, wd, ad, wm, am, nb - 1);
+        finish!(unit, G, av, sp, wd, ad, wm, am, nb - 1);
     }
     for (avg, accg) in av.iter().zip(acc) {
         for (v, row) in avg.iter().zip(accg.iter_mut()) {
@@ -327,7 +504,8 @@ unsafe fn tile_q8_amx<const G: usize, const HALF: bool, const MIN: bool>(
 /// As [`tile_q8_amx`], and `b < nb`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 #[inline]
-unsafe fn product<const G: usize, const HALF: bool>(
+unsafe fn product<U: TileUnit, const G: usize, const HALF: bool>(
+    unit: &U,
     w: *const u8,
     a: [*const u8; G],
     nb: usize,
@@ -345,12 +523,10 @@ unsafe fn product<const G: usize, const HALF: bool>(
             }
         }
         let ab = if HALF { b / 2 } else { b };
-        let x0 = a[0].add(ab * TILE_BYTES);
-        match (G, b & 1) {
-            (1, 0) => product1!(0, wb, x0),
-            (1, _) => product1!(2, wb, x0),
-            (_, 0) => product2!(0, 1, wb, x0, a[G - 1].add(ab * TILE_BYTES)),
-            _ => product2!(2, 3, wb, x0, a[G - 1].add(ab * TILE_BYTES)),
+        let (x0, c) = (a[0].add(ab * TILE_BYTES), 2 * (b & 1));
+        match G {
+            1 => unit.product1(c, wb, x0),
+            _ => unit.product2(c, wb, [x0, a[G - 1].add(ab * TILE_BYTES)]),
         }
     }
 }

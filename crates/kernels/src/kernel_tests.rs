@@ -488,18 +488,30 @@ fn extreme_weights_do_not_saturate() {
 /// operations in the same order), on rows packed from random Q8_0 / Q4_0 rows (padding rows
 /// included) and random activations; and the twin against the exact dot product within
 /// [`SUM_ORDER_TOL_PER_TERM`].
+/// Runs on the tile unit where AMX runs, and wherever AVX-512 runs on the software model of the
+/// tile unit (`amx_tile::EmulatedTiles`: the kernel's own code around the tile instructions).
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn amx_tile_kernel_matches_scalar_bitwise() {
-    use crate::amx::{pack_tile_group, tile_q8_scalar, ActSums, TileAct, TileLayout};
-    use crate::amx_tile::{tile_q8, TileScope, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
-    let Some(Level::Avx512(k)) = Level::new(Isa::Amx) else {
-        eprintln!("skip: AMX not available");
+    use crate::amx_tile::{EmulatedTiles, TileScope};
+    let Some(Level::Avx512(k)) = Level::new(Isa::Avx512) else {
+        eprintln!("skip: AVX-512 not available");
         return;
     };
-    let amx = k.amx().expect("the AMX level carries its token");
+    amx_tile_kernel_cases(&EmulatedTiles::new(k));
+    match Level::new(Isa::Amx) {
+        Some(Level::Avx512(k)) => {
+            amx_tile_kernel_cases(&TileScope::new(k.amx().expect("the AMX level's token")))
+        }
+        _ => eprintln!("AMX not available: the tile kernel ran on the model of the tile unit"),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn amx_tile_kernel_cases<U: crate::amx_tile::TileUnit>(scope: &U) {
+    use crate::amx::{pack_tile_group, tile_q8_scalar, ActSums, TileAct, TileLayout};
+    use crate::amx_tile::{tile_q8, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
     let mut rng = Rng(0x3f84d5b5b5470917);
-    let scope = TileScope::new(amx);
     for ty in [WeightType::Q8_0, WeightType::Q4_0] {
         for (nb, n_rows, n_tokens) in [(1, 16, 16), (2, 5, 3), (3, 16, 1), (7, 11, 16), (64, 16, 9)]
         {
@@ -532,13 +544,13 @@ fn amx_tile_kernel_matches_scalar_bitwise() {
                 std::array::from_fn(|_| std::array::from_fn(|_| rng.f32()));
             for init in [[[0f32; TILE_TOKENS]; TILE_ROWS], start] {
                 let (mut got, mut want) = (init, init);
-                tile_q8(&scope, &q, &d, [aq], [ad], false, None, [&mut got]);
+                tile_q8(scope, &q, &d, [aq], [ad], false, None, [&mut got]);
                 tile_q8_scalar(TileLayout::Amx, &q, &d, aq, ad, false, None, &mut want);
                 // Two token groups at once (the second one other tokens) give the same bits.
                 let (mut p0, mut p1, mut want1) = (init, init, init);
                 let (aq1, ad1) = other.group(0, 0..nb);
                 tile_q8(
-                    &scope,
+                    scope,
                     &q,
                     &d,
                     [aq, aq1],
@@ -624,7 +636,8 @@ fn amx_results_do_not_depend_on_the_batch() {
 /// The AMX tile driver (`amx.rs`) on Q8_0 / Q4_0 weights, stored and repacked, with the scalar
 /// twin of the tile kernel at the best SIMD level this CPU has: every output against the exact
 /// dot product of the decoded values within [`SUM_ORDER_TOL_PER_TERM`], and repacked rows giving
-/// the stored rows' bits; where AMX runs, the tile unit gives the twin's bits.
+/// the stored rows' bits; at AVX-512 the AMX kernel on the model of the tile unit, and where AMX
+/// runs the tile unit itself, give the twin's bits.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn amx_tile_driver_matches_the_decoded_values() {
@@ -671,6 +684,16 @@ fn amx_tile_driver_matches_the_decoded_values() {
                     n_tokens,
                     &mut out,
                 );
+                if let Level::Avx512(k) = level {
+                    let mut model = vec![f32::NAN; n_tokens * n_rows];
+                    let unit = || crate::amx_tile::EmulatedTiles::new(k);
+                    matmul_tiles(level, TileLayout::Amx, unit, w, &x, n_tokens, &mut model);
+                    let same = model
+                        .iter()
+                        .zip(&out)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{:?} {n_tokens} tokens: tile model vs scalar", w.ty);
+                }
                 if Isa::Amx.is_supported() {
                     let mut tiles = vec![f32::NAN; n_tokens * n_rows];
                     let path = crate::MatmulPath::Tiles;

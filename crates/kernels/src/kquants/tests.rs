@@ -647,8 +647,8 @@ fn q8_0_oracle(ty: WeightType, row: &[u8], qs: &[i8], d: &[f32]) -> (f64, f64) {
 /// The block-tile driver (`amx.rs`, `amx_kquant.rs`) on K-quant weights with the scalar twin of
 /// the tile kernels, in both layouts, at the best SIMD level this CPU has: every output against
 /// [`q8_0_oracle`] within [`DOT_REL_TOL`], stored and repacked rows giving the same bits; the
-/// AVX-512 VNNI kernel (`avx512_blocks.rs`) and, where AMX runs, the tile unit's products give
-/// their twin's bits, and the product by tiles at each AVX-512 level is the driver's with that
+/// AVX-512 VNNI kernel (`avx512_blocks.rs`), the AMX kernel on the model of the tile unit (at
+/// AVX-512) and, where AMX runs, on the tile unit give their twin's bits, and the product by tiles at each AVX-512 level is the driver's with that
 /// kernel.
 #[cfg(target_arch = "x86_64")]
 #[test]
@@ -708,6 +708,12 @@ fn k_quant_tiles_match_the_decoded_values() {
                         n_tokens,
                         &mut out,
                     );
+                    if let (TileLayout::Amx, Level::Avx512(k)) = (layout, level) {
+                        let mut model = vec![f32::NAN; n_tokens * n_rows];
+                        let unit = || crate::amx_tile::EmulatedTiles::new(k);
+                        matmul_tiles(level, layout, unit, &w, &x, n_tokens, &mut model);
+                        assert_eq!(bits(&model), bits(&out), "{what}: tile model vs scalar");
+                    }
                     let isa = match layout {
                         TileLayout::Amx => amx.then_some(Isa::Amx),
                         TileLayout::Vnni => Isa::Avx512.is_supported().then_some(Isa::Avx512),
@@ -747,16 +753,27 @@ fn k_quant_tiles_match_the_decoded_values() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn amx_k_quant_tile_kernel_matches_its_twin_bitwise() {
-    use crate::amx::{tile_q8_scalar, TileAct, TileForm, TileLayout};
-    use crate::amx_kquant::Packer;
-    use crate::amx_tile::{tile_q8, Mins, TileScope, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
-    let Some(level @ Level::Avx512(k)) = Level::new(crate::Isa::Amx) else {
-        eprintln!("skip: AMX not available");
+    use crate::amx_tile::{EmulatedTiles, TileScope};
+    let Some(level @ Level::Avx512(k)) = Level::new(crate::Isa::Avx512) else {
+        eprintln!("skip: AVX-512 not available");
         return;
     };
-    let amx = k.amx().expect("the AMX level carries its token");
+    amx_k_quant_tile_kernel_cases(level, &EmulatedTiles::new(k));
+    match Level::new(crate::Isa::Amx) {
+        Some(level @ Level::Avx512(k)) => {
+            let amx = k.amx().expect("the AMX level's token");
+            amx_k_quant_tile_kernel_cases(level, &TileScope::new(amx))
+        }
+        _ => eprintln!("AMX not available: the tile kernel ran on the model of the tile unit"),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn amx_k_quant_tile_kernel_cases<U: crate::amx_tile::TileUnit>(level: Level, scope: &U) {
+    use crate::amx::{tile_q8_scalar, TileAct, TileForm, TileLayout};
+    use crate::amx_kquant::Packer;
+    use crate::amx_tile::{tile_q8, Mins, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
     let mut rng = Rng(0x9b05688c2b3e6c1f);
-    let scope = TileScope::new(amx);
     for ty in K_TYPES {
         let form = TileForm::new(TileLayout::Amx, ty);
         for (nbk, n_rows, n_tokens) in [(1, 16, 16), (3, 5, 3), (2, 11, 1)] {
@@ -785,7 +802,7 @@ fn amx_k_quant_tile_kernel_matches_its_twin_bitwise() {
             let zero = [[0f32; TILE_TOKENS]; TILE_ROWS];
             let (mut got, mut want, mut p0, mut p1, mut want1) = (zero, zero, zero, zero, zero);
             let mins1 = form.mins.then(|| Mins { w: &m[..], a: [am] });
-            tile_q8(&scope, &q, &d, [aq], [ad], form.half, mins1, [&mut got]);
+            tile_q8(scope, &q, &d, [aq], [ad], form.half, mins1, [&mut got]);
             tile_q8_scalar(
                 TileLayout::Amx,
                 &q,
@@ -801,7 +818,7 @@ fn amx_k_quant_tile_kernel_matches_its_twin_bitwise() {
                 a: [am, am1],
             });
             let (a2, d2) = ([aq, aq1], [ad, ad1]);
-            tile_q8(&scope, &q, &d, a2, d2, form.half, mins2, [&mut p0, &mut p1]);
+            tile_q8(scope, &q, &d, a2, d2, form.half, mins2, [&mut p0, &mut p1]);
             tile_q8_scalar(
                 TileLayout::Amx,
                 &q,
