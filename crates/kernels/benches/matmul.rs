@@ -14,8 +14,11 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use half::{bf16, f16};
+#[path = "../tests/support/random.rs"]
+mod random;
+
 use kernels::{matmul_path, MatmulPath, WeightType, WeightView};
+use random::{Rng, MODEL_LIKE};
 
 const TYPES: [WeightType; 14] = [
     WeightType::F32,
@@ -40,73 +43,6 @@ const SHAPES: [(usize, usize); 3] = [(2048, 2048), (5632, 2048), (2048, 5632)];
 /// Tokens of the matmul benchmarks.
 const PREFILL_TOKENS: usize = 128;
 
-/// xorshift64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    /// Uniform in [-1, 1).
-    fn f32(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-}
-
-/// Byte offsets of the f16 scales in one block of `ty` (ggml's block layouts).
-fn f16_fields(ty: WeightType) -> &'static [usize] {
-    match ty {
-        WeightType::Q8_0 | WeightType::Q4_0 => &[0],
-        WeightType::Q2_K => &[80, 82],
-        WeightType::Q3_K => &[108],
-        WeightType::Q4_K | WeightType::Q5_K => &[0, 2],
-        WeightType::Q6_K => &[208],
-        _ => &[],
-    }
-}
-
-/// A random matrix: values of ±0.02, or random blocks with small f16 scales.
-fn matrix(rng: &mut Rng, ty: WeightType, n_rows: usize, n_cols: usize) -> Vec<u8> {
-    let n = n_rows * n_cols;
-    match ty {
-        WeightType::F32 => (0..n)
-            .flat_map(|_| (rng.f32() * 0.02).to_le_bytes())
-            .collect(),
-        WeightType::F16 => (0..n)
-            .flat_map(|_| f16::from_f32(rng.f32() * 0.02).to_le_bytes())
-            .collect(),
-        WeightType::BF16 => (0..n)
-            .flat_map(|_| bf16::from_f32(rng.f32() * 0.02).to_le_bytes())
-            .collect(),
-        // The layouts made at load (`kernels::repack`) from a random stored matrix.
-        WeightType::Q4_0x16 | WeightType::Q8_0x16 | WeightType::Q4_Kx16 | WeightType::Q6_Kx16 => {
-            let from = ty.stored();
-            let stored = matrix(rng, from, n_rows, n_cols);
-            kernels::repack(&WeightView {
-                ty: from,
-                n_rows,
-                n_cols,
-                bytes: &stored,
-            })
-        }
-        _ => {
-            let mut bytes: Vec<u8> = (0..ty.row_bytes(n_cols) * n_rows)
-                .map(|_| rng.next() as u8)
-                .collect();
-            for block in bytes.chunks_exact_mut(ty.block_bytes()) {
-                for &at in f16_fields(ty) {
-                    let v = 0.001 + 0.001 * rng.f32().abs();
-                    block[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
-                }
-            }
-            bytes
-        }
-    }
-}
-
 fn name(ty: WeightType) -> String {
     format!("{ty:?}").to_ascii_lowercase()
 }
@@ -119,7 +55,7 @@ fn bench_matvec(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(2));
     for ty in TYPES {
         for (n_rows, n_cols) in SHAPES {
-            let bytes = matrix(&mut rng, ty, n_rows, n_cols);
+            let bytes = random::matrix(&mut rng, ty, n_rows, n_cols, MODEL_LIKE);
             let w = WeightView {
                 ty,
                 n_rows,
@@ -146,7 +82,7 @@ fn bench_matmul(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3));
     for ty in TYPES {
         for (n_rows, n_cols) in SHAPES {
-            let bytes = matrix(&mut rng, ty, n_rows, n_cols);
+            let bytes = random::matrix(&mut rng, ty, n_rows, n_cols, MODEL_LIKE);
             let w = WeightView {
                 ty,
                 n_rows,

@@ -13,8 +13,11 @@
 
 use std::time::{Duration, Instant};
 
-use half::f16;
+#[path = "../tests/support/random.rs"]
+mod random;
+
 use kernels::{matmul_reference, matmul_with, Isa, WeightType, WeightView};
+use random::{view, Rng, MODEL_LIKE};
 
 struct Args {
     rows: usize,
@@ -85,76 +88,6 @@ fn parse_args() -> Args {
     a
 }
 
-/// xorshift64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn f32(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-}
-
-/// A random matrix in `ty`'s layout (quantized blocks: random bytes, small random scales).
-fn matrix(rng: &mut Rng, ty: WeightType, rows: usize, cols: usize) -> Vec<u8> {
-    let n = rows * cols;
-    let mut bytes = Vec::with_capacity(ty.row_bytes(cols) * rows);
-    match ty {
-        WeightType::F32 => (0..n).for_each(|_| bytes.extend((rng.f32() * 0.02).to_le_bytes())),
-        WeightType::F16 | WeightType::BF16 => {
-            for _ in 0..n {
-                let x = rng.f32() * 0.02;
-                bytes.extend(if ty == WeightType::F16 {
-                    f16::from_f32(x).to_le_bytes()
-                } else {
-                    half::bf16::from_f32(x).to_le_bytes()
-                });
-            }
-        }
-        WeightType::Q4_0x16 | WeightType::Q8_0x16 | WeightType::Q4_Kx16 | WeightType::Q6_Kx16 => {
-            let from = ty.stored();
-            let stored = matrix(rng, from, rows, cols);
-            let w = WeightView {
-                ty: from,
-                n_rows: rows,
-                n_cols: cols,
-                bytes: &stored,
-            };
-            bytes = kernels::repack(&w);
-        }
-        WeightType::Q8_0 | WeightType::Q4_0 => {
-            let q = if ty == WeightType::Q4_0 { 16 } else { 32 };
-            for _ in 0..n / 32 {
-                bytes.extend(f16::from_f32(0.001 + rng.f32().abs() * 0.001).to_le_bytes());
-                bytes.extend((0..q).map(|_| rng.next() as u8));
-            }
-        }
-        _ => {
-            // K-quants: random blocks with small f16 scales (ggml's block layouts).
-            let scales: &[usize] = match ty {
-                WeightType::Q2_K => &[80, 82],
-                WeightType::Q3_K => &[108],
-                WeightType::Q6_K => &[208],
-                _ => &[0, 2],
-            };
-            for _ in 0..rows * (cols / 256) {
-                let mut block: Vec<u8> = (0..ty.block_bytes()).map(|_| rng.next() as u8).collect();
-                for &at in scales {
-                    let d = f16::from_f32(0.001 + rng.f32().abs() * 0.001);
-                    block[at..at + 2].copy_from_slice(&d.to_le_bytes());
-                }
-                bytes.extend(block);
-            }
-        }
-    }
-    bytes
-}
-
 /// Median of `samples`.
 fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -192,7 +125,7 @@ fn main() {
     let xp: Vec<f32> = (0..a.cols * a.tokens).map(|_| rng.f32()).collect();
     let reference: Mm = |_, w, x, n, out| matmul_reference(w, x, n, out);
     for &ty in &a.types {
-        let one = matrix(&mut rng, ty, a.rows, a.cols);
+        let one = random::matrix(&mut rng, ty, a.rows, a.cols, MODEL_LIKE);
         let copies = ((a.decode_mib << 20) / one.len()).max(1);
         let many: Vec<Vec<u8>> = (0..copies).map(|_| one.clone()).collect();
         let mut variants: Vec<(String, Isa, Mm)> = a
@@ -250,15 +183,5 @@ fn main() {
                 });
             }
         }
-    }
-}
-
-/// The matrix `bytes` as a `[rows, cols]` view.
-fn view(ty: WeightType, n_rows: usize, n_cols: usize, bytes: &[u8]) -> WeightView<'_> {
-    WeightView {
-        ty,
-        n_rows,
-        n_cols,
-        bytes,
     }
 }

@@ -5,8 +5,16 @@
 //! of threads (rayon pools of 1 and 3). Where `MatmulPath::interchangeable` says so, the two
 //! paths agree bitwise too.
 
-use half::{bf16, f16};
+#[path = "support/random.rs"]
+mod random;
+
 use kernels::{matmul_path_with, Isa, MatmulPath, WeightType, WeightView};
+use random::{view, Rng, UNIT_RANGE};
+
+/// A random matrix of `ty` with values of order one.
+fn matrix(rng: &mut Rng, ty: WeightType, n_rows: usize, n_cols: usize) -> Vec<u8> {
+    random::matrix(rng, ty, n_rows, n_cols, UNIT_RANGE)
+}
 
 const TYPES: [WeightType; 14] = [
     WeightType::F32,
@@ -27,37 +35,8 @@ const TYPES: [WeightType; 14] = [
 
 const PATHS: [MatmulPath; 2] = [MatmulPath::Rows, MatmulPath::Tiles];
 
-/// `n_rows` rows of `n_cols` values of `ty` in `bytes`.
-fn view(ty: WeightType, n_rows: usize, n_cols: usize, bytes: &[u8]) -> WeightView<'_> {
-    WeightView {
-        ty,
-        n_rows,
-        n_cols,
-        bytes,
-    }
-}
-
 /// Most tokens in one call.
 const MAX_TOKENS: usize = 40;
-
-/// xorshift64: small, deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    /// Uniform in [-1, 1).
-    fn f32(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-    fn byte(&mut self) -> u8 {
-        (self.next() >> 56) as u8
-    }
-}
 
 /// Columns per type: past the float kernels' 1024-column blocks and their padding to 16, past a
 /// group of 16 Q8_0 blocks, three K-quant super-blocks.
@@ -75,52 +54,6 @@ fn rows_of(ty: WeightType, n: usize) -> usize {
         n.next_multiple_of(16)
     } else {
         n
-    }
-}
-
-/// Byte offsets of the f16 scales in one block of `ty` (ggml's block layouts).
-fn f16_fields(ty: WeightType) -> &'static [usize] {
-    match ty {
-        WeightType::Q8_0 | WeightType::Q4_0 => &[0],
-        WeightType::Q2_K => &[80, 82],
-        WeightType::Q3_K => &[108],
-        WeightType::Q4_K | WeightType::Q5_K => &[0, 2],
-        WeightType::Q6_K => &[208],
-        _ => &[],
-    }
-}
-
-/// A random `[n_rows, n_cols]` matrix of `ty`: random values, or random blocks with f16 scales
-/// in [0.001, 0.1).
-fn matrix(rng: &mut Rng, ty: WeightType, n_rows: usize, n_cols: usize) -> Vec<u8> {
-    let n = n_rows * n_cols;
-    match ty {
-        WeightType::F32 => (0..n).flat_map(|_| rng.f32().to_le_bytes()).collect(),
-        WeightType::F16 => (0..n)
-            .flat_map(|_| f16::from_f32(rng.f32()).to_le_bytes())
-            .collect(),
-        WeightType::BF16 => (0..n)
-            .flat_map(|_| bf16::from_f32(rng.f32()).to_le_bytes())
-            .collect(),
-        // Repacked from a random stored matrix, as a model does at load.
-        WeightType::Q4_0x16 | WeightType::Q8_0x16 | WeightType::Q4_Kx16 | WeightType::Q6_Kx16 => {
-            let from = ty.stored();
-            let stored = matrix(rng, from, n_rows, n_cols);
-            kernels::repack(&view(from, n_rows, n_cols, &stored))
-        }
-        _ => {
-            let bb = ty.block_bytes();
-            let mut bytes: Vec<u8> = (0..ty.row_bytes(n_cols) * n_rows)
-                .map(|_| rng.byte())
-                .collect();
-            for block in bytes.chunks_exact_mut(bb) {
-                for &at in f16_fields(ty) {
-                    let v = 0.001 + 0.099 * (rng.f32() + 1.0) / 2.0;
-                    block[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
-                }
-            }
-            bytes
-        }
     }
 }
 

@@ -6,8 +6,12 @@
 //! oracle is the plain path fed the activations after that same rounding (quantized with a
 //! transcription of llama.cpp's `quantize_row_q8_0`, then decoded).
 
-use half::{bf16, f16};
+#[path = "support/random.rs"]
+mod random;
+
+use half::f16;
 use kernels::{matmul_reference, matmul_with, Isa, WeightType, WeightView};
+use random::{Rng, Values, UNIT_RANGE};
 
 /// Two `f32` sums of the same `n` products in different orders each err by at most
 /// `γ_n · Σ|a·b| ≈ n · ε · Σ|a·b|` (Higham's bound for recursive summation), so they differ by at
@@ -16,56 +20,24 @@ const SUM_ORDER_TOL_PER_TERM: f32 = 2.0 * f32::EPSILON;
 
 const TOKEN_COUNTS: [usize; 5] = [1, 2, 3, 5, 17];
 
-/// xorshift64: small, deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    /// Uniform in [-1, 1).
-    fn f32(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-    fn byte(&mut self) -> u8 {
-        (self.next() >> 56) as u8
-    }
-}
-
 fn supported() -> Vec<Isa> {
     let isas: Vec<Isa> = Isa::ALL.into_iter().filter(|i| i.is_supported()).collect();
     eprintln!("levels tested: {isas:?}");
     isas
 }
 
-/// A random `[n_rows, n_cols]` matrix of `ty`; quantized scales 1.0 when `unit`.
+/// A random `[n_rows, n_cols]` matrix of `ty`, values of order one; quantized scales 1.0 when
+/// `unit`.
 fn matrix(rng: &mut Rng, ty: WeightType, n_rows: usize, n_cols: usize, unit: bool) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    match ty {
-        WeightType::F32 => (0..n_rows * n_cols).for_each(|_| bytes.extend(rng.f32().to_le_bytes())),
-        WeightType::F16 => {
-            (0..n_rows * n_cols).for_each(|_| bytes.extend(f16::from_f32(rng.f32()).to_le_bytes()))
+    let v = if unit {
+        Values {
+            scales: (1.0, 1.0),
+            ..UNIT_RANGE
         }
-        WeightType::BF16 => {
-            (0..n_rows * n_cols).for_each(|_| bytes.extend(bf16::from_f32(rng.f32()).to_le_bytes()))
-        }
-        _ => {
-            let q_bytes = if ty == WeightType::Q4_0 { 16 } else { 32 };
-            for _ in 0..n_rows * n_cols / 32 {
-                let d = if unit {
-                    1.0
-                } else {
-                    rng.f32().abs().max(1e-3) * 0.05
-                };
-                bytes.extend(f16::from_f32(d).to_le_bytes());
-                bytes.extend((0..q_bytes).map(|_| rng.byte()));
-            }
-        }
-    }
-    bytes
+    } else {
+        UNIT_RANGE
+    };
+    random::matrix(rng, ty, n_rows, n_cols, v)
 }
 
 /// llama.cpp's `quantize_row_q8_0`, then decoded: the activations integer kernels really see.

@@ -7,6 +7,7 @@ use half::f16;
 use super::layout::{q2_k, q3_k, q4_k, q5_k, q6_k};
 use super::*;
 use crate::cpu::Level;
+use crate::kernel_tests::Rng;
 
 /// Largest |scalar dot − f64 dot of the decoded values| allowed, relative to the sum of the
 /// magnitudes of the terms (scale part and min part): only `f32` rounding differs.
@@ -22,25 +23,6 @@ const K_TYPES: [WeightType; 5] = [
     WeightType::Q5_K,
     WeightType::Q6_K,
 ];
-
-/// Deterministic xorshift generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn byte(&mut self) -> u8 {
-        (self.next() >> 24) as u8
-    }
-    /// Uniform in [−1, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-}
 
 /// Byte offsets of the f16 fields of one block of `ty`.
 fn f16_fields(ty: WeightType) -> &'static [usize] {
@@ -60,7 +42,7 @@ fn random_row(ty: WeightType, n_blocks: usize, rng: &mut Rng) -> Vec<u8> {
     let mut row: Vec<u8> = (0..n_blocks * bb).map(|_| rng.byte()).collect();
     for block in row.chunks_exact_mut(bb) {
         for &at in f16_fields(ty) {
-            let v = 1e-3 + 0.099 * (rng.unit() + 1.0) / 2.0;
+            let v = 1e-3 + 0.099 * (rng.f32() + 1.0) / 2.0;
             block[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
         }
     }
@@ -71,7 +53,7 @@ fn random_row(ty: WeightType, n_blocks: usize, rng: &mut Rng) -> Vec<u8> {
 fn random_act(n: usize, rng: &mut Rng) -> Vec<f32> {
     (0..n)
         .map(|i| {
-            let v = rng.unit();
+            let v = rng.f32();
             if i % 97 == 5 {
                 v * 40.0
             } else {
@@ -150,7 +132,7 @@ fn q8_k_rounds_like_ggml() {
 /// Super-blocks that probe every branch of the Q8_K quantizer: random, zero, one value,
 /// magnitude ties of both signs, NaN and infinite values, subnormal and huge scales.
 fn q8_k_cases(rng: &mut Rng) -> Vec<Vec<f32>> {
-    let random = |rng: &mut Rng, scale: f32| (0..QK_K).map(|_| rng.unit() * scale).collect();
+    let random = |rng: &mut Rng, scale: f32| (0..QK_K).map(|_| rng.f32() * scale).collect();
     let mut cases: Vec<Vec<f32>> = vec![
         random(rng, 1.0),
         random(rng, 3e4),
