@@ -31,7 +31,7 @@
 //! many others share its call, so the choice is per level only.
 
 use crate::act_q8::{ActLayout, ActQ8, QK};
-use crate::amx_tile::{tile_q8, Mins, TileScope, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
+use crate::amx_tile::{tile_q8, Mins, TileScope, TileUnit, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
 use crate::cpu::{Amx, Level};
 use crate::dot_scalar::{f16_at, Q4_0_BYTES, Q8_0_BYTES};
 use crate::matmul::{MIN_TASK_BYTES, PANEL_BYTES};
@@ -117,24 +117,9 @@ pub(crate) trait TileKernel {
     );
 }
 
-impl TileKernel for TileScope {
-    fn run<const G: usize>(
-        &self,
-        w: &[u8],
-        wd: &[f32],
-        a: [&[u8]; G],
-        ad: [&[f32]; G],
-        half: bool,
-        mins: Option<Mins<'_, G>>,
-        acc: [&mut [[f32; TILE_TOKENS]; TILE_ROWS]; G],
-    ) {
-        tile_q8(self, w, wd, a, ad, half, mins, acc)
-    }
-}
-
-/// The tile kernel on the software model of the tile unit (tests on machines without AMX).
-#[cfg(test)]
-impl TileKernel for crate::amx_tile::EmulatedTiles {
+/// The AMX kernel on a tile unit: the hardware's ([`TileScope`]), or in tests its software
+/// model (`amx_tile::EmulatedTiles`).
+impl<U: TileUnit> TileKernel for U {
     fn run<const G: usize>(
         &self,
         w: &[u8],
