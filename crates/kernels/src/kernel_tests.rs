@@ -664,7 +664,11 @@ fn amx_tile_driver_matches_the_decoded_values() {
         if matches!(level, Level::Avx512(_)) {
             packed = crate::repack(&stored);
             views.push(crate::WeightView {
-                ty: crate::repacked_type(ty, n_rows).expect("repacked at AVX-512"),
+                // (Named here, not by `repacked_type`, which follows `HERD_ISA`.)
+                ty: match ty {
+                    WeightType::Q8_0 => WeightType::Q8_0x16,
+                    _ => WeightType::Q4_0x16,
+                },
                 bytes: &packed,
                 ..stored
             });
