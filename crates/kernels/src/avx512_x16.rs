@@ -1,5 +1,5 @@
 //! AVX-512 VNNI decode kernel for repacked Q4_0 / Q8_0 rows (`qx16.rs`): `R` rows against one
-//! token of interleaved Q8_0 activations; twin [`crate::qx16::dot_lanes`], bitwise.
+//! token of interleaved Q8_0 activations; twin `qx16::dot_lanes`, bitwise.
 //!
 //! Per group of 16 blocks and row: Q4_0 four 64-byte loads, each split into low and high
 //! nibbles (two ANDs and a shift); Q8_0 eight loads; eight `vpdpbusd` into two int32
@@ -117,7 +117,7 @@ const fn kind<const Q8: bool>() -> X16 {
     }
 }
 
-/// Lanes summed as [`crate::qx16::reduce16`] does.
+/// Lanes summed as `qx16::reduce16` does.
 ///
 /// # Safety
 /// AVX-512 F available.

@@ -821,20 +821,38 @@ fn repacked_kernels_match_their_twins() {
                     );
                 }
             }
-            // AVX-512: four rows and one row, bitwise the lane-order twin.
+            // AVX-512: four rows and one row; AVX2: the rows of a matrix; bitwise the lane-order
+            // twin.
             #[cfg(target_arch = "x86_64")]
             for (isa, level) in simd_levels() {
-                let Level::Avx512(k) = level else { continue };
                 let act = ActQ8::new(level, &x, 1, nb * 32, ActLayout::Interleaved, None);
                 let (qs, d, sums) = (act.qs(0), act.d(0), act.sums(0));
-                let w = std::array::from_fn(|r| rows[r].1.as_slice());
-                let four = crate::avx512_x16::dot_rows::<4>(k, kind, w, qs, d, sums);
                 let what = |r| format!("{isa} {kind:?} nb={nb} row {r}");
-                for (r, (_, x16)) in rows.iter().enumerate() {
-                    let twin = crate::qx16::dot_lanes(kind, x16, qs, d, sums);
-                    let one = crate::avx512_x16::dot_rows::<1>(k, kind, [x16], qs, d, sums)[0];
-                    assert_eq!(four[r].to_bits(), twin.to_bits(), "{}", what(r));
-                    assert_eq!(one.to_bits(), twin.to_bits(), "{}", what(r));
+                let twins: Vec<f32> = rows
+                    .iter()
+                    .map(|(_, x16)| crate::qx16::dot_lanes(kind, x16, qs, d, sums))
+                    .collect();
+                let got: Vec<f32> = match level {
+                    Level::Avx512(k) => {
+                        let w = std::array::from_fn(|r| rows[r].1.as_slice());
+                        let four = crate::avx512_x16::dot_rows::<4>(k, kind, w, qs, d, sums);
+                        for (r, (_, x16)) in rows.iter().enumerate() {
+                            let one =
+                                crate::avx512_x16::dot_rows::<1>(k, kind, [x16], qs, d, sums)[0];
+                            assert_eq!(one.to_bits(), twins[r].to_bits(), "{}", what(r));
+                        }
+                        four.to_vec()
+                    }
+                    Level::Avx2(k) => {
+                        let w: Vec<u8> = rows.iter().flat_map(|(_, x16)| x16.clone()).collect();
+                        let mut out = vec![f32::NAN; rows.len()];
+                        crate::avx2_x16::dot_matrix(k, kind, &w, qs, d, sums, &mut out);
+                        out
+                    }
+                    Level::Scalar => continue,
+                };
+                for (r, (g, t)) in got.iter().zip(&twins).enumerate() {
+                    assert_eq!(g.to_bits(), t.to_bits(), "{}", what(r));
                 }
             }
         }

@@ -29,6 +29,8 @@ mod avx2_pack;
 #[cfg(target_arch = "x86_64")]
 mod avx2_tile;
 #[cfg(target_arch = "x86_64")]
+mod avx2_x16;
+#[cfg(target_arch = "x86_64")]
 mod avx512_act;
 #[cfg(target_arch = "x86_64")]
 mod avx512_blocks;

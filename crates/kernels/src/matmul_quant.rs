@@ -113,6 +113,17 @@ impl RowsJob for QuantRows<'_> {
             }
             return;
         }
+        // Repacked Q4_0 / Q8_0 at AVX2: likewise, one row at a time.
+        #[cfg(target_arch = "x86_64")]
+        if let (Level::Avx2(k), Some(kind)) = (self.level, X16::of(self.w.ty)) {
+            let stride = self.w.ty.row_bytes(self.w.n_cols);
+            let w = &self.w.bytes[rows.start * stride..rows.end * stride];
+            for t in 0..self.n_tokens {
+                let (qs, d, sums) = (self.act.qs(t), self.act.d(t), self.act.sums(t));
+                crate::avx2_x16::dot_matrix(k, kind, w, qs, d, sums, oc.token(t));
+            }
+            return;
+        }
         // AVX-512: four rows per kernel call (bitwise the one-row results).
         #[cfg(target_arch = "x86_64")]
         if let (Level::Avx512(k), WeightType::Q8_0 | WeightType::Q4_0) = (self.level, self.w.ty) {
@@ -353,9 +364,12 @@ pub(crate) fn dot_row(level: Level, ty: WeightType, w: &[u8], act: &ActQ8, t: us
     if let Some(kind) = X16::of(ty) {
         return match level {
             Level::Scalar => crate::qx16::dot_sequential(kind, w, qs, d),
-            // No AVX2 kernel of its own: weights are repacked only where AVX-512 VNNI runs.
             #[cfg(target_arch = "x86_64")]
-            Level::Avx2(_) => crate::qx16::dot_lanes(kind, w, qs, d, act.sums(t)),
+            Level::Avx2(k) => {
+                let mut out = [0f32];
+                crate::avx2_x16::dot_matrix(k, kind, w, qs, d, act.sums(t), &mut out);
+                out[0]
+            }
             #[cfg(target_arch = "x86_64")]
             Level::Avx512(k) => {
                 crate::avx512_x16::dot_rows::<1>(k, kind, [w], qs, d, act.sums(t))[0]

@@ -22,10 +22,11 @@
 //! 176. Rows stay contiguous, so threads still split a matrix by rows. Q8_0's bytes are the
 //! layout of a packed prefill panel row (`pack.rs`), so packing one is a copy.
 //!
-//! Arithmetic, identical in the AVX-512 kernel (`avx512_x16.rs`) and its twin [`dot_lanes`]:
+//! Arithmetic, identical in the AVX-512 and AVX2 kernels (`avx512_x16.rs`, `avx2_x16.rs`) and
+//! their twin `dot_lanes`:
 //! lane `i` of 16 accumulates `fma(S_b, d_w · d_a, acc_i)` over the blocks `b = 16g + i` in
 //! order (`S_b` the exact integer `Σ w · a`, the stored offset taken off as `−offset · Σa`),
-//! then [`reduce16`] sums the lanes in a fixed tree. The AVX-512 tile kernel (`avx512_tile.rs`)
+//! then `reduce16` sums the lanes in a fixed tree. The AVX-512 tile kernel (`avx512_tile.rs`)
 //! scales and sums a packed panel's blocks the same way, so at [`crate::Isa::Avx512`] both
 //! paths give the same bits. The scalar level uses [`dot_sequential`] (blocks in order, as
 //! `dot_scalar` does for stored rows): there a repacked row gives bitwise the results of the
@@ -33,7 +34,6 @@
 
 use crate::act_q8::{GROUP_BLOCKS, GROUP_BYTES, QK};
 use crate::dot_scalar::{f16_at, q4_0_block_sum, q8_0_block_sum, Q4_0_BYTES, Q8_0_BYTES};
-use crate::pack::{Q4_0_OFFSET, Q8_0_OFFSET};
 use crate::{WeightType, WeightView};
 
 /// Where the quantized bytes of a group start (after the 16 scales).
@@ -85,10 +85,11 @@ impl X16 {
         }
     }
     /// What a weight's unsigned byte (nibble) adds to its value.
+    #[cfg(test)]
     pub(crate) const fn offset(self) -> i32 {
         match self {
-            X16::Q4_0 => Q4_0_OFFSET,
-            X16::Q8_0 => Q8_0_OFFSET,
+            X16::Q4_0 => crate::pack::Q4_0_OFFSET,
+            X16::Q8_0 => crate::pack::Q8_0_OFFSET,
         }
     }
 }
@@ -187,6 +188,7 @@ pub(crate) fn pack_tiles_row(kind: X16, row: &[u8], qs: &mut [u8], d: &mut [f32]
     }
 }
 
+#[cfg(test)]
 /// Sum of 16 lanes in the tree the AVX-512 kernels use: halves added lane by lane, then
 /// `((h0 + h4) + (h2 + h6)) + ((h1 + h5) + (h3 + h7))`.
 pub(crate) fn reduce16(v: [f32; 16]) -> f32 {
@@ -195,7 +197,8 @@ pub(crate) fn reduce16(v: [f32; 16]) -> f32 {
 }
 
 /// Repacked row · one token of interleaved activations (`qs` `ng · 512` values, `d` and `sums`
-/// `ng · 16`), in the lane order of the AVX-512 kernel (its twin, bitwise).
+/// `ng · 16`), in the lane order of the AVX-512 and AVX2 kernels (their twin, bitwise).
+#[cfg(test)]
 pub(crate) fn dot_lanes(kind: X16, row: &[u8], qs: &[i8], d: &[f32], sums: &[i32]) -> f32 {
     let group = kind.group_bytes();
     let ng = row.len() / group;
