@@ -87,7 +87,7 @@ fn check(stored: model::Llama, x16: impl Fn(&model::Llama) -> bool, flips: f32) 
     stored.keep_stored_layouts();
     let bytes = repacked.repack_for_kernels();
     if bytes == 0 {
-        eprintln!("skip: this CPU's kernels keep the stored layouts (no AVX-512 VNNI)");
+        eprintln!("skip: this CPU's kernels keep the stored layouts (no AVX2, or a type repacked only at AVX-512)");
         return;
     }
     assert!(x16(&repacked) && !x16(&stored) && !x16(&lazy));

@@ -7,6 +7,7 @@ use crate::act_q8::{GROUP_BLOCKS, GROUP_BYTES};
 use crate::avx2_dot::{float_bytes, load1, load8, nibbles, BF16, F16, F32};
 use crate::cpu::Avx2;
 use crate::pack::{f32_row_len, quant_shape};
+use crate::qx16::{QUANTS_AT, X16};
 use crate::WeightType;
 
 /// Converts one stored float row into `out`; see [`crate::pack::pack_float_row`].
@@ -104,6 +105,48 @@ unsafe fn pack_quant_avx2<const Q4: bool>(
                 }
                 let scales = _mm256_cvtph_ps(_mm_loadu_si128(bits.as_ptr() as *const __m128i));
                 _mm256_storeu_ps(d.as_mut_ptr().add(g * GROUP_BLOCKS + h * 8), scales);
+            }
+        }
+    }
+}
+
+/// Packs one repacked Q8_0 / Q4_0 row (`qx16.rs`): bitwise [`crate::qx16::pack_tiles_row`],
+/// Q8_0's bytes copied, Q4_0's nibbles split 32 bytes at a time, the scales widened 8 at a time.
+pub(crate) fn pack_x16_row(_: Avx2, kind: X16, row: &[u8], qs: &mut [u8], d: &mut [f32]) {
+    let group = kind.group_bytes();
+    let ng = row.len() / group;
+    assert!(row.len() == ng * group);
+    assert!(qs.len() == ng * GROUP_BYTES && d.len() == ng * GROUP_BLOCKS);
+    // SAFETY: the token proves the features; lengths checked above.
+    unsafe { pack_x16_avx2(kind, row.as_ptr(), ng, qs, d) }
+}
+
+/// # Safety
+/// AVX2/FMA/F16C available; `row` holds `ng` groups of `kind`, `qs` `ng · 512` bytes, `d`
+/// `ng · 16` values.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pack_x16_avx2(kind: X16, row: *const u8, ng: usize, qs: &mut [u8], d: &mut [f32]) {
+    let (group, low) = (kind.group_bytes(), _mm256_set1_epi8(0x0f));
+    for g in 0..ng {
+        // SAFETY: group g of the row, of `qs` and of `d` is in bounds (checked by the caller).
+        unsafe {
+            let (grp, q) = (row.add(g * group), qs.as_mut_ptr().add(g * GROUP_BYTES));
+            let quants = grp.add(QUANTS_AT);
+            match kind {
+                X16::Q8_0 => std::ptr::copy_nonoverlapping(quants, q, GROUP_BYTES),
+                X16::Q4_0 => {
+                    for j in (0..GROUP_BYTES / 2).step_by(32) {
+                        let v = _mm256_loadu_si256(quants.add(j) as *const __m256i);
+                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low);
+                        _mm256_storeu_si256(q.add(j) as *mut __m256i, _mm256_and_si256(v, low));
+                        _mm256_storeu_si256(q.add(GROUP_BYTES / 2 + j) as *mut __m256i, hi);
+                    }
+                }
+            }
+            for h in 0..2 {
+                let bits = _mm_loadu_si128(grp.add(16 * h) as *const __m128i);
+                let at = d.as_mut_ptr().add(g * GROUP_BLOCKS + 8 * h);
+                _mm256_storeu_ps(at, _mm256_cvtph_ps(bits));
             }
         }
     }

@@ -775,13 +775,21 @@ fn repacked_rows_hold_the_stored_blocks() {
             crate::dequantize(kind.stored(), &stored, &mut a);
             crate::dequantize(ty, &x16, &mut b);
             assert_eq!(a, b, "{ty:?} nb={nb}");
-            // The prefill panel of a repacked row is the stored row's panel.
+            // The prefill panel of a repacked row is the stored row's panel, at every level.
             let ng = n_groups(nb * 32);
             let (mut q0, mut d0) = (vec![1u8; ng * 512], vec![1f32; ng * 16]);
-            let (mut q1, mut d1) = (vec![2u8; ng * 512], vec![2f32; ng * 16]);
             pack::pack_quant_row_scalar(kind.stored(), &stored, &mut q0, &mut d0);
-            pack::pack_quant_row(Level::Scalar, ty, &x16, &mut q1, &mut d1);
-            assert_eq!((q0, d0), (q1, d1), "{ty:?} nb={nb}");
+            let levels =
+                std::iter::once(Level::Scalar).chain(simd_levels().into_iter().map(|l| l.1));
+            for level in levels {
+                let (mut q1, mut d1) = (vec![2u8; ng * 512], vec![2f32; ng * 16]);
+                pack::pack_quant_row(level, ty, &x16, &mut q1, &mut d1);
+                let (f0, f1) = (
+                    d0.iter().map(|v| v.to_bits()),
+                    d1.iter().map(|v| v.to_bits()),
+                );
+                assert!(q0 == q1 && f0.eq(f1), "{level:?} {ty:?} nb={nb}");
+            }
         }
     }
 }

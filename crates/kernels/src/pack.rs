@@ -62,7 +62,13 @@ pub(crate) fn pack_quant_row(
 ) {
     if let Some(kind) = crate::qx16::X16::of(ty) {
         // Already in groups of 16 blocks: a copy, or splitting the nibbles.
-        return crate::qx16::pack_tiles_row(kind, row, qs, d);
+        return match level {
+            Level::Scalar => crate::qx16::pack_tiles_row(kind, row, qs, d),
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2(t) => crate::avx2_pack::pack_x16_row(t, kind, row, qs, d),
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512(t) => crate::avx2_pack::pack_x16_row(t.avx2(), kind, row, qs, d),
+        };
     }
     match level {
         Level::Scalar => pack_quant_row_scalar(ty, row, qs, d),

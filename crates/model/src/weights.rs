@@ -10,8 +10,8 @@ use crate::{LlamaConfig, ModelError, Result};
 /// A weight matrix `[n_rows, n_cols]` in its stored type; bytes shared with the file's map
 /// where the format allows.
 ///
-/// Where this CPU's kernels have a faster layout for the type (Q4_0, Q8_0, Q4_K and Q6_K at
-/// AVX-512, see `kernels::repacked_type`), a repacked copy is made the first time the row
+/// Where this CPU's kernels have a faster layout for the type (Q4_0 and Q8_0 at AVX2 and above,
+/// Q4_K and Q6_K at AVX-512, see `kernels::repacked_type`), a repacked copy is made the first time the row
 /// kernels (decode) ask for it ([`Weight::fast_view`]) or when [`Weight::repack`] is called, and from then on
 /// serves every product ([`Weight::current_view`]); `ty` and [`Weight::view`] stay the
 /// stored type and bytes.
