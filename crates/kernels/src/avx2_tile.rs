@@ -1,5 +1,6 @@
-//! AVX2 prefill tile kernels: `R` packed weight rows against `T` activation rows, each weight
-//! vector loaded once for `T` tokens; twins of `tile_scalar.rs`.
+//! AVX2 prefill tile kernels of Q8_0 / Q4_0: `R` packed weight rows against `T` activation rows,
+//! each weight vector loaded once for `T` tokens; twins of `tile_scalar.rs` (float weights take
+//! the outer products of `avx2_panel.rs`).
 //!
 //! The packed groups of 16 blocks (`pack.rs`) are read as two halves of eight blocks, one block
 //! per int32 lane:
@@ -15,52 +16,6 @@ use crate::avx2_dot::hsum_ps;
 use crate::cpu::Avx2;
 use crate::pack::{Q4_0_OFFSET, Q8_0_OFFSET};
 use crate::tile_scalar::{ActRow, QuantRow};
-
-/// `out[r][t] = w[r] · x[t]`; all rows of one length, a multiple of 8.
-pub(crate) fn tile_f32<const R: usize, const T: usize>(
-    _: Avx2,
-    w: [&[f32]; R],
-    x: [&[f32]; T],
-) -> [[f32; T]; R] {
-    let n = w[0].len();
-    assert!(n.is_multiple_of(8) && w.iter().chain(&x).all(|s| s.len() == n));
-    // SAFETY: the token proves the features; every row holds n values.
-    unsafe { tile_f32_avx2::<R, T>(w.map(|s| s.as_ptr()), x.map(|s| s.as_ptr()), n) }
-}
-
-/// # Safety
-/// AVX2/FMA available; every pointer reads `n` values (`n` a multiple of 8).
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_f32_avx2<const R: usize, const T: usize>(
-    w: [*const f32; R],
-    x: [*const f32; T],
-    n: usize,
-) -> [[f32; T]; R] {
-    let mut acc = [[_mm256_setzero_ps(); T]; R];
-    let mut wv = [_mm256_setzero_ps(); R];
-    for i in (0..n).step_by(8) {
-        // SAFETY: i + 8 ≤ n.
-        unsafe {
-            for r in 0..R {
-                wv[r] = _mm256_loadu_ps(w[r].add(i));
-            }
-            // One token vector live at a time: R·T accumulators + R + 1 registers.
-            for t in 0..T {
-                let xv = _mm256_loadu_ps(x[t].add(i));
-                for r in 0..R {
-                    acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
-                }
-            }
-        }
-    }
-    let mut out = [[0f32; T]; R];
-    for r in 0..R {
-        for t in 0..T {
-            out[r][t] = hsum_ps(acc[r][t]);
-        }
-    }
-    out
-}
 
 /// `out[r][t]` for packed quantized rows (`offset` 128 for Q8_0, 8 for Q4_0).
 pub(crate) fn tile_quant<const R: usize, const T: usize>(

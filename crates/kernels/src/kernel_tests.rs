@@ -265,60 +265,37 @@ fn packed_quant_rows_decode_to_the_stored_values() {
     }
 }
 
-/// One tile shape of the float kernels against the scalar twin.
+/// The outer-product float kernels (AVX-512 and AVX2) and their packers against the scalar
+/// twin, bitwise: every group and token count, partial groups, column ranges inside a pass,
+/// storing and adding.
 #[cfg(target_arch = "x86_64")]
-fn check_float_tile<const R: usize, const T: usize>(level: Level, rng: &mut Rng, n: usize) {
-    let rows: Vec<Vec<f32>> = (0..R)
-        .map(|_| (0..n).map(|_| rng.f32()).collect())
-        .collect();
-    let xs: Vec<Vec<f32>> = (0..T)
-        .map(|_| (0..n).map(|_| rng.f32()).collect())
-        .collect();
-    let w: [&[f32]; R] = std::array::from_fn(|i| &rows[i][..]);
-    let x: [&[f32]; T] = std::array::from_fn(|i| &xs[i][..]);
-    let want = tile_scalar::tile_f32(w, x);
-    let Level::Avx2(k) = level else {
-        unreachable!("only the AVX2 level has dot-product float tiles")
+#[test]
+fn float_panel_kernels_match_their_twin_bitwise() {
+    for (_, level) in simd_levels() {
+        float_panel_cases(level);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn float_panel_cases(level: Level) {
+    use crate::avx512_panel::GROUP_ROWS;
+    let (max_groups, tokens) = match level {
+        Level::Avx512(_) => (crate::avx512_panel::MAX_GROUPS, crate::avx512_panel::TOKENS),
+        _ => (crate::avx2_panel::MAX_GROUPS, crate::avx2_panel::TOKENS),
     };
-    let got = crate::avx2_tile::tile_f32(k, w, x);
-    for r in 0..R {
-        for t in 0..T {
-            let abs: f32 = rows[r].iter().zip(&xs[t]).map(|(a, b)| (a * b).abs()).sum();
-            assert!(
-                close(got[r][t], want[r][t], n, abs),
-                "{level:?} {R}x{T} n={n}"
-            );
+    let pack = |ty, rows: &[Vec<u8>], kw, out: &mut [f32]| match level {
+        Level::Avx512(k) => {
+            crate::avx512_panel::pack_groups(k, ty, |i| &rows[i][..], rows.len(), kw, out)
         }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[test]
-fn float_tile_kernels_match_scalar() {
-    let mut rng = Rng(0x452821e638d01377);
-    let avx2 = simd_levels()
-        .into_iter()
-        .filter(|(_, l)| matches!(l, Level::Avx2(_)));
-    for (_, level) in avx2 {
-        for n in [16, 64, 176, 2048] {
-            check_float_tile::<1, 1>(level, &mut rng, n);
-            check_float_tile::<1, 3>(level, &mut rng, n);
-            check_float_tile::<2, 4>(level, &mut rng, n);
-            check_float_tile::<4, 1>(level, &mut rng, n);
-            check_float_tile::<4, 4>(level, &mut rng, n);
+        Level::Avx2(k) => {
+            crate::avx2_panel::pack_groups(k, ty, |i| &rows[i][..], rows.len(), kw, out)
         }
-    }
-}
-
-/// The AVX-512 outer-product float kernel and its packer against the scalar twin, bitwise: every
-/// group and token count, partial groups, column ranges inside a pass, storing and adding.
-#[cfg(target_arch = "x86_64")]
-#[test]
-fn float_panel_kernel_matches_its_twin_bitwise() {
-    use crate::avx512_panel::{self as ap, GROUP_ROWS, MAX_GROUPS, TOKENS};
-    let Some(Level::Avx512(k)) = Level::new(Isa::Avx512) else {
-        eprintln!("skip: AVX-512 not available");
-        return;
+        Level::Scalar => unreachable!("no SIMD level"),
+    };
+    let tile = |groups: &[f32], kw, cols, x: &[&[f32]], out: &mut [&mut [f32]], add| match level {
+        Level::Avx512(k) => crate::avx512_panel::tile(k, groups, kw, cols, x, out, add),
+        Level::Avx2(k) => crate::avx2_panel::tile(k, groups, kw, cols, x, out, add),
+        Level::Scalar => unreachable!("no SIMD level"),
     };
     let mut rng = Rng(0x3c6ef372fe94f82b);
     for (n_rows, kw) in [(1usize, 1usize), (16, 16), (23, 130), (64, 300), (49, 1024)] {
@@ -326,7 +303,7 @@ fn float_panel_kernel_matches_its_twin_bitwise() {
         let mut groups = vec![f32::NAN; n_groups * kw * GROUP_ROWS];
         for ty in [WeightType::F32, WeightType::F16, WeightType::BF16] {
             let rows: Vec<Vec<u8>> = (0..n_rows).map(|_| float_row(&mut rng, ty, kw).0).collect();
-            ap::pack_groups(k, ty, |i| &rows[i][..], n_rows, kw, &mut groups);
+            pack(ty, &rows, kw, &mut groups);
             let mut want = vec![0f32; f32_row_len(kw)];
             for g in 0..n_groups {
                 for l in 0..GROUP_ROWS {
@@ -341,33 +318,33 @@ fn float_panel_kernel_matches_its_twin_bitwise() {
                         assert_eq!(
                             got.to_bits(),
                             want.to_bits(),
-                            "{ty:?} packed row {r} col {c}"
+                            "{level:?} {ty:?} packed row {r} col {c}"
                         );
                     }
                 }
             }
         }
-        let xs: Vec<Vec<f32>> = (0..TOKENS)
+        let xs: Vec<Vec<f32>> = (0..tokens)
             .map(|_| (0..kw).map(|_| rng.f32()).collect())
             .collect();
-        for n_tokens in 1..=TOKENS {
+        for n_tokens in 1..=tokens {
             for cols in [0..kw, kw / 3..kw, 0..kw.min(128)] {
                 let x: Vec<&[f32]> = xs[..n_tokens].iter().map(|x| &x[cols.clone()]).collect();
-                let rows_used = n_rows.min(MAX_GROUPS * GROUP_ROWS);
+                let rows_used = n_rows.min(max_groups * GROUP_ROWS);
                 for add in [false, true] {
                     let start: Vec<f32> = (0..rows_used).map(|_| rng.f32()).collect();
                     let mut got = vec![start.clone(); n_tokens];
                     let mut want = got.clone();
                     let mut g: Vec<&mut [f32]> = got.iter_mut().map(|o| &mut o[..]).collect();
                     let mut w: Vec<&mut [f32]> = want.iter_mut().map(|o| &mut o[..]).collect();
-                    ap::tile(k, &groups, kw, cols.clone(), &x, &mut g, add);
+                    tile(&groups, kw, cols.clone(), &x, &mut g, add);
                     tile_scalar::panel_f32(&groups, kw, cols.clone(), &x, &mut w, add);
                     for (t, (g, w)) in got.iter().zip(&want).enumerate() {
                         for (r, (g, w)) in g.iter().zip(w).enumerate() {
                             assert_eq!(
                                 g.to_bits(),
                                 w.to_bits(),
-                                "{n_rows}x{kw} cols {cols:?} {n_tokens} tokens add {add}: out[{t}][{r}]"
+                                "{level:?} {n_rows}x{kw} cols {cols:?} {n_tokens} tokens add {add}: out[{t}][{r}]"
                             );
                         }
                     }

@@ -27,6 +27,8 @@ mod avx2_dot;
 #[cfg(target_arch = "x86_64")]
 mod avx2_pack;
 #[cfg(target_arch = "x86_64")]
+mod avx2_panel;
+#[cfg(target_arch = "x86_64")]
 mod avx2_tile;
 #[cfg(target_arch = "x86_64")]
 mod avx2_x16;

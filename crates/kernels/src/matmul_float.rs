@@ -134,8 +134,10 @@ fn for_each_pass(
 /// Packed panels and tiles; activations padded like the panel rows.
 fn float_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if let Level::Avx512(k) = level {
-        return float_panels(k, w, x, n_tokens, out);
+    match level {
+        Level::Avx512(k) => return float_panels(k, w, x, n_tokens, out),
+        Level::Avx2(k) => return float_panels(k, w, x, n_tokens, out),
+        Level::Scalar => {}
     }
     let n_cols = w.n_cols;
     let kp = f32_row_len(n_cols);
@@ -186,18 +188,103 @@ fn float_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
     );
 }
 
-/// [`float_tiles`] at the AVX-512 level: each pass's rows converted to `f32` in groups of 16 rows
-/// (`avx512_panel.rs`) and multiplied by outer products,
-/// [`avx512_panel::K_CHUNK`] columns and up to 64 rows at a time against every token.
+/// The outer-product float kernels of a level (`avx512_panel.rs`, `avx2_panel.rs`): the same
+/// packed groups and the same sums, so the same bits.
 #[cfg(target_arch = "x86_64")]
-fn float_panels(
-    k: crate::cpu::Avx512,
+trait FloatPanels: Copy {
+    /// Groups (of 16 rows) and tokens of one `tile` call.
+    const MAX_GROUPS: usize;
+    const TOKENS: usize;
+    fn pack<'a>(
+        self,
+        ty: WeightType,
+        row: impl Fn(usize) -> &'a [u8],
+        n: usize,
+        kw: usize,
+        out: &mut [f32],
+    );
+    #[allow(clippy::too_many_arguments)]
+    fn tile(
+        self,
+        groups: &[f32],
+        kw: usize,
+        cols: std::ops::Range<usize>,
+        x: &[&[f32]],
+        out: &mut [&mut [f32]],
+        add: bool,
+    );
+}
+
+#[cfg(target_arch = "x86_64")]
+impl FloatPanels for crate::cpu::Avx512 {
+    const MAX_GROUPS: usize = crate::avx512_panel::MAX_GROUPS;
+    const TOKENS: usize = crate::avx512_panel::TOKENS;
+    fn pack<'a>(
+        self,
+        ty: WeightType,
+        row: impl Fn(usize) -> &'a [u8],
+        n: usize,
+        kw: usize,
+        out: &mut [f32],
+    ) {
+        crate::avx512_panel::pack_groups(self, ty, row, n, kw, out)
+    }
+    fn tile(
+        self,
+        groups: &[f32],
+        kw: usize,
+        cols: std::ops::Range<usize>,
+        x: &[&[f32]],
+        out: &mut [&mut [f32]],
+        add: bool,
+    ) {
+        crate::avx512_panel::tile(self, groups, kw, cols, x, out, add)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl FloatPanels for crate::cpu::Avx2 {
+    const MAX_GROUPS: usize = crate::avx2_panel::MAX_GROUPS;
+    const TOKENS: usize = crate::avx2_panel::TOKENS;
+    fn pack<'a>(
+        self,
+        ty: WeightType,
+        row: impl Fn(usize) -> &'a [u8],
+        n: usize,
+        kw: usize,
+        out: &mut [f32],
+    ) {
+        crate::avx2_panel::pack_groups(self, ty, row, n, kw, out)
+    }
+    fn tile(
+        self,
+        groups: &[f32],
+        kw: usize,
+        cols: std::ops::Range<usize>,
+        x: &[&[f32]],
+        out: &mut [&mut [f32]],
+        add: bool,
+    ) {
+        crate::avx2_panel::tile(self, groups, kw, cols, x, out, add)
+    }
+}
+
+/// [`float_tiles`] at the AVX2 and AVX-512 levels: each pass's rows converted to `f32` in groups
+/// of 16 rows and multiplied by outer products, [`avx512_panel::K_CHUNK`] columns and up to
+/// `K::MAX_GROUPS` groups at a time against every token.
+#[cfg(target_arch = "x86_64")]
+fn float_panels<K: FloatPanels + Sync>(
+    k: K,
     w: &WeightView,
     x: &[f32],
     n_tokens: usize,
     out: &mut [f32],
 ) {
-    use crate::avx512_panel::{self as ap, GROUP_ROWS, K_CHUNK, MAX_GROUPS, TOKENS};
+    use crate::avx512_panel::{GROUP_ROWS, K_CHUNK};
+    /// Tokens of a call, at most, at any level.
+    const PANEL_TOKENS: usize = 6;
+    let (max_groups, tokens) = (K::MAX_GROUPS, K::TOKENS);
+    assert!((1..=PANEL_TOKENS).contains(&tokens));
     let (n_cols, value_bytes) = (w.n_cols, w.ty.block_bytes());
     for_each_pass(
         w,
@@ -221,27 +308,28 @@ fn float_panels(
             let skip = buf.as_ptr().align_offset(64).min(15);
             let groups = &mut buf[skip..][..n_groups * group_len];
             let row = |i: usize| &w.row(p0 + i)[k0 * value_bytes..k1 * value_bytes];
-            ap::pack_groups(k, w.ty, row, np, kw, groups);
-            for g0 in (0..n_groups).step_by(MAX_GROUPS) {
+            k.pack(w.ty, row, np, kw, groups);
+            for g0 in (0..n_groups).step_by(max_groups) {
                 let r0 = g0 * GROUP_ROWS;
-                let r1 = np.min(r0 + MAX_GROUPS * GROUP_ROWS);
+                let r1 = np.min(r0 + max_groups * GROUP_ROWS);
                 let gs = &groups[g0 * group_len..];
                 for ks in (0..kw).step_by(K_CHUNK) {
                     let cols = ks..kw.min(ks + K_CHUNK);
                     let add = k0 + ks > 0;
-                    for t0 in (0..n_tokens).step_by(TOKENS) {
-                        let ts = t0..n_tokens.min(t0 + TOKENS);
-                        let xs: [&[f32]; TOKENS] = std::array::from_fn(|j| {
+                    for t0 in (0..n_tokens).step_by(tokens) {
+                        let ts = t0..n_tokens.min(t0 + tokens);
+                        let xs: [&[f32]; PANEL_TOKENS] = std::array::from_fn(|j| {
                             let t = (t0 + j).min(n_tokens - 1);
                             &x[t * n_cols + k0 + cols.start..][..cols.len()]
                         });
-                        let mut os: [&mut [f32]; TOKENS] = std::array::from_fn(|_| &mut [][..]);
+                        let mut os: [&mut [f32]; PANEL_TOKENS] =
+                            std::array::from_fn(|_| &mut [][..]);
                         let nt = ts.len();
                         for (slot, o) in os.iter_mut().zip(oc.tokens_mut(ts, col0 + r0..col0 + r1))
                         {
                             *slot = o;
                         }
-                        ap::tile(k, gs, kw, cols.clone(), &xs[..nt], &mut os[..nt], add);
+                        k.tile(gs, kw, cols.clone(), &xs[..nt], &mut os[..nt], add);
                     }
                 }
             }
@@ -295,9 +383,7 @@ impl Tiler for FloatTiler<'_> {
         match self.level {
             Level::Scalar => tile_scalar::tile_f32(w, x),
             #[cfg(target_arch = "x86_64")]
-            Level::Avx2(k) => crate::avx2_tile::tile_f32(k, w, x),
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx512(_) => unreachable!("AVX-512 float products run on panels"),
+            Level::Avx2(_) | Level::Avx512(_) => unreachable!("float products run on panels"),
         }
     }
 }
