@@ -14,7 +14,7 @@ use std::ops::Range;
 
 use crate::avx2_dot::{load1, load8, BF16, F16, F32};
 use crate::avx2_pack::transpose8x8;
-use crate::avx512_panel::GROUP_ROWS;
+use crate::avx512_panel::{float_kind, group_rows, GROUP_ROWS};
 use crate::cpu::Avx2;
 use crate::WeightType;
 
@@ -36,21 +36,9 @@ pub(crate) fn pack_groups<'a>(
 ) {
     let groups = n.div_ceil(GROUP_ROWS);
     assert!(out.len() >= groups * kw * GROUP_ROWS);
-    let kind = match ty {
-        WeightType::F32 => F32,
-        WeightType::F16 => F16,
-        WeightType::BF16 => BF16,
-        _ => panic!("{ty:?} is not a float type"),
-    };
+    let kind = float_kind(ty);
     for g in 0..groups {
-        let mut ptrs = [std::ptr::null(); GROUP_ROWS];
-        let in_group = (n - g * GROUP_ROWS).min(GROUP_ROWS);
-        for (l, p) in ptrs.iter_mut().enumerate().take(in_group) {
-            let bytes = row(g * GROUP_ROWS + l);
-            let what = g * GROUP_ROWS + l;
-            assert_eq!(bytes.len(), kw * ty.block_bytes(), "row {what} of the pass");
-            *p = bytes.as_ptr();
-        }
+        let (ptrs, in_group) = group_rows(ty, &row, n, kw, g);
         let group = &mut out[g * kw * GROUP_ROWS..][..kw * GROUP_ROWS];
         // SAFETY: the token proves the features; each of the first `in_group` pointers reads
         // `kw` values of `ty` (checked), the group holds `kw · 16` values.

@@ -45,25 +45,9 @@ pub(crate) fn pack_groups<'a>(
 ) {
     let groups = n.div_ceil(GROUP_ROWS);
     assert!(out.len() >= groups * kw * GROUP_ROWS);
-    let kind = match ty {
-        WeightType::F32 => F32,
-        WeightType::F16 => F16,
-        WeightType::BF16 => BF16,
-        _ => panic!("{ty:?} is not a float type"),
-    };
+    let kind = float_kind(ty);
     for g in 0..groups {
-        let mut ptrs = [std::ptr::null(); GROUP_ROWS];
-        let in_group = (n - g * GROUP_ROWS).min(GROUP_ROWS);
-        for (l, p) in ptrs.iter_mut().enumerate().take(in_group) {
-            let bytes = row(g * GROUP_ROWS + l);
-            assert_eq!(
-                bytes.len(),
-                kw * ty.block_bytes(),
-                "row {} of the pass",
-                g * GROUP_ROWS + l
-            );
-            *p = bytes.as_ptr();
-        }
+        let (ptrs, in_group) = group_rows(ty, &row, n, kw, g);
         let group = &mut out[g * kw * GROUP_ROWS..][..kw * GROUP_ROWS];
         // SAFETY: the token proves the features; each of the first `in_group` pointers reads
         // `kw` values of `ty` (checked), the group holds `kw · 16` values.
@@ -75,6 +59,36 @@ pub(crate) fn pack_groups<'a>(
             }
         }
     }
+}
+
+/// The kernels' name for a float type (`avx2_dot.rs`).
+pub(crate) fn float_kind(ty: WeightType) -> u8 {
+    match ty {
+        WeightType::F32 => F32,
+        WeightType::F16 => F16,
+        WeightType::BF16 => BF16,
+        _ => panic!("{ty:?} is not a float type"),
+    }
+}
+
+/// The rows of group `g` of a pass of `n` rows (`row(i)`, each checked to hold `kw` values of
+/// `ty`) as pointers, and how many of the 16 there are.
+pub(crate) fn group_rows<'a>(
+    ty: WeightType,
+    row: &impl Fn(usize) -> &'a [u8],
+    n: usize,
+    kw: usize,
+    g: usize,
+) -> ([*const u8; GROUP_ROWS], usize) {
+    let mut ptrs = [std::ptr::null(); GROUP_ROWS];
+    let in_group = (n - g * GROUP_ROWS).min(GROUP_ROWS);
+    for (l, p) in ptrs.iter_mut().enumerate().take(in_group) {
+        let bytes = row(g * GROUP_ROWS + l);
+        let what = g * GROUP_ROWS + l;
+        assert_eq!(bytes.len(), kw * ty.block_bytes(), "row {what} of the pass");
+        *p = bytes.as_ptr();
+    }
+    (ptrs, in_group)
 }
 
 /// # Safety

@@ -215,59 +215,41 @@ trait FloatPanels: Copy {
     );
 }
 
+/// [`FloatPanels`] for a level's token and kernel module.
 #[cfg(target_arch = "x86_64")]
-impl FloatPanels for crate::cpu::Avx512 {
-    const MAX_GROUPS: usize = crate::avx512_panel::MAX_GROUPS;
-    const TOKENS: usize = crate::avx512_panel::TOKENS;
-    fn pack<'a>(
-        self,
-        ty: WeightType,
-        row: impl Fn(usize) -> &'a [u8],
-        n: usize,
-        kw: usize,
-        out: &mut [f32],
-    ) {
-        crate::avx512_panel::pack_groups(self, ty, row, n, kw, out)
-    }
-    fn tile(
-        self,
-        groups: &[f32],
-        kw: usize,
-        cols: std::ops::Range<usize>,
-        x: &[&[f32]],
-        out: &mut [&mut [f32]],
-        add: bool,
-    ) {
-        crate::avx512_panel::tile(self, groups, kw, cols, x, out, add)
-    }
+macro_rules! float_panels {
+    ($level:ty, $m:ident) => {
+        impl FloatPanels for $level {
+            const MAX_GROUPS: usize = crate::$m::MAX_GROUPS;
+            const TOKENS: usize = crate::$m::TOKENS;
+            fn pack<'a>(
+                self,
+                ty: WeightType,
+                row: impl Fn(usize) -> &'a [u8],
+                n: usize,
+                kw: usize,
+                out: &mut [f32],
+            ) {
+                crate::$m::pack_groups(self, ty, row, n, kw, out)
+            }
+            fn tile(
+                self,
+                groups: &[f32],
+                kw: usize,
+                cols: std::ops::Range<usize>,
+                x: &[&[f32]],
+                out: &mut [&mut [f32]],
+                add: bool,
+            ) {
+                crate::$m::tile(self, groups, kw, cols, x, out, add)
+            }
+        }
+    };
 }
-
 #[cfg(target_arch = "x86_64")]
-impl FloatPanels for crate::cpu::Avx2 {
-    const MAX_GROUPS: usize = crate::avx2_panel::MAX_GROUPS;
-    const TOKENS: usize = crate::avx2_panel::TOKENS;
-    fn pack<'a>(
-        self,
-        ty: WeightType,
-        row: impl Fn(usize) -> &'a [u8],
-        n: usize,
-        kw: usize,
-        out: &mut [f32],
-    ) {
-        crate::avx2_panel::pack_groups(self, ty, row, n, kw, out)
-    }
-    fn tile(
-        self,
-        groups: &[f32],
-        kw: usize,
-        cols: std::ops::Range<usize>,
-        x: &[&[f32]],
-        out: &mut [&mut [f32]],
-        add: bool,
-    ) {
-        crate::avx2_panel::tile(self, groups, kw, cols, x, out, add)
-    }
-}
+float_panels!(crate::cpu::Avx512, avx512_panel);
+#[cfg(target_arch = "x86_64")]
+float_panels!(crate::cpu::Avx2, avx2_panel);
 
 /// [`float_tiles`] at the AVX2 and AVX-512 levels: each pass's rows converted to `f32` in groups
 /// of 16 rows and multiplied by outer products, [`avx512_panel::K_CHUNK`] columns and up to

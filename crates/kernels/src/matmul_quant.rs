@@ -101,26 +101,20 @@ impl RowsJob for QuantRows<'_> {
     fn run(&self, mut oc: OutCols<'_>) {
         let rows = oc.rows();
         let mut i = 0;
-        // Repacked Q4_0 / Q8_0 at AVX-512: the task's rows in one call per token (a task's
-        // weights stay in L2 from one token to the next).
+        // Repacked Q4_0 / Q8_0 at AVX-512 and AVX2: the task's rows in one call per token (a
+        // task's weights stay in L2 from one token to the next).
         #[cfg(target_arch = "x86_64")]
-        if let (Level::Avx512(k), Some(kind)) = (self.level, X16::of(self.w.ty)) {
+        if let (Some(kind), false) = (X16::of(self.w.ty), matches!(self.level, Level::Scalar)) {
             let stride = self.w.ty.row_bytes(self.w.n_cols);
             let w = &self.w.bytes[rows.start * stride..rows.end * stride];
             for t in 0..self.n_tokens {
                 let (qs, d, sums) = (self.act.qs(t), self.act.d(t), self.act.sums(t));
-                crate::avx512_x16::dot_matrix(k, kind, w, qs, d, sums, oc.token(t));
-            }
-            return;
-        }
-        // Repacked Q4_0 / Q8_0 at AVX2: likewise, one row at a time.
-        #[cfg(target_arch = "x86_64")]
-        if let (Level::Avx2(k), Some(kind)) = (self.level, X16::of(self.w.ty)) {
-            let stride = self.w.ty.row_bytes(self.w.n_cols);
-            let w = &self.w.bytes[rows.start * stride..rows.end * stride];
-            for t in 0..self.n_tokens {
-                let (qs, d, sums) = (self.act.qs(t), self.act.d(t), self.act.sums(t));
-                crate::avx2_x16::dot_matrix(k, kind, w, qs, d, sums, oc.token(t));
+                let out = oc.token(t);
+                match self.level {
+                    Level::Avx512(k) => crate::avx512_x16::dot_matrix(k, kind, w, qs, d, sums, out),
+                    Level::Avx2(k) => crate::avx2_x16::dot_matrix(k, kind, w, qs, d, sums, out),
+                    Level::Scalar => unreachable!("checked above"),
+                }
             }
             return;
         }
