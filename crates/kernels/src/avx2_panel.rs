@@ -18,8 +18,8 @@ use crate::avx512_panel::{float_kind, group_rows, GROUP_ROWS};
 use crate::cpu::Avx2;
 use crate::WeightType;
 
-/// Groups of one call.
-pub(crate) const MAX_GROUPS: usize = 1;
+/// Groups of one call (multiplied one after the other: the calls around the kernel cost less).
+pub(crate) const MAX_GROUPS: usize = 4;
 /// Tokens of one call.
 pub(crate) const TOKENS: usize = 6;
 
@@ -94,9 +94,9 @@ unsafe fn pack_group_avx2<const KIND: u8>(
     }
 }
 
-/// [`crate::avx512_panel::tile`] with AVX2, for one group: for each token `t` and row `r <
-/// out[t].len()` (at most 16), `out[t][r] = s` (`add` false) or `out[t][r] + s`, where `s` sums
-/// the columns `cols` of row `r` times `x[t]` in order by fused multiply-adds from zero.
+/// [`crate::avx512_panel::tile`] with AVX2: for each token `t` and row `r < out[t].len()` (up
+/// to [`MAX_GROUPS`] groups of 16), `out[t][r] = s` (`add` false) or `out[t][r] + s`, where `s`
+/// sums the columns `cols` of row `r` times `x[t]` in order by fused multiply-adds from zero.
 pub(crate) fn tile(
     _: Avx2,
     groups: &[f32],
@@ -110,7 +110,8 @@ pub(crate) fn tile(
     let t = x.len();
     assert!((1..=GROUP_ROWS * MAX_GROUPS).contains(&rows) && (1..=TOKENS).contains(&t));
     assert!(out.len() == t && out.iter().all(|o| o.len() == rows));
-    assert!(cols.start <= cols.end && cols.end <= kw && groups.len() >= kw * GROUP_ROWS);
+    let g = rows.div_ceil(GROUP_ROWS);
+    assert!(cols.start <= cols.end && cols.end <= kw && groups.len() >= g * kw * GROUP_ROWS);
     assert!(x.iter().all(|x| x.len() >= cols.len()));
     let w = groups[cols.start * GROUP_ROWS..].as_ptr();
     let xp: [*const f32; TOKENS] = std::array::from_fn(|i| x.get(i).map_or(w, |x| x.as_ptr()));
@@ -124,11 +125,15 @@ pub(crate) fn tile(
             match t {
                 $($t => {
                     let x: [*const f32; $t] = std::array::from_fn(|i| xp[i]);
-                    let o: [*mut f32; $t] = std::array::from_fn(|i| op[i]);
-                    // SAFETY: the token proves the features; the checks above bound every
-                    // read (16 · n weights, n values of each token) and write (rows values of
-                    // each token).
-                    unsafe { tile_avx2::<$t>(w, x, n, o, rows, add) }
+                    for gi in 0..g {
+                        let o: [*mut f32; $t] =
+                            std::array::from_fn(|i| op[i].wrapping_add(GROUP_ROWS * gi));
+                        let rows = (rows - GROUP_ROWS * gi).min(GROUP_ROWS);
+                        // SAFETY: the token proves the features; the checks above bound every
+                        // read (16 · n weights of group gi, n values of each token) and write
+                        // (this group's rows of each token).
+                        unsafe { tile_avx2::<$t>(w.add(gi * kw * GROUP_ROWS), x, n, o, rows, add) }
+                    }
                 })*
                 _ => unreachable!("checked above"),
             }
