@@ -1,5 +1,5 @@
 //! AVX-512 prefill kernel for float weights (F32, F16 and BF16, turned into `f32` once per pass,
-//! [`pack_groups`]):
+//! [`pack_groups`]; the AVX2 level's kernels, `avx2_panel.rs`, take the same entry points):
 //! outer products, as BLAS kernels do. The panel holds 16 rows side by side, column-major within
 //! each group (`[group][column][16]`), so one 64-byte load is one column of 16 rows; a token's
 //! value in that column is broadcast and one FMA moves 16 (row, token) sums. A call covers up
@@ -18,7 +18,7 @@ use std::ops::Range;
 
 use crate::avx2_dot::{BF16, F16, F32};
 use crate::avx512_dot::load16;
-use crate::cpu::Avx512;
+use crate::cpu::Level;
 use crate::WeightType;
 
 /// Rows of a group (lanes of a vector).
@@ -36,7 +36,7 @@ pub(crate) const K_CHUNK: usize = 128;
 /// rows; rows past `n` in the last group are zero. Sixteen values of sixteen rows at a time:
 /// loaded and converted in registers, then transposed.
 pub(crate) fn pack_groups<'a>(
-    _: Avx512,
+    level: Level,
     ty: WeightType,
     row: impl Fn(usize) -> &'a [u8],
     n: usize,
@@ -52,17 +52,23 @@ pub(crate) fn pack_groups<'a>(
         // SAFETY: the token proves the features; each of the first `in_group` pointers reads
         // `kw` values of `ty` (checked), the group holds `kw · 16` values.
         unsafe {
-            match kind {
-                F32 => pack_group_avx512::<F32>(&ptrs, in_group, kw, group.as_mut_ptr()),
-                F16 => pack_group_avx512::<F16>(&ptrs, in_group, kw, group.as_mut_ptr()),
-                _ => pack_group_avx512::<BF16>(&ptrs, in_group, kw, group.as_mut_ptr()),
+            use crate::avx2_panel::pack_group_avx2;
+            let o = group.as_mut_ptr();
+            match (level, kind) {
+                (Level::Avx512(_), F32) => pack_group_avx512::<F32>(&ptrs, in_group, kw, o),
+                (Level::Avx512(_), F16) => pack_group_avx512::<F16>(&ptrs, in_group, kw, o),
+                (Level::Avx512(_), _) => pack_group_avx512::<BF16>(&ptrs, in_group, kw, o),
+                (Level::Avx2(_), F32) => pack_group_avx2::<F32>(&ptrs, in_group, kw, group),
+                (Level::Avx2(_), F16) => pack_group_avx2::<F16>(&ptrs, in_group, kw, group),
+                (Level::Avx2(_), _) => pack_group_avx2::<BF16>(&ptrs, in_group, kw, group),
+                (Level::Scalar, _) => panic!("no outer-product kernels at the scalar level"),
             }
         }
     }
 }
 
 /// The kernels' name for a float type (`avx2_dot.rs`).
-pub(crate) fn float_kind(ty: WeightType) -> u8 {
+fn float_kind(ty: WeightType) -> u8 {
     match ty {
         WeightType::F32 => F32,
         WeightType::F16 => F16,
@@ -73,7 +79,7 @@ pub(crate) fn float_kind(ty: WeightType) -> u8 {
 
 /// The rows of group `g` of a pass of `n` rows (`row(i)`, each checked to hold `kw` values of
 /// `ty`) as pointers, and how many of the 16 there are.
-pub(crate) fn group_rows<'a>(
+fn group_rows<'a>(
     ty: WeightType,
     row: &impl Fn(usize) -> &'a [u8],
     n: usize,
@@ -125,7 +131,7 @@ unsafe fn pack_group_avx512<const KIND: u8>(
 /// in order, by fused multiply-adds from zero. Up to [`MAX_GROUPS`] groups' rows and
 /// [`TOKENS`] tokens.
 pub(crate) fn tile(
-    _: Avx512,
+    level: Level,
     groups: &[f32],
     kw: usize,
     cols: Range<usize>,
@@ -147,14 +153,16 @@ pub(crate) fn tile(
     }
     let n = cols.len();
     let gs = kw * GROUP_ROWS;
-    // SAFETY (all four): the token proves the features; the checks above bound every read (g
-    // groups of kw columns, n values of each token) and write (rows values of each token).
+    // SAFETY (all): the level's token proves the features; the checks above bound every read
+    // (g groups of kw columns, n values of each token) and write (rows values of each token).
     unsafe {
-        match g {
-            1 => tile_tokens::<1>(w, gs, xp, t, n, op, rows, add),
-            2 => tile_tokens::<2>(w, gs, xp, t, n, op, rows, add),
-            3 => tile_tokens::<3>(w, gs, xp, t, n, op, rows, add),
-            _ => tile_tokens::<4>(w, gs, xp, t, n, op, rows, add),
+        match (level, g) {
+            (Level::Avx512(_), 1) => tile_tokens::<1>(w, gs, xp, t, n, op, rows, add),
+            (Level::Avx512(_), 2) => tile_tokens::<2>(w, gs, xp, t, n, op, rows, add),
+            (Level::Avx512(_), 3) => tile_tokens::<3>(w, gs, xp, t, n, op, rows, add),
+            (Level::Avx512(_), _) => tile_tokens::<4>(w, gs, xp, t, n, op, rows, add),
+            (Level::Avx2(_), _) => crate::avx2_panel::tile(w, gs, xp, t, n, op, rows, add),
+            (Level::Scalar, _) => panic!("no outer-product kernels at the scalar level"),
         }
     }
 }

@@ -278,32 +278,14 @@ fn float_panel_kernels_match_their_twin_bitwise() {
 
 #[cfg(target_arch = "x86_64")]
 fn float_panel_cases(level: Level) {
-    use crate::avx512_panel::GROUP_ROWS;
-    let (max_groups, tokens) = match level {
-        Level::Avx512(_) => (crate::avx512_panel::MAX_GROUPS, crate::avx512_panel::TOKENS),
-        _ => (crate::avx2_panel::MAX_GROUPS, crate::avx2_panel::TOKENS),
-    };
-    let pack = |ty, rows: &[Vec<u8>], kw, out: &mut [f32]| match level {
-        Level::Avx512(k) => {
-            crate::avx512_panel::pack_groups(k, ty, |i| &rows[i][..], rows.len(), kw, out)
-        }
-        Level::Avx2(k) => {
-            crate::avx2_panel::pack_groups(k, ty, |i| &rows[i][..], rows.len(), kw, out)
-        }
-        Level::Scalar => unreachable!("no SIMD level"),
-    };
-    let tile = |groups: &[f32], kw, cols, x: &[&[f32]], out: &mut [&mut [f32]], add| match level {
-        Level::Avx512(k) => crate::avx512_panel::tile(k, groups, kw, cols, x, out, add),
-        Level::Avx2(k) => crate::avx2_panel::tile(k, groups, kw, cols, x, out, add),
-        Level::Scalar => unreachable!("no SIMD level"),
-    };
+    use crate::avx512_panel::{self as ap, GROUP_ROWS, MAX_GROUPS, TOKENS};
     let mut rng = Rng(0x3c6ef372fe94f82b);
     for (n_rows, kw) in [(1usize, 1usize), (16, 16), (23, 130), (64, 300), (49, 1024)] {
         let n_groups = n_rows.div_ceil(GROUP_ROWS);
         let mut groups = vec![f32::NAN; n_groups * kw * GROUP_ROWS];
         for ty in [WeightType::F32, WeightType::F16, WeightType::BF16] {
             let rows: Vec<Vec<u8>> = (0..n_rows).map(|_| float_row(&mut rng, ty, kw).0).collect();
-            pack(ty, &rows, kw, &mut groups);
+            ap::pack_groups(level, ty, |i| &rows[i][..], n_rows, kw, &mut groups);
             let mut want = vec![0f32; f32_row_len(kw)];
             for g in 0..n_groups {
                 for l in 0..GROUP_ROWS {
@@ -324,20 +306,20 @@ fn float_panel_cases(level: Level) {
                 }
             }
         }
-        let xs: Vec<Vec<f32>> = (0..tokens)
+        let xs: Vec<Vec<f32>> = (0..TOKENS)
             .map(|_| (0..kw).map(|_| rng.f32()).collect())
             .collect();
-        for n_tokens in 1..=tokens {
+        for n_tokens in 1..=TOKENS {
             for cols in [0..kw, kw / 3..kw, 0..kw.min(128)] {
                 let x: Vec<&[f32]> = xs[..n_tokens].iter().map(|x| &x[cols.clone()]).collect();
-                let rows_used = n_rows.min(max_groups * GROUP_ROWS);
+                let rows_used = n_rows.min(MAX_GROUPS * GROUP_ROWS);
                 for add in [false, true] {
                     let start: Vec<f32> = (0..rows_used).map(|_| rng.f32()).collect();
                     let mut got = vec![start.clone(); n_tokens];
                     let mut want = got.clone();
                     let mut g: Vec<&mut [f32]> = got.iter_mut().map(|o| &mut o[..]).collect();
                     let mut w: Vec<&mut [f32]> = want.iter_mut().map(|o| &mut o[..]).collect();
-                    tile(&groups, kw, cols.clone(), &x, &mut g, add);
+                    ap::tile(level, &groups, kw, cols.clone(), &x, &mut g, add);
                     tile_scalar::panel_f32(&groups, kw, cols.clone(), &x, &mut w, add);
                     for (t, (g, w)) in got.iter().zip(&want).enumerate() {
                         for (r, (g, w)) in g.iter().zip(w).enumerate() {

@@ -134,10 +134,8 @@ fn for_each_pass(
 /// Packed panels and tiles; activations padded like the panel rows.
 fn float_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    match level {
-        Level::Avx512(k) => return float_panels(k, w, x, n_tokens, out),
-        Level::Avx2(k) => return float_panels(k, w, x, n_tokens, out),
-        Level::Scalar => {}
+    if !matches!(level, Level::Scalar) {
+        return float_panels(level, w, x, n_tokens, out);
     }
     let n_cols = w.n_cols;
     let kp = f32_row_len(n_cols);
@@ -188,85 +186,12 @@ fn float_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
     );
 }
 
-/// The outer-product float kernels of a level (`avx512_panel.rs`, `avx2_panel.rs`): the same
-/// packed groups and the same sums, so the same bits.
-#[cfg(target_arch = "x86_64")]
-trait FloatPanels: Copy {
-    /// Groups (of 16 rows) and tokens of one `tile` call.
-    const MAX_GROUPS: usize;
-    const TOKENS: usize;
-    fn pack<'a>(
-        self,
-        ty: WeightType,
-        row: impl Fn(usize) -> &'a [u8],
-        n: usize,
-        kw: usize,
-        out: &mut [f32],
-    );
-    #[allow(clippy::too_many_arguments)]
-    fn tile(
-        self,
-        groups: &[f32],
-        kw: usize,
-        cols: std::ops::Range<usize>,
-        x: &[&[f32]],
-        out: &mut [&mut [f32]],
-        add: bool,
-    );
-}
-
-/// [`FloatPanels`] for a level's token and kernel module.
-#[cfg(target_arch = "x86_64")]
-macro_rules! float_panels {
-    ($level:ty, $m:ident) => {
-        impl FloatPanels for $level {
-            const MAX_GROUPS: usize = crate::$m::MAX_GROUPS;
-            const TOKENS: usize = crate::$m::TOKENS;
-            fn pack<'a>(
-                self,
-                ty: WeightType,
-                row: impl Fn(usize) -> &'a [u8],
-                n: usize,
-                kw: usize,
-                out: &mut [f32],
-            ) {
-                crate::$m::pack_groups(self, ty, row, n, kw, out)
-            }
-            fn tile(
-                self,
-                groups: &[f32],
-                kw: usize,
-                cols: std::ops::Range<usize>,
-                x: &[&[f32]],
-                out: &mut [&mut [f32]],
-                add: bool,
-            ) {
-                crate::$m::tile(self, groups, kw, cols, x, out, add)
-            }
-        }
-    };
-}
-#[cfg(target_arch = "x86_64")]
-float_panels!(crate::cpu::Avx512, avx512_panel);
-#[cfg(target_arch = "x86_64")]
-float_panels!(crate::cpu::Avx2, avx2_panel);
-
 /// [`float_tiles`] at the AVX2 and AVX-512 levels: each pass's rows converted to `f32` in groups
 /// of 16 rows and multiplied by outer products, [`avx512_panel::K_CHUNK`] columns and up to
-/// `K::MAX_GROUPS` groups at a time against every token.
+/// up to 64 rows at a time against every token.
 #[cfg(target_arch = "x86_64")]
-fn float_panels<K: FloatPanels + Sync>(
-    k: K,
-    w: &WeightView,
-    x: &[f32],
-    n_tokens: usize,
-    out: &mut [f32],
-) {
-    use crate::avx512_panel::{GROUP_ROWS, K_CHUNK};
-    /// Tokens of a call, at most, at any level.
-    const PANEL_TOKENS: usize = 6;
-    let (max_groups, tokens) = (K::MAX_GROUPS, K::TOKENS);
-    assert!((1..=PANEL_TOKENS).contains(&tokens));
+fn float_panels(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
+    use crate::avx512_panel::{self as ap, GROUP_ROWS, K_CHUNK, MAX_GROUPS, TOKENS};
     let (n_cols, value_bytes) = (w.n_cols, w.ty.block_bytes());
     for_each_pass(
         w,
@@ -290,28 +215,27 @@ fn float_panels<K: FloatPanels + Sync>(
             let skip = buf.as_ptr().align_offset(64).min(15);
             let groups = &mut buf[skip..][..n_groups * group_len];
             let row = |i: usize| &w.row(p0 + i)[k0 * value_bytes..k1 * value_bytes];
-            k.pack(w.ty, row, np, kw, groups);
-            for g0 in (0..n_groups).step_by(max_groups) {
+            ap::pack_groups(level, w.ty, row, np, kw, groups);
+            for g0 in (0..n_groups).step_by(MAX_GROUPS) {
                 let r0 = g0 * GROUP_ROWS;
-                let r1 = np.min(r0 + max_groups * GROUP_ROWS);
+                let r1 = np.min(r0 + MAX_GROUPS * GROUP_ROWS);
                 let gs = &groups[g0 * group_len..];
                 for ks in (0..kw).step_by(K_CHUNK) {
                     let cols = ks..kw.min(ks + K_CHUNK);
                     let add = k0 + ks > 0;
-                    for t0 in (0..n_tokens).step_by(tokens) {
-                        let ts = t0..n_tokens.min(t0 + tokens);
-                        let xs: [&[f32]; PANEL_TOKENS] = std::array::from_fn(|j| {
+                    for t0 in (0..n_tokens).step_by(TOKENS) {
+                        let ts = t0..n_tokens.min(t0 + TOKENS);
+                        let xs: [&[f32]; TOKENS] = std::array::from_fn(|j| {
                             let t = (t0 + j).min(n_tokens - 1);
                             &x[t * n_cols + k0 + cols.start..][..cols.len()]
                         });
-                        let mut os: [&mut [f32]; PANEL_TOKENS] =
-                            std::array::from_fn(|_| &mut [][..]);
+                        let mut os: [&mut [f32]; TOKENS] = std::array::from_fn(|_| &mut [][..]);
                         let nt = ts.len();
                         for (slot, o) in os.iter_mut().zip(oc.tokens_mut(ts, col0 + r0..col0 + r1))
                         {
                             *slot = o;
                         }
-                        k.tile(gs, kw, cols.clone(), &xs[..nt], &mut os[..nt], add);
+                        ap::tile(level, gs, kw, cols.clone(), &xs[..nt], &mut os[..nt], add);
                     }
                 }
             }
