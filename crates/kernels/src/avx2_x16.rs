@@ -39,10 +39,7 @@ pub(crate) fn dot_matrix(
     sums: &[i32],
     out: &mut [f32],
 ) {
-    let ng = d.len() / GROUP_BLOCKS;
-    assert!(d.len() == ng * GROUP_BLOCKS && sums.len() == d.len() && qs.len() == ng * GROUP_BYTES);
-    let stride = ng * kind.group_bytes();
-    assert_eq!(w.len(), out.len() * stride);
+    let (ng, stride) = crate::qx16::matrix_shape(kind, w.len(), out.len(), qs, d, sums);
     let (qs, d, sums) = (qs.as_ptr(), d.as_ptr(), sums.as_ptr());
     for (r, o) in out.iter_mut().enumerate() {
         // SAFETY: the token proves the features; row `r` is inside `w` and the activations

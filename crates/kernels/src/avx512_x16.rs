@@ -84,10 +84,7 @@ fn dot_matrix_of<const Q8: bool>(
     sums: &[i32],
     out: &mut [f32],
 ) {
-    let ng = d.len() / GROUP_BLOCKS;
-    assert!(d.len() == ng * GROUP_BLOCKS && sums.len() == d.len() && qs.len() == ng * GROUP_BYTES);
-    let stride = ng * kind::<Q8>().group_bytes();
-    assert_eq!(w.len(), out.len() * stride);
+    let (ng, stride) = crate::qx16::matrix_shape(kind::<Q8>(), w.len(), out.len(), qs, d, sums);
     let (qs, d, sums) = (qs.as_ptr(), d.as_ptr(), sums.as_ptr());
     // SAFETY: the token proves the features; every row is inside `w` (checked above).
     unsafe {

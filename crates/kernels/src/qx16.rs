@@ -99,6 +99,27 @@ pub(crate) fn row_bytes(kind: X16, n_cols: usize) -> usize {
     (n_cols / QK).div_ceil(GROUP_BLOCKS) * kind.group_bytes()
 }
 
+/// The checks of a product of `n_rows` repacked rows of `kind` (`w_len` bytes) by one token of
+/// interleaved activations (`qs` `ng · 512` values, `d` and `sums` `ng · 16`): `(ng, row
+/// stride in bytes)`.
+///
+/// # Panics
+/// When the lengths disagree.
+pub(crate) fn matrix_shape(
+    kind: X16,
+    w_len: usize,
+    n_rows: usize,
+    qs: &[i8],
+    d: &[f32],
+    sums: &[i32],
+) -> (usize, usize) {
+    let ng = d.len() / GROUP_BLOCKS;
+    assert!(d.len() == ng * GROUP_BLOCKS && sums.len() == d.len() && qs.len() == ng * GROUP_BYTES);
+    let stride = ng * kind.group_bytes();
+    assert_eq!(w_len, n_rows * stride);
+    (ng, stride)
+}
+
 /// Repacks one stored row (`src`, whole blocks of `kind.stored()`) into `dst` (`row_bytes`
 /// long).
 pub(crate) fn repack_row(kind: X16, src: &[u8], dst: &mut [u8]) {
