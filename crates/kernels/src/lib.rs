@@ -23,6 +23,8 @@ mod attn;
 #[cfg(target_arch = "x86_64")]
 mod avx2_act;
 #[cfg(target_arch = "x86_64")]
+mod avx2_blocks;
+#[cfg(target_arch = "x86_64")]
 mod avx2_dot;
 #[cfg(target_arch = "x86_64")]
 mod avx2_pack;

@@ -20,13 +20,13 @@
 //!   (decode) reading the weights is the bound.
 //! - [`MatmulPath::Tiles`]: each thread rewrites its rows a panel at a time (`pack.rs`) and tile
 //!   kernels (`*_tile.rs`) take a few rows × a few tokens at once, each weight vector loaded once
-//!   for several tokens (prefill); computing is the bound. K-quant panels hold unpacked
-//!   super-blocks (`kquants/unpack.rs`), dotted with up to 8 tokens per pass. At the AMX level
-//!   Q8_0 / Q4_0 and K-quant panels are int8 tiles instead (`amx.rs`, `amx_kquant.rs`), and at
-//!   the AVX-512 level K-quant panels are the same block tiles for `vpdpbusd`
-//!   (`avx512_blocks.rs`), against activations in Q8_0 blocks. Float panels at the AVX-512
-//!   level are groups of 16 rows laid out by column, multiplied by outer products
-//!   (`avx512_panel.rs`: a column of 16 rows per vector, each token's value broadcast).
+//!   for several tokens (prefill); computing is the bound. K-quant panels are block tiles
+//!   (`amx_kquant.rs`: 16 rows × 32 values of unpacked super-blocks per tile) against
+//!   activations in Q8_0 blocks, multiplied by AMX, `vpdpbusd` (`avx512_blocks.rs`) or
+//!   `vpmaddubsw` (`avx2_blocks.rs`); at the AMX level Q8_0 / Q4_0 panels are int8 tiles too
+//!   (`amx.rs`). Float panels are groups of 16 rows laid out by column, multiplied by outer
+//!   products (`avx512_panel.rs`, `avx2_panel.rs`: a column of rows per vector, each token's
+//!   value broadcast).
 //!
 //! # Batch invariance
 //!
@@ -40,15 +40,14 @@
 //!   operations in the same order as the full tiles (one accumulator per pair, the same blocks
 //!   of columns, the same final reduction).
 //!
-//! Across paths: stored K-quants (at the AVX2 level; the AVX-512 levels' tiles meet Q8_0
-//! activations; repacked Q4_K / Q6_K agree with them within rounding by rows and bitwise by
-//! tiles), repacked Q4_0 / Q8_0 ([`WeightType::Q4_0x16`], [`WeightType::Q8_0x16`]) at the
+//! Across paths: repacked Q4_0 / Q8_0 ([`WeightType::Q4_0x16`], [`WeightType::Q8_0x16`]) at the
 //! AVX-512 level and the scalar level of every type give bitwise the same results on both paths
 //! ([`MatmulPath::interchangeable`]). The SIMD float and Q8_0 / Q4_0 row
 //! kernels sum in another order than their tile kernels (several accumulators per row, and for
 //! Q8_0 / Q4_0 per-lane partial sums scaled block by block, which keeps decode at memory
 //! speed; tile kernels scale whole-block sums, and tile kernels on matrix units order their
-//! sums their own way), so their two paths agree only within rounding: a caller that needs
+//! sums their own way; K-quant rows meet Q8_K activations, their tiles Q8_0 blocks), so their
+//! two paths agree only within rounding: a caller that needs
 //! invariance must then keep one path for every call, whatever the batch (for instance
 //! [`MatmulPath::Tiles`] for every step of a server that batches).
 //! `tests/batch_invariance.rs` checks all of this for every weight type and level.
@@ -137,7 +136,6 @@ impl MatmulPath {
     pub fn interchangeable(isa: Isa, ty: WeightType) -> bool {
         isa == Isa::Scalar
             || (isa == Isa::Avx512 && matches!(ty, WeightType::Q4_0x16 | WeightType::Q8_0x16))
-            || isa == Isa::Avx2 && crate::kquants::is_kquant(ty)
     }
 }
 

@@ -1,17 +1,13 @@
-//! K-quant weights (Q2_K..Q6_K) against activations quantized to Q8_K super-blocks, rows
-//! spread over threads; the dot products are the `kquants` module's.
+//! K-quant weights (Q2_K..Q6_K), rows spread over threads.
 //!
-//! - [`MatmulPath::Rows`]: each row's super-blocks unpacked as they stream in, once for a group
-//!   of up to [`group_tokens`] tokens.
-//! - [`MatmulPath::Tiles`]: a panel of rows unpacked once into scratch memory, then every group
-//!   of tokens dotted with it from cache.
-//!
-//! Both run the same per-(row, token) arithmetic (`kquants::dot_tokens` and
-//! `kquants::dot_unpacked_tokens` are twins), so the paths agree bitwise, and no result depends
-//! on which tokens share its group. The scalar level runs ggml's scalar dot products on both. At
-//! the AVX-512 levels the tiles are block tiles instead (`amx_kquant.rs`: int8 tile products with
-//! AMX, `vpdpbusd` without), against Q8_0 activations: there the two paths agree within
-//! rounding.
+//! - [`MatmulPath::Rows`]: activations quantized to Q8_K super-blocks, each row's super-blocks
+//!   unpacked as they stream in and dotted with up to [`group_tokens`] tokens at a time (the
+//!   `kquants` module's dot products); no result depends on which tokens share its group.
+//! - [`MatmulPath::Tiles`]: at the SIMD levels, block tiles (`amx_kquant.rs`, driven by
+//!   `amx.rs`) against activations in Q8_0 blocks: int8 tile products with AMX, `vpdpbusd`
+//!   at AVX-512 without it (`avx512_blocks.rs`), `vpmaddubsw` at AVX2 (`avx2_blocks.rs`), the
+//!   three bitwise equal where they run. The two paths agree within rounding there; at the
+//!   scalar level both are the row path (ggml's scalar dot products), bitwise the same.
 //!
 //! Repacked Q4_K and Q6_K ([`WeightType::Q4_Kx16`], [`WeightType::Q6_Kx16`]): by rows, a group
 //! of 16 rows at a time against each token (`kquants/avx512_x16.rs`, twin
@@ -22,13 +18,9 @@
 use std::sync::Arc;
 
 use crate::cpu::Level;
-use crate::kquants::{
-    dot_tokens, dot_unpacked_tokens, quantize_row_q8_k_at, unpack_row, x16, BlockQ8K, Unpacked,
-    QK_K,
-};
-use crate::matmul::{MatmulPath, PANEL_BYTES};
-use crate::par::{for_each_row_chunk, rows_task_rows, run_rows_jobs, OutCols, RowsJob};
-use crate::scratch::{sized, with_panel};
+use crate::kquants::{dot_tokens, quantize_row_q8_k_at, x16, BlockQ8K, QK_K};
+use crate::matmul::MatmulPath;
+use crate::par::{rows_task_rows, run_rows_jobs, OutCols, RowsJob};
 use crate::{WeightType, WeightView};
 
 /// Tokens per kernel call at `level`: as many as the accumulators fit in registers.
@@ -50,65 +42,33 @@ pub(crate) fn matmul_kquant(
     n_tokens: usize,
     out: &mut [f32],
 ) {
-    let nb = w.n_cols / QK_K;
-    let job = KquantRows::new(level, w, x, n_tokens);
-    if path == MatmulPath::Rows || matches!(level, Level::Scalar) {
-        return run_rows_jobs(&[&job], &mut [out], n_tokens);
-    }
-    // At the AVX-512 levels, tiles are block tiles (`amx_kquant.rs`): int8 tile products with
-    // AMX, VNNI products without (`avx512_blocks.rs`).
+    // At the SIMD levels, tiles are block tiles (`amx_kquant.rs`) against Q8_0 activations:
+    // int8 tile products with AMX, VNNI products without (`avx512_blocks.rs`), `vpmaddubsw`
+    // at AVX2 (`avx2_blocks.rs`).
     #[cfg(target_arch = "x86_64")]
-    if let Level::Avx512(k) = level {
-        return match k.amx() {
-            Some(amx) => crate::amx::matmul_amx(amx, w, x, n_tokens, out),
-            None => {
-                use crate::amx::TileLayout;
-                let vnni = || crate::avx512_blocks::VnniTiles(k);
-                crate::amx::matmul_tiles(level, TileLayout::Vnni, vnni, w, x, n_tokens, out)
-            }
-        };
-    }
-    let (acts, chunk, group) = (&job.acts, job.chunk, group_tokens(level));
-    // Repacked rows are unpacked as the stored rows they came from.
-    let (ty, repacked) = (w.ty.stored(), w.ty.is_grouped());
-    let act = |t: usize| &acts[t * nb..(t + 1) * nb];
-    let block = std::mem::size_of::<Unpacked>();
-    let mut panel_rows = (PANEL_BYTES / (nb * block).max(1)).clamp(1, 256);
-    if repacked {
-        // Whole groups per panel (chunks start at group boundaries).
-        panel_rows = (panel_rows / x16::ROWS).max(1) * x16::ROWS;
-    }
-    let rb = ty.row_bytes(w.n_cols);
-    for_each_row_chunk(out, w.n_rows, n_tokens, chunk, |mut oc| {
-        let rows = oc.rows();
-        with_panel(|p| {
-            let panel = sized(&mut p.k, panel_rows.min(rows.len()) * nb);
-            // A group's rows as stored, 16 at a time.
-            let mut stored = vec![0u8; if repacked { x16::ROWS * rb } else { 0 }];
-            for p0 in rows.clone().step_by(panel_rows) {
-                let np = panel_rows.min(rows.end - p0);
-                for (i, blocks) in panel.chunks_exact_mut(nb).take(np).enumerate() {
-                    let row = if repacked {
-                        let l = (p0 + i) % x16::ROWS;
-                        if l == 0 {
-                            stored_group(level, w, p0 + i, &mut stored);
-                        }
-                        &stored[l * rb..(l + 1) * rb]
-                    } else {
-                        w.row(p0 + i)
-                    };
-                    unpack_row(level, ty, row, blocks);
-                }
-                let col0 = p0 - rows.start;
-                for_token_groups(n_tokens, group, |t0, n| {
-                    for (i, blocks) in panel.chunks_exact(nb).take(np).enumerate() {
-                        let mut put = |t: usize, v: f32| oc.token(t)[col0 + i] = v;
-                        dot_group(level, ty, Src::Unpacked(blocks), &act, t0, n, &mut put);
+    if path == MatmulPath::Tiles {
+        use crate::amx::{matmul_tiles, TileLayout};
+        match level {
+            Level::Avx512(k) => {
+                return match k.amx() {
+                    Some(amx) => crate::amx::matmul_amx(amx, w, x, n_tokens, out),
+                    None => {
+                        let vnni = || crate::avx512_blocks::VnniTiles(k);
+                        matmul_tiles(level, TileLayout::Vnni, vnni, w, x, n_tokens, out)
                     }
-                });
+                };
             }
-        });
-    });
+            Level::Avx2(k) => {
+                let tiles = || crate::avx2_blocks::Avx2Tiles::new(k, w.ty);
+                return matmul_tiles(level, TileLayout::Vnni, tiles, w, x, n_tokens, out);
+            }
+            Level::Scalar => {}
+        }
+    }
+    // Rows, and the scalar level's tiles: its row kernels are ggml's scalar code.
+    let _ = path;
+    let job = KquantRows::new(level, w, x, n_tokens);
+    run_rows_jobs(&[&job], &mut [out], n_tokens)
 }
 
 /// The 16 rows of the group of repacked `w` that starts at row `r0`, as stored, into `out`
@@ -204,10 +164,10 @@ impl RowsJob for KquantRows<'_> {
         let act = |t: usize| &self.acts[t * nb..(t + 1) * nb];
         let group = group_tokens(self.level);
         for (i, r) in oc.rows().enumerate() {
-            let src = Src::Stored(self.w.row(r));
+            let row = self.w.row(r);
             let mut put = |t: usize, v: f32| oc.token(t)[i] = v;
             for_token_groups(self.n_tokens, group, |t0, n| {
-                dot_group(self.level, self.w.ty, src, &act, t0, n, &mut put)
+                dot_group(self.level, self.w.ty, row, &act, t0, n, &mut put)
             });
         }
     }
@@ -248,19 +208,12 @@ fn for_token_groups(n_tokens: usize, group: usize, mut f: impl FnMut(usize, usiz
     }
 }
 
-/// A row as stored, or unpacked.
-#[derive(Clone, Copy)]
-enum Src<'a> {
-    Stored(&'a [u8]),
-    Unpacked(&'a [Unpacked]),
-}
-
 /// Tokens `t0..t0 + n` against one row, by kernel calls of 8, 4, 2 and 1 tokens; each result
 /// handed to `put(token, value)`.
 fn dot_group<'a>(
     level: Level,
     ty: WeightType,
-    src: Src<'_>,
+    row: &[u8],
     act: &impl Fn(usize) -> &'a [BlockQ8K],
     t0: usize,
     n: usize,
@@ -271,13 +224,13 @@ fn dot_group<'a>(
     while t < end {
         let left = end - t;
         let step = if left >= 8 {
-            piece::<8>(level, ty, src, act, t, put)
+            piece::<8>(level, ty, row, act, t, put)
         } else if left >= 4 {
-            piece::<4>(level, ty, src, act, t, put)
+            piece::<4>(level, ty, row, act, t, put)
         } else if left >= 2 {
-            piece::<2>(level, ty, src, act, t, put)
+            piece::<2>(level, ty, row, act, t, put)
         } else {
-            piece::<1>(level, ty, src, act, t, put)
+            piece::<1>(level, ty, row, act, t, put)
         };
         t += step;
     }
@@ -287,17 +240,13 @@ fn dot_group<'a>(
 fn piece<'a, const T: usize>(
     level: Level,
     ty: WeightType,
-    src: Src<'_>,
+    row: &[u8],
     act: &impl Fn(usize) -> &'a [BlockQ8K],
     t0: usize,
     put: &mut impl FnMut(usize, f32),
 ) -> usize {
     let a: [&[BlockQ8K]; T] = std::array::from_fn(|j| act(t0 + j));
-    let res = match src {
-        Src::Stored(row) => dot_tokens(level, ty, row, a),
-        Src::Unpacked(blocks) => dot_unpacked_tokens(level, ty, blocks, a),
-    };
-    for (j, v) in res.into_iter().enumerate() {
+    for (j, v) in dot_tokens(level, ty, row, a).into_iter().enumerate() {
         put(t0 + j, v);
     }
     T

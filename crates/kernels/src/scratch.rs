@@ -15,8 +15,6 @@ pub(crate) struct Panel {
     pub d: Vec<f32>,
     /// Quantized panels of types with mins (AMX tiles of K-quants): block mins.
     pub m: Vec<f32>,
-    /// K-quant panels: unpacked super-blocks.
-    pub k: Vec<crate::kquants::Unpacked>,
 }
 
 thread_local! {

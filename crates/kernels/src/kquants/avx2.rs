@@ -107,6 +107,7 @@ pub(crate) struct Regs {
 ///
 /// # Safety
 /// Called only from functions with AVX2 enabled.
+#[cfg(test)]
 #[inline(always)]
 pub(crate) unsafe fn load_regs(w: &Unpacked) -> Regs {
     // SAFETY: loads of whole fixed-size arrays; the caller has AVX2.
@@ -358,25 +359,6 @@ pub(crate) unsafe fn dot_tokens<const TY: u8, const T: usize>(
             prefetch_ahead(x);
             accumulate::<TY, T>(&unpack::<TY>(x), b, &act, &mut acc, &mut acc_m);
         }
-    }
-    std::array::from_fn(|t| hsum_ps(acc[t]) - hsum_ps(acc_m[t]))
-}
-
-/// [`dot_tokens`] over blocks already unpacked (`row[b]` against `act[t][b]`): bitwise the
-/// same results.
-///
-/// # Safety
-/// The CPU features of this module available (lengths are bounds-checked).
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_unpacked_tokens<const TY: u8, const T: usize>(
-    row: &[Unpacked],
-    act: [&[BlockQ8K]; T],
-) -> [f32; T] {
-    let mut acc = [_mm256_setzero_ps(); T];
-    let mut acc_m = [_mm256_setzero_ps(); T];
-    for (b, w) in row.iter().enumerate() {
-        // SAFETY: the CPU features are the caller's.
-        unsafe { accumulate::<TY, T>(&load_regs(w), b, &act, &mut acc, &mut acc_m) };
     }
     std::array::from_fn(|t| hsum_ps(acc[t]) - hsum_ps(acc_m[t]))
 }

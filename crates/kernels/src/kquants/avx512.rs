@@ -9,10 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{
-    block_bytes, has_mins, has_offset, hsum_ps, load_regs, prefetch_ahead, unpack, Regs,
-};
-use super::unpack::Unpacked;
+use super::avx2::{block_bytes, has_mins, has_offset, hsum_ps, prefetch_ahead, unpack, Regs};
 use super::BlockQ8K;
 
 /// The scales of `w` as i16 lanes for each 64 values: sub-blocks `4c..4c + 4`, eight lanes each.
@@ -93,25 +90,6 @@ pub(crate) unsafe fn dot_tokens<const TY: u8, const T: usize>(
             prefetch_ahead(x);
             accumulate::<TY, T>(&unpack::<TY>(x), b, &act, &mut acc, &mut acc_m);
         }
-    }
-    std::array::from_fn(|t| _mm512_reduce_add_ps(acc[t]) - hsum_ps(acc_m[t]))
-}
-
-/// [`dot_tokens`] over blocks already unpacked (`row[b]` against `act[t][b]`): bitwise the
-/// same results.
-///
-/// # Safety
-/// The CPU features of this module available (lengths are bounds-checked).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn dot_unpacked_tokens<const TY: u8, const T: usize>(
-    row: &[Unpacked],
-    act: [&[BlockQ8K]; T],
-) -> [f32; T] {
-    let mut acc = [_mm512_setzero_ps(); T];
-    let mut acc_m = [_mm256_setzero_ps(); T];
-    for (b, w) in row.iter().enumerate() {
-        // SAFETY: the CPU features are the caller's.
-        unsafe { accumulate::<TY, T>(&load_regs(w), b, &act, &mut acc, &mut acc_m) };
     }
     std::array::from_fn(|t| _mm512_reduce_add_ps(acc[t]) - hsum_ps(acc_m[t]))
 }

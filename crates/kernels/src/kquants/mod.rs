@@ -279,64 +279,6 @@ pub(crate) fn unpack_row(level: Level, ty: WeightType, row: &[u8], out: &mut [Un
     }
 }
 
-/// [`dot_tokens`] over a row unpacked by [`unpack_row`]: at a SIMD level bitwise the same
-/// results as [`dot_tokens`]; at the scalar level (whose [`dot_tokens`] runs ggml's scalar code
-/// on the stored blocks, and which `matmul` therefore never sends here) the exact integers of
-/// each block summed in `f32` block after block.
-///
-/// # Panics
-/// When `ty` is not a K-quant type.
-pub(crate) fn dot_unpacked_tokens<const T: usize>(
-    level: Level,
-    ty: WeightType,
-    row: &[Unpacked],
-    act: [&[BlockQ8K]; T],
-) -> [f32; T] {
-    assert!(is_kquant(ty), "not a K-quant type: {ty:?}");
-    let nb = act.iter().fold(row.len(), |n, a| n.min(a.len()));
-    let row = &row[..nb];
-    #[cfg(target_arch = "x86_64")]
-    use avx2::{Q2, Q3, Q4, Q5, Q6};
-    match level {
-        Level::Scalar => act.map(|a| {
-            row.iter().zip(a).fold(0f32, |sum, (w, y)| {
-                let (s, m) = unpack::block_ints_scalar(w, y);
-                sum + (y.d * w.d) * s as f32 - (y.d * w.dmin) * m as f32
-            })
-        }),
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2(_) => {
-            use avx2::dot_unpacked_tokens as d;
-            // SAFETY: the token proves AVX2/FMA/F16C; lengths are checked inside.
-            unsafe {
-                match ty {
-                    WeightType::Q2_K => d::<Q2, T>(row, act),
-                    WeightType::Q3_K => d::<Q3, T>(row, act),
-                    WeightType::Q4_K => d::<Q4, T>(row, act),
-                    WeightType::Q5_K => d::<Q5, T>(row, act),
-                    WeightType::Q6_K => d::<Q6, T>(row, act),
-                    _ => panic!("not a K-quant type: {ty:?}"),
-                }
-            }
-        }
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx512(_) => {
-            use avx512::dot_unpacked_tokens as d;
-            // SAFETY: the token proves the AVX-512 features; lengths are checked inside.
-            unsafe {
-                match ty {
-                    WeightType::Q2_K => d::<Q2, T>(row, act),
-                    WeightType::Q3_K => d::<Q3, T>(row, act),
-                    WeightType::Q4_K => d::<Q4, T>(row, act),
-                    WeightType::Q5_K => d::<Q5, T>(row, act),
-                    WeightType::Q6_K => d::<Q6, T>(row, act),
-                    _ => panic!("not a K-quant type: {ty:?}"),
-                }
-            }
-        }
-    }
-}
-
 /// ggml's scalar dot product for a K-quant `ty`.
 fn scalar_dot(ty: WeightType, row: &[u8], act: &[BlockQ8K]) -> f32 {
     match ty {

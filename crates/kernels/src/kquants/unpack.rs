@@ -16,7 +16,9 @@
 //! the same integers ggml's dot products compute (tested against them in `tests.rs`).
 
 use super::layout::{f16_at, q2_k, q3_k, q4_k, q5_k, q6_k, scales_mins_k4, scales_q3_k};
-use super::{BlockQ8K, QK_K};
+#[cfg(test)]
+use super::BlockQ8K;
+use super::QK_K;
 use crate::WeightType;
 
 /// One super-block in the common form.
@@ -151,7 +153,9 @@ pub(crate) fn unpack_scalar(ty: WeightType, x: &[u8], out: &mut Unpacked) {
     }
 }
 
-/// The exact integers `(S, M)` of one unpacked block against one Q8_K block.
+/// The exact integers `(S, M)` of one unpacked block against one Q8_K block (the tests' oracle
+/// of the SIMD block sums).
+#[cfg(test)]
 pub(crate) fn block_ints_scalar(w: &Unpacked, a: &BlockQ8K) -> (i32, i32) {
     let (mut s, mut m) = (0i32, 0i32);
     for j in 0..16 {
