@@ -10,8 +10,8 @@
 //!   scalar level both are the row path (ggml's scalar dot products), bitwise the same.
 //!
 //! Repacked Q4_K and Q6_K ([`WeightType::Q4_Kx16`], [`WeightType::Q6_Kx16`]): by rows, a group
-//! of 16 rows at a time against each token (`kquants/avx512_x16.rs`, twin
-//! `kquants::x16::dot_group_scalar` at the other levels);
+//! of 16 rows at a time against each token (`kquants/avx512_x16.rs`, `kquants/avx2_x16.rs`,
+//! twin `kquants::x16::dot_group_scalar` at the scalar level);
 //! by tiles, each row turned back into its stored blocks before it is unpacked, so the tiles
 //! give the stored matrix's results bit for bit.
 
@@ -189,7 +189,9 @@ impl KquantRows<'_> {
                     Level::Avx512(k) => {
                         crate::kquants::avx512_x16::dot_group(k, self.w.ty, group, act)
                     }
-                    _ => x16::dot_group_scalar(self.w.ty, group, act),
+                    #[cfg(target_arch = "x86_64")]
+                    Level::Avx2(k) => crate::kquants::avx2_x16::dot_group(k, self.w.ty, group, act),
+                    Level::Scalar => x16::dot_group_scalar(self.w.ty, group, act),
                 };
                 let at = g - rows.start;
                 oc.token(t)[at..at + x16::ROWS].copy_from_slice(&v);

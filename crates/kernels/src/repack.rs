@@ -7,9 +7,9 @@
 //!   (`kquants/x16.rs`): rows go sixteen side by side, one per 32-bit lane; matrices whose row
 //!   count is not a multiple of 16 keep their layout.
 //!
-//! Q4_0 and Q8_0 at the AVX2 level and above (`avx2_x16.rs`, `avx512_x16.rs`), the K-quants
-//! only where the AVX-512 VNNI kernels run (the AVX2 level has no kernels of its own for them);
-//! all give prefill (the tile path) bitwise the stored results.
+//! All four at the AVX2 level and above (`avx2_x16.rs`, `avx512_x16.rs`, `kquants/avx2_x16.rs`,
+//! `kquants/avx512_x16.rs`); the scalar level keeps the stored layouts. All give prefill (the
+//! tile path) bitwise the stored results.
 
 use crate::{WeightType, WeightView};
 
@@ -17,11 +17,7 @@ use crate::{WeightType, WeightView};
 /// the kernels of [`crate::isa`]; `None`: keep the stored bytes.
 pub fn repacked_type(ty: WeightType, n_rows: usize) -> Option<WeightType> {
     let layout = layout(ty)?;
-    let has_kernels = match crate::isa() {
-        crate::Isa::Avx512 | crate::Isa::Amx => true,
-        crate::Isa::Avx2 => crate::qx16::X16::of(layout).is_some(),
-        crate::Isa::Scalar => false,
-    };
+    let has_kernels = crate::isa() != crate::Isa::Scalar;
     let whole_groups = !layout.is_grouped() || n_rows.is_multiple_of(crate::kquants::X16_ROWS);
     (has_kernels && whole_groups).then_some(layout)
 }

@@ -572,10 +572,13 @@ fn repacked_k_quant_kernels_match_their_twin() {
                 }
                 #[cfg(target_arch = "x86_64")]
                 for level in simd_levels() {
-                    let Level::Avx512(k) = level else { continue };
-                    let got = super::avx512_x16::dot_group(k, ty, group, &act);
+                    let got = match level {
+                        Level::Avx512(k) => super::avx512_x16::dot_group(k, ty, group, &act),
+                        Level::Avx2(k) => super::avx2_x16::dot_group(k, ty, group, &act),
+                        Level::Scalar => continue,
+                    };
                     for l in 0..16 {
-                        let what = format!("{ty:?} nb={nb} group {g} row {l}");
+                        let what = format!("{level:?} {ty:?} nb={nb} group {g} row {l}");
                         assert_eq!(got[l].to_bits(), twin[l].to_bits(), "{what}");
                     }
                 }

@@ -1,0 +1,284 @@
+//! AVX2 decode kernels for repacked Q4_K and Q6_K matrices (`x16.rs`): one group of 16 rows
+//! against one token's Q8_K blocks, as two halves of 8 rows (the low and high 32 bytes of each
+//! 64-byte run of the layout), a row in each 32-bit lane; twin
+//! [`super::x16::dot_block_scalar`], bitwise (the AVX-512 kernels' arithmetic: the same exact
+//! integers `S` and `M` per super-block and row, then the same two fused multiply-adds).
+//!
+//! Without `vpdpbusd`, `vpmaddubsw` multiplies unsigned weights by signed activations (|a| ≤
+//! 127) and adds pairs in i16; what fits is summed in i16, then `vpmaddwd` widens to int32 and
+//! multiplies by the sub-block's scale in one instruction (the scale in both halves of each
+//! lane):
+//!
+//! - Q4_K, per sub-block of 32 values: four 32-byte loads, each split into low and high
+//!   nibbles, eight `vpmaddubsw` summed in i16 (each pair at most 2 · 15 · 127 = 3810, eight
+//!   of them 30480 < 2¹⁵), one `vpmaddwd` by the scales; four `vpmaddwd` for the mins.
+//! - Q6_K, per 16 values: three 32-byte loads put together into four vectors of 6-bit values,
+//!   four `vpmaddubsw` summed two by two (2 · 2 · 63 · 127 = 32004 < 2¹⁵), two `vpmaddwd` by
+//!   the scales; the offset's `32 · Σ_g sc_g · Σa_g` by eight `vpmaddwd` per super-block.
+
+use std::arch::x86_64::*;
+
+use super::x16::q4::{D, DMIN, GROUP_BLOCK, QS, SCALES};
+use super::x16::{q6, ROWS};
+use super::BlockQ8K;
+use crate::avx2_dot::PREFETCH_BYTES;
+use crate::cpu::Avx2;
+use crate::WeightType;
+
+/// One group of repacked `ty` (`act.len()` super-blocks of 16 rows, back to back in `group`)
+/// · one token.
+pub(crate) fn dot_group(_: Avx2, ty: WeightType, group: &[u8], act: &[BlockQ8K]) -> [f32; ROWS] {
+    let mut out = [0f32; ROWS];
+    // SAFETY: the token proves the features; every block read is inside `group` (checked).
+    unsafe {
+        let acc = match ty {
+            WeightType::Q4_Kx16 => {
+                assert!(group.len() >= act.len() * GROUP_BLOCK);
+                dot_group_q4_avx2(group.as_ptr(), act)
+            }
+            WeightType::Q6_Kx16 => {
+                assert!(group.len() >= act.len() * q6::GROUP_BLOCK);
+                dot_group_q6_avx2(group.as_ptr(), act)
+            }
+            _ => panic!("{ty:?} is not a repacked K-quant type"),
+        };
+        _mm256_storeu_ps(out.as_mut_ptr(), acc[0]);
+        _mm256_storeu_ps(out.as_mut_ptr().add(8), acc[1]);
+    }
+    out
+}
+
+/// `vpshufb` indices for 8 words (lanes of 16 bytes): word `w` takes bytes `4 (w % 4) +
+/// pick[i]` of its lane, or zero where `pick[i]` is negative.
+const fn shuffle_index(pick: [i32; 4]) -> [u32; 8] {
+    let mut idx = [0u32; 8];
+    let mut w = 0;
+    while w < 8 {
+        let mut i = 0;
+        while i < 4 {
+            let b = if pick[i] < 0 {
+                0x80
+            } else {
+                (pick[i] + 4 * (w as i32 % 4)) as u32
+            };
+            idx[w] |= b << (8 * i);
+            i += 1;
+        }
+        w += 1;
+    }
+    idx
+}
+
+/// Byte `k` of each word, zero-extended, in both 16-bit halves of the word.
+static SCALE_INDEX: [[u32; 8]; 4] = [
+    shuffle_index([0, -1, 0, -1]),
+    shuffle_index([1, -1, 1, -1]),
+    shuffle_index([2, -1, 2, -1]),
+    shuffle_index([3, -1, 3, -1]),
+];
+/// Bytes `2p` and `2p + 1` of each word, each zero-extended to 16 bits.
+static PAIR_INDEX: [[u32; 8]; 2] = [shuffle_index([0, -1, 1, -1]), shuffle_index([2, -1, 3, -1])];
+
+/// Word `w` (0..8) takes byte `w` of its lane (a broadcast 8-byte run: row `w`'s Q6_K scale)
+/// into the high byte of both its 16-bit halves, for a sign-extending shift.
+static Q6_SCALE_INDEX: [u32; 8] = {
+    let mut idx = [0u32; 8];
+    let mut w = 0;
+    while w < 8 {
+        idx[w] = 0x80 | (w as u32) << 8 | 0x80 << 16 | (w as u32) << 24;
+        w += 1;
+    }
+    idx
+};
+
+/// The 32-bit word at `p`, broadcast to every lane.
+///
+/// # Safety
+/// `p` readable for 4 bytes; AVX available.
+#[inline(always)]
+unsafe fn word(p: *const i8) -> __m256i {
+    // SAFETY: the caller's.
+    unsafe { _mm256_set1_epi32(std::ptr::read_unaligned(p as *const i32)) }
+}
+
+/// # Safety
+/// `p` readable for 32 bytes; AVX available.
+#[inline(always)]
+unsafe fn load(p: *const u8) -> __m256i {
+    // SAFETY: the caller's.
+    unsafe { _mm256_loadu_si256(p as *const __m256i) }
+}
+
+/// Asks for the lines `PREFETCH_BYTES` after `len` bytes from `p` (hints, never dereferenced).
+/// The kernels ask for a block's lines a few at a time as they go: a burst of a whole block's
+/// requests fills the core's miss buffers and stalls the loads behind them.
+#[inline(always)]
+fn prefetch_run(p: *const u8, len: usize) {
+    let ahead = p.wrapping_add(PREFETCH_BYTES) as *const i8;
+    for line in 0..len.div_ceil(64) {
+        // SAFETY: prefetching never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line)) };
+    }
+}
+
+/// # Safety
+/// AVX2/FMA/F16C available; `group` holds `act.len()` Q4_K group blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_group_q4_avx2(group: *const u8, act: &[BlockQ8K]) -> [__m256; 2] {
+    // SAFETY: loads of 32 bytes from 8-word arrays.
+    let index = |idx: &[u32; 8]| unsafe { load(idx.as_ptr() as *const u8) };
+    let scale_index = [0, 1, 2, 3].map(|k| index(&SCALE_INDEX[k]));
+    let pair_index = [0, 1].map(|p| index(&PAIR_INDEX[p]));
+    let (low, k1, k2, k30) = (
+        _mm256_set1_epi8(0x0f),
+        _mm256_set1_epi32(0x3f3f_3f3f),
+        _mm256_set1_epi32(0x0f0f_0f0f),
+        _mm256_set1_epi32(0x3030_3030),
+    );
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for (b, y) in act.iter().enumerate() {
+        // SAFETY (loads): block b < act.len() is inside `group` (the caller's); activation
+        // reads stay inside `y.qs`.
+        unsafe {
+            let gb = group.add(b * GROUP_BLOCK);
+            prefetch_run(gb, QS);
+            let a = y.qs.as_ptr();
+            // The mins' activation sums, sub-blocks 2i and 2i + 1 as an i16 pair.
+            let bs = &y.bsums;
+            let sums: [__m256i; 4] = std::array::from_fn(|i| {
+                let lo = bs[4 * i].wrapping_add(bs[4 * i + 1]) as u16 as u32;
+                let hi = bs[4 * i + 2].wrapping_add(bs[4 * i + 3]) as u16 as u32;
+                _mm256_set1_epi32((lo | hi << 16) as i32)
+            });
+            let dy = _mm256_set1_ps(y.d);
+            for (h, acc) in acc.iter_mut().enumerate() {
+                let half = 32 * h;
+                // Scales 0..4 / 4..8 and mins 0..4 / 4..8 of rows 8h..8h + 8, a byte each.
+                let w0 = load(gb.add(SCALES + half));
+                let w1 = load(gb.add(SCALES + 64 + half));
+                let w2 = load(gb.add(SCALES + 128 + half));
+                let hi_bits = |w: __m256i| _mm256_and_si256(_mm256_srli_epi32::<2>(w), k30);
+                let sc = [
+                    _mm256_and_si256(w0, k1),
+                    _mm256_or_si256(_mm256_and_si256(w2, k2), hi_bits(w0)),
+                ];
+                let mn = [
+                    _mm256_and_si256(w1, k1),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi32::<4>(w2), k2),
+                        hi_bits(w1),
+                    ),
+                ];
+                let mut s = _mm256_setzero_si256();
+                for j in 0..8 {
+                    if h == 0 {
+                        prefetch_run(gb.add(QS + 256 * j), 256);
+                    }
+                    let mut p = _mm256_setzero_si256();
+                    for q in 0..4 {
+                        let v = load(gb.add(QS + 64 * (4 * j + q) + half));
+                        let (lo, hi) = (
+                            _mm256_and_si256(v, low),
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(v), low),
+                        );
+                        let al = word(a.add(32 * j + 4 * q));
+                        let ah = word(a.add(32 * j + 16 + 4 * q));
+                        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(lo, al));
+                        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(hi, ah));
+                    }
+                    let scale = _mm256_shuffle_epi8(sc[j / 4], scale_index[j % 4]);
+                    s = _mm256_add_epi32(s, _mm256_madd_epi16(p, scale));
+                }
+                let mut m = _mm256_setzero_si256();
+                for (i, &sums) in sums.iter().enumerate() {
+                    let mins = _mm256_shuffle_epi8(mn[i / 2], pair_index[i % 2]);
+                    m = _mm256_add_epi32(m, _mm256_madd_epi16(mins, sums));
+                }
+                let d = _mm256_cvtph_ps(_mm_loadu_si128(gb.add(D + 16 * h) as *const _));
+                let dmin = _mm256_cvtph_ps(_mm_loadu_si128(gb.add(DMIN + 16 * h) as *const _));
+                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(d, dy), *acc);
+                *acc = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m), _mm256_mul_ps(dmin, dy), *acc);
+            }
+        }
+    }
+    acc
+}
+
+/// # Safety
+/// AVX2/FMA/F16C available; `group` holds `act.len()` Q6_K group blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_group_q6_avx2(group: *const u8, act: &[BlockQ8K]) -> [__m256; 2] {
+    let low = _mm256_set1_epi8(0x0f);
+    let m30 = _mm256_set1_epi8(0x30);
+    // SAFETY: a load of 32 bytes from an 8-word array.
+    let scale_index = unsafe { load(Q6_SCALE_INDEX.as_ptr() as *const u8) };
+    // 6-bit values: bits 0..4 from the low nibbles of `n`, bits 4..6 from bits 4, 5 of `hi`.
+    macro_rules! join6 {
+        ($n:expr, $hi:expr) => {
+            _mm256_or_si256(_mm256_and_si256($n, low), _mm256_and_si256($hi, m30))
+        };
+    }
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for (b, y) in act.iter().enumerate() {
+        // SAFETY (loads): block b < act.len() is inside `group` (the caller's); activation
+        // reads stay inside `y.qs` and `y.bsums`.
+        unsafe {
+            let gb = group.add(b * q6::GROUP_BLOCK);
+            prefetch_run(gb, q6::QS);
+            let a = y.qs.as_ptr();
+            let dy = _mm256_set1_ps(y.d);
+            // Activation sums of values 16g..16g + 16, two g at a time as an i16 pair.
+            let bs: [__m256i; 8] = std::array::from_fn(|p| {
+                let pair = y.bsums[2 * p] as u16 as u32 | (y.bsums[2 * p + 1] as u16 as u32) << 16;
+                _mm256_set1_epi32(pair as i32)
+            });
+            for (h, acc) in acc.iter_mut().enumerate() {
+                let half = 8 * h;
+                let mut s = _mm256_setzero_si256();
+                for g in 0..16 {
+                    if h == 0 {
+                        prefetch_run(gb.add(q6::QS + 192 * g), 192);
+                    }
+                    let at = q6::QS + 192 * g + 32 * h;
+                    let n0 = load(gb.add(at));
+                    let n1 = load(gb.add(at + 64));
+                    let hb = load(gb.add(at + 128));
+                    let u = [
+                        join6!(n0, _mm256_slli_epi16::<4>(hb)),
+                        join6!(_mm256_srli_epi16::<4>(n0), _mm256_slli_epi16::<2>(hb)),
+                        join6!(n1, hb),
+                        join6!(_mm256_srli_epi16::<4>(n1), _mm256_srli_epi16::<2>(hb)),
+                    ];
+                    let p: [__m256i; 4] = std::array::from_fn(|k| {
+                        _mm256_maddubs_epi16(u[k], word(a.add(16 * g + 4 * k)))
+                    });
+                    let (p01, p23) = (_mm256_add_epi16(p[0], p[1]), _mm256_add_epi16(p[2], p[3]));
+                    // Row l's i8 scale, sign-extended, in both 16-bit halves of lane l.
+                    let raw = (gb.add(q6::SCALES + 16 * g + half) as *const i64).read_unaligned();
+                    let sc = _mm256_srai_epi16::<8>(_mm256_shuffle_epi8(
+                        _mm256_set1_epi64x(raw),
+                        scale_index,
+                    ));
+                    let dot =
+                        _mm256_add_epi32(_mm256_madd_epi16(p01, sc), _mm256_madd_epi16(p23, sc));
+                    s = _mm256_add_epi32(s, dot);
+                }
+                // The offset: 32 · Σ_g sc_g · Σa_g, scales of g and g + 1 as an i16 pair.
+                let mut off = _mm256_setzero_si256();
+                for (p, &bs) in bs.iter().enumerate() {
+                    let at = q6::SCALES + 32 * p + half;
+                    let (s0, s1) = (
+                        _mm_loadl_epi64(gb.add(at) as *const _),
+                        _mm_loadl_epi64(gb.add(at + 16) as *const _),
+                    );
+                    let pairs = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(s0, s1));
+                    off = _mm256_add_epi32(off, _mm256_madd_epi16(pairs, bs));
+                }
+                s = _mm256_sub_epi32(s, _mm256_slli_epi32::<5>(off));
+                let d = _mm256_cvtph_ps(_mm_loadu_si128(gb.add(q6::D + 16 * h) as *const _));
+                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(d, dy), *acc);
+            }
+        }
+    }
+    acc
+}
