@@ -52,11 +52,15 @@ pub(crate) fn matmul_kquant(
             Level::Avx512(k) => {
                 return match k.amx() {
                     Some(amx) => crate::amx::matmul_amx(amx, w, x, n_tokens, out),
+                    None if in_place(w, n_tokens) => tiles_in_place(level, w, x, n_tokens, out),
                     None => {
                         let vnni = || crate::avx512_blocks::VnniTiles(k);
                         matmul_tiles(level, TileLayout::Vnni, vnni, w, x, n_tokens, out)
                     }
                 };
+            }
+            Level::Avx2(_) if in_place(w, n_tokens) => {
+                return tiles_in_place(level, w, x, n_tokens, out);
             }
             Level::Avx2(k) => {
                 let tiles = || crate::avx2_blocks::Avx2Tiles::new(k, w.ty);
@@ -69,6 +73,80 @@ pub(crate) fn matmul_kquant(
     let _ = path;
     let job = KquantRows::new(level, w, x, n_tokens);
     run_rows_jobs(&[&job], &mut [out], n_tokens)
+}
+
+/// Below how many tokens repacked `ty` (Q4_K or Q6_K) is multiplied where its rows lie, a
+/// token at a time ([`tiles_in_place`]), instead of being unpacked into block tiles first
+/// (the VNNI layout's, at the AVX2 and AVX-512 levels): for a few tokens (a server's decode
+/// steps) the unpacking costs more than the products. Where the two cross on one core
+/// (`matvec --rows 2048 --cols 5632 --tokens N`, both levels): Q4_K about 16-24 tokens, Q6_K
+/// (slower to unpack) about 40-60. Both give the same bits, so the choice never makes a
+/// result depend on the batch.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn in_place_tokens(ty: WeightType) -> usize {
+    match ty {
+        WeightType::Q4_Kx16 => 16,
+        WeightType::Q6_Kx16 => 32,
+        _ => 0,
+    }
+}
+
+/// Whether the tiles of `w` for `n_tokens` tokens are made in place ([`in_place_tokens`]).
+#[cfg(target_arch = "x86_64")]
+fn in_place(w: &WeightView, n_tokens: usize) -> bool {
+    n_tokens < in_place_tokens(w.ty)
+}
+
+/// The block tiles' products (VNNI layout) of repacked Q4_K / Q6_K `w`, read in place: per
+/// group of 16 rows and token, the level's `tile_token` kernel over the whole row
+/// (`kquants/avx512_x16.rs`, `kquants/avx2_x16.rs`), activations quantized as for the packed
+/// tiles ([`crate::amx::TileAct`]). Bitwise the packed tiles' results.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn tiles_in_place(
+    level: Level,
+    w: &WeightView,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    use crate::amx::{TileAct, TileForm, TileLayout};
+    use crate::amx_tile::TILE_TOKENS;
+    use crate::matmul::MIN_TASK_BYTES;
+    use crate::par::{chunk_rows, for_each_row_chunk};
+    let (n_rows, n_cols, ty) = (w.n_rows, w.n_cols, w.ty);
+    assert!(ty.is_grouped() && n_rows.is_multiple_of(x16::ROWS));
+    let form = TileForm::new(TileLayout::Vnni, ty);
+    let act = TileAct::new(level, x, n_tokens, n_cols, form.sums());
+    let (nb, nt) = (n_cols / 32, n_cols / 32 * form.per_block());
+    let group_bytes = n_cols / QK_K * x16::group_block(ty);
+    let work_per_row = ty.row_bytes(n_cols) * n_tokens;
+    let chunk = chunk_rows(
+        n_rows,
+        x16::ROWS,
+        MIN_TASK_BYTES.div_ceil(work_per_row.max(1)),
+    );
+    for_each_row_chunk(out, n_rows, n_tokens, chunk, |mut oc| {
+        let rows = oc.rows();
+        for g0 in rows.clone().step_by(x16::ROWS) {
+            let group = &w.bytes[g0 / x16::ROWS * group_bytes..][..group_bytes];
+            for t in 0..n_tokens {
+                let (tg, lane) = (t / TILE_TOKENS, t % TILE_TOKENS);
+                let (qs, ad) = act.group(tg, 0..nb);
+                let am = act.sums(tg, 0..nt);
+                let v = match level {
+                    Level::Avx512(k) => {
+                        crate::kquants::avx512_x16::tile_token(k, ty, group, qs, ad, am, lane)
+                    }
+                    Level::Avx2(k) => {
+                        crate::kquants::avx2_x16::tile_token(k, ty, group, qs, ad, am, lane)
+                    }
+                    Level::Scalar => unreachable!("no in-place tiles at the scalar level"),
+                };
+                let at = g0 - rows.start;
+                oc.token(t)[at..at + x16::ROWS].copy_from_slice(&v);
+            }
+        }
+    });
 }
 
 /// The 16 rows of the group of repacked `w` that starts at row `r0`, as stored, into `out`

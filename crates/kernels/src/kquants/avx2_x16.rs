@@ -282,3 +282,199 @@ unsafe fn dot_group_q6_avx2(group: *const u8, act: &[BlockQ8K]) -> [__m256; 2] {
     }
     acc
 }
+
+/// Byte `k` of each word, zero-extended to the word.
+static BYTE_INDEX: [[u32; 8]; 4] = [
+    shuffle_index([0, -1, -1, -1]),
+    shuffle_index([1, -1, -1, -1]),
+    shuffle_index([2, -1, -1, -1]),
+    shuffle_index([3, -1, -1, -1]),
+];
+
+/// [`super::avx512_x16::tile_token`] at AVX2: the same operations on two halves of 8 rows,
+/// each tile's exact sum made by `vpmaddubsw` summed in i16 (Q4_K: eight, at most 30480;
+/// Q6_K: two, at most 32004) and widened by `vpmaddwd` by ones. Bitwise the packed tiles'
+/// results.
+pub(crate) fn tile_token(
+    _: Avx2,
+    ty: WeightType,
+    group: &[u8],
+    qs: &[u8],
+    ad: &[f32],
+    am: &[f32],
+    n: usize,
+) -> [f32; ROWS] {
+    let nsb = super::x16::checked_tile_token(ty, group, qs, ad, am, n);
+    let mut out = [0f32; ROWS];
+    // SAFETY: the token proves the features; every length is checked above.
+    unsafe {
+        let (q, d, m) = (
+            qs.as_ptr().add(4 * n),
+            ad.as_ptr().add(n),
+            am.as_ptr().add(n),
+        );
+        for h in 0..2 {
+            let v = match ty {
+                WeightType::Q4_Kx16 => tile_token_q4(group.as_ptr(), nsb, h, q, d, m),
+                _ => tile_token_q6(group.as_ptr(), nsb, h, q, d, m),
+            };
+            _mm256_storeu_ps(out.as_mut_ptr().add(8 * h), v);
+        }
+    }
+    out
+}
+
+/// Rows `8h..8h + 8`.
+///
+/// # Safety
+/// AVX2/FMA/F16C available; `group` holds `nsb` Q4_K group blocks; `qs` (at the token's lane)
+/// `8 · nsb` activation tiles, `ad` and `am` `8 · nsb` runs of 16.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_token_q4(
+    group: *const u8,
+    nsb: usize,
+    h: usize,
+    qs: *const u8,
+    ad: *const f32,
+    am: *const f32,
+) -> __m256 {
+    use crate::amx_tile::{TILE_BYTES, TILE_TOKENS};
+    // SAFETY: loads of 32 bytes from 8-word arrays.
+    let bytes = [0, 1, 2, 3].map(|k| unsafe { load(BYTE_INDEX[k].as_ptr() as *const u8) });
+    let (low, ones, k1, k2, k30) = (
+        _mm256_set1_epi8(0x0f),
+        _mm256_set1_epi16(1),
+        _mm256_set1_epi32(0x3f3f_3f3f),
+        _mm256_set1_epi32(0x0f0f_0f0f),
+        _mm256_set1_epi32(0x3030_3030),
+    );
+    let zero = _mm256_setzero_ps();
+    let half = 32 * h;
+    let mut v = _mm256_setzero_ps();
+    // SAFETY (loads): inside the caller's bounds; prefetches are hints, never dereferenced.
+    unsafe {
+        for sb in 0..nsb {
+            let gb = group.add(sb * GROUP_BLOCK);
+            prefetch_run(gb, QS);
+            let w0 = load(gb.add(SCALES + half));
+            let w1 = load(gb.add(SCALES + 64 + half));
+            let w2 = load(gb.add(SCALES + 128 + half));
+            let sc = [
+                _mm256_and_si256(w0, k1),
+                _mm256_or_si256(
+                    _mm256_and_si256(w2, k2),
+                    _mm256_and_si256(_mm256_srli_epi32::<2>(w0), k30),
+                ),
+            ];
+            let mn = [
+                _mm256_and_si256(w1, k1),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi32::<4>(w2), k2),
+                    _mm256_and_si256(_mm256_srli_epi32::<2>(w1), k30),
+                ),
+            ];
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(gb.add(D + 16 * h) as *const _));
+            let dmin = _mm256_cvtph_ps(_mm_loadu_si128(gb.add(DMIN + 16 * h) as *const _));
+            for j in 0..8 {
+                if h == 0 {
+                    prefetch_run(gb.add(QS + 256 * j), 256);
+                }
+                let b = 8 * sb + j;
+                let at = qs.add(b * TILE_BYTES) as *const i8;
+                let mut p = _mm256_setzero_si256();
+                for q in 0..4 {
+                    let x = load(gb.add(QS + 64 * (4 * j + q) + half));
+                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), low);
+                    let lo = _mm256_and_si256(x, low);
+                    p = _mm256_add_epi16(p, _mm256_maddubs_epi16(lo, word(at.add(64 * q))));
+                    p = _mm256_add_epi16(p, _mm256_maddubs_epi16(hi, word(at.add(64 * (4 + q)))));
+                }
+                let s = _mm256_madd_epi16(p, ones);
+                let scj = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(sc[j / 4], bytes[j % 4]));
+                let mnj = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(mn[j / 4], bytes[j % 4]));
+                let dw = _mm256_mul_ps(d, scj);
+                let mw = _mm256_add_ps(_mm256_mul_ps(dmin, mnj), _mm256_mul_ps(zero, dw));
+                let scale = _mm256_mul_ps(_mm256_set1_ps(*ad.add(b * TILE_TOKENS)), dw);
+                v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, v);
+                v = _mm256_fnmadd_ps(mw, _mm256_set1_ps(*am.add(b * TILE_TOKENS)), v);
+            }
+        }
+    }
+    v
+}
+
+/// Rows `8h..8h + 8`.
+///
+/// # Safety
+/// AVX2/FMA/F16C available; `group` holds `nsb` Q6_K group blocks; `qs` (at the token's lane)
+/// `8 · nsb` activation tiles, `ad` `8 · nsb` runs of 16, `am` `16 · nsb`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_token_q6(
+    group: *const u8,
+    nsb: usize,
+    h: usize,
+    qs: *const u8,
+    ad: *const f32,
+    am: *const f32,
+) -> __m256 {
+    use crate::amx_tile::{TILE_BYTES, TILE_TOKENS};
+    let (low, m30, ones) = (
+        _mm256_set1_epi8(0x0f),
+        _mm256_set1_epi8(0x30),
+        _mm256_set1_epi16(1),
+    );
+    let (zero, offset) = (_mm256_setzero_ps(), _mm256_set1_ps(32.0));
+    macro_rules! join6 {
+        ($n:expr, $hi:expr) => {
+            _mm256_or_si256(_mm256_and_si256($n, low), _mm256_and_si256($hi, m30))
+        };
+    }
+    let mut v = _mm256_setzero_ps();
+    // SAFETY (loads): inside the caller's bounds; prefetches are hints, never dereferenced.
+    unsafe {
+        for sb in 0..nsb {
+            let gb = group.add(sb * q6::GROUP_BLOCK);
+            prefetch_run(gb, q6::QS);
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(gb.add(q6::D + 16 * h) as *const _));
+            for g in 0..16 {
+                if h == 0 {
+                    prefetch_run(gb.add(q6::QS + 192 * g), 192);
+                }
+                let at = q6::QS + 192 * g + 32 * h;
+                let (n0, n1, hb) = (
+                    load(gb.add(at)),
+                    load(gb.add(at + 64)),
+                    load(gb.add(at + 128)),
+                );
+                let u = [
+                    join6!(n0, _mm256_slli_epi16::<4>(hb)),
+                    join6!(_mm256_srli_epi16::<4>(n0), _mm256_slli_epi16::<2>(hb)),
+                    join6!(n1, hb),
+                    join6!(_mm256_srli_epi16::<4>(n1), _mm256_srli_epi16::<2>(hb)),
+                ];
+                // Tile t = 16 sb + g: half g % 2 of activation block 8 sb + g / 2.
+                let (t, ab) = (16 * sb + g, 8 * sb + g / 2);
+                let a = qs.add(ab * TILE_BYTES + 256 * (g % 2)) as *const i8;
+                let p01 = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(u[0], word(a)),
+                    _mm256_maddubs_epi16(u[1], word(a.add(64))),
+                );
+                let p23 = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(u[2], word(a.add(128))),
+                    _mm256_maddubs_epi16(u[3], word(a.add(192))),
+                );
+                let s =
+                    _mm256_add_epi32(_mm256_madd_epi16(p01, ones), _mm256_madd_epi16(p23, ones));
+                let sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                    gb.add(q6::SCALES + 16 * g + 8 * h) as *const _
+                ));
+                let dw = _mm256_mul_ps(d, _mm256_cvtepi32_ps(sc));
+                let mw = _mm256_add_ps(zero, _mm256_mul_ps(offset, dw));
+                let scale = _mm256_mul_ps(_mm256_set1_ps(*ad.add(ab * TILE_TOKENS)), dw);
+                v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, v);
+                v = _mm256_fnmadd_ps(mw, _mm256_set1_ps(*am.add(t * TILE_TOKENS)), v);
+            }
+        }
+    }
+    v
+}

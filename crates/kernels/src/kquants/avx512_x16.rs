@@ -17,6 +17,7 @@ use std::arch::x86_64::*;
 use super::x16::q4::{D, DMIN, GROUP_BLOCK, QS, SCALES};
 use super::x16::{q6, ROWS};
 use super::BlockQ8K;
+use crate::amx_tile::{TILE_BYTES, TILE_TOKENS};
 use crate::avx2_dot::PREFETCH_BYTES;
 use crate::cpu::Avx512;
 use crate::WeightType;
@@ -323,4 +324,183 @@ unsafe fn stored_blocks_q4_avx512(gb: *const u8, out: *mut u8, stride: usize) {
             }
         }
     }
+}
+
+/// One token against one group of repacked `ty` (16 rows, `group.len() / group_block` super-
+/// blocks) read where it lies, by the arithmetic of the block tiles in the VNNI layout
+/// (`amx_kquant.rs`, `avx512_blocks.rs`): per tile (a block of 32 values, or of 16 for Q6_K),
+/// the exact int32 sum of `u · a`, then `v += s · (d_a · d_w)`, `v −= m_w · (d_a · Σa)`, with
+/// `d_w` and `m_w` made as the packer makes them. `qs`, `ad`, `am`: the token group's
+/// activation tiles, scales and sums (`amx::TileAct`), the token in lane `n`. Bitwise the
+/// packed tiles' results.
+pub(crate) fn tile_token(
+    _: Avx512,
+    ty: WeightType,
+    group: &[u8],
+    qs: &[u8],
+    ad: &[f32],
+    am: &[f32],
+    n: usize,
+) -> [f32; ROWS] {
+    let nsb = super::x16::checked_tile_token(ty, group, qs, ad, am, n);
+    let mut out = [0f32; ROWS];
+    // SAFETY: the token proves the features; every length is checked above.
+    unsafe {
+        let (g, q, d, m) = (
+            group.as_ptr(),
+            qs.as_ptr().add(4 * n),
+            ad.as_ptr().add(n),
+            am.as_ptr().add(n),
+        );
+        let v = match ty {
+            WeightType::Q4_Kx16 => tile_token_q4(g, nsb, q, d, m),
+            _ => tile_token_q6(g, nsb, q, d, m),
+        };
+        _mm512_storeu_ps(out.as_mut_ptr(), v);
+    }
+    out
+}
+
+/// # Safety
+/// The features available; `group` holds `nsb` Q4_K group blocks; `qs` (at the token's lane)
+/// `8 · nsb` activation tiles, `ad` and `am` `8 · nsb` runs of 16.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile_token_q4(
+    group: *const u8,
+    nsb: usize,
+    qs: *const u8,
+    ad: *const f32,
+    am: *const f32,
+) -> __m512 {
+    // SAFETY: loads of 64 bytes from 16-word arrays.
+    let index = |idx: &[u32; 16]| unsafe { _mm512_loadu_si512(idx.as_ptr() as *const _) };
+    let bytes = [0, 1, 2, 3].map(|k| index(&BYTE_INDEX[k]));
+    let (low, k1, k2, k30) = (
+        _mm512_set1_epi8(0x0f),
+        _mm512_set1_epi32(0x3f3f_3f3f),
+        _mm512_set1_epi32(0x0f0f_0f0f),
+        _mm512_set1_epi32(0x3030_3030),
+    );
+    let zero = _mm512_setzero_ps();
+    let mut v = _mm512_setzero_ps();
+    // SAFETY (loads): inside the caller's bounds; prefetches are hints, never dereferenced.
+    unsafe {
+        for sb in 0..nsb {
+            let gb = group.add(sb * GROUP_BLOCK);
+            let ahead = gb.wrapping_add(PREFETCH_BYTES) as *const i8;
+            for line in 0..QS / 64 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+            }
+            let w0 = _mm512_loadu_si512(gb.add(SCALES) as *const _);
+            let w1 = _mm512_loadu_si512(gb.add(SCALES + 64) as *const _);
+            let w2 = _mm512_loadu_si512(gb.add(SCALES + 128) as *const _);
+            let hi_bits = |w: __m512i| _mm512_and_si512(_mm512_srli_epi32::<2>(w), k30);
+            let sc = [
+                _mm512_and_si512(w0, k1),
+                _mm512_or_si512(_mm512_and_si512(w2, k2), hi_bits(w0)),
+            ];
+            let mn = [
+                _mm512_and_si512(w1, k1),
+                _mm512_or_si512(
+                    _mm512_and_si512(_mm512_srli_epi32::<4>(w2), k2),
+                    hi_bits(w1),
+                ),
+            ];
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(D) as *const _));
+            let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(DMIN) as *const _));
+            for j in 0..8 {
+                let b = 8 * sb + j;
+                let at = qs.add(b * TILE_BYTES) as *const i8;
+                let mut s = _mm512_setzero_si512();
+                for q in 0..4 {
+                    let off = QS + 64 * (4 * j + q);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(off));
+                    let x = _mm512_loadu_si512(gb.add(off) as *const _);
+                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(x), low);
+                    s = _mm512_dpbusd_epi32(s, _mm512_and_si512(x, low), word(at.add(64 * q)));
+                    s = _mm512_dpbusd_epi32(s, hi, word(at.add(64 * (4 + q))));
+                }
+                // `d · sc_j` and `dmin · mn_j + 0 · (d · sc_j)`, as the packer makes them.
+                let pick = |w: __m512i| _mm512_cvtepi32_ps(_mm512_shuffle_epi8(w, bytes[j % 4]));
+                let dw = _mm512_mul_ps(d, pick(sc[j / 4]));
+                let mw = _mm512_add_ps(
+                    _mm512_mul_ps(dmin, pick(mn[j / 4])),
+                    _mm512_mul_ps(zero, dw),
+                );
+                let scale = _mm512_mul_ps(_mm512_set1_ps(*ad.add(b * TILE_TOKENS)), dw);
+                v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, v);
+                v = _mm512_fnmadd_ps(mw, _mm512_set1_ps(*am.add(b * TILE_TOKENS)), v);
+            }
+        }
+    }
+    v
+}
+
+/// # Safety
+/// The features available; `group` holds `nsb` Q6_K group blocks; `qs` (at the token's lane)
+/// `8 · nsb` activation tiles, `ad` `8 · nsb` runs of 16, `am` `16 · nsb`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile_token_q6(
+    group: *const u8,
+    nsb: usize,
+    qs: *const u8,
+    ad: *const f32,
+    am: *const f32,
+) -> __m512 {
+    let low = _mm512_set1_epi8(0x0f);
+    let m30 = _mm512_set1_epi8(0x30);
+    let (zero, offset) = (_mm512_setzero_ps(), _mm512_set1_ps(32.0));
+    let mut v = _mm512_setzero_ps();
+    // SAFETY (loads): inside the caller's bounds; prefetches are hints, never dereferenced.
+    unsafe {
+        for sb in 0..nsb {
+            let gb = group.add(sb * q6::GROUP_BLOCK);
+            let ahead = gb.wrapping_add(PREFETCH_BYTES) as *const i8;
+            for line in 0..q6::QS / 64 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+            }
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(q6::D) as *const _));
+            for g in 0..16 {
+                let at = q6::QS + 192 * g;
+                for k in 0..3 {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(at + 64 * k));
+                }
+                let n0 = _mm512_loadu_si512(gb.add(at) as *const _);
+                let n1 = _mm512_loadu_si512(gb.add(at + 64) as *const _);
+                let h = _mm512_loadu_si512(gb.add(at + 128) as *const _);
+                let u = [
+                    join6(n0, _mm512_slli_epi16::<4>(h), low, m30),
+                    join6(
+                        _mm512_srli_epi16::<4>(n0),
+                        _mm512_slli_epi16::<2>(h),
+                        low,
+                        m30,
+                    ),
+                    join6(n1, h, low, m30),
+                    join6(
+                        _mm512_srli_epi16::<4>(n1),
+                        _mm512_srli_epi16::<2>(h),
+                        low,
+                        m30,
+                    ),
+                ];
+                // Tile t = 16 sb + g: half g % 2 of activation block 8 sb + g / 2.
+                let (t, ab) = (16 * sb + g, 8 * sb + g / 2);
+                let a = qs.add(ab * TILE_BYTES + 256 * (g % 2)) as *const i8;
+                let mut s = _mm512_setzero_si512();
+                for (k, &u) in u.iter().enumerate() {
+                    s = _mm512_dpbusd_epi32(s, u, word(a.add(64 * k)));
+                }
+                // `d · sc_g` and `0 + 32 · (d · sc_g)`, as the packer makes them.
+                let sc =
+                    _mm512_cvtepi8_epi32(_mm_loadu_si128(gb.add(q6::SCALES + 16 * g) as *const _));
+                let dw = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
+                let mw = _mm512_add_ps(zero, _mm512_mul_ps(offset, dw));
+                let scale = _mm512_mul_ps(_mm512_set1_ps(*ad.add(ab * TILE_TOKENS)), dw);
+                v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, v);
+                v = _mm512_fnmadd_ps(mw, _mm512_set1_ps(*am.add(t * TILE_TOKENS)), v);
+            }
+        }
+    }
+    v
 }

@@ -729,6 +729,52 @@ fn k_quant_tiles_match_the_decoded_values() {
     }
 }
 
+/// Repacked Q4_K / Q6_K multiplied in place (`matmul_kquant::tiles_in_place`, the
+/// `tile_token` kernels of each SIMD level) give the packed block tiles' bits (the driver with
+/// the scalar twin, VNNI layout), for one token group and two, blocks of the largest values
+/// included; and the level's product is the same on both sides of `in_place_tokens`.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn in_place_tiles_match_the_packed_tiles() {
+    use crate::amx::{matmul_tiles, ScalarTiles, TileLayout};
+    use crate::matmul_kquant::{in_place_tokens, tiles_in_place};
+    use crate::{matmul_path_with, Isa, MatmulPath};
+    let mut rng = Rng(0x1f83d9abfb41bd6b);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for ty in X16_TYPES {
+        for (n_rows, nbk) in [(16, 1), (48, 3)] {
+            let n_cols = nbk * QK_K;
+            let (_, bytes) = x16_matrix(ty, n_rows, nbk, &mut rng);
+            let w = crate::WeightView {
+                ty,
+                n_rows,
+                n_cols,
+                bytes: &bytes,
+            };
+            let edge = in_place_tokens(ty);
+            for n_tokens in [1, 2, 5, edge - 1, edge, edge + 3] {
+                let x = random_act(n_tokens * n_cols, &mut rng);
+                for level in simd_levels() {
+                    let what = format!("{level:?} {ty:?} rows={n_rows} nb={nbk} tokens={n_tokens}");
+                    let mut want = vec![f32::NAN; n_tokens * n_rows];
+                    let twin = || ScalarTiles(TileLayout::Vnni);
+                    matmul_tiles(level, TileLayout::Vnni, twin, &w, &x, n_tokens, &mut want);
+                    let mut got = vec![f32::NAN; n_tokens * n_rows];
+                    tiles_in_place(level, &w, &x, n_tokens, &mut got);
+                    assert_eq!(bits(&got), bits(&want), "{what}: in place vs packed");
+                    let isa = match level {
+                        Level::Avx512(_) => Isa::Avx512,
+                        _ => Isa::Avx2,
+                    };
+                    let mut product = vec![f32::NAN; n_tokens * n_rows];
+                    matmul_path_with(isa, MatmulPath::Tiles, &w, &x, n_tokens, &mut product);
+                    assert_eq!(bits(&product), bits(&want), "{what}: the level's tiles");
+                }
+            }
+        }
+    }
+}
+
 /// The AMX tile kernel on K-quant tiles against its scalar twin, bitwise: one token group and
 /// two, padding rows and tokens included (AMX machines only).
 #[cfg(target_arch = "x86_64")]
