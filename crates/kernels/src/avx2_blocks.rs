@@ -21,7 +21,8 @@
 use std::arch::x86_64::*;
 
 use crate::amx::TileKernel;
-use crate::amx_tile::{checked_tiles, Mins, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
+use crate::amx_tile::{Mins, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
+use crate::avx512_blocks::{run_block_kernel, BlockKernel};
 use crate::cpu::Avx2;
 use crate::WeightType;
 
@@ -70,9 +71,7 @@ impl TileKernel for Avx2Tiles {
         mins: Option<Mins<'_, G>>,
         acc: [&mut [[f32; TILE_TOKENS]; TILE_ROWS]; G],
     ) {
-        let mins = mins.expect("VNNI-layout tiles always have mins");
-        let nt = checked_tiles(w, wd, a, ad, half, Some(&mins));
-        let kernel = match (half, self.steps) {
+        let kernel: BlockKernel = match (half, self.steps) {
             (true, 1) => avx2_tiles::<true, 1>,
             (true, 2) => avx2_tiles::<true, 2>,
             (true, _) => avx2_tiles::<true, 4>,
@@ -81,22 +80,8 @@ impl TileKernel for Avx2Tiles {
             (false, 4) => avx2_tiles::<false, 4>,
             (false, _) => avx2_tiles::<false, 8>,
         };
-        for (g, acc) in acc.into_iter().enumerate() {
-            let (ap, dp, mp) = (a[g].as_ptr(), ad[g].as_ptr(), mins.a[g].as_ptr());
-            // SAFETY: `_features` proves AVX2; every length is checked above.
-            unsafe {
-                kernel(
-                    w.as_ptr(),
-                    wd.as_ptr(),
-                    mins.w.as_ptr(),
-                    ap,
-                    dp,
-                    mp,
-                    nt,
-                    acc,
-                )
-            }
-        }
+        // SAFETY: `_features` proves AVX2.
+        unsafe { run_block_kernel(kernel, w, wd, a, ad, half, mins, acc) }
     }
 }
 

@@ -34,29 +34,63 @@ impl TileKernel for VnniTiles {
         mins: Option<Mins<'_, G>>,
         acc: [&mut [[f32; TILE_TOKENS]; TILE_ROWS]; G],
     ) {
-        let mins = mins.expect("VNNI tiles always have mins");
-        let nt = checked_tiles(w, wd, a, ad, half, Some(&mins));
         let _features: Avx512 = self.0;
-        let kernel = if half {
+        let kernel: BlockKernel = if half {
             vnni_tiles::<true>
         } else {
             vnni_tiles::<false>
         };
-        for (g, acc) in acc.into_iter().enumerate() {
-            let (ap, dp, mp) = (a[g].as_ptr(), ad[g].as_ptr(), mins.a[g].as_ptr());
-            // SAFETY: the token proves the features; every length is checked above.
-            unsafe {
-                kernel(
-                    w.as_ptr(),
-                    wd.as_ptr(),
-                    mins.w.as_ptr(),
-                    ap,
-                    dp,
-                    mp,
-                    nt,
-                    acc,
-                )
-            }
+        // SAFETY: the token proves the kernel's features.
+        unsafe { run_block_kernel(kernel, w, wd, a, ad, half, mins, acc) }
+    }
+}
+
+/// A block-tile kernel of the VNNI layout (this file's, `avx2_blocks.rs`'s): weights, their
+/// scales and mins, one token group's activation tiles, scales and sums, the tile count, the
+/// group's accumulators (`acc[t][r]`).
+pub(crate) type BlockKernel = unsafe fn(
+    *const u8,
+    *const f32,
+    *const f32,
+    *const u8,
+    *const f32,
+    *const f32,
+    usize,
+    &mut [[f32; TILE_TOKENS]; TILE_ROWS],
+);
+
+/// [`TileKernel::run`] by `kernel`, one token group after the other, every length checked
+/// first ([`checked_tiles`]).
+///
+/// # Safety
+/// The CPU features `kernel` needs available.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn run_block_kernel<const G: usize>(
+    kernel: BlockKernel,
+    w: &[u8],
+    wd: &[f32],
+    a: [&[u8]; G],
+    ad: [&[f32]; G],
+    half: bool,
+    mins: Option<Mins<'_, G>>,
+    acc: [&mut [[f32; TILE_TOKENS]; TILE_ROWS]; G],
+) {
+    let mins = mins.expect("VNNI-layout tiles always have mins");
+    let nt = checked_tiles(w, wd, a, ad, half, Some(&mins));
+    for (g, acc) in acc.into_iter().enumerate() {
+        let (ap, dp, mp) = (a[g].as_ptr(), ad[g].as_ptr(), mins.a[g].as_ptr());
+        // SAFETY: the features are the caller's; every length is checked above.
+        unsafe {
+            kernel(
+                w.as_ptr(),
+                wd.as_ptr(),
+                mins.w.as_ptr(),
+                ap,
+                dp,
+                mp,
+                nt,
+                acc,
+            )
         }
     }
 }

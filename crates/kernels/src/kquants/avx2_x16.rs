@@ -18,6 +18,7 @@
 
 use std::arch::x86_64::*;
 
+use super::avx512_x16::{shuffle_index, BYTE_INDEX, PAIR_INDEX};
 use super::x16::q4::{D, DMIN, GROUP_BLOCK, QS, SCALES};
 use super::x16::{q6, ROWS};
 use super::BlockQ8K;
@@ -48,27 +49,6 @@ pub(crate) fn dot_group(_: Avx2, ty: WeightType, group: &[u8], act: &[BlockQ8K])
     out
 }
 
-/// `vpshufb` indices for 8 words (lanes of 16 bytes): word `w` takes bytes `4 (w % 4) +
-/// pick[i]` of its lane, or zero where `pick[i]` is negative.
-const fn shuffle_index(pick: [i32; 4]) -> [u32; 8] {
-    let mut idx = [0u32; 8];
-    let mut w = 0;
-    while w < 8 {
-        let mut i = 0;
-        while i < 4 {
-            let b = if pick[i] < 0 {
-                0x80
-            } else {
-                (pick[i] + 4 * (w as i32 % 4)) as u32
-            };
-            idx[w] |= b << (8 * i);
-            i += 1;
-        }
-        w += 1;
-    }
-    idx
-}
-
 /// Byte `k` of each word, zero-extended, in both 16-bit halves of the word.
 static SCALE_INDEX: [[u32; 8]; 4] = [
     shuffle_index([0, -1, 0, -1]),
@@ -76,8 +56,6 @@ static SCALE_INDEX: [[u32; 8]; 4] = [
     shuffle_index([2, -1, 2, -1]),
     shuffle_index([3, -1, 3, -1]),
 ];
-/// Bytes `2p` and `2p + 1` of each word, each zero-extended to 16 bits.
-static PAIR_INDEX: [[u32; 8]; 2] = [shuffle_index([0, -1, 1, -1]), shuffle_index([2, -1, 3, -1])];
 
 /// Word `w` (0..8) takes byte `w` of its lane (a broadcast 8-byte run: row `w`'s Q6_K scale)
 /// into the high byte of both its 16-bit halves, for a sign-extending shift.
@@ -126,15 +104,14 @@ fn prefetch_run(p: *const u8, len: usize) {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_group_q4_avx2(group: *const u8, act: &[BlockQ8K]) -> [__m256; 2] {
     // SAFETY: loads of 32 bytes from 8-word arrays.
-    let index = |idx: &[u32; 8]| unsafe { load(idx.as_ptr() as *const u8) };
+    let index = |idx: &[u32]| {
+        assert!(idx.len() >= 8);
+        // SAFETY: 32 bytes of a table of at least 8 words.
+        unsafe { load(idx.as_ptr() as *const u8) }
+    };
     let scale_index = [0, 1, 2, 3].map(|k| index(&SCALE_INDEX[k]));
     let pair_index = [0, 1].map(|p| index(&PAIR_INDEX[p]));
-    let (low, k1, k2, k30) = (
-        _mm256_set1_epi8(0x0f),
-        _mm256_set1_epi32(0x3f3f_3f3f),
-        _mm256_set1_epi32(0x0f0f_0f0f),
-        _mm256_set1_epi32(0x3030_3030),
-    );
+    let low = _mm256_set1_epi8(0x0f);
     let mut acc = [_mm256_setzero_ps(); 2];
     for (b, y) in act.iter().enumerate() {
         // SAFETY (loads): block b < act.len() is inside `group` (the caller's); activation
@@ -153,22 +130,7 @@ unsafe fn dot_group_q4_avx2(group: *const u8, act: &[BlockQ8K]) -> [__m256; 2] {
             let dy = _mm256_set1_ps(y.d);
             for (h, acc) in acc.iter_mut().enumerate() {
                 let half = 32 * h;
-                // Scales 0..4 / 4..8 and mins 0..4 / 4..8 of rows 8h..8h + 8, a byte each.
-                let w0 = load(gb.add(SCALES + half));
-                let w1 = load(gb.add(SCALES + 64 + half));
-                let w2 = load(gb.add(SCALES + 128 + half));
-                let hi_bits = |w: __m256i| _mm256_and_si256(_mm256_srli_epi32::<2>(w), k30);
-                let sc = [
-                    _mm256_and_si256(w0, k1),
-                    _mm256_or_si256(_mm256_and_si256(w2, k2), hi_bits(w0)),
-                ];
-                let mn = [
-                    _mm256_and_si256(w1, k1),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi32::<4>(w2), k2),
-                        hi_bits(w1),
-                    ),
-                ];
+                let (sc, mn) = scales_mins(gb, half);
                 let mut s = _mm256_setzero_si256();
                 for j in 0..8 {
                     if h == 0 {
@@ -208,16 +170,8 @@ unsafe fn dot_group_q4_avx2(group: *const u8, act: &[BlockQ8K]) -> [__m256; 2] {
 /// AVX2/FMA/F16C available; `group` holds `act.len()` Q6_K group blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_group_q6_avx2(group: *const u8, act: &[BlockQ8K]) -> [__m256; 2] {
-    let low = _mm256_set1_epi8(0x0f);
-    let m30 = _mm256_set1_epi8(0x30);
     // SAFETY: a load of 32 bytes from an 8-word array.
     let scale_index = unsafe { load(Q6_SCALE_INDEX.as_ptr() as *const u8) };
-    // 6-bit values: bits 0..4 from the low nibbles of `n`, bits 4..6 from bits 4, 5 of `hi`.
-    macro_rules! join6 {
-        ($n:expr, $hi:expr) => {
-            _mm256_or_si256(_mm256_and_si256($n, low), _mm256_and_si256($hi, m30))
-        };
-    }
     let mut acc = [_mm256_setzero_ps(); 2];
     for (b, y) in act.iter().enumerate() {
         // SAFETY (loads): block b < act.len() is inside `group` (the caller's); activation
@@ -240,15 +194,7 @@ unsafe fn dot_group_q6_avx2(group: *const u8, act: &[BlockQ8K]) -> [__m256; 2] {
                         prefetch_run(gb.add(q6::QS + 192 * g), 192);
                     }
                     let at = q6::QS + 192 * g + 32 * h;
-                    let n0 = load(gb.add(at));
-                    let n1 = load(gb.add(at + 64));
-                    let hb = load(gb.add(at + 128));
-                    let u = [
-                        join6!(n0, _mm256_slli_epi16::<4>(hb)),
-                        join6!(_mm256_srli_epi16::<4>(n0), _mm256_slli_epi16::<2>(hb)),
-                        join6!(n1, hb),
-                        join6!(_mm256_srli_epi16::<4>(n1), _mm256_srli_epi16::<2>(hb)),
-                    ];
+                    let u = six_bit_values(gb.add(at));
                     let p: [__m256i; 4] = std::array::from_fn(|k| {
                         _mm256_maddubs_epi16(u[k], word(a.add(16 * g + 4 * k)))
                     });
@@ -282,14 +228,6 @@ unsafe fn dot_group_q6_avx2(group: *const u8, act: &[BlockQ8K]) -> [__m256; 2] {
     }
     acc
 }
-
-/// Byte `k` of each word, zero-extended to the word.
-static BYTE_INDEX: [[u32; 8]; 4] = [
-    shuffle_index([0, -1, -1, -1]),
-    shuffle_index([1, -1, -1, -1]),
-    shuffle_index([2, -1, -1, -1]),
-    shuffle_index([3, -1, -1, -1]),
-];
 
 /// [`super::avx512_x16::tile_token`] at AVX2: the same operations on two halves of 8 rows,
 /// each tile's exact sum made by `vpmaddubsw` summed in i16 (Q4_K: eight, at most 30480;
@@ -341,13 +279,7 @@ unsafe fn tile_token_q4(
     use crate::amx_tile::{TILE_BYTES, TILE_TOKENS};
     // SAFETY: loads of 32 bytes from 8-word arrays.
     let bytes = [0, 1, 2, 3].map(|k| unsafe { load(BYTE_INDEX[k].as_ptr() as *const u8) });
-    let (low, ones, k1, k2, k30) = (
-        _mm256_set1_epi8(0x0f),
-        _mm256_set1_epi16(1),
-        _mm256_set1_epi32(0x3f3f_3f3f),
-        _mm256_set1_epi32(0x0f0f_0f0f),
-        _mm256_set1_epi32(0x3030_3030),
-    );
+    let (low, ones) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi16(1));
     let zero = _mm256_setzero_ps();
     let half = 32 * h;
     let mut v = _mm256_setzero_ps();
@@ -356,23 +288,7 @@ unsafe fn tile_token_q4(
         for sb in 0..nsb {
             let gb = group.add(sb * GROUP_BLOCK);
             prefetch_run(gb, QS);
-            let w0 = load(gb.add(SCALES + half));
-            let w1 = load(gb.add(SCALES + 64 + half));
-            let w2 = load(gb.add(SCALES + 128 + half));
-            let sc = [
-                _mm256_and_si256(w0, k1),
-                _mm256_or_si256(
-                    _mm256_and_si256(w2, k2),
-                    _mm256_and_si256(_mm256_srli_epi32::<2>(w0), k30),
-                ),
-            ];
-            let mn = [
-                _mm256_and_si256(w1, k1),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi32::<4>(w2), k2),
-                    _mm256_and_si256(_mm256_srli_epi32::<2>(w1), k30),
-                ),
-            ];
+            let (sc, mn) = scales_mins(gb, half);
             let d = _mm256_cvtph_ps(_mm_loadu_si128(gb.add(D + 16 * h) as *const _));
             let dmin = _mm256_cvtph_ps(_mm_loadu_si128(gb.add(DMIN + 16 * h) as *const _));
             for j in 0..8 {
@@ -418,17 +334,8 @@ unsafe fn tile_token_q6(
     am: *const f32,
 ) -> __m256 {
     use crate::amx_tile::{TILE_BYTES, TILE_TOKENS};
-    let (low, m30, ones) = (
-        _mm256_set1_epi8(0x0f),
-        _mm256_set1_epi8(0x30),
-        _mm256_set1_epi16(1),
-    );
+    let ones = _mm256_set1_epi16(1);
     let (zero, offset) = (_mm256_setzero_ps(), _mm256_set1_ps(32.0));
-    macro_rules! join6 {
-        ($n:expr, $hi:expr) => {
-            _mm256_or_si256(_mm256_and_si256($n, low), _mm256_and_si256($hi, m30))
-        };
-    }
     let mut v = _mm256_setzero_ps();
     // SAFETY (loads): inside the caller's bounds; prefetches are hints, never dereferenced.
     unsafe {
@@ -441,17 +348,7 @@ unsafe fn tile_token_q6(
                     prefetch_run(gb.add(q6::QS + 192 * g), 192);
                 }
                 let at = q6::QS + 192 * g + 32 * h;
-                let (n0, n1, hb) = (
-                    load(gb.add(at)),
-                    load(gb.add(at + 64)),
-                    load(gb.add(at + 128)),
-                );
-                let u = [
-                    join6!(n0, _mm256_slli_epi16::<4>(hb)),
-                    join6!(_mm256_srli_epi16::<4>(n0), _mm256_slli_epi16::<2>(hb)),
-                    join6!(n1, hb),
-                    join6!(_mm256_srli_epi16::<4>(n1), _mm256_srli_epi16::<2>(hb)),
-                ];
+                let u = six_bit_values(gb.add(at));
                 // Tile t = 16 sb + g: half g % 2 of activation block 8 sb + g / 2.
                 let (t, ab) = (16 * sb + g, 8 * sb + g / 2);
                 let a = qs.add(ab * TILE_BYTES + 256 * (g % 2)) as *const i8;
@@ -477,4 +374,61 @@ unsafe fn tile_token_q6(
         }
     }
     v
+}
+
+/// The scales (sub-blocks 0..4 / 4..8) and mins (0..4 / 4..8) of rows `8h..8h + 8` of Q4_K
+/// group block `gb` (`half` = 32h), a byte each in the rows' words: ggml's word trick.
+///
+/// # Safety
+/// Called only from functions with AVX2 enabled; `gb` one group block.
+#[inline(always)]
+unsafe fn scales_mins(gb: *const u8, half: usize) -> ([__m256i; 2], [__m256i; 2]) {
+    // SAFETY: the caller's.
+    unsafe {
+        let (k1, k2, k30) = (
+            _mm256_set1_epi32(0x3f3f_3f3f),
+            _mm256_set1_epi32(0x0f0f_0f0f),
+            _mm256_set1_epi32(0x3030_3030),
+        );
+        let w0 = load(gb.add(SCALES + half));
+        let w1 = load(gb.add(SCALES + 64 + half));
+        let w2 = load(gb.add(SCALES + 128 + half));
+        let hi_bits = |w: __m256i| _mm256_and_si256(_mm256_srli_epi32::<2>(w), k30);
+        let sc = [
+            _mm256_and_si256(w0, k1),
+            _mm256_or_si256(_mm256_and_si256(w2, k2), hi_bits(w0)),
+        ];
+        let mn = [
+            _mm256_and_si256(w1, k1),
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi32::<4>(w2), k2),
+                hi_bits(w1),
+            ),
+        ];
+        (sc, mn)
+    }
+}
+
+/// The four vectors of 6-bit values (16 values of 8 rows) of a Q6_K group block's run at `p`:
+/// two 32-byte loads of low nibbles and one of high bit pairs, put together.
+///
+/// # Safety
+/// Called only from functions with AVX2 enabled; `p`, `p + 64` and `p + 128` readable for 32
+/// bytes.
+#[inline(always)]
+unsafe fn six_bit_values(p: *const u8) -> [__m256i; 4] {
+    // SAFETY: the caller's.
+    unsafe {
+        let (low, m30) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(0x30));
+        let join6 = |n: __m256i, hi: __m256i| {
+            _mm256_or_si256(_mm256_and_si256(n, low), _mm256_and_si256(hi, m30))
+        };
+        let (n0, n1, hb) = (load(p), load(p.add(64)), load(p.add(128)));
+        [
+            join6(n0, _mm256_slli_epi16::<4>(hb)),
+            join6(_mm256_srli_epi16::<4>(n0), _mm256_slli_epi16::<2>(hb)),
+            join6(n1, hb),
+            join6(_mm256_srli_epi16::<4>(n1), _mm256_srli_epi16::<2>(hb)),
+        ]
+    }
 }

@@ -44,12 +44,13 @@ pub(crate) fn dot_group(_: Avx512, ty: WeightType, group: &[u8], act: &[BlockQ8K
     out
 }
 
-/// `vpshufb` indices (lanes of 16 bytes): each word `w` of a lane takes bytes `4w + pick[i]`
-/// of the lane, or zero where `pick[i]` is negative.
-const fn shuffle_index(pick: [i32; 4]) -> [u32; 16] {
-    let mut idx = [0u32; 16];
+/// `vpshufb` indices for `W` words (lanes of 16 bytes): each word `w` takes bytes `4 (w % 4) +
+/// pick[i]` of its lane, or zero where `pick[i]` is negative. The AVX2 kernels load the first
+/// 8 words of these tables (the pattern repeats every lane).
+pub(super) const fn shuffle_index<const W: usize>(pick: [i32; 4]) -> [u32; W] {
+    let mut idx = [0u32; W];
     let mut w = 0;
-    while w < 16 {
+    while w < W {
         let mut i = 0;
         while i < 4 {
             let b = if pick[i] < 0 {
@@ -66,14 +67,15 @@ const fn shuffle_index(pick: [i32; 4]) -> [u32; 16] {
 }
 
 /// Byte `k` of each word, zero-extended to the word.
-static BYTE_INDEX: [[u32; 16]; 4] = [
+pub(super) static BYTE_INDEX: [[u32; 16]; 4] = [
     shuffle_index([0, -1, -1, -1]),
     shuffle_index([1, -1, -1, -1]),
     shuffle_index([2, -1, -1, -1]),
     shuffle_index([3, -1, -1, -1]),
 ];
 /// Bytes `2p` and `2p + 1` of each word, each zero-extended to 16 bits.
-static PAIR_INDEX: [[u32; 16]; 2] = [shuffle_index([0, -1, 1, -1]), shuffle_index([2, -1, 3, -1])];
+pub(super) static PAIR_INDEX: [[u32; 16]; 2] =
+    [shuffle_index([0, -1, 1, -1]), shuffle_index([2, -1, 3, -1])];
 
 /// The constants of [`block_step`].
 #[derive(Clone, Copy)]
@@ -145,26 +147,7 @@ unsafe fn block_step(c: &Consts, gb: *const u8, y: &BlockQ8K, mut acc: __m512) -
         for line in 0..QS / 64 {
             _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
         }
-        // Scales 0..4 / 4..8 and mins 0..4 / 4..8 of every row, a byte each.
-        let w0 = _mm512_loadu_si512(gb.add(SCALES) as *const _);
-        let w1 = _mm512_loadu_si512(gb.add(SCALES + 64) as *const _);
-        let w2 = _mm512_loadu_si512(gb.add(SCALES + 128) as *const _);
-        let sc = [
-            _mm512_and_si512(w0, k1),
-            _mm512_ternarylogic_epi32::<0xEA>(
-                w2,
-                k2,
-                _mm512_and_si512(_mm512_srli_epi32::<2>(w0), k30),
-            ),
-        ];
-        let mn = [
-            _mm512_and_si512(w1, k1),
-            _mm512_ternarylogic_epi32::<0xEA>(
-                _mm512_srli_epi32::<4>(w2),
-                k2,
-                _mm512_and_si512(_mm512_srli_epi32::<2>(w1), k30),
-            ),
-        ];
+        let (sc, mn) = scales_mins(gb, k1, k2, k30);
         let a = y.qs.as_ptr();
         let mut s = _mm512_setzero_si512();
         for j in 0..8 {
@@ -224,25 +207,7 @@ unsafe fn dot_group_q6_avx512(group: *const u8, act: &[BlockQ8K]) -> __m512 {
                 for v in 0..3 {
                     _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(at + 64 * v));
                 }
-                let n0 = _mm512_loadu_si512(gb.add(at) as *const _);
-                let n1 = _mm512_loadu_si512(gb.add(at + 64) as *const _);
-                let h = _mm512_loadu_si512(gb.add(at + 128) as *const _);
-                let u = [
-                    join6(n0, _mm512_slli_epi16::<4>(h), low, m30),
-                    join6(
-                        _mm512_srli_epi16::<4>(n0),
-                        _mm512_slli_epi16::<2>(h),
-                        low,
-                        m30,
-                    ),
-                    join6(n1, h, low, m30),
-                    join6(
-                        _mm512_srli_epi16::<4>(n1),
-                        _mm512_srli_epi16::<2>(h),
-                        low,
-                        m30,
-                    ),
-                ];
+                let u = six_bit_values(gb.add(at), low, m30);
                 let mut dot = _mm512_set1_epi32(-32 * y.bsums[g] as i32);
                 for (step, &u) in u.iter().enumerate() {
                     dot = _mm512_dpbusd_epi32(dot, u, word(a.add(16 * g + 4 * step)));
@@ -391,21 +356,7 @@ unsafe fn tile_token_q4(
             for line in 0..QS / 64 {
                 _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
             }
-            let w0 = _mm512_loadu_si512(gb.add(SCALES) as *const _);
-            let w1 = _mm512_loadu_si512(gb.add(SCALES + 64) as *const _);
-            let w2 = _mm512_loadu_si512(gb.add(SCALES + 128) as *const _);
-            let hi_bits = |w: __m512i| _mm512_and_si512(_mm512_srli_epi32::<2>(w), k30);
-            let sc = [
-                _mm512_and_si512(w0, k1),
-                _mm512_or_si512(_mm512_and_si512(w2, k2), hi_bits(w0)),
-            ];
-            let mn = [
-                _mm512_and_si512(w1, k1),
-                _mm512_or_si512(
-                    _mm512_and_si512(_mm512_srli_epi32::<4>(w2), k2),
-                    hi_bits(w1),
-                ),
-            ];
+            let (sc, mn) = scales_mins(gb, k1, k2, k30);
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(D) as *const _));
             let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(DMIN) as *const _));
             for j in 0..8 {
@@ -465,25 +416,7 @@ unsafe fn tile_token_q6(
                 for k in 0..3 {
                     _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(at + 64 * k));
                 }
-                let n0 = _mm512_loadu_si512(gb.add(at) as *const _);
-                let n1 = _mm512_loadu_si512(gb.add(at + 64) as *const _);
-                let h = _mm512_loadu_si512(gb.add(at + 128) as *const _);
-                let u = [
-                    join6(n0, _mm512_slli_epi16::<4>(h), low, m30),
-                    join6(
-                        _mm512_srli_epi16::<4>(n0),
-                        _mm512_slli_epi16::<2>(h),
-                        low,
-                        m30,
-                    ),
-                    join6(n1, h, low, m30),
-                    join6(
-                        _mm512_srli_epi16::<4>(n1),
-                        _mm512_srli_epi16::<2>(h),
-                        low,
-                        m30,
-                    ),
-                ];
+                let u = six_bit_values(gb.add(at), low, m30);
                 // Tile t = 16 sb + g: half g % 2 of activation block 8 sb + g / 2.
                 let (t, ab) = (16 * sb + g, 8 * sb + g / 2);
                 let a = qs.add(ab * TILE_BYTES + 256 * (g % 2)) as *const i8;
@@ -503,4 +436,65 @@ unsafe fn tile_token_q6(
         }
     }
     v
+}
+
+/// The scales (sub-blocks 0..4 / 4..8) and mins (0..4 / 4..8) of the 16 rows of Q4_K group
+/// block `gb`, a byte each in the rows' words: ggml's word trick (`k1`, `k2`, `k30` its masks).
+///
+/// # Safety
+/// Called only from functions with AVX-512 F enabled; `gb` one group block.
+#[inline(always)]
+unsafe fn scales_mins(
+    gb: *const u8,
+    k1: __m512i,
+    k2: __m512i,
+    k30: __m512i,
+) -> ([__m512i; 2], [__m512i; 2]) {
+    // SAFETY: the caller's.
+    unsafe {
+        let w0 = _mm512_loadu_si512(gb.add(SCALES) as *const _);
+        let w1 = _mm512_loadu_si512(gb.add(SCALES + 64) as *const _);
+        let w2 = _mm512_loadu_si512(gb.add(SCALES + 128) as *const _);
+        let hi_bits = |w: __m512i| _mm512_and_si512(_mm512_srli_epi32::<2>(w), k30);
+        let sc = [
+            _mm512_and_si512(w0, k1),
+            _mm512_ternarylogic_epi32::<0xEA>(w2, k2, hi_bits(w0)),
+        ];
+        let mn = [
+            _mm512_and_si512(w1, k1),
+            _mm512_ternarylogic_epi32::<0xEA>(_mm512_srli_epi32::<4>(w2), k2, hi_bits(w1)),
+        ];
+        (sc, mn)
+    }
+}
+
+/// The four vectors of 6-bit values (16 values of 16 rows) of a Q6_K group block's run at `p`:
+/// two 64-byte loads of low nibbles and one of high bit pairs, put together.
+///
+/// # Safety
+/// Called only from functions with AVX-512 F enabled; `p` readable for 192 bytes.
+#[inline(always)]
+unsafe fn six_bit_values(p: *const u8, low: __m512i, m30: __m512i) -> [__m512i; 4] {
+    // SAFETY: the caller's.
+    unsafe {
+        let n0 = _mm512_loadu_si512(p as *const _);
+        let n1 = _mm512_loadu_si512(p.add(64) as *const _);
+        let h = _mm512_loadu_si512(p.add(128) as *const _);
+        [
+            join6(n0, _mm512_slli_epi16::<4>(h), low, m30),
+            join6(
+                _mm512_srli_epi16::<4>(n0),
+                _mm512_slli_epi16::<2>(h),
+                low,
+                m30,
+            ),
+            join6(n1, h, low, m30),
+            join6(
+                _mm512_srli_epi16::<4>(n1),
+                _mm512_srli_epi16::<2>(h),
+                low,
+                m30,
+            ),
+        ]
+    }
 }
