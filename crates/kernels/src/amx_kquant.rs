@@ -19,6 +19,9 @@
 //! The same tiles serve the AVX-512 VNNI kernel of the levels without AMX (`avx512_blocks.rs`),
 //! in its own layout ([`TileLayout::Vnni`]): unsigned values `u` (`vpdpbusd` multiplies unsigned
 //! by signed bytes) with the offset moved into the min, `mn' = dmin · mn_j + k · d · sc_j`.
+//! Repacked rows (`Q4_Kx16`, `Q6_Kx16`) go into that layout without unpacking
+//! ([`put_x16_block`]): their 64-byte runs already hold four values of one block for all 16
+//! rows.
 
 use crate::amx::{TileForm, TileLayout};
 use crate::amx_tile::{TILE_BYTES, TILE_ROWS};
@@ -82,6 +85,22 @@ impl<'a> Packer<'a> {
         assert!(q.len() == nt * TILE_BYTES && d.len() == nt * TILE_ROWS);
         assert!(m.len() == if self.form.mins { d.len() } else { 0 });
         let rb = self.ty.row_bytes(self.w.n_cols);
+        if self.w.ty.is_grouped() && self.form.layout == TileLayout::Vnni {
+            // Repacked rows hold the VNNI tiles' values four to a lane already.
+            assert!(r0.is_multiple_of(x16::ROWS) && valid == x16::ROWS);
+            let gbb = x16::group_block(self.w.ty);
+            let group = &self.w.bytes[r0 / x16::ROWS * self.blocks.len() * gbb..];
+            for (sb, gb) in group.chunks_exact(gbb).take(self.blocks.len()).enumerate() {
+                let (t0, t1) = (sb * per_super, (sb + 1) * per_super);
+                let q = &mut q[t0 * TILE_BYTES..t1 * TILE_BYTES];
+                let (d, m) = (
+                    &mut d[t0 * TILE_ROWS..t1 * TILE_ROWS],
+                    &mut m[t0 * TILE_ROWS..t1 * TILE_ROWS],
+                );
+                put_x16_block(self.w.ty, gb, q, d, m);
+            }
+            return;
+        }
         if self.w.ty.is_grouped() {
             // Groups of repacked rows start at multiples of 16 and are whole.
             assert!(r0.is_multiple_of(x16::ROWS) && valid == x16::ROWS);
@@ -157,6 +176,73 @@ fn put_row(
             if form.mins {
                 let own = u.dmin * u.mn[s] as f32;
                 m[t * TILE_ROWS + i] = if vnni { own + k as f32 * scale } else { own };
+            }
+        }
+    }
+}
+
+/// One super-block of a group of repacked rows (`gb`, 16 rows of `Q4_Kx16` or `Q6_Kx16`) as
+/// VNNI-layout tiles, without unpacking: bitwise what [`put_row`] makes of the stored rows. In
+/// `Q4_Kx16` each 64-byte run holds four values of one sub-block for all 16 rows, low and high
+/// nibbles, which are two vectors of the sub-block's tile; in `Q6_Kx16` the three runs of each
+/// 16 values make the four vectors of that block's half tile.
+fn put_x16_block(ty: WeightType, gb: &[u8], q: &mut [u8], d: &mut [f32], m: &mut [f32]) {
+    use crate::kquants::layout::{f16_at, scales_mins_k4};
+    use crate::kquants::x16::{q4, q6};
+    match ty {
+        WeightType::Q4_Kx16 => {
+            let rows: [([u8; 8], [u8; 8]); TILE_ROWS] = std::array::from_fn(|l| {
+                let mut packed = [0u8; 12];
+                for w in 0..3 {
+                    let at = q4::SCALES + 64 * w + 4 * l;
+                    packed[4 * w..4 * w + 4].copy_from_slice(&gb[at..at + 4]);
+                }
+                scales_mins_k4(&packed)
+            });
+            for j in 0..8 {
+                let tile = &mut q[j * TILE_BYTES..(j + 1) * TILE_BYTES];
+                let (lo, hi) = tile.split_at_mut(TILE_BYTES / 2);
+                let src = &gb[q4::QS + 256 * j..q4::QS + 256 * (j + 1)];
+                for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(src) {
+                    (*l, *h) = (v & 0xf, v >> 4);
+                }
+                for (l, (sc, mn)) in rows.iter().enumerate() {
+                    let scale = f16_at(gb, q4::D + 2 * l) * sc[j] as f32;
+                    let own = f16_at(gb, q4::DMIN + 2 * l) * mn[j] as f32;
+                    d[j * TILE_ROWS + l] = scale;
+                    m[j * TILE_ROWS + l] = own + 0.0 * scale;
+                }
+            }
+        }
+        _ => {
+            for g in 0..16 {
+                let tile = &mut q[g * TILE_BYTES..(g + 1) * TILE_BYTES];
+                // The block's own half of the tile; zeros in the other.
+                let own = 256 * (g % 2);
+                tile.fill(0);
+                let at = q6::QS + 192 * g;
+                let (n0, n1, h) = (
+                    &gb[at..at + 64],
+                    &gb[at + 64..at + 128],
+                    &gb[at + 128..at + 192],
+                );
+                for i in 0..64 {
+                    let u = [
+                        n0[i] & 0xf | (h[i] << 4) & 0x30,
+                        n0[i] >> 4 | (h[i] << 2) & 0x30,
+                        n1[i] & 0xf | h[i] & 0x30,
+                        n1[i] >> 4 | (h[i] >> 2) & 0x30,
+                    ];
+                    for (s, u) in u.into_iter().enumerate() {
+                        tile[own + 64 * s + i] = u;
+                    }
+                }
+                for l in 0..TILE_ROWS {
+                    let sc = gb[q6::SCALES + 16 * g + l] as i8;
+                    let scale = f16_at(gb, q6::D + 2 * l) * sc as f32;
+                    d[g * TILE_ROWS + l] = scale;
+                    m[g * TILE_ROWS + l] = 0.0 * 0.0 + 32.0 * scale;
+                }
             }
         }
     }

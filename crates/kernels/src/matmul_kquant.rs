@@ -76,18 +76,18 @@ pub(crate) fn matmul_kquant(
 }
 
 /// Below how many tokens repacked `ty` (Q4_K or Q6_K) is multiplied where its rows lie, a
-/// token at a time ([`tiles_in_place`]), instead of being unpacked into block tiles first
-/// (the VNNI layout's, at the AVX2 and AVX-512 levels): for a few tokens (a server's decode
-/// steps) the unpacking costs more than the products. Where the two cross on one core
-/// (`matvec --rows 2048 --cols 5632 --tokens N`, both levels): Q4_K about 16-24 tokens, Q6_K
-/// (slower to unpack) about 40-60. Both give the same bits, so the choice never makes a
-/// result depend on the batch.
+/// token at a time ([`tiles_in_place`]), instead of being put into block tiles first (the
+/// VNNI layout's, at the AVX2 and AVX-512 levels): for a few tokens (a server's decode steps)
+/// writing the tiles costs more than it saves. Where the two cross on one core (`matvec --rows
+/// 2048 --cols 5632 --tokens N`): 8 tokens in place faster for both types at both levels, 16
+/// packed faster, 12 about even. Both give the same bits, so the choice never makes a result
+/// depend on the batch.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn in_place_tokens(ty: WeightType) -> usize {
-    match ty {
-        WeightType::Q4_Kx16 => 16,
-        WeightType::Q6_Kx16 => 32,
-        _ => 0,
+    if ty.is_grouped() {
+        12
+    } else {
+        0
     }
 }
 

@@ -28,7 +28,7 @@ mod avx512;
 pub(crate) mod avx512_x16;
 mod dequant;
 mod dot;
-mod layout;
+pub(crate) mod layout;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod quantize;
 pub(crate) mod unpack;
