@@ -199,6 +199,8 @@ fn put_x16_block(ty: WeightType, gb: &[u8], q: &mut [u8], d: &mut [f32], m: &mut
                 }
                 scales_mins_k4(&packed)
             });
+            let dl: [f32; TILE_ROWS] = std::array::from_fn(|l| f16_at(gb, q4::D + 2 * l));
+            let ml: [f32; TILE_ROWS] = std::array::from_fn(|l| f16_at(gb, q4::DMIN + 2 * l));
             for j in 0..8 {
                 let tile = &mut q[j * TILE_BYTES..(j + 1) * TILE_BYTES];
                 let (lo, hi) = tile.split_at_mut(TILE_BYTES / 2);
@@ -207,14 +209,15 @@ fn put_x16_block(ty: WeightType, gb: &[u8], q: &mut [u8], d: &mut [f32], m: &mut
                     (*l, *h) = (v & 0xf, v >> 4);
                 }
                 for (l, (sc, mn)) in rows.iter().enumerate() {
-                    let scale = f16_at(gb, q4::D + 2 * l) * sc[j] as f32;
-                    let own = f16_at(gb, q4::DMIN + 2 * l) * mn[j] as f32;
+                    let scale = dl[l] * sc[j] as f32;
+                    let own = ml[l] * mn[j] as f32;
                     d[j * TILE_ROWS + l] = scale;
                     m[j * TILE_ROWS + l] = own + 0.0 * scale;
                 }
             }
         }
         _ => {
+            let dl: [f32; TILE_ROWS] = std::array::from_fn(|l| f16_at(gb, q6::D + 2 * l));
             for g in 0..16 {
                 let tile = &mut q[g * TILE_BYTES..(g + 1) * TILE_BYTES];
                 // The block's own half of the tile; zeros in the other.
@@ -239,7 +242,7 @@ fn put_x16_block(ty: WeightType, gb: &[u8], q: &mut [u8], d: &mut [f32], m: &mut
                 }
                 for l in 0..TILE_ROWS {
                     let sc = gb[q6::SCALES + 16 * g + l] as i8;
-                    let scale = f16_at(gb, q6::D + 2 * l) * sc as f32;
+                    let scale = dl[l] * sc as f32;
                     d[g * TILE_ROWS + l] = scale;
                     m[g * TILE_ROWS + l] = 0.0 * 0.0 + 32.0 * scale;
                 }
