@@ -52,14 +52,16 @@ pub(crate) fn matmul_kquant(
             Level::Avx512(k) => {
                 return match k.amx() {
                     Some(amx) => crate::amx::matmul_amx(amx, w, x, n_tokens, out),
-                    None if in_place(w, n_tokens) => tiles_in_place(level, w, x, n_tokens, out),
+                    None if in_place(level, w, n_tokens) => {
+                        tiles_in_place(level, w, x, n_tokens, out)
+                    }
                     None => {
                         let vnni = || crate::avx512_blocks::VnniTiles(k);
                         matmul_tiles(level, TileLayout::Vnni, vnni, w, x, n_tokens, out)
                     }
                 };
             }
-            Level::Avx2(_) if in_place(w, n_tokens) => {
+            Level::Avx2(_) if in_place(level, w, n_tokens) => {
                 return tiles_in_place(level, w, x, n_tokens, out);
             }
             Level::Avx2(k) => {
@@ -75,30 +77,32 @@ pub(crate) fn matmul_kquant(
     run_rows_jobs(&[&job], &mut [out], n_tokens)
 }
 
-/// Below how many tokens repacked `ty` (Q4_K or Q6_K) is multiplied where its rows lie, a
-/// token at a time ([`tiles_in_place`]), instead of being put into block tiles first (the
-/// VNNI layout's, at the AVX2 and AVX-512 levels): for a few tokens (a server's decode steps)
-/// writing the tiles costs more than it saves. Where the two cross on one core (`matvec --rows
-/// 2048 --cols 5632 --tokens N`): 8 tokens in place faster for both types at both levels, 16
-/// packed faster, 12 about even. Both give the same bits, so the choice never makes a result
-/// depend on the batch.
+/// Below how many tokens repacked `ty` (Q4_K or Q6_K) is multiplied where its rows lie, four
+/// tokens at a time ([`tiles_in_place`]), at `level`, instead of being put into block tiles
+/// first (the VNNI layout's): for a few tokens (a server's decode steps) writing the tiles
+/// costs more than it saves. Where the two cross on one core (`matvec --rows 2048 --cols 5632
+/// --tokens N`, GFLOP/s): at AVX-512 in place is ahead up to 128 tokens (Q4_K 489 against 448
+/// at 64) and behind at 512 (444 against 475); at AVX2 ahead at 16, level at 32, behind at 64
+/// (221 against 252). Both give the same bits, so the choice never makes a result depend on
+/// the batch.
 #[cfg(target_arch = "x86_64")]
-pub(crate) fn in_place_tokens(ty: WeightType) -> usize {
-    if ty.is_grouped() {
-        12
-    } else {
-        0
+pub(crate) fn in_place_tokens(level: Level, ty: WeightType) -> usize {
+    match level {
+        _ if !ty.is_grouped() => 0,
+        Level::Avx512(_) => 128,
+        Level::Avx2(_) => 32,
+        Level::Scalar => 0,
     }
 }
 
 /// Whether the tiles of `w` for `n_tokens` tokens are made in place ([`in_place_tokens`]).
 #[cfg(target_arch = "x86_64")]
-fn in_place(w: &WeightView, n_tokens: usize) -> bool {
-    n_tokens < in_place_tokens(w.ty)
+fn in_place(level: Level, w: &WeightView, n_tokens: usize) -> bool {
+    n_tokens < in_place_tokens(level, w.ty)
 }
 
 /// The block tiles' products (VNNI layout) of repacked Q4_K / Q6_K `w`, read in place: per
-/// group of 16 rows and token, the level's `tile_token` kernel over the whole row
+/// group of 16 rows and up to four tokens, the level's `tile_tokens` kernel over the whole row
 /// (`kquants/avx512_x16.rs`, `kquants/avx2_x16.rs`), activations quantized as for the packed
 /// tiles ([`crate::amx::TileAct`]). Bitwise the packed tiles' results.
 #[cfg(target_arch = "x86_64")]
@@ -129,21 +133,39 @@ pub(crate) fn tiles_in_place(
         let rows = oc.rows();
         for g0 in rows.clone().step_by(x16::ROWS) {
             let group = &w.bytes[g0 / x16::ROWS * group_bytes..][..group_bytes];
-            for t in 0..n_tokens {
+            // Tokens four at a time, within one token group (16 is a multiple of 4).
+            let mut t = 0;
+            while t < n_tokens {
                 let (tg, lane) = (t / TILE_TOKENS, t % TILE_TOKENS);
                 let (qs, ad) = act.group(tg, 0..nb);
                 let am = act.sums(tg, 0..nt);
-                let v = match level {
-                    Level::Avx512(k) => {
-                        crate::kquants::avx512_x16::tile_token(k, ty, group, qs, ad, am, lane)
-                    }
-                    Level::Avx2(k) => {
-                        crate::kquants::avx2_x16::tile_token(k, ty, group, qs, ad, am, lane)
-                    }
-                    Level::Scalar => unreachable!("no in-place tiles at the scalar level"),
+                let step = match n_tokens - t {
+                    1 => 1,
+                    2 | 3 => 2,
+                    _ => 4,
                 };
-                let at = g0 - rows.start;
-                oc.token(t)[at..at + x16::ROWS].copy_from_slice(&v);
+                let mut put = |i: usize, v: [f32; x16::ROWS]| {
+                    let at = g0 - rows.start;
+                    oc.token(t + i)[at..at + x16::ROWS].copy_from_slice(&v);
+                };
+                macro_rules! run {
+                    ($k:ident, $module:ident, $n:literal) => {
+                        crate::kquants::$module::tile_tokens::<$n>($k, ty, group, qs, ad, am, lane)
+                            .into_iter()
+                            .enumerate()
+                            .for_each(|(i, v)| put(i, v))
+                    };
+                }
+                match (level, step) {
+                    (Level::Avx512(k), 1) => run!(k, avx512_x16, 1),
+                    (Level::Avx512(k), 2) => run!(k, avx512_x16, 2),
+                    (Level::Avx512(k), _) => run!(k, avx512_x16, 4),
+                    (Level::Avx2(k), 1) => run!(k, avx2_x16, 1),
+                    (Level::Avx2(k), 2) => run!(k, avx2_x16, 2),
+                    (Level::Avx2(k), _) => run!(k, avx2_x16, 4),
+                    (Level::Scalar, _) => unreachable!("no in-place tiles at the scalar level"),
+                }
+                t += step;
             }
         }
     });

@@ -229,11 +229,11 @@ unsafe fn dot_group_q6_avx2(group: *const u8, act: &[BlockQ8K]) -> [__m256; 2] {
     acc
 }
 
-/// [`super::avx512_x16::tile_token`] at AVX2: the same operations on two halves of 8 rows,
+/// [`super::avx512_x16::tile_tokens`] at AVX2: the same operations on two halves of 8 rows,
 /// each tile's exact sum made by `vpmaddubsw` summed in i16 (Q4_K: eight, at most 30480;
 /// Q6_K: two, at most 32004) and widened by `vpmaddwd` by ones. Bitwise the packed tiles'
 /// results.
-pub(crate) fn tile_token(
+pub(crate) fn tile_tokens<const T: usize>(
     _: Avx2,
     ty: WeightType,
     group: &[u8],
@@ -241,9 +241,9 @@ pub(crate) fn tile_token(
     ad: &[f32],
     am: &[f32],
     n: usize,
-) -> [f32; ROWS] {
-    let nsb = super::x16::checked_tile_token(ty, group, qs, ad, am, n);
-    let mut out = [0f32; ROWS];
+) -> [[f32; ROWS]; T] {
+    let nsb = super::x16::checked_tile_tokens(ty, group, qs, ad, am, n + T - 1);
+    let mut out = [[0f32; ROWS]; T];
     // SAFETY: the token proves the features; every length is checked above.
     unsafe {
         let (q, d, m) = (
@@ -253,10 +253,12 @@ pub(crate) fn tile_token(
         );
         for h in 0..2 {
             let v = match ty {
-                WeightType::Q4_Kx16 => tile_token_q4(group.as_ptr(), nsb, h, q, d, m),
-                _ => tile_token_q6(group.as_ptr(), nsb, h, q, d, m),
+                WeightType::Q4_Kx16 => tile_tokens_q4::<T>(group.as_ptr(), nsb, h, q, d, m),
+                _ => tile_tokens_q6::<T>(group.as_ptr(), nsb, h, q, d, m),
             };
-            _mm256_storeu_ps(out.as_mut_ptr().add(8 * h), v);
+            for (o, v) in out.iter_mut().zip(v) {
+                _mm256_storeu_ps(o.as_mut_ptr().add(8 * h), v);
+            }
         }
     }
     out
@@ -268,21 +270,21 @@ pub(crate) fn tile_token(
 /// AVX2/FMA/F16C available; `group` holds `nsb` Q4_K group blocks; `qs` (at the token's lane)
 /// `8 · nsb` activation tiles, `ad` and `am` `8 · nsb` runs of 16.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_token_q4(
+unsafe fn tile_tokens_q4<const T: usize>(
     group: *const u8,
     nsb: usize,
     h: usize,
     qs: *const u8,
     ad: *const f32,
     am: *const f32,
-) -> __m256 {
+) -> [__m256; T] {
     use crate::amx_tile::{TILE_BYTES, TILE_TOKENS};
     // SAFETY: loads of 32 bytes from 8-word arrays.
     let bytes = [0, 1, 2, 3].map(|k| unsafe { load(BYTE_INDEX[k].as_ptr() as *const u8) });
     let (low, ones) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi16(1));
     let zero = _mm256_setzero_ps();
     let half = 32 * h;
-    let mut v = _mm256_setzero_ps();
+    let mut v = [_mm256_setzero_ps(); T];
     // SAFETY (loads): inside the caller's bounds; prefetches are hints, never dereferenced.
     unsafe {
         for sb in 0..nsb {
@@ -297,22 +299,28 @@ unsafe fn tile_token_q4(
                 }
                 let b = 8 * sb + j;
                 let at = qs.add(b * TILE_BYTES) as *const i8;
-                let mut p = _mm256_setzero_si256();
+                let mut p = [_mm256_setzero_si256(); T];
                 for q in 0..4 {
                     let x = load(gb.add(QS + 64 * (4 * j + q) + half));
                     let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), low);
                     let lo = _mm256_and_si256(x, low);
-                    p = _mm256_add_epi16(p, _mm256_maddubs_epi16(lo, word(at.add(64 * q))));
-                    p = _mm256_add_epi16(p, _mm256_maddubs_epi16(hi, word(at.add(64 * (4 + q)))));
+                    for (i, p) in p.iter_mut().enumerate() {
+                        let a = at.add(4 * i);
+                        *p = _mm256_add_epi16(*p, _mm256_maddubs_epi16(lo, word(a.add(64 * q))));
+                        let h = _mm256_maddubs_epi16(hi, word(a.add(64 * (4 + q))));
+                        *p = _mm256_add_epi16(*p, h);
+                    }
                 }
-                let s = _mm256_madd_epi16(p, ones);
                 let scj = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(sc[j / 4], bytes[j % 4]));
                 let mnj = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(mn[j / 4], bytes[j % 4]));
                 let dw = _mm256_mul_ps(d, scj);
                 let mw = _mm256_add_ps(_mm256_mul_ps(dmin, mnj), _mm256_mul_ps(zero, dw));
-                let scale = _mm256_mul_ps(_mm256_set1_ps(*ad.add(b * TILE_TOKENS)), dw);
-                v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, v);
-                v = _mm256_fnmadd_ps(mw, _mm256_set1_ps(*am.add(b * TILE_TOKENS)), v);
+                for (i, (v, p)) in v.iter_mut().zip(p).enumerate() {
+                    let s = _mm256_madd_epi16(p, ones);
+                    let scale = _mm256_mul_ps(_mm256_set1_ps(*ad.add(b * TILE_TOKENS + i)), dw);
+                    *v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, *v);
+                    *v = _mm256_fnmadd_ps(mw, _mm256_set1_ps(*am.add(b * TILE_TOKENS + i)), *v);
+                }
             }
         }
     }
@@ -325,18 +333,18 @@ unsafe fn tile_token_q4(
 /// AVX2/FMA/F16C available; `group` holds `nsb` Q6_K group blocks; `qs` (at the token's lane)
 /// `8 · nsb` activation tiles, `ad` `8 · nsb` runs of 16, `am` `16 · nsb`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_token_q6(
+unsafe fn tile_tokens_q6<const T: usize>(
     group: *const u8,
     nsb: usize,
     h: usize,
     qs: *const u8,
     ad: *const f32,
     am: *const f32,
-) -> __m256 {
+) -> [__m256; T] {
     use crate::amx_tile::{TILE_BYTES, TILE_TOKENS};
     let ones = _mm256_set1_epi16(1);
     let (zero, offset) = (_mm256_setzero_ps(), _mm256_set1_ps(32.0));
-    let mut v = _mm256_setzero_ps();
+    let mut v = [_mm256_setzero_ps(); T];
     // SAFETY (loads): inside the caller's bounds; prefetches are hints, never dereferenced.
     unsafe {
         for sb in 0..nsb {
@@ -352,24 +360,28 @@ unsafe fn tile_token_q6(
                 // Tile t = 16 sb + g: half g % 2 of activation block 8 sb + g / 2.
                 let (t, ab) = (16 * sb + g, 8 * sb + g / 2);
                 let a = qs.add(ab * TILE_BYTES + 256 * (g % 2)) as *const i8;
-                let p01 = _mm256_add_epi16(
-                    _mm256_maddubs_epi16(u[0], word(a)),
-                    _mm256_maddubs_epi16(u[1], word(a.add(64))),
-                );
-                let p23 = _mm256_add_epi16(
-                    _mm256_maddubs_epi16(u[2], word(a.add(128))),
-                    _mm256_maddubs_epi16(u[3], word(a.add(192))),
-                );
-                let s =
-                    _mm256_add_epi32(_mm256_madd_epi16(p01, ones), _mm256_madd_epi16(p23, ones));
+                let s: [__m256i; T] = std::array::from_fn(|i| {
+                    let a = a.add(4 * i);
+                    let p01 = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(u[0], word(a)),
+                        _mm256_maddubs_epi16(u[1], word(a.add(64))),
+                    );
+                    let p23 = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(u[2], word(a.add(128))),
+                        _mm256_maddubs_epi16(u[3], word(a.add(192))),
+                    );
+                    _mm256_add_epi32(_mm256_madd_epi16(p01, ones), _mm256_madd_epi16(p23, ones))
+                });
                 let sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64(
                     gb.add(q6::SCALES + 16 * g + 8 * h) as *const _
                 ));
                 let dw = _mm256_mul_ps(d, _mm256_cvtepi32_ps(sc));
                 let mw = _mm256_add_ps(zero, _mm256_mul_ps(offset, dw));
-                let scale = _mm256_mul_ps(_mm256_set1_ps(*ad.add(ab * TILE_TOKENS)), dw);
-                v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, v);
-                v = _mm256_fnmadd_ps(mw, _mm256_set1_ps(*am.add(t * TILE_TOKENS)), v);
+                for (i, (v, s)) in v.iter_mut().zip(s).enumerate() {
+                    let scale = _mm256_mul_ps(_mm256_set1_ps(*ad.add(ab * TILE_TOKENS + i)), dw);
+                    *v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, *v);
+                    *v = _mm256_fnmadd_ps(mw, _mm256_set1_ps(*am.add(t * TILE_TOKENS + i)), *v);
+                }
             }
         }
     }

@@ -291,14 +291,15 @@ unsafe fn stored_blocks_q4_avx512(gb: *const u8, out: *mut u8, stride: usize) {
     }
 }
 
-/// One token against one group of repacked `ty` (16 rows, `group.len() / group_block` super-
-/// blocks) read where it lies, by the arithmetic of the block tiles in the VNNI layout
+/// `T` tokens (lanes `n..n + T` of a token group) against one group of repacked `ty` (16 rows,
+/// `group.len() / group_block` super-blocks) read where it lies, the weights loaded once for
+/// all `T`, by the arithmetic of the block tiles in the VNNI layout
 /// (`amx_kquant.rs`, `avx512_blocks.rs`): per tile (a block of 32 values, or of 16 for Q6_K),
 /// the exact int32 sum of `u · a`, then `v += s · (d_a · d_w)`, `v −= m_w · (d_a · Σa)`, with
 /// `d_w` and `m_w` made as the packer makes them. `qs`, `ad`, `am`: the token group's
-/// activation tiles, scales and sums (`amx::TileAct`), the token in lane `n`. Bitwise the
-/// packed tiles' results.
-pub(crate) fn tile_token(
+/// activation tiles, scales and sums (`amx::TileAct`). Each token's result is bitwise the
+/// packed tiles', whatever `T` and the other tokens.
+pub(crate) fn tile_tokens<const T: usize>(
     _: Avx512,
     ty: WeightType,
     group: &[u8],
@@ -306,9 +307,9 @@ pub(crate) fn tile_token(
     ad: &[f32],
     am: &[f32],
     n: usize,
-) -> [f32; ROWS] {
-    let nsb = super::x16::checked_tile_token(ty, group, qs, ad, am, n);
-    let mut out = [0f32; ROWS];
+) -> [[f32; ROWS]; T] {
+    let nsb = super::x16::checked_tile_tokens(ty, group, qs, ad, am, n + T - 1);
+    let mut out = [[0f32; ROWS]; T];
     // SAFETY: the token proves the features; every length is checked above.
     unsafe {
         let (g, q, d, m) = (
@@ -318,25 +319,27 @@ pub(crate) fn tile_token(
             am.as_ptr().add(n),
         );
         let v = match ty {
-            WeightType::Q4_Kx16 => tile_token_q4(g, nsb, q, d, m),
-            _ => tile_token_q6(g, nsb, q, d, m),
+            WeightType::Q4_Kx16 => tile_tokens_q4::<T>(g, nsb, q, d, m),
+            _ => tile_tokens_q6::<T>(g, nsb, q, d, m),
         };
-        _mm512_storeu_ps(out.as_mut_ptr(), v);
+        for (o, v) in out.iter_mut().zip(v) {
+            _mm512_storeu_ps(o.as_mut_ptr(), v);
+        }
     }
     out
 }
 
 /// # Safety
-/// The features available; `group` holds `nsb` Q4_K group blocks; `qs` (at the token's lane)
-/// `8 · nsb` activation tiles, `ad` and `am` `8 · nsb` runs of 16.
+/// The features available; `group` holds `nsb` Q4_K group blocks; `qs` (at the first token's
+/// lane) `8 · nsb` activation tiles, `ad` and `am` `8 · nsb` runs of 16, `T` lanes readable.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn tile_token_q4(
+unsafe fn tile_tokens_q4<const T: usize>(
     group: *const u8,
     nsb: usize,
     qs: *const u8,
     ad: *const f32,
     am: *const f32,
-) -> __m512 {
+) -> [__m512; T] {
     // SAFETY: loads of 64 bytes from 16-word arrays.
     let index = |idx: &[u32; 16]| unsafe { _mm512_loadu_si512(idx.as_ptr() as *const _) };
     let bytes = [0, 1, 2, 3].map(|k| index(&BYTE_INDEX[k]));
@@ -347,7 +350,7 @@ unsafe fn tile_token_q4(
         _mm512_set1_epi32(0x3030_3030),
     );
     let zero = _mm512_setzero_ps();
-    let mut v = _mm512_setzero_ps();
+    let mut v = [_mm512_setzero_ps(); T];
     // SAFETY (loads): inside the caller's bounds; prefetches are hints, never dereferenced.
     unsafe {
         for sb in 0..nsb {
@@ -362,14 +365,20 @@ unsafe fn tile_token_q4(
             for j in 0..8 {
                 let b = 8 * sb + j;
                 let at = qs.add(b * TILE_BYTES) as *const i8;
-                let mut s = _mm512_setzero_si512();
+                let mut s = [_mm512_setzero_si512(); T];
                 for q in 0..4 {
                     let off = QS + 64 * (4 * j + q);
                     _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(off));
                     let x = _mm512_loadu_si512(gb.add(off) as *const _);
-                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(x), low);
-                    s = _mm512_dpbusd_epi32(s, _mm512_and_si512(x, low), word(at.add(64 * q)));
-                    s = _mm512_dpbusd_epi32(s, hi, word(at.add(64 * (4 + q))));
+                    let (lo, hi) = (
+                        _mm512_and_si512(x, low),
+                        _mm512_and_si512(_mm512_srli_epi16::<4>(x), low),
+                    );
+                    for (i, s) in s.iter_mut().enumerate() {
+                        let a = at.add(4 * i);
+                        *s = _mm512_dpbusd_epi32(*s, lo, word(a.add(64 * q)));
+                        *s = _mm512_dpbusd_epi32(*s, hi, word(a.add(64 * (4 + q))));
+                    }
                 }
                 // `d · sc_j` and `dmin · mn_j + 0 · (d · sc_j)`, as the packer makes them.
                 let pick = |w: __m512i| _mm512_cvtepi32_ps(_mm512_shuffle_epi8(w, bytes[j % 4]));
@@ -378,9 +387,11 @@ unsafe fn tile_token_q4(
                     _mm512_mul_ps(dmin, pick(mn[j / 4])),
                     _mm512_mul_ps(zero, dw),
                 );
-                let scale = _mm512_mul_ps(_mm512_set1_ps(*ad.add(b * TILE_TOKENS)), dw);
-                v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, v);
-                v = _mm512_fnmadd_ps(mw, _mm512_set1_ps(*am.add(b * TILE_TOKENS)), v);
+                for (i, (v, s)) in v.iter_mut().zip(s).enumerate() {
+                    let scale = _mm512_mul_ps(_mm512_set1_ps(*ad.add(b * TILE_TOKENS + i)), dw);
+                    *v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, *v);
+                    *v = _mm512_fnmadd_ps(mw, _mm512_set1_ps(*am.add(b * TILE_TOKENS + i)), *v);
+                }
             }
         }
     }
@@ -388,20 +399,21 @@ unsafe fn tile_token_q4(
 }
 
 /// # Safety
-/// The features available; `group` holds `nsb` Q6_K group blocks; `qs` (at the token's lane)
-/// `8 · nsb` activation tiles, `ad` `8 · nsb` runs of 16, `am` `16 · nsb`.
+/// The features available; `group` holds `nsb` Q6_K group blocks; `qs` (at the first token's
+/// lane) `8 · nsb` activation tiles, `ad` `8 · nsb` runs of 16, `am` `16 · nsb`, `T` lanes
+/// readable.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn tile_token_q6(
+unsafe fn tile_tokens_q6<const T: usize>(
     group: *const u8,
     nsb: usize,
     qs: *const u8,
     ad: *const f32,
     am: *const f32,
-) -> __m512 {
+) -> [__m512; T] {
     let low = _mm512_set1_epi8(0x0f);
     let m30 = _mm512_set1_epi8(0x30);
     let (zero, offset) = (_mm512_setzero_ps(), _mm512_set1_ps(32.0));
-    let mut v = _mm512_setzero_ps();
+    let mut v = [_mm512_setzero_ps(); T];
     // SAFETY (loads): inside the caller's bounds; prefetches are hints, never dereferenced.
     unsafe {
         for sb in 0..nsb {
@@ -420,18 +432,22 @@ unsafe fn tile_token_q6(
                 // Tile t = 16 sb + g: half g % 2 of activation block 8 sb + g / 2.
                 let (t, ab) = (16 * sb + g, 8 * sb + g / 2);
                 let a = qs.add(ab * TILE_BYTES + 256 * (g % 2)) as *const i8;
-                let mut s = _mm512_setzero_si512();
+                let mut s = [_mm512_setzero_si512(); T];
                 for (k, &u) in u.iter().enumerate() {
-                    s = _mm512_dpbusd_epi32(s, u, word(a.add(64 * k)));
+                    for (i, s) in s.iter_mut().enumerate() {
+                        *s = _mm512_dpbusd_epi32(*s, u, word(a.add(64 * k + 4 * i)));
+                    }
                 }
                 // `d · sc_g` and `0 + 32 · (d · sc_g)`, as the packer makes them.
                 let sc =
                     _mm512_cvtepi8_epi32(_mm_loadu_si128(gb.add(q6::SCALES + 16 * g) as *const _));
                 let dw = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
                 let mw = _mm512_add_ps(zero, _mm512_mul_ps(offset, dw));
-                let scale = _mm512_mul_ps(_mm512_set1_ps(*ad.add(ab * TILE_TOKENS)), dw);
-                v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, v);
-                v = _mm512_fnmadd_ps(mw, _mm512_set1_ps(*am.add(t * TILE_TOKENS)), v);
+                for (i, (v, s)) in v.iter_mut().zip(s).enumerate() {
+                    let scale = _mm512_mul_ps(_mm512_set1_ps(*ad.add(ab * TILE_TOKENS + i)), dw);
+                    *v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, *v);
+                    *v = _mm512_fnmadd_ps(mw, _mm512_set1_ps(*am.add(t * TILE_TOKENS + i)), *v);
+                }
             }
         }
     }

@@ -751,10 +751,10 @@ fn in_place_tiles_match_the_packed_tiles() {
                 n_cols,
                 bytes: &bytes,
             };
-            let edge = in_place_tokens(ty);
-            for n_tokens in [1, 2, 5, edge - 1, edge, edge + 3] {
-                let x = random_act(n_tokens * n_cols, &mut rng);
-                for level in simd_levels() {
+            for level in simd_levels() {
+                let edge = in_place_tokens(level, ty);
+                for n_tokens in [1, 2, 3, 6, 17, edge - 1, edge, edge + 3] {
+                    let x = random_act(n_tokens * n_cols, &mut rng);
                     let what = format!("{level:?} {ty:?} rows={n_rows} nb={nbk} tokens={n_tokens}");
                     let mut want = vec![f32::NAN; n_tokens * n_rows];
                     let twin = || ScalarTiles(TileLayout::Vnni);

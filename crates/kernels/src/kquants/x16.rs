@@ -376,20 +376,20 @@ pub(crate) fn dot_stored_row(ty: WeightType, row: &[u8], act: &[BlockQ8K]) -> f3
     })
 }
 
-/// The checks of the in-place tile kernels (`tile_token` of `avx512_x16.rs`, `avx2_x16.rs`):
+/// The checks of the in-place tile kernels (`tile_tokens` of `avx512_x16.rs`, `avx2_x16.rs`):
 /// `group` whole super-blocks of repacked `ty`; `qs`, `ad`, `am` a token group's activation
-/// tiles, scales and sums for them ([`crate::amx::TileAct`], VNNI form: sums per tile), `n` a
-/// lane of the group. Returns the super-blocks.
+/// tiles, scales and sums for them ([`crate::amx::TileAct`], VNNI form: sums per tile),
+/// `last` the last lane read. Returns the super-blocks.
 ///
 /// # Panics
 /// When any of that does not hold.
-pub(crate) fn checked_tile_token(
+pub(crate) fn checked_tile_tokens(
     ty: WeightType,
     group: &[u8],
     qs: &[u8],
     ad: &[f32],
     am: &[f32],
-    n: usize,
+    last: usize,
 ) -> usize {
     use crate::amx_tile::{TILE_BYTES, TILE_TOKENS};
     assert!(ty.is_grouped(), "{ty:?} is not a repacked K-quant type");
@@ -398,7 +398,7 @@ pub(crate) fn checked_tile_token(
         8 * nsb,
         if ty == WeightType::Q6_Kx16 { 16 } else { 8 } * nsb,
     );
-    assert!(group.len() == nsb * group_block(ty) && n < TILE_TOKENS);
+    assert!(group.len() == nsb * group_block(ty) && last < TILE_TOKENS);
     assert!(qs.len() == nb * TILE_BYTES && ad.len() == nb * TILE_TOKENS);
     assert!(am.len() == tiles * TILE_TOKENS);
     nsb
