@@ -209,7 +209,7 @@ fn ggml_name(t: WeightType) -> &'static str {
         WeightType::Q2_K => "Q2_K",
         WeightType::Q3_K => "Q3_K",
         WeightType::Q4_K | WeightType::Q4_Kx16 => "Q4_K",
-        WeightType::Q5_K => "Q5_K",
+        WeightType::Q5_K | WeightType::Q5_Kx16 => "Q5_K",
         WeightType::Q6_K | WeightType::Q6_Kx16 => "Q6_K",
     }
 }
@@ -328,7 +328,7 @@ fn dtype_of(t: WeightType) -> DType {
         WeightType::Q2_K => DType::Q2_K,
         WeightType::Q3_K => DType::Q3_K,
         WeightType::Q4_K | WeightType::Q4_Kx16 => DType::Q4_K,
-        WeightType::Q5_K => DType::Q5_K,
+        WeightType::Q5_K | WeightType::Q5_Kx16 => DType::Q5_K,
         WeightType::Q6_K | WeightType::Q6_Kx16 => DType::Q6_K,
     }
 }

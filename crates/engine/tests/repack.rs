@@ -57,6 +57,7 @@ fn repacked_q4_k_model_matches_the_stored_one() {
         let repacked = |w: &model::Weight| {
             let want = match w.ty {
                 WeightType::Q4_K => WeightType::Q4_Kx16,
+                WeightType::Q5_K => WeightType::Q5_Kx16,
                 _ => WeightType::Q6_Kx16,
             };
             w.current_view().ty == want

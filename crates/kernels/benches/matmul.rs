@@ -20,7 +20,7 @@ mod random;
 use kernels::{matmul_path, MatmulPath, WeightType, WeightView};
 use random::{Rng, MODEL_LIKE};
 
-const TYPES: [WeightType; 14] = [
+const TYPES: [WeightType; 15] = [
     WeightType::F32,
     WeightType::F16,
     WeightType::BF16,
@@ -34,6 +34,7 @@ const TYPES: [WeightType; 14] = [
     WeightType::Q4_Kx16,
     WeightType::Q5_K,
     WeightType::Q6_K,
+    WeightType::Q5_Kx16,
     WeightType::Q6_Kx16,
 ];
 

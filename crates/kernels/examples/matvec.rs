@@ -42,6 +42,7 @@ fn parse_type(s: &str) -> WeightType {
         "q4_0x16" => WeightType::Q4_0x16,
         "q8_0x16" => WeightType::Q8_0x16,
         "q4_kx16" => WeightType::Q4_Kx16,
+        "q5_kx16" => WeightType::Q5_Kx16,
         "q6_kx16" => WeightType::Q6_Kx16,
         "q2_k" => WeightType::Q2_K,
         "q3_k" => WeightType::Q3_K,

@@ -181,16 +181,20 @@ fn put_row(
     }
 }
 
-/// One super-block of a group of repacked rows (`gb`, 16 rows of `Q4_Kx16` or `Q6_Kx16`) as
+/// One super-block of a group of repacked rows (`gb`, 16 rows of `Q4_Kx16`, `Q5_Kx16` or
+/// `Q6_Kx16`) as
 /// VNNI-layout tiles, without unpacking: bitwise what [`put_row`] makes of the stored rows. In
 /// `Q4_Kx16` each 64-byte run holds four values of one sub-block for all 16 rows, low and high
-/// nibbles, which are two vectors of the sub-block's tile; in `Q6_Kx16` the three runs of each
+/// nibbles, which are two vectors of the sub-block's tile (`Q5_Kx16`: with the fifth bits of
+/// the sub-block's bit run); in `Q6_Kx16` the three runs of each
 /// 16 values make the four vectors of that block's half tile.
 fn put_x16_block(ty: WeightType, gb: &[u8], q: &mut [u8], d: &mut [f32], m: &mut [f32]) {
     use crate::kquants::layout::{f16_at, scales_mins_k4};
-    use crate::kquants::x16::{q4, q6};
+    use crate::kquants::x16::{q4, q5, q6};
     match ty {
-        WeightType::Q4_Kx16 => {
+        WeightType::Q4_Kx16 | WeightType::Q5_Kx16 => {
+            let five = ty == WeightType::Q5_Kx16;
+            let qs = if five { q5::QS } else { q4::QS };
             let rows: [([u8; 8], [u8; 8]); TILE_ROWS] = std::array::from_fn(|l| {
                 let mut packed = [0u8; 12];
                 for w in 0..3 {
@@ -204,9 +208,20 @@ fn put_x16_block(ty: WeightType, gb: &[u8], q: &mut [u8], d: &mut [f32], m: &mut
             for j in 0..8 {
                 let tile = &mut q[j * TILE_BYTES..(j + 1) * TILE_BYTES];
                 let (lo, hi) = tile.split_at_mut(TILE_BYTES / 2);
-                let src = &gb[q4::QS + 256 * j..q4::QS + 256 * (j + 1)];
+                let src = &gb[qs + 256 * j..qs + 256 * (j + 1)];
                 for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(src) {
                     (*l, *h) = (v & 0xf, v >> 4);
+                }
+                if five {
+                    // Run q's bytes take bit q (low nibbles) and bit 4 + q (high) of the
+                    // sub-block's fifth-bit run.
+                    let bits = &gb[q5::QH + 64 * j..q5::QH + 64 * (j + 1)];
+                    for q in 0..4 {
+                        for (i, &b) in bits.iter().enumerate() {
+                            lo[64 * q + i] |= (b >> q & 1) << 4;
+                            hi[64 * q + i] |= (b >> (4 + q) & 1) << 4;
+                        }
+                    }
                 }
                 for (l, (sc, mn)) in rows.iter().enumerate() {
                     let scale = dl[l] * sc[j] as f32;

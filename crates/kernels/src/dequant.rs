@@ -42,6 +42,9 @@ pub enum WeightType {
     /// Super-blocks of 256 (176 bytes): as Q4_K with a 32-byte fifth-bit plane before the
     /// 4-bit values.
     Q5_K,
+    /// Q5_K matrices repacked for the decode kernel, as [`WeightType::Q4_Kx16`] with the
+    /// fifth bits in runs of their own (2816 bytes per super-block of 16 rows).
+    Q5_Kx16,
     /// Q6_K matrices repacked for the decode kernel, as [`WeightType::Q4_Kx16`] (3360 bytes per
     /// super-block of 16 rows).
     Q6_Kx16,
@@ -61,6 +64,7 @@ impl WeightType {
             | WeightType::Q4_K
             | WeightType::Q4_Kx16
             | WeightType::Q5_K
+            | WeightType::Q5_Kx16
             | WeightType::Q6_K
             | WeightType::Q6_Kx16 => kquants::QK_K,
         }
@@ -75,7 +79,7 @@ impl WeightType {
             WeightType::Q2_K => 84,
             WeightType::Q3_K => 110,
             WeightType::Q4_K | WeightType::Q4_Kx16 => 144,
-            WeightType::Q5_K => 176,
+            WeightType::Q5_K | WeightType::Q5_Kx16 => 176,
             WeightType::Q6_K | WeightType::Q6_Kx16 => 210,
         }
     }
@@ -98,14 +102,18 @@ impl WeightType {
             WeightType::Q4_0x16 => WeightType::Q4_0,
             WeightType::Q8_0x16 => WeightType::Q8_0,
             WeightType::Q4_Kx16 => WeightType::Q4_K,
+            WeightType::Q5_Kx16 => WeightType::Q5_K,
             WeightType::Q6_Kx16 => WeightType::Q6_K,
             ty => ty,
         }
     }
     /// Whether rows of this type lie sixteen side by side instead of one after another
-    /// ([`WeightType::Q4_Kx16`], [`WeightType::Q6_Kx16`]).
+    /// ([`WeightType::Q4_Kx16`], [`WeightType::Q5_Kx16`], [`WeightType::Q6_Kx16`]).
     pub fn is_grouped(self) -> bool {
-        matches!(self, WeightType::Q4_Kx16 | WeightType::Q6_Kx16)
+        matches!(
+            self,
+            WeightType::Q4_Kx16 | WeightType::Q5_Kx16 | WeightType::Q6_Kx16
+        )
     }
     /// Bytes of a row of `n` values (`n` a multiple of the block size).
     pub fn row_bytes(self, n: usize) -> usize {
@@ -169,7 +177,9 @@ pub fn dequantize(ty: WeightType, src: &[u8], dst: &mut [f32]) {
         WeightType::Q3_K => kquants::dequantize_q3_k(src, dst),
         WeightType::Q4_K => kquants::dequantize_q4_k(src, dst),
         // `src` one group of 16 rows, `dst` its rows one after another.
-        WeightType::Q4_Kx16 | WeightType::Q6_Kx16 => kquants::x16::dequantize_group(ty, src, dst),
+        WeightType::Q4_Kx16 | WeightType::Q5_Kx16 | WeightType::Q6_Kx16 => {
+            kquants::x16::dequantize_group(ty, src, dst)
+        }
         WeightType::Q5_K => kquants::dequantize_q5_k(src, dst),
         WeightType::Q6_K => kquants::dequantize_q6_k(src, dst),
     }

@@ -9,8 +9,8 @@
 //!   repacked at load ([`crate::repack`], `qx16.rs`) take the same drivers with a row kernel
 //!   of their own.
 //! - Q2_K..Q6_K weights meet activations quantized to Q8_K super-blocks (`matmul_kquant.rs`,
-//!   `kquants/`); Q4_K and Q6_K repacked at load ([`WeightType::Q4_Kx16`],
-//!   [`WeightType::Q6_Kx16`]: sixteen rows side by side) take the same driver with row
+//!   `kquants/`); Q4_K, Q5_K and Q6_K repacked at load ([`WeightType::Q4_Kx16`],
+//!   [`WeightType::Q5_Kx16`], [`WeightType::Q6_Kx16`]: sixteen rows side by side) take the same driver with row
 //!   kernels of their own.
 //! - Any other weight type takes the plain path, [`crate::matmul_reference`].
 //!
@@ -202,6 +202,7 @@ pub fn matmul_path_with(
         | WeightType::Q4_K
         | WeightType::Q4_Kx16
         | WeightType::Q5_K
+        | WeightType::Q5_Kx16
         | WeightType::Q6_K
         | WeightType::Q6_Kx16 => {
             crate::matmul_kquant::matmul_kquant(level, path, w, x, n_tokens, out)
@@ -303,6 +304,7 @@ pub fn matmul_many_with<'a>(
             | WeightType::Q4_K
             | WeightType::Q4_Kx16
             | WeightType::Q5_K
+            | WeightType::Q5_Kx16
             | WeightType::Q6_K
             | WeightType::Q6_Kx16 => {
                 let acts = kquant_acts

@@ -41,8 +41,8 @@ pub fn can_quantize(ty: WeightType) -> bool {
 /// multiple of the block size).
 ///
 /// # Panics
-/// On a length mismatch, or for [`WeightType::Q4_Kx16`] and [`WeightType::Q6_Kx16`], whose
-/// rows are not made one at a time (quantize to Q4_K / Q6_K, then [`crate::repack`] the
+/// On a length mismatch, or for the grouped K-quant layouts ([`WeightType::Q4_Kx16`] ...), whose
+/// rows are not made one at a time (quantize to the stored type, then [`crate::repack`] the
 /// matrix). Every other type is supported
 /// ([`QUANTIZE_TYPES`] and [`K_QUANTIZE_TYPES`] list the ones files take).
 pub fn quantize_into(ty: WeightType, src: &[f32], dst: &mut [u8]) {
@@ -92,7 +92,7 @@ pub fn quantize_into(ty: WeightType, src: &[f32], dst: &mut [u8]) {
         WeightType::Q2_K => kquants::quantize_row_q2_k(src, dst),
         WeightType::Q3_K => kquants::quantize_row_q3_k(src, dst),
         WeightType::Q4_K => kquants::quantize_row_q4_k(src, dst),
-        WeightType::Q4_Kx16 | WeightType::Q6_Kx16 => {
+        WeightType::Q4_Kx16 | WeightType::Q5_Kx16 | WeightType::Q6_Kx16 => {
             panic!("{ty:?} is made from whole matrices of its stored type (repack)")
         }
         WeightType::Q5_K => kquants::quantize_row_q5_k(src, dst),

@@ -3,11 +3,12 @@
 //!
 //! - Q4_0 and Q8_0 become [`WeightType::Q4_0x16`] and [`WeightType::Q8_0x16`] (`qx16.rs`):
 //!   rows stay rows, each a run of groups of 16 blocks with their scales first.
-//! - Q4_K and Q6_K become [`WeightType::Q4_Kx16`] and [`WeightType::Q6_Kx16`]
+//! - Q4_K, Q5_K and Q6_K become [`WeightType::Q4_Kx16`], [`WeightType::Q5_Kx16`] and
+//!   [`WeightType::Q6_Kx16`]
 //!   (`kquants/x16.rs`): rows go sixteen side by side, one per 32-bit lane; matrices whose row
 //!   count is not a multiple of 16 keep their layout.
 //!
-//! All four at the AVX2 level and above (`avx2_x16.rs`, `avx512_x16.rs`, `kquants/avx2_x16.rs`,
+//! All of them at the AVX2 level and above (`avx2_x16.rs`, `avx512_x16.rs`, `kquants/avx2_x16.rs`,
 //! `kquants/avx512_x16.rs`); the scalar level keeps the stored layouts. All give prefill (the
 //! tile path) bitwise the stored results.
 
@@ -28,6 +29,7 @@ fn layout(ty: WeightType) -> Option<WeightType> {
         WeightType::Q4_0 => Some(WeightType::Q4_0x16),
         WeightType::Q8_0 => Some(WeightType::Q8_0x16),
         WeightType::Q4_K => Some(WeightType::Q4_Kx16),
+        WeightType::Q5_K => Some(WeightType::Q5_Kx16),
         WeightType::Q6_K => Some(WeightType::Q6_Kx16),
         _ => None,
     }

@@ -16,7 +16,7 @@ fn matrix(rng: &mut Rng, ty: WeightType, n_rows: usize, n_cols: usize) -> Vec<u8
     random::matrix(rng, ty, n_rows, n_cols, UNIT_RANGE)
 }
 
-const TYPES: [WeightType; 14] = [
+const TYPES: [WeightType; 15] = [
     WeightType::F32,
     WeightType::F16,
     WeightType::BF16,
@@ -29,6 +29,7 @@ const TYPES: [WeightType; 14] = [
     WeightType::Q4_K,
     WeightType::Q4_Kx16,
     WeightType::Q5_K,
+    WeightType::Q5_Kx16,
     WeightType::Q6_K,
     WeightType::Q6_Kx16,
 ];
@@ -267,6 +268,7 @@ fn repacked_matrices_give_the_stored_results() {
         (WeightType::Q4_0, WeightType::Q4_0x16, 37, 23 * 32),
         (WeightType::Q8_0, WeightType::Q8_0x16, 37, 23 * 32),
         (WeightType::Q4_K, WeightType::Q4_Kx16, 48, 5 * 256),
+        (WeightType::Q5_K, WeightType::Q5_Kx16, 16, 2 * 256),
         (WeightType::Q6_K, WeightType::Q6_Kx16, 32, 3 * 256),
     ];
     for (ty, repacked, n_rows, k) in cases {

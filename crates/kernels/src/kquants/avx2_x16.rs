@@ -20,7 +20,7 @@ use std::arch::x86_64::*;
 
 use super::avx512_x16::{shuffle_index, BYTE_INDEX, PAIR_INDEX};
 use super::x16::q4::{D, DMIN, GROUP_BLOCK, QS, SCALES};
-use super::x16::{q6, ROWS};
+use super::x16::{q5, q6, ROWS};
 use super::BlockQ8K;
 use crate::avx2_dot::PREFETCH_BYTES;
 use crate::cpu::Avx2;
@@ -35,7 +35,11 @@ pub(crate) fn dot_group(_: Avx2, ty: WeightType, group: &[u8], act: &[BlockQ8K])
         let acc = match ty {
             WeightType::Q4_Kx16 => {
                 assert!(group.len() >= act.len() * GROUP_BLOCK);
-                dot_group_q4_avx2(group.as_ptr(), act)
+                dot_group_q4_avx2::<false>(group.as_ptr(), act)
+            }
+            WeightType::Q5_Kx16 => {
+                assert!(group.len() >= act.len() * q5::GROUP_BLOCK);
+                dot_group_q4_avx2::<true>(group.as_ptr(), act)
             }
             WeightType::Q6_Kx16 => {
                 assert!(group.len() >= act.len() * q6::GROUP_BLOCK);
@@ -102,7 +106,7 @@ fn prefetch_run(p: *const u8, len: usize) {
 /// # Safety
 /// AVX2/FMA/F16C available; `group` holds `act.len()` Q4_K group blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_group_q4_avx2(group: *const u8, act: &[BlockQ8K]) -> [__m256; 2] {
+unsafe fn dot_group_q4_avx2<const FIVE: bool>(group: *const u8, act: &[BlockQ8K]) -> [__m256; 2] {
     // SAFETY: loads of 32 bytes from 8-word arrays.
     let index = |idx: &[u32]| {
         assert!(idx.len() >= 8);
@@ -111,14 +115,18 @@ unsafe fn dot_group_q4_avx2(group: *const u8, act: &[BlockQ8K]) -> [__m256; 2] {
     };
     let scale_index = [0, 1, 2, 3].map(|k| index(&SCALE_INDEX[k]));
     let pair_index = [0, 1].map(|p| index(&PAIR_INDEX[p]));
-    let low = _mm256_set1_epi8(0x0f);
+    let (gbb, qs) = if FIVE {
+        (q5::GROUP_BLOCK, q5::QS)
+    } else {
+        (GROUP_BLOCK, QS)
+    };
     let mut acc = [_mm256_setzero_ps(); 2];
     for (b, y) in act.iter().enumerate() {
         // SAFETY (loads): block b < act.len() is inside `group` (the caller's); activation
         // reads stay inside `y.qs`.
         unsafe {
-            let gb = group.add(b * GROUP_BLOCK);
-            prefetch_run(gb, QS);
+            let gb = group.add(b * gbb);
+            prefetch_run(gb, qs);
             let a = y.qs.as_ptr();
             // The mins' activation sums, sub-blocks 2i and 2i + 1 as an i16 pair.
             let bs = &y.bsums;
@@ -134,22 +142,32 @@ unsafe fn dot_group_q4_avx2(group: *const u8, act: &[BlockQ8K]) -> [__m256; 2] {
                 let mut s = _mm256_setzero_si256();
                 for j in 0..8 {
                     if h == 0 {
-                        prefetch_run(gb.add(QS + 256 * j), 256);
+                        prefetch_run(gb.add(qs + 256 * j), 256);
                     }
-                    let mut p = _mm256_setzero_si256();
+                    // Q5_K's values reach 31: its high-nibble products in an i16 sum of their own.
+                    let (mut p, mut p5) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                    let mut qh = if FIVE {
+                        load(gb.add(q5::QH + 64 * j + half))
+                    } else {
+                        _mm256_setzero_si256()
+                    };
                     for q in 0..4 {
-                        let v = load(gb.add(QS + 64 * (4 * j + q) + half));
-                        let (lo, hi) = (
-                            _mm256_and_si256(v, low),
-                            _mm256_and_si256(_mm256_srli_epi16::<4>(v), low),
-                        );
+                        let v = load(gb.add(qs + 64 * (4 * j + q) + half));
+                        let (lo, hi) = nibble_values::<FIVE>(v, &mut qh);
                         let al = word(a.add(32 * j + 4 * q));
                         let ah = word(a.add(32 * j + 16 + 4 * q));
                         p = _mm256_add_epi16(p, _mm256_maddubs_epi16(lo, al));
-                        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(hi, ah));
+                        if FIVE {
+                            p5 = _mm256_add_epi16(p5, _mm256_maddubs_epi16(hi, ah));
+                        } else {
+                            p = _mm256_add_epi16(p, _mm256_maddubs_epi16(hi, ah));
+                        }
                     }
                     let scale = _mm256_shuffle_epi8(sc[j / 4], scale_index[j % 4]);
                     s = _mm256_add_epi32(s, _mm256_madd_epi16(p, scale));
+                    if FIVE {
+                        s = _mm256_add_epi32(s, _mm256_madd_epi16(p5, scale));
+                    }
                 }
                 let mut m = _mm256_setzero_si256();
                 for (i, &sums) in sums.iter().enumerate() {
@@ -253,7 +271,8 @@ pub(crate) fn tile_tokens<const T: usize>(
         );
         for h in 0..2 {
             let v = match ty {
-                WeightType::Q4_Kx16 => tile_tokens_q4::<T>(group.as_ptr(), nsb, h, q, d, m),
+                WeightType::Q4_Kx16 => tile_tokens_q4::<T, false>(group.as_ptr(), nsb, h, q, d, m),
+                WeightType::Q5_Kx16 => tile_tokens_q4::<T, true>(group.as_ptr(), nsb, h, q, d, m),
                 _ => tile_tokens_q6::<T>(group.as_ptr(), nsb, h, q, d, m),
             };
             for (o, v) in out.iter_mut().zip(v) {
@@ -270,7 +289,7 @@ pub(crate) fn tile_tokens<const T: usize>(
 /// AVX2/FMA/F16C available; `group` holds `nsb` Q4_K group blocks; `qs` (at the token's lane)
 /// `8 · nsb` activation tiles, `ad` and `am` `8 · nsb` runs of 16.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_tokens_q4<const T: usize>(
+unsafe fn tile_tokens_q4<const T: usize, const FIVE: bool>(
     group: *const u8,
     nsb: usize,
     h: usize,
@@ -281,42 +300,59 @@ unsafe fn tile_tokens_q4<const T: usize>(
     use crate::amx_tile::{TILE_BYTES, TILE_TOKENS};
     // SAFETY: loads of 32 bytes from 8-word arrays.
     let bytes = [0, 1, 2, 3].map(|k| unsafe { load(BYTE_INDEX[k].as_ptr() as *const u8) });
-    let (low, ones) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi16(1));
+    let ones = _mm256_set1_epi16(1);
     let zero = _mm256_setzero_ps();
     let half = 32 * h;
+    let (gbb, qs_at) = if FIVE {
+        (q5::GROUP_BLOCK, q5::QS)
+    } else {
+        (GROUP_BLOCK, QS)
+    };
     let mut v = [_mm256_setzero_ps(); T];
     // SAFETY (loads): inside the caller's bounds; prefetches are hints, never dereferenced.
     unsafe {
         for sb in 0..nsb {
-            let gb = group.add(sb * GROUP_BLOCK);
-            prefetch_run(gb, QS);
+            let gb = group.add(sb * gbb);
+            prefetch_run(gb, qs_at);
             let (sc, mn) = scales_mins(gb, half);
             let d = _mm256_cvtph_ps(_mm_loadu_si128(gb.add(D + 16 * h) as *const _));
             let dmin = _mm256_cvtph_ps(_mm_loadu_si128(gb.add(DMIN + 16 * h) as *const _));
             for j in 0..8 {
                 if h == 0 {
-                    prefetch_run(gb.add(QS + 256 * j), 256);
+                    prefetch_run(gb.add(qs_at + 256 * j), 256);
                 }
                 let b = 8 * sb + j;
                 let at = qs.add(b * TILE_BYTES) as *const i8;
-                let mut p = [_mm256_setzero_si256(); T];
+                // Q5_K's values reach 31: its high-nibble products in an i16 sum of their own.
+                let (mut p, mut p5) = ([_mm256_setzero_si256(); T], [_mm256_setzero_si256(); T]);
+                let mut qh = if FIVE {
+                    load(gb.add(q5::QH + 64 * j + half))
+                } else {
+                    _mm256_setzero_si256()
+                };
                 for q in 0..4 {
-                    let x = load(gb.add(QS + 64 * (4 * j + q) + half));
-                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), low);
-                    let lo = _mm256_and_si256(x, low);
-                    for (i, p) in p.iter_mut().enumerate() {
+                    let x = load(gb.add(qs_at + 64 * (4 * j + q) + half));
+                    let (lo, hi) = nibble_values::<FIVE>(x, &mut qh);
+                    for (i, (p, p5)) in p.iter_mut().zip(&mut p5).enumerate() {
                         let a = at.add(4 * i);
                         *p = _mm256_add_epi16(*p, _mm256_maddubs_epi16(lo, word(a.add(64 * q))));
                         let h = _mm256_maddubs_epi16(hi, word(a.add(64 * (4 + q))));
-                        *p = _mm256_add_epi16(*p, h);
+                        if FIVE {
+                            *p5 = _mm256_add_epi16(*p5, h);
+                        } else {
+                            *p = _mm256_add_epi16(*p, h);
+                        }
                     }
                 }
                 let scj = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(sc[j / 4], bytes[j % 4]));
                 let mnj = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(mn[j / 4], bytes[j % 4]));
                 let dw = _mm256_mul_ps(d, scj);
                 let mw = _mm256_add_ps(_mm256_mul_ps(dmin, mnj), _mm256_mul_ps(zero, dw));
-                for (i, (v, p)) in v.iter_mut().zip(p).enumerate() {
-                    let s = _mm256_madd_epi16(p, ones);
+                for (i, (v, (p, p5))) in v.iter_mut().zip(p.into_iter().zip(p5)).enumerate() {
+                    let mut s = _mm256_madd_epi16(p, ones);
+                    if FIVE {
+                        s = _mm256_add_epi32(s, _mm256_madd_epi16(p5, ones));
+                    }
                     let scale = _mm256_mul_ps(_mm256_set1_ps(*ad.add(b * TILE_TOKENS + i)), dw);
                     *v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, *v);
                     *v = _mm256_fnmadd_ps(mw, _mm256_set1_ps(*am.add(b * TILE_TOKENS + i)), *v);
@@ -442,5 +478,29 @@ unsafe fn six_bit_values(p: *const u8) -> [__m256i; 4] {
             join6(n1, hb),
             join6(_mm256_srli_epi16::<4>(n1), _mm256_srli_epi16::<2>(hb)),
         ]
+    }
+}
+
+/// The values of one nibble run `x` (8 rows of a Q4_K or Q5_K group block): its low nibbles,
+/// then its high nibbles; with `FIVE`, each with its fifth bit from the sub-block's bit run
+/// `qh` (bit 0 of each byte for the low nibbles, bit 4 for the high ones), which then moves on
+/// to the next run's bits.
+///
+/// # Safety
+/// Called only from functions with AVX2 enabled.
+#[inline(always)]
+unsafe fn nibble_values<const FIVE: bool>(x: __m256i, qh: &mut __m256i) -> (__m256i, __m256i) {
+    // SAFETY: register-only intrinsics; the caller has the features.
+    unsafe {
+        let (low, m10) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(0x10));
+        let lo = _mm256_and_si256(x, low);
+        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), low);
+        if !FIVE {
+            return (lo, hi);
+        }
+        let lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16::<4>(*qh), m10));
+        let hi = _mm256_or_si256(hi, _mm256_and_si256(*qh, m10));
+        *qh = _mm256_srli_epi16::<1>(*qh);
+        (lo, hi)
     }
 }

@@ -15,7 +15,7 @@
 use std::arch::x86_64::*;
 
 use super::x16::q4::{D, DMIN, GROUP_BLOCK, QS, SCALES};
-use super::x16::{q6, ROWS};
+use super::x16::{q5, q6, ROWS};
 use super::BlockQ8K;
 use crate::amx_tile::{TILE_BYTES, TILE_TOKENS};
 use crate::avx2_dot::PREFETCH_BYTES;
@@ -31,7 +31,11 @@ pub(crate) fn dot_group(_: Avx512, ty: WeightType, group: &[u8], act: &[BlockQ8K
         let acc = match ty {
             WeightType::Q4_Kx16 => {
                 assert!(group.len() >= act.len() * GROUP_BLOCK);
-                dot_group_avx512(group.as_ptr(), act)
+                dot_group_avx512::<false>(group.as_ptr(), act)
+            }
+            WeightType::Q5_Kx16 => {
+                assert!(group.len() >= act.len() * q5::GROUP_BLOCK);
+                dot_group_avx512::<true>(group.as_ptr(), act)
             }
             WeightType::Q6_Kx16 => {
                 assert!(group.len() >= act.len() * q6::GROUP_BLOCK);
@@ -82,6 +86,7 @@ pub(super) static PAIR_INDEX: [[u32; 16]; 2] =
 struct Consts {
     low: __m512i,
     high: __m512i,
+    m10: __m512i,
     k1: __m512i,
     k2: __m512i,
     k30: __m512i,
@@ -104,12 +109,13 @@ unsafe fn word(p: *const i8) -> __m512i {
 /// # Safety
 /// The features available; `group` holds `act.len()` group blocks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn dot_group_avx512(group: *const u8, act: &[BlockQ8K]) -> __m512 {
+unsafe fn dot_group_avx512<const FIVE: bool>(group: *const u8, act: &[BlockQ8K]) -> __m512 {
     // SAFETY: loads of 64 bytes from 16-word arrays.
     let index = |idx: &[u32; 16]| unsafe { _mm512_loadu_si512(idx.as_ptr() as *const _) };
     let c = Consts {
         low: _mm512_set1_epi8(0x0f),
         high: _mm512_set1_epi8(0xf0u8 as i8),
+        m10: _mm512_set1_epi8(0x10),
         k1: _mm512_set1_epi32(0x3f3f_3f3f),
         k2: _mm512_set1_epi32(0x0f0f_0f0f),
         k30: _mm512_set1_epi32(0x3030_3030),
@@ -119,7 +125,8 @@ unsafe fn dot_group_avx512(group: *const u8, act: &[BlockQ8K]) -> __m512 {
     let mut acc = _mm512_setzero_ps();
     for (b, y) in act.iter().enumerate() {
         // SAFETY: block b < act.len() is inside the group (the caller's).
-        unsafe { acc = block_step(&c, group.add(b * GROUP_BLOCK), y, acc) };
+        let gbb = if FIVE { q5::GROUP_BLOCK } else { GROUP_BLOCK };
+        unsafe { acc = block_step::<FIVE>(&c, group.add(b * gbb), y, acc) };
     }
     acc
 }
@@ -130,10 +137,16 @@ unsafe fn dot_group_avx512(group: *const u8, act: &[BlockQ8K]) -> __m512 {
 /// # Safety
 /// Called only from functions with the AVX-512 features enabled; `gb` holds one group block.
 #[inline(always)]
-unsafe fn block_step(c: &Consts, gb: *const u8, y: &BlockQ8K, mut acc: __m512) -> __m512 {
+unsafe fn block_step<const FIVE: bool>(
+    c: &Consts,
+    gb: *const u8,
+    y: &BlockQ8K,
+    mut acc: __m512,
+) -> __m512 {
     let Consts {
         low,
         high,
+        m10,
         k1,
         k2,
         k30,
@@ -144,7 +157,8 @@ unsafe fn block_step(c: &Consts, gb: *const u8, y: &BlockQ8K, mut acc: __m512) -
     // dereferenced.
     unsafe {
         let ahead = gb.wrapping_add(PREFETCH_BYTES) as *const i8;
-        for line in 0..QS / 64 {
+        let qs = if FIVE { q5::QS } else { QS };
+        for line in 0..qs / 64 {
             _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
         }
         let (sc, mn) = scales_mins(gb, k1, k2, k30);
@@ -152,16 +166,32 @@ unsafe fn block_step(c: &Consts, gb: *const u8, y: &BlockQ8K, mut acc: __m512) -
         let mut s = _mm512_setzero_si512();
         for j in 0..8 {
             let (mut lo, mut hi) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+            let mut qh = if FIVE {
+                _mm512_loadu_si512(gb.add(q5::QH + 64 * j) as *const _)
+            } else {
+                _mm512_setzero_si512()
+            };
             for q in 0..4 {
-                let at = QS + 64 * (4 * j + q);
+                let at = qs + 64 * (4 * j + q);
                 _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(at));
                 let v = _mm512_loadu_si512(gb.add(at) as *const _);
                 let al = word(a.add(32 * j + 4 * q));
                 let ah = word(a.add(32 * j + 16 + 4 * q));
-                lo = _mm512_dpbusd_epi32(lo, _mm512_and_si512(v, low), al);
-                hi = _mm512_dpbusd_epi32(hi, _mm512_and_si512(v, high), ah);
+                if FIVE {
+                    let (l, h) = five_bit_values(v, &mut qh, low, m10);
+                    lo = _mm512_dpbusd_epi32(lo, l, al);
+                    hi = _mm512_dpbusd_epi32(hi, h, ah);
+                } else {
+                    lo = _mm512_dpbusd_epi32(lo, _mm512_and_si512(v, low), al);
+                    hi = _mm512_dpbusd_epi32(hi, _mm512_and_si512(v, high), ah);
+                }
             }
-            let sum = _mm512_add_epi32(lo, _mm512_srai_epi32::<4>(hi));
+            // Q4_K's high nibbles were multiplied 16 times too large (exact: shifted back).
+            let sum = if FIVE {
+                _mm512_add_epi32(lo, hi)
+            } else {
+                _mm512_add_epi32(lo, _mm512_srai_epi32::<4>(hi))
+            };
             let scale = _mm512_shuffle_epi8(sc[j / 4], bytes[j % 4]);
             s = _mm512_add_epi32(s, _mm512_mullo_epi32(sum, scale));
         }
@@ -319,7 +349,8 @@ pub(crate) fn tile_tokens<const T: usize>(
             am.as_ptr().add(n),
         );
         let v = match ty {
-            WeightType::Q4_Kx16 => tile_tokens_q4::<T>(g, nsb, q, d, m),
+            WeightType::Q4_Kx16 => tile_tokens_q4::<T, false>(g, nsb, q, d, m),
+            WeightType::Q5_Kx16 => tile_tokens_q4::<T, true>(g, nsb, q, d, m),
             _ => tile_tokens_q6::<T>(g, nsb, q, d, m),
         };
         for (o, v) in out.iter_mut().zip(v) {
@@ -333,7 +364,7 @@ pub(crate) fn tile_tokens<const T: usize>(
 /// The features available; `group` holds `nsb` Q4_K group blocks; `qs` (at the first token's
 /// lane) `8 · nsb` activation tiles, `ad` and `am` `8 · nsb` runs of 16, `T` lanes readable.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn tile_tokens_q4<const T: usize>(
+unsafe fn tile_tokens_q4<const T: usize, const FIVE: bool>(
     group: *const u8,
     nsb: usize,
     qs: *const u8,
@@ -349,14 +380,19 @@ unsafe fn tile_tokens_q4<const T: usize>(
         _mm512_set1_epi32(0x0f0f_0f0f),
         _mm512_set1_epi32(0x3030_3030),
     );
-    let zero = _mm512_setzero_ps();
+    let (zero, m10) = (_mm512_setzero_ps(), _mm512_set1_epi8(0x10));
+    let (gbb, qs_at) = if FIVE {
+        (q5::GROUP_BLOCK, q5::QS)
+    } else {
+        (GROUP_BLOCK, QS)
+    };
     let mut v = [_mm512_setzero_ps(); T];
     // SAFETY (loads): inside the caller's bounds; prefetches are hints, never dereferenced.
     unsafe {
         for sb in 0..nsb {
-            let gb = group.add(sb * GROUP_BLOCK);
+            let gb = group.add(sb * gbb);
             let ahead = gb.wrapping_add(PREFETCH_BYTES) as *const i8;
-            for line in 0..QS / 64 {
+            for line in 0..qs_at / 64 {
                 _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
             }
             let (sc, mn) = scales_mins(gb, k1, k2, k30);
@@ -366,14 +402,23 @@ unsafe fn tile_tokens_q4<const T: usize>(
                 let b = 8 * sb + j;
                 let at = qs.add(b * TILE_BYTES) as *const i8;
                 let mut s = [_mm512_setzero_si512(); T];
+                let mut qh = if FIVE {
+                    _mm512_loadu_si512(gb.add(q5::QH + 64 * j) as *const _)
+                } else {
+                    _mm512_setzero_si512()
+                };
                 for q in 0..4 {
-                    let off = QS + 64 * (4 * j + q);
+                    let off = qs_at + 64 * (4 * j + q);
                     _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(off));
                     let x = _mm512_loadu_si512(gb.add(off) as *const _);
-                    let (lo, hi) = (
-                        _mm512_and_si512(x, low),
-                        _mm512_and_si512(_mm512_srli_epi16::<4>(x), low),
-                    );
+                    let (lo, hi) = if FIVE {
+                        five_bit_values(x, &mut qh, low, m10)
+                    } else {
+                        (
+                            _mm512_and_si512(x, low),
+                            _mm512_and_si512(_mm512_srli_epi16::<4>(x), low),
+                        )
+                    };
                     for (i, s) in s.iter_mut().enumerate() {
                         let a = at.add(4 * i);
                         *s = _mm512_dpbusd_epi32(*s, lo, word(a.add(64 * q)));
@@ -512,5 +557,35 @@ unsafe fn six_bit_values(p: *const u8, low: __m512i, m30: __m512i) -> [__m512i; 
                 m30,
             ),
         ]
+    }
+}
+
+/// The 5-bit values of one Q5_K nibble run `x` (its low nibbles, then its high nibbles), the
+/// fifth bits from the sub-block's bit run `qh` (bit 0 of each byte for the low nibbles, bit 4
+/// for the high ones), which then moves on to the next run's bits.
+///
+/// # Safety
+/// Called only from functions with AVX-512 F/BW enabled.
+#[inline(always)]
+unsafe fn five_bit_values(
+    x: __m512i,
+    qh: &mut __m512i,
+    low: __m512i,
+    m10: __m512i,
+) -> (__m512i, __m512i) {
+    // SAFETY: register-only intrinsics; the caller has the features.
+    unsafe {
+        let lo = _mm512_ternarylogic_epi32::<0xEA>(
+            x,
+            low,
+            _mm512_and_si512(_mm512_slli_epi16::<4>(*qh), m10),
+        );
+        let hi = _mm512_ternarylogic_epi32::<0xEA>(
+            _mm512_srli_epi16::<4>(x),
+            low,
+            _mm512_and_si512(*qh, m10),
+        );
+        *qh = _mm512_srli_epi16::<1>(*qh);
+        (lo, hi)
     }
 }

@@ -34,7 +34,8 @@ mod quantize;
 pub(crate) mod unpack;
 pub(crate) mod x16;
 
-/// Rows of a group of the repacked K-quant layouts ([`WeightType::Q4_Kx16`], [`WeightType::Q6_Kx16`]).
+/// Rows of a group of the repacked K-quant layouts ([`WeightType::Q4_Kx16`],
+/// [`WeightType::Q5_Kx16`], [`WeightType::Q6_Kx16`]).
 pub(crate) const X16_ROWS: usize = x16::ROWS;
 
 pub(crate) use unpack::Unpacked;
@@ -340,7 +341,7 @@ pub fn kquant_matvec_row_with(
             crate::dot(&w, &a)
         }
         // Their rows lie sixteen side by side: no byte run is one row.
-        WeightType::Q4_Kx16 | WeightType::Q6_Kx16 => f32::NAN,
+        WeightType::Q4_Kx16 | WeightType::Q5_Kx16 | WeightType::Q6_Kx16 => f32::NAN,
     }
 }
 

@@ -479,7 +479,11 @@ fn x16_matrix(ty: WeightType, n_rows: usize, nb: usize, rng: &mut Rng) -> (Vec<u
     (stored, x16)
 }
 
-const X16_TYPES: [WeightType; 2] = [WeightType::Q4_Kx16, WeightType::Q6_Kx16];
+const X16_TYPES: [WeightType; 3] = [
+    WeightType::Q4_Kx16,
+    WeightType::Q5_Kx16,
+    WeightType::Q6_Kx16,
+];
 
 #[test]
 fn repacked_k_quants_hold_the_stored_rows() {

@@ -71,8 +71,20 @@ pub(crate) mod q4 {
     /// `out`.
     pub(super) fn repack_block<'a>(block: impl Fn(usize) -> &'a [u8], out: &mut [u8]) {
         assert_eq!(out.len(), GROUP_BLOCK);
+        repack_parts(block, out, q4_k::BYTES, q4_k::QS, QS);
+    }
+
+    /// The parts Q4_K and Q5_K share: `d`, `dmin`, the scales and the nibbles (stored at
+    /// `from_qs` of blocks of `bytes`, put at `to_qs`).
+    pub(super) fn repack_parts<'a>(
+        block: impl Fn(usize) -> &'a [u8],
+        out: &mut [u8],
+        bytes: usize,
+        from_qs: usize,
+        to_qs: usize,
+    ) {
         for l in 0..ROWS {
-            let x = &block(l)[..q4_k::BYTES];
+            let x = &block(l)[..bytes];
             out[D + 2 * l..D + 2 * l + 2].copy_from_slice(&x[q4_k::D..q4_k::D + 2]);
             out[DMIN + 2 * l..DMIN + 2 * l + 2].copy_from_slice(&x[q4_k::DMIN..q4_k::DMIN + 2]);
             for w in 0..3 {
@@ -84,12 +96,12 @@ pub(crate) mod q4 {
             // (high); four bytes at a time.
             for c in 0..4 {
                 for q in 0..4 {
-                    let at = q4_k::QS + 32 * c + 4 * q;
+                    let at = from_qs + 32 * c + 4 * q;
                     let (first, second) = (word_at(x, at), word_at(x, at + 16));
                     let even = (first & LOW) | (second & LOW) << 4;
                     let odd = (first >> 4 & LOW) | (second >> 4 & LOW) << 4;
                     for (j, w) in [(2 * c, even), (2 * c + 1, odd)] {
-                        let to = QS + 64 * (4 * j + q) + 4 * l;
+                        let to = to_qs + 64 * (4 * j + q) + 4 * l;
                         out[to..to + 4].copy_from_slice(&w.to_le_bytes());
                     }
                 }
@@ -101,20 +113,25 @@ pub(crate) mod q4 {
     /// [`repack_block`].
     pub(super) fn stored_block(gb: &[u8], l: usize, x: &mut [u8]) {
         assert!(gb.len() >= GROUP_BLOCK && l < ROWS && x.len() == q4_k::BYTES);
+        stored_parts(gb, l, x, q4_k::QS, QS);
+    }
+
+    /// The inverse of [`repack_parts`] for row `l`.
+    pub(super) fn stored_parts(gb: &[u8], l: usize, x: &mut [u8], to_qs: usize, from_qs: usize) {
         x[q4_k::D..q4_k::D + 2].copy_from_slice(&gb[D + 2 * l..D + 2 * l + 2]);
         x[q4_k::DMIN..q4_k::DMIN + 2].copy_from_slice(&gb[DMIN + 2 * l..DMIN + 2 * l + 2]);
         for w in 0..3 {
             let at = SCALES + 64 * w + 4 * l;
             x[q4_k::SCALES + 4 * w..q4_k::SCALES + 4 * w + 4].copy_from_slice(&gb[at..at + 4]);
         }
-        let word = |j: usize, q: usize| word_at(gb, QS + 64 * (4 * j + q) + 4 * l);
+        let word = |j: usize, q: usize| word_at(gb, from_qs + 64 * (4 * j + q) + 4 * l);
         // Stored byte 32c + i holds value i of sub-block 2c (low nibble) and of 2c + 1 (high).
         for c in 0..4 {
             for q in 0..4 {
                 let (even, odd) = (word(2 * c, q), word(2 * c + 1, q));
                 let first = (even & LOW) | (odd & LOW) << 4;
                 let second = (even >> 4 & LOW) | (odd >> 4 & LOW) << 4;
-                let at = q4_k::QS + 32 * c + 4 * q;
+                let at = to_qs + 32 * c + 4 * q;
                 x[at..at + 4].copy_from_slice(&first.to_le_bytes());
                 x[at + 16..at + 20].copy_from_slice(&second.to_le_bytes());
             }
@@ -130,6 +147,86 @@ pub(crate) mod q4 {
         for j in 0..8 {
             let dot: i32 = (0..32)
                 .map(|i| stored_value(&x, j, i) as i32 * y.qs[32 * j + i] as i32)
+                .sum();
+            s += sc[j] as i32 * dot;
+            let bsum = y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32;
+            m += mn[j] as i32 * bsum;
+        }
+        (s, m)
+    }
+}
+
+/// The Q5_K layout: Q4_K's (`q4::D`, `q4::DMIN`, `q4::SCALES`, then the nibbles at [`q5::QS`]) with the
+/// fifth bits in runs of their own between the scales and the nibbles:
+///
+/// - `QH + 64·j + 4·l + k` (sub-block `j` of 32 values): bit `q` (0..4) the fifth bit of
+///   value `4q + k`, bit `4 + q` that of value `16 + 4q + k`, of row `l`'s sub-block `j`.
+///
+/// So the 64-byte nibble run `4j + q` and the fifth-bit run `j` give the 5-bit values of one
+/// sub-block's four values for all 16 rows (two shifts and two masks per run).
+pub(crate) mod q5 {
+    use super::*;
+    use crate::kquants::layout::q5_k;
+
+    /// Bytes of one group block.
+    pub(crate) const GROUP_BLOCK: usize = ROWS * q5_k::BYTES;
+    /// Where the fifth bits start (8 runs of 64 bytes).
+    pub(crate) const QH: usize = super::q4::QS;
+    /// Where the nibbles start (32 runs of 64 bytes).
+    pub(crate) const QS: usize = QH + 8 * 64;
+
+    /// The fifth bit of value `i` (0..32) of sub-block `j` (0..8) of the stored block `x`.
+    #[inline]
+    fn fifth_bit(x: &[u8], j: usize, i: usize) -> u8 {
+        (x[q5_k::QH + i] >> j) & 1
+    }
+
+    /// Repacks the 16 stored blocks `block(l)` into `out`.
+    pub(super) fn repack_block<'a>(block: impl Fn(usize) -> &'a [u8], out: &mut [u8]) {
+        assert_eq!(out.len(), GROUP_BLOCK);
+        super::q4::repack_parts(&block, out, q5_k::BYTES, q5_k::QS, QS);
+        for l in 0..ROWS {
+            let x = &block(l)[..q5_k::BYTES];
+            for j in 0..8 {
+                for k in 0..4 {
+                    out[QH + 64 * j + 4 * l + k] = (0..4).fold(0u8, |b, q| {
+                        b | fifth_bit(x, j, 4 * q + k) << q
+                            | fifth_bit(x, j, 16 + 4 * q + k) << (4 + q)
+                    });
+                }
+            }
+        }
+    }
+
+    /// Row `l`'s stored block out of the group block `gb` into `x`: the inverse of
+    /// [`repack_block`].
+    pub(super) fn stored_block(gb: &[u8], l: usize, x: &mut [u8]) {
+        assert!(gb.len() >= GROUP_BLOCK && l < ROWS && x.len() == q5_k::BYTES);
+        super::q4::stored_parts(gb, l, x, q5_k::QS, QS);
+        x[q5_k::QH..q5_k::QH + 32].fill(0);
+        for j in 0..8 {
+            for k in 0..4 {
+                let b = gb[QH + 64 * j + 4 * l + k];
+                for q in 0..4 {
+                    x[q5_k::QH + 4 * q + k] |= (b >> q & 1) << j;
+                    x[q5_k::QH + 16 + 4 * q + k] |= (b >> (4 + q) & 1) << j;
+                }
+            }
+        }
+    }
+
+    /// The exact `(S, M)` of row `l` of group block `gb` against `y`.
+    pub(super) fn block_ints(gb: &[u8], l: usize, y: &BlockQ8K) -> (i32, i32) {
+        let mut x = [0u8; q5_k::BYTES];
+        stored_block(gb, l, &mut x);
+        let (sc, mn) = scales_mins_k4(&x[q5_k::SCALES..q5_k::SCALES + 12]);
+        let (mut s, mut m) = (0i32, 0i32);
+        for j in 0..8 {
+            let dot: i32 = (0..32)
+                .map(|i| {
+                    let low = (x[q5_k::QS + 32 * (j / 2) + i] >> (4 * (j % 2))) & 0xF;
+                    (low | fifth_bit(&x, j, i) << 4) as i32 * y.qs[32 * j + i] as i32
+                })
                 .sum();
             s += sc[j] as i32 * dot;
             let bsum = y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32;
@@ -259,6 +356,7 @@ fn word_at(b: &[u8], at: usize) -> u32 {
 fn stored_block(ty: WeightType, gb: &[u8], l: usize, x: &mut [u8]) {
     match ty {
         WeightType::Q4_Kx16 => q4::stored_block(gb, l, x),
+        WeightType::Q5_Kx16 => q5::stored_block(gb, l, x),
         _ => q6::stored_block(gb, l, x),
     }
 }
@@ -309,6 +407,7 @@ pub(crate) fn repack_into(w: &WeightView, ty: WeightType, out: &mut [u8]) {
             let block = |l: usize| &src[l * row + b * bb..];
             match ty {
                 WeightType::Q4_Kx16 => q4::repack_block(block, gb),
+                WeightType::Q5_Kx16 => q5::repack_block(block, gb),
                 _ => q6::repack_block(block, gb),
             }
         }
@@ -332,11 +431,15 @@ pub(crate) fn dequantize_group(ty: WeightType, src: &[u8], dst: &mut [f32]) {
 }
 
 /// Adds super-block `gb` of row `l` against `y` to `acc`: scalar twin of the AVX-512 kernels'
-/// step, bitwise: `fma(S, d·d_a, acc)`, then for Q4_K `fma(−M, dmin·d_a, ·)`.
+/// step, bitwise: `fma(S, d·d_a, acc)`, then for Q4_K and Q5_K `fma(−M, dmin·d_a, ·)`.
 pub(crate) fn dot_block_scalar(ty: WeightType, gb: &[u8], l: usize, y: &BlockQ8K, acc: f32) -> f32 {
     match ty {
-        WeightType::Q4_Kx16 => {
-            let (s, m) = q4::block_ints(gb, l, y);
+        WeightType::Q4_Kx16 | WeightType::Q5_Kx16 => {
+            let (s, m) = if ty == WeightType::Q4_Kx16 {
+                q4::block_ints(gb, l, y)
+            } else {
+                q5::block_ints(gb, l, y)
+            };
             let (d, dmin) = (f16_at(gb, q4::D + 2 * l), f16_at(gb, q4::DMIN + 2 * l));
             let acc = (s as f32).mul_add(d * y.d, acc);
             (-(m as f32)).mul_add(dmin * y.d, acc)
@@ -370,6 +473,7 @@ pub(crate) fn dot_stored_row(ty: WeightType, row: &[u8], act: &[BlockQ8K]) -> f3
         let x = &row[b * bb..(b + 1) * bb];
         match ty {
             WeightType::Q4_Kx16 => q4::repack_block(|_| x, &mut gb),
+            WeightType::Q5_Kx16 => q5::repack_block(|_| x, &mut gb),
             _ => q6::repack_block(|_| x, &mut gb),
         }
         dot_block_scalar(ty, &gb, 0, y, acc)

@@ -84,7 +84,11 @@ pub fn matrix(rng: &mut Rng, ty: WeightType, n_rows: usize, n_cols: usize, v: Va
         WeightType::BF16 => (0..n)
             .flat_map(|_| bf16::from_f32(rng.f32() * v.amplitude).to_le_bytes())
             .collect(),
-        WeightType::Q4_0x16 | WeightType::Q8_0x16 | WeightType::Q4_Kx16 | WeightType::Q6_Kx16 => {
+        WeightType::Q4_0x16
+        | WeightType::Q8_0x16
+        | WeightType::Q4_Kx16
+        | WeightType::Q5_Kx16
+        | WeightType::Q6_Kx16 => {
             let from = ty.stored();
             let stored = matrix(rng, from, n_rows, n_cols, v);
             kernels::repack(&view(from, n_rows, n_cols, &stored))
