@@ -1,4 +1,4 @@
-//! K-quant weights (Q2_K..Q6_K, and the repacked `Q4_Kx16` / `Q6_Kx16`) as the AMX int8 tiles
+//! K-quant weights (Q2_K..Q6_K, and the repacked `Q4_Kx16` / `Q5_Kx16` / `Q6_Kx16`) as the AMX int8 tiles
 //! of `amx.rs`, so that their prefill runs on the tile unit like Q8_0 / Q4_0.
 //!
 //! A K-quant value decodes to `d · sc_j · (u − k) − dmin · mn_j` (`kquants/unpack.rs`), with
@@ -19,7 +19,7 @@
 //! The same tiles serve the AVX-512 VNNI kernel of the levels without AMX (`avx512_blocks.rs`),
 //! in its own layout ([`TileLayout::Vnni`]): unsigned values `u` (`vpdpbusd` multiplies unsigned
 //! by signed bytes) with the offset moved into the min, `mn' = dmin · mn_j + k · d · sc_j`.
-//! Repacked rows (`Q4_Kx16`, `Q6_Kx16`) go into that layout without unpacking
+//! Repacked rows (`Q4_Kx16`, `Q5_Kx16`, `Q6_Kx16`) go into that layout without unpacking
 //! ([`put_x16_block`]): their 64-byte runs already hold four values of one block for all 16
 //! rows.
 

@@ -1,4 +1,4 @@
-//! AVX2 decode kernels for repacked Q4_K and Q6_K matrices (`x16.rs`): one group of 16 rows
+//! AVX2 decode kernels for repacked Q4_K, Q5_K and Q6_K matrices (`x16.rs`): one group of 16 rows
 //! against one token's Q8_K blocks, as two halves of 8 rows (the low and high 32 bytes of each
 //! 64-byte run of the layout), a row in each 32-bit lane; twin
 //! [`super::x16::dot_block_scalar`], bitwise (the AVX-512 kernels' arithmetic: the same exact

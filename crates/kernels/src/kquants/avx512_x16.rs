@@ -1,4 +1,4 @@
-//! AVX-512 VNNI decode kernels for repacked Q4_K and Q6_K matrices (`x16.rs`): one group of 16
+//! AVX-512 VNNI decode kernels for repacked Q4_K, Q5_K and Q6_K matrices (`x16.rs`): one group of 16
 //! rows against one token's Q8_K blocks, a row in each 32-bit lane; twin
 //! [`super::x16::dot_block_scalar`], bitwise.
 //!

@@ -1,4 +1,5 @@
-//! [`WeightType::Q4_Kx16`] and [`WeightType::Q6_Kx16`]: Q4_K and Q6_K matrices repacked at
+//! [`WeightType::Q4_Kx16`], [`WeightType::Q5_Kx16`] and [`WeightType::Q6_Kx16`]: Q4_K, Q5_K
+//! and Q6_K matrices repacked at
 //! load time for the decode kernels (`avx512_x16.rs` beside this file). Q4_K first:
 //!
 //! A stored Q4_K super-block changes scale every 32 values, and its low and high nibbles
@@ -25,6 +26,8 @@
 //! super-blocks in order. The stored row kernels split `S` over lanes and sum them at the end,
 //! so the two layouts agree within rounding; the tile path (prefill) unpacks repacked rows
 //! back into stored blocks and gives the stored results bit for bit.
+//!
+//! Q5_K ([`q5`], [`WeightType::Q5_Kx16`]) as Q4_K with the fifth bits in runs of their own.
 //!
 //! Q6_K the same way ([`q6`]): 16 rows side by side, each super-block 3360 bytes (the 16
 //! stored blocks' bytes): the f16 `d`, the i8 scales of each 16 values for 16 rows, then per 16
