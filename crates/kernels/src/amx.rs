@@ -250,9 +250,13 @@ pub(crate) fn matmul_tiles<K: TileKernel>(
                             let t0 = (tg + i) * TILE_TOKENS;
                             #[allow(clippy::needless_range_loop)]
                             for t in 0..(n_tokens - t0).min(TILE_TOKENS) {
-                                let o = &mut oc.token(t0 + t)[col0 + g * TILE_ROWS..];
-                                for (r, o) in o[..nr].iter_mut().enumerate() {
-                                    *o = if token_major { acc[t][r] } else { acc[r][t] };
+                                let o = &mut oc.token(t0 + t)[col0 + g * TILE_ROWS..][..nr];
+                                if token_major {
+                                    o.copy_from_slice(&acc[t][..nr]);
+                                } else {
+                                    for (r, o) in o.iter_mut().enumerate() {
+                                        *o = acc[r][t];
+                                    }
                                 }
                             }
                         }
