@@ -108,9 +108,10 @@ pub fn run(a: ServeArgs, kv_type: KvType) -> Result<()> {
         "no API key"
     };
     // The repacked copies (see `Weight::repack`), made before the first request: the
-    // scheduler's steps take the tile path, which reads repacked Q4_0 / Q8_0 rows where they
-    // lie (AVX-512) or packs its panels from them with less work than from stored rows (AVX2)
-    // at every step, and never makes the copies itself.
+    // scheduler's steps take the tile path, which reads repacked rows where they lie (Q4_0 /
+    // Q8_0 at AVX-512; Q4_K / Q5_K / Q6_K below `in_place_tokens`) or packs its panels from
+    // them with less work than from stored rows, at every step, and never makes the copies
+    // itself.
     let t0 = Instant::now();
     let repacked = loaded.model.repack_for_kernels();
     if repacked > 0 {

@@ -54,17 +54,20 @@ impl<'a> Packer<'a> {
         if !crate::kquants::is_kquant(ty) {
             return None;
         }
-        let stored_bytes = if w.ty.is_grouped() {
+        // Repacked rows go into VNNI tiles directly ([`put_x16_block`]): no buffers.
+        let direct = w.ty.is_grouped() && form.layout == TileLayout::Vnni;
+        let stored_bytes = if w.ty.is_grouped() && !direct {
             x16::ROWS * ty.row_bytes(w.n_cols)
         } else {
             0
         };
+        let nb = if direct { 0 } else { w.n_cols / QK_K };
         Some(Packer {
             level,
             w: *w,
             ty,
             form,
-            blocks: vec![Unpacked::ZERO; w.n_cols / QK_K],
+            blocks: vec![Unpacked::ZERO; nb],
             stored: vec![0; stored_bytes],
         })
     }
@@ -81,7 +84,8 @@ impl<'a> Packer<'a> {
         m: &mut [f32],
     ) {
         let per_super = QK_K / QK * self.form.per_block();
-        let nt = self.blocks.len() * per_super;
+        let nsb = self.w.n_cols / QK_K;
+        let nt = nsb * per_super;
         assert!(q.len() == nt * TILE_BYTES && d.len() == nt * TILE_ROWS);
         assert!(m.len() == if self.form.mins { d.len() } else { 0 });
         let rb = self.ty.row_bytes(self.w.n_cols);
@@ -89,8 +93,8 @@ impl<'a> Packer<'a> {
             // Repacked rows hold the VNNI tiles' values four to a lane already.
             assert!(r0.is_multiple_of(x16::ROWS) && valid == x16::ROWS);
             let gbb = x16::group_block(self.w.ty);
-            let group = &self.w.bytes[r0 / x16::ROWS * self.blocks.len() * gbb..];
-            for (sb, gb) in group.chunks_exact(gbb).take(self.blocks.len()).enumerate() {
+            let group = &self.w.bytes[r0 / x16::ROWS * nsb * gbb..];
+            for (sb, gb) in group.chunks_exact(gbb).take(nsb).enumerate() {
                 let (t0, t1) = (sb * per_super, (sb + 1) * per_super);
                 let q = &mut q[t0 * TILE_BYTES..t1 * TILE_BYTES];
                 let (d, m) = (

@@ -9,11 +9,13 @@
 //!   three bitwise equal where they run. The two paths agree within rounding there; at the
 //!   scalar level both are the row path (ggml's scalar dot products), bitwise the same.
 //!
-//! Repacked Q4_K and Q6_K ([`WeightType::Q4_Kx16`], [`WeightType::Q6_Kx16`]): by rows, a group
-//! of 16 rows at a time against each token (`kquants/avx512_x16.rs`, `kquants/avx2_x16.rs`,
-//! twin `kquants::x16::dot_group_scalar` at the scalar level);
-//! by tiles, each row turned back into its stored blocks before it is unpacked, so the tiles
-//! give the stored matrix's results bit for bit.
+//! Repacked Q4_K, Q5_K and Q6_K ([`WeightType::Q4_Kx16`], [`WeightType::Q5_Kx16`],
+//! [`WeightType::Q6_Kx16`]): by rows, a group of 16 rows at a time against each token
+//! (`kquants/avx512_x16.rs`, `kquants/avx2_x16.rs`, twin `kquants::x16::dot_group_scalar` at
+//! the scalar level); by tiles, the stored matrix's results bit for bit: for AMX each row
+//! turned back into its stored blocks and unpacked, for the VNNI layout the tiles made from the
+//! repacked rows directly (`amx_kquant::put_x16_block`), or for fewer tokens than
+//! `in_place_tokens` not made at all (`tiles_in_place`).
 
 use std::sync::Arc;
 
@@ -77,7 +79,7 @@ pub(crate) fn matmul_kquant(
     run_rows_jobs(&[&job], &mut [out], n_tokens)
 }
 
-/// Below how many tokens repacked `ty` (Q4_K or Q6_K) is multiplied where its rows lie, four
+/// Below how many tokens repacked `ty` (Q4_K, Q5_K or Q6_K) is multiplied where its rows lie, four
 /// tokens at a time ([`tiles_in_place`]), at `level`, instead of being put into block tiles
 /// first (the VNNI layout's): for a few tokens (a server's decode steps) writing the tiles
 /// costs more than it saves. Where the two cross on one core (`matvec --rows 2048 --cols 5632
@@ -101,7 +103,7 @@ fn in_place(level: Level, w: &WeightView, n_tokens: usize) -> bool {
     n_tokens < in_place_tokens(level, w.ty)
 }
 
-/// The block tiles' products (VNNI layout) of repacked Q4_K / Q6_K `w`, read in place: per
+/// The block tiles' products (VNNI layout) of repacked K-quant `w`, read in place: per
 /// group of 16 rows and up to four tokens, the level's `tile_tokens` kernel over the whole row
 /// (`kquants/avx512_x16.rs`, `kquants/avx2_x16.rs`), activations quantized as for the packed
 /// tiles ([`crate::amx::TileAct`]). Bitwise the packed tiles' results.
