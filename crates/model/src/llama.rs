@@ -1,10 +1,8 @@
 use std::cell::RefCell;
-use std::sync::OnceLock;
 
 use kernels::{
-    add_assign, attend_block_rows, for_each_item, for_each_task, matmul_many, matmul_path,
-    read_ahead, rms_norm, rope_cos_sin, rope_interleaved, silu_mul, MatmulPath, RopeFreqs,
-    SoftmaxState, ATTN_BLOCK,
+    add_assign, attend_block_rows, for_each_item, matmul_many, matmul_path, read_ahead, rms_norm,
+    rope_cos_sin, rope_interleaved, silu_mul, MatmulPath, RopeFreqs, SoftmaxState, ATTN_BLOCK,
 };
 
 use crate::{Batch, KvView, LayerWeights, LlamaConfig, ModelError, Result, Weight};
@@ -160,10 +158,10 @@ impl Llama {
         };
         if let Some(first) = self.layers.first() {
             ahead(&[&first.wq, &first.wk, &first.wv]);
+            norm_rows(&x, &first.attn_norm, c.norm_eps, &mut xn);
         }
         for (l, layer) in self.layers.iter().enumerate() {
-            // Attention block.
-            norm_rows(&x, &layer.attn_norm, c.norm_eps, &mut xn);
+            // Attention block (`xn` holds the normed input).
             ahead(&[&layer.wo]);
             matmul_many(
                 mm_path,
@@ -176,8 +174,7 @@ impl Llama {
                 n,
                 &mut [&mut q, &mut k, &mut v],
             );
-            rope_rows(&mut q, q_dim, head_dim, &rope);
-            rope_rows(&mut k, kv_dim, head_dim, &rope);
+            rope_rows(&mut q, &mut k, (q_dim, kv_dim), head_dim, &rope);
             for t in 0..n {
                 let (kt, vt) = (
                     &k[t * kv_dim..(t + 1) * kv_dim],
@@ -188,10 +185,9 @@ impl Llama {
             self.attention(l, batch, &tasks, &q, &*kv, &mut attn);
             ahead(&[&layer.w_gate, &layer.w_up]);
             matmul_path(mm_path, &wv(rows, &layer.wo), &attn, n, &mut proj);
-            add_assign(&mut x, &proj);
 
             // MLP block (SwiGLU).
-            norm_rows(&x, &layer.ffn_norm, c.norm_eps, &mut xn);
+            add_norm_rows(&mut x, &proj, &layer.ffn_norm, c.norm_eps, &mut xn);
             ahead(&[&layer.w_down]);
             matmul_many(
                 mm_path,
@@ -206,7 +202,10 @@ impl Llama {
                 None => ahead(&[&self.output]),
             }
             matmul_path(mm_path, &wv(rows, &layer.w_down), &gate, n, &mut proj);
-            add_assign(&mut x, &proj);
+            match self.layers.get(l + 1) {
+                Some(next) => add_norm_rows(&mut x, &proj, &next.attn_norm, c.norm_eps, &mut xn),
+                None => add_assign(&mut x, &proj),
+            }
         }
         ahead(&[]);
 
@@ -241,30 +240,36 @@ impl Llama {
         out: &mut [f32],
     ) {
         let c = &self.config;
-        let (head_dim, q_dim) = (c.head_dim, c.q_dim());
         let group = c.n_heads / c.n_kv_heads;
-        let results: Vec<OnceLock<Vec<f32>>> = tasks.iter().map(|_| OnceLock::new()).collect();
-        for_each_task(tasks.len(), |i| {
-            let res = ATTN_SCRATCH.with(|s| match s.try_borrow_mut() {
-                Ok(mut s) => self.attend(layer, batch, q, kv, &tasks[i], &mut s),
-                Err(_) => self.attend(layer, batch, q, kv, &tasks[i], &mut AttnScratch::default()),
-            });
-            results[i].set(res).ok();
-        });
-        for (task, res) in tasks.iter().zip(&results) {
-            let res = res.get().expect("every attention task ran");
-            let heads = task.kv_head * group..(task.kv_head + 1) * group;
-            let mut rows = res.chunks_exact(head_dim);
-            for &e in &task.entries {
-                for h in heads.clone() {
-                    let o = e * q_dim + h * head_dim;
-                    out[o..o + head_dim].copy_from_slice(rows.next().expect("one row per head"));
+        // Each entry's outputs of one KV head's query heads are side by side in `out`
+        // (`group × head_dim` values at `(entry · n_kv_heads + kv_head)`): handed to the task
+        // that computes them, which writes them in place.
+        let mut parts: Vec<Option<&mut [f32]>> =
+            out.chunks_exact_mut(group * c.head_dim).map(Some).collect();
+        let items: Vec<(&AttnTask, Vec<&mut [f32]>)> = tasks
+            .iter()
+            .map(|t| {
+                let outs = t.entries.iter().map(|&e| {
+                    parts[e * c.n_kv_heads + t.kv_head]
+                        .take()
+                        .expect("each entry's KV head in one task")
+                });
+                (t, outs.collect())
+            })
+            .collect();
+        for_each_item(items, |(task, mut outs)| {
+            ATTN_SCRATCH.with(|s| match s.try_borrow_mut() {
+                Ok(mut s) => self.attend(layer, batch, q, kv, task, &mut s, &mut outs),
+                Err(_) => {
+                    let mut s = AttnScratch::default();
+                    self.attend(layer, batch, q, kv, task, &mut s, &mut outs)
                 }
-            }
-        }
+            })
+        });
     }
 
-    /// One attention task: returns `entries × group` rows of `head_dim` outputs.
+    /// One attention task: entry `i`'s `group` rows of `head_dim` outputs into `outs[i]`.
+    #[allow(clippy::too_many_arguments)]
     fn attend(
         &self,
         layer: usize,
@@ -273,7 +278,8 @@ impl Llama {
         kv: &dyn KvView,
         task: &AttnTask,
         s: &mut AttnScratch,
-    ) -> Vec<f32> {
+        outs: &mut [&mut [f32]],
+    ) {
         let c = &self.config;
         let (head_dim, q_dim, kv_dim) = (c.head_dim, c.q_dim(), c.kv_dim());
         let group = c.n_heads / c.n_kv_heads;
@@ -353,11 +359,11 @@ impl Llama {
                 &mut s.acc,
             );
         }
-        for (acc, st) in s.acc.chunks_exact_mut(head_dim).zip(&s.state) {
+        let out_rows = outs.iter_mut().flat_map(|o| o.chunks_exact_mut(head_dim));
+        for ((o, acc), st) in out_rows.zip(s.acc.chunks_exact(head_dim)).zip(&s.state) {
             let inv = 1.0 / st.sum;
-            acc.iter_mut().for_each(|a| *a *= inv);
+            o.iter_mut().zip(acc).for_each(|(o, a)| *o = a * inv);
         }
-        s.acc.clone()
     }
 }
 
@@ -369,6 +375,20 @@ fn norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     each_row(rows, |(o, xi)| rms_norm(xi, weight, eps, o));
 }
 
+/// `x += y`, then RMSNorm of each row of `x` into `out` (rows of `weight.len()` values), a row
+/// at a time: the residual sum and the next block's norm in one pass over the rows, the same
+/// arithmetic as [`add_assign`] then [`norm_rows`].
+fn add_norm_rows(x: &mut [f32], y: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let dim = weight.len();
+    let rows = out
+        .chunks_exact_mut(dim)
+        .zip(x.chunks_exact_mut(dim).zip(y.chunks_exact(dim)));
+    each_row(rows, |(o, (xi, yi))| {
+        add_assign(xi, yi);
+        rms_norm(xi, weight, eps, o);
+    });
+}
+
 /// `f` on every row, the rows spread over threads when there are enough of them (a prompt's).
 fn each_row<T: Send>(rows: impl ExactSizeIterator<Item = T>, f: impl Fn(T) + Sync) {
     if rows.len() < 16 {
@@ -378,11 +398,24 @@ fn each_row<T: Send>(rows: impl ExactSizeIterator<Item = T>, f: impl Fn(T) + Syn
     }
 }
 
-/// RoPE on each row of `x` (rows of `dim` values, row `t` rotated by `rope[t]`); a prompt's
-/// rows are spread over threads, as in [`norm_rows`].
-fn rope_rows(x: &mut [f32], dim: usize, head_dim: usize, rope: &[Vec<(f32, f32)>]) {
-    let rows = x.chunks_exact_mut(dim).zip(rope);
-    each_row(rows, |(r, cs)| rope_interleaved(r, head_dim, cs));
+/// RoPE on each row of the queries `q` and keys `k` (rows of `dims.0` and `dims.1` values,
+/// row `t` of each rotated by `rope[t]`); a prompt's rows are spread over threads, as in
+/// [`norm_rows`].
+fn rope_rows(
+    q: &mut [f32],
+    k: &mut [f32],
+    dims: (usize, usize),
+    head_dim: usize,
+    rope: &[Vec<(f32, f32)>],
+) {
+    let rows = q
+        .chunks_exact_mut(dims.0)
+        .zip(k.chunks_exact_mut(dims.1))
+        .zip(rope);
+    each_row(rows, |((qr, kr), cs)| {
+        rope_interleaved(qr, head_dim, cs);
+        rope_interleaved(kr, head_dim, cs);
+    });
 }
 
 /// Entries of one sequence per attention task at most: small enough to spread a long prompt
