@@ -34,8 +34,8 @@ use crate::act_q8::{ActLayout, ActQ8, QK};
 use crate::amx_tile::{tile_q8, Mins, TileScope, TileUnit, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
 use crate::cpu::{Amx, Level};
 use crate::dot_scalar::{f16_at, Q4_0_BYTES, Q8_0_BYTES};
-use crate::matmul::PANEL_BYTES;
-use crate::par::{for_each_row_chunk, tile_chunk_rows};
+use crate::matmul::{MIN_TASK_BYTES, PANEL_BYTES};
+use crate::par::{chunk_rows, for_each_row_chunk};
 use crate::qx16::X16;
 use crate::scratch::{sized, with_panel};
 use crate::{WeightType, WeightView};
@@ -169,7 +169,7 @@ pub(crate) fn matmul_tiles<K: TileKernel>(
     let nt = nb * form.per_block();
     let act = TileAct::new(level, x, n_tokens, n_cols, form.sums());
     let work_per_row = ty.row_bytes(n_cols) * n_tokens;
-    let chunk = tile_chunk_rows(n_rows, TILE_ROWS, n_cols, n_tokens, work_per_row);
+    let chunk = chunk_rows(n_rows, TILE_ROWS, MIN_TASK_BYTES.div_ceil(work_per_row));
     let panel_rows = (PANEL_BYTES / (nt * QK)).clamp(TILE_ROWS, MAX_PANEL_GROUPS * TILE_ROWS)
         / TILE_ROWS
         * TILE_ROWS;

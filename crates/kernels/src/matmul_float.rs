@@ -6,11 +6,9 @@ use std::borrow::Cow;
 #[cfg(target_arch = "x86_64")]
 use crate::avx2_dot::{BF16, F16, F32};
 use crate::cpu::Level;
-use crate::matmul::{MatmulPath, PANEL_BYTES};
+use crate::matmul::{MatmulPath, MIN_TASK_BYTES, PANEL_BYTES};
 use crate::pack::{f32_row_len, pack_float_row};
-use crate::par::{
-    for_each_row_chunk, rows_task_rows, run_rows_jobs, tile_chunk_rows, OutCols, RowsJob,
-};
+use crate::par::{chunk_rows, for_each_row_chunk, rows_task_rows, run_rows_jobs, OutCols, RowsJob};
 use crate::scratch::{sized, with_panel, Panel};
 use crate::tiles::{run_tiles, Tiler};
 use crate::{dot_scalar, tile_scalar, WeightType, WeightView};
@@ -107,7 +105,7 @@ fn for_each_pass(
     let work_per_row = w.ty.row_bytes(n_cols) * n_tokens;
     let kb = K_BLOCK.min(f32_row_len(n_cols));
     let panel_rows = (PANEL_BYTES / (4 * kb)).clamp(align, 256) / align * align;
-    let chunk = tile_chunk_rows(n_rows, align, n_cols, n_tokens, work_per_row);
+    let chunk = chunk_rows(n_rows, align, MIN_TASK_BYTES.div_ceil(work_per_row));
     for_each_row_chunk(out, n_rows, n_tokens, chunk, |mut oc| {
         let rows = oc.rows();
         with_panel(|p| {

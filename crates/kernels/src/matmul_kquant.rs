@@ -117,7 +117,8 @@ pub(crate) fn tiles_in_place(
 ) {
     use crate::amx::{TileAct, TileForm, TileLayout};
     use crate::amx_tile::TILE_TOKENS;
-    use crate::par::{for_each_row_chunk, tile_chunk_rows};
+    use crate::matmul::MIN_TASK_BYTES;
+    use crate::par::{chunk_rows, for_each_row_chunk};
     let (n_rows, n_cols, ty) = (w.n_rows, w.n_cols, w.ty);
     assert!(ty.is_grouped() && n_rows.is_multiple_of(x16::ROWS));
     let form = TileForm::new(TileLayout::Vnni, ty);
@@ -125,7 +126,11 @@ pub(crate) fn tiles_in_place(
     let (nb, nt) = (n_cols / 32, n_cols / 32 * form.per_block());
     let group_bytes = n_cols / QK_K * x16::group_block(ty);
     let work_per_row = ty.row_bytes(n_cols) * n_tokens;
-    let chunk = tile_chunk_rows(n_rows, x16::ROWS, n_cols, n_tokens, work_per_row);
+    let chunk = chunk_rows(
+        n_rows,
+        x16::ROWS,
+        MIN_TASK_BYTES.div_ceil(work_per_row.max(1)),
+    );
     for_each_row_chunk(out, n_rows, n_tokens, chunk, |mut oc| {
         let rows = oc.rows();
         for g0 in rows.clone().step_by(x16::ROWS) {

@@ -8,9 +8,9 @@ use crate::act_q8::{ActLayout, ActQ8, GROUP_BLOCKS, GROUP_BYTES};
 #[cfg(target_arch = "x86_64")]
 use crate::avx512_tile::PanelRows;
 use crate::cpu::Level;
-use crate::matmul::{MatmulPath, PANEL_BYTES};
+use crate::matmul::{MatmulPath, MIN_TASK_BYTES, PANEL_BYTES};
 use crate::pack::{n_groups, offset_of, pack_quant_row};
-use crate::par::{rows_task_rows, run_rows_jobs, tile_chunk_rows, OutCols, RowsJob};
+use crate::par::{chunk_rows, rows_task_rows, run_rows_jobs, OutCols, RowsJob};
 use crate::qx16::X16;
 use crate::scratch::{sized, with_panel, Panel};
 use crate::tile_scalar::{self, ActRow, QuantRow};
@@ -187,7 +187,7 @@ impl<'a> QuantTiles<'a> {
     pub(crate) fn new(level: Level, w: &WeightView<'a>, act: Arc<ActQ8>, n_tokens: usize) -> Self {
         let work_per_row = w.ty.row_bytes(w.n_cols) * n_tokens;
         let (rm, _) = tile_shape(level);
-        let chunk = tile_chunk_rows(w.n_rows, rm, w.n_cols, n_tokens, work_per_row);
+        let chunk = chunk_rows(w.n_rows, rm, MIN_TASK_BYTES.div_ceil(work_per_row));
         QuantTiles {
             level,
             w: *w,

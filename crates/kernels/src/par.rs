@@ -105,32 +105,6 @@ pub(crate) fn chunk_rows(n_rows: usize, align: usize, min_rows: usize) -> usize 
     rows.div_ceil(align) * align
 }
 
-/// Multiply-adds (weight rows × columns × tokens) one task of a tile product makes, about:
-/// some 0.2 ms of a core. The few tasks per thread of [`chunk_rows`] were up to 2 ms long at
-/// prefill, and a section waited on its last one: at two threads, TinyLlama Q4_0 `-p 512`'s
-/// caller waited 3–5% of the time spent in the output and down projections' sections for the
-/// other thread to finish, 1% with these (a count of the waits, two runs each).
-pub(crate) const TILE_TASK_MACS: usize = 64 << 20;
-
-/// Rows per task of a tile product (`n_tokens` tokens, `n_cols` columns, `work_per_row`
-/// weight bytes times tokens per row): [`chunk_rows`]'s, or fewer for about
-/// [`TILE_TASK_MACS`] each; a multiple of `align`.
-pub(crate) fn tile_chunk_rows(
-    n_rows: usize,
-    align: usize,
-    n_cols: usize,
-    n_tokens: usize,
-    work_per_row: usize,
-) -> usize {
-    let few = chunk_rows(
-        n_rows,
-        align,
-        crate::matmul::MIN_TASK_BYTES.div_ceil(work_per_row.max(1)),
-    );
-    let by_work = TILE_TASK_MACS.div_ceil((n_cols * n_tokens).max(1));
-    few.min(by_work.div_ceil(align) * align).max(align)
-}
-
 /// Weight bytes (times tokens) one task of the row kernels streams, about: some 10 µs of one
 /// core's memory bandwidth, so a parallel section ends at most about that long after its first
 /// thread runs out of tasks. (Decode is a hundred sections or more per token; with four tasks
