@@ -156,30 +156,48 @@ fn put_row(
     // The values stored: `u − k` as signed bytes for AMX, `u` for VNNI.
     let stored = |v: u8| if vnni { v } else { (v as i16 - k) as i8 as u8 };
     for (b, u) in blocks.iter().enumerate() {
+        // The scales and mins of the super-block's 16-value blocks, all at once (the same
+        // operations per value as one at a time; they vectorize).
+        let scales: [f32; 16] = std::array::from_fn(|s| u.d * u.sc[s] as f32);
+        let mins: [f32; 16] = std::array::from_fn(|s| {
+            let own = u.dmin * u.mn[s] as f32;
+            if vnni {
+                own + k as f32 * scales[s]
+            } else {
+                own
+            }
+        });
         for j in 0..per {
             let t = b * per + j;
             let tile = &mut q[t * TILE_BYTES..][..TILE_BYTES];
             let src = &u.u[j * len..(j + 1) * len];
             // The block's values at their positions among the 32 of the activation block.
-            let mut vals = [0u8; QK];
             let at = if form.half { (j % 2) * 16 } else { 0 };
-            for (o, &v) in vals[at..at + len].iter_mut().zip(src) {
-                *o = stored(v);
-            }
             if vnni {
-                for (c, four) in vals.chunks_exact(4).enumerate() {
-                    tile[c * 64 + i * 4..][..4].copy_from_slice(four);
+                // Four values a row per 64-byte vector, as they come (`u`), zeros outside the
+                // block's half: word by word, no byte loop.
+                let (w0, wn) = (at / 4, len / 4);
+                let mut words = src.chunks_exact(4);
+                for (c, v) in tile.chunks_exact_mut(64).enumerate() {
+                    let dst = &mut v[i * 4..i * 4 + 4];
+                    let own = (w0..w0 + wn).contains(&c);
+                    match if own { words.next() } else { None } {
+                        Some(four) => dst.copy_from_slice(four),
+                        None => dst.fill(0),
+                    }
                 }
             } else {
+                let mut vals = [0u8; QK];
+                for (o, &v) in vals[at..at + len].iter_mut().zip(src) {
+                    *o = stored(v);
+                }
                 tile[i * QK..][..QK].copy_from_slice(&vals);
             }
-            // The scale and min of the block: `sc` and `mn` hold one per 16 values.
+            // The scale and min of the block: one per 16 values.
             let s = if form.half { j } else { 2 * j };
-            let scale = u.d * u.sc[s] as f32;
-            d[t * TILE_ROWS + i] = scale;
+            d[t * TILE_ROWS + i] = scales[s];
             if form.mins {
-                let own = u.dmin * u.mn[s] as f32;
-                m[t * TILE_ROWS + i] = if vnni { own + k as f32 * scale } else { own };
+                m[t * TILE_ROWS + i] = mins[s];
             }
         }
     }
