@@ -40,7 +40,8 @@ pub(crate) struct Packer<'a> {
     /// The stored type the rows are unpacked as.
     ty: WeightType,
     form: TileForm,
-    /// One row's super-blocks in the common form.
+    /// Super-blocks in the common form: one row's (AMX layout), or a group's 16 rows, row after
+    /// row (VNNI layout).
     blocks: Vec<Unpacked>,
     /// A repacked group's 16 rows as stored.
     stored: Vec<u8>,
@@ -61,7 +62,11 @@ impl<'a> Packer<'a> {
         } else {
             0
         };
-        let nb = if direct { 0 } else { w.n_cols / QK_K };
+        let nb = match (direct, form.layout) {
+            (true, _) => 0,
+            (false, TileLayout::Vnni) => TILE_ROWS * (w.n_cols / QK_K),
+            (false, TileLayout::Amx) => w.n_cols / QK_K,
+        };
         Some(Packer {
             level,
             w: *w,
@@ -110,16 +115,29 @@ impl<'a> Packer<'a> {
             assert!(r0.is_multiple_of(x16::ROWS) && valid == x16::ROWS);
             crate::matmul_kquant::stored_group(self.level, &self.w, r0, &mut self.stored);
         }
+        if self.form.layout == TileLayout::Vnni {
+            // All 16 rows unpacked first (padding rows as zeros), then each tile written in
+            // order, a 64-byte vector at a time.
+            for (i, blocks) in self.blocks.chunks_exact_mut(nsb).enumerate() {
+                if i >= valid {
+                    blocks.fill(Unpacked::ZERO);
+                    continue;
+                }
+                let row = if self.w.ty.is_grouped() {
+                    &self.stored[i * rb..(i + 1) * rb]
+                } else {
+                    self.w.row(r0 + i)
+                };
+                unpack_row(self.level, self.ty, row, blocks);
+            }
+            put_rows_vnni(self.ty, self.form, &self.blocks, nsb, q, d, m);
+            return;
+        }
         for i in 0..TILE_ROWS {
             if i >= valid {
                 for t in 0..nt {
                     let tile = &mut q[t * TILE_BYTES..][..TILE_BYTES];
-                    match self.form.layout {
-                        TileLayout::Amx => tile[i * QK..][..QK].fill(0),
-                        TileLayout::Vnni => {
-                            (0..QK / 4).for_each(|c| tile[c * 64 + i * 4..][..4].fill(0))
-                        }
-                    }
+                    tile[i * QK..][..QK].fill(0);
                     d[t * TILE_ROWS + i] = 0.0;
                 }
                 m.iter_mut()
@@ -134,13 +152,68 @@ impl<'a> Packer<'a> {
                 self.w.row(r0 + i)
             };
             unpack_row(self.level, self.ty, row, &mut self.blocks);
-            put_row(self.ty, self.form, &self.blocks, i, q, d, m);
+            put_row_amx(self.ty, self.form, &self.blocks, i, q, d, m);
         }
     }
 }
 
-/// One row's unpacked super-blocks as row `i` of the tiles (layout of [`Packer::pack_group`]).
-fn put_row(
+/// A group's 16 rows of unpacked super-blocks (`rows[i · nsb + b]`: row `i`, super-block `b`)
+/// as VNNI-layout tiles: each 64-byte vector holds four values of every row, written in order
+/// (the rows one at a time wrote four bytes every 64). Values `u` as they are; the scale
+/// `d · sc` and the min `dmin · mn + k · d · sc` (the offset's correction) per 16 values; zero
+/// rows (padding) give zero values, scales and mins.
+fn put_rows_vnni(
+    ty: WeightType,
+    form: TileForm,
+    rows: &[Unpacked],
+    nsb: usize,
+    q: &mut [u8],
+    d: &mut [f32],
+    m: &mut [f32],
+) {
+    let k = offset(ty);
+    let (per, len) = if form.half { (16, 16) } else { (8, 32) };
+    for b in 0..nsb {
+        let us: [&Unpacked; TILE_ROWS] = std::array::from_fn(|i| &rows[i * nsb + b]);
+        let scales: [[f32; 16]; TILE_ROWS] =
+            us.map(|u| std::array::from_fn(|s| u.d * u.sc[s] as f32));
+        let mins: [[f32; 16]; TILE_ROWS] = std::array::from_fn(|i| {
+            std::array::from_fn(|s| us[i].dmin * us[i].mn[s] as f32 + k as f32 * scales[i][s])
+        });
+        for j in 0..per {
+            let t = b * per + j;
+            let tile = &mut q[t * TILE_BYTES..][..TILE_BYTES];
+            // Vectors `w0..w0 + wn` hold the block's values, the others (the other half of a
+            // 16-value block's tile) zeros.
+            let w0 = if form.half { (j % 2) * 4 } else { 0 };
+            let wn = len / 4;
+            for (c, v) in tile.chunks_exact_mut(64).enumerate() {
+                if (w0..w0 + wn).contains(&c) {
+                    let at = j * len + 4 * (c - w0);
+                    for (dst, u) in v.chunks_exact_mut(4).zip(&us) {
+                        dst.copy_from_slice(&u.u[at..at + 4]);
+                    }
+                } else {
+                    v.fill(0);
+                }
+            }
+            let s = if form.half { j } else { 2 * j };
+            for i in 0..TILE_ROWS {
+                d[t * TILE_ROWS + i] = scales[i][s];
+            }
+            if form.mins {
+                for i in 0..TILE_ROWS {
+                    m[t * TILE_ROWS + i] = mins[i][s];
+                }
+            }
+        }
+    }
+}
+
+/// One row's unpacked super-blocks as row `i` of the AMX-layout tiles (each tile row the
+/// block's 32 values, `u − k` as signed bytes; the values of a 16-value block in its half, zeros
+/// in the other), with each block's scale and min.
+fn put_row_amx(
     ty: WeightType,
     form: TileForm,
     blocks: &[Unpacked],
@@ -152,52 +225,23 @@ fn put_row(
     let k = offset(ty);
     // Blocks of this type per super-block, and their values.
     let (per, len) = if form.half { (16, 16) } else { (8, 32) };
-    let vnni = form.layout == TileLayout::Vnni;
-    // The values stored: `u − k` as signed bytes for AMX, `u` for VNNI.
-    let stored = |v: u8| if vnni { v } else { (v as i16 - k) as i8 as u8 };
     for (b, u) in blocks.iter().enumerate() {
-        // The scales and mins of the super-block's 16-value blocks, all at once (the same
-        // operations per value as one at a time; they vectorize).
-        let scales: [f32; 16] = std::array::from_fn(|s| u.d * u.sc[s] as f32);
-        let mins: [f32; 16] = std::array::from_fn(|s| {
-            let own = u.dmin * u.mn[s] as f32;
-            if vnni {
-                own + k as f32 * scales[s]
-            } else {
-                own
-            }
-        });
         for j in 0..per {
             let t = b * per + j;
             let tile = &mut q[t * TILE_BYTES..][..TILE_BYTES];
             let src = &u.u[j * len..(j + 1) * len];
             // The block's values at their positions among the 32 of the activation block.
+            let mut vals = [0u8; QK];
             let at = if form.half { (j % 2) * 16 } else { 0 };
-            if vnni {
-                // Four values a row per 64-byte vector, as they come (`u`), zeros outside the
-                // block's half: word by word, no byte loop.
-                let (w0, wn) = (at / 4, len / 4);
-                let mut words = src.chunks_exact(4);
-                for (c, v) in tile.chunks_exact_mut(64).enumerate() {
-                    let dst = &mut v[i * 4..i * 4 + 4];
-                    let own = (w0..w0 + wn).contains(&c);
-                    match if own { words.next() } else { None } {
-                        Some(four) => dst.copy_from_slice(four),
-                        None => dst.fill(0),
-                    }
-                }
-            } else {
-                let mut vals = [0u8; QK];
-                for (o, &v) in vals[at..at + len].iter_mut().zip(src) {
-                    *o = stored(v);
-                }
-                tile[i * QK..][..QK].copy_from_slice(&vals);
+            for (o, &v) in vals[at..at + len].iter_mut().zip(src) {
+                *o = (v as i16 - k) as i8 as u8;
             }
-            // The scale and min of the block: one per 16 values.
+            tile[i * QK..][..QK].copy_from_slice(&vals);
+            // The scale and min of the block: `sc` and `mn` hold one per 16 values.
             let s = if form.half { j } else { 2 * j };
-            d[t * TILE_ROWS + i] = scales[s];
+            d[t * TILE_ROWS + i] = u.d * u.sc[s] as f32;
             if form.mins {
-                m[t * TILE_ROWS + i] = mins[s];
+                m[t * TILE_ROWS + i] = u.dmin * u.mn[s] as f32;
             }
         }
     }
@@ -205,7 +249,7 @@ fn put_row(
 
 /// One super-block of a group of repacked rows (`gb`, 16 rows of `Q4_Kx16`, `Q5_Kx16` or
 /// `Q6_Kx16`) as
-/// VNNI-layout tiles, without unpacking: bitwise what [`put_row`] makes of the stored rows. In
+/// VNNI-layout tiles, without unpacking: bitwise what [`put_rows_vnni`] makes of the stored rows. In
 /// `Q4_Kx16` each 64-byte run holds four values of one sub-block for all 16 rows, low and high
 /// nibbles, which are two vectors of the sub-block's tile (`Q5_Kx16`: with the fifth bits of
 /// the sub-block's bit run); in `Q6_Kx16` the three runs of each
