@@ -81,7 +81,7 @@ unsafe fn srl16(v: __m256i, n: i32) -> __m256i {
 /// # Safety
 /// Called only from functions with F16C enabled (the range is bounds-checked).
 #[inline(always)]
-unsafe fn f16_pair(x: &[u8], at: usize) -> (f32, f32) {
+pub(crate) unsafe fn f16_pair(x: &[u8], at: usize) -> (f32, f32) {
     let b = &x[at..at + 4];
     let bits = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     // SAFETY: register-only intrinsics; the caller has F16C.

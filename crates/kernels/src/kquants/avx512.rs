@@ -9,7 +9,10 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{block_bytes, has_mins, has_offset, hsum_ps, prefetch_ahead, unpack, Regs};
+use super::avx2::{
+    block_bytes, has_mins, has_offset, hsum_ps, load32, prefetch_ahead, unpack, Regs, Q3,
+};
+use super::layout::{q3_k, scales_q3_k};
 use super::BlockQ8K;
 
 /// The scales of `w` as i16 lanes for each 64 values: sub-blocks `4c..4c + 4`, eight lanes each.
@@ -27,14 +30,77 @@ fn scale_lanes(w: &Regs) -> [__m512i; 4] {
     })
 }
 
-/// Integer lanes of one unpacked block against one Q8_K block: sixteen lanes summing to `S`,
-/// eight summing to `M` (see `unpack.rs`).
+/// The values of `w` as four vectors of 64 (sub-blocks `4c..4c + 4`: `u[2c]`, then
+/// `u[2c + 1]`).
+///
+/// # Safety
+/// The AVX-512 features available.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) fn value_vectors(w: &Regs) -> [__m512i; 4] {
+    std::array::from_fn(|c| {
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(w.u[2 * c]), w.u[2 * c + 1])
+    })
+}
+
+/// A Q3_K block unpacked for the kernels here: its values straight into [`value_vectors`]'
+/// four vectors, by 512-bit shifts of the low bits and of the high-bit mask (each broadcast to
+/// both halves, the halves shifted by their own counts), instead of eight 256-bit unpackings
+/// and four inserts; its scales as `avx2::unpack` makes them. The same bytes and scales.
+///
+/// # Safety
+/// The AVX-512 features available; `x` one whole Q3_K block (bounds-checked).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn unpack_q3(x: &[u8]) -> ([__m512i; 4], Regs) {
+    let x = &x[..block_bytes(Q3)];
+    // SAFETY: the loads go through the bounds-checked `load32`; the rest is registers.
+    unsafe {
+        let sc = scales_q3_k(&x[q3_k::SCALES..q3_k::SCALES + 12]);
+        let sc = _mm_sub_epi8(_mm_loadu_si128(sc.as_ptr().cast()), _mm_set1_epi8(32));
+        let w = Regs {
+            u: [_mm256_setzero_si256(); 8],
+            sc,
+            sck: _mm256_slli_epi16::<2>(_mm256_cvtepi8_epi16(sc)),
+            mn: _mm256_setzero_si256(),
+            d: super::avx2::f16_pair(x, q3_k::D - 2).1,
+            dmin: 0.0,
+        };
+        let (m3, one) = (_mm512_set1_epi8(3), _mm512_set1_epi8(1));
+        let hm = _mm512_broadcast_i64x4(load32(x, q3_k::HMASK));
+        let q = [
+            _mm512_broadcast_i64x4(load32(x, q3_k::QS)),
+            _mm512_broadcast_i64x4(load32(x, q3_k::QS + 32)),
+        ];
+        // Halves of vector c: values of 32 (sub-blocks) 2c and 2c + 1, i.e. bit pair s of
+        // the low bits' 32-byte run c / 2 (s = 2(c % 2), then s + 1) and bit 4(c / 2) + s of the
+        // high-bit mask.
+        let counts = |lo: i16, hi: i16| {
+            _mm512_inserti64x4::<1>(
+                _mm512_castsi256_si512(_mm256_set1_epi16(lo)),
+                _mm256_set1_epi16(hi),
+            )
+        };
+        let u = std::array::from_fn(|c| {
+            let s = 2 * (c % 2) as i16;
+            let low = _mm512_and_si512(_mm512_srlv_epi16(q[c / 2], counts(2 * s, 2 * s + 2)), m3);
+            let h = 4 * (c / 2) as i16 + s;
+            let high = _mm512_and_si512(_mm512_srlv_epi16(hm, counts(h, h + 1)), one);
+            _mm512_or_si512(low, _mm512_slli_epi16::<2>(high))
+        });
+        (u, w)
+    }
+}
+
+/// Integer lanes of one unpacked block (its values `u`, [`value_vectors`]) against one Q8_K
+/// block: sixteen lanes summing to `S`, eight summing to `M` (see `unpack.rs`).
 ///
 /// # Safety
 /// The AVX-512 features available.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(crate) unsafe fn block_lanes<const TY: u8>(
+    u: &[__m512i; 4],
     w: &Regs,
     scales: &[__m512i; 4],
     y: &BlockQ8K,
@@ -42,9 +108,7 @@ pub(crate) unsafe fn block_lanes<const TY: u8>(
     // SAFETY: loads of whole fixed-size arrays (`qs` 256 bytes, `bsums` 32).
     unsafe {
         let mut s = _mm512_setzero_si512();
-        for (c, sc) in scales.iter().enumerate() {
-            let (lo, hi) = (w.u[2 * c], w.u[2 * c + 1]);
-            let u = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+        for (c, (sc, &u)) in scales.iter().zip(u).enumerate() {
             let a = _mm512_loadu_si512(y.qs.as_ptr().add(64 * c).cast());
             s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(u, a), *sc);
         }
@@ -88,7 +152,13 @@ pub(crate) unsafe fn dot_tokens<const TY: u8, const T: usize>(
         // SAFETY: the CPU features are the caller's; `x` is one whole block.
         unsafe {
             prefetch_ahead(x);
-            accumulate::<TY, T>(&unpack::<TY>(x), b, &act, &mut acc, &mut acc_m);
+            let (u, w) = if TY == Q3 {
+                unpack_q3(x)
+            } else {
+                let w = unpack::<TY>(x);
+                (value_vectors(&w), w)
+            };
+            accumulate::<TY, T>(&u, &w, b, &act, &mut acc, &mut acc_m);
         }
     }
     std::array::from_fn(|t| _mm512_reduce_add_ps(acc[t]) - hsum_ps(acc_m[t]))
@@ -102,6 +172,7 @@ pub(crate) unsafe fn dot_tokens<const TY: u8, const T: usize>(
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn accumulate<const TY: u8, const T: usize>(
+    u: &[__m512i; 4],
     w: &Regs,
     b: usize,
     act: &[&[BlockQ8K]; T],
@@ -113,7 +184,7 @@ unsafe fn accumulate<const TY: u8, const T: usize>(
         let scales = scale_lanes(w);
         for t in 0..T {
             let y = &act[t][b];
-            let (s, m) = block_lanes::<TY>(w, &scales, y);
+            let (s, m) = block_lanes::<TY>(u, w, &scales, y);
             acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(y.d * w.d), _mm512_cvtepi32_ps(s), acc[t]);
             if has_mins(TY) {
                 let dm = _mm256_set1_ps(y.d * w.dmin);

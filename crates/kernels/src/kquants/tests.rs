@@ -351,12 +351,13 @@ fn simd_block_ints(level: Level, ty: WeightType, w: &Unpacked, y: &BlockQ8K) -> 
         Level::Avx512(_) => unsafe {
             let w = &avx2::load_regs(w);
             let sc = avx512::scales_for_test(w);
+            let u = &avx512::value_vectors(w);
             let (s, m) = match ty {
-                WeightType::Q2_K => avx512::block_lanes::<Q2>(w, &sc, y),
-                WeightType::Q3_K => avx512::block_lanes::<Q3>(w, &sc, y),
-                WeightType::Q4_K => avx512::block_lanes::<Q4>(w, &sc, y),
-                WeightType::Q5_K => avx512::block_lanes::<Q5>(w, &sc, y),
-                _ => avx512::block_lanes::<Q6>(w, &sc, y),
+                WeightType::Q2_K => avx512::block_lanes::<Q2>(u, w, &sc, y),
+                WeightType::Q3_K => avx512::block_lanes::<Q3>(u, w, &sc, y),
+                WeightType::Q4_K => avx512::block_lanes::<Q4>(u, w, &sc, y),
+                WeightType::Q5_K => avx512::block_lanes::<Q5>(u, w, &sc, y),
+                _ => avx512::block_lanes::<Q6>(u, w, &sc, y),
             };
             let mut lanes = [0i32; 16];
             _mm512_storeu_si512(lanes.as_mut_ptr().cast(), s);
