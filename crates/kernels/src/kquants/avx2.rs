@@ -59,7 +59,7 @@ pub(crate) unsafe fn load32(b: &[u8], at: usize) -> __m256i {
 /// # Safety
 /// Called only from functions with AVX2 enabled (the range is bounds-checked).
 #[inline(always)]
-unsafe fn load16(b: &[u8], at: usize) -> __m128i {
+pub(crate) unsafe fn load16(b: &[u8], at: usize) -> __m128i {
     let s = &b[at..at + 16];
     // SAFETY: `s` is 16 readable bytes; unaligned load.
     unsafe { _mm_loadu_si128(s.as_ptr().cast()) }

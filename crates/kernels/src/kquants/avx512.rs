@@ -10,9 +10,10 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{
-    block_bytes, has_mins, has_offset, hsum_ps, load32, prefetch_ahead, unpack, Regs, Q3,
+    block_bytes, f16_pair, has_mins, has_offset, hsum_ps, load16, load32, prefetch_ahead, unpack,
+    Regs, Q2, Q3,
 };
-use super::layout::{q3_k, scales_q3_k};
+use super::layout::{q2_k, q3_k, scales_q3_k};
 use super::BlockQ8K;
 
 /// The scales of `w` as i16 lanes for each 64 values: sub-blocks `4c..4c + 4`, eight lanes each.
@@ -43,50 +44,88 @@ pub(crate) fn value_vectors(w: &Regs) -> [__m512i; 4] {
     })
 }
 
-/// A Q3_K block unpacked for the kernels here: its values straight into [`value_vectors`]'
-/// four vectors, by 512-bit shifts of the low bits and of the high-bit mask (each broadcast to
-/// both halves, the halves shifted by their own counts), instead of eight 256-bit unpackings
-/// and four inserts; its scales as `avx2::unpack` makes them. The same bytes and scales.
+/// Two 16-bit shift counts as a vector: `lo` for the low 256 bits, `hi` for the high ones.
 ///
 /// # Safety
-/// The AVX-512 features available; `x` one whole Q3_K block (bounds-checked).
+/// The AVX-512 features available.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn unpack_q3(x: &[u8]) -> ([__m512i; 4], Regs) {
-    let x = &x[..block_bytes(Q3)];
-    // SAFETY: the loads go through the bounds-checked `load32`; the rest is registers.
+fn half_counts(lo: i16, hi: i16) -> __m512i {
+    _mm512_inserti64x4::<1>(
+        _mm512_castsi256_si512(_mm256_set1_epi16(lo)),
+        _mm256_set1_epi16(hi),
+    )
+}
+
+/// The 2-bit fields of the two 32-byte runs at `x[at..]` (Q2_K's values, Q3_K's low bits) as
+/// [`value_vectors`]' four vectors: run `c / 2` broadcast to both halves, shifted right by bit
+/// pair `2(c % 2)` in the low half and the next pair in the high one, masked to two bits.
+///
+/// # Safety
+/// The AVX-512 features available; `x[at..at + 64]` inside `x` (bounds-checked).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn two_bit_vectors(x: &[u8], at: usize) -> [__m512i; 4] {
+    // SAFETY: the loads go through the bounds-checked `load32`.
     unsafe {
-        let sc = scales_q3_k(&x[q3_k::SCALES..q3_k::SCALES + 12]);
-        let sc = _mm_sub_epi8(_mm_loadu_si128(sc.as_ptr().cast()), _mm_set1_epi8(32));
-        let w = Regs {
+        let m3 = _mm512_set1_epi8(3);
+        let q = [
+            _mm512_broadcast_i64x4(load32(x, at)),
+            _mm512_broadcast_i64x4(load32(x, at + 32)),
+        ];
+        std::array::from_fn(|c| {
+            let s = 2 * (c % 2) as i16;
+            _mm512_and_si512(
+                _mm512_srlv_epi16(q[c / 2], half_counts(2 * s, 2 * s + 2)),
+                m3,
+            )
+        })
+    }
+}
+
+/// A Q2_K or Q3_K block unpacked for the kernels here: its values straight into
+/// [`value_vectors`]' four vectors by 512-bit shifts (Q3_K's high bits from its mask, broadcast
+/// and shifted the same way), instead of eight 256-bit unpackings and four inserts; its scales,
+/// mins and offsets as `avx2::unpack` makes them. The same bytes and numbers.
+///
+/// # Safety
+/// The AVX-512 features available; `TY` is `Q2` or `Q3`; `x` one whole block of it
+/// (bounds-checked).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn unpack_low_bit<const TY: u8>(x: &[u8]) -> ([__m512i; 4], Regs) {
+    let x = &x[..block_bytes(TY)];
+    // SAFETY: the loads go through bounds-checked helpers; the rest is registers.
+    unsafe {
+        let mut w = Regs {
             u: [_mm256_setzero_si256(); 8],
-            sc,
-            sck: _mm256_slli_epi16::<2>(_mm256_cvtepi8_epi16(sc)),
+            sc: _mm_setzero_si128(),
+            sck: _mm256_setzero_si256(),
             mn: _mm256_setzero_si256(),
-            d: super::avx2::f16_pair(x, q3_k::D - 2).1,
+            d: 0.0,
             dmin: 0.0,
         };
-        let (m3, one) = (_mm512_set1_epi8(3), _mm512_set1_epi8(1));
+        if TY == Q2 {
+            let sc = load16(x, q2_k::SCALES);
+            let nib = _mm_set1_epi8(0xF);
+            w.sc = _mm_and_si128(sc, nib);
+            w.mn = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(sc), nib));
+            (w.d, w.dmin) = f16_pair(x, q2_k::D);
+            return (two_bit_vectors(x, q2_k::QS), w);
+        }
+        let sc = scales_q3_k(&x[q3_k::SCALES..q3_k::SCALES + 12]);
+        w.sc = _mm_sub_epi8(_mm_loadu_si128(sc.as_ptr().cast()), _mm_set1_epi8(32));
+        w.sck = _mm256_slli_epi16::<2>(_mm256_cvtepi8_epi16(w.sc));
+        w.d = f16_pair(x, q3_k::D - 2).1;
+        // Vector c's halves: sub-blocks 2c and 2c + 1, high bits 4(c / 2) + 2(c % 2) and the
+        // next of the mask.
+        let one = _mm512_set1_epi8(1);
         let hm = _mm512_broadcast_i64x4(load32(x, q3_k::HMASK));
-        let q = [
-            _mm512_broadcast_i64x4(load32(x, q3_k::QS)),
-            _mm512_broadcast_i64x4(load32(x, q3_k::QS + 32)),
-        ];
-        // Halves of vector c: values of 32 (sub-blocks) 2c and 2c + 1, i.e. bit pair s of
-        // the low bits' 32-byte run c / 2 (s = 2(c % 2), then s + 1) and bit 4(c / 2) + s of the
-        // high-bit mask.
-        let counts = |lo: i16, hi: i16| {
-            _mm512_inserti64x4::<1>(
-                _mm512_castsi256_si512(_mm256_set1_epi16(lo)),
-                _mm256_set1_epi16(hi),
-            )
-        };
+        let low = two_bit_vectors(x, q3_k::QS);
         let u = std::array::from_fn(|c| {
-            let s = 2 * (c % 2) as i16;
-            let low = _mm512_and_si512(_mm512_srlv_epi16(q[c / 2], counts(2 * s, 2 * s + 2)), m3);
-            let h = 4 * (c / 2) as i16 + s;
-            let high = _mm512_and_si512(_mm512_srlv_epi16(hm, counts(h, h + 1)), one);
-            _mm512_or_si512(low, _mm512_slli_epi16::<2>(high))
+            let h = 4 * (c / 2) as i16 + 2 * (c % 2) as i16;
+            let high = _mm512_and_si512(_mm512_srlv_epi16(hm, half_counts(h, h + 1)), one);
+            _mm512_or_si512(low[c], _mm512_slli_epi16::<2>(high))
         });
         (u, w)
     }
@@ -152,8 +191,8 @@ pub(crate) unsafe fn dot_tokens<const TY: u8, const T: usize>(
         // SAFETY: the CPU features are the caller's; `x` is one whole block.
         unsafe {
             prefetch_ahead(x);
-            let (u, w) = if TY == Q3 {
-                unpack_q3(x)
+            let (u, w) = if TY == Q2 || TY == Q3 {
+                unpack_low_bit::<TY>(x)
             } else {
                 let w = unpack::<TY>(x);
                 (value_vectors(&w), w)
