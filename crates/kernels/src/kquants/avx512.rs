@@ -23,11 +23,14 @@ use super::BlockQ8K;
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn scale_lanes(w: &Regs) -> [__m512i; 4] {
-    let sc = _mm256_broadcastsi128_si256(w.sc);
+    // The 16 scales widened once, then each vector's four picked eight times each.
+    let sc = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(w.sc));
     std::array::from_fn(|c| {
-        let j = |k: usize| (4 * c + k) as i64 * 0x0101_0101_0101_0101;
-        let pick = _mm256_set_epi64x(j(3), j(2), j(1), j(0));
-        _mm512_cvtepi8_epi16(_mm256_shuffle_epi8(sc, pick))
+        // Lane l takes scale 4c + l / 8.
+        let pick: [i16; 32] = std::array::from_fn(|l| (4 * c + l / 8) as i16);
+        // SAFETY: a load of the 64 bytes of `pick`.
+        let pick = unsafe { _mm512_loadu_si512(pick.as_ptr().cast()) };
+        _mm512_permutexvar_epi16(pick, sc)
     })
 }
 
