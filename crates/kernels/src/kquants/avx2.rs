@@ -59,7 +59,7 @@ pub(crate) unsafe fn load32(b: &[u8], at: usize) -> __m256i {
 /// # Safety
 /// Called only from functions with AVX2 enabled (the range is bounds-checked).
 #[inline(always)]
-pub(crate) unsafe fn load16(b: &[u8], at: usize) -> __m128i {
+unsafe fn load16(b: &[u8], at: usize) -> __m128i {
     let s = &b[at..at + 16];
     // SAFETY: `s` is 16 readable bytes; unaligned load.
     unsafe { _mm_loadu_si128(s.as_ptr().cast()) }
@@ -81,7 +81,7 @@ unsafe fn srl16(v: __m256i, n: i32) -> __m256i {
 /// # Safety
 /// Called only from functions with F16C enabled (the range is bounds-checked).
 #[inline(always)]
-pub(crate) unsafe fn f16_pair(x: &[u8], at: usize) -> (f32, f32) {
+unsafe fn f16_pair(x: &[u8], at: usize) -> (f32, f32) {
     let b = &x[at..at + 4];
     let bits = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     // SAFETY: register-only intrinsics; the caller has F16C.
@@ -142,6 +142,61 @@ unsafe fn store_regs(r: &Regs, out: &mut Unpacked) {
     out.dmin = r.dmin;
 }
 
+/// A `Regs` of zeros.
+///
+/// # Safety
+/// Called only from functions with AVX2 enabled.
+#[inline(always)]
+pub(crate) unsafe fn empty_regs() -> Regs {
+    // SAFETY: register-only intrinsics; the caller has AVX2.
+    unsafe {
+        Regs {
+            u: [_mm256_setzero_si256(); 8],
+            sc: _mm_setzero_si128(),
+            sck: _mm256_setzero_si256(),
+            mn: _mm256_setzero_si256(),
+            d: 0.0,
+            dmin: 0.0,
+        }
+    }
+}
+
+/// Q2_K block `x`'s scales (low nibbles), mins (high nibbles), `d` and `dmin` into `r`.
+///
+/// # Safety
+/// Called only from functions with AVX2 and F16C enabled; `x` one whole Q2_K block.
+#[inline(always)]
+pub(crate) unsafe fn q2_scales(x: &[u8], r: &mut Regs) {
+    // SAFETY: the bounds-checked loads above; the caller has the features.
+    unsafe {
+        let sc = load16(x, q2_k::SCALES);
+        let nib = _mm_set1_epi8(0xF);
+        r.sc = _mm_and_si128(sc, nib);
+        r.mn = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(sc), nib));
+        r.sck = _mm256_setzero_si256();
+        (r.d, r.dmin) = f16_pair(x, q2_k::D);
+    }
+}
+
+/// Q3_K block `x`'s scales (the offset 32 taken off), their `k · sc` corrections and `d` into
+/// `r`.
+///
+/// # Safety
+/// Called only from functions with AVX2 and F16C enabled; `x` one whole Q3_K block.
+#[inline(always)]
+pub(crate) unsafe fn q3_scales(x: &[u8], r: &mut Regs) {
+    // SAFETY: register-only intrinsics on bounds-checked data; the caller has the features.
+    unsafe {
+        let sc = scales_q3_k(&x[q3_k::SCALES..q3_k::SCALES + 12]);
+        let sc = _mm_sub_epi8(_mm_loadu_si128(sc.as_ptr().cast()), _mm_set1_epi8(32));
+        r.sc = sc;
+        r.sck = _mm256_slli_epi16::<2>(_mm256_cvtepi8_epi16(sc));
+        r.mn = _mm256_setzero_si256();
+        r.d = f16_pair(x, q3_k::D - 2).1;
+        r.dmin = 0.0;
+    }
+}
+
 /// Unpacks block `x` of type `TY` into registers (twin: `unpack::unpack_scalar`).
 ///
 /// Always inlined (as are the helpers it uses), so that a block streamed through a row kernel
@@ -159,22 +214,10 @@ pub(crate) unsafe fn unpack<const TY: u8>(x: &[u8]) -> Regs {
         let m4 = _mm256_set1_epi8(0xF);
         let m3 = _mm256_set1_epi8(3);
         let one = _mm256_set1_epi8(1);
-        let mut r = Regs {
-            u: [_mm256_setzero_si256(); 8],
-            sc: _mm_setzero_si128(),
-            sck: _mm256_setzero_si256(),
-            mn: _mm256_setzero_si256(),
-            d: 0.0,
-            dmin: 0.0,
-        };
+        let mut r = empty_regs();
         match TY {
             Q2 => {
-                let sc = load16(x, q2_k::SCALES);
-                let low = _mm_and_si128(sc, _mm_set1_epi8(0xF));
-                r.sc = low;
-                let high = _mm_and_si128(_mm_srli_epi16::<4>(sc), _mm_set1_epi8(0xF));
-                r.mn = _mm256_cvtepu8_epi16(high);
-                r.sck = _mm256_setzero_si256();
+                q2_scales(x, &mut r);
                 for c in 0..2 {
                     let q2 = load32(x, q2_k::QS + 32 * c);
                     for s in 0..4 {
@@ -182,14 +225,9 @@ pub(crate) unsafe fn unpack<const TY: u8>(x: &[u8]) -> Regs {
                         r.u[4 * c + s] = u;
                     }
                 }
-                (r.d, r.dmin) = f16_pair(x, q2_k::D);
             }
             Q3 => {
-                let sc = scales_q3_k(&x[q3_k::SCALES..q3_k::SCALES + 12]);
-                let sc = _mm_sub_epi8(_mm_loadu_si128(sc.as_ptr().cast()), _mm_set1_epi8(32));
-                r.sc = sc;
-                r.sck = _mm256_slli_epi16::<2>(_mm256_cvtepi8_epi16(sc));
-                r.mn = _mm256_setzero_si256();
+                q3_scales(x, &mut r);
                 let hm = load32(x, q3_k::HMASK);
                 for c in 0..2 {
                     let q3 = load32(x, q3_k::QS + 32 * c);
@@ -200,8 +238,6 @@ pub(crate) unsafe fn unpack<const TY: u8>(x: &[u8]) -> Regs {
                         r.u[4 * c + s] = u;
                     }
                 }
-                r.d = f16_pair(x, q3_k::D - 2).1;
-                r.dmin = 0.0;
             }
             Q4 | Q5 => {
                 let (scales_at, qs_at) = if TY == Q4 {

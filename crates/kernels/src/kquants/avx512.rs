@@ -10,10 +10,10 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{
-    block_bytes, f16_pair, has_mins, has_offset, hsum_ps, load16, load32, prefetch_ahead, unpack,
-    Regs, Q2, Q3,
+    block_bytes, empty_regs, has_mins, has_offset, hsum_ps, load32, prefetch_ahead, q2_scales,
+    q3_scales, unpack, Regs, Q2, Q3,
 };
-use super::layout::{q2_k, q3_k, scales_q3_k};
+use super::layout::{q2_k, q3_k};
 use super::BlockQ8K;
 
 /// The scales of `w` as i16 lanes for each 64 values: sub-blocks `4c..4c + 4`, eight lanes each.
@@ -100,26 +100,12 @@ pub(crate) unsafe fn unpack_low_bit<const TY: u8>(x: &[u8]) -> ([__m512i; 4], Re
     let x = &x[..block_bytes(TY)];
     // SAFETY: the loads go through bounds-checked helpers; the rest is registers.
     unsafe {
-        let mut w = Regs {
-            u: [_mm256_setzero_si256(); 8],
-            sc: _mm_setzero_si128(),
-            sck: _mm256_setzero_si256(),
-            mn: _mm256_setzero_si256(),
-            d: 0.0,
-            dmin: 0.0,
-        };
+        let mut w = empty_regs();
         if TY == Q2 {
-            let sc = load16(x, q2_k::SCALES);
-            let nib = _mm_set1_epi8(0xF);
-            w.sc = _mm_and_si128(sc, nib);
-            w.mn = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(sc), nib));
-            (w.d, w.dmin) = f16_pair(x, q2_k::D);
+            q2_scales(x, &mut w);
             return (two_bit_vectors(x, q2_k::QS), w);
         }
-        let sc = scales_q3_k(&x[q3_k::SCALES..q3_k::SCALES + 12]);
-        w.sc = _mm_sub_epi8(_mm_loadu_si128(sc.as_ptr().cast()), _mm_set1_epi8(32));
-        w.sck = _mm256_slli_epi16::<2>(_mm256_cvtepi8_epi16(w.sc));
-        w.d = f16_pair(x, q3_k::D - 2).1;
+        q3_scales(x, &mut w);
         // Vector c's halves: sub-blocks 2c and 2c + 1, high bits 4(c / 2) + 2(c % 2) and the
         // next of the mask.
         let one = _mm512_set1_epi8(1);
