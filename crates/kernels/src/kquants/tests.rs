@@ -872,3 +872,24 @@ fn amx_k_quant_tile_kernel_cases<U: crate::amx_tile::TileUnit>(level: Level, sco
         }
     }
 }
+
+/// Q3_K's scales unpacked by vector instructions (AVX2) against the scalar unpacking, on
+/// random bytes (every bit of the 12 packed bytes in play).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn q3_k_scales_by_vectors_match_the_scalar_unpacking() {
+    use std::arch::x86_64::*;
+    let Some(Level::Avx2(_) | Level::Avx512(_)) = Level::new(crate::Isa::Avx2) else {
+        eprintln!("skip: AVX2 not available");
+        return;
+    };
+    let mut rng = Rng(0x2545f4914f6cdd1d);
+    for _ in 0..2000 {
+        let block: Vec<u8> = (0..q3_k::BYTES).map(|_| rng.byte()).collect();
+        let want = layout::scales_q3_k(&block[q3_k::SCALES..q3_k::SCALES + 12]);
+        let mut got = [0i8; 16];
+        // SAFETY: the level proves AVX2; `block` is one whole Q3_K block.
+        unsafe { _mm_storeu_si128(got.as_mut_ptr().cast(), avx2::q3_scale_bytes(&block)) };
+        assert_eq!(got, want, "{block:?}");
+    }
+}
