@@ -16,7 +16,6 @@
 //! the same integers ggml's dot products compute (tested against them in `tests.rs`).
 
 use super::layout::{f16_at, q2_k, q3_k, q4_k, q5_k, q6_k, scales_mins_k4, scales_q3_k};
-#[cfg(test)]
 use super::BlockQ8K;
 use super::QK_K;
 use crate::WeightType;
@@ -154,8 +153,7 @@ pub(crate) fn unpack_scalar(ty: WeightType, x: &[u8], out: &mut Unpacked) {
 }
 
 /// The exact integers `(S, M)` of one unpacked block against one Q8_K block (the tests' oracle
-/// of the SIMD block sums).
-#[cfg(test)]
+/// of the SIMD block sums, and the repacked rows' scalar twin, `x16::dot_block_scalar`).
 pub(crate) fn block_ints_scalar(w: &Unpacked, a: &BlockQ8K) -> (i32, i32) {
     let (mut s, mut m) = (0i32, 0i32);
     for j in 0..16 {

@@ -37,7 +37,7 @@
 //! Matrices whose row count is not a multiple of 16 keep their stored layout
 //! ([`crate::repacked_type`]).
 
-use super::layout::{f16_at, q4_k, q6_k, scales_mins_k4};
+use super::layout::{f16_at, q4_k, q6_k};
 use super::{BlockQ8K, QK_K};
 use crate::{WeightType, WeightView};
 
@@ -63,12 +63,6 @@ pub(crate) mod q4 {
     pub(crate) const SCALES: usize = 4 * ROWS;
     /// Where the nibbles start (32 runs of 64 bytes).
     pub(crate) const QS: usize = SCALES + 12 * ROWS;
-
-    /// Value `i` (0..32) of sub-block `j` (0..8) of the stored block `x`.
-    #[inline]
-    fn stored_value(x: &[u8], j: usize, i: usize) -> u8 {
-        (x[q4_k::QS + 32 * (j / 2) + i] >> (4 * (j % 2))) & 0xF
-    }
 
     /// Repacks the 16 stored blocks `block(l)` (row `l` of a group, one super-block) into
     /// `out`.
@@ -140,23 +134,6 @@ pub(crate) mod q4 {
             }
         }
     }
-
-    /// The exact `(S, M)` of row `l` of group block `gb` against `y`.
-    pub(super) fn block_ints(gb: &[u8], l: usize, y: &BlockQ8K) -> (i32, i32) {
-        let mut x = [0u8; q4_k::BYTES];
-        stored_block(gb, l, &mut x);
-        let (sc, mn) = scales_mins_k4(&x[q4_k::SCALES..q4_k::SCALES + 12]);
-        let (mut s, mut m) = (0i32, 0i32);
-        for j in 0..8 {
-            let dot: i32 = (0..32)
-                .map(|i| stored_value(&x, j, i) as i32 * y.qs[32 * j + i] as i32)
-                .sum();
-            s += sc[j] as i32 * dot;
-            let bsum = y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32;
-            m += mn[j] as i32 * bsum;
-        }
-        (s, m)
-    }
 }
 
 /// The Q5_K layout: Q4_K's (`q4::D`, `q4::DMIN`, `q4::SCALES`, then the nibbles at [`q5::QS`]) with the
@@ -217,26 +194,6 @@ pub(crate) mod q5 {
             }
         }
     }
-
-    /// The exact `(S, M)` of row `l` of group block `gb` against `y`.
-    pub(super) fn block_ints(gb: &[u8], l: usize, y: &BlockQ8K) -> (i32, i32) {
-        let mut x = [0u8; q5_k::BYTES];
-        stored_block(gb, l, &mut x);
-        let (sc, mn) = scales_mins_k4(&x[q5_k::SCALES..q5_k::SCALES + 12]);
-        let (mut s, mut m) = (0i32, 0i32);
-        for j in 0..8 {
-            let dot: i32 = (0..32)
-                .map(|i| {
-                    let low = (x[q5_k::QS + 32 * (j / 2) + i] >> (4 * (j % 2))) & 0xF;
-                    (low | fifth_bit(&x, j, i) << 4) as i32 * y.qs[32 * j + i] as i32
-                })
-                .sum();
-            s += sc[j] as i32 * dot;
-            let bsum = y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32;
-            m += mn[j] as i32 * bsum;
-        }
-        (s, m)
-    }
 }
 
 /// The Q6_K layout: per group block of 16 rows,
@@ -271,13 +228,6 @@ pub(crate) mod q6 {
         );
         let qh = (q6_k::QH + 32 * c + j, 2 * quarter as u32);
         (ql, qh)
-    }
-
-    /// Value `i` (0..256, 6 bits) of the stored block `x`.
-    #[inline]
-    fn stored_value(x: &[u8], i: usize) -> u8 {
-        let ((l, ls), (h, hs)) = places(i);
-        (x[l] >> ls & 0xF) | (x[h] >> hs & 3) << 4
     }
 
     /// Repacks the 16 stored blocks `block(l)` into `out`.
@@ -331,20 +281,6 @@ pub(crate) mod q6 {
             }
         }
     }
-
-    /// The exact `S` of row `l` of group block `gb` against `y` (offset included).
-    pub(super) fn block_int(gb: &[u8], l: usize, y: &BlockQ8K) -> i32 {
-        let mut x = [0u8; q6_k::BYTES];
-        stored_block(gb, l, &mut x);
-        (0..16)
-            .map(|g| {
-                let dot: i32 = (16 * g..16 * g + 16)
-                    .map(|i| stored_value(&x, i) as i32 * y.qs[i] as i32)
-                    .sum();
-                x[q6_k::SCALES + g] as i8 as i32 * (dot - 32 * y.bsums[g] as i32)
-            })
-            .sum()
-    }
 }
 
 const LOW: u32 = 0x0f0f_0f0f;
@@ -362,6 +298,19 @@ fn stored_block(ty: WeightType, gb: &[u8], l: usize, x: &mut [u8]) {
         WeightType::Q5_Kx16 => q5::stored_block(gb, l, x),
         _ => q6::stored_block(gb, l, x),
     }
+}
+
+/// The exact `(S, M)` of row `l` of group block `gb` (repacked `ty`) against `y`: the row's
+/// stored block, unpacked and summed as every K-quant kernel's integers are checked
+/// (`unpack::block_ints_scalar`: the offset inside `S`, the mins in `M`).
+fn block_ints(ty: WeightType, gb: &[u8], l: usize, y: &BlockQ8K) -> (i32, i32) {
+    let from = ty.stored();
+    let mut x = [0u8; q6_k::BYTES];
+    let x = &mut x[..from.block_bytes()];
+    stored_block(ty, gb, l, x);
+    let mut w = super::Unpacked::ZERO;
+    super::unpack::unpack_scalar(from, x, &mut w);
+    super::unpack::block_ints_scalar(&w, y)
 }
 
 /// Row `r` of a repacked matrix as its stored bytes, into `out` (the stored type's
@@ -438,17 +387,13 @@ pub(crate) fn dequantize_group(ty: WeightType, src: &[u8], dst: &mut [f32]) {
 pub(crate) fn dot_block_scalar(ty: WeightType, gb: &[u8], l: usize, y: &BlockQ8K, acc: f32) -> f32 {
     match ty {
         WeightType::Q4_Kx16 | WeightType::Q5_Kx16 => {
-            let (s, m) = if ty == WeightType::Q4_Kx16 {
-                q4::block_ints(gb, l, y)
-            } else {
-                q5::block_ints(gb, l, y)
-            };
+            let (s, m) = block_ints(ty, gb, l, y);
             let (d, dmin) = (f16_at(gb, q4::D + 2 * l), f16_at(gb, q4::DMIN + 2 * l));
             let acc = (s as f32).mul_add(d * y.d, acc);
             (-(m as f32)).mul_add(dmin * y.d, acc)
         }
         _ => {
-            let s = q6::block_int(gb, l, y);
+            let (s, _) = block_ints(ty, gb, l, y);
             (s as f32).mul_add(f16_at(gb, q6::D + 2 * l) * y.d, acc)
         }
     }
