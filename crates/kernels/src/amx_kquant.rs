@@ -110,28 +110,23 @@ impl<'a> Packer<'a> {
             }
             return;
         }
+        if self.form.layout == TileLayout::Vnni {
+            // Stored rows (repacked ones returned above): all 16 unpacked first (padding rows
+            // as zeros), then each tile written in order, a 64-byte vector at a time.
+            for (i, blocks) in self.blocks.chunks_exact_mut(nsb).enumerate() {
+                if i < valid {
+                    unpack_row(self.level, self.ty, self.w.row(r0 + i), blocks);
+                } else {
+                    blocks.fill(Unpacked::ZERO);
+                }
+            }
+            put_rows_vnni(self.ty, self.form, &self.blocks, nsb, q, d, m);
+            return;
+        }
         if self.w.ty.is_grouped() {
             // Groups of repacked rows start at multiples of 16 and are whole.
             assert!(r0.is_multiple_of(x16::ROWS) && valid == x16::ROWS);
             crate::matmul_kquant::stored_group(self.level, &self.w, r0, &mut self.stored);
-        }
-        if self.form.layout == TileLayout::Vnni {
-            // All 16 rows unpacked first (padding rows as zeros), then each tile written in
-            // order, a 64-byte vector at a time.
-            for (i, blocks) in self.blocks.chunks_exact_mut(nsb).enumerate() {
-                if i >= valid {
-                    blocks.fill(Unpacked::ZERO);
-                    continue;
-                }
-                let row = if self.w.ty.is_grouped() {
-                    &self.stored[i * rb..(i + 1) * rb]
-                } else {
-                    self.w.row(r0 + i)
-                };
-                unpack_row(self.level, self.ty, row, blocks);
-            }
-            put_rows_vnni(self.ty, self.form, &self.blocks, nsb, q, d, m);
-            return;
         }
         for i in 0..TILE_ROWS {
             if i >= valid {
