@@ -65,28 +65,7 @@ impl KvType {
 
     /// Encodes `src` into `dst` (`row_bytes(src.len())` bytes).
     pub fn encode(self, src: &[f32], dst: &mut [u8]) {
-        match self {
-            KvType::F32 => {
-                for (d, s) in dst.chunks_exact_mut(4).zip(src) {
-                    d.copy_from_slice(&s.to_le_bytes());
-                }
-            }
-            KvType::F16 => {
-                // A slice conversion (eight or more values per instruction where the CPU has
-                // F16C), through a small buffer since `dst` may not be 2-byte aligned; the
-                // same rounding (to nearest even) as one value at a time.
-                use half::slice::HalfFloatSliceExt;
-                let mut buf = [half::f16::ZERO; 64];
-                for (d, s) in dst.chunks_mut(128).zip(src.chunks(64)) {
-                    let b = &mut buf[..s.len()];
-                    b.convert_from_f32_slice(s);
-                    for (d, h) in d.chunks_exact_mut(2).zip(b.iter()) {
-                        d.copy_from_slice(&h.to_le_bytes());
-                    }
-                }
-            }
-            KvType::Q8_0 => quantize_into(WeightType::Q8_0, src, dst),
-        }
+        quantize_into(self.weight_type(), src, dst)
     }
 
     /// Decodes `dst.len()` values from `src`.
