@@ -4,8 +4,11 @@
 //! ```text
 //! cargo run --release -p herd-kernels --example matvec -- \
 //!     [--rows 2048] [--cols 5632] [--types q8_0,q4_0,f16,q4_k,...] [--isas scalar,avx2,avx512,amx] \
-//!     [--threads 1,2] [--tokens 128] [--decode-mib 1024] [--reference] [--only decode|prefill]
+//!     [--threads 1,2] [--tokens 128] [--decode-mib 1024] [--reference] [--tiles] [--only decode|prefill]
 //! ```
+//!
+//! `--tiles` adds, per level, the tile path for every call (as a server's steps take it), so
+//! its one-token rate shows beside the row kernels'.
 //!
 //! Decode cycles through copies of the matrix filling `--decode-mib` so the weights come from
 //! memory, not from the last-level cache; prefill reuses one matrix (it is compute-bound).
@@ -16,7 +19,9 @@ use std::time::{Duration, Instant};
 #[path = "../tests/support/random.rs"]
 mod random;
 
-use kernels::{matmul_reference, matmul_with, Isa, WeightType, WeightView};
+use kernels::{
+    matmul_path_with, matmul_reference, matmul_with, Isa, MatmulPath, WeightType, WeightView,
+};
 use random::{view, Rng, MODEL_LIKE};
 
 struct Args {
@@ -28,6 +33,8 @@ struct Args {
     tokens: usize,
     decode_mib: usize,
     reference: bool,
+    /// Also the tile path for every call, per level.
+    tiles: bool,
     /// Run only `decode` or only `prefill`.
     only: Option<String>,
 }
@@ -63,11 +70,16 @@ fn parse_args() -> Args {
         tokens: 128,
         decode_mib: 1024,
         reference: false,
+        tiles: false,
         only: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
+        if flag == "--tiles" {
+            a.tiles = true;
+            continue;
+        }
         if flag == "--reference" {
             a.reference = true;
             continue;
@@ -134,6 +146,12 @@ fn main() {
             .iter()
             .map(|&i| (i.name().to_string(), i, matmul_with as Mm))
             .collect();
+        if a.tiles {
+            let tiles: Mm = |i, w, x, n, out| matmul_path_with(i, MatmulPath::Tiles, w, x, n, out);
+            for &i in &a.isas {
+                variants.push((format!("{}-tiles", i.name()), i, tiles));
+            }
+        }
         if a.reference {
             variants.push(("reference".into(), Isa::Scalar, reference));
         }

@@ -147,3 +147,108 @@ unsafe fn tile_avx2<const T: usize>(
         }
     }
 }
+
+/// The AVX2 kernel of [`crate::avx512_panel::fused`]: units of eight rows (half a group), each
+/// eight columns of a unit loaded, converted and transposed in registers, then multiplied by the
+/// tokens' values; `P` units at a time (two for up to three tokens: independent chains of fused
+/// multiply-adds; four kept the eight broadcast values of a block live across units and spilled),
+/// one for more (sixteen registers: eight columns and the accumulators). Each (row, token) sum is the chain of [`tile`] on the packed groups of the
+/// same rows.
+///
+/// # Safety
+/// AVX2/FMA/F16C available; each of the `16·G` pointers reads `n_cols` values of `KIND`, each
+/// `x[t]` holds `n_cols` values, each `out[t]` is writable for `n ≤ 16·G` values; `2G` a
+/// multiple of `P`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn fused_avx2<const KIND: u8, const G: usize, const T: usize, const P: usize>(
+    rows: &[[*const u8; GROUP_ROWS]; G],
+    n: usize,
+    n_cols: usize,
+    x: [*const f32; T],
+    out: [*mut f32; T],
+) {
+    use crate::avx512_panel::{FUSED_AHEAD_BYTES, K_CHUNK};
+    let vb = crate::avx2_dot::float_bytes(KIND);
+    let units = n.div_ceil(8);
+    // Unit `u` (rows 8u..8u + 8): every one below 2G has pointers (past `n`: row 0 again).
+    let ptr = |u: usize, i: usize| rows[u / 2][8 * (u % 2) + i];
+    for ks in (0..n_cols).step_by(K_CHUNK) {
+        let ke = n_cols.min(ks + K_CHUNK);
+        let whole = ks + (ke - ks) / 8 * 8;
+        for u0 in (0..units).step_by(P) {
+            // `P` of the four used, each by a constant index: the accumulators stay in
+            // registers (a loop over them kept them in memory, one chain through the stack).
+            let mut acc = [[_mm256_setzero_ps(); T]; 4];
+            // SAFETY (loads, broadcasts): columns below `ke ≤ n_cols` of rows the caller vouches
+            // for; units below `u0 + P ≤ 2G`.
+            unsafe {
+                for c in (ks..whole).step_by(8) {
+                    macro_rules! unit {
+                        ($j:literal) => {
+                            if $j < P {
+                                let u = u0 + $j;
+                                // Each row ahead of its loads, a line at a time (as at AVX-512).
+                                if (c * vb).is_multiple_of(64) {
+                                    for i in 0..8 {
+                                        let p = ptr(u, i).wrapping_add(c * vb + FUSED_AHEAD_BYTES);
+                                        _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+                                    }
+                                }
+                                let mut block = [_mm256_setzero_si256(); 8];
+                                for (i, v) in block.iter_mut().enumerate() {
+                                    *v = _mm256_castps_si256(load8::<KIND>(ptr(u, i), c));
+                                }
+                                for (i, col) in transpose8x8(block).into_iter().enumerate() {
+                                    for (t, a) in acc[$j].iter_mut().enumerate() {
+                                        let b = _mm256_broadcast_ss(&*x[t].add(c + i));
+                                        *a = _mm256_fmadd_ps(_mm256_castsi256_ps(col), b, *a);
+                                    }
+                                }
+                            }
+                        };
+                    }
+                    unit!(0);
+                    unit!(1);
+                    unit!(2);
+                    unit!(3);
+                }
+                for c in whole..ke {
+                    for (j, acc) in acc.iter_mut().enumerate().take(P) {
+                        let mut v = [0f32; 8];
+                        for (i, v) in v.iter_mut().enumerate() {
+                            *v = load1::<KIND>(ptr(u0 + j, i), c);
+                        }
+                        let col = _mm256_loadu_ps(v.as_ptr());
+                        for (t, a) in acc.iter_mut().enumerate() {
+                            let b = _mm256_broadcast_ss(&*x[t].add(c));
+                            *a = _mm256_fmadd_ps(col, b, *a);
+                        }
+                    }
+                }
+            }
+            for (j, acc) in acc.iter().enumerate().take(P) {
+                let u = u0 + j;
+                if u >= units {
+                    break;
+                }
+                let valid = (n - 8 * u).min(8) as i32;
+                let mask = _mm256_cmpgt_epi32(
+                    _mm256_set1_epi32(valid),
+                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                );
+                for (&o, &a) in out.iter().zip(acc) {
+                    // SAFETY: lanes past `n` are masked off.
+                    unsafe {
+                        let p = o.add(8 * u);
+                        let v = if ks > 0 {
+                            _mm256_add_ps(_mm256_maskload_ps(p, mask), a)
+                        } else {
+                            a
+                        };
+                        _mm256_maskstore_ps(p, mask, v);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -245,3 +245,175 @@ unsafe fn tile_avx512<const G: usize, const T: usize>(
         }
     }
 }
+
+/// Groups of 16 rows in one call of [`fused`] at `level` for `t` tokens. AVX-512: one group
+/// for one token (two were slower: more streams from memory), two for more (the accumulators
+/// and a transposed block fill the 32 registers). AVX2: two groups, taken two or one
+/// half-group at a time (`avx2_panel::fused_avx2`).
+fn fused_groups(level: Level, t: usize) -> usize {
+    match level {
+        Level::Avx512(_) if t == 1 => 1,
+        _ => 2,
+    }
+}
+
+/// Rows of one call of [`fused`] at `level` for `t` tokens.
+pub(crate) fn fused_rows(level: Level, t: usize) -> usize {
+    GROUP_ROWS * fused_groups(level, t)
+}
+
+/// What [`tile`] gives on packed groups of the stored rows, with no panel: for each token `t`
+/// and row `r < n`, `out[t][r]` = row `row(r)` (`n_cols` values of `ty`) times `x[t]`, over
+/// every column, chunk by chunk of [`K_CHUNK`] columns, each chunk summed in order by fused
+/// multiply-adds from zero, the first chunk stored and the others added (the chunks that
+/// [`tile`] takes over the passes of `matmul_float.rs`, whose width is a multiple of
+/// [`K_CHUNK`]). Sixteen columns of sixteen rows are loaded, converted and transposed in
+/// registers and multiplied at once: for a few tokens, writing a panel and reading it back
+/// cost more than the products. Up to [`fused_rows`] rows, 1 to [`TOKENS`] tokens.
+pub(crate) fn fused<'a>(
+    level: Level,
+    ty: WeightType,
+    row: impl Fn(usize) -> &'a [u8],
+    n: usize,
+    x: &[&[f32]],
+    out: &mut [&mut [f32]],
+) {
+    let t = x.len();
+    let groups = fused_groups(level, t);
+    assert!(out.len() == t && (1..=TOKENS).contains(&t) && (1..=groups * GROUP_ROWS).contains(&n));
+    let n_cols = x[0].len();
+    assert!(x.iter().all(|x| x.len() == n_cols) && out.iter().all(|o| o.len() == n));
+    // Rows past `n` read row 0 again (their lanes are never stored).
+    let mut ptrs = [[std::ptr::null(); GROUP_ROWS]; 2];
+    for (i, p) in ptrs.iter_mut().flatten().enumerate() {
+        let bytes = row(if i < n { i } else { 0 });
+        assert_eq!(
+            bytes.len(),
+            n_cols * ty.block_bytes(),
+            "row {i} of the call"
+        );
+        *p = bytes.as_ptr();
+    }
+    let xp: [*const f32; TOKENS] = std::array::from_fn(|i| x.get(i).map_or(x[0], |x| x).as_ptr());
+    let mut op = [std::ptr::null_mut(); TOKENS];
+    for (p, o) in op.iter_mut().zip(out.iter_mut()) {
+        *p = o.as_mut_ptr();
+    }
+    let kind = float_kind(ty);
+    macro_rules! call {
+        ($f:ident, $g:literal, $t:literal $(, $p:literal)?) => {{
+            let x: [*const f32; $t] = std::array::from_fn(|i| xp[i]);
+            let o: [*mut f32; $t] = std::array::from_fn(|i| op[i]);
+            let rows: &[[*const u8; GROUP_ROWS]; $g] = (&ptrs[..$g]).try_into().expect("groups");
+            // SAFETY: the level's token proves the features; every pointer reads `n_cols`
+            // values of `ty` (checked), every `x[t]` holds `n_cols` values and every `out[t]`
+            // `n` (checked).
+            unsafe {
+                match kind {
+                    F32 => $f::<F32, $g, $t $(, $p)?>(rows, n, n_cols, x, o),
+                    F16 => $f::<F16, $g, $t $(, $p)?>(rows, n, n_cols, x, o),
+                    _ => $f::<BF16, $g, $t $(, $p)?>(rows, n, n_cols, x, o),
+                }
+            }
+        }};
+    }
+    match (level, groups) {
+        (Level::Avx512(_), 1) => call!(fused_avx512, 1, 1),
+        (Level::Avx512(_), _) => match t {
+            1 => call!(fused_avx512, 2, 1),
+            2 => call!(fused_avx512, 2, 2),
+            3 => call!(fused_avx512, 2, 3),
+            4 => call!(fused_avx512, 2, 4),
+            5 => call!(fused_avx512, 2, 5),
+            _ => call!(fused_avx512, 2, 6),
+        },
+        (Level::Avx2(_), _) => {
+            use crate::avx2_panel::fused_avx2;
+            match t {
+                1 => call!(fused_avx2, 2, 1, 2),
+                2 => call!(fused_avx2, 2, 2, 2),
+                3 => call!(fused_avx2, 2, 3, 2),
+                4 => call!(fused_avx2, 2, 4, 1),
+                5 => call!(fused_avx2, 2, 5, 1),
+                _ => call!(fused_avx2, 2, 6, 1),
+            }
+        }
+        (Level::Scalar, _) => panic!("no outer-product kernels at the scalar level"),
+    }
+}
+
+/// How far ahead of its loads [`fused`] asks for each row's bytes.
+pub(crate) const FUSED_AHEAD_BYTES: usize = 256;
+
+/// # Safety
+/// The features available; each of the `16·G` pointers reads `n_cols` values of `KIND`, each
+/// `x[t]` holds `n_cols` values, each `out[t]` is writable for `n ≤ 16·G` values.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn fused_avx512<const KIND: u8, const G: usize, const T: usize>(
+    rows: &[[*const u8; GROUP_ROWS]; G],
+    n: usize,
+    n_cols: usize,
+    x: [*const f32; T],
+    out: [*mut f32; T],
+) {
+    use crate::kv_f16::avx512::transpose16;
+    let ng = n.div_ceil(GROUP_ROWS);
+    let vb = crate::avx2_dot::float_bytes(KIND);
+    for ks in (0..n_cols).step_by(K_CHUNK) {
+        let ke = n_cols.min(ks + K_CHUNK);
+        let mut acc = [[_mm512_setzero_ps(); T]; G];
+        for c in (ks..ke).step_by(16) {
+            let left = (ke - c).min(16);
+            let m = ((1u32 << left) - 1) as __mmask16;
+            for (g, acc) in acc.iter_mut().enumerate().take(ng) {
+                // Each row ahead of its loads, a line at a time: sixteen streams or more are
+                // more than the hardware prefetchers follow.
+                if (c * vb).is_multiple_of(64) {
+                    for &p in &rows[g] {
+                        let ahead = p.wrapping_add(c * vb + FUSED_AHEAD_BYTES) as *const i8;
+                        _mm_prefetch::<_MM_HINT_T0>(ahead);
+                    }
+                }
+                let mut block = [_mm512_setzero_ps(); 16];
+                for (v, &p) in block.iter_mut().zip(&rows[g]) {
+                    // SAFETY: lanes past `left` are masked off: columns below `n_cols` only.
+                    *v = unsafe { load16::<KIND>(p, c, m) };
+                }
+                // SAFETY: the features are this function's.
+                let cols = unsafe { transpose16(block) };
+                // SAFETY (broadcasts): columns c + i < ke ≤ n_cols of each token.
+                if left == 16 {
+                    for (i, col) in cols.iter().enumerate() {
+                        for (t, a) in acc.iter_mut().enumerate() {
+                            let b = _mm512_set1_ps(unsafe { *x[t].add(c + i) });
+                            *a = _mm512_fmadd_ps(*col, b, *a);
+                        }
+                    }
+                } else {
+                    for (i, col) in cols.iter().enumerate().take(left) {
+                        for (t, a) in acc.iter_mut().enumerate() {
+                            let b = _mm512_set1_ps(unsafe { *x[t].add(c + i) });
+                            *a = _mm512_fmadd_ps(*col, b, *a);
+                        }
+                    }
+                }
+            }
+        }
+        for (g, acc) in acc.iter().enumerate().take(ng) {
+            let valid = (n - GROUP_ROWS * g).min(GROUP_ROWS);
+            let mask = ((1u32 << valid) - 1) as __mmask16;
+            for (&o, &a) in out.iter().zip(acc) {
+                // SAFETY: lanes past `n` are masked off.
+                unsafe {
+                    let p = o.add(GROUP_ROWS * g);
+                    let v = if ks > 0 {
+                        _mm512_add_ps(_mm512_maskz_loadu_ps(mask, p), a)
+                    } else {
+                        a
+                    };
+                    _mm512_mask_storeu_ps(p, mask, v);
+                }
+            }
+        }
+    }
+}

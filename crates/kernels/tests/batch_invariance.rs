@@ -297,3 +297,41 @@ fn repacked_matrices_give_the_stored_results() {
         }
     }
 }
+
+/// Float weights by tiles: a call of a few tokens multiplies the stored rows in registers, a
+/// call of more packs panels; every token of a few-token call gets the bits it gets in a larger
+/// one, at widths around the kernels' blocks of 8, 16, 128 and 1024 columns and heights around
+/// their groups of 8, 16 and 32 rows.
+#[test]
+fn few_token_float_tiles_match_panels() {
+    let mut rng = Rng(0x510e527fade682d1);
+    let one = pool(1);
+    for ty in [WeightType::F32, WeightType::F16, WeightType::BF16] {
+        for (n_rows, k) in [
+            (1, 1),
+            (15, 7),
+            (16, 16),
+            (17, 100),
+            (33, 128),
+            (40, 129),
+            (70, 1031),
+            (9, 2100),
+        ] {
+            let bytes = matrix(&mut rng, ty, n_rows, k);
+            let w = view(ty, n_rows, k, &bytes);
+            let n_tokens = 8;
+            let x: Vec<f32> = (0..n_tokens * k).map(|_| rng.f32() * 2.0).collect();
+            for isa in supported() {
+                one.install(|| {
+                    let panels = run(isa, MatmulPath::Tiles, &w, &x, 0, n_tokens);
+                    for n in 1..=6 {
+                        let t0 = n_tokens - n;
+                        let few = run(isa, MatmulPath::Tiles, &w, &x, t0, n);
+                        let what = format!("{isa} {ty:?} {n_rows}x{k}, {n} tokens");
+                        assert_same(&few, &panels, n_rows, t0, &what);
+                    }
+                });
+            }
+        }
+    }
+}
