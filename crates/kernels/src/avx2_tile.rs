@@ -8,6 +8,10 @@
 //!   in i16 without saturating (±30480); one `madd` by ones then gives each block's sum;
 //! - Q8_0 (`u = w + 128`): `maddubs` would saturate, so the weights go back to signed (`u ^ 0x80`)
 //!   and llama.cpp's sign trick `maddubs(|w|, sign(a, w))` is summed in i32.
+//!
+//! Each half of a group scales its blocks into an accumulator of its own, the two added lane by
+//! lane at the end: the arithmetic of the repacked-row kernel (`avx2_x16.rs`), so repacked rows
+//! give the same bits by either path (`qx16.rs`).
 
 use std::arch::x86_64::*;
 
@@ -62,13 +66,18 @@ unsafe fn tile_quant_avx2<const R: usize, const T: usize, const Q4: bool>(
 ) -> [[f32; T]; R] {
     let ones = _mm256_set1_epi16(1);
     let flip = _mm256_set1_epi8(-128);
-    let mut facc = [[_mm256_setzero_ps(); T]; R];
+    // A block's lane is its index within its half; the halves keep accumulators of their own,
+    // added lane by lane at the end, as the repacked-row kernel sums (`avx2_x16.rs`,
+    // `qx16::dot_lanes`): both paths give the same bits. The first half of every group is
+    // taken before the second, so only one half's accumulators are live in the loop (both,
+    // interleaved group by group, spilled in it: Q4_0 prefill 14% slower).
+    let mut facc = [[[_mm256_setzero_ps(); T]; R]; 2];
     let mut av = [_mm256_setzero_si256(); T];
     // The eight steps of a half as a loop the compiler cannot unroll whole: unrolled, it
     // hoisted loads ahead and kept them on the stack.
     let steps = std::hint::black_box(8);
-    for g in 0..ng {
-        for h in 0..2 {
+    for (h, facc) in facc.iter_mut().enumerate() {
+        for g in 0..ng {
             // Bytes of blocks 8h..8h+8 in each 64-byte step; their scales and sums.
             let (qo, so) = (g * GROUP_BYTES + 32 * h, g * GROUP_BLOCKS + 8 * h);
             let mut iacc = [[_mm256_setzero_si256(); T]; R];
@@ -122,7 +131,7 @@ unsafe fn tile_quant_avx2<const R: usize, const T: usize, const Q4: bool>(
     let mut out = [[0f32; T]; R];
     for r in 0..R {
         for t in 0..T {
-            out[r][t] = hsum_ps(facc[r][t]);
+            out[r][t] = hsum_ps(_mm256_add_ps(facc[0][r][t], facc[1][r][t]));
         }
     }
     out

@@ -41,8 +41,9 @@
 //!   of columns, the same final reduction).
 //!
 //! Across paths: repacked Q4_0 / Q8_0 ([`WeightType::Q4_0x16`], [`WeightType::Q8_0x16`]) at the
-//! AVX-512 level and the scalar level of every type give bitwise the same results on both paths
-//! ([`MatmulPath::interchangeable`]). The SIMD float and Q8_0 / Q4_0 row
+//! AVX-512 and AVX2 levels and the scalar level of every type give bitwise the same results on
+//! both paths ([`MatmulPath::interchangeable`]); the tile path then takes the row kernel itself
+//! for a token or a few (`matmul_quant.rs`). The SIMD float and Q8_0 / Q4_0 row
 //! kernels sum in another order than their tile kernels (several accumulators per row, and for
 //! Q8_0 / Q4_0 per-lane partial sums scaled block by block, which keeps decode at memory
 //! speed; tile kernels scale whole-block sums, and tile kernels on matrix units order their
@@ -135,7 +136,8 @@ impl MatmulPath {
     /// own choice of path keeps results independent of the batch.
     pub fn interchangeable(isa: Isa, ty: WeightType) -> bool {
         isa == Isa::Scalar
-            || (isa == Isa::Avx512 && matches!(ty, WeightType::Q4_0x16 | WeightType::Q8_0x16))
+            || (matches!(isa, Isa::Avx512 | Isa::Avx2)
+                && matches!(ty, WeightType::Q4_0x16 | WeightType::Q8_0x16))
     }
 }
 

@@ -214,6 +214,23 @@ impl RowsJob for QuantTiles<'_> {
         let panel_rows = (TILE_PANEL_BYTES / q_row).clamp(rm, 256) / rm * rm;
         let offset = offset_of(ty);
         let rows = oc.rows();
+        // Repacked rows at AVX2 for a few tokens: the row kernel where the rows lie, a token at
+        // a time (the task's rows stay in L2), bitwise the tiles below (both sum a block's
+        // lanes alike, `qx16.rs`); packing a panel costs more than these products.
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(kind), true) = (X16::of(ty), n_tokens <= x16_row_tokens(level)) {
+            let stride = ty.row_bytes(n_cols);
+            let w = &w.bytes[rows.start * stride..rows.end * stride];
+            for t in 0..n_tokens {
+                let (qs, d, sums, out) = (act.qs(t), act.d(t), act.sums(t), oc.token(t));
+                match level {
+                    Level::Avx512(k) => crate::avx512_x16::dot_matrix(k, kind, w, qs, d, sums, out),
+                    Level::Avx2(k) => crate::avx2_x16::dot_matrix(k, kind, w, qs, d, sums, out),
+                    Level::Scalar => unreachable!("no row kernels by tiles at the scalar level"),
+                }
+            }
+            return;
+        }
         with_panel(|p| {
             for p0 in rows.clone().step_by(panel_rows) {
                 let np = panel_rows.min(rows.end - p0);
@@ -276,6 +293,22 @@ impl RowsJob for QuantTiles<'_> {
                 run_tiles::<2, 2, _>(&tiler, np, n_tokens, emit);
             }
         });
+    }
+}
+
+/// Most tokens for which [`QuantTiles`] takes repacked rows by the row kernel of `level`
+/// instead of tiles. One core, 2048 × 5632, GFLOP/s by the row kernel / by tiles: AVX2
+/// (packed panels) Q4_0x16 1 token 181 / 86, 2 tokens 179 / 143, 4 tokens 166 / 180, 8 tokens
+/// 170 / 207; Q8_0x16 126 / 59, 123 / 91, 118 / 107, 123 / 125. AVX-512 (tiles on the rows in
+/// place): Q4_0x16 1 token 269 / 291, 2 tokens 287 / 528, 4 tokens 267 / 657 (matrix in L3,
+/// `examples/matvec.rs --only prefill --tiles --tokens N`), but one token from memory (`--only
+/// decode --tiles`) 36 / 21 GB/s: a single token's tile leaves the memory idle.
+#[cfg(target_arch = "x86_64")]
+fn x16_row_tokens(level: Level) -> usize {
+    match level {
+        Level::Avx512(_) => 1,
+        Level::Avx2(_) => 3,
+        Level::Scalar => 0,
     }
 }
 

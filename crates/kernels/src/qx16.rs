@@ -26,9 +26,10 @@
 //! their twin `dot_lanes`:
 //! lane `i` of 16 accumulates `fma(S_b, d_w · d_a, acc_i)` over the blocks `b = 16g + i` in
 //! order (`S_b` the exact integer `Σ w · a`, the stored offset taken off as `−offset · Σa`),
-//! then `reduce16` sums the lanes in a fixed tree. The AVX-512 tile kernel (`avx512_tile.rs`)
-//! scales and sums a packed panel's blocks the same way, so at [`crate::Isa::Avx512`] both
-//! paths give the same bits. The scalar level uses [`dot_sequential`] (blocks in order, as
+//! then `reduce16` sums the lanes in a fixed tree. The AVX-512 and AVX2 tile kernels
+//! (`avx512_tile.rs`, `avx2_tile.rs`: the latter with an accumulator per half of a group) scale
+//! and sum a panel's blocks the same way, so at [`crate::Isa::Avx512`] and [`crate::Isa::Avx2`]
+//! both paths give the same bits. The scalar level uses [`dot_sequential`] (blocks in order, as
 //! `dot_scalar` does for stored rows): there a repacked row gives bitwise the results of the
 //! stored one.
 

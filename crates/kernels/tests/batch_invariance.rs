@@ -202,6 +202,8 @@ fn interchangeable_paths_agree_bitwise() {
         Isa::Avx512,
         WeightType::Q8_0x16
     ));
+    assert!(MatmulPath::interchangeable(Isa::Avx2, WeightType::Q4_0x16));
+    assert!(!MatmulPath::interchangeable(Isa::Avx2, WeightType::Q4_0));
     assert_eq!(MatmulPath::auto(1), MatmulPath::Rows);
     assert_eq!(MatmulPath::auto(2), MatmulPath::Tiles);
 }
