@@ -362,18 +362,22 @@ pub(crate) enum ActSums {
     Halves,
 }
 
-/// Q8_0 activations laid out as `tdpbssd`'s second operand.
+/// Q8_0 activations laid out as `tdpbssd`'s second operand (groups of [`TILE_TOKENS`] tokens),
+/// or as the in-place K-quant kernels read them (groups of fewer: `kquants::*_x16::tile_tokens`).
 pub(crate) struct TileAct {
-    /// Groups of 16 tokens.
+    /// Groups of `lanes` tokens.
     pub n_groups: usize,
     /// Blocks per token.
     pub nb: usize,
-    /// `[group][block][k: 8][token: 16][4]`: values `4k..4k+4` of each token's block, as bytes
-    /// of `i8`; zeros for padding tokens.
+    /// Tokens per group: [`TILE_TOKENS`], or fewer where a call has fewer tokens and no tile
+    /// unit reads them (values past a call's tokens would be padding read for nothing).
+    pub lanes: usize,
+    /// `[group][block][k: 8][token: lanes][4]`: values `4k..4k+4` of each token's block, as
+    /// bytes of `i8`; zeros for padding tokens.
     pub qs: crate::scratch::AlignedBytes,
-    /// `[group][block][token: 16]`: block scales; zeros for padding tokens.
+    /// `[group][block][token: lanes]`: block scales; zeros for padding tokens.
     pub d: Vec<f32>,
-    /// `[group][unit][token: 16]`: the [`ActSums`] asked for, per block or half block (empty
+    /// `[group][unit][token: lanes]`: the [`ActSums`] asked for, per block or half block (empty
     /// for none); zeros for padding tokens.
     pub s: Vec<f32>,
     /// Sums per block: 0, 1 or 2.
@@ -381,7 +385,8 @@ pub(crate) struct TileAct {
 }
 
 impl TileAct {
-    /// Quantizes `n_tokens` rows of `x` (`[n_tokens, n_cols]`) as [`ActQ8`] does.
+    /// Quantizes `n_tokens` rows of `x` (`[n_tokens, n_cols]`) as [`ActQ8`] does, in groups of
+    /// [`TILE_TOKENS`].
     pub(crate) fn new(
         level: Level,
         x: &[f32],
@@ -389,9 +394,24 @@ impl TileAct {
         n_cols: usize,
         sums: ActSums,
     ) -> TileAct {
+        Self::with_lanes(level, x, n_tokens, n_cols, sums, TILE_TOKENS)
+    }
+
+    /// [`TileAct::new`] in groups of `lanes` tokens (at most [`TILE_TOKENS`]).
+    pub(crate) fn with_lanes(
+        level: Level,
+        x: &[f32],
+        n_tokens: usize,
+        n_cols: usize,
+        sums: ActSums,
+        lanes: usize,
+    ) -> TileAct {
+        assert!((1..=TILE_TOKENS).contains(&lanes));
         let nat = ActQ8::new(level, x, n_tokens, n_cols, ActLayout::Natural, None);
         let nb = n_cols / QK;
-        let n_groups = n_tokens.div_ceil(TILE_TOKENS);
+        let n_groups = n_tokens.div_ceil(lanes);
+        // Bytes of one block's tile: eight rows of four bytes a token.
+        let tile = QK * lanes;
         let sp = match sums {
             ActSums::None => 0,
             ActSums::Blocks => 1,
@@ -400,44 +420,45 @@ impl TileAct {
         let mut act = TileAct {
             n_groups,
             nb,
-            qs: crate::scratch::AlignedBytes::zeroed(n_groups * nb * TILE_BYTES),
-            d: vec![0.0; n_groups * nb * TILE_TOKENS],
-            s: vec![0.0; n_groups * nb * sp * TILE_TOKENS],
+            lanes,
+            qs: crate::scratch::AlignedBytes::zeroed(n_groups * nb * tile),
+            d: vec![0.0; n_groups * nb * lanes],
+            s: vec![0.0; n_groups * nb * sp * lanes],
             s_per_block: sp,
         };
         let fill = |(g, (qs, d)): (usize, (&mut [u8], &mut [f32]))| {
-            for n in 0..TILE_TOKENS.min(n_tokens - g * TILE_TOKENS) {
-                let t = g * TILE_TOKENS + n;
+            for n in 0..lanes.min(n_tokens - g * lanes) {
+                let t = g * lanes + n;
                 let (tq, td) = (nat.qs(t), nat.d(t));
                 for b in 0..nb {
                     for k in 0..QK / 4 {
-                        let at = b * TILE_BYTES + k * 64 + n * 4;
+                        let at = b * tile + k * 4 * lanes + n * 4;
                         for j in 0..4 {
                             qs[at + j] = tq[b * QK + 4 * k + j] as u8;
                         }
                     }
-                    d[b * TILE_TOKENS + n] = td[b];
+                    d[b * lanes + n] = td[b];
                 }
             }
         };
         let sum = |(g, s): (usize, &mut [f32])| {
-            for n in 0..TILE_TOKENS.min(n_tokens - g * TILE_TOKENS) {
-                let t = g * TILE_TOKENS + n;
+            for n in 0..lanes.min(n_tokens - g * lanes) {
+                let t = g * lanes + n;
                 let (tq, td) = (nat.qs(t), nat.d(t));
                 if sp == 1 {
                     // Whole blocks: the integer sums the quantizer made.
                     for (b, &total) in nat.sums(t).iter().enumerate() {
-                        s[b * TILE_TOKENS + n] = td[b] * total as f32;
+                        s[b * lanes + n] = td[b] * total as f32;
                     }
                     continue;
                 }
                 for (u, vals) in tq.chunks_exact(QK / sp).enumerate() {
                     let total: i32 = vals.iter().map(|&v| v as i32).sum();
-                    s[u * TILE_TOKENS + n] = td[u / sp] * total as f32;
+                    s[u * lanes + n] = td[u / sp] * total as f32;
                 }
             }
         };
-        let (gq, gd) = (nb * TILE_BYTES, nb * TILE_TOKENS);
+        let (gq, gd) = (nb * tile, nb * lanes);
         let tiles = act.qs.chunks_mut(gq).zip(act.d.chunks_mut(gd)).enumerate();
         let sums = act.s.chunks_mut(gd * sp.max(1)).enumerate();
         if n_groups > 1 {
@@ -452,11 +473,12 @@ impl TileAct {
 
     /// The tiles and scales of token group `g`, blocks `blocks`.
     pub(crate) fn group(&self, g: usize, blocks: std::ops::Range<usize>) -> (&[u8], &[f32]) {
-        let q = &self.qs[g * self.nb * TILE_BYTES..][..self.nb * TILE_BYTES];
-        let d = &self.d[g * self.nb * TILE_TOKENS..][..self.nb * TILE_TOKENS];
+        let (tile, lanes) = (QK * self.lanes, self.lanes);
+        let q = &self.qs[g * self.nb * tile..][..self.nb * tile];
+        let d = &self.d[g * self.nb * lanes..][..self.nb * lanes];
         (
-            &q[blocks.start * TILE_BYTES..blocks.end * TILE_BYTES],
-            &d[blocks.start * TILE_TOKENS..blocks.end * TILE_TOKENS],
+            &q[blocks.start * tile..blocks.end * tile],
+            &d[blocks.start * lanes..blocks.end * lanes],
         )
     }
 
@@ -466,8 +488,9 @@ impl TileAct {
         if self.s_per_block == 0 {
             return &[];
         }
-        let per_group = self.nb * self.s_per_block * TILE_TOKENS;
-        &self.s[g * per_group..][tiles.start * TILE_TOKENS..tiles.end * TILE_TOKENS]
+        let lanes = self.lanes;
+        let per_group = self.nb * self.s_per_block * lanes;
+        &self.s[g * per_group..][tiles.start * lanes..tiles.end * lanes]
     }
 }
 

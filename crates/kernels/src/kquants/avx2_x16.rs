@@ -251,6 +251,7 @@ unsafe fn dot_group_q6_avx2(group: *const u8, act: &[BlockQ8K]) -> [__m256; 2] {
 /// each tile's exact sum made by `vpmaddubsw` summed in i16 (Q4_K: eight, at most 30480;
 /// Q6_K: two, at most 32004) and widened by `vpmaddwd` by ones. Bitwise the packed tiles'
 /// results.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn tile_tokens<const T: usize>(
     _: Avx2,
     ty: WeightType,
@@ -258,9 +259,10 @@ pub(crate) fn tile_tokens<const T: usize>(
     qs: &[u8],
     ad: &[f32],
     am: &[f32],
+    lanes: usize,
     n: usize,
 ) -> [[f32; ROWS]; T] {
-    let nsb = super::x16::checked_tile_tokens(ty, group, qs, ad, am, n + T - 1);
+    let nsb = super::x16::checked_tile_tokens(ty, group, qs, ad, am, lanes, n + T - 1);
     let mut out = [[0f32; ROWS]; T];
     // SAFETY: the token proves the features; every length is checked above.
     unsafe {
@@ -271,9 +273,13 @@ pub(crate) fn tile_tokens<const T: usize>(
         );
         for h in 0..2 {
             let v = match ty {
-                WeightType::Q4_Kx16 => tile_tokens_q4::<T, false>(group.as_ptr(), nsb, h, q, d, m),
-                WeightType::Q5_Kx16 => tile_tokens_q4::<T, true>(group.as_ptr(), nsb, h, q, d, m),
-                _ => tile_tokens_q6::<T>(group.as_ptr(), nsb, h, q, d, m),
+                WeightType::Q4_Kx16 => {
+                    tile_tokens_q4::<T, false>(group.as_ptr(), nsb, h, q, d, m, lanes)
+                }
+                WeightType::Q5_Kx16 => {
+                    tile_tokens_q4::<T, true>(group.as_ptr(), nsb, h, q, d, m, lanes)
+                }
+                _ => tile_tokens_q6::<T>(group.as_ptr(), nsb, h, q, d, m, lanes),
             };
             for (o, v) in out.iter_mut().zip(v) {
                 _mm256_storeu_ps(o.as_mut_ptr().add(8 * h), v);
@@ -296,8 +302,10 @@ unsafe fn tile_tokens_q4<const T: usize, const FIVE: bool>(
     qs: *const u8,
     ad: *const f32,
     am: *const f32,
+    lanes: usize,
 ) -> [__m256; T] {
-    use crate::amx_tile::{TILE_BYTES, TILE_TOKENS};
+    // Activation tiles of `lanes` tokens: rows of 4 bytes a token, eight rows a block.
+    let (row, tile) = (4 * lanes, 32 * lanes);
     // SAFETY: loads of 32 bytes from 8-word arrays.
     let bytes = [0, 1, 2, 3].map(|k| unsafe { load(BYTE_INDEX[k].as_ptr() as *const u8) });
     let ones = _mm256_set1_epi16(1);
@@ -322,7 +330,7 @@ unsafe fn tile_tokens_q4<const T: usize, const FIVE: bool>(
                     prefetch_run(gb.add(qs_at + 256 * j), 256);
                 }
                 let b = 8 * sb + j;
-                let at = qs.add(b * TILE_BYTES) as *const i8;
+                let at = qs.add(b * tile) as *const i8;
                 // Q5_K's values reach 31: its high-nibble products in an i16 sum of their own.
                 let (mut p, mut p5) = ([_mm256_setzero_si256(); T], [_mm256_setzero_si256(); T]);
                 let mut qh = if FIVE {
@@ -335,8 +343,8 @@ unsafe fn tile_tokens_q4<const T: usize, const FIVE: bool>(
                     let (lo, hi) = nibble_values::<FIVE>(x, &mut qh);
                     for (i, (p, p5)) in p.iter_mut().zip(&mut p5).enumerate() {
                         let a = at.add(4 * i);
-                        *p = _mm256_add_epi16(*p, _mm256_maddubs_epi16(lo, word(a.add(64 * q))));
-                        let h = _mm256_maddubs_epi16(hi, word(a.add(64 * (4 + q))));
+                        *p = _mm256_add_epi16(*p, _mm256_maddubs_epi16(lo, word(a.add(row * q))));
+                        let h = _mm256_maddubs_epi16(hi, word(a.add(row * (4 + q))));
                         if FIVE {
                             *p5 = _mm256_add_epi16(*p5, h);
                         } else {
@@ -353,9 +361,9 @@ unsafe fn tile_tokens_q4<const T: usize, const FIVE: bool>(
                     if FIVE {
                         s = _mm256_add_epi32(s, _mm256_madd_epi16(p5, ones));
                     }
-                    let scale = _mm256_mul_ps(_mm256_set1_ps(*ad.add(b * TILE_TOKENS + i)), dw);
+                    let scale = _mm256_mul_ps(_mm256_set1_ps(*ad.add(b * lanes + i)), dw);
                     *v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, *v);
-                    *v = _mm256_fnmadd_ps(mw, _mm256_set1_ps(*am.add(b * TILE_TOKENS + i)), *v);
+                    *v = _mm256_fnmadd_ps(mw, _mm256_set1_ps(*am.add(b * lanes + i)), *v);
                 }
             }
         }
@@ -376,8 +384,10 @@ unsafe fn tile_tokens_q6<const T: usize>(
     qs: *const u8,
     ad: *const f32,
     am: *const f32,
+    lanes: usize,
 ) -> [__m256; T] {
-    use crate::amx_tile::{TILE_BYTES, TILE_TOKENS};
+    // Activation tiles of `lanes` tokens: rows of 4 bytes a token, eight rows a block.
+    let (row, tile) = (4 * lanes, 32 * lanes);
     let ones = _mm256_set1_epi16(1);
     let (zero, offset) = (_mm256_setzero_ps(), _mm256_set1_ps(32.0));
     let mut v = [_mm256_setzero_ps(); T];
@@ -395,16 +405,16 @@ unsafe fn tile_tokens_q6<const T: usize>(
                 let u = six_bit_values(gb.add(at));
                 // Tile t = 16 sb + g: half g % 2 of activation block 8 sb + g / 2.
                 let (t, ab) = (16 * sb + g, 8 * sb + g / 2);
-                let a = qs.add(ab * TILE_BYTES + 256 * (g % 2)) as *const i8;
+                let a = qs.add(ab * tile + 4 * row * (g % 2)) as *const i8;
                 let s: [__m256i; T] = std::array::from_fn(|i| {
                     let a = a.add(4 * i);
                     let p01 = _mm256_add_epi16(
                         _mm256_maddubs_epi16(u[0], word(a)),
-                        _mm256_maddubs_epi16(u[1], word(a.add(64))),
+                        _mm256_maddubs_epi16(u[1], word(a.add(row))),
                     );
                     let p23 = _mm256_add_epi16(
-                        _mm256_maddubs_epi16(u[2], word(a.add(128))),
-                        _mm256_maddubs_epi16(u[3], word(a.add(192))),
+                        _mm256_maddubs_epi16(u[2], word(a.add(2 * row))),
+                        _mm256_maddubs_epi16(u[3], word(a.add(3 * row))),
                     );
                     _mm256_add_epi32(_mm256_madd_epi16(p01, ones), _mm256_madd_epi16(p23, ones))
                 });
@@ -414,9 +424,9 @@ unsafe fn tile_tokens_q6<const T: usize>(
                 let dw = _mm256_mul_ps(d, _mm256_cvtepi32_ps(sc));
                 let mw = _mm256_add_ps(zero, _mm256_mul_ps(offset, dw));
                 for (i, (v, s)) in v.iter_mut().zip(s).enumerate() {
-                    let scale = _mm256_mul_ps(_mm256_set1_ps(*ad.add(ab * TILE_TOKENS + i)), dw);
+                    let scale = _mm256_mul_ps(_mm256_set1_ps(*ad.add(ab * lanes + i)), dw);
                     *v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, *v);
-                    *v = _mm256_fnmadd_ps(mw, _mm256_set1_ps(*am.add(t * TILE_TOKENS + i)), *v);
+                    *v = _mm256_fnmadd_ps(mw, _mm256_set1_ps(*am.add(t * lanes + i)), *v);
                 }
             }
         }

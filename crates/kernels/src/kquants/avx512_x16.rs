@@ -17,7 +17,6 @@ use std::arch::x86_64::*;
 use super::x16::q4::{D, DMIN, GROUP_BLOCK, QS, SCALES};
 use super::x16::{q5, q6, ROWS};
 use super::BlockQ8K;
-use crate::amx_tile::{TILE_BYTES, TILE_TOKENS};
 use crate::avx2_dot::PREFETCH_BYTES;
 use crate::cpu::Avx512;
 use crate::WeightType;
@@ -327,8 +326,9 @@ unsafe fn stored_blocks_q4_avx512(gb: *const u8, out: *mut u8, stride: usize) {
 /// (`amx_kquant.rs`, `avx512_blocks.rs`): per tile (a block of 32 values, or of 16 for Q6_K),
 /// the exact int32 sum of `u · a`, then `v += s · (d_a · d_w)`, `v −= m_w · (d_a · Σa)`, with
 /// `d_w` and `m_w` made as the packer makes them. `qs`, `ad`, `am`: the token group's
-/// activation tiles, scales and sums (`amx::TileAct`). Each token's result is bitwise the
+/// activation tiles, scales and sums (`amx::TileAct`, groups of `lanes` tokens). Each token's result is bitwise the
 /// packed tiles', whatever `T` and the other tokens.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn tile_tokens<const T: usize>(
     _: Avx512,
     ty: WeightType,
@@ -336,9 +336,10 @@ pub(crate) fn tile_tokens<const T: usize>(
     qs: &[u8],
     ad: &[f32],
     am: &[f32],
+    lanes: usize,
     n: usize,
 ) -> [[f32; ROWS]; T] {
-    let nsb = super::x16::checked_tile_tokens(ty, group, qs, ad, am, n + T - 1);
+    let nsb = super::x16::checked_tile_tokens(ty, group, qs, ad, am, lanes, n + T - 1);
     let mut out = [[0f32; ROWS]; T];
     // SAFETY: the token proves the features; every length is checked above.
     unsafe {
@@ -349,9 +350,9 @@ pub(crate) fn tile_tokens<const T: usize>(
             am.as_ptr().add(n),
         );
         let v = match ty {
-            WeightType::Q4_Kx16 => tile_tokens_q4::<T, false>(g, nsb, q, d, m),
-            WeightType::Q5_Kx16 => tile_tokens_q4::<T, true>(g, nsb, q, d, m),
-            _ => tile_tokens_q6::<T>(g, nsb, q, d, m),
+            WeightType::Q4_Kx16 => tile_tokens_q4::<T, false>(g, nsb, q, d, m, lanes),
+            WeightType::Q5_Kx16 => tile_tokens_q4::<T, true>(g, nsb, q, d, m, lanes),
+            _ => tile_tokens_q6::<T>(g, nsb, q, d, m, lanes),
         };
         for (o, v) in out.iter_mut().zip(v) {
             _mm512_storeu_ps(o.as_mut_ptr(), v);
@@ -370,7 +371,10 @@ unsafe fn tile_tokens_q4<const T: usize, const FIVE: bool>(
     qs: *const u8,
     ad: *const f32,
     am: *const f32,
+    lanes: usize,
 ) -> [__m512; T] {
+    // Activation tiles of `lanes` tokens: rows of 4 bytes a token, eight rows a block.
+    let (row, tile) = (4 * lanes, 32 * lanes);
     // SAFETY: loads of 64 bytes from 16-word arrays.
     let index = |idx: &[u32; 16]| unsafe { _mm512_loadu_si512(idx.as_ptr() as *const _) };
     let bytes = [0, 1, 2, 3].map(|k| index(&BYTE_INDEX[k]));
@@ -400,7 +404,7 @@ unsafe fn tile_tokens_q4<const T: usize, const FIVE: bool>(
             let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(DMIN) as *const _));
             for j in 0..8 {
                 let b = 8 * sb + j;
-                let at = qs.add(b * TILE_BYTES) as *const i8;
+                let at = qs.add(b * tile) as *const i8;
                 let mut s = [_mm512_setzero_si512(); T];
                 let mut qh = if FIVE {
                     _mm512_loadu_si512(gb.add(q5::QH + 64 * j) as *const _)
@@ -421,8 +425,8 @@ unsafe fn tile_tokens_q4<const T: usize, const FIVE: bool>(
                     };
                     for (i, s) in s.iter_mut().enumerate() {
                         let a = at.add(4 * i);
-                        *s = _mm512_dpbusd_epi32(*s, lo, word(a.add(64 * q)));
-                        *s = _mm512_dpbusd_epi32(*s, hi, word(a.add(64 * (4 + q))));
+                        *s = _mm512_dpbusd_epi32(*s, lo, word(a.add(row * q)));
+                        *s = _mm512_dpbusd_epi32(*s, hi, word(a.add(row * (4 + q))));
                     }
                 }
                 // `d · sc_j` and `dmin · mn_j + 0 · (d · sc_j)`, as the packer makes them.
@@ -433,9 +437,9 @@ unsafe fn tile_tokens_q4<const T: usize, const FIVE: bool>(
                     _mm512_mul_ps(zero, dw),
                 );
                 for (i, (v, s)) in v.iter_mut().zip(s).enumerate() {
-                    let scale = _mm512_mul_ps(_mm512_set1_ps(*ad.add(b * TILE_TOKENS + i)), dw);
+                    let scale = _mm512_mul_ps(_mm512_set1_ps(*ad.add(b * lanes + i)), dw);
                     *v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, *v);
-                    *v = _mm512_fnmadd_ps(mw, _mm512_set1_ps(*am.add(b * TILE_TOKENS + i)), *v);
+                    *v = _mm512_fnmadd_ps(mw, _mm512_set1_ps(*am.add(b * lanes + i)), *v);
                 }
             }
         }
@@ -454,7 +458,10 @@ unsafe fn tile_tokens_q6<const T: usize>(
     qs: *const u8,
     ad: *const f32,
     am: *const f32,
+    lanes: usize,
 ) -> [__m512; T] {
+    // Activation tiles of `lanes` tokens: rows of 4 bytes a token, eight rows a block.
+    let (row, tile) = (4 * lanes, 32 * lanes);
     let low = _mm512_set1_epi8(0x0f);
     let m30 = _mm512_set1_epi8(0x30);
     let (zero, offset) = (_mm512_setzero_ps(), _mm512_set1_ps(32.0));
@@ -476,11 +483,11 @@ unsafe fn tile_tokens_q6<const T: usize>(
                 let u = six_bit_values(gb.add(at), low, m30);
                 // Tile t = 16 sb + g: half g % 2 of activation block 8 sb + g / 2.
                 let (t, ab) = (16 * sb + g, 8 * sb + g / 2);
-                let a = qs.add(ab * TILE_BYTES + 256 * (g % 2)) as *const i8;
+                let a = qs.add(ab * tile + 4 * row * (g % 2)) as *const i8;
                 let mut s = [_mm512_setzero_si512(); T];
                 for (k, &u) in u.iter().enumerate() {
                     for (i, s) in s.iter_mut().enumerate() {
-                        *s = _mm512_dpbusd_epi32(*s, u, word(a.add(64 * k + 4 * i)));
+                        *s = _mm512_dpbusd_epi32(*s, u, word(a.add(row * k + 4 * i)));
                     }
                 }
                 // `d · sc_g` and `0 + 32 · (d · sc_g)`, as the packer makes them.
@@ -489,9 +496,9 @@ unsafe fn tile_tokens_q6<const T: usize>(
                 let dw = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
                 let mw = _mm512_add_ps(zero, _mm512_mul_ps(offset, dw));
                 for (i, (v, s)) in v.iter_mut().zip(s).enumerate() {
-                    let scale = _mm512_mul_ps(_mm512_set1_ps(*ad.add(ab * TILE_TOKENS + i)), dw);
+                    let scale = _mm512_mul_ps(_mm512_set1_ps(*ad.add(ab * lanes + i)), dw);
                     *v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, *v);
-                    *v = _mm512_fnmadd_ps(mw, _mm512_set1_ps(*am.add(t * TILE_TOKENS + i)), *v);
+                    *v = _mm512_fnmadd_ps(mw, _mm512_set1_ps(*am.add(t * lanes + i)), *v);
                 }
             }
         }

@@ -430,8 +430,8 @@ pub(crate) fn dot_stored_row(ty: WeightType, row: &[u8], act: &[BlockQ8K]) -> f3
 
 /// The checks of the in-place tile kernels (`tile_tokens` of `avx512_x16.rs`, `avx2_x16.rs`):
 /// `group` whole super-blocks of repacked `ty`; `qs`, `ad`, `am` a token group's activation
-/// tiles, scales and sums for them ([`crate::amx::TileAct`], VNNI form: sums per tile),
-/// `last` the last lane read. Returns the super-blocks.
+/// tiles, scales and sums for them ([`crate::amx::TileAct`] of `lanes` tokens, VNNI form: sums
+/// per tile), `last` the last lane read. Returns the super-blocks.
 ///
 /// # Panics
 /// When any of that does not hold.
@@ -441,17 +441,17 @@ pub(crate) fn checked_tile_tokens(
     qs: &[u8],
     ad: &[f32],
     am: &[f32],
+    lanes: usize,
     last: usize,
 ) -> usize {
-    use crate::amx_tile::{TILE_BYTES, TILE_TOKENS};
     assert!(ty.is_grouped(), "{ty:?} is not a repacked K-quant type");
     let nsb = group.len() / group_block(ty);
     let (nb, tiles) = (
         8 * nsb,
         if ty == WeightType::Q6_Kx16 { 16 } else { 8 } * nsb,
     );
-    assert!(group.len() == nsb * group_block(ty) && last < TILE_TOKENS);
-    assert!(qs.len() == nb * TILE_BYTES && ad.len() == nb * TILE_TOKENS);
-    assert!(am.len() == tiles * TILE_TOKENS);
+    assert!(group.len() == nsb * group_block(ty) && last < lanes);
+    assert!(qs.len() == nb * 32 * lanes && ad.len() == nb * lanes);
+    assert!(am.len() == tiles * lanes);
     nsb
 }
