@@ -104,6 +104,8 @@ impl TileForm {
 pub(crate) trait TileKernel {
     /// As [`tile_q8`], weights in the layout the driver was given; with
     /// [`TileLayout::Vnni`] the memory of `acc` holds `acc[t][r]` instead of `acc[r][t]`.
+    /// `tokens[g]`: the real tokens of group `g` (the first lanes); a kernel may leave the
+    /// accumulators of the others as they are.
     #[allow(clippy::too_many_arguments)]
     fn run<const G: usize>(
         &self,
@@ -114,6 +116,7 @@ pub(crate) trait TileKernel {
         half: bool,
         mins: Option<Mins<'_, G>>,
         acc: [&mut [[f32; TILE_TOKENS]; TILE_ROWS]; G],
+        tokens: [usize; G],
     );
 }
 
@@ -129,7 +132,9 @@ impl<U: TileUnit> TileKernel for U {
         half: bool,
         mins: Option<Mins<'_, G>>,
         acc: [&mut [[f32; TILE_TOKENS]; TILE_ROWS]; G],
+        _tokens: [usize; G],
     ) {
+        // A tile product takes all 16 tokens at once.
         tile_q8(self, w, wd, a, ad, half, mins, acc)
     }
 }
@@ -217,6 +222,7 @@ pub(crate) fn matmul_tiles<K: TileKernel>(
                 let per = form.per_block();
                 for tg in (0..act.n_groups).step_by(2) {
                     let pair = tg + 1 < act.n_groups;
+                    let real = |g: usize| (n_tokens - g * TILE_TOKENS).min(TILE_TOKENS);
                     accs.fill(Default::default());
                     for b0 in (0..nb).step_by(PASS_BLOCKS) {
                         let b1 = (b0 + PASS_BLOCKS).min(nb);
@@ -237,10 +243,12 @@ pub(crate) fn matmul_tiles<K: TileKernel>(
                                 let am1 = act.sums(tg + 1, tiles.clone());
                                 let mins = wm.map(|w| Mins { w, a: [am0, am1] });
                                 let (a, ad) = ([aq0, aq1], [ad0, ad1]);
-                                scope.run(wq, wd, a, ad, half, mins, [acc0, acc1]);
+                                let tokens = [real(tg), real(tg + 1)];
+                                scope.run(wq, wd, a, ad, half, mins, [acc0, acc1], tokens);
                             } else {
                                 let mins = wm.map(|w| Mins { w, a: [am0] });
-                                scope.run(wq, wd, [aq0], [ad0], half, mins, [acc0]);
+                                let tokens = [real(tg)];
+                                scope.run(wq, wd, [aq0], [ad0], half, mins, [acc0], tokens);
                             }
                         }
                     }
@@ -509,6 +517,7 @@ impl TileKernel for ScalarTiles {
         half: bool,
         mins: Option<Mins<'_, G>>,
         acc: [&mut [[f32; TILE_TOKENS]; TILE_ROWS]; G],
+        _tokens: [usize; G],
     ) {
         for (g, acc) in acc.into_iter().enumerate() {
             let m = mins.as_ref().map(|m| (m.w, m.a[g]));

@@ -120,7 +120,7 @@ impl<'a> Packer<'a> {
                     blocks.fill(Unpacked::ZERO);
                 }
             }
-            put_rows_vnni(self.ty, self.form, &self.blocks, nsb, q, d, m);
+            put_rows_vnni(self.level, self.ty, self.form, &self.blocks, nsb, q, d, m);
             return;
         }
         if self.w.ty.is_grouped() {
@@ -157,7 +157,9 @@ impl<'a> Packer<'a> {
 /// (the rows one at a time wrote four bytes every 64). Values `u` as they are; the scale
 /// `d · sc` and the min `dmin · mn + k · d · sc` (the offset's correction) per 16 values; zero
 /// rows (padding) give zero values, scales and mins.
+#[allow(clippy::too_many_arguments)]
 fn put_rows_vnni(
+    level: Level,
     ty: WeightType,
     form: TileForm,
     rows: &[Unpacked],
@@ -167,7 +169,7 @@ fn put_rows_vnni(
     m: &mut [f32],
 ) {
     let k = offset(ty);
-    let (per, len) = if form.half { (16, 16) } else { (8, 32) };
+    let per = if form.half { 16 } else { 8 };
     for b in 0..nsb {
         let us: [&Unpacked; TILE_ROWS] = std::array::from_fn(|i| &rows[i * nsb + b]);
         let scales: [[f32; 16]; TILE_ROWS] =
@@ -175,23 +177,10 @@ fn put_rows_vnni(
         let mins: [[f32; 16]; TILE_ROWS] = std::array::from_fn(|i| {
             std::array::from_fn(|s| us[i].dmin * us[i].mn[s] as f32 + k as f32 * scales[i][s])
         });
+        let tiles = &mut q[b * per * TILE_BYTES..][..per * TILE_BYTES];
+        put_values_vnni(level, &us, form.half, tiles);
         for j in 0..per {
             let t = b * per + j;
-            let tile = &mut q[t * TILE_BYTES..][..TILE_BYTES];
-            // Vectors `w0..w0 + wn` hold the block's values, the others (the other half of a
-            // 16-value block's tile) zeros.
-            let w0 = if form.half { (j % 2) * 4 } else { 0 };
-            let wn = len / 4;
-            for (c, v) in tile.chunks_exact_mut(64).enumerate() {
-                if (w0..w0 + wn).contains(&c) {
-                    let at = j * len + 4 * (c - w0);
-                    for (dst, u) in v.chunks_exact_mut(4).zip(&us) {
-                        dst.copy_from_slice(&u.u[at..at + 4]);
-                    }
-                } else {
-                    v.fill(0);
-                }
-            }
             let s = if form.half { j } else { 2 * j };
             for i in 0..TILE_ROWS {
                 d[t * TILE_ROWS + i] = scales[i][s];
@@ -200,6 +189,105 @@ fn put_rows_vnni(
                 for i in 0..TILE_ROWS {
                     m[t * TILE_ROWS + i] = mins[i][s];
                 }
+            }
+        }
+    }
+}
+
+/// The values of one super-block of 16 rows as their VNNI-layout tiles (`tiles`: 8 of 32
+/// values, or with `half` 16 of 16 values, each in its half of the tile and zeros in the
+/// other): vector `c` of the tile holding value `4w` of a row holds word `w` (values
+/// `4w..4w + 4`) of every row. With SIMD, 16 (AVX2: 8) words of 16 (8) rows are transposed in
+/// registers at a time; the scalar loop copies a word at a time (a one-token prefill of a Q3_K
+/// matrix spent most of its time here).
+fn put_values_vnni(level: Level, us: &[&Unpacked; TILE_ROWS], half: bool, tiles: &mut [u8]) {
+    assert_eq!(tiles.len(), if half { 16 } else { 8 } * TILE_BYTES);
+    // Tile and vector of word `w`.
+    let place = |w: usize| {
+        if half {
+            (w / 4, (w / 4 % 2) * 4 + w % 4)
+        } else {
+            (w / 8, w % 8)
+        }
+    };
+    if half {
+        // The other half of each 16-value tile.
+        for (j, tile) in tiles.chunks_exact_mut(TILE_BYTES).enumerate() {
+            let other = (1 - j % 2) * 4;
+            tile[other * 64..(other + 4) * 64].fill(0);
+        }
+    }
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the token proves the features; 16 rows of 256 values are read, and every
+        // word written lands in `tiles` (its length checked above).
+        Level::Avx512(_) => unsafe { put_values_avx512(us, place, tiles.as_mut_ptr()) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Level::Avx2(_) => unsafe { put_values_avx2(us, place, tiles.as_mut_ptr()) },
+        _ => {
+            for w in 0..QK_K / 4 {
+                let (t, c) = place(w);
+                let v = &mut tiles[t * TILE_BYTES + c * 64..][..64];
+                for (dst, u) in v.chunks_exact_mut(4).zip(us) {
+                    dst.copy_from_slice(&u.u[4 * w..4 * w + 4]);
+                }
+            }
+        }
+    }
+}
+
+/// # Safety
+/// AVX-512 F available; `place(w)` inside the tiles at `q` for every word `w < 64`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn put_values_avx512(
+    us: &[&Unpacked; TILE_ROWS],
+    place: impl Fn(usize) -> (usize, usize),
+    q: *mut u8,
+) {
+    use crate::kv_f16::avx512::transpose16;
+    use std::arch::x86_64::*;
+    for chunk in 0..QK_K / 64 {
+        let mut block = [_mm512_setzero_ps(); TILE_ROWS];
+        for (v, u) in block.iter_mut().zip(us) {
+            // SAFETY: bytes 64·chunk.. + 64 of a 256-byte array.
+            *v = unsafe { _mm512_loadu_ps(u.u.as_ptr().add(64 * chunk) as *const f32) };
+        }
+        // SAFETY: the features are this function's; shuffles move bits unchanged.
+        let cols = unsafe { transpose16(block) };
+        for (i, col) in cols.iter().enumerate() {
+            let (t, c) = place(16 * chunk + i);
+            // SAFETY: the caller's.
+            unsafe { _mm512_storeu_ps(q.add(t * TILE_BYTES + c * 64) as *mut f32, *col) };
+        }
+    }
+}
+
+/// # Safety
+/// AVX2 available; `place(w)` inside the tiles at `q` for every word `w < 64`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn put_values_avx2(
+    us: &[&Unpacked; TILE_ROWS],
+    place: impl Fn(usize) -> (usize, usize),
+    q: *mut u8,
+) {
+    use crate::avx2_pack::transpose8x8;
+    use std::arch::x86_64::*;
+    for h in 0..2 {
+        for chunk in 0..QK_K / 32 {
+            let mut block = [_mm256_setzero_si256(); 8];
+            for (i, v) in block.iter_mut().enumerate() {
+                let u = us[8 * h + i].u.as_ptr();
+                // SAFETY: bytes 32·chunk.. + 32 of a 256-byte array.
+                *v = unsafe { _mm256_loadu_si256(u.add(32 * chunk) as *const __m256i) };
+            }
+            for (i, col) in transpose8x8(block).into_iter().enumerate() {
+                let (t, c) = place(8 * chunk + i);
+                let at = t * TILE_BYTES + c * 64 + 32 * h;
+                // SAFETY: the caller's; rows 8h..8h + 8 are bytes 32h..32h + 32 of the vector.
+                unsafe { _mm256_storeu_si256(q.add(at) as *mut __m256i, col) };
             }
         }
     }

@@ -70,6 +70,7 @@ impl TileKernel for Avx2Tiles {
         half: bool,
         mins: Option<Mins<'_, G>>,
         acc: [&mut [[f32; TILE_TOKENS]; TILE_ROWS]; G],
+        tokens: [usize; G],
     ) {
         let kernel: BlockKernel = match (half, self.steps) {
             (true, 1) => avx2_tiles::<true, 1>,
@@ -81,7 +82,7 @@ impl TileKernel for Avx2Tiles {
             (false, _) => avx2_tiles::<false, 8>,
         };
         // SAFETY: `_features` proves AVX2.
-        unsafe { run_block_kernel(kernel, w, wd, a, ad, half, mins, acc) }
+        unsafe { run_block_kernel(kernel, w, wd, a, ad, half, mins, acc, tokens) }
     }
 }
 
@@ -101,6 +102,7 @@ unsafe fn avx2_tiles<const HALF: bool, const STEPS: usize>(
     am: *const f32,
     nt: usize,
     acc: &mut [[f32; TILE_TOKENS]; TILE_ROWS],
+    tokens: usize,
 ) {
     let ones = _mm256_set1_epi16(1);
     // SAFETY: as the caller promises; `acc` holds 16 tokens of 16 rows.
@@ -108,7 +110,8 @@ unsafe fn avx2_tiles<const HALF: bool, const STEPS: usize>(
         for h in 0..2 {
             // Rows 8h..8h + 8: bytes 32h..32h + 32 of each 64-byte vector.
             let rows = 8 * h;
-            for t0 in (0..TILE_TOKENS).step_by(QUAD) {
+            // Only the passes that hold real tokens.
+            for t0 in (0..tokens).step_by(QUAD) {
                 let mut f = [_mm256_setzero_ps(); QUAD];
                 for (j, v) in f.iter_mut().enumerate() {
                     *v = _mm256_loadu_ps(acc[t0 + j].as_ptr().add(rows));
@@ -227,6 +230,7 @@ mod tests {
                         a: [&am[0]],
                     }),
                     [&mut one],
+                    [TILE_TOKENS],
                 );
                 let [p0, p1] = &mut pair;
                 let (aa, dd) = ([&a[0][..], &a[1][..]], [&ad[0][..], &ad[1][..]]);
@@ -241,6 +245,7 @@ mod tests {
                         a: [&am[0], &am[1]],
                     }),
                     [p0, p1],
+                    [TILE_TOKENS; 2],
                 );
                 let bits = |m: &[[f32; TILE_TOKENS]; TILE_ROWS]| m.map(|r| r.map(f32::to_bits));
                 let what = format!("{ty:?} activations {a_byte:?}");

@@ -33,6 +33,7 @@ impl TileKernel for VnniTiles {
         half: bool,
         mins: Option<Mins<'_, G>>,
         acc: [&mut [[f32; TILE_TOKENS]; TILE_ROWS]; G],
+        tokens: [usize; G],
     ) {
         let _features: Avx512 = self.0;
         let kernel: BlockKernel = if half {
@@ -41,13 +42,14 @@ impl TileKernel for VnniTiles {
             vnni_tiles::<false>
         };
         // SAFETY: the token proves the kernel's features.
-        unsafe { run_block_kernel(kernel, w, wd, a, ad, half, mins, acc) }
+        unsafe { run_block_kernel(kernel, w, wd, a, ad, half, mins, acc, tokens) }
     }
 }
 
 /// A block-tile kernel of the VNNI layout (this file's, `avx2_blocks.rs`'s): weights, their
 /// scales and mins, one token group's activation tiles, scales and sums, the tile count, the
-/// group's accumulators (`acc[t][r]`).
+/// group's accumulators (`acc[t][r]`), its real tokens (the first lanes; the accumulators of
+/// the others may be left as they are).
 pub(crate) type BlockKernel = unsafe fn(
     *const u8,
     *const f32,
@@ -57,6 +59,7 @@ pub(crate) type BlockKernel = unsafe fn(
     *const f32,
     usize,
     &mut [[f32; TILE_TOKENS]; TILE_ROWS],
+    usize,
 );
 
 /// [`TileKernel::run`] by `kernel`, one token group after the other, every length checked
@@ -74,8 +77,10 @@ pub(crate) unsafe fn run_block_kernel<const G: usize>(
     half: bool,
     mins: Option<Mins<'_, G>>,
     acc: [&mut [[f32; TILE_TOKENS]; TILE_ROWS]; G],
+    tokens: [usize; G],
 ) {
     let mins = mins.expect("VNNI-layout tiles always have mins");
+    assert!(tokens.iter().all(|&t| t <= TILE_TOKENS));
     let nt = checked_tiles(w, wd, a, ad, half, Some(&mins));
     for (g, acc) in acc.into_iter().enumerate() {
         let (ap, dp, mp) = (a[g].as_ptr(), ad[g].as_ptr(), mins.a[g].as_ptr());
@@ -90,6 +95,7 @@ pub(crate) unsafe fn run_block_kernel<const G: usize>(
                 mp,
                 nt,
                 acc,
+                tokens[g],
             )
         }
     }
@@ -109,12 +115,14 @@ unsafe fn vnni_tiles<const HALF: bool>(
     am: *const f32,
     nt: usize,
     acc: &mut [[f32; TILE_TOKENS]; TILE_ROWS],
+    tokens: usize,
 ) {
     // SAFETY: as the caller promises; `acc` holds 16 rows of 16 values.
     unsafe {
         // Four tokens at a time over every tile: four independent chains of products, and only
-        // their four accumulators live (a run of tiles' weights stays in L1 between the groups).
-        for t0 in (0..TILE_TOKENS).step_by(QUAD) {
+        // their four accumulators live (a run of tiles' weights stays in L1 between the groups);
+        // only the passes that hold real tokens (a one-token call computed sixteen).
+        for t0 in (0..tokens).step_by(QUAD) {
             let mut f = [_mm512_setzero_ps(); QUAD];
             for (j, v) in f.iter_mut().enumerate() {
                 *v = _mm512_loadu_ps(acc[t0 + j].as_ptr());
