@@ -172,23 +172,88 @@ fn put_rows_vnni(
     let per = if form.half { 16 } else { 8 };
     for b in 0..nsb {
         let us: [&Unpacked; TILE_ROWS] = std::array::from_fn(|i| &rows[i * nsb + b]);
-        let scales: [[f32; 16]; TILE_ROWS] =
-            us.map(|u| std::array::from_fn(|s| u.d * u.sc[s] as f32));
-        let mins: [[f32; 16]; TILE_ROWS] = std::array::from_fn(|i| {
-            std::array::from_fn(|s| us[i].dmin * us[i].mn[s] as f32 + k as f32 * scales[i][s])
-        });
         let tiles = &mut q[b * per * TILE_BYTES..][..per * TILE_BYTES];
         put_values_vnni(level, &us, form.half, tiles);
-        for j in 0..per {
-            let t = b * per + j;
-            let s = if form.half { j } else { 2 * j };
-            for i in 0..TILE_ROWS {
-                d[t * TILE_ROWS + i] = scales[i][s];
+        let span = b * per * TILE_ROWS..(b + 1) * per * TILE_ROWS;
+        let m = if form.mins {
+            &mut m[span.clone()]
+        } else {
+            &mut [][..]
+        };
+        put_scales_vnni(level, &us, k, form.half, &mut d[span], m);
+    }
+}
+
+/// The scales `d · sc_s` and (when `m` is not empty) the mins `dmin · mn_s + k · d · sc_s` of
+/// one super-block of 16 rows, a tile's 16 rows side by side: tile `j` takes those of the
+/// values it holds (`s = j` with `half`, else `2j`). At AVX-512 the 16 rows' 16 values are made
+/// a row per vector and transposed (the same operations, so the same bits).
+fn put_scales_vnni(
+    level: Level,
+    us: &[&Unpacked; TILE_ROWS],
+    k: i16,
+    half: bool,
+    d: &mut [f32],
+    m: &mut [f32],
+) {
+    let per = if half { 16 } else { 8 };
+    assert!(d.len() == per * TILE_ROWS && (m.is_empty() || m.len() == d.len()));
+    #[cfg(target_arch = "x86_64")]
+    if let Level::Avx512(_) = level {
+        // SAFETY: the token proves the features; the lengths are checked above.
+        return unsafe { put_scales_avx512(us, k, half, d, m) };
+    }
+    let _ = level;
+    let scales: [[f32; 16]; TILE_ROWS] = us.map(|u| std::array::from_fn(|s| u.d * u.sc[s] as f32));
+    for j in 0..per {
+        let s = if half { j } else { 2 * j };
+        for (i, u) in us.iter().enumerate() {
+            d[j * TILE_ROWS + i] = scales[i][s];
+            if !m.is_empty() {
+                m[j * TILE_ROWS + i] = u.dmin * u.mn[s] as f32 + k as f32 * scales[i][s];
             }
-            if form.mins {
-                for i in 0..TILE_ROWS {
-                    m[t * TILE_ROWS + i] = mins[i][s];
-                }
+        }
+    }
+}
+
+/// # Safety
+/// AVX-512 F available; `d` (and `m` unless empty) hold a super-block's tiles' 16 values each.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn put_scales_avx512(
+    us: &[&Unpacked; TILE_ROWS],
+    k: i16,
+    half: bool,
+    d: &mut [f32],
+    m: &mut [f32],
+) {
+    use crate::kv_f16::avx512::transpose16;
+    use std::arch::x86_64::*;
+    let kf = _mm512_set1_ps(k as f32);
+    let (mut sv, mut mv) = (
+        [_mm512_setzero_ps(); TILE_ROWS],
+        [_mm512_setzero_ps(); TILE_ROWS],
+    );
+    for (i, u) in us.iter().enumerate() {
+        // SAFETY (loads): 16 bytes of `sc`, 32 of `mn`.
+        unsafe {
+            let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(u.sc.as_ptr() as *const __m128i));
+            sv[i] = _mm512_mul_ps(_mm512_set1_ps(u.d), _mm512_cvtepi32_ps(sc));
+            let mn = _mm512_cvtepi16_epi32(_mm256_loadu_si256(u.mn.as_ptr() as *const __m256i));
+            let dm = _mm512_mul_ps(_mm512_set1_ps(u.dmin), _mm512_cvtepi32_ps(mn));
+            mv[i] = _mm512_add_ps(dm, _mm512_mul_ps(kf, sv[i]));
+        }
+    }
+    // SAFETY: the features are this function's.
+    let (sc, mn) = unsafe { (transpose16(sv), transpose16(mv)) };
+    let per = if half { 16 } else { 8 };
+    for j in 0..per {
+        let s = if half { j } else { 2 * j };
+        // SAFETY: tile j's 16 values, inside `d` and `m` (the caller's).
+        unsafe {
+            _mm512_storeu_ps(d.as_mut_ptr().add(j * TILE_ROWS), sc[s]);
+            if !m.is_empty() {
+                _mm512_storeu_ps(m.as_mut_ptr().add(j * TILE_ROWS), mn[s]);
             }
         }
     }
