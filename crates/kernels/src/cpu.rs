@@ -71,18 +71,30 @@ pub fn detected() -> Isa {
     *DETECTED.get_or_init(detect)
 }
 
-/// The level the kernels use: [`detected`], lowered by `HERD_ISA` (read once).
+/// The level the kernels use, fixed the first time it is asked for.
+static CHOSEN: OnceLock<Isa> = OnceLock::new();
+
+/// [`detected`], lowered by `HERD_ISA`.
+fn chosen() -> Isa {
+    let forced = std::env::var("HERD_ISA")
+        .ok()
+        .and_then(|v| Isa::from_name(&v));
+    match forced {
+        Some(f) => f.min(detected()),
+        None => detected(),
+    }
+}
+
+/// The level the kernels use: [`detected`], lowered by `HERD_ISA` (read once) or by
+/// [`cap_isa`].
 pub fn isa() -> Isa {
-    static CHOSEN: OnceLock<Isa> = OnceLock::new();
-    *CHOSEN.get_or_init(|| {
-        let forced = std::env::var("HERD_ISA")
-            .ok()
-            .and_then(|v| Isa::from_name(&v));
-        match forced {
-            Some(f) => f.min(detected()),
-            None => detected(),
-        }
-    })
+    *CHOSEN.get_or_init(chosen)
+}
+
+/// Lowers the level the kernels use to at most `max` for the rest of the process, if no kernel
+/// has asked for the level yet; returns the level in force.
+pub fn cap_isa(max: Isa) -> Isa {
+    *CHOSEN.get_or_init(|| chosen().min(max))
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -75,7 +75,7 @@ mod tiles;
 mod vec;
 
 pub use attn::{attend_block_rows, SoftmaxState, ATTN_BLOCK};
-pub use cpu::{detected, isa, Isa};
+pub use cpu::{cap_isa, detected, isa, Isa};
 pub use dequant::{dequantize, WeightType};
 pub use kquants::{kquant_matvec_row, quantize_q8_k, BlockQ8K, QK_K};
 pub use kv_f16::{f16_rows, f16_rows_transposed};
