@@ -283,9 +283,15 @@ pub(crate) fn fused<'a>(
     assert!(out.len() == t && (1..=TOKENS).contains(&t) && (1..=groups * GROUP_ROWS).contains(&n));
     let n_cols = x[0].len();
     assert!(x.iter().all(|x| x.len() == n_cols) && out.iter().all(|o| o.len() == n));
-    // Rows past `n` read row 0 again (their lanes are never stored).
+    // The kernel's `groups` groups of rows; rows past `n` read row 0 again (their lanes are
+    // never stored).
     let mut ptrs = [[std::ptr::null(); GROUP_ROWS]; 2];
-    for (i, p) in ptrs.iter_mut().flatten().enumerate() {
+    for (i, p) in ptrs
+        .iter_mut()
+        .flatten()
+        .enumerate()
+        .take(groups * GROUP_ROWS)
+    {
         let bytes = row(if i < n { i } else { 0 });
         assert_eq!(
             bytes.len(),
@@ -381,7 +387,9 @@ unsafe fn fused_avx512<const KIND: u8, const G: usize, const T: usize>(
                 }
                 // SAFETY: the features are this function's.
                 let cols = unsafe { transpose16(block) };
-                // SAFETY (broadcasts): columns c + i < ke ≤ n_cols of each token.
+                // SAFETY (broadcasts): columns c + i < ke ≤ n_cols of each token. A whole block
+                // by a loop of constant length, so the 16 columns stay in registers; the last,
+                // part-filled block of a chunk by the general one.
                 if left == 16 {
                     for (i, col) in cols.iter().enumerate() {
                         for (t, a) in acc.iter_mut().enumerate() {

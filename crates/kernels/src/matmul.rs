@@ -318,15 +318,21 @@ pub fn matmul_many_with<'a>(
         }
     };
     // Q8_0 / Q4_0 tiles (prefill) share one quantization of the input and one parallel
-    // section, so one thread's last task of a product is not a wait for the other.
+    // section, so one thread's last task of a product is not a wait for the other; so do float
+    // tiles of a few tokens (a server's steps).
     let mut tile_act = None;
     let mut tiles_job = |w: &WeightView<'a>| -> Option<Box<dyn RowsJob + 'a>> {
         use crate::matmul_quant::{tile_act as quantize, QuantTiles};
-        #[cfg(target_arch = "x86_64")]
-        if crate::matmul_quant::tiles_amx(level).is_some() {
+        if w.n_rows == 0 || w.n_cols == 0 || n_tokens == 0 {
             return None;
         }
-        if w.n_rows == 0 || w.n_cols == 0 || n_tokens == 0 {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(w.ty, WeightType::F32 | WeightType::F16 | WeightType::BF16) {
+            let job = crate::matmul_float::FloatFused::for_call(level, w, x, n_tokens);
+            return job.map(|j| Box::new(j) as Box<dyn RowsJob + 'a>);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if crate::matmul_quant::tiles_amx(level).is_some() {
             return None;
         }
         match w.ty {

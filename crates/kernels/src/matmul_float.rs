@@ -135,8 +135,7 @@ fn for_each_pass(
 fn float_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if !matches!(level, Level::Scalar) {
-        if n_tokens <= crate::avx512_panel::TOKENS {
-            let job = FloatFused::new(level, w, x, n_tokens);
+        if let Some(job) = FloatFused::for_call(level, w, x, n_tokens) {
             return run_rows_jobs(&[&job], &mut [out], n_tokens);
         }
         return float_panels(level, w, x, n_tokens, out);
@@ -264,18 +263,27 @@ pub(crate) struct FloatFused<'a> {
 
 #[cfg(target_arch = "x86_64")]
 impl<'a> FloatFused<'a> {
-    pub(crate) fn new(level: Level, w: &WeightView<'a>, x: &'a [f32], n_tokens: usize) -> Self {
+    /// The product by tiles of `n_tokens` rows of `x` with float `w`, if it is one of a few
+    /// tokens at a SIMD level (else the panels take it).
+    pub(crate) fn for_call(
+        level: Level,
+        w: &WeightView<'a>,
+        x: &'a [f32],
+        n_tokens: usize,
+    ) -> Option<Self> {
         use crate::avx512_panel::{GROUP_ROWS, TOKENS};
-        assert!((1..=TOKENS).contains(&n_tokens) && !matches!(level, Level::Scalar));
+        if matches!(level, Level::Scalar) || !(1..=TOKENS).contains(&n_tokens) {
+            return None;
+        }
         let work_per_row = w.ty.row_bytes(w.n_cols) * n_tokens;
         let chunk = rows_task_rows(w.n_rows, work_per_row).next_multiple_of(GROUP_ROWS);
-        FloatFused {
+        Some(FloatFused {
             level,
             w: *w,
             x,
             n_tokens,
             chunk,
-        }
+        })
     }
 }
 

@@ -26,13 +26,26 @@ fn scale_lanes(w: &Regs) -> [__m512i; 4] {
     // The 16 scales widened once, then each vector's four picked eight times each.
     let sc = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(w.sc));
     std::array::from_fn(|c| {
-        // Lane l takes scale 4c + l / 8.
-        let pick: [i16; 32] = std::array::from_fn(|l| (4 * c + l / 8) as i16);
-        // SAFETY: a load of the 64 bytes of `pick`.
-        let pick = unsafe { _mm512_loadu_si512(pick.as_ptr().cast()) };
+        // SAFETY: a load of the 64 bytes of one row of the table.
+        let pick = unsafe { _mm512_loadu_si512(SCALE_PICKS[c].as_ptr().cast()) };
         _mm512_permutexvar_epi16(pick, sc)
     })
 }
+
+/// [`scale_lanes`]' word indices: lane `l` of vector `c` takes scale `4c + l / 8`.
+static SCALE_PICKS: [[i16; 32]; 4] = {
+    let mut t = [[0i16; 32]; 4];
+    let mut c = 0;
+    while c < 4 {
+        let mut l = 0;
+        while l < 32 {
+            t[c][l] = (4 * c + l / 8) as i16;
+            l += 1;
+        }
+        c += 1;
+    }
+    t
+};
 
 /// The values of `w` as four vectors of 64 (sub-blocks `4c..4c + 4`: `u[2c]`, then
 /// `u[2c + 1]`).
