@@ -206,8 +206,8 @@ fn ggml_name(t: WeightType) -> &'static str {
         // Repacked layouts live in memory only (never a target here); their file types are
         // the stored ones.
         WeightType::Q4_0 | WeightType::Q4_0x16 => "Q4_0",
-        WeightType::Q2_K => "Q2_K",
-        WeightType::Q3_K => "Q3_K",
+        WeightType::Q2_K | WeightType::Q2_Kx16 => "Q2_K",
+        WeightType::Q3_K | WeightType::Q3_Kx16 => "Q3_K",
         WeightType::Q4_K | WeightType::Q4_Kx16 => "Q4_K",
         WeightType::Q5_K | WeightType::Q5_Kx16 => "Q5_K",
         WeightType::Q6_K | WeightType::Q6_Kx16 => "Q6_K",
@@ -325,8 +325,8 @@ fn dtype_of(t: WeightType) -> DType {
         WeightType::BF16 => DType::BF16,
         WeightType::Q8_0 | WeightType::Q8_0x16 => DType::Q8_0,
         WeightType::Q4_0 | WeightType::Q4_0x16 => DType::Q4_0,
-        WeightType::Q2_K => DType::Q2_K,
-        WeightType::Q3_K => DType::Q3_K,
+        WeightType::Q2_K | WeightType::Q2_Kx16 => DType::Q2_K,
+        WeightType::Q3_K | WeightType::Q3_Kx16 => DType::Q3_K,
         WeightType::Q4_K | WeightType::Q4_Kx16 => DType::Q4_K,
         WeightType::Q5_K | WeightType::Q5_Kx16 => DType::Q5_K,
         WeightType::Q6_K | WeightType::Q6_Kx16 => DType::Q6_K,

@@ -1,4 +1,4 @@
-//! Q4_0, Q8_0, Q4_K and Q6_K weights repacked (`Llama::repack_for_kernels`, or on first use by decode)
+//! Q4_0, Q8_0 and K-quant weights repacked (`Llama::repack_for_kernels`, or on first use by decode)
 //! against the same model as stored: prefill gives the same bits (its tiles see the stored
 //! blocks), decode the same logits within the kernels' rounding and the same greedy token.
 //! (Batch invariance of a repacked model: `serve.rs`.) stories15m's width (288 = 9 blocks)
@@ -78,6 +78,45 @@ fn repacked_q4_k_model_matches_the_stored_one() {
     .unwrap();
     let flip = expected["act_q8_k_flip_sensitivity"].as_f64().unwrap() as f32;
     check(stored, x16, 2.0 * flip);
+}
+
+/// The Q4_K_M fixture quantized again by `herd quantize` into llama.cpp's Q3_K_M and Q2_K
+/// mixes (Q2_K, Q3_K, Q4_K, Q5_K and Q6_K matrices): each repacked type against the stored one.
+#[test]
+fn repacked_q3_k_and_q2_k_models_match_the_stored_ones() {
+    let path = testdata::fixtures().join("kquant/model/kquant-q4_k_m.gguf");
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(path.with_file_name("expected.json")).unwrap(),
+    )
+    .unwrap();
+    let flip = expected["act_q8_k_flip_sensitivity"].as_f64().unwrap() as f32;
+    let dir = std::env::temp_dir().join(format!("herd-repack-low-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, q, low) in [
+        ("q3_k_m", engine::QuantType::Q3KM, WeightType::Q3_K),
+        ("q2_k", engine::QuantType::Q2KMix, WeightType::Q2_K),
+    ] {
+        let out = dir.join(format!("{name}.gguf"));
+        engine::quantize(&path, &out, q, None, &mut |_| {}).unwrap();
+        let loaded = engine::load_model(&out);
+        std::fs::remove_file(&out).unwrap();
+        let (stored, _, _) = loaded.unwrap();
+        assert_eq!(stored.layers[0].w_gate.ty, low, "{name}");
+        let x16 = |m: &model::Llama| {
+            let repacked = |w: &model::Weight| {
+                let ty = w.current_view().ty;
+                ty.is_grouped() && ty.stored() == w.ty
+            };
+            repacked(&m.output)
+                && m.layers.iter().all(|l| {
+                    [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
+                        .into_iter()
+                        .all(repacked)
+                })
+        };
+        check(stored, x16, 2.0 * flip);
+    }
+    std::fs::remove_dir(&dir).unwrap();
 }
 
 /// Three copies of `stored` (kept stored, repacked at load, repacked by the first decode step)

@@ -20,7 +20,7 @@ mod random;
 use kernels::{matmul_path, MatmulPath, WeightType, WeightView};
 use random::{Rng, MODEL_LIKE};
 
-const TYPES: [WeightType; 15] = [
+const TYPES: [WeightType; 17] = [
     WeightType::F32,
     WeightType::F16,
     WeightType::BF16,
@@ -36,6 +36,8 @@ const TYPES: [WeightType; 15] = [
     WeightType::Q6_K,
     WeightType::Q5_Kx16,
     WeightType::Q6_Kx16,
+    WeightType::Q2_Kx16,
+    WeightType::Q3_Kx16,
 ];
 
 /// `(n_rows, n_cols)`: attention projections, MLP gate/up, MLP down.

@@ -48,6 +48,8 @@ fn parse_type(s: &str) -> WeightType {
         "q4_0" => WeightType::Q4_0,
         "q4_0x16" => WeightType::Q4_0x16,
         "q8_0x16" => WeightType::Q8_0x16,
+        "q2_kx16" => WeightType::Q2_Kx16,
+        "q3_kx16" => WeightType::Q3_Kx16,
         "q4_kx16" => WeightType::Q4_Kx16,
         "q5_kx16" => WeightType::Q5_Kx16,
         "q6_kx16" => WeightType::Q6_Kx16,

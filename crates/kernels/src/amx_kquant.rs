@@ -395,13 +395,13 @@ fn put_row_amx(
     }
 }
 
-/// One super-block of a group of repacked rows (`gb`, 16 rows of `Q4_Kx16`, `Q5_Kx16` or
-/// `Q6_Kx16`) as
+/// One super-block of a group of repacked rows (`gb`, 16 rows of `Q2_Kx16` ... `Q6_Kx16`) as
 /// VNNI-layout tiles, without unpacking: bitwise what [`put_rows_vnni`] makes of the stored rows. In
 /// `Q4_Kx16` each 64-byte run holds four values of one sub-block for all 16 rows, low and high
 /// nibbles, which are two vectors of the sub-block's tile (`Q5_Kx16`: with the fifth bits of
 /// the sub-block's bit run); in `Q6_Kx16` the three runs of each
-/// 16 values make the four vectors of that block's half tile.
+/// 16 values make the four vectors of that block's half tile, in `Q2_Kx16` one run of low bits
+/// (`Q3_Kx16`: with the high bits of the block's half of a mask run).
 fn put_x16_block(ty: WeightType, gb: &[u8], q: &mut [u8], d: &mut [f32], m: &mut [f32]) {
     use crate::kquants::layout::{f16_at, scales_mins_k4};
     use crate::kquants::x16::{q4, q5, q6};
@@ -442,6 +442,58 @@ fn put_x16_block(ty: WeightType, gb: &[u8], q: &mut [u8], d: &mut [f32], m: &mut
                     let own = ml[l] * mn[j] as f32;
                     d[j * TILE_ROWS + l] = scale;
                     m[j * TILE_ROWS + l] = own + 0.0 * scale;
+                }
+            }
+        }
+        WeightType::Q2_Kx16 | WeightType::Q3_Kx16 => {
+            use crate::kquants::layout::scales_q3_k;
+            use crate::kquants::x16::{q2, q3};
+            let three = ty == WeightType::Q3_Kx16;
+            // Per row: the scale and min of each block of 16 (Q3_K: 6-bit scale − 32, no
+            // min; Q2_K: the scale byte's nibbles), and `dmin` (Q3_K: none, 0).
+            let rows: [([i8; 16], [u8; 16]); TILE_ROWS] = std::array::from_fn(|l| {
+                if three {
+                    let mut packed = [0u8; 12];
+                    for w in 0..3 {
+                        let at = q3::SCALES + 64 * w + 4 * l;
+                        packed[4 * w..4 * w + 4].copy_from_slice(&gb[at..at + 4]);
+                    }
+                    (scales_q3_k(&packed).map(|s| s - 32), [0; 16])
+                } else {
+                    let b: [u8; 16] =
+                        std::array::from_fn(|g| gb[q2::SCALES + 64 * (g / 4) + 4 * l + g % 4]);
+                    (b.map(|b| (b & 0xf) as i8), b.map(|b| b >> 4))
+                }
+            });
+            let dl: [f32; TILE_ROWS] = std::array::from_fn(|l| f16_at(gb, q2::D + 2 * l));
+            let ml: [f32; TILE_ROWS] = std::array::from_fn(|l| {
+                if three {
+                    0.0
+                } else {
+                    f16_at(gb, q2::DMIN + 2 * l)
+                }
+            });
+            let (qs, k) = if three { (q3::QS, 4.0) } else { (q2::QS, 0.0) };
+            for g in 0..16 {
+                let tile = &mut q[g * TILE_BYTES..(g + 1) * TILE_BYTES];
+                // The block's own half of the tile; zeros in the other.
+                let own = 256 * (g % 2);
+                tile.fill(0);
+                let (low, hm) = (&gb[qs + 64 * g..][..64], &gb[q3::HM + 64 * (g / 2)..][..64]);
+                for i in 0..64 {
+                    for s in 0..4 {
+                        let high = if three {
+                            (hm[i] >> (4 * (g % 2) + s) & 1) << 2
+                        } else {
+                            0
+                        };
+                        tile[own + 64 * s + i] = (low[i] >> (2 * s) & 3) | high;
+                    }
+                }
+                for (l, (sc, mn)) in rows.iter().enumerate() {
+                    let scale = dl[l] * sc[g] as f32;
+                    d[g * TILE_ROWS + l] = scale;
+                    m[g * TILE_ROWS + l] = ml[l] * mn[g] as f32 + k * scale;
                 }
             }
         }

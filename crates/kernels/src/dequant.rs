@@ -30,6 +30,12 @@ pub enum WeightType {
     /// Super-blocks of 256 (110 bytes): 32-byte high-bit mask, 64 bytes of 2-bit values, 16
     /// 6-bit scales packed in 12 bytes, f16 `d`; value = d·(sc − 32)·(q − 4·!hbit).
     Q3_K,
+    /// Q2_K matrices repacked for the decode kernel, as [`WeightType::Q4_Kx16`] (1344 bytes per
+    /// super-block of 16 rows).
+    Q2_Kx16,
+    /// Q3_K matrices repacked for the decode kernel, as [`WeightType::Q4_Kx16`] (1760 bytes per
+    /// super-block of 16 rows).
+    Q3_Kx16,
     /// Super-blocks of 256 (144 bytes): f16 `d`, f16 `dmin`, 8 6-bit scales and mins packed in
     /// 12 bytes, 128 bytes of 4-bit values; value = d·sc·q − dmin·m per sub-block of 32.
     Q4_K,
@@ -60,7 +66,9 @@ impl WeightType {
             WeightType::F32 | WeightType::F16 | WeightType::BF16 => 1,
             WeightType::Q8_0 | WeightType::Q8_0x16 | WeightType::Q4_0 | WeightType::Q4_0x16 => 32,
             WeightType::Q2_K
+            | WeightType::Q2_Kx16
             | WeightType::Q3_K
+            | WeightType::Q3_Kx16
             | WeightType::Q4_K
             | WeightType::Q4_Kx16
             | WeightType::Q5_K
@@ -76,8 +84,8 @@ impl WeightType {
             WeightType::F16 | WeightType::BF16 => 2,
             WeightType::Q8_0 | WeightType::Q8_0x16 => 34,
             WeightType::Q4_0 | WeightType::Q4_0x16 => 18,
-            WeightType::Q2_K => 84,
-            WeightType::Q3_K => 110,
+            WeightType::Q2_K | WeightType::Q2_Kx16 => 84,
+            WeightType::Q3_K | WeightType::Q3_Kx16 => 110,
             WeightType::Q4_K | WeightType::Q4_Kx16 => 144,
             WeightType::Q5_K | WeightType::Q5_Kx16 => 176,
             WeightType::Q6_K | WeightType::Q6_Kx16 => 210,
@@ -101,6 +109,8 @@ impl WeightType {
         match self {
             WeightType::Q4_0x16 => WeightType::Q4_0,
             WeightType::Q8_0x16 => WeightType::Q8_0,
+            WeightType::Q2_Kx16 => WeightType::Q2_K,
+            WeightType::Q3_Kx16 => WeightType::Q3_K,
             WeightType::Q4_Kx16 => WeightType::Q4_K,
             WeightType::Q5_Kx16 => WeightType::Q5_K,
             WeightType::Q6_Kx16 => WeightType::Q6_K,
@@ -108,11 +118,15 @@ impl WeightType {
         }
     }
     /// Whether rows of this type lie sixteen side by side instead of one after another
-    /// ([`WeightType::Q4_Kx16`], [`WeightType::Q5_Kx16`], [`WeightType::Q6_Kx16`]).
+    /// ([`WeightType::Q2_Kx16`] ... [`WeightType::Q6_Kx16`]).
     pub fn is_grouped(self) -> bool {
         matches!(
             self,
-            WeightType::Q4_Kx16 | WeightType::Q5_Kx16 | WeightType::Q6_Kx16
+            WeightType::Q2_Kx16
+                | WeightType::Q3_Kx16
+                | WeightType::Q4_Kx16
+                | WeightType::Q5_Kx16
+                | WeightType::Q6_Kx16
         )
     }
     /// Bytes of a row of `n` values (`n` a multiple of the block size).
@@ -177,9 +191,11 @@ pub fn dequantize(ty: WeightType, src: &[u8], dst: &mut [f32]) {
         WeightType::Q3_K => kquants::dequantize_q3_k(src, dst),
         WeightType::Q4_K => kquants::dequantize_q4_k(src, dst),
         // `src` one group of 16 rows, `dst` its rows one after another.
-        WeightType::Q4_Kx16 | WeightType::Q5_Kx16 | WeightType::Q6_Kx16 => {
-            kquants::x16::dequantize_group(ty, src, dst)
-        }
+        WeightType::Q2_Kx16
+        | WeightType::Q3_Kx16
+        | WeightType::Q4_Kx16
+        | WeightType::Q5_Kx16
+        | WeightType::Q6_Kx16 => kquants::x16::dequantize_group(ty, src, dst),
         WeightType::Q5_K => kquants::dequantize_q5_k(src, dst),
         WeightType::Q6_K => kquants::dequantize_q6_k(src, dst),
     }

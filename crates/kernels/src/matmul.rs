@@ -200,7 +200,9 @@ pub fn matmul_path_with(
             matmul_quant(level, path, w, x, n_tokens, out)
         }
         WeightType::Q2_K
+        | WeightType::Q2_Kx16
         | WeightType::Q3_K
+        | WeightType::Q3_Kx16
         | WeightType::Q4_K
         | WeightType::Q4_Kx16
         | WeightType::Q5_K
@@ -302,7 +304,9 @@ pub fn matmul_many_with<'a>(
                 Some(Box::new(QuantRows::with_act(level, w, act, n_tokens)))
             }
             WeightType::Q2_K
+            | WeightType::Q2_Kx16
             | WeightType::Q3_K
+            | WeightType::Q3_Kx16
             | WeightType::Q4_K
             | WeightType::Q4_Kx16
             | WeightType::Q5_K

@@ -102,7 +102,11 @@ pub fn quantize_into(ty: WeightType, src: &[f32], dst: &mut [u8]) {
         WeightType::Q2_K => kquants::quantize_row_q2_k(src, dst),
         WeightType::Q3_K => kquants::quantize_row_q3_k(src, dst),
         WeightType::Q4_K => kquants::quantize_row_q4_k(src, dst),
-        WeightType::Q4_Kx16 | WeightType::Q5_Kx16 | WeightType::Q6_Kx16 => {
+        WeightType::Q2_Kx16
+        | WeightType::Q3_Kx16
+        | WeightType::Q4_Kx16
+        | WeightType::Q5_Kx16
+        | WeightType::Q6_Kx16 => {
             panic!("{ty:?} is made from whole matrices of its stored type (repack)")
         }
         WeightType::Q5_K => kquants::quantize_row_q5_k(src, dst),

@@ -28,6 +28,8 @@ fn layout(ty: WeightType) -> Option<WeightType> {
     match ty {
         WeightType::Q4_0 => Some(WeightType::Q4_0x16),
         WeightType::Q8_0 => Some(WeightType::Q8_0x16),
+        WeightType::Q2_K => Some(WeightType::Q2_Kx16),
+        WeightType::Q3_K => Some(WeightType::Q3_Kx16),
         WeightType::Q4_K => Some(WeightType::Q4_Kx16),
         WeightType::Q5_K => Some(WeightType::Q5_Kx16),
         WeightType::Q6_K => Some(WeightType::Q6_Kx16),

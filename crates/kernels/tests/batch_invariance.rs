@@ -16,7 +16,7 @@ fn matrix(rng: &mut Rng, ty: WeightType, n_rows: usize, n_cols: usize) -> Vec<u8
     random::matrix(rng, ty, n_rows, n_cols, UNIT_RANGE)
 }
 
-const TYPES: [WeightType; 15] = [
+const TYPES: [WeightType; 17] = [
     WeightType::F32,
     WeightType::F16,
     WeightType::BF16,
@@ -25,7 +25,9 @@ const TYPES: [WeightType; 15] = [
     WeightType::Q4_0x16,
     WeightType::Q8_0x16,
     WeightType::Q2_K,
+    WeightType::Q2_Kx16,
     WeightType::Q3_K,
+    WeightType::Q3_Kx16,
     WeightType::Q4_K,
     WeightType::Q4_Kx16,
     WeightType::Q5_K,
@@ -213,13 +215,14 @@ fn products_sharing_a_section_equal_each_alone() {
     use kernels::matmul_many_with;
     let mut rng = Rng(0xa54ff53a5f1d36f1);
     let k = 3 * 256; // valid for every type
-    let sets: [[WeightType; 3]; 6] = [
+    let sets: [[WeightType; 3]; 7] = [
         [WeightType::Q4_0, WeightType::Q4_0, WeightType::Q8_0],
         [WeightType::Q4_0x16, WeightType::Q8_0x16, WeightType::Q4_0],
         [WeightType::Q4_K, WeightType::Q4_K, WeightType::Q6_K],
         [WeightType::Q4_Kx16, WeightType::Q4_K, WeightType::Q6_Kx16],
         [WeightType::F16, WeightType::BF16, WeightType::F32],
         [WeightType::Q8_0, WeightType::Q5_K, WeightType::F16],
+        [WeightType::Q3_Kx16, WeightType::Q2_Kx16, WeightType::Q3_K],
     ];
     let three = pool(3);
     for types in sets {
@@ -272,6 +275,8 @@ fn repacked_matrices_give_the_stored_results() {
         (WeightType::Q4_K, WeightType::Q4_Kx16, 48, 5 * 256),
         (WeightType::Q5_K, WeightType::Q5_Kx16, 16, 2 * 256),
         (WeightType::Q6_K, WeightType::Q6_Kx16, 32, 3 * 256),
+        (WeightType::Q3_K, WeightType::Q3_Kx16, 32, 3 * 256),
+        (WeightType::Q2_K, WeightType::Q2_Kx16, 16, 2 * 256),
     ];
     for (ty, repacked, n_rows, k) in cases {
         let stored = matrix(&mut rng, ty, n_rows, k);

@@ -45,6 +45,14 @@ pub(crate) fn dot_group(_: Avx2, ty: WeightType, group: &[u8], act: &[BlockQ8K])
                 assert!(group.len() >= act.len() * q6::GROUP_BLOCK);
                 dot_group_q6_avx2(group.as_ptr(), act)
             }
+            WeightType::Q3_Kx16 => {
+                assert!(group.len() >= act.len() * super::x16::q3::GROUP_BLOCK);
+                dot_group_low_avx2::<true>(group.as_ptr(), act)
+            }
+            WeightType::Q2_Kx16 => {
+                assert!(group.len() >= act.len() * super::x16::q2::GROUP_BLOCK);
+                dot_group_low_avx2::<false>(group.as_ptr(), act)
+            }
             _ => panic!("{ty:?} is not a repacked K-quant type"),
         };
         _mm256_storeu_ps(out.as_mut_ptr(), acc[0]);
@@ -278,6 +286,12 @@ pub(crate) fn tile_tokens<const T: usize>(
                 }
                 WeightType::Q5_Kx16 => {
                     tile_tokens_q4::<T, true>(group.as_ptr(), nsb, h, q, d, m, lanes)
+                }
+                WeightType::Q3_Kx16 => {
+                    tile_tokens_low::<T, true>(group.as_ptr(), nsb, h, q, d, m, lanes)
+                }
+                WeightType::Q2_Kx16 => {
+                    tile_tokens_low::<T, false>(group.as_ptr(), nsb, h, q, d, m, lanes)
                 }
                 _ => tile_tokens_q6::<T>(group.as_ptr(), nsb, h, q, d, m, lanes),
             };
@@ -513,4 +527,279 @@ unsafe fn nibble_values<const FIVE: bool>(x: __m256i, qh: &mut __m256i) -> (__m2
         *qh = _mm256_srli_epi16::<1>(*qh);
         (lo, hi)
     }
+}
+
+/// The parts of the Q2_Kx16 and Q3_Kx16 kernels at AVX2: `avx512_x16`'s on rows `8h..8h + 8`
+/// (the low or high 32 bytes of each 64-byte run).
+mod low_bits {
+    use super::*;
+    use crate::kquants::x16::{q2, q3};
+
+    /// As `avx512_x16::low_bits::values`, for 8 rows.
+    ///
+    /// # Safety
+    /// Called only from functions with AVX2 enabled.
+    #[inline(always)]
+    pub(super) unsafe fn values<const Q3: bool, const H: usize>(
+        x: __m256i,
+        hm: __m256i,
+    ) -> [__m256i; 4] {
+        // SAFETY: register-only intrinsics; the caller has the features.
+        unsafe {
+            let (m03, m04) = (_mm256_set1_epi8(3), _mm256_set1_epi8(4));
+            let lo = [
+                x,
+                _mm256_srli_epi16::<2>(x),
+                _mm256_srli_epi16::<4>(x),
+                _mm256_srli_epi16::<6>(x),
+            ]
+            .map(|v| _mm256_and_si256(v, m03));
+            if !Q3 {
+                return lo;
+            }
+            let hi = if H == 0 {
+                [
+                    _mm256_slli_epi16::<2>(hm),
+                    _mm256_slli_epi16::<1>(hm),
+                    hm,
+                    _mm256_srli_epi16::<1>(hm),
+                ]
+            } else {
+                [
+                    _mm256_srli_epi16::<2>(hm),
+                    _mm256_srli_epi16::<3>(hm),
+                    _mm256_srli_epi16::<4>(hm),
+                    _mm256_srli_epi16::<5>(hm),
+                ]
+            };
+            std::array::from_fn(|s| _mm256_or_si256(lo[s], _mm256_and_si256(hi[s], m04)))
+        }
+    }
+
+    /// As `avx512_x16::low_bits::scale_bytes`, for rows `8h..8h + 8` (`half` = 32h).
+    ///
+    /// # Safety
+    /// Called only from functions with AVX2 enabled; `gb` one group block.
+    #[inline(always)]
+    pub(super) unsafe fn scale_bytes<const Q3: bool>(gb: *const u8, half: usize) -> [__m256i; 4] {
+        // SAFETY: the caller's.
+        unsafe {
+            if !Q3 {
+                return [0, 1, 2, 3].map(|w| load(gb.add(q2::SCALES + 64 * w + half)));
+            }
+            let (k2, k30) = (
+                _mm256_set1_epi32(0x0f0f_0f0f),
+                _mm256_set1_epi32(0x3030_3030),
+            );
+            let w0 = load(gb.add(q3::SCALES + half));
+            let w1 = load(gb.add(q3::SCALES + 64 + half));
+            let w2 = load(gb.add(q3::SCALES + 128 + half));
+            let join = |a: __m256i, hi: __m256i| {
+                _mm256_or_si256(_mm256_and_si256(a, k2), _mm256_and_si256(hi, k30))
+            };
+            [
+                join(w0, _mm256_slli_epi32::<4>(w2)),
+                join(w1, _mm256_slli_epi32::<2>(w2)),
+                join(_mm256_srli_epi32::<4>(w0), w2),
+                join(_mm256_srli_epi32::<4>(w1), _mm256_srli_epi32::<2>(w2)),
+            ]
+        }
+    }
+}
+
+/// `avx512_x16`'s `dot_group_low_avx512` at AVX2, on two halves of 8 rows: per block of 16
+/// values four `vpmaddubsw` summed in i16 (at most 4 · 2 · 7 · 127 = 7112; Q3_K's offset `4·Σa`
+/// subtracted from the low half of each lane, at most 8128 more), one `vpmaddwd` by the
+/// scales; Q2_K's mins by eight `vpmaddwd` per super-block.
+///
+/// # Safety
+/// AVX2/FMA/F16C available; `group` holds `act.len()` group blocks of the type.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_group_low_avx2<const Q3: bool>(group: *const u8, act: &[BlockQ8K]) -> [__m256; 2] {
+    use crate::kquants::x16::{q2, q3};
+    let index = |idx: &[u32]| {
+        assert!(idx.len() >= 8);
+        // SAFETY: 32 bytes of a table of at least 8 words.
+        unsafe { load(idx.as_ptr() as *const u8) }
+    };
+    let scale_index = [0, 1, 2, 3].map(|k| index(&SCALE_INDEX[k]));
+    let pair_index = [0, 1].map(|p| index(&PAIR_INDEX[p]));
+    let (gbb, qs) = if Q3 {
+        (q3::GROUP_BLOCK, q3::QS)
+    } else {
+        (q2::GROUP_BLOCK, q2::QS)
+    };
+    let (k32, m0f) = (_mm256_set1_epi16(32), _mm256_set1_epi16(0x0f));
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for (b, y) in act.iter().enumerate() {
+        // SAFETY (loads): block b < act.len() is inside `group` (the caller's); activation
+        // reads stay inside `y.qs`.
+        unsafe {
+            let gb = group.add(b * gbb);
+            prefetch_run(gb, qs);
+            let a = y.qs.as_ptr();
+            let dy = _mm256_set1_ps(y.d);
+            for (h, acc) in acc.iter_mut().enumerate() {
+                let half = 32 * h;
+                let scb = low_bits::scale_bytes::<Q3>(gb, half);
+                let mut s = _mm256_setzero_si256();
+                for p in 0..8 {
+                    let hm = if Q3 {
+                        load(gb.add(q3::HM + 64 * p + half))
+                    } else {
+                        _mm256_setzero_si256()
+                    };
+                    for hh in 0..2 {
+                        let g = 2 * p + hh;
+                        if h == 0 {
+                            prefetch_run(gb.add(qs + 64 * g), 64);
+                        }
+                        let x = load(gb.add(qs + 64 * g + half));
+                        let u = if hh == 0 {
+                            low_bits::values::<Q3, 0>(x, hm)
+                        } else {
+                            low_bits::values::<Q3, 1>(x, hm)
+                        };
+                        let mut dot = _mm256_setzero_si256();
+                        for (k, &u) in u.iter().enumerate() {
+                            let p = _mm256_maddubs_epi16(u, word(a.add(16 * g + 4 * k)));
+                            dot = _mm256_add_epi16(dot, p);
+                        }
+                        let raw = _mm256_shuffle_epi8(scb[g / 4], scale_index[g % 4]);
+                        let sc = if Q3 {
+                            let off = (4 * y.bsums[g] as i32) as u16 as i32;
+                            dot = _mm256_sub_epi16(dot, _mm256_set1_epi32(off));
+                            _mm256_sub_epi16(raw, k32)
+                        } else {
+                            _mm256_and_si256(raw, m0f)
+                        };
+                        s = _mm256_add_epi32(s, _mm256_madd_epi16(dot, sc));
+                    }
+                }
+                let d = _mm256_cvtph_ps(_mm_loadu_si128(gb.add(q2::D + 16 * h) as *const _));
+                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(d, dy), *acc);
+                if !Q3 {
+                    // M = Σ_g mn_g · Σa_g: mins of blocks 2q, 2q + 1 as an i16 pair.
+                    let mut m = _mm256_setzero_si256();
+                    for (w, &sb) in scb.iter().enumerate() {
+                        for (p, &pick) in pair_index.iter().enumerate() {
+                            let g = 4 * w + 2 * p;
+                            let mins = _mm256_srli_epi16::<4>(_mm256_shuffle_epi8(sb, pick));
+                            let sums =
+                                y.bsums[g] as u16 as u32 | (y.bsums[g + 1] as u16 as u32) << 16;
+                            let sums = _mm256_set1_epi32(sums as i32);
+                            m = _mm256_add_epi32(m, _mm256_madd_epi16(mins, sums));
+                        }
+                    }
+                    let dmin =
+                        _mm256_cvtph_ps(_mm_loadu_si128(gb.add(q2::DMIN + 16 * h) as *const _));
+                    *acc = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m), _mm256_mul_ps(dmin, dy), *acc);
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// Rows `8h..8h + 8` of `avx512_x16`'s `tile_tokens_low`: each tile's exact sum by four
+/// `vpmaddubsw` summed in i16 (at most 7112) and widened by `vpmaddwd` by ones.
+///
+/// # Safety
+/// AVX2/FMA/F16C available; `group` holds `nsb` group blocks of the type; `qs` (at the token's
+/// lane) `8 · nsb` activation tiles, `ad` `8 · nsb` runs of 16, `am` `16 · nsb`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_tokens_low<const T: usize, const Q3: bool>(
+    group: *const u8,
+    nsb: usize,
+    h: usize,
+    qs: *const u8,
+    ad: *const f32,
+    am: *const f32,
+    lanes: usize,
+) -> [__m256; T] {
+    use crate::kquants::x16::{q2, q3};
+    // Activation tiles of `lanes` tokens: rows of 4 bytes a token, eight rows a block.
+    let (row, tile) = (4 * lanes, 32 * lanes);
+    let index = |idx: &[u32]| {
+        assert!(idx.len() >= 8);
+        // SAFETY: 32 bytes of a table of at least 8 words.
+        unsafe { load(idx.as_ptr() as *const u8) }
+    };
+    let bytes = [0, 1, 2, 3].map(|k| index(&BYTE_INDEX[k]));
+    let ones = _mm256_set1_epi16(1);
+    let (k32, m0f) = (_mm256_set1_epi32(32), _mm256_set1_epi32(0x0f));
+    let (zero, kf) = (
+        _mm256_setzero_ps(),
+        _mm256_set1_ps(if Q3 { 4.0 } else { 0.0 }),
+    );
+    let (gbb, qs_at) = if Q3 {
+        (q3::GROUP_BLOCK, q3::QS)
+    } else {
+        (q2::GROUP_BLOCK, q2::QS)
+    };
+    let half = 32 * h;
+    let mut v = [_mm256_setzero_ps(); T];
+    // SAFETY (loads): inside the caller's bounds; prefetches are hints, never dereferenced.
+    unsafe {
+        for sb in 0..nsb {
+            let gb = group.add(sb * gbb);
+            prefetch_run(gb, qs_at);
+            let scb = low_bits::scale_bytes::<Q3>(gb, half);
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(gb.add(q2::D + 16 * h) as *const _));
+            let dmin = if Q3 {
+                zero
+            } else {
+                _mm256_cvtph_ps(_mm_loadu_si128(gb.add(q2::DMIN + 16 * h) as *const _))
+            };
+            for p in 0..8 {
+                let hm = if Q3 {
+                    load(gb.add(q3::HM + 64 * p + half))
+                } else {
+                    _mm256_setzero_si256()
+                };
+                for hh in 0..2 {
+                    let g = 2 * p + hh;
+                    if h == 0 {
+                        prefetch_run(gb.add(qs_at + 64 * g), 64);
+                    }
+                    let x = load(gb.add(qs_at + 64 * g + half));
+                    let u = if hh == 0 {
+                        low_bits::values::<Q3, 0>(x, hm)
+                    } else {
+                        low_bits::values::<Q3, 1>(x, hm)
+                    };
+                    // Tile t = 16 sb + g: half g % 2 of activation block 8 sb + g / 2.
+                    let (t, ab) = (16 * sb + g, 8 * sb + g / 2);
+                    let a = qs.add(ab * tile + 4 * row * hh) as *const i8;
+                    let s: [__m256i; T] = std::array::from_fn(|i| {
+                        let a = a.add(4 * i);
+                        let mut p = _mm256_setzero_si256();
+                        for (k, &u) in u.iter().enumerate() {
+                            p = _mm256_add_epi16(p, _mm256_maddubs_epi16(u, word(a.add(row * k))));
+                        }
+                        _mm256_madd_epi16(p, ones)
+                    });
+                    let raw = _mm256_shuffle_epi8(scb[g / 4], bytes[g % 4]);
+                    let (sc, mn) = if Q3 {
+                        (_mm256_sub_epi32(raw, k32), raw)
+                    } else {
+                        (_mm256_and_si256(raw, m0f), _mm256_srli_epi32::<4>(raw))
+                    };
+                    let dw = _mm256_mul_ps(d, _mm256_cvtepi32_ps(sc));
+                    let own = if Q3 {
+                        _mm256_mul_ps(zero, zero)
+                    } else {
+                        _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(mn))
+                    };
+                    let mw = _mm256_add_ps(own, _mm256_mul_ps(kf, dw));
+                    for (i, (v, s)) in v.iter_mut().zip(s).enumerate() {
+                        let scale = _mm256_mul_ps(_mm256_set1_ps(*ad.add(ab * lanes + i)), dw);
+                        *v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, *v);
+                        *v = _mm256_fnmadd_ps(mw, _mm256_set1_ps(*am.add(t * lanes + i)), *v);
+                    }
+                }
+            }
+        }
+    }
+    v
 }

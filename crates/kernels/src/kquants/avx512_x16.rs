@@ -40,6 +40,14 @@ pub(crate) fn dot_group(_: Avx512, ty: WeightType, group: &[u8], act: &[BlockQ8K
                 assert!(group.len() >= act.len() * q6::GROUP_BLOCK);
                 dot_group_q6_avx512(group.as_ptr(), act)
             }
+            WeightType::Q3_Kx16 => {
+                assert!(group.len() >= act.len() * low_bits::shape::<true>().0);
+                dot_group_low_avx512::<true>(group.as_ptr(), act)
+            }
+            WeightType::Q2_Kx16 => {
+                assert!(group.len() >= act.len() * low_bits::shape::<false>().0);
+                dot_group_low_avx512::<false>(group.as_ptr(), act)
+            }
             _ => panic!("{ty:?} is not a repacked K-quant type"),
         };
         _mm512_storeu_ps(out.as_mut_ptr(), acc);
@@ -352,6 +360,8 @@ pub(crate) fn tile_tokens<const T: usize>(
         let v = match ty {
             WeightType::Q4_Kx16 => tile_tokens_q4::<T, false>(g, nsb, q, d, m, lanes),
             WeightType::Q5_Kx16 => tile_tokens_q4::<T, true>(g, nsb, q, d, m, lanes),
+            WeightType::Q3_Kx16 => tile_tokens_low::<T, true>(g, nsb, q, d, m, lanes),
+            WeightType::Q2_Kx16 => tile_tokens_low::<T, false>(g, nsb, q, d, m, lanes),
             _ => tile_tokens_q6::<T>(g, nsb, q, d, m, lanes),
         };
         for (o, v) in out.iter_mut().zip(v) {
@@ -595,4 +605,286 @@ unsafe fn five_bit_values(
         *qh = _mm512_srli_epi16::<1>(*qh);
         (lo, hi)
     }
+}
+
+/// The parts of Q2_Kx16 and Q3_Kx16 (`x16::q2`, `x16::q3`) their kernels share: blocks of 16
+/// values, the low two bits of every value in one 64-byte run per block.
+mod low_bits {
+    use super::*;
+    use crate::kquants::x16::{q2, q3};
+
+    /// Group-block bytes and where the value runs start, of Q3_Kx16 (`Q3`) or Q2_Kx16.
+    pub(super) const fn shape<const Q3: bool>() -> (usize, usize) {
+        if Q3 {
+            (q3::GROUP_BLOCK, q3::QS)
+        } else {
+            (q2::GROUP_BLOCK, q2::QS)
+        }
+    }
+
+    /// The four vectors of values (16 values of 16 rows: values `4s..4s + 4` of every row in
+    /// vector `s`) of block `g` of a group block, from its run of low bits `x` and, for Q3_K,
+    /// the high-bit run `hm` of its pair of blocks (`H = g % 2`: bit `4H + s` of each byte).
+    ///
+    /// # Safety
+    /// Called only from functions with AVX-512 F/BW enabled.
+    #[inline(always)]
+    pub(super) unsafe fn values<const Q3: bool, const H: usize>(
+        x: __m512i,
+        hm: __m512i,
+        m03: __m512i,
+        m04: __m512i,
+    ) -> [__m512i; 4] {
+        // SAFETY: register-only intrinsics; the caller has the features.
+        unsafe {
+            let lo = [
+                x,
+                _mm512_srli_epi16::<2>(x),
+                _mm512_srli_epi16::<4>(x),
+                _mm512_srli_epi16::<6>(x),
+            ];
+            if !Q3 {
+                return lo.map(|v| _mm512_and_si512(v, m03));
+            }
+            // Each high bit moved to bit 2 of its byte.
+            let hi = if H == 0 {
+                [
+                    _mm512_slli_epi16::<2>(hm),
+                    _mm512_slli_epi16::<1>(hm),
+                    hm,
+                    _mm512_srli_epi16::<1>(hm),
+                ]
+            } else {
+                [
+                    _mm512_srli_epi16::<2>(hm),
+                    _mm512_srli_epi16::<3>(hm),
+                    _mm512_srli_epi16::<4>(hm),
+                    _mm512_srli_epi16::<5>(hm),
+                ]
+            };
+            std::array::from_fn(|s| {
+                _mm512_ternarylogic_epi32::<0xEA>(lo[s], m03, _mm512_and_si512(hi[s], m04))
+            })
+        }
+    }
+
+    /// A super-block's 16 scale bytes of each of 16 rows as four vectors (bytes `4w..4w + 4` of
+    /// every row in vector `w`): Q3_K's 6-bit scales unpacked from their three packed words
+    /// with ggml's `kmask` trick (before the −32), Q2_K's stored bytes (scale and min nibbles).
+    ///
+    /// # Safety
+    /// Called only from functions with AVX-512 F enabled; `gb` one group block.
+    #[inline(always)]
+    pub(super) unsafe fn scale_bytes<const Q3: bool>(gb: *const u8) -> [__m512i; 4] {
+        // SAFETY: the caller's.
+        unsafe {
+            if !Q3 {
+                return [0, 1, 2, 3]
+                    .map(|w| _mm512_loadu_si512(gb.add(q2::SCALES + 64 * w) as *const _));
+            }
+            let (k2, k30) = (
+                _mm512_set1_epi32(0x0f0f_0f0f),
+                _mm512_set1_epi32(0x3030_3030),
+            );
+            let w0 = _mm512_loadu_si512(gb.add(q3::SCALES) as *const _);
+            let w1 = _mm512_loadu_si512(gb.add(q3::SCALES + 64) as *const _);
+            let w2 = _mm512_loadu_si512(gb.add(q3::SCALES + 128) as *const _);
+            let join = |a: __m512i, hi: __m512i| {
+                _mm512_ternarylogic_epi32::<0xEA>(a, k2, _mm512_and_si512(hi, k30))
+            };
+            [
+                join(w0, _mm512_slli_epi32::<4>(w2)),
+                join(w1, _mm512_slli_epi32::<2>(w2)),
+                join(_mm512_srli_epi32::<4>(w0), w2),
+                join(_mm512_srli_epi32::<4>(w1), _mm512_srli_epi32::<2>(w2)),
+            ]
+        }
+    }
+}
+
+/// One group of repacked Q3_K (`Q3`) or Q2_K · one token: per block `g` of 16 values, one
+/// 64-byte run of low bits (and for Q3_K half a run of high bits) made into four vectors of
+/// values, four `vpdpbusd` (Q3_K's offset `4·Σa` taken first), one `vpmulld` by the rows'
+/// scales of `g`; Q2_K's mins by eight `vpdpwssd` per super-block.
+///
+/// # Safety
+/// The features available; `group` holds `act.len()` group blocks of the type.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn dot_group_low_avx512<const Q3: bool>(group: *const u8, act: &[BlockQ8K]) -> __m512 {
+    use crate::kquants::x16::{q2, q3};
+    // SAFETY: loads of 64 bytes from 16-word arrays.
+    let index = |idx: &[u32; 16]| unsafe { _mm512_loadu_si512(idx.as_ptr() as *const _) };
+    let bytes = [0, 1, 2, 3].map(|k| index(&BYTE_INDEX[k]));
+    let pairs = [0, 1].map(|p| index(&PAIR_INDEX[p]));
+    let (m03, m04, m0f) = (
+        _mm512_set1_epi8(3),
+        _mm512_set1_epi8(4),
+        _mm512_set1_epi32(0x0f),
+    );
+    let (gbb, qs_at) = low_bits::shape::<Q3>();
+    let mut acc = _mm512_setzero_ps();
+    for (b, y) in act.iter().enumerate() {
+        // SAFETY (loads): block b < act.len() is inside `group` (the caller's); activation
+        // reads stay inside `y.qs`; prefetches are hints, never dereferenced.
+        unsafe {
+            let gb = group.add(b * gbb);
+            let ahead = gb.wrapping_add(PREFETCH_BYTES) as *const i8;
+            for line in 0..qs_at / 64 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+            }
+            let a = y.qs.as_ptr();
+            let sb = low_bits::scale_bytes::<Q3>(gb);
+            let mut s = _mm512_setzero_si512();
+            for p in 0..8 {
+                let hm = if Q3 {
+                    _mm512_loadu_si512(gb.add(q3::HM + 64 * p) as *const _)
+                } else {
+                    _mm512_setzero_si512()
+                };
+                for h in 0..2 {
+                    let g = 2 * p + h;
+                    let at = qs_at + 64 * g;
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(at));
+                    let x = _mm512_loadu_si512(gb.add(at) as *const _);
+                    let u = if h == 0 {
+                        low_bits::values::<Q3, 0>(x, hm, m03, m04)
+                    } else {
+                        low_bits::values::<Q3, 1>(x, hm, m03, m04)
+                    };
+                    let mut dot = if Q3 {
+                        _mm512_set1_epi32(-4 * y.bsums[g] as i32)
+                    } else {
+                        _mm512_setzero_si512()
+                    };
+                    for (step, &u) in u.iter().enumerate() {
+                        dot = _mm512_dpbusd_epi32(dot, u, word(a.add(16 * g + 4 * step)));
+                    }
+                    let raw = _mm512_shuffle_epi8(sb[g / 4], bytes[g % 4]);
+                    let sc = if Q3 {
+                        _mm512_sub_epi32(raw, _mm512_set1_epi32(32))
+                    } else {
+                        _mm512_and_si512(raw, m0f)
+                    };
+                    s = _mm512_add_epi32(s, _mm512_mullo_epi32(dot, sc));
+                }
+            }
+            let dy = _mm512_set1_ps(y.d);
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(q2::D) as *const _));
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(d, dy), acc);
+            if !Q3 {
+                // M = Σ_g mn_g · Σa_g: mins of blocks 2q, 2q + 1 as an i16 pair.
+                let mut m = _mm512_setzero_si512();
+                for (w, &sb) in sb.iter().enumerate() {
+                    for (p, &pick) in pairs.iter().enumerate() {
+                        let g = 4 * w + 2 * p;
+                        let mins = _mm512_srli_epi16::<4>(_mm512_shuffle_epi8(sb, pick));
+                        let sums = y.bsums[g] as u16 as u32 | (y.bsums[g + 1] as u16 as u32) << 16;
+                        m = _mm512_dpwssd_epi32(m, mins, _mm512_set1_epi32(sums as i32));
+                    }
+                }
+                let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(q2::DMIN) as *const _));
+                acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(dmin, dy), acc);
+            }
+        }
+    }
+    acc
+}
+
+/// [`tile_tokens_q6`] for Q3_Kx16 (`Q3`) and Q2_Kx16: the same half tiles, the values made as
+/// [`dot_group_low_avx512`] makes them; `d · sc_g` and `dmin · mn_g + k · (d · sc_g)` as the
+/// packer makes them (`k` = 4 for Q3_K, whose `dmin` and mins are 0; 0 for Q2_K).
+///
+/// # Safety
+/// The features available; `group` holds `nsb` group blocks of the type; `qs` (at the first
+/// token's lane) `8 · nsb` activation tiles, `ad` `8 · nsb` runs of 16, `am` `16 · nsb`, `T`
+/// lanes readable.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile_tokens_low<const T: usize, const Q3: bool>(
+    group: *const u8,
+    nsb: usize,
+    qs: *const u8,
+    ad: *const f32,
+    am: *const f32,
+    lanes: usize,
+) -> [__m512; T] {
+    use crate::kquants::x16::{q2, q3};
+    // Activation tiles of `lanes` tokens: rows of 4 bytes a token, eight rows a block.
+    let (row, tile) = (4 * lanes, 32 * lanes);
+    // SAFETY: loads of 64 bytes from 16-word arrays.
+    let index = |idx: &[u32; 16]| unsafe { _mm512_loadu_si512(idx.as_ptr() as *const _) };
+    let bytes = [0, 1, 2, 3].map(|k| index(&BYTE_INDEX[k]));
+    let (m03, m04, m0f) = (
+        _mm512_set1_epi8(3),
+        _mm512_set1_epi8(4),
+        _mm512_set1_epi32(0x0f),
+    );
+    let (zero, kf) = (
+        _mm512_setzero_ps(),
+        _mm512_set1_ps(if Q3 { 4.0 } else { 0.0 }),
+    );
+    let (gbb, qs_at) = low_bits::shape::<Q3>();
+    let mut v = [_mm512_setzero_ps(); T];
+    // SAFETY (loads): inside the caller's bounds; prefetches are hints, never dereferenced.
+    unsafe {
+        for sb in 0..nsb {
+            let gb = group.add(sb * gbb);
+            let ahead = gb.wrapping_add(PREFETCH_BYTES) as *const i8;
+            for line in 0..qs_at / 64 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+            }
+            let scb = low_bits::scale_bytes::<Q3>(gb);
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(q2::D) as *const _));
+            let dmin = if Q3 {
+                zero
+            } else {
+                _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(q2::DMIN) as *const _))
+            };
+            for p in 0..8 {
+                let hm = if Q3 {
+                    _mm512_loadu_si512(gb.add(q3::HM + 64 * p) as *const _)
+                } else {
+                    _mm512_setzero_si512()
+                };
+                for h in 0..2 {
+                    let g = 2 * p + h;
+                    let at = qs_at + 64 * g;
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(at));
+                    let x = _mm512_loadu_si512(gb.add(at) as *const _);
+                    let u = if h == 0 {
+                        low_bits::values::<Q3, 0>(x, hm, m03, m04)
+                    } else {
+                        low_bits::values::<Q3, 1>(x, hm, m03, m04)
+                    };
+                    // Tile t = 16 sb + g: half g % 2 of activation block 8 sb + g / 2.
+                    let (t, ab) = (16 * sb + g, 8 * sb + g / 2);
+                    let a = qs.add(ab * tile + 4 * row * h) as *const i8;
+                    let mut s = [_mm512_setzero_si512(); T];
+                    for (k, &u) in u.iter().enumerate() {
+                        for (i, s) in s.iter_mut().enumerate() {
+                            *s = _mm512_dpbusd_epi32(*s, u, word(a.add(row * k + 4 * i)));
+                        }
+                    }
+                    let raw = _mm512_shuffle_epi8(scb[g / 4], bytes[g % 4]);
+                    let (sc, mn) = if Q3 {
+                        (_mm512_sub_epi32(raw, _mm512_set1_epi32(32)), raw)
+                    } else {
+                        (_mm512_and_si512(raw, m0f), _mm512_srli_epi32::<4>(raw))
+                    };
+                    let dw = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
+                    let own = if Q3 {
+                        _mm512_mul_ps(zero, zero)
+                    } else {
+                        _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(mn))
+                    };
+                    let mw = _mm512_add_ps(own, _mm512_mul_ps(kf, dw));
+                    for (i, (v, s)) in v.iter_mut().zip(s).enumerate() {
+                        let scale = _mm512_mul_ps(_mm512_set1_ps(*ad.add(ab * lanes + i)), dw);
+                        *v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, *v);
+                        *v = _mm512_fnmadd_ps(mw, _mm512_set1_ps(*am.add(t * lanes + i)), *v);
+                    }
+                }
+            }
+        }
+    }
+    v
 }

@@ -341,7 +341,11 @@ pub fn kquant_matvec_row_with(
             crate::dot(&w, &a)
         }
         // Their rows lie sixteen side by side: no byte run is one row.
-        WeightType::Q4_Kx16 | WeightType::Q5_Kx16 | WeightType::Q6_Kx16 => f32::NAN,
+        WeightType::Q2_Kx16
+        | WeightType::Q3_Kx16
+        | WeightType::Q4_Kx16
+        | WeightType::Q5_Kx16
+        | WeightType::Q6_Kx16 => f32::NAN,
     }
 }
 

@@ -480,7 +480,9 @@ fn x16_matrix(ty: WeightType, n_rows: usize, nb: usize, rng: &mut Rng) -> (Vec<u
     (stored, x16)
 }
 
-const X16_TYPES: [WeightType; 3] = [
+const X16_TYPES: [WeightType; 5] = [
+    WeightType::Q2_Kx16,
+    WeightType::Q3_Kx16,
     WeightType::Q4_Kx16,
     WeightType::Q5_Kx16,
     WeightType::Q6_Kx16,

@@ -283,6 +283,176 @@ pub(crate) mod q6 {
     }
 }
 
+/// The Q2_K layout: per group block of 16 rows,
+///
+/// - `D + 2·l`, `DMIN + 2·l`: row `l`'s f16 `d` and `dmin`;
+/// - `SCALES + 64·w + 4·l + k`: row `l`'s stored scale byte `4w + k` (scale of values
+///   `16(4w + k)..` in its low nibble, min in its high nibble);
+/// - `QS + 64·g + 4·l + k` (`g` in `0..16`, `k` in `0..4`): bits `2s, 2s + 1` the value
+///   `16g + 4s + k` of row `l` (`s` in `0..4`).
+///
+/// So one 64-byte load holds 16 values of one block of 16 for all 16 rows, and a shift and an
+/// AND give each of the four vectors the dot products take.
+pub(crate) mod q2 {
+    use super::*;
+    use crate::kquants::layout::q2_k;
+
+    /// Bytes of one group block.
+    pub(crate) const GROUP_BLOCK: usize = ROWS * q2_k::BYTES;
+    /// Where the rows' f16 `d` start.
+    pub(crate) const D: usize = 0;
+    /// Where the rows' f16 `dmin` start.
+    pub(crate) const DMIN: usize = 2 * ROWS;
+    /// Where the scale bytes start (four runs of 16 words).
+    pub(crate) const SCALES: usize = 4 * ROWS;
+    /// Where the values start (16 runs of 64 bytes).
+    pub(crate) const QS: usize = SCALES + 16 * ROWS;
+
+    /// Repacks the 16 stored blocks `block(l)` into `out`.
+    pub(super) fn repack_block<'a>(block: impl Fn(usize) -> &'a [u8], out: &mut [u8]) {
+        assert_eq!(out.len(), GROUP_BLOCK);
+        for l in 0..ROWS {
+            let x = &block(l)[..q2_k::BYTES];
+            out[D + 2 * l..D + 2 * l + 2].copy_from_slice(&x[q2_k::D..q2_k::D + 2]);
+            out[DMIN + 2 * l..DMIN + 2 * l + 2].copy_from_slice(&x[q2_k::DMIN..q2_k::DMIN + 2]);
+            for w in 0..4 {
+                let (at, from) = (SCALES + 64 * w + 4 * l, q2_k::SCALES + 4 * w);
+                out[at..at + 4].copy_from_slice(&x[from..from + 4]);
+            }
+            for g in 0..16 {
+                let w = two_bit_word(x, q2_k::QS, g);
+                let at = QS + 64 * g + 4 * l;
+                out[at..at + 4].copy_from_slice(&w.to_le_bytes());
+            }
+        }
+    }
+
+    /// Row `l`'s stored block out of the group block `gb` into `x`: the inverse of
+    /// [`repack_block`].
+    pub(super) fn stored_block(gb: &[u8], l: usize, x: &mut [u8]) {
+        assert!(gb.len() >= GROUP_BLOCK && l < ROWS && x.len() == q2_k::BYTES);
+        x[q2_k::D..q2_k::D + 2].copy_from_slice(&gb[D + 2 * l..D + 2 * l + 2]);
+        x[q2_k::DMIN..q2_k::DMIN + 2].copy_from_slice(&gb[DMIN + 2 * l..DMIN + 2 * l + 2]);
+        for w in 0..4 {
+            let (at, to) = (SCALES + 64 * w + 4 * l, q2_k::SCALES + 4 * w);
+            x[to..to + 4].copy_from_slice(&gb[at..at + 4]);
+        }
+        x[q2_k::QS..q2_k::QS + 64].fill(0);
+        for g in 0..16 {
+            put_two_bit_word(x, q2_k::QS, g, word_at(gb, QS + 64 * g + 4 * l));
+        }
+    }
+}
+
+/// The Q3_K layout: per group block of 16 rows,
+///
+/// - `D + 2·l`: row `l`'s f16 `d`;
+/// - `SCALES + 64·w + 4·l`: word `w` (0..3) of row `l`'s 12 packed scale bytes;
+/// - `HM + 64·p + 4·l + k` (`p` in `0..8`): bit `4h + s` the high bit of value
+///   `16(2p + h) + 4s + k` of row `l` (`h` in `0..2`, `s` in `0..4`);
+/// - `QS + 64·g + 4·l + k`: the low two bits of the values, as Q2_K's (`q2::QS`).
+///
+/// So a block of 16 values of 16 rows is one 64-byte run of low bits and half a run of high
+/// bits: a shift and a mask each, joined, for each of the four vectors.
+pub(crate) mod q3 {
+    use super::*;
+    use crate::kquants::layout::q3_k;
+
+    /// Bytes of one group block.
+    pub(crate) const GROUP_BLOCK: usize = ROWS * q3_k::BYTES;
+    /// Where the rows' f16 `d` start.
+    pub(crate) const D: usize = 0;
+    /// Where the packed scale words start (three runs of 16 words).
+    pub(crate) const SCALES: usize = 2 * ROWS;
+    /// Where the high bits start (8 runs of 64 bytes).
+    pub(crate) const HM: usize = SCALES + 12 * ROWS;
+    /// Where the low two bits start (16 runs of 64 bytes).
+    pub(crate) const QS: usize = HM + 8 * 64;
+
+    /// Repacks the 16 stored blocks `block(l)` into `out`.
+    pub(super) fn repack_block<'a>(block: impl Fn(usize) -> &'a [u8], out: &mut [u8]) {
+        assert_eq!(out.len(), GROUP_BLOCK);
+        for l in 0..ROWS {
+            let x = &block(l)[..q3_k::BYTES];
+            out[D + 2 * l..D + 2 * l + 2].copy_from_slice(&x[q3_k::D..q3_k::D + 2]);
+            for w in 0..3 {
+                let (at, from) = (SCALES + 64 * w + 4 * l, q3_k::SCALES + 4 * w);
+                out[at..at + 4].copy_from_slice(&x[from..from + 4]);
+            }
+            for g in 0..16 {
+                let w = two_bit_word(x, q3_k::QS, g);
+                let at = QS + 64 * g + 4 * l;
+                out[at..at + 4].copy_from_slice(&w.to_le_bytes());
+            }
+            // Value 16g + 4s + k keeps its high bit in bit g / 2 of mask byte
+            // 16 (g % 2) + 4s + k.
+            for p in 0..8 {
+                let mut w = 0u32;
+                for h in 0..2 {
+                    for s in 0..4 {
+                        let m = word_at(x, q3_k::HMASK + 16 * h + 4 * s);
+                        w |= (m >> p & ONES) << (4 * h + s);
+                    }
+                }
+                let at = HM + 64 * p + 4 * l;
+                out[at..at + 4].copy_from_slice(&w.to_le_bytes());
+            }
+        }
+    }
+
+    /// Row `l`'s stored block out of the group block `gb` into `x`: the inverse of
+    /// [`repack_block`].
+    pub(super) fn stored_block(gb: &[u8], l: usize, x: &mut [u8]) {
+        assert!(gb.len() >= GROUP_BLOCK && l < ROWS && x.len() == q3_k::BYTES);
+        x[q3_k::D..q3_k::D + 2].copy_from_slice(&gb[D + 2 * l..D + 2 * l + 2]);
+        for w in 0..3 {
+            let (at, to) = (SCALES + 64 * w + 4 * l, q3_k::SCALES + 4 * w);
+            x[to..to + 4].copy_from_slice(&gb[at..at + 4]);
+        }
+        x[q3_k::HMASK..q3_k::SCALES].fill(0);
+        for g in 0..16 {
+            put_two_bit_word(x, q3_k::QS, g, word_at(gb, QS + 64 * g + 4 * l));
+        }
+        for p in 0..8 {
+            let w = word_at(gb, HM + 64 * p + 4 * l);
+            for h in 0..2 {
+                for s in 0..4 {
+                    let at = q3_k::HMASK + 16 * h + 4 * s;
+                    let m = word_at(x, at) | (w >> (4 * h + s) & ONES) << p;
+                    x[at..at + 4].copy_from_slice(&m.to_le_bytes());
+                }
+            }
+        }
+    }
+}
+
+// [`dot_block_scalar`] reads Q2_Kx16's `d` and `dmin` as Q4_Kx16's, Q3_Kx16's `d` as Q6_Kx16's.
+const _: () = assert!(q2::D == q4::D && q2::DMIN == q4::DMIN && q3::D == q6::D);
+
+/// Bit 0 of each byte of a word.
+const ONES: u32 = 0x0101_0101;
+
+/// The repacked word of values `16g + 4s + k` (`s` in bits `2s, 2s + 1` of byte `k`) of a
+/// stored Q2_K / Q3_K block `x` whose 64 bytes of 2-bit values start at `qs`: value `v` keeps
+/// them in bits `2 · (v % 128 / 32)` of byte `32 · (v / 128) + v % 32`, so the 16 values of
+/// block `g` share one shift and 16 consecutive bytes.
+fn two_bit_word(x: &[u8], qs: usize, g: usize) -> u32 {
+    let (run, shift) = (qs + 32 * (g / 8) + 16 * (g % 2), 2 * (g % 8 / 2));
+    (0..4).fold(0, |w, s| {
+        w | (word_at(x, run + 4 * s) >> shift & 0x0303_0303) << (2 * s)
+    })
+}
+
+/// The inverse of [`two_bit_word`]: word `w` of block `g` ORed into the stored bytes of `x`.
+fn put_two_bit_word(x: &mut [u8], qs: usize, g: usize, w: u32) {
+    let (run, shift) = (qs + 32 * (g / 8) + 16 * (g % 2), 2 * (g % 8 / 2));
+    for s in 0..4 {
+        let at = run + 4 * s;
+        let v = word_at(x, at) | (w >> (2 * s) & 0x0303_0303) << shift;
+        x[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+}
+
 const LOW: u32 = 0x0f0f_0f0f;
 
 /// The little-endian word at `b[at..at + 4]`.
@@ -296,6 +466,8 @@ fn stored_block(ty: WeightType, gb: &[u8], l: usize, x: &mut [u8]) {
     match ty {
         WeightType::Q4_Kx16 => q4::stored_block(gb, l, x),
         WeightType::Q5_Kx16 => q5::stored_block(gb, l, x),
+        WeightType::Q2_Kx16 => q2::stored_block(gb, l, x),
+        WeightType::Q3_Kx16 => q3::stored_block(gb, l, x),
         _ => q6::stored_block(gb, l, x),
     }
 }
@@ -360,6 +532,8 @@ pub(crate) fn repack_into(w: &WeightView, ty: WeightType, out: &mut [u8]) {
             match ty {
                 WeightType::Q4_Kx16 => q4::repack_block(block, gb),
                 WeightType::Q5_Kx16 => q5::repack_block(block, gb),
+                WeightType::Q2_Kx16 => q2::repack_block(block, gb),
+                WeightType::Q3_Kx16 => q3::repack_block(block, gb),
                 _ => q6::repack_block(block, gb),
             }
         }
@@ -386,13 +560,15 @@ pub(crate) fn dequantize_group(ty: WeightType, src: &[u8], dst: &mut [f32]) {
 /// step, bitwise: `fma(S, d·d_a, acc)`, then for Q4_K and Q5_K `fma(−M, dmin·d_a, ·)`.
 pub(crate) fn dot_block_scalar(ty: WeightType, gb: &[u8], l: usize, y: &BlockQ8K, acc: f32) -> f32 {
     match ty {
-        WeightType::Q4_Kx16 | WeightType::Q5_Kx16 => {
+        WeightType::Q4_Kx16 | WeightType::Q5_Kx16 | WeightType::Q2_Kx16 => {
             let (s, m) = block_ints(ty, gb, l, y);
+            // Q2_Kx16's `d` and `dmin` lie where Q4_Kx16's do.
             let (d, dmin) = (f16_at(gb, q4::D + 2 * l), f16_at(gb, q4::DMIN + 2 * l));
             let acc = (s as f32).mul_add(d * y.d, acc);
             (-(m as f32)).mul_add(dmin * y.d, acc)
         }
         _ => {
+            // Q3_Kx16's `d` lies where Q6_Kx16's does.
             let (s, _) = block_ints(ty, gb, l, y);
             (s as f32).mul_add(f16_at(gb, q6::D + 2 * l) * y.d, acc)
         }
@@ -422,6 +598,8 @@ pub(crate) fn dot_stored_row(ty: WeightType, row: &[u8], act: &[BlockQ8K]) -> f3
         match ty {
             WeightType::Q4_Kx16 => q4::repack_block(|_| x, &mut gb),
             WeightType::Q5_Kx16 => q5::repack_block(|_| x, &mut gb),
+            WeightType::Q2_Kx16 => q2::repack_block(|_| x, &mut gb),
+            WeightType::Q3_Kx16 => q3::repack_block(|_| x, &mut gb),
             _ => q6::repack_block(|_| x, &mut gb),
         }
         dot_block_scalar(ty, &gb, 0, y, acc)
@@ -448,7 +626,11 @@ pub(crate) fn checked_tile_tokens(
     let nsb = group.len() / group_block(ty);
     let (nb, tiles) = (
         8 * nsb,
-        if ty == WeightType::Q6_Kx16 { 16 } else { 8 } * nsb,
+        if matches!(ty, WeightType::Q4_Kx16 | WeightType::Q5_Kx16) {
+            8
+        } else {
+            16
+        } * nsb,
     );
     assert!(group.len() == nsb * group_block(ty) && last < lanes);
     assert!(qs.len() == nb * 32 * lanes && ad.len() == nb * lanes);

@@ -86,6 +86,8 @@ pub fn matrix(rng: &mut Rng, ty: WeightType, n_rows: usize, n_cols: usize, v: Va
             .collect(),
         WeightType::Q4_0x16
         | WeightType::Q8_0x16
+        | WeightType::Q2_Kx16
+        | WeightType::Q3_Kx16
         | WeightType::Q4_Kx16
         | WeightType::Q5_Kx16
         | WeightType::Q6_Kx16 => {
