@@ -1,4 +1,4 @@
-//! K-quant weights (Q2_K..Q6_K, and the repacked `Q4_Kx16` / `Q5_Kx16` / `Q6_Kx16`) as the AMX int8 tiles
+//! K-quant weights (Q2_K..Q6_K, and their repacked `Q2_Kx16` ... `Q6_Kx16`) as the AMX int8 tiles
 //! of `amx.rs`, so that their prefill runs on the tile unit like Q8_0 / Q4_0.
 //!
 //! A K-quant value decodes to `d · sc_j · (u − k) − dmin · mn_j` (`kquants/unpack.rs`), with
@@ -19,7 +19,7 @@
 //! The same tiles serve the AVX-512 VNNI kernel of the levels without AMX (`avx512_blocks.rs`),
 //! in its own layout ([`TileLayout::Vnni`]): unsigned values `u` (`vpdpbusd` multiplies unsigned
 //! by signed bytes) with the offset moved into the min, `mn' = dmin · mn_j + k · d · sc_j`.
-//! Repacked rows (`Q4_Kx16`, `Q5_Kx16`, `Q6_Kx16`) go into that layout without unpacking
+//! Repacked rows (`Q2_Kx16` ... `Q6_Kx16`) go into that layout without unpacking
 //! ([`put_x16_block`]): their 64-byte runs already hold four values of one block for all 16
 //! rows.
 
@@ -480,14 +480,13 @@ fn put_x16_block(ty: WeightType, gb: &[u8], q: &mut [u8], d: &mut [f32], m: &mut
                 let own = 256 * (g % 2);
                 tile.fill(0);
                 let (low, hm) = (&gb[qs + 64 * g..][..64], &gb[q3::HM + 64 * (g / 2)..][..64]);
-                for i in 0..64 {
-                    for s in 0..4 {
-                        let high = if three {
-                            (hm[i] >> (4 * (g % 2) + s) & 1) << 2
-                        } else {
-                            0
-                        };
-                        tile[own + 64 * s + i] = (low[i] >> (2 * s) & 3) | high;
+                // A vector of the tile at a time (loops the compiler makes SIMD).
+                for s in 0..4 {
+                    let out = &mut tile[own + 64 * s..][..64];
+                    let hs = 4 * (g % 2) + s;
+                    for ((o, &x), &h) in out.iter_mut().zip(low).zip(hm) {
+                        let high = if three { (h >> hs & 1) << 2 } else { 0 };
+                        *o = (x >> (2 * s) & 3) | high;
                     }
                 }
                 for (l, (sc, mn)) in rows.iter().enumerate() {

@@ -9,9 +9,8 @@
 //!   repacked at load ([`crate::repack`], `qx16.rs`) take the same drivers with a row kernel
 //!   of their own.
 //! - Q2_K..Q6_K weights meet activations quantized to Q8_K super-blocks (`matmul_kquant.rs`,
-//!   `kquants/`); Q4_K, Q5_K and Q6_K repacked at load ([`WeightType::Q4_Kx16`],
-//!   [`WeightType::Q5_Kx16`], [`WeightType::Q6_Kx16`]: sixteen rows side by side) take the same driver with row
-//!   kernels of their own.
+//!   `kquants/`); repacked at load ([`WeightType::Q2_Kx16`] ... [`WeightType::Q6_Kx16`]:
+//!   sixteen rows side by side) they take the same driver with row kernels of their own.
 //! - Any other weight type takes the plain path, [`crate::matmul_reference`].
 //!
 //! Two ways through a matrix, [`MatmulPath`]:

@@ -9,8 +9,7 @@
 //!   three bitwise equal where they run. The two paths agree within rounding there; at the
 //!   scalar level both are the row path (ggml's scalar dot products), bitwise the same.
 //!
-//! Repacked Q4_K, Q5_K and Q6_K ([`WeightType::Q4_Kx16`], [`WeightType::Q5_Kx16`],
-//! [`WeightType::Q6_Kx16`]): by rows, a group of 16 rows at a time against each token
+//! Repacked K-quants ([`WeightType::Q2_Kx16`] ... [`WeightType::Q6_Kx16`]): by rows, a group of 16 rows at a time against each token
 //! (`kquants/avx512_x16.rs`, `kquants/avx2_x16.rs`, twin `kquants::x16::dot_group_scalar` at
 //! the scalar level); by tiles, the stored matrix's results bit for bit: for AMX each row
 //! turned back into its stored blocks and unpacked, for the VNNI layout the tiles made from the
@@ -79,7 +78,7 @@ pub(crate) fn matmul_kquant(
     run_rows_jobs(&[&job], &mut [out], n_tokens)
 }
 
-/// Below how many tokens repacked `ty` (Q4_K, Q5_K or Q6_K) is multiplied where its rows lie, four
+/// Below how many tokens repacked `ty` (any K-quant) is multiplied where its rows lie, four
 /// tokens at a time ([`tiles_in_place`]), at `level`, instead of being put into block tiles
 /// first (the VNNI layout's): for a few tokens (a server's decode steps) writing the tiles
 /// costs more than it saves. Where the two cross on one core (`matvec --rows 2048 --cols 5632

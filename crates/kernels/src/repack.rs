@@ -3,8 +3,8 @@
 //!
 //! - Q4_0 and Q8_0 become [`WeightType::Q4_0x16`] and [`WeightType::Q8_0x16`] (`qx16.rs`):
 //!   rows stay rows, each a run of groups of 16 blocks with their scales first.
-//! - Q4_K, Q5_K and Q6_K become [`WeightType::Q4_Kx16`], [`WeightType::Q5_Kx16`] and
-//!   [`WeightType::Q6_Kx16`]
+//! - Q2_K ... Q6_K become [`WeightType::Q2_Kx16`], [`WeightType::Q3_Kx16`],
+//!   [`WeightType::Q4_Kx16`], [`WeightType::Q5_Kx16`] and [`WeightType::Q6_Kx16`]
 //!   (`kquants/x16.rs`): rows go sixteen side by side, one per 32-bit lane; matrices whose row
 //!   count is not a multiple of 16 keep their layout.
 //!

@@ -1,4 +1,4 @@
-//! AVX2 decode kernels for repacked Q4_K, Q5_K and Q6_K matrices (`x16.rs`): one group of 16 rows
+//! AVX2 decode kernels for repacked K-quant matrices (`x16.rs`): one group of 16 rows
 //! against one token's Q8_K blocks, as two halves of 8 rows (the low and high 32 bytes of each
 //! 64-byte run of the layout), a row in each 32-bit lane; twin
 //! [`super::x16::dot_block_scalar`], bitwise (the AVX-512 kernels' arithmetic: the same exact
@@ -15,6 +15,10 @@
 //! - Q6_K, per 16 values: three 32-byte loads put together into four vectors of 6-bit values,
 //!   four `vpmaddubsw` summed two by two (2 · 2 · 63 · 127 = 32004 < 2¹⁵), two `vpmaddwd` by
 //!   the scales; the offset's `32 · Σ_g sc_g · Σa_g` by eight `vpmaddwd` per super-block.
+//! - Q3_K and Q2_K, per 16 values: one 32-byte load of low bit pairs (and Q3_K's high bits)
+//!   made into four vectors, four `vpmaddubsw` summed in i16 (at most 7112; Q3_K's `4 · Σa`
+//!   taken off one half of each lane), one `vpmaddwd` by the scales; Q2_K's mins by eight
+//!   `vpmaddwd` per super-block.
 
 use std::arch::x86_64::*;
 

@@ -1,4 +1,4 @@
-//! AVX-512 VNNI decode kernels for repacked Q4_K, Q5_K and Q6_K matrices (`x16.rs`): one group of 16
+//! AVX-512 VNNI decode kernels for repacked K-quant matrices (`x16.rs`): one group of 16
 //! rows against one token's Q8_K blocks, a row in each 32-bit lane; twin
 //! [`super::x16::dot_block_scalar`], bitwise.
 //!
@@ -11,6 +11,10 @@
 //! Q6_K, per 16 values of 16 rows: three 64-byte loads (two of low nibbles, one of high bit
 //! pairs) put together into four vectors of 6-bit values (a shift, an AND and a ternary-logic
 //! OR each), four `vpdpbusd`, the offset's `32·Σa` subtracted, one `vpmulld` by the scales.
+//!
+//! Q3_K and Q2_K, per 16 values of 16 rows: one 64-byte load of low bit pairs made into four
+//! vectors (a shift and an AND; Q3_K's third bit from its high-bit run by a shift, an AND and a
+//! ternary-logic OR), four `vpdpbusd`, one `vpmulld` by the scales; Q2_K's mins by `vpdpwssd`.
 
 use std::arch::x86_64::*;
 

@@ -1,6 +1,5 @@
-//! [`WeightType::Q4_Kx16`], [`WeightType::Q5_Kx16`] and [`WeightType::Q6_Kx16`]: Q4_K, Q5_K
-//! and Q6_K matrices repacked at
-//! load time for the decode kernels (`avx512_x16.rs` beside this file). Q4_K first:
+//! [`WeightType::Q2_Kx16`] ... [`WeightType::Q6_Kx16`]: K-quant matrices repacked at load time
+//! for the decode kernels (`avx512_x16.rs`, `avx2_x16.rs` beside this file). Q4_K first:
 //!
 //! A stored Q4_K super-block changes scale every 32 values, and its low and high nibbles
 //! belong to different sub-blocks, so a row kernel over stored rows spends about 45 vector
@@ -33,6 +32,12 @@
 //! stored blocks' bytes): the f16 `d`, the i8 scales of each 16 values for 16 rows, then per 16
 //! values two runs of 64 bytes of low nibbles and one of high bit pairs. Its `S` includes the
 //! offset (`Σ_j sc_j · (Σ u·a − 32·Σ a)`), and it has no `M`.
+//!
+//! Q2_K and Q3_K ([`q2`], [`q3`]) as Q6_K, per block of 16 values of 16 rows one 64-byte run
+//! of the values' low two bits (four values of every row in each byte: a shift and a mask per
+//! vector); Q2_K's scale bytes as stored, with its `d` and `dmin` where Q4_K has them; Q3_K's
+//! packed scale words as Q4_K's and its high bits in runs of their own, a run per two blocks.
+//! Q2_K's `S` and `M` as Q4_K's; Q3_K's `S` includes the offset (`Σ_j sc_j · (Σ u·a − 4·Σ a)`).
 //!
 //! Matrices whose row count is not a multiple of 16 keep their stored layout
 //! ([`crate::repacked_type`]).
