@@ -78,19 +78,19 @@ pub(crate) fn matmul_kquant(
     run_rows_jobs(&[&job], &mut [out], n_tokens)
 }
 
-/// Below how many tokens repacked `ty` (any K-quant) is multiplied where its rows lie, four
-/// tokens at a time ([`tiles_in_place`]), at `level`, instead of being put into block tiles
-/// first (the VNNI layout's): for a few tokens (a server's decode steps) writing the tiles
-/// costs more than it saves. Where the two cross on one core (`matvec --rows 2048 --cols 5632
-/// --tokens N`, GFLOP/s): at AVX-512 in place is ahead up to 128 tokens (Q4_K 489 against 448
-/// at 64) and behind at 512 (444 against 475); at AVX2 ahead at 16, level at 32, behind at 64
-/// (221 against 252). Both give the same bits, so the choice never makes a result depend on
-/// the batch.
+/// Below how many tokens repacked `ty` (any K-quant) is multiplied where its rows lie, up to
+/// eight tokens at a time ([`tiles_in_place`]), at `level`, instead of being put into block
+/// tiles first (the VNNI layout's). At AVX-512, always: with eight tokens per pass (32
+/// registers hold their accumulators) the weights are decoded once for eight tokens, and in
+/// place is ahead at every count (`matvec --rows 2048 --cols 5632 --tokens 512`, GFLOP/s on
+/// one core: Q4_K 571 against 468 packed, Q6_K 463 against 370, Q2_K 461 against 390); at AVX2
+/// (four tokens per pass) ahead at 16, level at 32, behind at 64 (221 against 252). Both give
+/// the same bits, so the choice never makes a result depend on the batch.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn in_place_tokens(level: Level, ty: WeightType) -> usize {
     match level {
         _ if !ty.is_grouped() => 0,
-        Level::Avx512(_) => 128,
+        Level::Avx512(_) => usize::MAX,
         Level::Avx2(_) => 32,
         Level::Scalar => 0,
     }
@@ -139,8 +139,8 @@ pub(crate) fn tiles_in_place(
         let rows = oc.rows();
         for g0 in rows.clone().step_by(x16::ROWS) {
             let group = &w.bytes[g0 / x16::ROWS * group_bytes..][..group_bytes];
-            // Tokens four at a time, within one token group (16 is a multiple of 4; a call of
-            // fewer tokens is one group).
+            // Tokens eight (AVX-512) or four at a time, within one token group (16 is a
+            // multiple of both; a call of fewer tokens is one group).
             let mut t = 0;
             while t < n_tokens {
                 let (tg, lane) = (t / lanes, t % lanes);
@@ -149,6 +149,7 @@ pub(crate) fn tiles_in_place(
                 let step = match n_tokens - t {
                     1 => 1,
                     2 | 3 => 2,
+                    n if n >= 8 && lane + 8 <= lanes && matches!(level, Level::Avx512(_)) => 8,
                     _ => 4,
                 };
                 let mut put = |i: usize, v: [f32; x16::ROWS]| {
@@ -168,6 +169,7 @@ pub(crate) fn tiles_in_place(
                 match (level, step) {
                     (Level::Avx512(k), 1) => run!(k, avx512_x16, 1),
                     (Level::Avx512(k), 2) => run!(k, avx512_x16, 2),
+                    (Level::Avx512(k), 8) => run!(k, avx512_x16, 8),
                     (Level::Avx512(k), _) => run!(k, avx512_x16, 4),
                     (Level::Avx2(k), 1) => run!(k, avx2_x16, 1),
                     (Level::Avx2(k), 2) => run!(k, avx2_x16, 2),
