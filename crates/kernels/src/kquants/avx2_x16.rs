@@ -580,6 +580,45 @@ mod low_bits {
         }
     }
 
+    /// Calls `f(g, values)` for the 16 blocks of 16 values of rows `8h..8h + 8` (`half` =
+    /// 32h) of group block `gb` in order, the four vectors of values made by [`values`]; with
+    /// `prefetch` each block's run of low bits asked for `PREFETCH_BYTES` ahead first.
+    ///
+    /// # Safety
+    /// Called only from functions with AVX2 enabled; `gb` one group block of the type.
+    #[inline(always)]
+    pub(super) unsafe fn blocks<const Q3: bool>(
+        gb: *const u8,
+        half: usize,
+        prefetch: bool,
+        mut f: impl FnMut(usize, [__m256i; 4]),
+    ) {
+        let qs = if Q3 { q3::QS } else { q2::QS };
+        // SAFETY (loads): inside the group block (the caller's).
+        unsafe {
+            for p in 0..8 {
+                let hm = if Q3 {
+                    load(gb.add(q3::HM + 64 * p + half))
+                } else {
+                    _mm256_setzero_si256()
+                };
+                for hh in 0..2 {
+                    let g = 2 * p + hh;
+                    if prefetch {
+                        prefetch_run(gb.add(qs + 64 * g), 64);
+                    }
+                    let x = load(gb.add(qs + 64 * g + half));
+                    let u = if hh == 0 {
+                        values::<Q3, 0>(x, hm)
+                    } else {
+                        values::<Q3, 1>(x, hm)
+                    };
+                    f(g, u);
+                }
+            }
+        }
+    }
+
     /// As `avx512_x16::low_bits::scale_bytes`, for rows `8h..8h + 8` (`half` = 32h).
     ///
     /// # Safety
@@ -647,39 +686,22 @@ unsafe fn dot_group_low_avx2<const Q3: bool>(group: *const u8, act: &[BlockQ8K])
                 let half = 32 * h;
                 let scb = low_bits::scale_bytes::<Q3>(gb, half);
                 let mut s = _mm256_setzero_si256();
-                for p in 0..8 {
-                    let hm = if Q3 {
-                        load(gb.add(q3::HM + 64 * p + half))
-                    } else {
-                        _mm256_setzero_si256()
-                    };
-                    for hh in 0..2 {
-                        let g = 2 * p + hh;
-                        if h == 0 {
-                            prefetch_run(gb.add(qs + 64 * g), 64);
-                        }
-                        let x = load(gb.add(qs + 64 * g + half));
-                        let u = if hh == 0 {
-                            low_bits::values::<Q3, 0>(x, hm)
-                        } else {
-                            low_bits::values::<Q3, 1>(x, hm)
-                        };
-                        let mut dot = _mm256_setzero_si256();
-                        for (k, &u) in u.iter().enumerate() {
-                            let p = _mm256_maddubs_epi16(u, word(a.add(16 * g + 4 * k)));
-                            dot = _mm256_add_epi16(dot, p);
-                        }
-                        let raw = _mm256_shuffle_epi8(scb[g / 4], scale_index[g % 4]);
-                        let sc = if Q3 {
-                            let off = (4 * y.bsums[g] as i32) as u16 as i32;
-                            dot = _mm256_sub_epi16(dot, _mm256_set1_epi32(off));
-                            _mm256_sub_epi16(raw, k32)
-                        } else {
-                            _mm256_and_si256(raw, m0f)
-                        };
-                        s = _mm256_add_epi32(s, _mm256_madd_epi16(dot, sc));
+                low_bits::blocks::<Q3>(gb, half, h == 0, |g, u| {
+                    let mut dot = _mm256_setzero_si256();
+                    for (k, &u) in u.iter().enumerate() {
+                        let p = _mm256_maddubs_epi16(u, word(a.add(16 * g + 4 * k)));
+                        dot = _mm256_add_epi16(dot, p);
                     }
-                }
+                    let raw = _mm256_shuffle_epi8(scb[g / 4], scale_index[g % 4]);
+                    let sc = if Q3 {
+                        let off = (4 * y.bsums[g] as i32) as u16 as i32;
+                        dot = _mm256_sub_epi16(dot, _mm256_set1_epi32(off));
+                        _mm256_sub_epi16(raw, k32)
+                    } else {
+                        _mm256_and_si256(raw, m0f)
+                    };
+                    s = _mm256_add_epi32(s, _mm256_madd_epi16(dot, sc));
+                });
                 let d = _mm256_cvtph_ps(_mm_loadu_si128(gb.add(q2::D + 16 * h) as *const _));
                 *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(d, dy), *acc);
                 if !Q3 {
@@ -755,54 +777,37 @@ unsafe fn tile_tokens_low<const T: usize, const Q3: bool>(
             } else {
                 _mm256_cvtph_ps(_mm_loadu_si128(gb.add(q2::DMIN + 16 * h) as *const _))
             };
-            for p in 0..8 {
-                let hm = if Q3 {
-                    load(gb.add(q3::HM + 64 * p + half))
+            low_bits::blocks::<Q3>(gb, half, h == 0, |g, u| {
+                // Tile t = 16 sb + g: half g % 2 of activation block 8 sb + g / 2.
+                let (t, ab) = (16 * sb + g, 8 * sb + g / 2);
+                let a = qs.add(ab * tile + 4 * row * (g % 2)) as *const i8;
+                let s: [__m256i; T] = std::array::from_fn(|i| {
+                    let a = a.add(4 * i);
+                    let mut p = _mm256_setzero_si256();
+                    for (k, &u) in u.iter().enumerate() {
+                        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(u, word(a.add(row * k))));
+                    }
+                    _mm256_madd_epi16(p, ones)
+                });
+                let raw = _mm256_shuffle_epi8(scb[g / 4], bytes[g % 4]);
+                let (sc, mn) = if Q3 {
+                    (_mm256_sub_epi32(raw, k32), raw)
                 } else {
-                    _mm256_setzero_si256()
+                    (_mm256_and_si256(raw, m0f), _mm256_srli_epi32::<4>(raw))
                 };
-                for hh in 0..2 {
-                    let g = 2 * p + hh;
-                    if h == 0 {
-                        prefetch_run(gb.add(qs_at + 64 * g), 64);
-                    }
-                    let x = load(gb.add(qs_at + 64 * g + half));
-                    let u = if hh == 0 {
-                        low_bits::values::<Q3, 0>(x, hm)
-                    } else {
-                        low_bits::values::<Q3, 1>(x, hm)
-                    };
-                    // Tile t = 16 sb + g: half g % 2 of activation block 8 sb + g / 2.
-                    let (t, ab) = (16 * sb + g, 8 * sb + g / 2);
-                    let a = qs.add(ab * tile + 4 * row * hh) as *const i8;
-                    let s: [__m256i; T] = std::array::from_fn(|i| {
-                        let a = a.add(4 * i);
-                        let mut p = _mm256_setzero_si256();
-                        for (k, &u) in u.iter().enumerate() {
-                            p = _mm256_add_epi16(p, _mm256_maddubs_epi16(u, word(a.add(row * k))));
-                        }
-                        _mm256_madd_epi16(p, ones)
-                    });
-                    let raw = _mm256_shuffle_epi8(scb[g / 4], bytes[g % 4]);
-                    let (sc, mn) = if Q3 {
-                        (_mm256_sub_epi32(raw, k32), raw)
-                    } else {
-                        (_mm256_and_si256(raw, m0f), _mm256_srli_epi32::<4>(raw))
-                    };
-                    let dw = _mm256_mul_ps(d, _mm256_cvtepi32_ps(sc));
-                    let own = if Q3 {
-                        _mm256_mul_ps(zero, zero)
-                    } else {
-                        _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(mn))
-                    };
-                    let mw = _mm256_add_ps(own, _mm256_mul_ps(kf, dw));
-                    for (i, (v, s)) in v.iter_mut().zip(s).enumerate() {
-                        let scale = _mm256_mul_ps(_mm256_set1_ps(*ad.add(ab * lanes + i)), dw);
-                        *v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, *v);
-                        *v = _mm256_fnmadd_ps(mw, _mm256_set1_ps(*am.add(t * lanes + i)), *v);
-                    }
+                let dw = _mm256_mul_ps(d, _mm256_cvtepi32_ps(sc));
+                let own = if Q3 {
+                    _mm256_mul_ps(zero, zero)
+                } else {
+                    _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(mn))
+                };
+                let mw = _mm256_add_ps(own, _mm256_mul_ps(kf, dw));
+                for (i, (v, s)) in v.iter_mut().zip(s).enumerate() {
+                    let scale = _mm256_mul_ps(_mm256_set1_ps(*ad.add(ab * lanes + i)), dw);
+                    *v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, *v);
+                    *v = _mm256_fnmadd_ps(mw, _mm256_set1_ps(*am.add(t * lanes + i)), *v);
                 }
-            }
+            });
         }
     }
     v

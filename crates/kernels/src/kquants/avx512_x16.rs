@@ -672,6 +672,44 @@ mod low_bits {
         }
     }
 
+    /// Calls `f(g, values)` for the 16 blocks of 16 values of group block `gb` in order, the
+    /// four vectors of values made by [`values`]; each block's run of low bits asked for
+    /// `PREFETCH_BYTES` ahead first.
+    ///
+    /// # Safety
+    /// Called only from functions with AVX-512 F/BW enabled; `gb` one group block of the type.
+    #[inline(always)]
+    pub(super) unsafe fn blocks<const Q3: bool>(
+        gb: *const u8,
+        mut f: impl FnMut(usize, [__m512i; 4]),
+    ) {
+        let (_, qs) = shape::<Q3>();
+        let ahead = gb.wrapping_add(PREFETCH_BYTES) as *const i8;
+        // SAFETY (loads): inside the group block (the caller's); prefetches are hints.
+        unsafe {
+            let (m03, m04) = (_mm512_set1_epi8(3), _mm512_set1_epi8(4));
+            for p in 0..8 {
+                let hm = if Q3 {
+                    _mm512_loadu_si512(gb.add(q3::HM + 64 * p) as *const _)
+                } else {
+                    _mm512_setzero_si512()
+                };
+                for h in 0..2 {
+                    let g = 2 * p + h;
+                    let at = qs + 64 * g;
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(at));
+                    let x = _mm512_loadu_si512(gb.add(at) as *const _);
+                    let u = if h == 0 {
+                        values::<Q3, 0>(x, hm, m03, m04)
+                    } else {
+                        values::<Q3, 1>(x, hm, m03, m04)
+                    };
+                    f(g, u);
+                }
+            }
+        }
+    }
+
     /// A super-block's 16 scale bytes of each of 16 rows as four vectors (bytes `4w..4w + 4` of
     /// every row in vector `w`): Q3_K's 6-bit scales unpacked from their three packed words
     /// with ggml's `kmask` trick (before the −32), Q2_K's stored bytes (scale and min nibbles).
@@ -715,16 +753,12 @@ mod low_bits {
 /// The features available; `group` holds `act.len()` group blocks of the type.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn dot_group_low_avx512<const Q3: bool>(group: *const u8, act: &[BlockQ8K]) -> __m512 {
-    use crate::kquants::x16::{q2, q3};
+    use crate::kquants::x16::q2;
     // SAFETY: loads of 64 bytes from 16-word arrays.
     let index = |idx: &[u32; 16]| unsafe { _mm512_loadu_si512(idx.as_ptr() as *const _) };
     let bytes = [0, 1, 2, 3].map(|k| index(&BYTE_INDEX[k]));
     let pairs = [0, 1].map(|p| index(&PAIR_INDEX[p]));
-    let (m03, m04, m0f) = (
-        _mm512_set1_epi8(3),
-        _mm512_set1_epi8(4),
-        _mm512_set1_epi32(0x0f),
-    );
+    let m0f = _mm512_set1_epi32(0x0f);
     let (gbb, qs_at) = low_bits::shape::<Q3>();
     let mut acc = _mm512_setzero_ps();
     for (b, y) in act.iter().enumerate() {
@@ -739,39 +773,23 @@ unsafe fn dot_group_low_avx512<const Q3: bool>(group: *const u8, act: &[BlockQ8K
             let a = y.qs.as_ptr();
             let sb = low_bits::scale_bytes::<Q3>(gb);
             let mut s = _mm512_setzero_si512();
-            for p in 0..8 {
-                let hm = if Q3 {
-                    _mm512_loadu_si512(gb.add(q3::HM + 64 * p) as *const _)
+            low_bits::blocks::<Q3>(gb, |g, u| {
+                let mut dot = if Q3 {
+                    _mm512_set1_epi32(-4 * y.bsums[g] as i32)
                 } else {
                     _mm512_setzero_si512()
                 };
-                for h in 0..2 {
-                    let g = 2 * p + h;
-                    let at = qs_at + 64 * g;
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(at));
-                    let x = _mm512_loadu_si512(gb.add(at) as *const _);
-                    let u = if h == 0 {
-                        low_bits::values::<Q3, 0>(x, hm, m03, m04)
-                    } else {
-                        low_bits::values::<Q3, 1>(x, hm, m03, m04)
-                    };
-                    let mut dot = if Q3 {
-                        _mm512_set1_epi32(-4 * y.bsums[g] as i32)
-                    } else {
-                        _mm512_setzero_si512()
-                    };
-                    for (step, &u) in u.iter().enumerate() {
-                        dot = _mm512_dpbusd_epi32(dot, u, word(a.add(16 * g + 4 * step)));
-                    }
-                    let raw = _mm512_shuffle_epi8(sb[g / 4], bytes[g % 4]);
-                    let sc = if Q3 {
-                        _mm512_sub_epi32(raw, _mm512_set1_epi32(32))
-                    } else {
-                        _mm512_and_si512(raw, m0f)
-                    };
-                    s = _mm512_add_epi32(s, _mm512_mullo_epi32(dot, sc));
+                for (step, &u) in u.iter().enumerate() {
+                    dot = _mm512_dpbusd_epi32(dot, u, word(a.add(16 * g + 4 * step)));
                 }
-            }
+                let raw = _mm512_shuffle_epi8(sb[g / 4], bytes[g % 4]);
+                let sc = if Q3 {
+                    _mm512_sub_epi32(raw, _mm512_set1_epi32(32))
+                } else {
+                    _mm512_and_si512(raw, m0f)
+                };
+                s = _mm512_add_epi32(s, _mm512_mullo_epi32(dot, sc));
+            });
             let dy = _mm512_set1_ps(y.d);
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(q2::D) as *const _));
             acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(d, dy), acc);
@@ -811,17 +829,13 @@ unsafe fn tile_tokens_low<const T: usize, const Q3: bool>(
     am: *const f32,
     lanes: usize,
 ) -> [__m512; T] {
-    use crate::kquants::x16::{q2, q3};
+    use crate::kquants::x16::q2;
     // Activation tiles of `lanes` tokens: rows of 4 bytes a token, eight rows a block.
     let (row, tile) = (4 * lanes, 32 * lanes);
     // SAFETY: loads of 64 bytes from 16-word arrays.
     let index = |idx: &[u32; 16]| unsafe { _mm512_loadu_si512(idx.as_ptr() as *const _) };
     let bytes = [0, 1, 2, 3].map(|k| index(&BYTE_INDEX[k]));
-    let (m03, m04, m0f) = (
-        _mm512_set1_epi8(3),
-        _mm512_set1_epi8(4),
-        _mm512_set1_epi32(0x0f),
-    );
+    let m0f = _mm512_set1_epi32(0x0f);
     let (zero, kf) = (
         _mm512_setzero_ps(),
         _mm512_set1_ps(if Q3 { 4.0 } else { 0.0 }),
@@ -843,51 +857,35 @@ unsafe fn tile_tokens_low<const T: usize, const Q3: bool>(
             } else {
                 _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(q2::DMIN) as *const _))
             };
-            for p in 0..8 {
-                let hm = if Q3 {
-                    _mm512_loadu_si512(gb.add(q3::HM + 64 * p) as *const _)
-                } else {
-                    _mm512_setzero_si512()
-                };
-                for h in 0..2 {
-                    let g = 2 * p + h;
-                    let at = qs_at + 64 * g;
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(at));
-                    let x = _mm512_loadu_si512(gb.add(at) as *const _);
-                    let u = if h == 0 {
-                        low_bits::values::<Q3, 0>(x, hm, m03, m04)
-                    } else {
-                        low_bits::values::<Q3, 1>(x, hm, m03, m04)
-                    };
-                    // Tile t = 16 sb + g: half g % 2 of activation block 8 sb + g / 2.
-                    let (t, ab) = (16 * sb + g, 8 * sb + g / 2);
-                    let a = qs.add(ab * tile + 4 * row * h) as *const i8;
-                    let mut s = [_mm512_setzero_si512(); T];
-                    for (k, &u) in u.iter().enumerate() {
-                        for (i, s) in s.iter_mut().enumerate() {
-                            *s = _mm512_dpbusd_epi32(*s, u, word(a.add(row * k + 4 * i)));
-                        }
-                    }
-                    let raw = _mm512_shuffle_epi8(scb[g / 4], bytes[g % 4]);
-                    let (sc, mn) = if Q3 {
-                        (_mm512_sub_epi32(raw, _mm512_set1_epi32(32)), raw)
-                    } else {
-                        (_mm512_and_si512(raw, m0f), _mm512_srli_epi32::<4>(raw))
-                    };
-                    let dw = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
-                    let own = if Q3 {
-                        _mm512_mul_ps(zero, zero)
-                    } else {
-                        _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(mn))
-                    };
-                    let mw = _mm512_add_ps(own, _mm512_mul_ps(kf, dw));
-                    for (i, (v, s)) in v.iter_mut().zip(s).enumerate() {
-                        let scale = _mm512_mul_ps(_mm512_set1_ps(*ad.add(ab * lanes + i)), dw);
-                        *v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, *v);
-                        *v = _mm512_fnmadd_ps(mw, _mm512_set1_ps(*am.add(t * lanes + i)), *v);
+            low_bits::blocks::<Q3>(gb, |g, u| {
+                // Tile t = 16 sb + g: half g % 2 of activation block 8 sb + g / 2.
+                let (t, ab) = (16 * sb + g, 8 * sb + g / 2);
+                let a = qs.add(ab * tile + 4 * row * (g % 2)) as *const i8;
+                let mut s = [_mm512_setzero_si512(); T];
+                for (k, &u) in u.iter().enumerate() {
+                    for (i, s) in s.iter_mut().enumerate() {
+                        *s = _mm512_dpbusd_epi32(*s, u, word(a.add(row * k + 4 * i)));
                     }
                 }
-            }
+                let raw = _mm512_shuffle_epi8(scb[g / 4], bytes[g % 4]);
+                let (sc, mn) = if Q3 {
+                    (_mm512_sub_epi32(raw, _mm512_set1_epi32(32)), raw)
+                } else {
+                    (_mm512_and_si512(raw, m0f), _mm512_srli_epi32::<4>(raw))
+                };
+                let dw = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
+                let own = if Q3 {
+                    _mm512_mul_ps(zero, zero)
+                } else {
+                    _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(mn))
+                };
+                let mw = _mm512_add_ps(own, _mm512_mul_ps(kf, dw));
+                for (i, (v, s)) in v.iter_mut().zip(s).enumerate() {
+                    let scale = _mm512_mul_ps(_mm512_set1_ps(*ad.add(ab * lanes + i)), dw);
+                    *v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, *v);
+                    *v = _mm512_fnmadd_ps(mw, _mm512_set1_ps(*am.add(t * lanes + i)), *v);
+                }
+            });
         }
     }
     v
