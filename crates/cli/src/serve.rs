@@ -121,7 +121,7 @@ pub fn run(a: ServeArgs, kv_type: KvType) -> Result<()> {
     };
     // The repacked copies (see `Weight::repack`), made before the first request: the
     // scheduler's steps take the tile path, which reads repacked rows where they lie (Q4_0 /
-    // Q8_0 at AVX-512; Q4_K / Q5_K / Q6_K below `in_place_tokens`) or packs its panels from
+    // Q8_0 and the K-quants at AVX-512; K-quants below `in_place_tokens` at AVX2) or packs its panels from
     // them with less work than from stored rows, at every step, and never makes the copies
     // itself.
     let t0 = Instant::now();

@@ -13,8 +13,8 @@
 //! (`kquants/avx512_x16.rs`, `kquants/avx2_x16.rs`, twin `kquants::x16::dot_group_scalar` at
 //! the scalar level); by tiles, the stored matrix's results bit for bit: for AMX each row
 //! turned back into its stored blocks and unpacked, for the VNNI layout the tiles made from the
-//! repacked rows directly (`amx_kquant::put_x16_block`), or for fewer tokens than
-//! `in_place_tokens` not made at all (`tiles_in_place`).
+//! repacked rows directly (`amx_kquant::put_x16_block`), or below `in_place_tokens` (at
+//! AVX-512 always) not made at all (`tiles_in_place`).
 
 use std::sync::Arc;
 
