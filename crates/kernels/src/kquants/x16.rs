@@ -431,8 +431,9 @@ pub(crate) mod q3 {
     }
 }
 
-// [`dot_block_scalar`] reads Q2_Kx16's `d` and `dmin` as Q4_Kx16's, Q3_Kx16's `d` as Q6_Kx16's.
-const _: () = assert!(q2::D == q4::D && q2::DMIN == q4::DMIN && q3::D == q6::D);
+// [`dot_block_scalar`] reads Q2_Kx16's `d` and `dmin` as Q4_Kx16's, Q3_Kx16's `d` as Q6_Kx16's;
+// the Q2_K / Q3_K kernels read both types' `d` at `q2::D`.
+const _: () = assert!(q2::D == q4::D && q2::DMIN == q4::DMIN && q3::D == q6::D && q3::D == q2::D);
 
 /// Bit 0 of each byte of a word.
 const ONES: u32 = 0x0101_0101;
