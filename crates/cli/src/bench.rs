@@ -45,6 +45,15 @@ pub struct BenchArgs {
         default_value = "128"
     )]
     pub n_gen: Vec<usize>,
+    /// Context depths to run each test at, comma-separated: the test runs after that many
+    /// random tokens were fed, outside the timing (llama-bench's `-d`; `tg128 @ d2048`).
+    #[arg(
+        short = 'd',
+        long = "n-depth",
+        value_delimiter = ',',
+        default_value = "0"
+    )]
+    pub n_depth: Vec<usize>,
     /// Timed repetitions of each test (after one warm-up).
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     pub reps: usize,
@@ -82,7 +91,10 @@ struct ModelInfo {
     model_type: String,
     size: u64,
     n_params: u64,
+    /// Weights one decoded token reads.
     bytes_per_token: u64,
+    /// KV cache one decoded token reads per position of its context.
+    kv_bytes_per_position: u64,
 }
 
 /// One finished test at one thread count.
@@ -93,11 +105,20 @@ struct Row {
 }
 
 impl Row {
+    /// Bytes one decoded token of the test reads on average: the weights, and the KV cache of
+    /// its context (the depth and the tokens decoded before it, `depth + (n + 1) / 2`
+    /// positions on average).
+    fn bytes_per_token(&self, info: &ModelInfo) -> f64 {
+        let n = self.result.test.n_tokens() as f64;
+        let positions = self.result.depth as f64 + (n + 1.0) / 2.0;
+        info.bytes_per_token as f64 + positions * info.kv_bytes_per_position as f64
+    }
+
     /// Decode rate as a percentage of the bandwidth ceiling (generation rows only).
     fn pct_of_bandwidth(&self, info: &ModelInfo) -> Option<f64> {
         match self.result.test {
             BenchTest::Gen(_) if self.bandwidth.is_finite() => {
-                Some(100.0 * self.result.avg_ts() * info.bytes_per_token as f64 / self.bandwidth)
+                Some(100.0 * self.result.avg_ts() * self.bytes_per_token(info) / self.bandwidth)
             }
             BenchTest::Gen(_) => None,
             BenchTest::Prompt(_) => None,
@@ -153,6 +174,7 @@ pub fn run(a: BenchArgs, threads: &[usize], kv_type: KvType) -> Result<()> {
     let mut info = model_info(&model, filename);
     let repacked = model.repack_for_kernels();
     info.bytes_per_token = engine::weight_bytes(&model).per_token;
+    info.kv_bytes_per_position = engine::kv_bytes_per_position(&model, kv_type);
     let load_anon = status_kib("RssAnon:").map(|k| k * 1024);
     eprintln!(
         "{}: ready in {:.1} s{}",
@@ -175,7 +197,9 @@ pub fn run(a: BenchArgs, threads: &[usize], kv_type: KvType) -> Result<()> {
             format_bytes(lacking)
         );
     }
-    let longest = pp.iter().chain(&tg).copied().max().unwrap_or(0);
+    let depths = a.n_depth.clone();
+    let longest = pp.iter().chain(&tg).copied().max().unwrap_or(0)
+        + depths.iter().copied().max().unwrap_or(0);
     let n_ctx = model.config.max_seq_len;
     if engine::extend_context(&mut model, longest) {
         eprintln!("note: context raised from {n_ctx} to {longest} positions for the tests");
@@ -199,10 +223,13 @@ pub fn run(a: BenchArgs, threads: &[usize], kv_type: KvType) -> Result<()> {
             .iter()
             .map(|&n| BenchTest::Prompt(n))
             .chain(tg.iter().map(|&n| BenchTest::Gen(n)));
-        for test in tests {
+        let tests: Vec<(BenchTest, usize)> = tests
+            .flat_map(|t| depths.iter().map(move |&d| (t, d)))
+            .collect();
+        for (test, depth) in tests {
             let (result, bw) = match test {
                 BenchTest::Prompt(n) => (
-                    pool.install(|| engine::run_pp(&model, kv_type, n, a.reps, a.seed))?,
+                    pool.install(|| engine::run_pp(&model, kv_type, n, depth, a.reps, a.seed))?,
                     bw,
                 ),
                 BenchTest::Gen(n) => {
@@ -216,14 +243,14 @@ pub fn run(a: BenchArgs, threads: &[usize], kv_type: KvType) -> Result<()> {
                         )
                     };
                     let r = pool.install(|| {
-                        engine::run_tg(&model, kv_type, n, a.reps, a.seed, &mut probe)
+                        engine::run_tg(&model, kv_type, n, depth, a.reps, a.seed, &mut probe)
                     })?;
                     let mean = probes.iter().sum::<f64>() / probes.len().max(1) as f64;
                     let each: Vec<String> =
                         probes.iter().map(|b| format!("{:.1}", b / 1e9)).collect();
                     eprintln!(
                         "{} at {t} thread{}: bandwidth around the repetitions {} GB/s, mean {:.1}",
-                        test.name(),
+                        r.name(),
                         if t == 1 { "" } else { "s" },
                         each.join(", "),
                         mean / 1e9
@@ -370,6 +397,7 @@ fn model_info(model: &Llama, filename: String) -> ModelInfo {
         size: bytes.total,
         n_params,
         bytes_per_token: bytes.per_token,
+        kv_bytes_per_position: 0,
     }
 }
 
@@ -455,7 +483,7 @@ fn print_row(r: &Row, info: &ModelInfo) {
             &format_params(info.n_params),
             "CPU",
             &r.threads.to_string(),
-            &r.result.test.name(),
+            &r.result.name(),
             &ts,
             &pct,
         ],
@@ -478,7 +506,8 @@ fn json_row(r: &Row, info: &ModelInfo, peak_rss: Option<u64>, time: &str) -> Val
         "n_threads": r.threads,
         "n_prompt": n_prompt,
         "n_gen": n_gen,
-        "test": r.result.test.name(),
+        "n_depth": r.result.depth,
+        "test": r.result.name(),
         "test_time": time,
         "avg_ns": r.result.avg_ns().round() as u64,
         "stddev_ns": r.result.stddev_ns().round() as u64,
@@ -488,6 +517,7 @@ fn json_row(r: &Row, info: &ModelInfo, peak_rss: Option<u64>, time: &str) -> Val
         "samples_ts": r.result.samples_ts(),
         "bandwidth_gbps": r.bandwidth / 1e9,
         "bytes_per_token": info.bytes_per_token,
+        "kv_bytes_per_token": r.bytes_per_token(info) - info.bytes_per_token as f64,
         "pct_of_bandwidth": r.pct_of_bandwidth(info),
         "peak_rss_bytes": peak_rss,
     })

@@ -41,8 +41,18 @@ fn summary(stats: &GenerateStats, n_reused: Option<usize>) {
     let reused = n_reused
         .map(|n| format!(" ({n} reused from the cache)"))
         .unwrap_or_default();
+    // The one-off repacking of the weights before the first decode step, apart from the rate.
+    let repacked = if stats.repack_secs >= 0.01 {
+        format!(
+            ", not counting {:.2} s of repacking the weights for this CPU's kernels after the \
+             first token",
+            stats.repack_secs
+        )
+    } else {
+        String::new()
+    };
     eprintln!(
-        "\nprompt: {} tokens{reused} ({:.1} t/s), generated: {} tokens ({:.1} t/s), stop: {:?}",
+        "\nprompt: {} tokens{reused} ({:.1} t/s), generated: {} tokens ({:.1} t/s{repacked}), stop: {:?}",
         stats.n_prompt,
         rate(stats.n_prompt, stats.prompt_secs),
         stats.n_generated,

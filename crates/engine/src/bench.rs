@@ -4,6 +4,9 @@
 //!   end. Warm-up: one whole run.
 //! - `tg N`: N single-token decodes of random ids after an empty context, each token fed
 //!   alone. Warm-up: one decode, as llama-bench does.
+//! - `@ dD` (llama-bench's `-d`): either test after a context of D random ids fed as a prompt
+//!   first, outside the timing (`pp512 @ d2048`, `tg128 @ d2048`): the speed at that depth of
+//!   the KV cache.
 //!
 //! Every repetition starts from a fresh [`Session`] (empty KV storage). Results keep the time
 //! of each repetition; rates are the mean and sample standard deviation of tokens/s over them.
@@ -45,11 +48,20 @@ impl BenchTest {
 #[derive(Debug, Clone)]
 pub struct BenchResult {
     pub test: BenchTest,
+    /// Tokens in the context before the timed part of each repetition.
+    pub depth: usize,
     /// Wall time of each repetition, nanoseconds.
     pub samples_ns: Vec<u64>,
 }
 
 impl BenchResult {
+    /// llama-bench's name of the test at its depth: `tg128`, `tg128 @ d2048`.
+    pub fn name(&self) -> String {
+        match self.depth {
+            0 => self.test.name(),
+            d => format!("{} @ d{d}", self.test.name()),
+        }
+    }
     /// Tokens/s of each repetition.
     pub fn samples_ts(&self) -> Vec<f64> {
         let n = self.test.n_tokens() as f64;
@@ -116,7 +128,7 @@ impl Ids {
     }
 }
 
-fn check(model: &Llama, test: BenchTest, reps: usize) -> Result<()> {
+fn check(model: &Llama, test: BenchTest, depth: usize, reps: usize) -> Result<()> {
     let n = test.n_tokens();
     if n == 0 || reps == 0 {
         return Err(EngineError::Invalid(format!(
@@ -125,26 +137,36 @@ fn check(model: &Llama, test: BenchTest, reps: usize) -> Result<()> {
         )));
     }
     let n_ctx = model.config.max_seq_len;
-    if n > n_ctx {
+    if n + depth > n_ctx {
         return Err(EngineError::Invalid(format!(
-            "{} needs {n} positions, the model's context holds {n_ctx}",
-            test.name()
+            "{} at depth {depth} needs {} positions, the model's context holds {n_ctx}",
+            test.name(),
+            n + depth
         )));
     }
     Ok(())
 }
 
-/// One prompt of `ids`, fed into a fresh session; nanoseconds.
-fn prompt_once(model: &Llama, kv_type: KvType, ids: &[u32]) -> Result<u64> {
+/// A fresh session holding a context of `depth` ids (fed as one prompt).
+fn session_at<'m>(model: &'m Llama, kv_type: KvType, depth: &[u32]) -> Result<Session<'m>> {
     let mut s = Session::with_kv_type(model, kv_type)?;
+    if !depth.is_empty() {
+        s.feed(depth)?;
+    }
+    Ok(s)
+}
+
+/// One prompt of `ids`, fed into a fresh session after `depth`; nanoseconds.
+fn prompt_once(model: &Llama, kv_type: KvType, depth: &[u32], ids: &[u32]) -> Result<u64> {
+    let mut s = session_at(model, kv_type, depth)?;
     let t0 = Instant::now();
     s.feed(ids)?;
     Ok(t0.elapsed().as_nanos() as u64)
 }
 
-/// `ids.len()` single-token decodes into a fresh session; nanoseconds.
-fn gen_once(model: &Llama, kv_type: KvType, ids: &[u32]) -> Result<u64> {
-    let mut s = Session::with_kv_type(model, kv_type)?;
+/// `ids.len()` single-token decodes into a fresh session after `depth`; nanoseconds.
+fn gen_once(model: &Llama, kv_type: KvType, depth: &[u32], ids: &[u32]) -> Result<u64> {
+    let mut s = session_at(model, kv_type, depth)?;
     let t0 = Instant::now();
     for &id in ids {
         s.feed(&[id])?;
@@ -152,47 +174,68 @@ fn gen_once(model: &Llama, kv_type: KvType, ids: &[u32]) -> Result<u64> {
     Ok(t0.elapsed().as_nanos() as u64)
 }
 
-/// `pp n`: one warm-up, then `reps` timed prompts of `n` random ids (seeded by `seed`).
+/// `pp n` (at `depth`): one warm-up, then `reps` timed prompts of `n` random ids (seeded by
+/// `seed`), each after a context of `depth` random ids.
 pub fn run_pp(
     model: &Llama,
     kv_type: KvType,
     n: usize,
+    depth: usize,
     reps: usize,
     seed: u64,
 ) -> Result<BenchResult> {
     let test = BenchTest::Prompt(n);
-    check(model, test, reps)?;
+    check(model, test, depth, reps)?;
     let mut ids = Ids::new(seed, model.config.vocab_size);
-    prompt_once(model, kv_type, &ids.take(n))?;
+    let context = ids.take(depth);
+    prompt_once(model, kv_type, &context, &ids.take(n))?;
     let samples_ns = (0..reps)
-        .map(|_| prompt_once(model, kv_type, &ids.take(n)))
+        .map(|_| prompt_once(model, kv_type, &context, &ids.take(n)))
         .collect::<Result<_>>()?;
-    Ok(BenchResult { test, samples_ns })
+    Ok(BenchResult {
+        test,
+        depth,
+        samples_ns,
+    })
 }
 
-/// `tg n`: one warm-up decode, then `reps` timed runs of `n` single-token decodes of random
-/// ids (seeded by `seed`) from an empty context. `between` runs before each timed run and
-/// after the last, outside the timing (`herd bench` measures the memory bandwidth there, so
-/// that each decode test is set against what the machine gave while it ran).
+/// `tg n` (at `depth`): one warm-up decode, then `reps` timed runs of `n` single-token decodes
+/// of random ids (seeded by `seed`), each from a context of `depth` random ids (empty at
+/// depth 0). `between` runs before each timed run and after the last, outside the timing
+/// (`herd bench` measures the memory bandwidth there, so that each decode test is set against
+/// what the machine gave while it ran).
 pub fn run_tg(
     model: &Llama,
     kv_type: KvType,
     n: usize,
+    depth: usize,
     reps: usize,
     seed: u64,
     between: &mut dyn FnMut(),
 ) -> Result<BenchResult> {
     let test = BenchTest::Gen(n);
-    check(model, test, reps)?;
+    check(model, test, depth, reps)?;
     let mut ids = Ids::new(seed ^ 0x7467, model.config.vocab_size);
-    gen_once(model, kv_type, &ids.take(1))?;
+    let context = ids.take(depth);
+    gen_once(model, kv_type, &context, &ids.take(1))?;
     let mut samples_ns = Vec::with_capacity(reps);
     for _ in 0..reps {
         between();
-        samples_ns.push(gen_once(model, kv_type, &ids.take(n))?);
+        samples_ns.push(gen_once(model, kv_type, &context, &ids.take(n))?);
     }
     between();
-    Ok(BenchResult { test, samples_ns })
+    Ok(BenchResult {
+        test,
+        depth,
+        samples_ns,
+    })
+}
+
+/// Bytes of the KV cache one decoded token reads per position of its context (every layer's
+/// key and value rows) in `kv_type`.
+pub fn kv_bytes_per_position(model: &Llama, kv_type: KvType) -> u64 {
+    let c = &model.config;
+    (c.n_layers * 2 * kv_type.row_bytes(c.kv_dim())) as u64
 }
 
 /// Raises the model's context length to `n_tokens` when it is shorter (as llama-bench sizes
@@ -271,6 +314,7 @@ mod tests {
     fn stats_follow_llama_bench() {
         let r = BenchResult {
             test: BenchTest::Gen(10),
+            depth: 0,
             samples_ns: vec![1_000_000_000, 2_000_000_000, 500_000_000],
         };
         assert_eq!(r.samples_ts(), vec![10.0, 5.0, 20.0]);
@@ -278,25 +322,31 @@ mod tests {
         // Sample variance of (10, 5, 20): ((5/3)^2 + (20/3)^2 + (25/3)^2) / 2.
         let want = ((25.0 + 400.0 + 625.0) / 9.0 / 2.0f64).sqrt();
         assert!((r.stddev_ts() - want).abs() < 1e-9);
-        assert_eq!(r.test.name(), "tg10");
+        assert_eq!(r.name(), "tg10");
+        let deep = BenchResult { depth: 512, ..r };
+        assert_eq!(deep.name(), "tg10 @ d512");
     }
 
     #[test]
     fn runs_each_repetition() {
         let m = tiny();
-        let pp = run_pp(&m, KvType::F16, 8, 2, 1).unwrap();
-        assert_eq!(
-            (pp.samples_ns.len(), pp.test.name()),
-            (2, "pp8".to_string())
-        );
+        let pp = run_pp(&m, KvType::F16, 8, 0, 2, 1).unwrap();
+        assert_eq!((pp.samples_ns.len(), pp.name()), (2, "pp8".to_string()));
         let mut calls = 0;
-        let tg = run_tg(&m, KvType::F16, 3, 3, 1, &mut || calls += 1).unwrap();
+        let tg = run_tg(&m, KvType::F16, 3, 0, 3, 1, &mut || calls += 1).unwrap();
         assert_eq!(tg.samples_ns.len(), 3);
         // Before each timed run and after the last.
         assert_eq!(calls, 4);
         assert!(tg.avg_ts() > 0.0);
-        assert!(run_pp(&m, KvType::F16, 0, 2, 1).is_err());
-        assert!(run_tg(&m, KvType::F16, 300, 1, 1, &mut || ()).is_err());
+        assert!(run_pp(&m, KvType::F16, 0, 0, 2, 1).is_err());
+        assert!(run_tg(&m, KvType::F16, 300, 0, 1, 1, &mut || ()).is_err());
+        // At a depth: the context counts against the model's 256 positions.
+        let deep = run_tg(&m, KvType::F16, 4, 200, 1, 1, &mut || ()).unwrap();
+        assert_eq!(deep.name(), "tg4 @ d200");
+        let deep = run_pp(&m, KvType::F16, 16, 200, 1, 1).unwrap();
+        assert_eq!(deep.name(), "pp16 @ d200");
+        assert!(run_tg(&m, KvType::F16, 60, 200, 1, 1, &mut || ()).is_err());
+        assert!(run_pp(&m, KvType::F16, 60, 200, 1, 1).is_err());
     }
 
     #[test]

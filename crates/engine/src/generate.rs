@@ -34,7 +34,11 @@ pub struct GenerateStats {
     pub n_prompt: usize,
     pub n_generated: usize,
     pub prompt_secs: f64,
+    /// Time of the generation, [`GenerateStats::repack_secs`] left out.
     pub gen_secs: f64,
+    /// Time spent making the weights' repacked copies before the first decode step (0 when they
+    /// were made already), apart so that `gen_secs` is the decode rate's.
+    pub repack_secs: f64,
     pub stop: StopReason,
 }
 
@@ -148,6 +152,7 @@ impl<'m> Session<'m> {
         let mut logits = self.feed(prompt)?;
         let prompt_secs = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
+        let mut repack_secs = 0.0;
         let mut n_generated = 0;
         let stop = loop {
             if n_generated == max_tokens {
@@ -168,13 +173,21 @@ impl<'m> Session<'m> {
             if self.tokens.len() >= self.n_ctx() {
                 break StopReason::ContextFull;
             }
+            if n_generated == 1 {
+                // The repacked copies the first decode step would make (once per model), made
+                // here and timed apart: after the first token is out, as that step would.
+                let t = Instant::now();
+                self.model.repack_for_kernels();
+                repack_secs = t.elapsed().as_secs_f64();
+            }
             logits = self.feed(&[next])?;
         };
         Ok(GenerateStats {
             n_prompt: prompt.len(),
             n_generated,
             prompt_secs,
-            gen_secs: t1.elapsed().as_secs_f64(),
+            gen_secs: (t1.elapsed().as_secs_f64() - repack_secs).max(0.0),
+            repack_secs,
             stop,
         })
     }
