@@ -33,7 +33,6 @@ use crate::WeightType;
 /// One group of repacked `ty` (`act.len()` super-blocks of 16 rows, back to back in `group`)
 /// · one token.
 pub(crate) fn dot_group(_: Avx2, ty: WeightType, group: &[u8], act: &[BlockQ8K]) -> [f32; ROWS] {
-    let mut out = [0f32; ROWS];
     // SAFETY: the token proves the features; every block read is inside `group` (checked).
     unsafe {
         let acc = match ty {
@@ -59,10 +58,9 @@ pub(crate) fn dot_group(_: Avx2, ty: WeightType, group: &[u8], act: &[BlockQ8K])
             }
             _ => panic!("{ty:?} is not a repacked K-quant type"),
         };
-        _mm256_storeu_ps(out.as_mut_ptr(), acc[0]);
-        _mm256_storeu_ps(out.as_mut_ptr().add(8), acc[1]);
+        // Plain copies: intrinsic stores here, outside the features, are a call per vector.
+        std::mem::transmute::<[__m256; 2], [f32; ROWS]>(acc)
     }
-    out
 }
 
 /// Byte `k` of each word, zero-extended, in both 16-bit halves of the word.
@@ -300,7 +298,8 @@ pub(crate) fn tile_tokens<const T: usize>(
                 _ => tile_tokens_q6::<T>(group.as_ptr(), nsb, h, q, d, m, lanes),
             };
             for (o, v) in out.iter_mut().zip(v) {
-                _mm256_storeu_ps(o.as_mut_ptr().add(8 * h), v);
+                // A plain copy: an intrinsic store here, outside the features, is a call.
+                o[8 * h..8 * h + 8].copy_from_slice(&std::mem::transmute::<__m256, [f32; 8]>(v));
             }
         }
     }

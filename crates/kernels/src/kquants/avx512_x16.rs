@@ -28,7 +28,6 @@ use crate::WeightType;
 /// One group of repacked `ty` (`act.len()` super-blocks of 16 rows, back to back in `group`)
 /// · one token.
 pub(crate) fn dot_group(_: Avx512, ty: WeightType, group: &[u8], act: &[BlockQ8K]) -> [f32; ROWS] {
-    let mut out = [0f32; ROWS];
     // SAFETY: the token proves the features; every block read is inside `group` (checked).
     unsafe {
         let acc = match ty {
@@ -54,9 +53,9 @@ pub(crate) fn dot_group(_: Avx512, ty: WeightType, group: &[u8], act: &[BlockQ8K
             }
             _ => panic!("{ty:?} is not a repacked K-quant type"),
         };
-        _mm512_storeu_ps(out.as_mut_ptr(), acc);
+        // A plain copy: an intrinsic store here, outside the features, is a call per vector.
+        std::mem::transmute::<__m512, [f32; ROWS]>(acc)
     }
-    out
 }
 
 /// `vpshufb` indices for `W` words (lanes of 16 bytes): each word `w` takes bytes `4 (w % 4) +
@@ -369,7 +368,8 @@ pub(crate) fn tile_tokens<const T: usize>(
             _ => tile_tokens_q6::<T>(g, nsb, q, d, m, lanes),
         };
         for (o, v) in out.iter_mut().zip(v) {
-            _mm512_storeu_ps(o.as_mut_ptr(), v);
+            // A plain copy: an intrinsic store here, outside the features, is a call per vector.
+            *o = std::mem::transmute::<__m512, [f32; ROWS]>(v);
         }
     }
     out
