@@ -355,9 +355,13 @@ impl ScoreKernel for Avx512Scores {
             let n_keys = _mm256_loadu_si256(n_keys.as_ptr() as *const __m256i);
             for half in 0..ATTN_BLOCK / 16 {
                 let at = 16 * half;
-                let cols = transpose_8x16(std::array::from_fn(|r| {
-                    _mm512_loadu_ps(s[r][at..].as_ptr())
-                }));
+                // A plain loop: a closure would not inherit the features, and its load
+                // compiled to a call per row.
+                let mut rows = [_mm512_setzero_ps(); 8];
+                for (v, s) in rows.iter_mut().zip(s.iter()) {
+                    *v = _mm512_loadu_ps(s[at..].as_ptr());
+                }
+                let cols = transpose_8x16(rows);
                 for (k, col) in cols.into_iter().enumerate() {
                     let live = _mm256_cmpgt_epi32_mask(n_keys, _mm256_set1_epi32((at + k) as i32));
                     sums = _mm256_mask_add_ps(sums, live, sums, col);
