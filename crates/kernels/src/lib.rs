@@ -92,6 +92,6 @@ pub use quantize::{
 };
 pub use repack::{repack, repack_into, repacked_type};
 pub use rope::{rope_cos_sin, rope_interleaved, rope_inv_freqs, RopeFreqs};
-pub use stream::sum_words;
+pub use stream::{prefetch_range, sum_words};
 pub use team::{for_each_item, for_each_task};
 pub use vec::{add_assign, dot, silu_mul, softmax};

@@ -39,7 +39,7 @@ fn prefetch_ahead(x: &[u64], at: usize) {
 }
 
 /// Asks for every cache line of `b` (hints, never faulting).
-pub(crate) fn prefetch_range(b: &[u8]) {
+pub fn prefetch_range(b: &[u8]) {
     #[cfg(target_arch = "x86_64")]
     prefetch_lines::<{ std::arch::x86_64::_MM_HINT_T0 }>(b.as_ptr() as usize, b.len().div_ceil(64));
     #[cfg(not(target_arch = "x86_64"))]
