@@ -95,25 +95,7 @@ fn markdown_table_has_the_columns_and_a_row_per_test() {
 
 #[test]
 fn depths_run_each_test_after_a_context() {
-    let args = [
-        "bench",
-        "--synthetic",
-        "stories15m",
-        "--type",
-        "q8_0",
-        "-p",
-        "8",
-        "-n",
-        "4",
-        "-d",
-        "0,100",
-        "-r",
-        "1",
-        "-t",
-        "1",
-        "--output",
-        "json",
-    ];
+    let args = [TINY, &["-d", "0,100", "--output", "json"]].concat();
     let o = herd(&args);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let rows: Value = serde_json::from_slice(&o.stdout).expect("stdout is one JSON document");
@@ -128,24 +110,24 @@ fn depths_run_each_test_after_a_context() {
             )
         })
         .collect();
-    let want = [
+    let one = [
         ("pp8", 0),
         ("pp8 @ d100", 100),
         ("tg4", 0),
         ("tg4 @ d100", 100),
     ];
-    assert_eq!(
-        got,
-        want.map(|(t, d)| (t.to_string(), d)).to_vec(),
-        "{rows}"
-    );
+    let want: Vec<(String, u64)> = [one, one]
+        .concat()
+        .into_iter()
+        .map(|(t, d)| (t.to_string(), d))
+        .collect();
+    assert_eq!(got, want, "{rows}");
     // Decode at depth reads the KV cache of 100 positions and more on top of the weights.
     let kv = |i: usize| rows[i]["kv_bytes_per_token"].as_f64().unwrap();
     assert!(kv(3) > kv(2) && kv(2) > 0.0, "{rows}");
     // Past the model's 256 positions the context is raised for the tests, as llama-bench
     // sizes its context to them.
-    let mut deep = args.to_vec();
-    deep[10] = "300";
+    let deep = [TINY, &["-d", "300"]].concat();
     let o = herd(&deep);
     let err = text(&o.stderr);
     assert!(o.status.success(), "{err}");

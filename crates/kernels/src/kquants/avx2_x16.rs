@@ -83,6 +83,21 @@ static Q6_SCALE_INDEX: [u32; 8] = {
     idx
 };
 
+/// The `vpshufb` tables [`SCALE_INDEX`] and [`PAIR_INDEX`], loaded.
+///
+/// # Safety
+/// Called only from functions with AVX2 enabled.
+#[inline(always)]
+unsafe fn scale_pair_index() -> ([__m256i; 4], [__m256i; 2]) {
+    // SAFETY: 32 bytes of tables of at least 8 words each.
+    unsafe {
+        (
+            [0, 1, 2, 3].map(|k| load(SCALE_INDEX[k].as_ptr() as *const u8)),
+            [0, 1].map(|p| load(PAIR_INDEX[p].as_ptr() as *const u8)),
+        )
+    }
+}
+
 /// The 32-bit word at `p`, broadcast to every lane.
 ///
 /// # Safety
@@ -117,14 +132,8 @@ fn prefetch_run(p: *const u8, len: usize) {
 /// AVX2/FMA/F16C available; `group` holds `act.len()` Q4_K group blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_group_q4_avx2<const FIVE: bool>(group: *const u8, act: &[BlockQ8K]) -> [__m256; 2] {
-    // SAFETY: loads of 32 bytes from 8-word arrays.
-    let index = |idx: &[u32]| {
-        assert!(idx.len() >= 8);
-        // SAFETY: 32 bytes of a table of at least 8 words.
-        unsafe { load(idx.as_ptr() as *const u8) }
-    };
-    let scale_index = [0, 1, 2, 3].map(|k| index(&SCALE_INDEX[k]));
-    let pair_index = [0, 1].map(|p| index(&PAIR_INDEX[p]));
+    // SAFETY: the caller's features.
+    let (scale_index, pair_index) = unsafe { scale_pair_index() };
     let (gbb, qs) = if FIVE {
         (q5::GROUP_BLOCK, q5::QS)
     } else {
@@ -659,13 +668,8 @@ mod low_bits {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_group_low_avx2<const Q3: bool>(group: *const u8, act: &[BlockQ8K]) -> [__m256; 2] {
     use crate::kquants::x16::{q2, q3};
-    let index = |idx: &[u32]| {
-        assert!(idx.len() >= 8);
-        // SAFETY: 32 bytes of a table of at least 8 words.
-        unsafe { load(idx.as_ptr() as *const u8) }
-    };
-    let scale_index = [0, 1, 2, 3].map(|k| index(&SCALE_INDEX[k]));
-    let pair_index = [0, 1].map(|p| index(&PAIR_INDEX[p]));
+    // SAFETY: the caller's features.
+    let (scale_index, pair_index) = unsafe { scale_pair_index() };
     let (gbb, qs) = if Q3 {
         (q3::GROUP_BLOCK, q3::QS)
     } else {
