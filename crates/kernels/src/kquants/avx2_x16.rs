@@ -89,11 +89,18 @@ static Q6_SCALE_INDEX: [u32; 8] = {
 /// Called only from functions with AVX2 enabled.
 #[inline(always)]
 unsafe fn scale_pair_index() -> ([__m256i; 4], [__m256i; 2]) {
-    // SAFETY: 32 bytes of tables of at least 8 words each.
+    // SAFETY: 32 bytes of tables of at least 8 words each. Plain loads: a closure would not
+    // inherit the caller's features, and its load compiled to a call.
     unsafe {
+        let t = |i: &[u32]| i.as_ptr() as *const u8;
         (
-            [0, 1, 2, 3].map(|k| load(SCALE_INDEX[k].as_ptr() as *const u8)),
-            [0, 1].map(|p| load(PAIR_INDEX[p].as_ptr() as *const u8)),
+            [
+                load(t(&SCALE_INDEX[0])),
+                load(t(&SCALE_INDEX[1])),
+                load(t(&SCALE_INDEX[2])),
+                load(t(&SCALE_INDEX[3])),
+            ],
+            [load(t(&PAIR_INDEX[0])), load(t(&PAIR_INDEX[1]))],
         )
     }
 }
