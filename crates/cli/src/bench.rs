@@ -174,7 +174,8 @@ pub fn run(a: BenchArgs, threads: &[usize], kv_type: KvType) -> Result<()> {
     let mut info = model_info(&model, filename);
     let repacked = model.repack_for_kernels();
     info.bytes_per_token = engine::weight_bytes(&model).per_token;
-    info.kv_bytes_per_position = engine::kv_bytes_per_position(&model, kv_type);
+    info.kv_bytes_per_position =
+        engine::KvSpec::new(&model.config, kv_type)?.position_bytes() as u64;
     let load_anon = status_kib("RssAnon:").map(|k| k * 1024);
     eprintln!(
         "{}: ready in {:.1} s{}",

@@ -231,13 +231,6 @@ pub fn run_tg(
     })
 }
 
-/// Bytes of the KV cache one decoded token reads per position of its context (every layer's
-/// key and value rows) in `kv_type`.
-pub fn kv_bytes_per_position(model: &Llama, kv_type: KvType) -> u64 {
-    let c = &model.config;
-    (c.n_layers * 2 * kv_type.row_bytes(c.kv_dim())) as u64
-}
-
 /// Raises the model's context length to `n_tokens` when it is shorter (as llama-bench sizes
 /// its context to the test, whatever the model was trained for); true when it did. RoPE and
 /// the KV storage work at any position.

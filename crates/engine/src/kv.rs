@@ -45,9 +45,15 @@ impl KvSpec {
         self.kv_type.row_bytes(self.kv_dim)
     }
 
+    /// Bytes of one position: keys and values of every layer (what attention reads of each
+    /// position of a sequence's context per token).
+    pub fn position_bytes(&self) -> usize {
+        2 * self.n_layers * self.row_bytes()
+    }
+
     /// Bytes of one block: keys and values of every layer.
     pub fn block_bytes(&self) -> usize {
-        2 * self.n_layers * self.block_size * self.row_bytes()
+        self.block_size * self.position_bytes()
     }
 
     /// Blocks needed to hold `n_pos` positions.

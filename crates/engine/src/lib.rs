@@ -25,8 +25,8 @@ mod tokenizer_load;
 
 pub use bandwidth::{BandwidthProbe, PROBE_BYTES};
 pub use bench::{
-    extend_context, kv_bytes_per_position, main_weight_type, run_pp, run_tg, weight_bytes,
-    BenchResult, BenchTest, WeightBytes,
+    extend_context, main_weight_type, run_pp, run_tg, weight_bytes, BenchResult, BenchTest,
+    WeightBytes,
 };
 pub use chat::{ChatRunner, ChatSettings, ReplyStats};
 pub use chat_settings::{chat_settings, prompt_add_bos, stop_ids};

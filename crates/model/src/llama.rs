@@ -318,11 +318,10 @@ impl Llama {
             // a cached row is 2 of its 8 lines (TinyLlama), in blocks of a pool, a pattern
             // the hardware's prefetchers do not follow; unasked, a decode step at depth 2048
             // spent most of its attention waiting for them.
-            let next = first + step;
-            let mut p = next;
-            while p < (next + step).min(max_pos + 1) {
+            let (mut p, end) = (first + step, (first + 2 * step).min(max_pos + 1));
+            while p < end {
                 let (b, r0) = (p / bs, p % bs);
-                let n = (bs - r0).min((next + step).min(max_pos + 1) - p);
+                let n = (bs - r0).min(end - p);
                 let blk = kv.block(layer, seq, b);
                 for r in r0..r0 + n {
                     let at = head_off + r * row_bytes;

@@ -24,7 +24,7 @@ use std::arch::x86_64::*;
 
 use super::avx512_x16::{shuffle_index, BYTE_INDEX, PAIR_INDEX};
 use super::x16::q4::{D, DMIN, GROUP_BLOCK, QS, SCALES};
-use super::x16::{q5, q6, ROWS};
+use super::x16::{low_bits_shape, q5, q6, ROWS};
 use super::BlockQ8K;
 use crate::avx2_dot::PREFETCH_BYTES;
 use crate::cpu::Avx2;
@@ -33,30 +33,17 @@ use crate::WeightType;
 /// One group of repacked `ty` (`act.len()` super-blocks of 16 rows, back to back in `group`)
 /// · one token.
 pub(crate) fn dot_group(_: Avx2, ty: WeightType, group: &[u8], act: &[BlockQ8K]) -> [f32; ROWS] {
+    assert!(ty.is_grouped(), "{ty:?} is not a repacked K-quant type");
+    assert!(group.len() >= act.len() * super::x16::group_block(ty));
     // SAFETY: the token proves the features; every block read is inside `group` (checked).
     unsafe {
         let acc = match ty {
-            WeightType::Q4_Kx16 => {
-                assert!(group.len() >= act.len() * GROUP_BLOCK);
-                dot_group_q4_avx2::<false>(group.as_ptr(), act)
-            }
-            WeightType::Q5_Kx16 => {
-                assert!(group.len() >= act.len() * q5::GROUP_BLOCK);
-                dot_group_q4_avx2::<true>(group.as_ptr(), act)
-            }
-            WeightType::Q6_Kx16 => {
-                assert!(group.len() >= act.len() * q6::GROUP_BLOCK);
-                dot_group_q6_avx2(group.as_ptr(), act)
-            }
-            WeightType::Q3_Kx16 => {
-                assert!(group.len() >= act.len() * super::x16::q3::GROUP_BLOCK);
-                dot_group_low_avx2::<true>(group.as_ptr(), act)
-            }
-            WeightType::Q2_Kx16 => {
-                assert!(group.len() >= act.len() * super::x16::q2::GROUP_BLOCK);
-                dot_group_low_avx2::<false>(group.as_ptr(), act)
-            }
-            _ => panic!("{ty:?} is not a repacked K-quant type"),
+            WeightType::Q4_Kx16 => dot_group_q4_avx2::<false>(group.as_ptr(), act),
+            WeightType::Q5_Kx16 => dot_group_q4_avx2::<true>(group.as_ptr(), act),
+            WeightType::Q6_Kx16 => dot_group_q6_avx2(group.as_ptr(), act),
+            WeightType::Q3_Kx16 => dot_group_low_avx2::<true>(group.as_ptr(), act),
+            WeightType::Q2_Kx16 => dot_group_low_avx2::<false>(group.as_ptr(), act),
+            _ => unreachable!("{ty:?} is grouped"),
         };
         // Plain copies: intrinsic stores here, outside the features, are a call per vector.
         std::mem::transmute::<[__m256; 2], [f32; ROWS]>(acc)
@@ -322,6 +309,29 @@ pub(crate) fn tile_tokens<const T: usize>(
     out
 }
 
+/// `avx512_x16`'s `fold_tile` on 8 rows.
+///
+/// # Safety
+/// Called only from functions with AVX2/FMA enabled; `ad` and `am` readable for `T` values.
+#[inline(always)]
+unsafe fn fold_tile<const T: usize>(
+    v: &mut [__m256; T],
+    s: [__m256i; T],
+    dw: __m256,
+    mw: __m256,
+    ad: *const f32,
+    am: *const f32,
+) {
+    // SAFETY: the caller's.
+    unsafe {
+        for (i, (v, s)) in v.iter_mut().zip(s).enumerate() {
+            let scale = _mm256_mul_ps(_mm256_set1_ps(*ad.add(i)), dw);
+            *v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, *v);
+            *v = _mm256_fnmadd_ps(mw, _mm256_set1_ps(*am.add(i)), *v);
+        }
+    }
+}
+
 /// Rows `8h..8h + 8`.
 ///
 /// # Safety
@@ -389,15 +399,14 @@ unsafe fn tile_tokens_q4<const T: usize, const FIVE: bool>(
                 let mnj = _mm256_cvtepi32_ps(_mm256_shuffle_epi8(mn[j / 4], bytes[j % 4]));
                 let dw = _mm256_mul_ps(d, scj);
                 let mw = _mm256_add_ps(_mm256_mul_ps(dmin, mnj), _mm256_mul_ps(zero, dw));
-                for (i, (v, (p, p5))) in v.iter_mut().zip(p.into_iter().zip(p5)).enumerate() {
-                    let mut s = _mm256_madd_epi16(p, ones);
+                let mut s = [_mm256_setzero_si256(); T];
+                for (s, (p, p5)) in s.iter_mut().zip(p.into_iter().zip(p5)) {
+                    *s = _mm256_madd_epi16(p, ones);
                     if FIVE {
-                        s = _mm256_add_epi32(s, _mm256_madd_epi16(p5, ones));
+                        *s = _mm256_add_epi32(*s, _mm256_madd_epi16(p5, ones));
                     }
-                    let scale = _mm256_mul_ps(_mm256_set1_ps(*ad.add(b * lanes + i)), dw);
-                    *v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, *v);
-                    *v = _mm256_fnmadd_ps(mw, _mm256_set1_ps(*am.add(b * lanes + i)), *v);
                 }
+                fold_tile(&mut v, s, dw, mw, ad.add(b * lanes), am.add(b * lanes));
             }
         }
     }
@@ -456,11 +465,7 @@ unsafe fn tile_tokens_q6<const T: usize>(
                 ));
                 let dw = _mm256_mul_ps(d, _mm256_cvtepi32_ps(sc));
                 let mw = _mm256_add_ps(zero, _mm256_mul_ps(offset, dw));
-                for (i, (v, s)) in v.iter_mut().zip(s).enumerate() {
-                    let scale = _mm256_mul_ps(_mm256_set1_ps(*ad.add(ab * lanes + i)), dw);
-                    *v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, *v);
-                    *v = _mm256_fnmadd_ps(mw, _mm256_set1_ps(*am.add(t * lanes + i)), *v);
-                }
+                fold_tile(&mut v, s, dw, mw, ad.add(ab * lanes), am.add(t * lanes));
             }
         }
     }
@@ -608,7 +613,7 @@ mod low_bits {
         prefetch: bool,
         mut f: impl FnMut(usize, [__m256i; 4]),
     ) {
-        let qs = if Q3 { q3::QS } else { q2::QS };
+        let (_, qs) = low_bits_shape::<Q3>();
         // SAFETY (loads): inside the group block (the caller's).
         unsafe {
             for p in 0..8 {
@@ -674,14 +679,10 @@ mod low_bits {
 /// AVX2/FMA/F16C available; `group` holds `act.len()` group blocks of the type.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_group_low_avx2<const Q3: bool>(group: *const u8, act: &[BlockQ8K]) -> [__m256; 2] {
-    use crate::kquants::x16::{q2, q3};
+    use crate::kquants::x16::q2;
     // SAFETY: the caller's features.
     let (scale_index, pair_index) = unsafe { scale_pair_index() };
-    let (gbb, qs) = if Q3 {
-        (q3::GROUP_BLOCK, q3::QS)
-    } else {
-        (q2::GROUP_BLOCK, q2::QS)
-    };
+    let (gbb, qs) = low_bits_shape::<Q3>();
     let (k32, m0f) = (_mm256_set1_epi16(32), _mm256_set1_epi16(0x0f));
     let mut acc = [_mm256_setzero_ps(); 2];
     for (b, y) in act.iter().enumerate() {
@@ -753,7 +754,7 @@ unsafe fn tile_tokens_low<const T: usize, const Q3: bool>(
     am: *const f32,
     lanes: usize,
 ) -> [__m256; T] {
-    use crate::kquants::x16::{q2, q3};
+    use crate::kquants::x16::q2;
     // Activation tiles of `lanes` tokens: rows of 4 bytes a token, eight rows a block.
     let (row, tile) = (4 * lanes, 32 * lanes);
     let index = |idx: &[u32]| {
@@ -768,11 +769,7 @@ unsafe fn tile_tokens_low<const T: usize, const Q3: bool>(
         _mm256_setzero_ps(),
         _mm256_set1_ps(if Q3 { 4.0 } else { 0.0 }),
     );
-    let (gbb, qs_at) = if Q3 {
-        (q3::GROUP_BLOCK, q3::QS)
-    } else {
-        (q2::GROUP_BLOCK, q2::QS)
-    };
+    let (gbb, qs_at) = low_bits_shape::<Q3>();
     let half = 32 * h;
     let mut v = [_mm256_setzero_ps(); T];
     // SAFETY (loads): inside the caller's bounds; prefetches are hints, never dereferenced.
@@ -812,11 +809,7 @@ unsafe fn tile_tokens_low<const T: usize, const Q3: bool>(
                     _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(mn))
                 };
                 let mw = _mm256_add_ps(own, _mm256_mul_ps(kf, dw));
-                for (i, (v, s)) in v.iter_mut().zip(s).enumerate() {
-                    let scale = _mm256_mul_ps(_mm256_set1_ps(*ad.add(ab * lanes + i)), dw);
-                    *v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, *v);
-                    *v = _mm256_fnmadd_ps(mw, _mm256_set1_ps(*am.add(t * lanes + i)), *v);
-                }
+                fold_tile(&mut v, s, dw, mw, ad.add(ab * lanes), am.add(t * lanes));
             });
         }
     }

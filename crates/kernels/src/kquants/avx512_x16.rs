@@ -19,7 +19,7 @@
 use std::arch::x86_64::*;
 
 use super::x16::q4::{D, DMIN, GROUP_BLOCK, QS, SCALES};
-use super::x16::{q5, q6, ROWS};
+use super::x16::{low_bits_shape, q5, q6, ROWS};
 use super::BlockQ8K;
 use crate::avx2_dot::PREFETCH_BYTES;
 use crate::cpu::Avx512;
@@ -28,30 +28,17 @@ use crate::WeightType;
 /// One group of repacked `ty` (`act.len()` super-blocks of 16 rows, back to back in `group`)
 /// · one token.
 pub(crate) fn dot_group(_: Avx512, ty: WeightType, group: &[u8], act: &[BlockQ8K]) -> [f32; ROWS] {
+    assert!(ty.is_grouped(), "{ty:?} is not a repacked K-quant type");
+    assert!(group.len() >= act.len() * super::x16::group_block(ty));
     // SAFETY: the token proves the features; every block read is inside `group` (checked).
     unsafe {
         let acc = match ty {
-            WeightType::Q4_Kx16 => {
-                assert!(group.len() >= act.len() * GROUP_BLOCK);
-                dot_group_avx512::<false>(group.as_ptr(), act)
-            }
-            WeightType::Q5_Kx16 => {
-                assert!(group.len() >= act.len() * q5::GROUP_BLOCK);
-                dot_group_avx512::<true>(group.as_ptr(), act)
-            }
-            WeightType::Q6_Kx16 => {
-                assert!(group.len() >= act.len() * q6::GROUP_BLOCK);
-                dot_group_q6_avx512(group.as_ptr(), act)
-            }
-            WeightType::Q3_Kx16 => {
-                assert!(group.len() >= act.len() * low_bits::shape::<true>().0);
-                dot_group_low_avx512::<true>(group.as_ptr(), act)
-            }
-            WeightType::Q2_Kx16 => {
-                assert!(group.len() >= act.len() * low_bits::shape::<false>().0);
-                dot_group_low_avx512::<false>(group.as_ptr(), act)
-            }
-            _ => panic!("{ty:?} is not a repacked K-quant type"),
+            WeightType::Q4_Kx16 => dot_group_avx512::<false>(group.as_ptr(), act),
+            WeightType::Q5_Kx16 => dot_group_avx512::<true>(group.as_ptr(), act),
+            WeightType::Q6_Kx16 => dot_group_q6_avx512(group.as_ptr(), act),
+            WeightType::Q3_Kx16 => dot_group_low_avx512::<true>(group.as_ptr(), act),
+            WeightType::Q2_Kx16 => dot_group_low_avx512::<false>(group.as_ptr(), act),
+            _ => unreachable!("{ty:?} is grouped"),
         };
         // A plain copy: an intrinsic store here, outside the features, is a call per vector.
         std::mem::transmute::<__m512, [f32; ROWS]>(acc)
@@ -375,6 +362,32 @@ pub(crate) fn tile_tokens<const T: usize>(
     out
 }
 
+/// The block tiles' epilogue for one tile of `T` tokens, as the packed-tile kernels do it:
+/// `v += s · (d_a · d_w)`, then `v −= m_w · Σ_a` (`Σ_a` the token's activation sum of the
+/// tile times its scale), `ad` and `am` the tokens' scales and sums of the tile, a token
+/// after another.
+///
+/// # Safety
+/// Called only from functions with AVX-512 F enabled; `ad` and `am` readable for `T` values.
+#[inline(always)]
+unsafe fn fold_tile<const T: usize>(
+    v: &mut [__m512; T],
+    s: [__m512i; T],
+    dw: __m512,
+    mw: __m512,
+    ad: *const f32,
+    am: *const f32,
+) {
+    // SAFETY: the caller's.
+    unsafe {
+        for (i, (v, s)) in v.iter_mut().zip(s).enumerate() {
+            let scale = _mm512_mul_ps(_mm512_set1_ps(*ad.add(i)), dw);
+            *v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, *v);
+            *v = _mm512_fnmadd_ps(mw, _mm512_set1_ps(*am.add(i)), *v);
+        }
+    }
+}
+
 /// # Safety
 /// The features available; `group` holds `nsb` Q4_K group blocks; `qs` (at the first token's
 /// lane) `8 · nsb` activation tiles, `ad` and `am` `8 · nsb` runs of 16, `T` lanes readable.
@@ -450,11 +463,7 @@ unsafe fn tile_tokens_q4<const T: usize, const FIVE: bool>(
                     _mm512_mul_ps(dmin, pick(mn[j / 4])),
                     _mm512_mul_ps(zero, dw),
                 );
-                for (i, (v, s)) in v.iter_mut().zip(s).enumerate() {
-                    let scale = _mm512_mul_ps(_mm512_set1_ps(*ad.add(b * lanes + i)), dw);
-                    *v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, *v);
-                    *v = _mm512_fnmadd_ps(mw, _mm512_set1_ps(*am.add(b * lanes + i)), *v);
-                }
+                fold_tile(&mut v, s, dw, mw, ad.add(b * lanes), am.add(b * lanes));
             }
         }
     }
@@ -509,11 +518,7 @@ unsafe fn tile_tokens_q6<const T: usize>(
                     _mm512_cvtepi8_epi32(_mm_loadu_si128(gb.add(q6::SCALES + 16 * g) as *const _));
                 let dw = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
                 let mw = _mm512_add_ps(zero, _mm512_mul_ps(offset, dw));
-                for (i, (v, s)) in v.iter_mut().zip(s).enumerate() {
-                    let scale = _mm512_mul_ps(_mm512_set1_ps(*ad.add(ab * lanes + i)), dw);
-                    *v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, *v);
-                    *v = _mm512_fnmadd_ps(mw, _mm512_set1_ps(*am.add(t * lanes + i)), *v);
-                }
+                fold_tile(&mut v, s, dw, mw, ad.add(ab * lanes), am.add(t * lanes));
             }
         }
     }
@@ -617,15 +622,6 @@ mod low_bits {
     use super::*;
     use crate::kquants::x16::{q2, q3};
 
-    /// Group-block bytes and where the value runs start, of Q3_Kx16 (`Q3`) or Q2_Kx16.
-    pub(super) const fn shape<const Q3: bool>() -> (usize, usize) {
-        if Q3 {
-            (q3::GROUP_BLOCK, q3::QS)
-        } else {
-            (q2::GROUP_BLOCK, q2::QS)
-        }
-    }
-
     /// The four vectors of values (16 values of 16 rows: values `4s..4s + 4` of every row in
     /// vector `s`) of block `g` of a group block, from its run of low bits `x` and, for Q3_K,
     /// the high-bit run `hm` of its pair of blocks (`H = g % 2`: bit `4H + s` of each byte).
@@ -683,7 +679,7 @@ mod low_bits {
         gb: *const u8,
         mut f: impl FnMut(usize, [__m512i; 4]),
     ) {
-        let (_, qs) = shape::<Q3>();
+        let (_, qs) = low_bits_shape::<Q3>();
         let ahead = gb.wrapping_add(PREFETCH_BYTES) as *const i8;
         // SAFETY (loads): inside the group block (the caller's); prefetches are hints.
         unsafe {
@@ -759,7 +755,7 @@ unsafe fn dot_group_low_avx512<const Q3: bool>(group: *const u8, act: &[BlockQ8K
     let bytes = [0, 1, 2, 3].map(|k| index(&BYTE_INDEX[k]));
     let pairs = [0, 1].map(|p| index(&PAIR_INDEX[p]));
     let m0f = _mm512_set1_epi32(0x0f);
-    let (gbb, qs_at) = low_bits::shape::<Q3>();
+    let (gbb, qs_at) = low_bits_shape::<Q3>();
     let mut acc = _mm512_setzero_ps();
     for (b, y) in act.iter().enumerate() {
         // SAFETY (loads): block b < act.len() is inside `group` (the caller's); activation
@@ -840,7 +836,7 @@ unsafe fn tile_tokens_low<const T: usize, const Q3: bool>(
         _mm512_setzero_ps(),
         _mm512_set1_ps(if Q3 { 4.0 } else { 0.0 }),
     );
-    let (gbb, qs_at) = low_bits::shape::<Q3>();
+    let (gbb, qs_at) = low_bits_shape::<Q3>();
     let mut v = [_mm512_setzero_ps(); T];
     // SAFETY (loads): inside the caller's bounds; prefetches are hints, never dereferenced.
     unsafe {
@@ -880,11 +876,7 @@ unsafe fn tile_tokens_low<const T: usize, const Q3: bool>(
                     _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(mn))
                 };
                 let mw = _mm512_add_ps(own, _mm512_mul_ps(kf, dw));
-                for (i, (v, s)) in v.iter_mut().zip(s).enumerate() {
-                    let scale = _mm512_mul_ps(_mm512_set1_ps(*ad.add(ab * lanes + i)), dw);
-                    *v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, *v);
-                    *v = _mm512_fnmadd_ps(mw, _mm512_set1_ps(*am.add(t * lanes + i)), *v);
-                }
+                fold_tile(&mut v, s, dw, mw, ad.add(ab * lanes), am.add(t * lanes));
             });
         }
     }

@@ -435,6 +435,15 @@ pub(crate) mod q3 {
 // the Q2_K / Q3_K kernels read both types' `d` at `q2::D`.
 const _: () = assert!(q2::D == q4::D && q2::DMIN == q4::DMIN && q3::D == q6::D && q3::D == q2::D);
 
+/// Group-block bytes and where the runs of low bits start, of Q3_Kx16 (`Q3`) or Q2_Kx16.
+pub(crate) const fn low_bits_shape<const Q3: bool>() -> (usize, usize) {
+    if Q3 {
+        (q3::GROUP_BLOCK, q3::QS)
+    } else {
+        (q2::GROUP_BLOCK, q2::QS)
+    }
+}
+
 /// Bit 0 of each byte of a word.
 const ONES: u32 = 0x0101_0101;
 
