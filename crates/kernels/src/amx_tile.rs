@@ -26,12 +26,7 @@
 //! while block `b`'s sums go through the epilogue. Two token groups per weight tile: the tile
 //! loads and stores, not the products, bound the tile unit, and the pair shares one weight load.
 
-use std::arch::asm;
 use std::arch::x86_64::*;
-use std::cell::Cell;
-use std::marker::PhantomData;
-
-use crate::cpu::Amx;
 
 /// Weight rows of a tile (rows of C).
 pub(crate) const TILE_ROWS: usize = 16;
@@ -39,78 +34,6 @@ pub(crate) const TILE_ROWS: usize = 16;
 pub(crate) const TILE_TOKENS: usize = 16;
 /// Bytes of one block's weight tile (16 rows × 32) or activation tile (8 × 64).
 pub(crate) const TILE_BYTES: usize = 512;
-
-/// `ldtilecfg`'s 64-byte operand: palette 1, then `colsb` (bytes per row) of tiles 0..16 as
-/// little-endian `u16` from byte 16, then `rows` of tiles 0..16 from byte 48.
-#[repr(C, align(64))]
-struct TileConfig([u8; 64]);
-
-const fn tile_config() -> TileConfig {
-    let mut c = [0u8; 64];
-    c[0] = 1; // palette 1: 8 tiles of up to 16 rows × 64 bytes
-              // (tile, rows, bytes per row)
-    let tiles: [(usize, u8, u16); 7] = [
-        (0, 16, 64), // C, even blocks, first token group
-        (1, 16, 64), // C, even blocks, second token group
-        (2, 16, 64), // C, odd blocks, first token group
-        (3, 16, 64), // C, odd blocks, second token group
-        (4, 16, 32), // A (weights)
-        (5, 8, 64),  // B (activations), first token group
-        (6, 8, 64),  // B, second token group
-    ];
-    let mut i = 0;
-    while i < tiles.len() {
-        let (t, rows, colsb) = tiles[i];
-        c[16 + 2 * t] = colsb as u8;
-        c[17 + 2 * t] = (colsb >> 8) as u8;
-        c[48 + t] = rows;
-        i += 1;
-    }
-    TileConfig(c)
-}
-
-static CONFIG: TileConfig = tile_config();
-
-thread_local! {
-    /// Live [`TileScope`]s of this thread.
-    static SCOPES: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Proof that this thread's tile configuration is [`CONFIG`]; releases the tiles (back to the
-/// initial state, which makes context switches cheap again) when the thread's last one drops.
-pub(crate) struct TileScope {
-    /// Tile configuration is per thread: a scope must not move to another one.
-    _not_send: PhantomData<*const ()>,
-}
-
-impl TileScope {
-    pub(crate) fn new(_: Amx) -> TileScope {
-        // SAFETY: the token proves AMX-TILE is present and the tile state granted to this
-        // process; CONFIG is a valid palette-1 configuration (rows ≤ 16, bytes per row ≤ 64) and
-        // 64 bytes long. Reloading it (nested scopes) only zeroes tile data no kernel holds
-        // between calls.
-        unsafe {
-            asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly, preserves_flags));
-        }
-        SCOPES.with(|s| s.set(s.get() + 1));
-        TileScope {
-            _not_send: PhantomData,
-        }
-    }
-}
-
-impl Drop for TileScope {
-    fn drop(&mut self) {
-        let left = SCOPES.with(|s| {
-            s.set(s.get() - 1);
-            s.get()
-        });
-        if left == 0 {
-            // SAFETY: AMX-TILE is present (a scope exists only with the token).
-            unsafe { asm!("tilerelease", options(nomem, nostack, preserves_flags)) };
-        }
-    }
-}
 
 /// The integer sums' scaled corrections of weight types with mins (K-quants `Q2_K`, `Q4_K`,
 /// `Q5_K`): per weight tile, the 16 rows' `dmin · min` and, per token group, the 16 tokens'
@@ -209,58 +132,6 @@ const PREFETCH_BLOCKS: usize = 4;
 #[repr(C, align(64))]
 struct Sums([[i32; TILE_ROWS * TILE_TOKENS]; 2]);
 
-/// Block product of one token group into C tile `$c`: zero it, load A from `$w` (stride 32)
-/// and B from `$x` (stride 64) into `tmm4` and `tmm5`, C += A · B with signed bytes on both sides.
-macro_rules! product1 {
-    ($c:literal, $w:expr, $x:expr) => {
-        asm!(
-            concat!("tilezero tmm", $c),
-            "tileloadd tmm4, [{w} + {sw}*1]",
-            "tileloadd tmm5, [{x} + {sx}*1]",
-            concat!("tdpbssd tmm", $c, ", tmm4, tmm5"),
-            w = in(reg) $w,
-            sw = in(reg) 32usize,
-            x = in(reg) $x,
-            sx = in(reg) 64usize,
-            options(nostack, readonly, preserves_flags)
-        )
-    };
-}
-
-/// Block products of two token groups (B from `$x0`, `$x1` into `tmm5`, `tmm6`) with one weight
-/// tile, into C tiles `$c0`, `$c1`.
-macro_rules! product2 {
-    ($c0:literal, $c1:literal, $w:expr, $x0:expr, $x1:expr) => {
-        asm!(
-            concat!("tilezero tmm", $c0),
-            concat!("tilezero tmm", $c1),
-            "tileloadd tmm4, [{w} + {sw}*1]",
-            "tileloadd tmm5, [{x0} + {sx}*1]",
-            "tileloadd tmm6, [{x1} + {sx}*1]",
-            concat!("tdpbssd tmm", $c0, ", tmm4, tmm5"),
-            concat!("tdpbssd tmm", $c1, ", tmm4, tmm6"),
-            w = in(reg) $w,
-            sw = in(reg) 32usize,
-            x0 = in(reg) $x0,
-            x1 = in(reg) $x1,
-            sx = in(reg) 64usize,
-            options(nostack, readonly, preserves_flags)
-        )
-    };
-}
-
-/// Stores C tile `$c` into the 1024-byte buffer at `$p` (stride 64).
-macro_rules! store {
-    ($c:literal, $p:expr) => {
-        asm!(
-            concat!("tilestored [{p} + {s}*1], tmm", $c),
-            p = in(reg) $p,
-            s = in(reg) 64usize,
-            options(nostack, preserves_flags)
-        )
-    };
-}
-
 /// The tile instructions [`tile_q8`] issues: the tile unit's ([`TileScope`]), or in tests a
 /// software model of it ([`EmulatedTiles`]), so that the kernel around them (the blocks'
 /// order, the C tiles of each parity, the AVX-512 epilogue) runs and is checked on machines
@@ -290,46 +161,6 @@ pub(crate) unsafe trait TileUnit {
     unsafe fn store(&self, c: usize, p: *mut i32);
 }
 
-// SAFETY: a scope exists only with the AMX token (which implies AVX-512 F) and has loaded this
-// thread's configuration; the asm blocks are the instructions each method names.
-unsafe impl TileUnit for TileScope {
-    #[inline(always)]
-    unsafe fn product1(&self, c: usize, w: *const u8, x: *const u8) {
-        // SAFETY: the caller's promise; the configuration is loaded.
-        unsafe {
-            match c {
-                0 => product1!(0, w, x),
-                2 => product1!(2, w, x),
-                _ => unreachable!("C tile {c} of a product"),
-            }
-        }
-    }
-    #[inline(always)]
-    unsafe fn product2(&self, c: usize, w: *const u8, x: [*const u8; 2]) {
-        // SAFETY: the caller's promise; the configuration is loaded.
-        unsafe {
-            match c {
-                0 => product2!(0, 1, w, x[0], x[1]),
-                2 => product2!(2, 3, w, x[0], x[1]),
-                _ => unreachable!("C tile {c} of a product"),
-            }
-        }
-    }
-    #[inline(always)]
-    unsafe fn store(&self, c: usize, p: *mut i32) {
-        // SAFETY: the caller's promise; the configuration is loaded.
-        unsafe {
-            match c {
-                0 => store!(0, p),
-                1 => store!(1, p),
-                2 => store!(2, p),
-                3 => store!(3, p),
-                _ => unreachable!("C tile {c}"),
-            }
-        }
-    }
-}
-
 /// A software model of the tile unit for tests: eight tiles shaped by [`CONFIG`] (as
 /// `ldtilecfg` would shape them), `tilezero`, `tileloadd`, `tdpbssd` (signed bytes both sides,
 /// exact int32 sums: `C[m][n] += Σₖ Σᵢ A[m][4k + i] · B[k][4n + i]`, with the shape checks whose
@@ -351,14 +182,12 @@ impl EmulatedTiles {
 
     /// Tile `t`'s (rows, bytes per row) in [`CONFIG`].
     fn shape(t: usize) -> (usize, usize) {
-        let c = &CONFIG.0;
-        let colsb = u16::from_le_bytes([c[16 + 2 * t], c[17 + 2 * t]]) as usize;
-        let (rows, colsb) = (c[48 + t] as usize, colsb);
-        assert!(
-            c[0] == 1 && rows > 0 && rows <= 16 && colsb > 0 && colsb <= 64,
-            "tile {t}"
-        );
-        (rows, colsb)
+        match t {
+            0..=3 => (16, 64), // C: 16 rows × 16 int32
+            4 => (16, 32),     // A: 16 weight rows × 32 int8
+            5 | 6 => (8, 64),  // B: 8 rows of 16 tokens × 4 int8
+            _ => panic!("tile {t} is not configured"),
+        }
     }
 
     fn zero(&self, t: usize) {

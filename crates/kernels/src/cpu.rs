@@ -130,7 +130,7 @@ pub(crate) fn vendor_is_amd() -> bool {
     false
 }
 
-/// Whether the CPU has AMX-TILE and AMX-INT8, the operating system saves the tile state
+/// Whether the CPU has AMX-TILE, AMX-INT8 and AMX-BF16, the operating system saves the tile state
 /// (XCR0 bits 17 and 18) and, on Linux, grants it to this process.
 #[cfg(target_arch = "x86_64")]
 fn amx_usable() -> bool {
@@ -143,7 +143,9 @@ fn amx_usable() -> bool {
     const OSXSAVE: u32 = 1 << 27; // leaf 1 ECX
     const AMX_TILE: u32 = 1 << 24; // leaf 7 EDX
     const AMX_INT8: u32 = 1 << 25; // leaf 7 EDX
-    if leaf1_ecx & OSXSAVE == 0 || leaf7_edx & (AMX_TILE | AMX_INT8) != AMX_TILE | AMX_INT8 {
+    const AMX_BF16: u32 = 1 << 22; // leaf 7 EDX
+    const AMX: u32 = AMX_TILE | AMX_INT8 | AMX_BF16;
+    if leaf1_ecx & OSXSAVE == 0 || leaf7_edx & AMX != AMX {
         return false;
     }
     const XTILE_BITS: u64 = (1 << 17) | (1 << 18); // XTILECFG, XTILEDATA
@@ -212,19 +214,11 @@ impl Avx512 {
     }
 }
 
-/// Proof that everything of [`Isa::Amx`] is available: AMX-TILE and AMX-INT8 present, the tile
+/// Proof that everything of [`Isa::Amx`] is available: AMX-TILE, AMX-INT8 and AMX-BF16 present, the tile
 /// state granted to this process, and everything of [`Isa::Avx512`].
 #[cfg(target_arch = "x86_64")]
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Amx(());
-
-#[cfg(target_arch = "x86_64")]
-impl Amx {
-    /// The AVX-512 token this level implies (for the epilogues of the tile kernels).
-    pub(crate) fn avx512(self) -> Avx512 {
-        Avx512(Some(self))
-    }
-}
 
 /// The kernels a level runs, with the proof token of its features.
 #[derive(Debug, Clone, Copy)]

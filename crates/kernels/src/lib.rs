@@ -16,6 +16,8 @@ mod act_q8;
 #[cfg(target_arch = "x86_64")]
 mod amx;
 #[cfg(target_arch = "x86_64")]
+mod amx_bf16;
+#[cfg(target_arch = "x86_64")]
 mod amx_kquant;
 #[cfg(target_arch = "x86_64")]
 mod amx_tile;

@@ -1,0 +1,684 @@
+//! Prefill on AMX BF16 tiles: the tile path of quantized weights at [`crate::Isa::Amx`].
+//!
+//! The int8 tiles (`amx.rs`) must take every block's sums out of the tile unit for its scales
+//! (a store and an `f32` epilogue per 32 values), so the tile products sat idle most of the
+//! time (about a tenth of the int8 peak). Here the scales go into the operands instead:
+//!
+//! - each thread decodes its weight rows a panel at a time into `bf16` (the row's own decoder,
+//!   `dequant.rs`, then rounded to nearest even), tile after tile of 16 rows × 32 values: the
+//!   first operand of `tdpbf16ps`, row-major as decoded;
+//! - the activations are rounded to `bf16` once per call, per group of 16 tokens and 32 columns
+//!   one tile of 16 rows × 16 tokens × 2 values (the pairs the second operand takes);
+//! - per 32 weight rows × 32 tokens, four `f32` accumulator tiles take every product over the
+//!   whole row (`tdpbf16ps` adds in `f32` inside the tile) and leave the unit once, at the end.
+//!
+//! Precision: `bf16` keeps 8 significant bits, so each operand is within 2⁻⁹ of its value
+//! (relative); the quantized weights' own steps are far coarser (Q8_0: 1/254 of a block's
+//! largest value; Q4_0: 1/16), and the activations are finer than the Q8_0 blocks the other
+//! paths use (whose step is 1/254 of a block's largest value, here 2⁻⁹ of each value).
+//! Results are not bitwise those of the other paths; every call of two tokens or more at the
+//! AMX level takes this path, whatever the token count.
+//!
+//! The tile instructions sit behind [`Bf16Unit`]: the hardware's ([`Bf16Scope`]), or in tests a
+//! software model ([`EmulatedBf16`]), so that the driver's packing and bookkeeping are checked
+//! against a scalar twin on any machine.
+
+use std::arch::asm;
+use std::marker::PhantomData;
+
+use crate::cpu::Amx;
+use crate::par::{chunk_rows, for_each_row_chunk};
+use crate::scratch::AlignedBytes;
+#[cfg(test)]
+use crate::WeightType;
+use crate::{dequantize, WeightView};
+
+/// Rows (weight rows, or tokens) of one tile.
+const ROWS: usize = 16;
+/// Columns (`bf16` values) of one weight tile's row: 64 bytes.
+const COLS: usize = 32;
+/// Bytes of one tile: 16 rows of 64 bytes.
+const TILE: usize = 1024;
+/// Bytes of decoded weights a thread keeps per panel, about: with one pair of token groups'
+/// activation tiles, well inside a core's L2 cache.
+const PANEL_BYTES: usize = 512 << 10;
+/// Weight rows per panel, at most.
+const MAX_PANEL_ROWS: usize = 256;
+
+/// `ldtilecfg`'s 64-byte operand: palette 1, eight tiles of 16 rows × 64 bytes (C `tmm0..3`:
+/// 16 weight rows × 16 tokens of `f32`; A `tmm4`, `tmm5`: 16 weight rows × 32 `bf16`; B `tmm6`,
+/// `tmm7`: 16 pairs of columns × 16 tokens × 2 `bf16`).
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+const fn tile_config() -> TileConfig {
+    let mut c = [0u8; 64];
+    c[0] = 1;
+    let mut t = 0;
+    while t < 8 {
+        c[16 + 2 * t] = 64; // bytes per row (u16, little-endian)
+        c[48 + t] = ROWS as u8;
+        t += 1;
+    }
+    TileConfig(c)
+}
+
+static CONFIG: TileConfig = tile_config();
+
+/// The four accumulator tiles of a 32 rows × 32 tokens block, as stored: `c[2i + j]` holds
+/// rows of weight group `i` × tokens of token group `j`, `[row][token]`.
+type Block = [[[f32; ROWS]; ROWS]; 4];
+
+/// The tile instructions of one block.
+///
+/// # Safety
+/// A value of an implementing type exists only where its instructions run (for the hardware:
+/// AMX-BF16 present, this thread's configuration [`CONFIG`]).
+pub(crate) unsafe trait Bf16Unit {
+    /// `c[2i + j] = Σ_k w[i]'s tile k · a[j]'s tile k` over `n` tiles of each (1024 bytes
+    /// apart), with `f32` accumulation: `c[2i + j][r][t] = Σ w[i][k][r][v] · a[j][k][v / 2][t][v % 2]`.
+    ///
+    /// # Safety
+    /// `w[i]` and `a[j]` each point at `n` readable tiles; `n > 0`.
+    unsafe fn block(&self, w: [*const u8; 2], a: [*const u8; 2], n: usize, c: &mut Block);
+}
+
+/// Proof that this thread's tile configuration is [`CONFIG`]; releases the tiles when dropped.
+/// Not nested with the int8 kernels' scopes (`amx_tile.rs`): each product makes its own.
+pub(crate) struct Bf16Scope {
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Bf16Scope {
+    pub(crate) fn new(_: Amx) -> Bf16Scope {
+        // SAFETY: the token proves AMX-TILE and AMX-BF16 present and the tile state granted;
+        // CONFIG is a valid palette-1 configuration, 64 bytes on a 64-byte boundary.
+        unsafe {
+            asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly, preserves_flags));
+        }
+        Bf16Scope {
+            _not_send: PhantomData,
+        }
+    }
+}
+
+impl Drop for Bf16Scope {
+    fn drop(&mut self) {
+        // SAFETY: AMX-TILE is present (a scope exists only with the token).
+        unsafe { asm!("tilerelease", options(nomem, nostack, preserves_flags)) };
+    }
+}
+
+// SAFETY: the configuration is loaded (the scope exists); the loop reads `n` tiles from each
+// pointer and writes the 4 KiB of `c`.
+unsafe impl Bf16Unit for Bf16Scope {
+    #[inline(always)]
+    unsafe fn block(&self, w: [*const u8; 2], a: [*const u8; 2], n: usize, c: &mut Block) {
+        let out = c.as_mut_ptr() as *mut u8;
+        // SAFETY: the caller's promise; tiles are 64 bytes a row, the stores 16 rows of 64.
+        unsafe {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                "2:",
+                "tileloadd tmm4, [{w0} + {s}*1]",
+                "tileloadd tmm6, [{a0} + {s}*1]",
+                "tileloadd tmm7, [{a1} + {s}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tileloadd tmm5, [{w1} + {s}*1]",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "add {w0}, 1024",
+                "add {w1}, 1024",
+                "add {a0}, 1024",
+                "add {a1}, 1024",
+                "dec {n}",
+                "jnz 2b",
+                "tilestored [{c} + {s}*1], tmm0",
+                "add {c}, 1024",
+                "tilestored [{c} + {s}*1], tmm1",
+                "add {c}, 1024",
+                "tilestored [{c} + {s}*1], tmm2",
+                "add {c}, 1024",
+                "tilestored [{c} + {s}*1], tmm3",
+                w0 = inout(reg) w[0] => _,
+                w1 = inout(reg) w[1] => _,
+                a0 = inout(reg) a[0] => _,
+                a1 = inout(reg) a[1] => _,
+                n = inout(reg) n => _,
+                c = inout(reg) out => _,
+                s = in(reg) 64usize,
+                options(nostack),
+            );
+        }
+    }
+}
+
+/// A software model of [`Bf16Unit::block`] for tests: each product exact in `f32` (two `bf16`
+/// have at most 16 significant bits), added in order of `k`, then of the pair.
+#[cfg(test)]
+pub(crate) struct EmulatedBf16;
+
+#[cfg(test)]
+// SAFETY: reads and writes only what the caller promises.
+#[allow(clippy::needless_range_loop)]
+unsafe impl Bf16Unit for EmulatedBf16 {
+    unsafe fn block(&self, w: [*const u8; 2], a: [*const u8; 2], n: usize, c: &mut Block) {
+        let bf = |p: *const u8, i: usize| {
+            // SAFETY: within the caller's tiles.
+            let b = unsafe { p.add(2 * i).cast::<u16>().read_unaligned() };
+            f32::from_bits((b as u32) << 16)
+        };
+        *c = [[[0.0; ROWS]; ROWS]; 4];
+        for k in 0..n {
+            for (i, &wp) in w.iter().enumerate() {
+                for (j, &ap) in a.iter().enumerate() {
+                    let (wt, at) = (wp.wrapping_add(k * TILE), ap.wrapping_add(k * TILE));
+                    for r in 0..ROWS {
+                        for t in 0..ROWS {
+                            let mut s = c[2 * i + j][r][t];
+                            for p in 0..COLS / 2 {
+                                for q in 0..2 {
+                                    s +=
+                                        bf(wt, r * COLS + 2 * p + q) * bf(at, p * COLS + 2 * t + q);
+                                }
+                            }
+                            c[2 * i + j][r][t] = s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `v` rounded to the nearest `bf16` (ties to even), as its bits; NaN stays NaN.
+#[inline(always)]
+fn to_bf16(v: f32) -> u16 {
+    let b = v.to_bits();
+    if v.is_nan() {
+        return ((b >> 16) | 0x40) as u16;
+    }
+    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// The activations as second operands: per group of 16 tokens (the last padded with zero
+/// tokens, and one zero group added to make their count even) and 32 columns, one tile whose
+/// row `p` holds, for each token `t`, columns `2p` and `2p + 1` of that token.
+pub(crate) struct ActBf16 {
+    tiles: AlignedBytes,
+    /// Token groups, even.
+    n_groups: usize,
+    /// Tiles per token group (columns / 32).
+    n_k: usize,
+}
+
+impl ActBf16 {
+    pub(crate) fn new(x: &[f32], n_tokens: usize, n_cols: usize) -> ActBf16 {
+        assert_eq!(n_cols % COLS, 0, "bf16 tiles need a multiple of 32 columns");
+        assert_eq!(x.len(), n_tokens * n_cols);
+        let n_k = n_cols / COLS;
+        let n_groups = n_tokens.div_ceil(ROWS).div_ceil(2) * 2;
+        let mut tiles = AlignedBytes::zeroed(n_groups * n_k * TILE);
+        let group_bytes = n_k * TILE;
+        let items: Vec<(usize, &mut [u8])> = tiles
+            .sized(n_groups * group_bytes)
+            .chunks_mut(group_bytes)
+            .enumerate()
+            .filter(|(g, _)| g * ROWS < n_tokens)
+            .collect();
+        let fill = |(g, dst): (usize, &mut [u8])| {
+            let dst: &mut [u32] = bytemuck::cast_slice_mut(dst);
+            for t in 0..(n_tokens - g * ROWS).min(ROWS) {
+                let xt = &x[(g * ROWS + t) * n_cols..][..n_cols];
+                for (k, cols) in xt.chunks_exact(COLS).enumerate() {
+                    let tile = &mut dst[k * TILE / 4..][..TILE / 4];
+                    for (p, v) in cols.chunks_exact(2).enumerate() {
+                        tile[p * ROWS + t] = to_bf16(v[0]) as u32 | (to_bf16(v[1]) as u32) << 16;
+                    }
+                }
+            }
+        };
+        if n_tokens * n_cols < 1 << 16 {
+            items.into_iter().for_each(fill);
+        } else {
+            crate::team::for_each_item(items, fill);
+        }
+        ActBf16 {
+            tiles,
+            n_groups,
+            n_k,
+        }
+    }
+
+    /// The first tile of token group `g`.
+    fn group(&self, g: usize) -> *const u8 {
+        self.tiles[g * self.n_k * TILE..].as_ptr()
+    }
+}
+
+/// Decodes weight rows `r0..r0 + n` (`n` a multiple of 16; rows past the matrix are zeros) into
+/// `panel`: per group of 16 rows, its `n_cols / 32` tiles one after another, each 16 rows × 32
+/// `bf16`. With `simd`, Q8_0 / Q4_0 rows (stored or repacked) go straight from their blocks to
+/// `bf16` and other rows' decoded values are rounded 32 at a time, by AVX-512 (the same bits as
+/// the scalar code: each value is `d · q` in `f32`, rounded to nearest even). `tmp` is scratch.
+fn decode_panel(
+    simd: Option<Simd>,
+    w: &WeightView,
+    r0: usize,
+    n: usize,
+    panel: &mut [u8],
+    tmp: &mut Vec<f32>,
+) {
+    let n_k = w.n_cols / COLS;
+    let group_bytes = n_k * TILE;
+    let valid = w.n_rows.saturating_sub(r0).min(n);
+    // The grouped types decode sixteen rows at a time (their groups start at multiples of 16).
+    let step = if w.ty.is_grouped() { ROWS } else { 1 };
+    tmp.resize(step * w.n_cols, 0.0);
+    for r in (0..n).step_by(step) {
+        let group = &mut panel[r / ROWS * group_bytes..][..group_bytes];
+        let dst: &mut [u16] = bytemuck::cast_slice_mut(group);
+        if r >= valid {
+            for k in 0..n_k {
+                dst[(k * ROWS + r % ROWS) * COLS..][..step * COLS].fill(0);
+            }
+            continue;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(simd) = simd {
+            // SAFETY: the token proves the features.
+            let done = !w.ty.is_grouped()
+                && unsafe { simd::blocks(simd, w.ty, w.row(r0 + r), r % ROWS, dst) };
+            if done {
+                continue;
+            }
+        }
+        if w.ty.is_grouped() {
+            let gb = ROWS * w.ty.row_bytes(w.n_cols);
+            let g = (r0 + r) / ROWS;
+            dequantize(w.ty, &w.bytes[g * gb..][..gb], tmp);
+        } else {
+            dequantize(w.ty, w.row(r0 + r), tmp);
+        }
+        for (i, vals) in tmp.chunks_exact(w.n_cols).enumerate() {
+            let row = r + i;
+            for (k, cols) in vals.chunks_exact(COLS).enumerate() {
+                let d = &mut dst[(k * ROWS + row % ROWS) * COLS..][..COLS];
+                if row >= valid {
+                    d.fill(0);
+                    continue;
+                }
+                #[cfg(target_arch = "x86_64")]
+                if let Some(simd) = simd {
+                    // SAFETY: the token proves the features.
+                    unsafe { simd::round(simd, cols, d) };
+                    continue;
+                }
+                for (d, &v) in d.iter_mut().zip(cols) {
+                    *d = to_bf16(v);
+                }
+            }
+        }
+    }
+}
+
+/// Proof that AVX-512 F/BW and AVX-512 BF16 are available (the panel's decoders).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Simd(());
+
+impl Simd {
+    /// The token, when this CPU has the features.
+    pub(crate) fn detect() -> Option<Simd> {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512bf16")
+            && std::is_x86_feature_detected!("f16c")
+        {
+            return Some(Simd(()));
+        }
+        None
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::{Simd, COLS, ROWS};
+    use crate::act_q8::GROUP_BLOCKS;
+    use crate::dot_scalar::{f16_at, Q4_0_BYTES, Q8_0_BYTES};
+    use crate::qx16::{QUANTS_AT, X16};
+    use crate::WeightType;
+    use std::arch::x86_64::*;
+
+    /// Row `row` (of its group of 16) of a Q8_0 / Q4_0 matrix, stored or repacked, from its
+    /// bytes `src` into the tiles of `dst`; false for other types.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    pub(super) fn blocks(_: Simd, ty: WeightType, src: &[u8], row: usize, dst: &mut [u16]) -> bool {
+        let at = |b: usize| (b * ROWS + row) * COLS;
+        match ty {
+            WeightType::Q4_0 | WeightType::Q8_0 => {
+                let bytes = if ty == WeightType::Q4_0 {
+                    Q4_0_BYTES
+                } else {
+                    Q8_0_BYTES
+                };
+                for (b, blk) in src.chunks_exact(bytes).enumerate() {
+                    let d = f16_at(blk, 0);
+                    let out = &mut dst[at(b)..][..COLS];
+                    // SAFETY: the token proves the features; `blk` holds a whole block and
+                    // `out` 32 values.
+                    unsafe {
+                        if ty == WeightType::Q4_0 {
+                            q4_block(
+                                d,
+                                _mm_loadu_si128(blk[2..].as_ptr().cast()),
+                                out.as_mut_ptr(),
+                            )
+                        } else {
+                            q8_block(
+                                d,
+                                _mm256_loadu_si256(blk[2..].as_ptr().cast()),
+                                out.as_mut_ptr(),
+                            )
+                        }
+                    }
+                }
+                true
+            }
+            WeightType::Q4_0x16 | WeightType::Q8_0x16 => {
+                let kind = X16::of(ty).expect("a repacked type");
+                let words = (kind.block_bytes() - 2) / 4;
+                for (g, grp) in src.chunks_exact(kind.group_bytes()).enumerate() {
+                    let q: &[u32] = bytemuck::cast_slice(&grp[QUANTS_AT..]);
+                    for i in 0..GROUP_BLOCKS {
+                        let b = g * GROUP_BLOCKS + i;
+                        if at(b) >= dst.len() {
+                            break;
+                        }
+                        let d = f16_at(grp, 2 * i);
+                        let w = |k: usize| q[k * GROUP_BLOCKS + i] as i32;
+                        let out = &mut dst[at(b)..][..COLS];
+                        // SAFETY: as above.
+                        unsafe {
+                            if words == 4 {
+                                q4_block(
+                                    d,
+                                    _mm_setr_epi32(w(0), w(1), w(2), w(3)),
+                                    out.as_mut_ptr(),
+                                )
+                            } else {
+                                let v = _mm256_setr_epi32(
+                                    w(0),
+                                    w(1),
+                                    w(2),
+                                    w(3),
+                                    w(4),
+                                    w(5),
+                                    w(6),
+                                    w(7),
+                                );
+                                let v = _mm256_xor_si256(v, _mm256_set1_epi8(0x80u8 as i8));
+                                q8_block(d, v, out.as_mut_ptr())
+                            }
+                        }
+                    }
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// 32 values rounded to `bf16` into `dst`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    pub(super) fn round(_: Simd, src: &[f32], dst: &mut [u16]) {
+        assert!(src.len() == COLS && dst.len() == COLS);
+        // SAFETY: the token proves the features; both hold 32 values.
+        unsafe {
+            store(
+                _mm512_loadu_ps(src.as_ptr()),
+                _mm512_loadu_ps(src.as_ptr().add(16)),
+                dst.as_mut_ptr(),
+            )
+        }
+    }
+
+    /// `lo`, `hi` rounded to nearest even `bf16` into the 32 values at `dst`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    unsafe fn store(lo: __m512, hi: __m512, dst: *mut u16) {
+        // SAFETY: 32 `bf16` are 64 bytes, as the integer vector.
+        let v: __m512i = unsafe { std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo)) };
+        // SAFETY: the caller's promise (64 writable bytes).
+        unsafe { _mm512_storeu_si512(dst.cast(), v) }
+    }
+
+    /// 16 bytes as `d · (b − offset)` in `f32` (written out, not a closure: a closure's
+    /// intrinsics would compile to calls).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    fn scaled(v: __m512i, offset: __m512i, d: __m512) -> __m512 {
+        _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(v, offset)))
+    }
+
+    /// A Q4_0 block (scale `d`, 16 bytes of nibbles) as 32 `bf16` at `dst`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    unsafe fn q4_block(d: f32, qs: __m128i, dst: *mut u16) {
+        let m = _mm_set1_epi8(0x0f);
+        let (lo, hi) = (
+            _mm_and_si128(qs, m),
+            _mm_and_si128(_mm_srli_epi16(qs, 4), m),
+        );
+        let (eight, dv) = (_mm512_set1_epi32(8), _mm512_set1_ps(d));
+        let lo = scaled(_mm512_cvtepu8_epi32(lo), eight, dv);
+        let hi = scaled(_mm512_cvtepu8_epi32(hi), eight, dv);
+        // SAFETY: the caller's promise.
+        unsafe { store(lo, hi, dst) }
+    }
+
+    /// A Q8_0 block (scale `d`, 32 signed bytes) as 32 `bf16` at `dst`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    unsafe fn q8_block(d: f32, qs: __m256i, dst: *mut u16) {
+        let (zero, dv) = (_mm512_setzero_si512(), _mm512_set1_ps(d));
+        let lo = scaled(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(qs)), zero, dv);
+        let hi = scaled(
+            _mm512_cvtepi8_epi32(_mm256_extracti128_si256::<1>(qs)),
+            zero,
+            dv,
+        );
+        // SAFETY: the caller's promise.
+        unsafe { store(lo, hi, dst) }
+    }
+}
+
+/// `out = x · wᵀ` on the AMX BF16 tiles; shapes already checked.
+pub(crate) fn matmul_bf16(amx: Amx, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
+    matmul_with(|| Bf16Scope::new(amx), w, x, n_tokens, out)
+}
+
+/// The driver of [`matmul_bf16`] with the tile unit each thread makes by `unit`.
+pub(crate) fn matmul_with<U: Bf16Unit>(
+    unit: impl Fn() -> U + Sync,
+    w: &WeightView,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    let (n_rows, n_cols) = (w.n_rows, w.n_cols);
+    let act = ActBf16::new(x, n_tokens, n_cols);
+    let n_k = act.n_k;
+    let group_bytes = n_k * TILE;
+    let panel_rows =
+        (PANEL_BYTES / (2 * n_cols)).clamp(2 * ROWS, MAX_PANEL_ROWS) / (2 * ROWS) * (2 * ROWS);
+    let work_per_row = w.ty.row_bytes(n_cols).max(1) * n_tokens;
+    let chunk = chunk_rows(
+        n_rows,
+        2 * ROWS,
+        crate::matmul::MIN_TASK_BYTES.div_ceil(work_per_row),
+    );
+    for_each_row_chunk(out, n_rows, n_tokens, chunk, |mut oc| {
+        let rows = oc.rows();
+        let simd = Simd::detect();
+        let unit = unit();
+        let mut panel = AlignedBytes::zeroed(0);
+        let mut tmp = Vec::new();
+        let mut c: Box<Block> = Box::new([[[0.0; ROWS]; ROWS]; 4]);
+        for p0 in rows.clone().step_by(panel_rows) {
+            let np = panel_rows.min(rows.end - p0);
+            let n_pad = np.div_ceil(2 * ROWS) * 2 * ROWS;
+            let panel = panel.sized(n_pad / ROWS * group_bytes);
+            decode_panel(simd, w, p0, n_pad, panel, &mut tmp);
+            for tg in (0..act.n_groups).step_by(2) {
+                let a = [act.group(tg), act.group(tg + 1)];
+                for rg in (0..n_pad / ROWS).step_by(2) {
+                    let wp = [
+                        panel[rg * group_bytes..].as_ptr(),
+                        panel[(rg + 1) * group_bytes..].as_ptr(),
+                    ];
+                    // SAFETY: each pointer starts `n_k` tiles of its panel or activations.
+                    unsafe { unit.block(wp, a, n_k, &mut c) };
+                    for (i, j) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                        let r0 = p0 + (rg + i) * ROWS;
+                        let t0 = (tg + j) * ROWS;
+                        let nr = (p0 + np).saturating_sub(r0).min(ROWS);
+                        if nr == 0 {
+                            continue;
+                        }
+                        let col0 = r0 - rows.start;
+                        for t in 0..n_tokens.saturating_sub(t0).min(ROWS) {
+                            let o = &mut oc.token(t0 + t)[col0..][..nr];
+                            for (r, o) in o.iter_mut().enumerate() {
+                                *o = c[2 * i + j][r][t];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        drop(unit);
+    });
+}
+
+/// The scalar twin of [`matmul_with`]: every weight and activation rounded to `bf16` as the
+/// driver rounds them, products summed in `f64`.
+#[cfg(test)]
+pub(crate) fn matmul_twin(w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
+    let n_cols = w.n_cols;
+    let mut row = vec![0f32; n_cols];
+    let r16 = |v: f32| f32::from_bits((to_bf16(v) as u32) << 16) as f64;
+    for r in 0..w.n_rows {
+        w.row_f32(r, &mut row);
+        for t in 0..n_tokens {
+            let xt = &x[t * n_cols..][..n_cols];
+            let s: f64 = row.iter().zip(xt).map(|(&a, &b)| r16(a) * r16(b)).sum();
+            out[t * w.n_rows + r] = s as f32;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How far the tile products may be from the twin, relative to `Σ |w · x|` over the row:
+    /// both take the same `bf16` operands and exact products, and differ only in the order and
+    /// precision of the `f32` sums (the unit's accumulation), at most about `n · 2⁻²⁴` of that
+    /// sum for `n` terms; 2⁻¹² leaves room for rows of a few thousand values.
+    const ORDER_BOUND: f64 = 1.0 / 4096.0;
+
+    /// A `rows × cols` matrix of `ty` quantized from random values, and its repacked copy
+    /// where `ty` has one.
+    fn weights(ty: WeightType, rows: usize, cols: usize) -> Vec<(WeightType, Vec<u8>)> {
+        let mut rng = crate::kernel_tests::Rng(0x9e3779b97f4a7c15 ^ rows as u64);
+        let vals: Vec<f32> = (0..rows * cols).map(|_| rng.f32()).collect();
+        let mut bytes = vec![0u8; rows * ty.row_bytes(cols)];
+        crate::quantize_rows(ty, &vals, cols, &mut bytes);
+        let stored = WeightView {
+            ty,
+            n_rows: rows,
+            n_cols: cols,
+            bytes: &bytes,
+        };
+        let repacked = match ty {
+            WeightType::Q4_0 => Some(WeightType::Q4_0x16),
+            WeightType::Q8_0 => Some(WeightType::Q8_0x16),
+            WeightType::Q4_K => Some(WeightType::Q4_Kx16),
+            WeightType::Q6_K => Some(WeightType::Q6_Kx16),
+            _ => None,
+        };
+        let mut out = vec![];
+        if let Some(r) = repacked.filter(|_| rows.is_multiple_of(ROWS)) {
+            out.push((r, crate::repack(&stored)));
+        }
+        out.push((ty, bytes));
+        out
+    }
+
+    fn check<U: Bf16Unit>(unit: impl Fn() -> U + Sync, ty: WeightType, rows: usize, cols: usize) {
+        for (ty, bytes) in weights(ty, rows, cols) {
+            let w = WeightView {
+                ty,
+                n_rows: rows,
+                n_cols: cols,
+                bytes: &bytes,
+            };
+            for n_tokens in [2usize, 5, 16, 17, 33, 40] {
+                let x: Vec<f32> = (0..n_tokens * cols)
+                    .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * (1 + i % 3) as f32)
+                    .collect();
+                let mut got = vec![f32::NAN; n_tokens * rows];
+                let mut want = vec![0f32; n_tokens * rows];
+                matmul_with(&unit, &w, &x, n_tokens, &mut got);
+                matmul_twin(&w, &x, n_tokens, &mut want);
+                let mut row = vec![0f32; cols];
+                for r in 0..rows {
+                    w.row_f32(r, &mut row);
+                    for t in 0..n_tokens {
+                        let xt = &x[t * cols..][..cols];
+                        let mag: f64 = row.iter().zip(xt).map(|(a, b)| (a * b).abs() as f64).sum();
+                        let (g, e) = (got[t * rows + r] as f64, want[t * rows + r] as f64);
+                        assert!(
+                            (g - e).abs() <= ORDER_BOUND * mag + 1e-30,
+                            "{ty:?} {rows}x{cols}, {n_tokens} tokens: row {r} token {t}: {g} vs {e}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn emulated_tiles_match_the_twin() {
+        for (ty, rows) in [
+            (WeightType::Q4_0, 40),
+            (WeightType::Q8_0, 48),
+            (WeightType::Q4_K, 48),
+            (WeightType::Q2_K, 20),
+        ] {
+            check(|| EmulatedBf16, ty, rows, 256);
+        }
+    }
+
+    #[test]
+    fn amx_tiles_match_the_twin() {
+        use crate::cpu::{Isa, Level};
+        let Some(Level::Avx512(k)) = Level::new(Isa::Amx) else {
+            eprintln!("skip: AMX not available (the driver ran on the model of the tile unit)");
+            return;
+        };
+        let amx = k.amx().expect("the AMX level's token");
+        for (ty, rows, cols) in [
+            (WeightType::Q4_0, 72, 512),
+            (WeightType::Q8_0, 96, 2048),
+            (WeightType::Q4_K, 48, 768),
+            (WeightType::Q6_K, 64, 256),
+            (WeightType::Q3_K, 33, 512),
+        ] {
+            check(|| Bf16Scope::new(amx), ty, rows, cols);
+        }
+    }
+}
