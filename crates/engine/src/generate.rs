@@ -4,8 +4,10 @@ use model::{Batch, Llama};
 
 use crate::{EngineError, KvCache, KvSpec, KvType, Result, Sampler};
 
-/// Tokens run through the model in one forward call at most (bounds activation memory).
-const MAX_BATCH: usize = 256;
+/// Tokens run through the model in one forward call at most (bounds activation memory; the
+/// prefill tile paths decode or pack each weight matrix once per call, so fewer, larger calls
+/// spend less on that: 512 as llama.cpp's default micro-batch).
+const MAX_BATCH: usize = 512;
 
 /// One sequence being run on a model: the tokens it holds and their KV storage. Feeding more
 /// tokens extends it; rewinding drops a suffix and keeps the cached prefix.

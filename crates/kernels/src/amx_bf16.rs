@@ -300,24 +300,28 @@ fn decode_panel(
         if w.ty.is_grouped() {
             let gb = ROWS * w.ty.row_bytes(w.n_cols);
             let g = (r0 + r) / ROWS;
-            dequantize(w.ty, &w.bytes[g * gb..][..gb], tmp);
+            let src = &w.bytes[g * gb..][..gb];
+            #[cfg(target_arch = "x86_64")]
+            if let Some(simd) = simd {
+                // SAFETY: the token proves the features.
+                if unsafe { simd::k_group(simd, w.ty, src, dst) } {
+                    continue;
+                }
+            }
+            dequantize(w.ty, src, tmp);
         } else {
             dequantize(w.ty, w.row(r0 + r), tmp);
         }
         for (i, vals) in tmp.chunks_exact(w.n_cols).enumerate() {
             let row = r + i;
+            #[cfg(target_arch = "x86_64")]
+            if let Some(simd) = simd {
+                // SAFETY: the token proves the features.
+                unsafe { simd::round_row(simd, vals, row % ROWS, dst) };
+                continue;
+            }
             for (k, cols) in vals.chunks_exact(COLS).enumerate() {
                 let d = &mut dst[(k * ROWS + row % ROWS) * COLS..][..COLS];
-                if row >= valid {
-                    d.fill(0);
-                    continue;
-                }
-                #[cfg(target_arch = "x86_64")]
-                if let Some(simd) = simd {
-                    // SAFETY: the token proves the features.
-                    unsafe { simd::round(simd, cols, d) };
-                    continue;
-                }
                 for (d, &v) in d.iter_mut().zip(cols) {
                     *d = to_bf16(v);
                 }
@@ -434,18 +438,108 @@ mod simd {
         }
     }
 
-    /// 32 values rounded to `bf16` into `dst`.
+    /// A decoded row (`src`, row `row` of its group of 16) rounded to `bf16` into its tiles.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    pub(super) fn round(_: Simd, src: &[f32], dst: &mut [u16]) {
-        assert!(src.len() == COLS && dst.len() == COLS);
-        // SAFETY: the token proves the features; both hold 32 values.
-        unsafe {
-            store(
-                _mm512_loadu_ps(src.as_ptr()),
-                _mm512_loadu_ps(src.as_ptr().add(16)),
-                dst.as_mut_ptr(),
-            )
+    pub(super) fn round_row(_: Simd, src: &[f32], row: usize, dst: &mut [u16]) {
+        for (k, cols) in src.chunks_exact(COLS).enumerate() {
+            let d = &mut dst[(k * ROWS + row) * COLS..][..COLS];
+            // SAFETY: both hold 32 values.
+            unsafe {
+                store(
+                    _mm512_loadu_ps(cols.as_ptr()),
+                    _mm512_loadu_ps(cols.as_ptr().add(16)),
+                    d.as_mut_ptr(),
+                )
+            }
         }
+    }
+
+    /// One group of 16 repacked Q4_K / Q6_K rows (`kquants/x16.rs`) straight into its tiles
+    /// (the values `dequantize_q4_k` / `dequantize_q6_k` give, bit for bit: `(d·sc)·q − dmin·m`,
+    /// `(d·sc)·(q − 32)`); false for other types.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    pub(super) fn k_group(_: Simd, ty: WeightType, src: &[u8], dst: &mut [u16]) -> bool {
+        use crate::kquants::layout::{f16_at as kf16, scale_min_k4};
+        use crate::kquants::x16::{q4, q6};
+        let word =
+            |gb: &[u8], at: usize| u32::from_le_bytes([gb[at], gb[at + 1], gb[at + 2], gb[at + 3]]);
+        match ty {
+            WeightType::Q4_Kx16 => {
+                for (b, gb) in src.chunks_exact(q4::GROUP_BLOCK).enumerate() {
+                    for l in 0..ROWS {
+                        let (d, dmin) = (kf16(gb, q4::D + 2 * l), kf16(gb, q4::DMIN + 2 * l));
+                        let mut packed = [0u8; 12];
+                        for w in 0..3 {
+                            let at = q4::SCALES + 64 * w + 4 * l;
+                            packed[4 * w..4 * w + 4].copy_from_slice(&gb[at..at + 4]);
+                        }
+                        for j in 0..8 {
+                            let (sc, m) = scale_min_k4(j, &packed);
+                            let (d1, m1) = (d * sc as f32, dmin * m as f32);
+                            let q = |i: usize| word(gb, q4::QS + 64 * (4 * j + i) + 4 * l) as i32;
+                            let qs = _mm_setr_epi32(q(0), q(1), q(2), q(3));
+                            let out = &mut dst[((8 * b + j) * ROWS + l) * COLS..][..COLS];
+                            // SAFETY: `out` holds 32 values.
+                            unsafe { q4k_block(d1, m1, qs, out.as_mut_ptr()) };
+                        }
+                    }
+                }
+                true
+            }
+            WeightType::Q6_Kx16 => {
+                const LOW: u32 = 0x0f0f_0f0f;
+                for (b, gb) in src.chunks_exact(q6::GROUP_BLOCK).enumerate() {
+                    for l in 0..ROWS {
+                        let d = kf16(gb, q6::D + 2 * l);
+                        // Two scale groups of 16 values make one tile column of 32.
+                        for j in 0..8 {
+                            let mut halves = [_mm512_setzero_ps(); 2];
+                            for (h, half) in halves.iter_mut().enumerate() {
+                                let g = 2 * j + h;
+                                let d1 = d * gb[q6::SCALES + 16 * g + l] as i8 as f32;
+                                let at = q6::QS + 192 * g + 4 * l;
+                                let (n0, n1, hi) =
+                                    (word(gb, at), word(gb, at + 64), word(gb, at + 128));
+                                let v = |s: usize| {
+                                    let n = [n0, n1][s / 2];
+                                    let low = (if s.is_multiple_of(2) { n } else { n >> 4 }) & LOW;
+                                    (low | (hi >> (2 * s) & 0x0303_0303) << 4) as i32
+                                };
+                                let qs = _mm_setr_epi32(v(0), v(1), v(2), v(3));
+                                *half = scaled(
+                                    _mm512_cvtepu8_epi32(qs),
+                                    _mm512_set1_epi32(32),
+                                    _mm512_set1_ps(d1),
+                                );
+                            }
+                            let out = &mut dst[((8 * b + j) * ROWS + l) * COLS..][..COLS];
+                            // SAFETY: `out` holds 32 values.
+                            unsafe { store(halves[0], halves[1], out.as_mut_ptr()) };
+                        }
+                    }
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A Q4_K sub-block (16 bytes of nibbles: byte `i` values `i` and `16 + i`) as
+    /// `d1 · q − m1`, 32 `bf16` at `dst`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    unsafe fn q4k_block(d1: f32, m1: f32, qs: __m128i, dst: *mut u16) {
+        let m = _mm_set1_epi8(0x0f);
+        let (lo, hi) = (
+            _mm_and_si128(qs, m),
+            _mm_and_si128(_mm_srli_epi16(qs, 4), m),
+        );
+        let (dv, mv) = (_mm512_set1_ps(d1), _mm512_set1_ps(m1));
+        let lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo));
+        let hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi));
+        let lo = _mm512_sub_ps(_mm512_mul_ps(dv, lo), mv);
+        let hi = _mm512_sub_ps(_mm512_mul_ps(dv, hi), mv);
+        // SAFETY: the caller's promise.
+        unsafe { store(lo, hi, dst) }
     }
 
     /// `lo`, `hi` rounded to nearest even `bf16` into the 32 values at `dst`.
@@ -608,6 +702,8 @@ mod tests {
             WeightType::Q8_0 => Some(WeightType::Q8_0x16),
             WeightType::Q4_K => Some(WeightType::Q4_Kx16),
             WeightType::Q6_K => Some(WeightType::Q6_Kx16),
+            WeightType::Q5_K => Some(WeightType::Q5_Kx16),
+            WeightType::Q2_K => Some(WeightType::Q2_Kx16),
             _ => None,
         };
         let mut out = vec![];
@@ -647,6 +743,43 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// The AVX-512 panel decoders give the scalar decoders' bits (every type they take, stored
+    /// and repacked, padding rows included).
+    #[test]
+    fn simd_panels_equal_the_scalar_ones() {
+        let Some(simd) = Simd::detect() else {
+            eprintln!("skip: AVX-512 BF16 not available");
+            return;
+        };
+        let (rows, cols) = (48, 512);
+        for ty in [
+            WeightType::Q4_0,
+            WeightType::Q8_0,
+            WeightType::Q4_K,
+            WeightType::Q6_K,
+            WeightType::Q5_K,
+            WeightType::Q2_K,
+        ] {
+            for (ty, bytes) in weights(ty, rows, cols) {
+                let w = WeightView {
+                    ty,
+                    n_rows: rows,
+                    n_cols: cols,
+                    bytes: &bytes,
+                };
+                let n = 64; // rows 32..48 real, 48..96 padding
+                let len = n / ROWS * cols / COLS * TILE;
+                let (mut a, mut b) = (vec![1u8; len], vec![2u8; len]);
+                decode_panel(Some(simd), &w, 32, n, &mut a, &mut Vec::new());
+                decode_panel(None, &w, 32, n, &mut b, &mut Vec::new());
+                assert!(a == b, "{ty:?}: AVX-512 panel differs from the scalar one");
+                decode_panel(Some(simd), &w, 0, 32, &mut a[..len / 2], &mut Vec::new());
+                decode_panel(None, &w, 0, 32, &mut b[..len / 2], &mut Vec::new());
+                assert!(a == b, "{ty:?}: AVX-512 panel differs from the scalar one");
             }
         }
     }
