@@ -28,7 +28,7 @@ use std::marker::PhantomData;
 
 use crate::cpu::Amx;
 use crate::par::{chunk_rows, for_each_row_chunk};
-use crate::scratch::AlignedBytes;
+use crate::scratch::{with_panel, AlignedBytes};
 #[cfg(test)]
 use crate::WeightType;
 use crate::{dequantize, WeightView};
@@ -222,22 +222,41 @@ impl ActBf16 {
         assert_eq!(x.len(), n_tokens * n_cols);
         let n_k = n_cols / COLS;
         let n_groups = n_tokens.div_ceil(ROWS).div_ceil(2) * 2;
-        let mut tiles = AlignedBytes::zeroed(n_groups * n_k * TILE);
+        // The calling thread's buffer of the last call, if any (fresh pages cost a fault and a
+        // zeroing each); every byte is written below, padding tokens with zeros.
+        let mut tiles = ACT_TILES.with(|a| std::mem::take(&mut *a.borrow_mut()));
         let group_bytes = n_k * TILE;
         let items: Vec<(usize, &mut [u8])> = tiles
             .sized(n_groups * group_bytes)
             .chunks_mut(group_bytes)
             .enumerate()
-            .filter(|(g, _)| g * ROWS < n_tokens)
             .collect();
+        let simd = Simd::detect();
         let fill = |(g, dst): (usize, &mut [u8])| {
             let dst: &mut [u32] = bytemuck::cast_slice_mut(dst);
-            for t in 0..(n_tokens - g * ROWS).min(ROWS) {
-                let xt = &x[(g * ROWS + t) * n_cols..][..n_cols];
-                for (k, cols) in xt.chunks_exact(COLS).enumerate() {
-                    let tile = &mut dst[k * TILE / 4..][..TILE / 4];
-                    for (p, v) in cols.chunks_exact(2).enumerate() {
-                        tile[p * ROWS + t] = to_bf16(v[0]) as u32 | (to_bf16(v[1]) as u32) << 16;
+            let mut pairs = [0u32; COLS / 2];
+            let tokens = n_tokens.saturating_sub(g * ROWS).min(ROWS);
+            // A tile at a time (its 1 KiB stays in L1 while its 16 tokens are written in).
+            for (k, tile) in dst.chunks_exact_mut(TILE / 4).enumerate() {
+                if tokens < ROWS {
+                    for row in tile.chunks_exact_mut(ROWS) {
+                        row[tokens..].fill(0);
+                    }
+                }
+                for t in 0..tokens {
+                    let cols = &x[(g * ROWS + t) * n_cols + k * COLS..][..COLS];
+                    match simd {
+                        // SAFETY: the token proves the features.
+                        #[cfg(target_arch = "x86_64")]
+                        Some(simd) => unsafe { simd::pairs(simd, cols, &mut pairs) },
+                        _ => {
+                            for (p, v) in pairs.iter_mut().zip(cols.chunks_exact(2)) {
+                                *p = to_bf16(v[0]) as u32 | (to_bf16(v[1]) as u32) << 16;
+                            }
+                        }
+                    }
+                    for (p, &v) in pairs.iter().enumerate() {
+                        tile[p * ROWS + t] = v;
                     }
                 }
             }
@@ -258,6 +277,18 @@ impl ActBf16 {
     fn group(&self, g: usize) -> *const u8 {
         self.tiles[g * self.n_k * TILE..].as_ptr()
     }
+}
+
+impl Drop for ActBf16 {
+    fn drop(&mut self) {
+        let tiles = std::mem::take(&mut self.tiles);
+        ACT_TILES.with(|a| *a.borrow_mut() = tiles);
+    }
+}
+
+thread_local! {
+    /// The buffer of the last [`ActBf16`] this thread made, for the next one.
+    static ACT_TILES: std::cell::RefCell<AlignedBytes> = std::cell::RefCell::default();
 }
 
 /// Decodes weight rows `r0..r0 + n` (`n` a multiple of 16; rows past the matrix are zeros) into
@@ -435,6 +466,20 @@ mod simd {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// 32 values rounded to `bf16`, as 16 pairs (value `2p` in the low half of `out[p]`).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    pub(super) fn pairs(_: Simd, src: &[f32], out: &mut [u32; COLS / 2]) {
+        assert_eq!(src.len(), COLS);
+        // SAFETY: `src` holds 32 values, `out` 64 bytes.
+        unsafe {
+            store(
+                _mm512_loadu_ps(src.as_ptr()),
+                _mm512_loadu_ps(src.as_ptr().add(16)),
+                out.as_mut_ptr().cast(),
+            )
         }
     }
 
@@ -618,41 +663,43 @@ pub(crate) fn matmul_with<U: Bf16Unit>(
         let rows = oc.rows();
         let simd = Simd::detect();
         let unit = unit();
-        let mut panel = AlignedBytes::zeroed(0);
-        let mut tmp = Vec::new();
         let mut c: Box<Block> = Box::new([[[0.0; ROWS]; ROWS]; 4]);
-        for p0 in rows.clone().step_by(panel_rows) {
-            let np = panel_rows.min(rows.end - p0);
-            let n_pad = np.div_ceil(2 * ROWS) * 2 * ROWS;
-            let panel = panel.sized(n_pad / ROWS * group_bytes);
-            decode_panel(simd, w, p0, n_pad, panel, &mut tmp);
-            for tg in (0..act.n_groups).step_by(2) {
-                let a = [act.group(tg), act.group(tg + 1)];
-                for rg in (0..n_pad / ROWS).step_by(2) {
-                    let wp = [
-                        panel[rg * group_bytes..].as_ptr(),
-                        panel[(rg + 1) * group_bytes..].as_ptr(),
-                    ];
-                    // SAFETY: each pointer starts `n_k` tiles of its panel or activations.
-                    unsafe { unit.block(wp, a, n_k, &mut c) };
-                    for (i, j) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-                        let r0 = p0 + (rg + i) * ROWS;
-                        let t0 = (tg + j) * ROWS;
-                        let nr = (p0 + np).saturating_sub(r0).min(ROWS);
-                        if nr == 0 {
-                            continue;
-                        }
-                        let col0 = r0 - rows.start;
-                        for t in 0..n_tokens.saturating_sub(t0).min(ROWS) {
-                            let o = &mut oc.token(t0 + t)[col0..][..nr];
-                            for (r, o) in o.iter_mut().enumerate() {
-                                *o = c[2 * i + j][r][t];
+        // The thread's panel buffers, kept between calls (fresh pages cost a fault and a
+        // zeroing each).
+        with_panel(|scratch| {
+            for p0 in rows.clone().step_by(panel_rows) {
+                let np = panel_rows.min(rows.end - p0);
+                let n_pad = np.div_ceil(2 * ROWS) * 2 * ROWS;
+                let panel = scratch.q.sized(n_pad / ROWS * group_bytes);
+                decode_panel(simd, w, p0, n_pad, panel, &mut scratch.f);
+                for tg in (0..act.n_groups).step_by(2) {
+                    let a = [act.group(tg), act.group(tg + 1)];
+                    for rg in (0..n_pad / ROWS).step_by(2) {
+                        let wp = [
+                            panel[rg * group_bytes..].as_ptr(),
+                            panel[(rg + 1) * group_bytes..].as_ptr(),
+                        ];
+                        // SAFETY: each pointer starts `n_k` tiles of its panel or activations.
+                        unsafe { unit.block(wp, a, n_k, &mut c) };
+                        for (i, j) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                            let r0 = p0 + (rg + i) * ROWS;
+                            let t0 = (tg + j) * ROWS;
+                            let nr = (p0 + np).saturating_sub(r0).min(ROWS);
+                            if nr == 0 {
+                                continue;
+                            }
+                            let col0 = r0 - rows.start;
+                            for t in 0..n_tokens.saturating_sub(t0).min(ROWS) {
+                                let o = &mut oc.token(t0 + t)[col0..][..nr];
+                                for (r, o) in o.iter_mut().enumerate() {
+                                    *o = c[2 * i + j][r][t];
+                                }
                             }
                         }
                     }
                 }
             }
-        }
+        });
         drop(unit);
     });
 }
