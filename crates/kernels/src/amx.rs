@@ -35,12 +35,10 @@
 //! many others share its call, so the choice is per level only.
 
 use crate::act_q8::{ActLayout, ActQ8, QK};
-use crate::amx_tile::{tile_q8, Mins, TileUnit, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
+use crate::amx_tile::{Mins, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
 use crate::cpu::Level;
-use crate::dot_scalar::{f16_at, Q4_0_BYTES, Q8_0_BYTES};
 use crate::matmul::{MIN_TASK_BYTES, PANEL_BYTES};
 use crate::par::{chunk_rows, for_each_row_chunk};
-use crate::qx16::X16;
 use crate::scratch::{sized, with_panel};
 use crate::{WeightType, WeightView};
 
@@ -48,42 +46,24 @@ use crate::{WeightType, WeightView};
 /// blocks, 16 KiB) stay in the L1 cache while every row group of a panel passes over them. Each pass
 /// starts from the accumulators the last one left, so passes do not change the result.
 const PASS_BLOCKS: usize = 16;
-/// How many blocks ahead the panel packer prefetches each stored row.
-const PACK_PREFETCH_BLOCKS: usize = 8;
 /// Row groups of 16 in a panel, at most.
 const MAX_PANEL_GROUPS: usize = 16;
-
-/// How a weight tile's 512 bytes hold its 16 rows × 32 values.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum TileLayout {
-    /// Row after row, values as signed bytes (`u − k`): `tdpbssd`'s first operand.
-    Amx,
-    /// `[k: 8][row: 16][4]`, values `4k..4k+4` of each row, as unsigned bytes (`u`, the offset
-    /// `k` moved into the min): one 64-byte vector per `k` for `vpdpbusd`, a lane per row
-    /// (`avx512_blocks.rs`).
-    Vnni,
-}
 
 /// How a weight type's blocks become tiles.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) struct TileForm {
-    pub layout: TileLayout,
     /// Blocks of 16 values, one per tile in its half of the 32 (the other half zero): two
     /// weight tiles per activation block.
     pub half: bool,
-    /// Each block has a min to subtract (`min · d_a · Σ a`).
-    pub mins: bool,
 }
 
 impl TileForm {
-    /// The form of `ty` in `layout`: with AMX, mins only where the type has them; with VNNI the
-    /// values are unsigned, so every type has mins (its own, plus `k · d · sc` for the offset).
-    pub(crate) fn new(layout: TileLayout, ty: WeightType) -> TileForm {
+    /// The form of `ty`. The values are unsigned, so every type has mins (its own, plus
+    /// `k · d · sc` for the offset), each subtracted as `min · d_a · Σ a`.
+    pub(crate) fn new(ty: WeightType) -> TileForm {
         use WeightType::*;
         TileForm {
-            layout,
             half: matches!(ty.stored(), Q2_K | Q3_K | Q6_K),
-            mins: layout == TileLayout::Vnni || matches!(ty.stored(), Q2_K | Q4_K | Q5_K),
         }
     }
 
@@ -94,20 +74,18 @@ impl TileForm {
 
     /// The activation sums the form needs.
     pub(crate) fn sums(self) -> ActSums {
-        match (self.mins, self.half) {
-            (false, _) => ActSums::None,
-            (true, false) => ActSums::Blocks,
-            (true, true) => ActSums::Halves,
+        match self.half {
+            false => ActSums::Blocks,
+            true => ActSums::Halves,
         }
     }
 }
 
-/// The tile kernel of the driver: [`tile_q8`] under a thread's [`TileScope`], the AVX-512 VNNI
-/// kernel (`avx512_blocks.rs`), or in tests their scalar twin, so that the driver's packing and
+/// The tile kernel of the driver: the AVX-512 VNNI kernel (`avx512_blocks.rs`), the AVX2 one
+/// (`avx2_blocks.rs`), or in tests their scalar twin, so that the driver's packing and
 /// bookkeeping are tested on any machine.
 pub(crate) trait TileKernel {
-    /// As [`tile_q8`], weights in the layout the driver was given; with
-    /// [`TileLayout::Vnni`] the memory of `acc` holds `acc[t][r]` instead of `acc[r][t]`.
+    /// As `amx_tile.rs` says; the memory of `acc` holds `acc[t][r]` (token-major).
     /// `tokens[g]`: the real tokens of group `g` (the first lanes); a kernel may leave the
     /// accumulators of the others as they are.
     #[allow(clippy::too_many_arguments)]
@@ -124,31 +102,10 @@ pub(crate) trait TileKernel {
     );
 }
 
-/// The AMX kernel on a tile unit: the hardware's ([`TileScope`]), or in tests its software
-/// model (`amx_tile::EmulatedTiles`).
-impl<U: TileUnit> TileKernel for U {
-    fn run<const G: usize>(
-        &self,
-        w: &[u8],
-        wd: &[f32],
-        a: [&[u8]; G],
-        ad: [&[f32]; G],
-        half: bool,
-        mins: Option<Mins<'_, G>>,
-        acc: [&mut [[f32; TILE_TOKENS]; TILE_ROWS]; G],
-        _tokens: [usize; G],
-    ) {
-        // A tile product takes all 16 tokens at once.
-        tile_q8(self, w, wd, a, ad, half, mins, acc)
-    }
-}
-
-/// The driver of [`matmul_amx`], with weight tiles in `layout` and the kernel each thread makes
-/// for itself by `kernel` (`level`: of the activations' quantization and the weights'
-/// unpacking, AVX-512 where the weights are repacked Q4_0).
+/// `out = x · wᵀ` for K-quant `w` by block tiles, with the kernel each thread makes for itself
+/// by `kernel` (`level`: of the activations' quantization and the weights' unpacking).
 pub(crate) fn matmul_tiles<K: TileKernel>(
     level: Level,
-    layout: TileLayout,
     kernel: impl Fn() -> K + Sync,
     w: &WeightView,
     x: &[f32],
@@ -156,9 +113,7 @@ pub(crate) fn matmul_tiles<K: TileKernel>(
     out: &mut [f32],
 ) {
     let (n_rows, n_cols, ty) = (w.n_rows, w.n_cols, w.ty);
-    let form = TileForm::new(layout, ty);
-    // The VNNI kernel's accumulators are token-major.
-    let token_major = layout == TileLayout::Vnni;
+    let form = TileForm::new(ty);
     let nb = n_cols / QK;
     // Weight tiles per row.
     let nt = nb * form.per_block();
@@ -169,13 +124,12 @@ pub(crate) fn matmul_tiles<K: TileKernel>(
         / TILE_ROWS
         * TILE_ROWS;
     let (tile_q, tile_d) = (nt * TILE_BYTES, nt * TILE_ROWS);
-    let tile_m = if form.mins { tile_d } else { 0 };
+    let tile_m = tile_d;
     for_each_row_chunk(out, n_rows, n_tokens, chunk, |mut oc| {
         let rows = oc.rows();
         let scope = kernel();
-        let mut kpack = crate::amx_kquant::Packer::new(level, w, form);
-        // Q8_0 / Q4_0 rows are packed for AMX only.
-        assert!(kpack.is_some() || form.layout == TileLayout::Amx);
+        let mut kpack =
+            crate::amx_kquant::Packer::new(level, w, form).expect("block tiles of K-quants");
         with_panel(|p| {
             for p0 in rows.clone().step_by(panel_rows) {
                 let np = panel_rows.min(rows.end - p0);
@@ -191,18 +145,7 @@ pub(crate) fn matmul_tiles<K: TileKernel>(
                     let mg = &mut m[g * tile_m..][..tile_m];
                     let r0 = p0 + g * TILE_ROWS;
                     let valid = (p0 + np - r0).min(TILE_ROWS);
-                    match &mut kpack {
-                        Some(k) => k.pack_group(r0, valid, qg, dg, mg),
-                        None => {
-                            let rows = std::array::from_fn(|i| (i < valid).then(|| w.row(r0 + i)));
-                            match (X16::of(ty), level) {
-                                (Some(kind), Level::Avx512(k)) => {
-                                    crate::avx512_x16::pack_tile_group(k, kind, &rows, qg, dg)
-                                }
-                                _ => pack_tile_group(ty, &rows, qg, dg),
-                            }
-                        }
-                    }
+                    kpack.pack_group(r0, valid, qg, dg, mg);
                 }
                 let col0 = p0 - rows.start;
                 // Token groups two at a time (the last one alone when their count is odd):
@@ -224,9 +167,9 @@ pub(crate) fn matmul_tiles<K: TileKernel>(
                                 &q[g * tile_q..][tiles.start * TILE_BYTES..tiles.end * TILE_BYTES];
                             let wd =
                                 &d[g * tile_d..][tiles.start * TILE_ROWS..tiles.end * TILE_ROWS];
-                            let wm = form.mins.then(|| {
-                                &m[g * tile_m..][tiles.start * TILE_ROWS..tiles.end * TILE_ROWS]
-                            });
+                            let wm = Some(
+                                &m[g * tile_m..][tiles.start * TILE_ROWS..tiles.end * TILE_ROWS],
+                            );
                             let half = form.half;
                             if pair {
                                 let (aq1, ad1) = act.group(tg + 1, b0..b1);
@@ -249,13 +192,7 @@ pub(crate) fn matmul_tiles<K: TileKernel>(
                             #[allow(clippy::needless_range_loop)]
                             for t in 0..(n_tokens - t0).min(TILE_TOKENS) {
                                 let o = &mut oc.token(t0 + t)[col0 + g * TILE_ROWS..][..nr];
-                                if token_major {
-                                    o.copy_from_slice(&acc[t][..nr]);
-                                } else {
-                                    for (r, o) in o.iter_mut().enumerate() {
-                                        *o = acc[r][t];
-                                    }
-                                }
+                                o.copy_from_slice(&acc[t][..nr]);
                             }
                         }
                     }
@@ -266,101 +203,17 @@ pub(crate) fn matmul_tiles<K: TileKernel>(
     });
 }
 
-/// Packs a row group: the stored (or repacked, `qx16.rs`) rows' values as signed bytes into
-/// `q` (`nb` tiles of 16 rows × 32 bytes, written one tile after the other) and their block
-/// scales into `d` (`nb × 16`); zeros for padding rows (`None`).
-pub(crate) fn pack_tile_group(
-    ty: WeightType,
-    rows: &[Option<&[u8]>; TILE_ROWS],
-    q: &mut [u8],
-    d: &mut [f32],
-) {
-    let nb = d.len() / TILE_ROWS;
-    assert!(q.len() == nb * TILE_BYTES && d.len() == nb * TILE_ROWS);
-    if let Some(kind) = X16::of(ty) {
-        // Repacked rows: the stored blocks put back together, then packed as stored ones.
-        let stored: Vec<Option<Vec<u8>>> = rows
-            .iter()
-            .map(|r| {
-                r.map(|r| {
-                    (0..nb)
-                        .flat_map(|b| {
-                            crate::qx16::block_at(kind, r, b)[..kind.block_bytes()].to_vec()
-                        })
-                        .collect()
-                })
-            })
-            .collect();
-        let rows = std::array::from_fn(|m| stored[m].as_deref());
-        return pack_tile_group(kind.stored(), &rows, q, d);
-    }
-    let bytes = match ty {
-        WeightType::Q8_0 => Q8_0_BYTES,
-        WeightType::Q4_0 => Q4_0_BYTES,
-        _ => panic!("not a Q8_0 / Q4_0 type: {ty:?}"),
-    };
-    assert!(rows.iter().flatten().all(|r| r.len() == nb * bytes));
-    for (b, (tile, scales)) in q
-        .chunks_exact_mut(TILE_BYTES)
-        .zip(d.chunks_exact_mut(TILE_ROWS))
-        .enumerate()
-    {
-        for ((dst, scale), row) in tile.chunks_exact_mut(QK).zip(scales).zip(rows) {
-            let dst: &mut [u8; QK] = dst.try_into().unwrap();
-            let Some(row) = row else {
-                *dst = [0; QK];
-                *scale = 0.0;
-                continue;
-            };
-            let blk = &row[b * bytes..(b + 1) * bytes];
-            // Sixteen rows are read side by side: ask for their next lines early.
-            #[cfg(target_arch = "x86_64")]
-            if let Some(ahead) = row.get((b + PACK_PREFETCH_BLOCKS) * bytes) {
-                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                // SAFETY: SSE is part of x86-64; a prefetch only hints the cache (the address
-                // is inside `row` anyway).
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead as *const u8 as *const i8) };
-            }
-            if ty == WeightType::Q4_0 {
-                let (lo, hi) = nibbles_minus_8(blk[2..].try_into().unwrap());
-                dst[..QK / 2].copy_from_slice(&lo);
-                dst[QK / 2..].copy_from_slice(&hi);
-            } else {
-                dst.copy_from_slice(&blk[2..]);
-            }
-            *scale = f16_at(blk, 0);
-        }
-    }
-}
-
-/// A Q4_0 block's 16 bytes of nibbles as the signed values `nibble − 8`: low nibbles (values
-/// 0..16), high nibbles (values 16..32). Sixteen lanes at once in two words, each byte kept
-/// from borrowing from its neighbour by its top bit: `((n | 0x80) − 8) ^ 0x80 = n − 8`.
-#[inline]
-fn nibbles_minus_8(src: &[u8; QK / 2]) -> ([u8; QK / 2], [u8; QK / 2]) {
-    const LOW: u128 = u128::from_le_bytes([0x0f; 16]);
-    const TOP: u128 = u128::from_le_bytes([0x80; 16]);
-    const EIGHT: u128 = u128::from_le_bytes([0x08; 16]);
-    let w = u128::from_le_bytes(*src);
-    let minus_8 = |n: u128| ((n | TOP) - EIGHT) ^ TOP;
-    (
-        minus_8(w & LOW).to_le_bytes(),
-        minus_8((w >> 4) & LOW).to_le_bytes(),
-    )
-}
-
 /// Which sums of each token's quantized values a [`TileAct`] keeps, for the mins of the
-/// weights ([`TileForm::mins`]).
+/// weights ([`TileForm`]).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum ActSums {
-    None,
     /// `d · Σ q` over each block of 32.
     Blocks,
     /// `d · Σ q` over each half block of 16.
     Halves,
 }
 
-/// Q8_0 activations laid out as `tdpbssd`'s second operand (groups of [`TILE_TOKENS`] tokens),
+/// Q8_0 activations laid out as the block tiles read them (groups of [`TILE_TOKENS`] tokens),
 /// or as the in-place K-quant kernels read them (groups of fewer: `kquants::*_x16::tile_tokens`).
 pub(crate) struct TileAct {
     /// Groups of `lanes` tokens.
@@ -411,7 +264,6 @@ impl TileAct {
         // Bytes of one block's tile: eight rows of four bytes a token.
         let tile = QK * lanes;
         let sp = match sums {
-            ActSums::None => 0,
             ActSums::Blocks => 1,
             ActSums::Halves => 2,
         };
@@ -492,9 +344,9 @@ impl TileAct {
     }
 }
 
-/// The scalar twin as a [`TileKernel`] of either layout (tests of the driver).
+/// The scalar twin as a [`TileKernel`] (tests of the driver).
 #[cfg(test)]
-pub(crate) struct ScalarTiles(pub TileLayout);
+pub(crate) struct ScalarTiles;
 
 #[cfg(test)]
 impl TileKernel for ScalarTiles {
@@ -511,20 +363,18 @@ impl TileKernel for ScalarTiles {
     ) {
         for (g, acc) in acc.into_iter().enumerate() {
             let m = mins.as_ref().map(|m| (m.w, m.a[g]));
-            tile_q8_scalar(self.0, w, wd, a[g], ad[g], half, m, acc);
+            tile_q8_scalar(w, wd, a[g], ad[g], half, m, acc);
         }
     }
 }
 
-/// Scalar twin of [`crate::amx_tile::tile_q8`] (weights in the [`TileLayout::Amx`] layout) and
-/// of the VNNI kernel (`avx512_blocks.rs`, [`TileLayout::Vnni`], whose accumulators are
-/// `acc[t][r]`) for one token group: the same integer block sums and the same float operations
+/// Scalar twin of the block-tile kernels (`avx512_blocks.rs`, `avx2_blocks.rs`: weight tiles
+/// `[k: 8][row: 16][4]` unsigned, accumulators `acc[t][r]`) for one token group: the same integer block sums and the same float operations
 /// in the same order (`d_a · d_w`, one fused multiply-add per tile, then with `mins = (wm, am)`
 /// one more subtracting `wm · am`), so the results are bitwise equal.
 #[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn tile_q8_scalar(
-    layout: TileLayout,
     w: &[u8],
     wd: &[f32],
     a: &[u8],
@@ -541,9 +391,7 @@ pub(crate) fn tile_q8_scalar(
             && w.len() == nt * TILE_BYTES
             && a.len() == na * TILE_BYTES
     );
-    if layout == TileLayout::Vnni {
-        transpose(acc);
-    }
+    transpose(acc);
     for b in 0..nt {
         let ab = if half { b / 2 } else { b };
         let (wt, at) = (&w[b * TILE_BYTES..], &a[ab * TILE_BYTES..]);
@@ -552,10 +400,7 @@ pub(crate) fn tile_q8_scalar(
                 let mut s = 0i32;
                 for k in 0..QK / 4 {
                     for j in 0..4 {
-                        let wv = match layout {
-                            TileLayout::Amx => wt[r * QK + 4 * k + j] as i8 as i32,
-                            TileLayout::Vnni => wt[k * 64 + r * 4 + j] as i32,
-                        };
+                        let wv = wt[k * 64 + r * 4 + j] as i32;
                         let av = at[k * 64 + t * 4 + j] as i8 as i32;
                         s += wv * av;
                     }
@@ -568,9 +413,7 @@ pub(crate) fn tile_q8_scalar(
             }
         }
     }
-    if layout == TileLayout::Vnni {
-        transpose(acc);
-    }
+    transpose(acc);
 }
 
 /// `m` transposed in place (the VNNI kernel's accumulators are token-major).

@@ -1,29 +1,24 @@
-//! K-quant weights (Q2_K..Q6_K, and their repacked `Q2_Kx16` ... `Q6_Kx16`) as the AMX int8 tiles
-//! of `amx.rs`, so that their prefill runs on the tile unit like Q8_0 / Q4_0.
+//! K-quant weights (Q2_K..Q6_K, and their repacked `Q2_Kx16` ... `Q6_Kx16`) as the block tiles
+//! of `amx.rs`, for the VNNI kernels of AVX-512 and AVX2 (`avx512_blocks.rs`,
+//! `avx2_blocks.rs`).
 //!
 //! A K-quant value decodes to `d · sc_j · (u − k) − dmin · mn_j` (`kquants/unpack.rs`), with
 //! one scale and min per block `j` of 32 values (Q4_K, Q5_K) or 16 (Q2_K, Q3_K, Q6_K). Against
 //! activations quantized to Q8_0 blocks of 32 (`d_a`, `a`), block `j` contributes
-//! `(d · sc_j) · d_a · Σ (u − k) · a − (dmin · mn_j) · (d_a · Σ a)`: the first sum is exact in an
-//! int32 tile product (`u − k` fits a signed byte for every type), the second a per-token sum
-//! made once with the activations ([`crate::amx::ActSums`]). So per group of 16 rows each block
-//! becomes one 512-byte weight tile (`u − k` as bytes), 16 scales `d · sc_j` and, for the types
-//! with mins, 16 mins `dmin · mn_j`. A block of 16 values takes a whole tile: its values in its
-//! own half of the 32 positions of the activation block it meets, zeros in the other half
+//! `(d · sc_j) · d_a · Σ u · a − (dmin · mn_j + k · d · sc_j) · (d_a · Σ a)`: the first sum is
+//! exact in int32 (`vpdpbusd` multiplies the unsigned `u` by signed bytes), the second a
+//! per-token sum made once with the activations ([`crate::amx::ActSums`]), the offset `k` moved
+//! into the min. So per group of 16 rows each block becomes one 512-byte weight tile, 16 scales
+//! `d · sc_j` and 16 mins. A block of 16 values takes a whole tile: its values in its own half
+//! of the 32 positions of the activation block it meets, zeros in the other half
 //! ([`crate::amx::TileForm::half`]).
 //!
 //! The activations are Q8_0 blocks, finer than the Q8_K super-blocks of the row kernels, so the
-//! tile and row paths of these types agree to rounding, not bitwise, at the AMX level (as for
-//! Q8_0 / Q4_0 there).
-//!
-//! The same tiles serve the AVX-512 VNNI kernel of the levels without AMX (`avx512_blocks.rs`),
-//! in its own layout ([`TileLayout::Vnni`]): unsigned values `u` (`vpdpbusd` multiplies unsigned
-//! by signed bytes) with the offset moved into the min, `mn' = dmin · mn_j + k · d · sc_j`.
-//! Repacked rows (`Q2_Kx16` ... `Q6_Kx16`) go into that layout without unpacking
-//! ([`put_x16_block`]): their 64-byte runs already hold four values of one block for all 16
-//! rows.
+//! tile and row paths of these types agree to rounding, not bitwise. Repacked rows (`Q2_Kx16`
+//! ... `Q6_Kx16`) go into the tiles without unpacking ([`put_x16_block`]): their 64-byte runs
+//! already hold four values of one block for all 16 rows.
 
-use crate::amx::{TileForm, TileLayout};
+use crate::amx::TileForm;
 use crate::amx_tile::{TILE_BYTES, TILE_ROWS};
 use crate::cpu::Level;
 use crate::kquants::unpack::offset;
@@ -40,11 +35,8 @@ pub(crate) struct Packer<'a> {
     /// The stored type the rows are unpacked as.
     ty: WeightType,
     form: TileForm,
-    /// Super-blocks in the common form: one row's (AMX layout), or a group's 16 rows, row after
-    /// row (VNNI layout).
+    /// Super-blocks in the common form: a group's 16 stored rows, row after row.
     blocks: Vec<Unpacked>,
-    /// A repacked group's 16 rows as stored.
-    stored: Vec<u8>,
 }
 
 impl<'a> Packer<'a> {
@@ -55,17 +47,11 @@ impl<'a> Packer<'a> {
         if !crate::kquants::is_kquant(ty) {
             return None;
         }
-        // Repacked rows go into VNNI tiles directly ([`put_x16_block`]): no buffers.
-        let direct = w.ty.is_grouped() && form.layout == TileLayout::Vnni;
-        let stored_bytes = if w.ty.is_grouped() && !direct {
-            x16::ROWS * ty.row_bytes(w.n_cols)
-        } else {
+        // Repacked rows go into the tiles directly ([`put_x16_block`]): no buffers.
+        let nb = if w.ty.is_grouped() {
             0
-        };
-        let nb = match (direct, form.layout) {
-            (true, _) => 0,
-            (false, TileLayout::Vnni) => TILE_ROWS * (w.n_cols / QK_K),
-            (false, TileLayout::Amx) => w.n_cols / QK_K,
+        } else {
+            TILE_ROWS * (w.n_cols / QK_K)
         };
         Some(Packer {
             level,
@@ -73,13 +59,11 @@ impl<'a> Packer<'a> {
             ty,
             form,
             blocks: vec![Unpacked::ZERO; nb],
-            stored: vec![0; stored_bytes],
         })
     }
 
     /// Rows `r0..r0 + valid` (the rest of the 16 padding, zeros) into `q` (one 512-byte tile per
-    /// block of the row, in order), `d` (16 scales per tile) and, for types with mins, `m` (16
-    /// mins per tile; empty otherwise).
+    /// block of the row, in order), `d` (16 scales per tile) and `m` (16 mins per tile).
     pub(crate) fn pack_group(
         &mut self,
         r0: usize,
@@ -92,9 +76,8 @@ impl<'a> Packer<'a> {
         let nsb = self.w.n_cols / QK_K;
         let nt = nsb * per_super;
         assert!(q.len() == nt * TILE_BYTES && d.len() == nt * TILE_ROWS);
-        assert!(m.len() == if self.form.mins { d.len() } else { 0 });
-        let rb = self.ty.row_bytes(self.w.n_cols);
-        if self.w.ty.is_grouped() && self.form.layout == TileLayout::Vnni {
+        assert!(m.len() == d.len());
+        if self.w.ty.is_grouped() {
             // Repacked rows hold the VNNI tiles' values four to a lane already.
             assert!(r0.is_multiple_of(x16::ROWS) && valid == x16::ROWS);
             let gbb = x16::group_block(self.w.ty);
@@ -110,45 +93,16 @@ impl<'a> Packer<'a> {
             }
             return;
         }
-        if self.form.layout == TileLayout::Vnni {
-            // Stored rows (repacked ones returned above): all 16 unpacked first (padding rows
-            // as zeros), then each tile written in order, a 64-byte vector at a time.
-            for (i, blocks) in self.blocks.chunks_exact_mut(nsb).enumerate() {
-                if i < valid {
-                    unpack_row(self.level, self.ty, self.w.row(r0 + i), blocks);
-                } else {
-                    blocks.fill(Unpacked::ZERO);
-                }
-            }
-            put_rows_vnni(self.level, self.ty, self.form, &self.blocks, nsb, q, d, m);
-            return;
-        }
-        if self.w.ty.is_grouped() {
-            // Groups of repacked rows start at multiples of 16 and are whole.
-            assert!(r0.is_multiple_of(x16::ROWS) && valid == x16::ROWS);
-            crate::matmul_kquant::stored_group(self.level, &self.w, r0, &mut self.stored);
-        }
-        for i in 0..TILE_ROWS {
-            if i >= valid {
-                for t in 0..nt {
-                    let tile = &mut q[t * TILE_BYTES..][..TILE_BYTES];
-                    tile[i * QK..][..QK].fill(0);
-                    d[t * TILE_ROWS + i] = 0.0;
-                }
-                m.iter_mut()
-                    .skip(i)
-                    .step_by(TILE_ROWS)
-                    .for_each(|v| *v = 0.0);
-                continue;
-            }
-            let row = if self.w.ty.is_grouped() {
-                &self.stored[i * rb..(i + 1) * rb]
+        // Stored rows (repacked ones returned above): all 16 unpacked first (padding rows as
+        // zeros), then each tile written in order, a 64-byte vector at a time.
+        for (i, blocks) in self.blocks.chunks_exact_mut(nsb).enumerate() {
+            if i < valid {
+                unpack_row(self.level, self.ty, self.w.row(r0 + i), blocks);
             } else {
-                self.w.row(r0 + i)
-            };
-            unpack_row(self.level, self.ty, row, &mut self.blocks);
-            put_row_amx(self.ty, self.form, &self.blocks, i, q, d, m);
+                blocks.fill(Unpacked::ZERO);
+            }
         }
+        put_rows_vnni(self.level, self.ty, self.form, &self.blocks, nsb, q, d, m);
     }
 }
 
@@ -175,12 +129,7 @@ fn put_rows_vnni(
         let tiles = &mut q[b * per * TILE_BYTES..][..per * TILE_BYTES];
         put_values_vnni(level, &us, form.half, tiles);
         let span = b * per * TILE_ROWS..(b + 1) * per * TILE_ROWS;
-        let m = if form.mins {
-            &mut m[span.clone()]
-        } else {
-            &mut [][..]
-        };
-        put_scales_vnni(level, &us, k, form.half, &mut d[span], m);
+        put_scales_vnni(level, &us, k, form.half, &mut d[span.clone()], &mut m[span]);
     }
 }
 
@@ -353,43 +302,6 @@ unsafe fn put_values_avx2(
                 let at = t * TILE_BYTES + c * 64 + 32 * h;
                 // SAFETY: the caller's; rows 8h..8h + 8 are bytes 32h..32h + 32 of the vector.
                 unsafe { _mm256_storeu_si256(q.add(at) as *mut __m256i, col) };
-            }
-        }
-    }
-}
-
-/// One row's unpacked super-blocks as row `i` of the AMX-layout tiles (each tile row the
-/// block's 32 values, `u − k` as signed bytes; the values of a 16-value block in its half, zeros
-/// in the other), with each block's scale and min.
-fn put_row_amx(
-    ty: WeightType,
-    form: TileForm,
-    blocks: &[Unpacked],
-    i: usize,
-    q: &mut [u8],
-    d: &mut [f32],
-    m: &mut [f32],
-) {
-    let k = offset(ty);
-    // Blocks of this type per super-block, and their values.
-    let (per, len) = if form.half { (16, 16) } else { (8, 32) };
-    for (b, u) in blocks.iter().enumerate() {
-        for j in 0..per {
-            let t = b * per + j;
-            let tile = &mut q[t * TILE_BYTES..][..TILE_BYTES];
-            let src = &u.u[j * len..(j + 1) * len];
-            // The block's values at their positions among the 32 of the activation block.
-            let mut vals = [0u8; QK];
-            let at = if form.half { (j % 2) * 16 } else { 0 };
-            for (o, &v) in vals[at..at + len].iter_mut().zip(src) {
-                *o = (v as i16 - k) as i8 as u8;
-            }
-            tile[i * QK..][..QK].copy_from_slice(&vals);
-            // The scale and min of the block: `sc` and `mn` hold one per 16 values.
-            let s = if form.half { j } else { 2 * j };
-            d[t * TILE_ROWS + i] = u.d * u.sc[s] as f32;
-            if form.mins {
-                m[t * TILE_ROWS + i] = u.dmin * u.mn[s] as f32;
             }
         }
     }

@@ -1,9 +1,8 @@
 //! The AVX2 kernel of the block-tile driver (`amx.rs`), for K-quant prefill at the AVX2 level:
-//! the AVX-512 VNNI kernel's tiles ([`crate::amx::TileLayout::Vnni`]: per tile, eight 64-byte
-//! vectors of 4 unsigned values of each of 16 rows), taken as two halves of 8 rows, one row per
-//! 32-bit lane, against each token's 4-value groups broadcast from the activation tile. Scalar
-//! twin: [`crate::amx::tile_q8_scalar`] with that layout, bitwise equal (and so equal to the
-//! AVX-512 VNNI kernel).
+//! the AVX-512 VNNI kernel's tiles (per tile, eight 64-byte vectors of 4 unsigned values of
+//! each of 16 rows), taken as two halves of 8 rows, one row per 32-bit lane, against each
+//! token's 4-value groups broadcast from the activation tile. Scalar twin:
+//! [`crate::amx::tile_q8_scalar`], bitwise equal (and so equal to the AVX-512 VNNI kernel).
 //!
 //! Without `vpdpbusd`, `vpmaddubsw` multiplies the unsigned weights by the signed activations
 //! and adds each lane's pairs in i16 (saturating); [`i16_steps`] of those add up in i16 before
@@ -163,7 +162,7 @@ const QUAD: usize = 4;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::amx::{tile_q8_scalar, TileForm, TileLayout};
+    use crate::amx::{tile_q8_scalar, TileForm};
     use crate::cpu::{Isa, Level};
     use crate::kernel_tests::Rng;
 
@@ -184,7 +183,7 @@ mod tests {
         let mut rng = Rng(0x6a09e667f3bcc908);
         let mut floats = |n: usize| (0..n).map(|_| rng.f32()).collect::<Vec<f32>>();
         for (ty, u_max) in [(Q2_K, 3u8), (Q3_K, 7), (Q4_K, 15), (Q5_K, 31), (Q6_K, 63)] {
-            let half = TileForm::new(TileLayout::Vnni, ty).half;
+            let half = TileForm::new(ty).half;
             let nt = 6;
             let na = if half { nt / 2 } else { nt };
             // A half tile holds values in its own four vectors only (as the packer writes it).
@@ -215,7 +214,7 @@ mod tests {
                 let mut want = [start; 2];
                 for (g, want) in want.iter_mut().enumerate() {
                     let mins = Some((&wm[..], &am[g][..]));
-                    tile_q8_scalar(TileLayout::Vnni, &w, &wd, &a[g], &ad[g], half, mins, want);
+                    tile_q8_scalar(&w, &wd, &a[g], &ad[g], half, mins, want);
                 }
                 let kernel = Avx2Tiles::new(k, ty);
                 let (mut one, mut pair) = (start, [start; 2]);

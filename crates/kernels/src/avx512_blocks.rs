@@ -1,11 +1,10 @@
-//! The AVX-512 VNNI kernel of the block-tile driver (`amx.rs`), for K-quant prefill at the
-//! levels without AMX: 16 weight rows (one per 32-bit lane) × 16 tokens over a run of tiles of
-//! 32 values ([`crate::amx::TileLayout::Vnni`]: per tile, eight 64-byte vectors of 4 unsigned values of
-//! each row). Per tile and token, eight `vpdpbusd` against the token's 4-value groups
-//! broadcast from the activation tile sum each row's block exactly in int32; the epilogue is
-//! the AMX one, a lane per row instead of per token (`acc[t][r]`, as [`crate::amx::TileLayout::Vnni`] says):
+//! The AVX-512 VNNI kernel of the block-tile driver (`amx.rs`), for K-quant prefill at
+//! AVX-512: 16 weight rows (one per 32-bit lane) × 16 tokens over a run of tiles of 32 values
+//! (per tile, eight 64-byte vectors of 4 unsigned values of each row). Per tile and token,
+//! eight `vpdpbusd` against the token's 4-value groups broadcast from the activation tile sum
+//! each row's block exactly in int32; the epilogue, a lane per row (`acc[t][r]`):
 //! `v += s · (d_a · d_w)`, then `v −= m_w · (d_a · Σ a)`. Scalar twin:
-//! [`crate::amx::tile_q8_scalar`] with that layout, bitwise equal.
+//! [`crate::amx::tile_q8_scalar`], bitwise equal.
 //!
 //! Per 8 products, three float operations (a multiply and two fused multiply-adds) share the
 //! multiply ports with them. Tokens go four at a time over the whole run of tiles (four

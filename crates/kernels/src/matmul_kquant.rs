@@ -48,7 +48,7 @@ pub(crate) fn matmul_kquant(
     // at AVX2 (`avx2_blocks.rs`).
     #[cfg(target_arch = "x86_64")]
     if path == MatmulPath::Tiles {
-        use crate::amx::{matmul_tiles, TileLayout};
+        use crate::amx::matmul_tiles;
         match level {
             Level::Avx512(k) => {
                 return match k.amx() {
@@ -58,7 +58,7 @@ pub(crate) fn matmul_kquant(
                     }
                     None => {
                         let vnni = || crate::avx512_blocks::VnniTiles(k);
-                        matmul_tiles(level, TileLayout::Vnni, vnni, w, x, n_tokens, out)
+                        matmul_tiles(level, vnni, w, x, n_tokens, out)
                     }
                 };
             }
@@ -67,7 +67,7 @@ pub(crate) fn matmul_kquant(
             }
             Level::Avx2(k) => {
                 let tiles = || crate::avx2_blocks::Avx2Tiles::new(k, w.ty);
-                return matmul_tiles(level, TileLayout::Vnni, tiles, w, x, n_tokens, out);
+                return matmul_tiles(level, tiles, w, x, n_tokens, out);
             }
             Level::Scalar => {}
         }
@@ -114,13 +114,13 @@ pub(crate) fn tiles_in_place(
     n_tokens: usize,
     out: &mut [f32],
 ) {
-    use crate::amx::{TileAct, TileForm, TileLayout};
+    use crate::amx::{TileAct, TileForm};
     use crate::amx_tile::TILE_TOKENS;
     use crate::matmul::MIN_TASK_BYTES;
     use crate::par::{chunk_rows, for_each_row_chunk};
     let (n_rows, n_cols, ty) = (w.n_rows, w.n_cols, w.ty);
     assert!(ty.is_grouped() && n_rows.is_multiple_of(x16::ROWS));
-    let form = TileForm::new(TileLayout::Vnni, ty);
+    let form = TileForm::new(ty);
     // Fewer tokens than a tile unit takes: groups of just those. A one-token call read a 64-byte
     // line of activations for every 4 bytes it used and waited on them: Q4_Kx16 at one token,
     // 2048 × 5632 from memory, went from 18.3 to 33.7 GB/s on one core at AVX-512 (rows: 35.0)
@@ -180,27 +180,6 @@ pub(crate) fn tiles_in_place(
             }
         }
     });
-}
-
-/// The 16 rows of the group of repacked `w` that starts at row `r0`, as stored, into `out`
-/// (16 stored rows one after another): Q4_K by the AVX-512 unstacker where it runs, else row by
-/// row.
-pub(crate) fn stored_group(level: Level, w: &WeightView, r0: usize, out: &mut [u8]) {
-    let rb = w.ty.stored().row_bytes(w.n_cols);
-    #[cfg(target_arch = "x86_64")]
-    if let (Level::Avx512(k), WeightType::Q4_Kx16) = (level, w.ty) {
-        let (nb, gbb) = (w.n_cols / QK_K, x16::group_block(w.ty));
-        let group = &w.bytes[r0 / x16::ROWS * nb * gbb..][..nb * gbb];
-        for (b, gb) in group.chunks_exact(gbb).enumerate() {
-            let at = b * WeightType::Q4_K.block_bytes();
-            crate::kquants::avx512_x16::stored_blocks_q4(k, gb, &mut out[at..], rb);
-        }
-        return;
-    }
-    let _ = level;
-    for (l, row) in out.chunks_exact_mut(rb).enumerate() {
-        x16::stored_row(w, r0 + l, row);
-    }
 }
 
 /// A K-quant product by rows, activations quantized to Q8_K ([`RowsJob`]).

@@ -264,60 +264,6 @@ unsafe fn join6(n: __m512i, hi: __m512i, low: __m512i, m30: __m512i) -> __m512i 
     unsafe { _mm512_ternarylogic_epi32::<0xEA>(n, low, _mm512_and_si512(hi, m30)) }
 }
 
-/// The 16 stored Q4_K blocks of group block `gb` (one super-block of 16 rows): row `l`'s block
-/// into `out[l · stride..][..144]`, bitwise `x16::stored_row`'s. Nibble words are put back
-/// together for all 16 rows at once (a shift and a ternary-logic select each), then the 36
-/// words of each row are gathered by 16 × 16 transposes.
-pub(crate) fn stored_blocks_q4(_: Avx512, gb: &[u8], out: &mut [u8], stride: usize) {
-    assert!(gb.len() >= GROUP_BLOCK && stride >= 144 && out.len() >= 15 * stride + 144);
-    // SAFETY: the token proves the features; reads and writes inside the checked lengths.
-    unsafe { stored_blocks_q4_avx512(gb.as_ptr(), out.as_mut_ptr(), stride) }
-}
-
-/// # Safety
-/// The features available; `gb` one group block, `out` 16 blocks at `stride`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn stored_blocks_q4_avx512(gb: *const u8, out: *mut u8, stride: usize) {
-    use crate::kv_f16::avx512::transpose16;
-    // SAFETY: the caller's bounds.
-    unsafe {
-        let low = _mm512_set1_epi8(0x0f);
-        // Word k of every row's stored block, rows in lanes (36 words, padded to 48).
-        let mut words = [_mm512_setzero_si512(); 48];
-        let d = _mm512_cvtepu16_epi32(_mm256_loadu_si256(gb.add(D) as *const _));
-        let dmin = _mm512_cvtepu16_epi32(_mm256_loadu_si256(gb.add(DMIN) as *const _));
-        words[0] = _mm512_or_si512(d, _mm512_slli_epi32::<16>(dmin));
-        for w in 0..3 {
-            words[1 + w] = _mm512_loadu_si512(gb.add(SCALES + 64 * w) as *const _);
-        }
-        // Stored byte 32c + i: value i of sub-block 2c (low nibble) and of 2c + 1 (high).
-        for c in 0..4 {
-            for q in 0..4 {
-                let even = _mm512_loadu_si512(gb.add(QS + 64 * (8 * c + q)) as *const _);
-                let odd = _mm512_loadu_si512(gb.add(QS + 64 * (8 * c + 4 + q)) as *const _);
-                let first =
-                    _mm512_ternarylogic_epi32::<0xE4>(even, _mm512_slli_epi32::<4>(odd), low);
-                let second =
-                    _mm512_ternarylogic_epi32::<0xE4>(_mm512_srli_epi32::<4>(even), odd, low);
-                words[4 + 8 * c + q] = first;
-                words[8 + 8 * c + q] = second;
-            }
-        }
-        for chunk in 0..3 {
-            let rows: [__m512; 16] =
-                std::array::from_fn(|i| _mm512_castsi512_ps(words[16 * chunk + i]));
-            for (l, r) in transpose16(rows).into_iter().enumerate() {
-                let to = out.add(l * stride + 64 * chunk);
-                if chunk < 2 {
-                    _mm512_storeu_ps(to as *mut f32, r);
-                } else {
-                    _mm_storeu_ps(to as *mut f32, _mm512_castps512_ps128(r));
-                }
-            }
-        }
-    }
-}
-
 /// `T` tokens (lanes `n..n + T` of a token group) against one group of repacked `ty` (16 rows,
 /// `group.len() / group_block` super-blocks) read where it lies, the weights loaded once for
 /// all `T`, by the arithmetic of the block tiles in the VNNI layout

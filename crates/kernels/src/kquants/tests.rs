@@ -512,30 +512,6 @@ fn repacked_k_quants_hold_the_stored_rows() {
             {
                 dequantize(ty, src, dst);
             }
-            // The AVX-512 unstacker of Q4_K groups gives the same stored rows.
-            #[cfg(target_arch = "x86_64")]
-            for level in simd_levels() {
-                let (Level::Avx512(k), WeightType::Q4_Kx16) = (level, ty) else {
-                    continue;
-                };
-                let gbb = x16::group_block(ty);
-                for (g, group) in x16.chunks_exact(nb * gbb).enumerate() {
-                    let mut rows16 = vec![0xAAu8; 16 * row_bytes];
-                    for (b, gb) in group.chunks_exact(gbb).enumerate() {
-                        super::avx512_x16::stored_blocks_q4(
-                            k,
-                            gb,
-                            &mut rows16[b * 144..],
-                            row_bytes,
-                        );
-                    }
-                    let want = &stored[16 * g * row_bytes..16 * (g + 1) * row_bytes];
-                    assert!(
-                        rows16 == want,
-                        "AVX-512 unstacking, rows={n_rows} nb={nb} group {g}"
-                    );
-                }
-            }
             for r in 0..n_rows {
                 let want = &stored[r * row_bytes..(r + 1) * row_bytes];
                 x16::stored_row(&w, r, &mut back);
@@ -633,25 +609,21 @@ fn q8_0_oracle(ty: WeightType, row: &[u8], qs: &[i8], d: &[f32]) -> (f64, f64) {
 }
 
 /// The block-tile driver (`amx.rs`, `amx_kquant.rs`) on K-quant weights with the scalar twin of
-/// the tile kernels, in both layouts, at the best SIMD level this CPU has: every output against
+/// the tile kernels at the best SIMD level this CPU has: every output against
 /// [`q8_0_oracle`] within [`DOT_REL_TOL`], stored and repacked rows giving the same bits; the
-/// AVX2 and AVX-512 VNNI kernels (`avx2_blocks.rs`, `avx512_blocks.rs`), the AMX kernel on the model of the tile unit (at
-/// AVX-512) and, where AMX runs, on the tile unit give their twin's bits, and the product by
-/// tiles at each SIMD level is the driver's with that kernel.
+/// AVX2 and AVX-512 VNNI kernels (`avx2_blocks.rs`, `avx512_blocks.rs`) give their twin's bits,
+/// and the product by tiles at each of those levels is the driver's with that kernel (the AMX
+/// level multiplies on BF16 tiles, `amx_bf16.rs`, tested there).
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn k_quant_tiles_match_the_decoded_values() {
     use crate::act_q8::{ActLayout, ActQ8};
-    use crate::amx::{matmul_tiles, ScalarTiles, TileLayout};
+    use crate::amx::{matmul_tiles, ScalarTiles};
     use crate::{matmul_path_with, Isa, MatmulPath};
     let Some(&level) = simd_levels().last() else {
         eprintln!("skip: no SIMD level");
         return;
     };
-    let amx = Isa::Amx.is_supported();
-    if !amx {
-        eprintln!("AMX not available: its layout is tested with the scalar kernel only");
-    }
     let mut rng = Rng(0x510e527fade682d1);
     let close =
         |got: f32, (exact, mag): (f64, f64)| (got as f64 - exact).abs() <= DOT_REL_TOL * mag;
@@ -676,7 +648,7 @@ fn k_quant_tiles_match_the_decoded_values() {
             if ty.is_grouped() {
                 forms.push((ty, &x16));
             }
-            for layout in [TileLayout::Amx, TileLayout::Vnni] {
+            {
                 let mut first: Option<Vec<f32>> = None;
                 for &(t, bytes) in &forms {
                     let w = crate::WeightView {
@@ -685,29 +657,13 @@ fn k_quant_tiles_match_the_decoded_values() {
                         n_cols,
                         bytes,
                     };
-                    let what = format!("{layout:?} {t:?} rows={n_rows} nb={nbk} tokens={n_tokens}");
+                    let what = format!("{t:?} rows={n_rows} nb={nbk} tokens={n_tokens}");
                     let mut out = vec![f32::NAN; n_tokens * n_rows];
-                    matmul_tiles(
-                        level,
-                        layout,
-                        || ScalarTiles(layout),
-                        &w,
-                        &x,
-                        n_tokens,
-                        &mut out,
-                    );
-                    if let (TileLayout::Amx, Level::Avx512(k)) = (layout, level) {
-                        let mut model = vec![f32::NAN; n_tokens * n_rows];
-                        let unit = || crate::amx_tile::EmulatedTiles::new(k);
-                        matmul_tiles(level, layout, unit, &w, &x, n_tokens, &mut model);
-                        assert_eq!(bits(&model), bits(&out), "{what}: tile model vs scalar");
-                    }
-                    // (The AMX level multiplies on BF16 tiles, `amx_bf16.rs`, tested there.)
-                    let isas = match layout {
-                        TileLayout::Amx => vec![],
-                        TileLayout::Vnni => vec![Isa::Avx2, Isa::Avx512],
-                    };
-                    for isa in isas.into_iter().filter(|i| i.is_supported()) {
+                    matmul_tiles(level, || ScalarTiles, &w, &x, n_tokens, &mut out);
+                    for isa in [Isa::Avx2, Isa::Avx512]
+                        .into_iter()
+                        .filter(|i| i.is_supported())
+                    {
                         let mut tiles = vec![f32::NAN; n_tokens * n_rows];
                         matmul_path_with(isa, MatmulPath::Tiles, &w, &x, n_tokens, &mut tiles);
                         assert_eq!(
@@ -744,7 +700,7 @@ fn k_quant_tiles_match_the_decoded_values() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn in_place_tiles_match_the_packed_tiles() {
-    use crate::amx::{matmul_tiles, ScalarTiles, TileLayout};
+    use crate::amx::{matmul_tiles, ScalarTiles};
     use crate::matmul_kquant::{in_place_tokens, tiles_in_place};
     use crate::{matmul_path_with, Isa, MatmulPath};
     let mut rng = Rng(0x1f83d9abfb41bd6b);
@@ -771,8 +727,7 @@ fn in_place_tiles_match_the_packed_tiles() {
                     let x = random_act(n_tokens * n_cols, &mut rng);
                     let what = format!("{level:?} {ty:?} rows={n_rows} nb={nbk} tokens={n_tokens}");
                     let mut want = vec![f32::NAN; n_tokens * n_rows];
-                    let twin = || ScalarTiles(TileLayout::Vnni);
-                    matmul_tiles(level, TileLayout::Vnni, twin, &w, &x, n_tokens, &mut want);
+                    matmul_tiles(level, || ScalarTiles, &w, &x, n_tokens, &mut want);
                     let mut got = vec![f32::NAN; n_tokens * n_rows];
                     tiles_in_place(level, &w, &x, n_tokens, &mut got);
                     assert_eq!(bits(&got), bits(&want), "{what}: in place vs packed");
@@ -784,92 +739,6 @@ fn in_place_tiles_match_the_packed_tiles() {
                     matmul_path_with(isa, MatmulPath::Tiles, &w, &x, n_tokens, &mut product);
                     assert_eq!(bits(&product), bits(&want), "{what}: the level's tiles");
                 }
-            }
-        }
-    }
-}
-
-/// The AMX tile kernel on K-quant tiles against its scalar twin, bitwise: one token group and
-/// two, padding rows and tokens included (AMX machines only).
-#[cfg(target_arch = "x86_64")]
-#[test]
-fn amx_k_quant_tile_kernel_matches_its_twin_bitwise() {
-    use crate::amx_tile::EmulatedTiles;
-    let Some(level @ Level::Avx512(k)) = Level::new(crate::Isa::Avx512) else {
-        eprintln!("skip: AVX-512 not available");
-        return;
-    };
-    amx_k_quant_tile_kernel_cases(level, &EmulatedTiles::new(k));
-}
-
-#[cfg(target_arch = "x86_64")]
-fn amx_k_quant_tile_kernel_cases<U: crate::amx_tile::TileUnit>(level: Level, scope: &U) {
-    use crate::amx::{tile_q8_scalar, TileAct, TileForm, TileLayout};
-    use crate::amx_kquant::Packer;
-    use crate::amx_tile::{tile_q8, Mins, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
-    let mut rng = Rng(0x9b05688c2b3e6c1f);
-    for ty in K_TYPES {
-        let form = TileForm::new(TileLayout::Amx, ty);
-        for (nbk, n_rows, n_tokens) in [(1, 16, 16), (3, 5, 3), (2, 11, 1)] {
-            let n_cols = nbk * QK_K;
-            let bytes = random_row(ty, n_rows * nbk, &mut rng);
-            let w = crate::WeightView {
-                ty,
-                n_rows,
-                n_cols,
-                bytes: &bytes,
-            };
-            let nt = n_cols / 32 * form.per_block();
-            let mut q = vec![7u8; nt * TILE_BYTES];
-            let mut d = vec![7f32; nt * TILE_ROWS];
-            let mut m = vec![7f32; if form.mins { nt * TILE_ROWS } else { 0 }];
-            let mut packer = Packer::new(level, &w, form).expect("a K-quant matrix");
-            packer.pack_group(0, n_rows, &mut q, &mut d, &mut m);
-            let x = random_act(n_tokens * n_cols, &mut rng);
-            let act = TileAct::new(level, &x, n_tokens, n_cols, form.sums());
-            let x1 = random_act(16 * n_cols, &mut rng);
-            let other = TileAct::new(level, &x1, 16, n_cols, form.sums());
-            let nb = n_cols / 32;
-            let ((aq, ad), am) = (act.group(0, 0..nb), act.sums(0, 0..nt));
-            let ((aq1, ad1), am1) = (other.group(0, 0..nb), other.sums(0, 0..nt));
-            let smins = |a| form.mins.then(|| (&m[..], a));
-            let zero = [[0f32; TILE_TOKENS]; TILE_ROWS];
-            let (mut got, mut want, mut p0, mut p1, mut want1) = (zero, zero, zero, zero, zero);
-            let mins1 = form.mins.then(|| Mins { w: &m[..], a: [am] });
-            tile_q8(scope, &q, &d, [aq], [ad], form.half, mins1, [&mut got]);
-            tile_q8_scalar(
-                TileLayout::Amx,
-                &q,
-                &d,
-                aq,
-                ad,
-                form.half,
-                smins(am),
-                &mut want,
-            );
-            let mins2 = form.mins.then(|| Mins {
-                w: &m[..],
-                a: [am, am1],
-            });
-            let (a2, d2) = ([aq, aq1], [ad, ad1]);
-            tile_q8(scope, &q, &d, a2, d2, form.half, mins2, [&mut p0, &mut p1]);
-            tile_q8_scalar(
-                TileLayout::Amx,
-                &q,
-                &d,
-                aq1,
-                ad1,
-                form.half,
-                smins(am1),
-                &mut want1,
-            );
-            let bits = |m: &[[f32; TILE_TOKENS]; TILE_ROWS]| m.map(|r| r.map(f32::to_bits));
-            let what = format!("{ty:?} nb={nbk} rows={n_rows} tokens={n_tokens}");
-            assert_eq!(bits(&got), bits(&want), "{what}: alone");
-            assert_eq!(bits(&p0), bits(&want), "{what}: first of a pair");
-            assert_eq!(bits(&p1), bits(&want1), "{what}: second of a pair");
-            for (r, row) in got.iter().enumerate().skip(n_rows) {
-                assert!(row.iter().all(|&v| v == 0.0), "{what}: padding row {r}");
             }
         }
     }
