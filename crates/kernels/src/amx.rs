@@ -1,38 +1,21 @@
-//! Block tiles of Q8_0 / Q4_0 and K-quant weights: the driver ([`matmul_tiles`]) of the VNNI
-//! layout's tiles at AVX-512 and AVX2 (`avx512_blocks.rs`, `avx2_blocks.rs`), and the int8 tile
-//! layout of AMX's `tdpbssd` (`amx_tile.rs`). The products of the AMX level no longer take the
-//! int8 tiles (they take BF16 tiles, `amx_bf16.rs`: about 1.5x faster at 512 tokens, with no
-//! per-block epilogue); the int8 layout now runs only on the software model of the tile unit in
-//! tests, and what follows describes it.
+//! Block tiles of K-quant weights at AVX-512 and AVX2: the driver ([`matmul_tiles`]) of the VNNI
+//! kernels (`avx512_blocks.rs`, `avx2_blocks.rs`). (The file's name dates from the int8 AMX tiles
+//! it first drove; the AMX level now multiplies on BF16 tiles, `amx_bf16.rs`.)
 //!
 //! - Activations are quantized to Q8_0 blocks exactly as on the other paths (`act_q8.rs`), then
-//!   laid out once per call as the second operand of `tdpbssd`: per group of 16 tokens (the last
-//!   padded with zero tokens) and block, 8 rows of `[16 tokens][4 values]` ([`TileAct`]).
-//! - Each thread rewrites its weight rows a panel at a time, per call, into its scratch buffers:
-//!   per 16 rows (the last group padded with zero rows) and block, the 16 rows' 32 values as
-//!   signed bytes (Q4_0 nibbles minus 8) — a 512-byte tile — and the 16 block scales as `f32`.
-//!   K-quant rows are unpacked and rewritten the same way (`amx_kquant.rs`): a tile per block of
-//!   32 or 16 values ([`TileForm`]), with the blocks' mins where the type has them.
-//! - Per (16 rows, 16 tokens) the tile kernel sums each block exactly in int32 and adds
-//!   `sum · (d_a · d_w)` to an `f32` accumulator, block after block, with one fused
-//!   multiply-add (and one more subtracting `min · d_a · Σ a` for types with mins):
-//!   `out[t, r]` depends on row `r` and token `t` only, never on which or how many other tokens
-//!   share the call (padding tokens and rows are never read back).
-//! - The driver ([`matmul_tiles`]) takes the kernel as a [`TileKernel`], so that tests run it
-//!   with the scalar twin on machines without AMX, and with the AMX kernel itself on a software
-//!   model of the tile unit (`amx_tile::EmulatedTiles`) wherever AVX-512 runs.
-//!
-//! Throughput: one 16 × 16 × 32 tile product per block uses half the depth a tile row can take
-//! (64 bytes), and each block's sums must leave the tile unit through memory for the `f32`
-//! epilogue (3 vector operations per 16 outputs per block); the tile loads and stores, and that
-//! epilogue, are the bounds. Two token groups share each weight tile load.
-//!
-//! Which kernels: this path serves every call of 2 tokens or more at the AMX level, whatever the
-//! shape (measured for Q8_0 / Q4_0; the K-quant tiles, added on a machine without AMX, are
-//! tested against their scalar twin on the model of the tile unit and not yet timed). It is faster than the AVX-512 VNNI tiles from about 16 tokens on, on every shape
-//! measured (TinyLlama's and stories15M's matrices); below that it computes 16 tokens' worth
-//! for a few and is slower. Choosing by token count would make a token's result depend on how
-//! many others share its call, so the choice is per level only.
+//!   laid out once per call: per group of 16 tokens (the last padded with zero tokens) and
+//!   block, 8 rows of `[16 tokens][4 values]` ([`TileAct`]), with each block's (or half
+//!   block's) `d_a · Σ a` for the mins.
+//! - Each thread rewrites its weight rows a panel at a time, per call, into its scratch buffers
+//!   (`amx_kquant.rs`): per 16 rows (the last group padded with zero rows) and block of 32 or 16
+//!   values ([`TileForm`]), a 512-byte tile of unsigned values, 16 scales and 16 mins.
+//! - Per (16 rows, 16 tokens) the kernel sums each block exactly in int32 and adds
+//!   `sum · (d_a · d_w)` to an `f32` accumulator, block after block, with one fused multiply-add
+//!   and one more subtracting `min · d_a · Σ a`: `out[t, r]` depends on row `r` and token `t`
+//!   only, never on which or how many other tokens share the call (padding tokens and rows are
+//!   never read back).
+//! - The driver takes the kernel as a [`TileKernel`], so that tests run it with the scalar twin
+//!   ([`tile_q8_scalar`]) on any machine.
 
 use crate::act_q8::{ActLayout, ActQ8, QK};
 use crate::amx_tile::{Mins, TILE_BYTES, TILE_ROWS, TILE_TOKENS};

@@ -23,8 +23,8 @@ pub enum Isa {
     /// x86-64 AVX-512 F/BW/VL/VNNI on top of [`Isa::Avx2`] (Ice Lake, Sapphire Rapids, Zen 4 and
     /// later). AVX-512 CPUs without VNNI (Skylake-SP) run at [`Isa::Avx2`].
     Avx512,
-    /// AMX tiles with int8 products (AMX-TILE + AMX-INT8, Sapphire Rapids and later) on top of
-    /// [`Isa::Avx512`], for the prefill of Q8_0 / Q4_0 weights; everything else runs the
+    /// AMX tiles (AMX-TILE + AMX-INT8 + AMX-BF16, Sapphire Rapids and later) on top of
+    /// [`Isa::Avx512`], for the prefill of quantized weights (BF16 tiles); everything else runs the
     /// [`Isa::Avx512`] kernels. Needs the operating system's consent (on Linux, `arch_prctl`
     /// `ARCH_REQ_XCOMP_PERM`, asked once per process); without it the CPU runs at
     /// [`Isa::Avx512`].

@@ -5,7 +5,7 @@
 //! It must never know about files, models or requests: inputs are slices and a [`WeightView`]
 //! (bytes + type + shape), outputs are `f32` slices.
 //!
-//! [`matmul`] runs SIMD kernels (AVX2, AVX-512 VNNI, AMX int8 tiles) chosen at run time by [`isa`], each with a
+//! [`matmul`] runs SIMD kernels (AVX2, AVX-512 VNNI, AMX BF16 tiles) chosen at run time by [`isa`], each with a
 //! scalar twin; the plain path ([`matmul_reference`]: dequantize a row, dot in `f32`) is their
 //! test oracle and the fallback for weight types without kernels of their own. `unsafe` code
 //! (SIMD intrinsics, disjoint output writes) lives in this crate only.

@@ -21,9 +21,9 @@
 //!   kernels (`*_tile.rs`) take a few rows × a few tokens at once, each weight vector loaded once
 //!   for several tokens (prefill); computing is the bound. K-quant panels are block tiles
 //!   (`amx_kquant.rs`: 16 rows × 32 values of unpacked super-blocks per tile) against
-//!   activations in Q8_0 blocks, multiplied by AMX, `vpdpbusd` (`avx512_blocks.rs`) or
-//!   `vpmaddubsw` (`avx2_blocks.rs`); at the AMX level Q8_0 / Q4_0 panels are int8 tiles too
-//!   (`amx.rs`). Float panels are groups of 16 rows laid out by column, multiplied by outer
+//!   activations in Q8_0 blocks, multiplied by `vpdpbusd` (`avx512_blocks.rs`) or
+//!   `vpmaddubsw` (`avx2_blocks.rs`); at the AMX level every quantized type's panels are
+//!   `bf16` tiles (`amx_bf16.rs`). Float panels are groups of 16 rows laid out by column, multiplied by outer
 //!   products (`avx512_panel.rs`, `avx2_panel.rs`: a column of rows per vector, each token's
 //!   value broadcast).
 //!

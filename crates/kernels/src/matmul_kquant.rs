@@ -3,17 +3,16 @@
 //! - [`MatmulPath::Rows`]: activations quantized to Q8_K super-blocks, each row's super-blocks
 //!   unpacked as they stream in and dotted with up to [`group_tokens`] tokens at a time (the
 //!   `kquants` module's dot products); no result depends on which tokens share its group.
-//! - [`MatmulPath::Tiles`]: at the SIMD levels, block tiles (`amx_kquant.rs`, driven by
-//!   `amx.rs`) against activations in Q8_0 blocks: int8 tile products with AMX, `vpdpbusd`
-//!   at AVX-512 without it (`avx512_blocks.rs`), `vpmaddubsw` at AVX2 (`avx2_blocks.rs`), the
-//!   three bitwise equal where they run. The two paths agree within rounding there; at the
-//!   scalar level both are the row path (ggml's scalar dot products), bitwise the same.
+//! - [`MatmulPath::Tiles`]: at AVX-512 and AVX2, block tiles (`amx_kquant.rs`, driven by
+//!   `amx.rs`) against activations in Q8_0 blocks: `vpdpbusd` at AVX-512 (`avx512_blocks.rs`),
+//!   `vpmaddubsw` at AVX2 (`avx2_blocks.rs`), bitwise equal. The two paths agree within
+//!   rounding there; at the scalar level both are the row path (ggml's scalar dot products),
+//!   bitwise the same. At the AMX level, BF16 tiles (`amx_bf16.rs`).
 //!
 //! Repacked K-quants ([`WeightType::Q2_Kx16`] ... [`WeightType::Q6_Kx16`]): by rows, a group of 16 rows at a time against each token
 //! (`kquants/avx512_x16.rs`, `kquants/avx2_x16.rs`, twin `kquants::x16::dot_group_scalar` at
-//! the scalar level); by tiles, the stored matrix's results bit for bit: for AMX each row
-//! turned back into its stored blocks and unpacked, for the VNNI layout the tiles made from the
-//! repacked rows directly (`amx_kquant::put_x16_block`), or below `in_place_tokens` (at
+//! the scalar level); by tiles at AVX-512 and AVX2, the stored matrix's results bit for bit:
+//! the tiles made from the repacked rows directly (`amx_kquant::put_x16_block`), or below `in_place_tokens` (at
 //! AVX-512 always) not made at all (`tiles_in_place`).
 
 use std::sync::Arc;
