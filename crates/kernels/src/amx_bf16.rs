@@ -499,18 +499,27 @@ mod simd {
         }
     }
 
-    /// One group of 16 repacked Q4_K / Q6_K rows (`kquants/x16.rs`) straight into its tiles
-    /// (the values `dequantize_q4_k` / `dequantize_q6_k` give, bit for bit: `(d·sc)·q − dmin·m`,
-    /// `(d·sc)·(q − 32)`); false for other types.
+    /// One group of 16 repacked Q4_K / Q5_K / Q6_K rows (`kquants/x16.rs`) straight into its
+    /// tiles (the values `dequantize_q4_k` / `_q5_k` / `_q6_k` give, bit for bit:
+    /// `(d·sc)·q − dmin·m`, `(d·sc)·(q − 32)`); false for other types.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     pub(super) fn k_group(_: Simd, ty: WeightType, src: &[u8], dst: &mut [u16]) -> bool {
         use crate::kquants::layout::{f16_at as kf16, scale_min_k4};
-        use crate::kquants::x16::{q4, q6};
+        use crate::kquants::x16::{q4, q5, q6};
         let word =
             |gb: &[u8], at: usize| u32::from_le_bytes([gb[at], gb[at + 1], gb[at + 2], gb[at + 3]]);
         match ty {
-            WeightType::Q4_Kx16 => {
-                for (b, gb) in src.chunks_exact(q4::GROUP_BLOCK).enumerate() {
+            WeightType::Q4_Kx16 | WeightType::Q5_Kx16 => {
+                // Q5_K: Q4_K's nibbles (after the fifth bits) plus, per sub-block `j` and row,
+                // four bytes whose bit `q` / `4 + q` of byte `k` is the fifth bit of value
+                // `4q + k` / `16 + 4q + k`.
+                let five = ty == WeightType::Q5_Kx16;
+                let (gbb, qs_at) = if five {
+                    (q5::GROUP_BLOCK, q5::QS)
+                } else {
+                    (q4::GROUP_BLOCK, q4::QS)
+                };
+                for (b, gb) in src.chunks_exact(gbb).enumerate() {
                     for l in 0..ROWS {
                         let (d, dmin) = (kf16(gb, q4::D + 2 * l), kf16(gb, q4::DMIN + 2 * l));
                         let mut packed = [0u8; 12];
@@ -521,11 +530,24 @@ mod simd {
                         for j in 0..8 {
                             let (sc, m) = scale_min_k4(j, &packed);
                             let (d1, m1) = (d * sc as f32, dmin * m as f32);
-                            let q = |i: usize| word(gb, q4::QS + 64 * (4 * j + i) + 4 * l) as i32;
+                            let q = |i: usize| word(gb, qs_at + 64 * (4 * j + i) + 4 * l) as i32;
                             let qs = _mm_setr_epi32(q(0), q(1), q(2), q(3));
+                            // Byte `4q + k` of `h`: the fifth-bit byte `k` shifted right by `q`
+                            // (bits from the next byte land above bit 4, never read).
+                            let h = if five {
+                                let w = word(gb, q5::QH + 64 * j + 4 * l);
+                                _mm_setr_epi32(
+                                    w as i32,
+                                    (w >> 1) as i32,
+                                    (w >> 2) as i32,
+                                    (w >> 3) as i32,
+                                )
+                            } else {
+                                _mm_setzero_si128()
+                            };
                             let out = &mut dst[((8 * b + j) * ROWS + l) * COLS..][..COLS];
                             // SAFETY: `out` holds 32 values.
-                            unsafe { q4k_block(d1, m1, qs, out.as_mut_ptr()) };
+                            unsafe { q5k_block(d1, m1, qs, h, out.as_mut_ptr()) };
                         }
                     }
                 }
@@ -569,15 +591,18 @@ mod simd {
         }
     }
 
-    /// A Q4_K sub-block (16 bytes of nibbles: byte `i` values `i` and `16 + i`) as
-    /// `d1 · q − m1`, 32 `bf16` at `dst`.
+    /// A Q4_K / Q5_K sub-block (16 bytes of nibbles: byte `i` values `i` and `16 + i`; in `h`,
+    /// bit 0 of byte `i` the fifth bit of value `i`, bit 4 that of value `16 + i`, zero for
+    /// Q4_K) as `d1 · q − m1`, 32 `bf16` at `dst`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    unsafe fn q4k_block(d1: f32, m1: f32, qs: __m128i, dst: *mut u16) {
+    unsafe fn q5k_block(d1: f32, m1: f32, qs: __m128i, h: __m128i, dst: *mut u16) {
         let m = _mm_set1_epi8(0x0f);
         let (lo, hi) = (
             _mm_and_si128(qs, m),
             _mm_and_si128(_mm_srli_epi16(qs, 4), m),
         );
+        let lo = _mm_or_si128(lo, _mm_slli_epi16(_mm_and_si128(h, _mm_set1_epi8(1)), 4));
+        let hi = _mm_or_si128(hi, _mm_and_si128(h, _mm_set1_epi8(0x10)));
         let (dv, mv) = (_mm512_set1_ps(d1), _mm512_set1_ps(m1));
         let lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo));
         let hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi));
