@@ -499,13 +499,13 @@ mod simd {
         }
     }
 
-    /// One group of 16 repacked Q4_K / Q5_K / Q6_K rows (`kquants/x16.rs`) straight into its
-    /// tiles (the values `dequantize_q4_k` / `_q5_k` / `_q6_k` give, bit for bit:
-    /// `(d·sc)·q − dmin·m`, `(d·sc)·(q − 32)`); false for other types.
+    /// One group of 16 repacked K-quant rows (`kquants/x16.rs`) straight into its tiles (the
+    /// values `dequantize_q2_k` ... `_q6_k` give, bit for bit: `(d·sc)·q − dmin·m`,
+    /// `(d·(sc − 32))·(q − 4)`, `(d·sc)·(q − 32)`); false for other types.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     pub(super) fn k_group(_: Simd, ty: WeightType, src: &[u8], dst: &mut [u16]) -> bool {
-        use crate::kquants::layout::{f16_at as kf16, scale_min_k4};
-        use crate::kquants::x16::{q4, q5, q6};
+        use crate::kquants::layout::{f16_at as kf16, scale_min_k4, scales_q3_k};
+        use crate::kquants::x16::{q2, q3, q4, q5, q6};
         let word =
             |gb: &[u8], at: usize| u32::from_le_bytes([gb[at], gb[at + 1], gb[at + 2], gb[at + 3]]);
         match ty {
@@ -548,6 +548,78 @@ mod simd {
                             let out = &mut dst[((8 * b + j) * ROWS + l) * COLS..][..COLS];
                             // SAFETY: `out` holds 32 values.
                             unsafe { q5k_block(d1, m1, qs, h, out.as_mut_ptr()) };
+                        }
+                    }
+                }
+                true
+            }
+            WeightType::Q2_Kx16 => {
+                // Per block `g` of 16 values and row `l`: one word whose byte `k` holds value
+                // `16g + 4s + k` in bits `2s, 2s + 1`; its scale byte `g` (scale low, min high).
+                const TWO: u32 = 0x0303_0303;
+                for (b, gb) in src.chunks_exact(q2::GROUP_BLOCK).enumerate() {
+                    for l in 0..ROWS {
+                        let (d, dmin) = (kf16(gb, q2::D + 2 * l), kf16(gb, q2::DMIN + 2 * l));
+                        for j in 0..8 {
+                            let mut halves = [_mm512_setzero_ps(); 2];
+                            for (h, half) in halves.iter_mut().enumerate() {
+                                let g = 2 * j + h;
+                                let sc = gb[q2::SCALES + 64 * (g / 4) + 4 * l + g % 4];
+                                let (dl, ml) = (d * (sc & 0xF) as f32, dmin * (sc >> 4) as f32);
+                                let w = word(gb, q2::QS + 64 * g + 4 * l);
+                                let v = |s: u32| ((w >> (2 * s)) & TWO) as i32;
+                                let qs = _mm_setr_epi32(v(0), v(1), v(2), v(3));
+                                let q = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(qs));
+                                *half = _mm512_sub_ps(
+                                    _mm512_mul_ps(_mm512_set1_ps(dl), q),
+                                    _mm512_set1_ps(ml),
+                                );
+                            }
+                            let out = &mut dst[((8 * b + j) * ROWS + l) * COLS..][..COLS];
+                            // SAFETY: `out` holds 32 values.
+                            unsafe { store(halves[0], halves[1], out.as_mut_ptr()) };
+                        }
+                    }
+                }
+                true
+            }
+            WeightType::Q3_Kx16 => {
+                // Q2_K's low bits, plus per pair of blocks `p` and row a word whose byte `k`
+                // bit `4h + s` is the high bit of value `16(2p + h) + 4s + k`: value
+                // `(low | high << 2) − 4`, times `d · (sc − 32)`.
+                const TWO: u32 = 0x0303_0303;
+                const ONE: u32 = 0x0101_0101;
+                for (b, gb) in src.chunks_exact(q3::GROUP_BLOCK).enumerate() {
+                    for l in 0..ROWS {
+                        let d = kf16(gb, q3::D + 2 * l);
+                        let mut packed = [0u8; 12];
+                        for w in 0..3 {
+                            let at = q3::SCALES + 64 * w + 4 * l;
+                            packed[4 * w..4 * w + 4].copy_from_slice(&gb[at..at + 4]);
+                        }
+                        let scales = scales_q3_k(&packed);
+                        for j in 0..8 {
+                            let hw = word(gb, q3::HM + 64 * j + 4 * l);
+                            let mut halves = [_mm512_setzero_ps(); 2];
+                            for (h, half) in halves.iter_mut().enumerate() {
+                                let g = 2 * j + h;
+                                let dl = d * (scales[g] as i32 - 32) as f32;
+                                let w = word(gb, q3::QS + 64 * g + 4 * l);
+                                let v = |s: usize| {
+                                    let low = (w >> (2 * s)) & TWO;
+                                    let high = (hw >> (4 * h + s)) & ONE;
+                                    (low | high << 2) as i32
+                                };
+                                let qs = _mm_setr_epi32(v(0), v(1), v(2), v(3));
+                                *half = scaled(
+                                    _mm512_cvtepu8_epi32(qs),
+                                    _mm512_set1_epi32(4),
+                                    _mm512_set1_ps(dl),
+                                );
+                            }
+                            let out = &mut dst[((8 * b + j) * ROWS + l) * COLS..][..COLS];
+                            // SAFETY: `out` holds 32 values.
+                            unsafe { store(halves[0], halves[1], out.as_mut_ptr()) };
                         }
                     }
                 }
@@ -776,6 +848,7 @@ mod tests {
             WeightType::Q6_K => Some(WeightType::Q6_Kx16),
             WeightType::Q5_K => Some(WeightType::Q5_Kx16),
             WeightType::Q2_K => Some(WeightType::Q2_Kx16),
+            WeightType::Q3_K => Some(WeightType::Q3_Kx16),
             _ => None,
         };
         let mut out = vec![];
@@ -835,6 +908,7 @@ mod tests {
             WeightType::Q6_K,
             WeightType::Q5_K,
             WeightType::Q2_K,
+            WeightType::Q3_K,
         ] {
             for (ty, bytes) in weights(ty, rows, cols) {
                 let w = WeightView {
