@@ -556,110 +556,98 @@ mod simd {
             WeightType::Q2_Kx16 => {
                 // Per block `g` of 16 values and row `l`: one word whose byte `k` holds value
                 // `16g + 4s + k` in bits `2s, 2s + 1`; its scale byte `g` (scale low, min high).
-                const TWO: u32 = 0x0303_0303;
-                for (b, gb) in src.chunks_exact(q2::GROUP_BLOCK).enumerate() {
-                    for l in 0..ROWS {
-                        let (d, dmin) = (kf16(gb, q2::D + 2 * l), kf16(gb, q2::DMIN + 2 * l));
-                        for j in 0..8 {
-                            let mut halves = [_mm512_setzero_ps(); 2];
-                            for (h, half) in halves.iter_mut().enumerate() {
-                                let g = 2 * j + h;
-                                let sc = gb[q2::SCALES + 64 * (g / 4) + 4 * l + g % 4];
-                                let (dl, ml) = (d * (sc & 0xF) as f32, dmin * (sc >> 4) as f32);
-                                let w = word(gb, q2::QS + 64 * g + 4 * l);
-                                let v = |s: u32| ((w >> (2 * s)) & TWO) as i32;
-                                let qs = _mm_setr_epi32(v(0), v(1), v(2), v(3));
-                                let q = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(qs));
-                                *half = _mm512_sub_ps(
-                                    _mm512_mul_ps(_mm512_set1_ps(dl), q),
-                                    _mm512_set1_ps(ml),
-                                );
-                            }
-                            let out = &mut dst[((8 * b + j) * ROWS + l) * COLS..][..COLS];
-                            // SAFETY: `out` holds 32 values.
-                            unsafe { store(halves[0], halves[1], out.as_mut_ptr()) };
-                        }
-                    }
-                }
+                let block = |gb: &[u8], l: usize, _: &(), g: usize| {
+                    let sc = gb[q2::SCALES + 64 * (g / 4) + 4 * l + g % 4];
+                    let (d, dmin) = (kf16(gb, q2::D + 2 * l), kf16(gb, q2::DMIN + 2 * l));
+                    let w = word(gb, q2::QS + 64 * g + 4 * l);
+                    let q = std::array::from_fn(|s| (w >> (2 * s)) & TWO);
+                    (q, d * (sc & 0xF) as f32, 0, dmin * (sc >> 4) as f32)
+                };
+                sixteens(src, q2::GROUP_BLOCK, dst, |_, _| (), block);
                 true
             }
             WeightType::Q3_Kx16 => {
                 // Q2_K's low bits, plus per pair of blocks `p` and row a word whose byte `k`
                 // bit `4h + s` is the high bit of value `16(2p + h) + 4s + k`: value
                 // `(low | high << 2) − 4`, times `d · (sc − 32)`.
-                const TWO: u32 = 0x0303_0303;
-                const ONE: u32 = 0x0101_0101;
-                for (b, gb) in src.chunks_exact(q3::GROUP_BLOCK).enumerate() {
-                    for l in 0..ROWS {
-                        let d = kf16(gb, q3::D + 2 * l);
-                        let mut packed = [0u8; 12];
-                        for w in 0..3 {
-                            let at = q3::SCALES + 64 * w + 4 * l;
-                            packed[4 * w..4 * w + 4].copy_from_slice(&gb[at..at + 4]);
-                        }
-                        let scales = scales_q3_k(&packed);
-                        for j in 0..8 {
-                            let hw = word(gb, q3::HM + 64 * j + 4 * l);
-                            let mut halves = [_mm512_setzero_ps(); 2];
-                            for (h, half) in halves.iter_mut().enumerate() {
-                                let g = 2 * j + h;
-                                let dl = d * (scales[g] as i32 - 32) as f32;
-                                let w = word(gb, q3::QS + 64 * g + 4 * l);
-                                let v = |s: usize| {
-                                    let low = (w >> (2 * s)) & TWO;
-                                    let high = (hw >> (4 * h + s)) & ONE;
-                                    (low | high << 2) as i32
-                                };
-                                let qs = _mm_setr_epi32(v(0), v(1), v(2), v(3));
-                                *half = scaled(
-                                    _mm512_cvtepu8_epi32(qs),
-                                    _mm512_set1_epi32(4),
-                                    _mm512_set1_ps(dl),
-                                );
-                            }
-                            let out = &mut dst[((8 * b + j) * ROWS + l) * COLS..][..COLS];
-                            // SAFETY: `out` holds 32 values.
-                            unsafe { store(halves[0], halves[1], out.as_mut_ptr()) };
-                        }
+                let scales = |gb: &[u8], l: usize| {
+                    let mut packed = [0u8; 12];
+                    for w in 0..3 {
+                        let at = q3::SCALES + 64 * w + 4 * l;
+                        packed[4 * w..4 * w + 4].copy_from_slice(&gb[at..at + 4]);
                     }
-                }
+                    scales_q3_k(&packed)
+                };
+                let block = |gb: &[u8], l: usize, scales: &[i8; 16], g: usize| {
+                    let (w, hw) = (
+                        word(gb, q3::QS + 64 * g + 4 * l),
+                        word(gb, q3::HM + 64 * (g / 2) + 4 * l),
+                    );
+                    let q = std::array::from_fn(|s| {
+                        (w >> (2 * s)) & TWO | ((hw >> (4 * (g % 2) + s)) & ONE) << 2
+                    });
+                    let dl = kf16(gb, q3::D + 2 * l) * (scales[g] as i32 - 32) as f32;
+                    (q, dl, 4, 0.0)
+                };
+                sixteens(src, q3::GROUP_BLOCK, dst, scales, block);
                 true
             }
             WeightType::Q6_Kx16 => {
-                const LOW: u32 = 0x0f0f_0f0f;
-                for (b, gb) in src.chunks_exact(q6::GROUP_BLOCK).enumerate() {
-                    for l in 0..ROWS {
-                        let d = kf16(gb, q6::D + 2 * l);
-                        // Two scale groups of 16 values make one tile column of 32.
-                        for j in 0..8 {
-                            let mut halves = [_mm512_setzero_ps(); 2];
-                            for (h, half) in halves.iter_mut().enumerate() {
-                                let g = 2 * j + h;
-                                let d1 = d * gb[q6::SCALES + 16 * g + l] as i8 as f32;
-                                let at = q6::QS + 192 * g + 4 * l;
-                                let (n0, n1, hi) =
-                                    (word(gb, at), word(gb, at + 64), word(gb, at + 128));
-                                let v = |s: usize| {
-                                    let n = [n0, n1][s / 2];
-                                    let low = (if s.is_multiple_of(2) { n } else { n >> 4 }) & LOW;
-                                    (low | (hi >> (2 * s) & 0x0303_0303) << 4) as i32
-                                };
-                                let qs = _mm_setr_epi32(v(0), v(1), v(2), v(3));
-                                *half = scaled(
-                                    _mm512_cvtepu8_epi32(qs),
-                                    _mm512_set1_epi32(32),
-                                    _mm512_set1_ps(d1),
-                                );
-                            }
-                            let out = &mut dst[((8 * b + j) * ROWS + l) * COLS..][..COLS];
-                            // SAFETY: `out` holds 32 values.
-                            unsafe { store(halves[0], halves[1], out.as_mut_ptr()) };
-                        }
-                    }
-                }
+                // Per block `g` of 16 values and row `l`: two words of low nibbles (values
+                // `16g + k`, `+ 4 + k` in the first, `+ 8 + k`, `+ 12 + k` in the second) and one
+                // of high bit pairs (value `16g + 4s + k` in bits `2s, 2s + 1` of byte `k`).
+                let block = |gb: &[u8], l: usize, _: &(), g: usize| {
+                    let at = q6::QS + 192 * g + 4 * l;
+                    let (n0, n1, hi) = (word(gb, at), word(gb, at + 64), word(gb, at + 128));
+                    let q = std::array::from_fn(|s| {
+                        let n = [n0, n1][s / 2];
+                        let low = (if s.is_multiple_of(2) { n } else { n >> 4 }) & LOW;
+                        low | (hi >> (2 * s) & TWO) << 4
+                    });
+                    let d1 = kf16(gb, q6::D + 2 * l) * gb[q6::SCALES + 16 * g + l] as i8 as f32;
+                    (q, d1, 32, 0.0)
+                };
+                sixteens(src, q6::GROUP_BLOCK, dst, |_, _| (), block);
                 true
             }
             _ => false,
+        }
+    }
+
+    const TWO: u32 = 0x0303_0303;
+    const ONE: u32 = 0x0101_0101;
+    const LOW: u32 = 0x0f0f_0f0f;
+
+    /// The groups `src` (of `gbb` bytes per super-block) of a K-quant type with blocks of 16
+    /// values into their tiles: per row `l` (`row(gb, l)` made once per super-block) and block
+    /// `g`, `block` gives the 16 values as four words (byte `k` of word `s`: value `4s + k`),
+    /// a scale `d`, an offset `o` and a min `m`: values `d · (q − o) − m`. (The closures do
+    /// integer work only: intrinsics in a closure would compile to calls.)
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    fn sixteens<R>(
+        src: &[u8],
+        gbb: usize,
+        dst: &mut [u16],
+        row: impl Fn(&[u8], usize) -> R,
+        block: impl Fn(&[u8], usize, &R, usize) -> ([u32; 4], f32, i32, f32),
+    ) {
+        for (b, gb) in src.chunks_exact(gbb).enumerate() {
+            for l in 0..ROWS {
+                let r = row(gb, l);
+                for j in 0..8 {
+                    let mut halves = [_mm512_setzero_ps(); 2];
+                    for (h, half) in halves.iter_mut().enumerate() {
+                        let (q, d, o, m) = block(gb, l, &r, 2 * j + h);
+                        let [q0, q1, q2, q3] = q.map(|w| w as i32);
+                        let qs = _mm512_cvtepu8_epi32(_mm_setr_epi32(q0, q1, q2, q3));
+                        let v = scaled(qs, _mm512_set1_epi32(o), _mm512_set1_ps(d));
+                        *half = _mm512_sub_ps(v, _mm512_set1_ps(m));
+                    }
+                    let out = &mut dst[((8 * b + j) * ROWS + l) * COLS..][..COLS];
+                    // SAFETY: `out` holds 32 values.
+                    unsafe { store(halves[0], halves[1], out.as_mut_ptr()) };
+                }
+            }
         }
     }
 
@@ -835,12 +823,7 @@ mod tests {
         let vals: Vec<f32> = (0..rows * cols).map(|_| rng.f32()).collect();
         let mut bytes = vec![0u8; rows * ty.row_bytes(cols)];
         crate::quantize_rows(ty, &vals, cols, &mut bytes);
-        let stored = WeightView {
-            ty,
-            n_rows: rows,
-            n_cols: cols,
-            bytes: &bytes,
-        };
+        let stored = view(ty, rows, cols, &bytes);
         let repacked = match ty {
             WeightType::Q4_0 => Some(WeightType::Q4_0x16),
             WeightType::Q8_0 => Some(WeightType::Q8_0x16),
@@ -859,14 +842,18 @@ mod tests {
         out
     }
 
+    fn view(ty: WeightType, n_rows: usize, n_cols: usize, bytes: &[u8]) -> WeightView<'_> {
+        WeightView {
+            ty,
+            n_rows,
+            n_cols,
+            bytes,
+        }
+    }
+
     fn check<U: Bf16Unit>(unit: impl Fn() -> U + Sync, ty: WeightType, rows: usize, cols: usize) {
         for (ty, bytes) in weights(ty, rows, cols) {
-            let w = WeightView {
-                ty,
-                n_rows: rows,
-                n_cols: cols,
-                bytes: &bytes,
-            };
+            let w = view(ty, rows, cols, &bytes);
             for n_tokens in [2usize, 5, 16, 17, 33, 40] {
                 let x: Vec<f32> = (0..n_tokens * cols)
                     .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * (1 + i % 3) as f32)
@@ -911,12 +898,7 @@ mod tests {
             WeightType::Q3_K,
         ] {
             for (ty, bytes) in weights(ty, rows, cols) {
-                let w = WeightView {
-                    ty,
-                    n_rows: rows,
-                    n_cols: cols,
-                    bytes: &bytes,
-                };
+                let w = view(ty, rows, cols, &bytes);
                 let n = 64; // rows 32..48 real, 48..96 padding
                 let len = n / ROWS * cols / COLS * TILE;
                 let (mut a, mut b) = (vec![1u8; len], vec![2u8; len]);
