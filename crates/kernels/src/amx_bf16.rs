@@ -556,29 +556,30 @@ mod simd {
             WeightType::Q2_Kx16 => {
                 // Per block `g` of 16 values and row `l`: one word whose byte `k` holds value
                 // `16g + 4s + k` in bits `2s, 2s + 1`; its scale byte `g` (scale low, min high).
-                let block = |gb: &[u8], l: usize, _: &(), g: usize| {
+                let row =
+                    |gb: &[u8], l: usize| (kf16(gb, q2::D + 2 * l), kf16(gb, q2::DMIN + 2 * l));
+                let block = |gb: &[u8], l: usize, &(d, dmin): &(f32, f32), g: usize| {
                     let sc = gb[q2::SCALES + 64 * (g / 4) + 4 * l + g % 4];
-                    let (d, dmin) = (kf16(gb, q2::D + 2 * l), kf16(gb, q2::DMIN + 2 * l));
                     let w = word(gb, q2::QS + 64 * g + 4 * l);
                     let q = std::array::from_fn(|s| (w >> (2 * s)) & TWO);
                     (q, d * (sc & 0xF) as f32, 0, dmin * (sc >> 4) as f32)
                 };
-                sixteens(src, q2::GROUP_BLOCK, dst, |_, _| (), block);
+                sixteens(src, q2::GROUP_BLOCK, dst, row, block);
                 true
             }
             WeightType::Q3_Kx16 => {
                 // Q2_K's low bits, plus per pair of blocks `p` and row a word whose byte `k`
                 // bit `4h + s` is the high bit of value `16(2p + h) + 4s + k`: value
                 // `(low | high << 2) − 4`, times `d · (sc − 32)`.
-                let scales = |gb: &[u8], l: usize| {
+                let row = |gb: &[u8], l: usize| {
                     let mut packed = [0u8; 12];
                     for w in 0..3 {
                         let at = q3::SCALES + 64 * w + 4 * l;
                         packed[4 * w..4 * w + 4].copy_from_slice(&gb[at..at + 4]);
                     }
-                    scales_q3_k(&packed)
+                    (kf16(gb, q3::D + 2 * l), scales_q3_k(&packed))
                 };
-                let block = |gb: &[u8], l: usize, scales: &[i8; 16], g: usize| {
+                let block = |gb: &[u8], l: usize, (d, scales): &(f32, [i8; 16]), g: usize| {
                     let (w, hw) = (
                         word(gb, q3::QS + 64 * g + 4 * l),
                         word(gb, q3::HM + 64 * (g / 2) + 4 * l),
@@ -586,17 +587,18 @@ mod simd {
                     let q = std::array::from_fn(|s| {
                         (w >> (2 * s)) & TWO | ((hw >> (4 * (g % 2) + s)) & ONE) << 2
                     });
-                    let dl = kf16(gb, q3::D + 2 * l) * (scales[g] as i32 - 32) as f32;
+                    let dl = d * (scales[g] as i32 - 32) as f32;
                     (q, dl, 4, 0.0)
                 };
-                sixteens(src, q3::GROUP_BLOCK, dst, scales, block);
+                sixteens(src, q3::GROUP_BLOCK, dst, row, block);
                 true
             }
             WeightType::Q6_Kx16 => {
                 // Per block `g` of 16 values and row `l`: two words of low nibbles (values
                 // `16g + k`, `+ 4 + k` in the first, `+ 8 + k`, `+ 12 + k` in the second) and one
                 // of high bit pairs (value `16g + 4s + k` in bits `2s, 2s + 1` of byte `k`).
-                let block = |gb: &[u8], l: usize, _: &(), g: usize| {
+                let row = |gb: &[u8], l: usize| kf16(gb, q6::D + 2 * l);
+                let block = |gb: &[u8], l: usize, &d: &f32, g: usize| {
                     let at = q6::QS + 192 * g + 4 * l;
                     let (n0, n1, hi) = (word(gb, at), word(gb, at + 64), word(gb, at + 128));
                     let q = std::array::from_fn(|s| {
@@ -604,10 +606,10 @@ mod simd {
                         let low = (if s.is_multiple_of(2) { n } else { n >> 4 }) & LOW;
                         low | (hi >> (2 * s) & TWO) << 4
                     });
-                    let d1 = kf16(gb, q6::D + 2 * l) * gb[q6::SCALES + 16 * g + l] as i8 as f32;
+                    let d1 = d * gb[q6::SCALES + 16 * g + l] as i8 as f32;
                     (q, d1, 32, 0.0)
                 };
-                sixteens(src, q6::GROUP_BLOCK, dst, |_, _| (), block);
+                sixteens(src, q6::GROUP_BLOCK, dst, row, block);
                 true
             }
             _ => false,
