@@ -27,7 +27,8 @@ use std::arch::asm;
 use std::marker::PhantomData;
 
 use crate::cpu::Amx;
-use crate::par::{chunk_rows, for_each_row_chunk};
+use crate::par::{chunk_rows, OutCols, RowsJob};
+use std::sync::Arc;
 use crate::scratch::{with_panel, AlignedBytes};
 #[cfg(test)]
 use crate::WeightType;
@@ -723,33 +724,71 @@ mod simd {
 
 /// `out = x · wᵀ` on the AMX BF16 tiles; shapes already checked.
 pub(crate) fn matmul_bf16(amx: Amx, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
-    matmul_with(|| Bf16Scope::new(amx), w, x, n_tokens, out)
+    matmul_with(move || Bf16Scope::new(amx), w, x, n_tokens, out)
 }
 
-/// The driver of [`matmul_bf16`] with the tile unit each thread makes by `unit`.
-pub(crate) fn matmul_with<U: Bf16Unit>(
-    unit: impl Fn() -> U + Sync,
+/// [`matmul_bf16`]'s driver with the tile unit each thread makes by `unit`.
+pub(crate) fn matmul_with<U: Bf16Unit, F: Fn() -> U + Sync>(
+    unit: F,
     w: &WeightView,
     x: &[f32],
     n_tokens: usize,
     out: &mut [f32],
 ) {
-    let (n_rows, n_cols) = (w.n_rows, w.n_cols);
-    let act = ActBf16::new(x, n_tokens, n_cols);
-    let n_k = act.n_k;
-    let group_bytes = n_k * TILE;
-    let panel_rows =
-        (PANEL_BYTES / (2 * n_cols)).clamp(2 * ROWS, MAX_PANEL_ROWS) / (2 * ROWS) * (2 * ROWS);
-    let work_per_row = w.ty.row_bytes(n_cols).max(1) * n_tokens;
-    let chunk = chunk_rows(
-        n_rows,
-        2 * ROWS,
-        crate::matmul::MIN_TASK_BYTES.div_ceil(work_per_row),
-    );
-    for_each_row_chunk(out, n_rows, n_tokens, chunk, |mut oc| {
+    let act = Arc::new(ActBf16::new(x, n_tokens, w.n_cols));
+    let job = Bf16Tiles::new(unit, w, act, n_tokens);
+    crate::par::run_rows_jobs(&[&job], &mut [out], n_tokens);
+}
+
+/// A product on the BF16 tiles as a [`RowsJob`]: the products of one input (Q / K / V, gate /
+/// up) share its rounding ([`ActBf16`]) and one parallel section (`matmul::matmul_many`).
+pub(crate) struct Bf16Tiles<'a, F> {
+    unit: F,
+    w: WeightView<'a>,
+    act: Arc<ActBf16>,
+    n_tokens: usize,
+    chunk: usize,
+    simd: Option<Simd>,
+}
+
+impl<'a, U: Bf16Unit, F: Fn() -> U + Sync> Bf16Tiles<'a, F> {
+    /// The product of `w` by the activations `act` (of `n_tokens` tokens, `w.n_cols` columns),
+    /// with the tile unit each task makes by `unit`.
+    pub(crate) fn new(unit: F, w: &WeightView<'a>, act: Arc<ActBf16>, n_tokens: usize) -> Self {
+        assert_eq!(act.n_k * COLS, w.n_cols, "activations of another width");
+        let work_per_row = w.ty.row_bytes(w.n_cols).max(1) * n_tokens;
+        let chunk = chunk_rows(
+            w.n_rows,
+            2 * ROWS,
+            crate::matmul::MIN_TASK_BYTES.div_ceil(work_per_row),
+        );
+        Bf16Tiles {
+            unit,
+            w: *w,
+            act,
+            n_tokens,
+            chunk,
+            simd: Simd::detect(),
+        }
+    }
+}
+
+impl<U: Bf16Unit, F: Fn() -> U + Sync> RowsJob for Bf16Tiles<'_, F> {
+    fn weights(&self) -> &WeightView<'_> {
+        &self.w
+    }
+    fn chunk_rows(&self) -> usize {
+        self.chunk
+    }
+    fn run(&self, mut oc: OutCols<'_>) {
+        let (w, act, n_tokens, simd) = (&self.w, &*self.act, self.n_tokens, self.simd);
+        let n_k = act.n_k;
+        let group_bytes = n_k * TILE;
+        let panel_rows = (PANEL_BYTES / (2 * w.n_cols)).clamp(2 * ROWS, MAX_PANEL_ROWS)
+            / (2 * ROWS)
+            * (2 * ROWS);
         let rows = oc.rows();
-        let simd = Simd::detect();
-        let unit = unit();
+        let unit = (self.unit)();
         let mut c: Box<Block> = Box::new([[[0.0; ROWS]; ROWS]; 4]);
         // The thread's panel buffers, kept between calls (fresh pages cost a fault and a
         // zeroing each).
@@ -788,7 +827,7 @@ pub(crate) fn matmul_with<U: Bf16Unit>(
             }
         });
         drop(unit);
-    });
+    }
 }
 
 /// The scalar twin of [`matmul_with`]: every weight and activation rounded to `bf16` as the

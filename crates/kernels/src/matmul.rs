@@ -324,6 +324,8 @@ pub fn matmul_many_with<'a>(
     // section, so one thread's last task of a product is not a wait for the other; so do float
     // tiles of a few tokens (a server's steps).
     let mut tile_act = None;
+    #[cfg(target_arch = "x86_64")]
+    let mut bf16_act = None;
     let mut tiles_job = |w: &WeightView<'a>| -> Option<Box<dyn RowsJob + 'a>> {
         use crate::matmul_quant::{tile_act as quantize, QuantTiles};
         if w.n_rows == 0 || w.n_cols == 0 || n_tokens == 0 {
@@ -334,9 +336,19 @@ pub fn matmul_many_with<'a>(
             let job = crate::matmul_float::FloatFused::for_call(level, w, x, n_tokens);
             return job.map(|j| Box::new(j) as Box<dyn RowsJob + 'a>);
         }
+        // At the AMX level, quantized weights on BF16 tiles, the input rounded once for all.
         #[cfg(target_arch = "x86_64")]
-        if crate::matmul_quant::tiles_amx(level).is_some() {
-            return None;
+        if let Some(amx) = crate::matmul_quant::tiles_amx(level) {
+            use crate::amx_bf16::{ActBf16, Bf16Scope, Bf16Tiles};
+            let from = w.ty.stored();
+            if !(matches!(from, WeightType::Q8_0 | WeightType::Q4_0) || from.is_k_quant()) {
+                return None;
+            }
+            let act = bf16_act
+                .get_or_insert_with(|| Arc::new(ActBf16::new(x, n_tokens, w.n_cols)))
+                .clone();
+            let unit = move || Bf16Scope::new(amx);
+            return Some(Box::new(Bf16Tiles::new(unit, w, act, n_tokens)));
         }
         match w.ty {
             WeightType::Q8_0 | WeightType::Q8_0x16 | WeightType::Q4_0 | WeightType::Q4_0x16 => {
