@@ -28,11 +28,11 @@ use std::marker::PhantomData;
 
 use crate::cpu::Amx;
 use crate::par::{chunk_rows, OutCols, RowsJob};
-use std::sync::Arc;
 use crate::scratch::{with_panel, AlignedBytes};
 #[cfg(test)]
 use crate::WeightType;
 use crate::{dequantize, WeightView};
+use std::sync::Arc;
 
 /// Rows (weight rows, or tokens) of one tile.
 const ROWS: usize = 16;

@@ -804,7 +804,7 @@ unsafe fn tile_tokens_low<const T: usize, const Q3: bool>(
                 };
                 let dw = _mm256_mul_ps(d, _mm256_cvtepi32_ps(sc));
                 let own = if Q3 {
-                    _mm256_mul_ps(zero, zero)
+                    zero
                 } else {
                     _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(mn))
                 };

@@ -817,7 +817,7 @@ unsafe fn tile_tokens_low<const T: usize, const Q3: bool>(
                 };
                 let dw = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
                 let own = if Q3 {
-                    _mm512_mul_ps(zero, zero)
+                    zero
                 } else {
                     _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(mn))
                 };
