@@ -7,8 +7,9 @@
 //! - each thread decodes its weight rows a panel at a time into `bf16` (the row's own decoder,
 //!   `dequant.rs`, then rounded to nearest even), tile after tile of 16 rows × 32 values: the
 //!   first operand of `tdpbf16ps`, row-major as decoded;
-//! - the activations are rounded to `bf16` once per call, per group of 16 tokens and 32 columns
-//!   one tile of 16 rows × 16 tokens × 2 values (the pairs the second operand takes);
+//! - the activations are rounded to `bf16` once per input (the products of one input share
+//!   it, [`Bf16Tiles`]), per group of 16 tokens and 32 columns one tile of 16 rows × 16
+//!   tokens × 2 values (the pairs the second operand takes);
 //! - per 32 weight rows × 32 tokens, four `f32` accumulator tiles take every product over the
 //!   whole row (`tdpbf16ps` adds in `f32` inside the tile) and leave the unit once, at the end.
 //!
