@@ -133,10 +133,7 @@ unsafe fn dot_float_avx2<const KIND: u8>(w: *const u8, x: &[f32]) -> f32 {
         while i + 32 <= n {
             // 32 values are 64 or 128 bytes: one or two lines, fetched PREFETCH_BYTES ahead.
             let ahead = w.wrapping_add(i * float_bytes(KIND) + PREFETCH_BYTES) as *const i8;
-            _mm_prefetch::<_MM_HINT_T0>(ahead);
-            if KIND == F32 {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
-            }
+            crate::stream::prefetch_stream(ahead as usize, if KIND == F32 { 2 } else { 1 });
             for (j, a) in acc.iter_mut().enumerate() {
                 let xv = _mm256_loadu_ps(xp.add(i + 8 * j));
                 *a = _mm256_fmadd_ps(load8::<KIND>(w, i + 8 * j), xv, *a);
@@ -254,7 +251,7 @@ unsafe fn dot_quant_avx2<const Q4: bool>(
             // The weights stream from memory: ask for them PREFETCH_BYTES ahead (a hint, never
             // dereferenced, so running past the row is harmless).
             let ahead = w.wrapping_add(b * bytes + PREFETCH_BYTES);
-            crate::stream::prefetch_lines_l1(ahead as usize, (4 * bytes).div_ceil(64));
+            crate::stream::prefetch_stream(ahead as usize, (4 * bytes).div_ceil(64));
             acc[0] = block_step::<Q4>(table, w, qs, d, corr, b, acc[0]);
             acc[1] = block_step::<Q4>(table, w, qs, d, corr, b + 1, acc[1]);
             acc[2] = block_step::<Q4>(table, w, qs, d, corr, b + 2, acc[2]);

@@ -79,7 +79,7 @@ unsafe fn dot_row_avx2<const Q8: bool>(
         // hint, never dereferenced, so running past the row is harmless.
         unsafe {
             let grp = w.add(g * group);
-            crate::stream::prefetch_lines_l1(
+            crate::stream::prefetch_stream(
                 grp.wrapping_add(PREFETCH_BYTES) as usize,
                 group.div_ceil(64),
             );

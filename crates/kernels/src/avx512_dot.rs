@@ -94,9 +94,7 @@ unsafe fn dot_float_avx512<const KIND: u8>(w: *const u8, x: &[f32]) -> f32 {
         while i + 64 <= n {
             // 64 values are 128 or 256 bytes, fetched PREFETCH_BYTES ahead.
             let ahead = w.wrapping_add(i * float_bytes(KIND) + PREFETCH_BYTES) as *const i8;
-            for line in 0..float_bytes(KIND) {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
-            }
+            crate::stream::prefetch_stream(ahead as usize, float_bytes(KIND));
             for (j, a) in acc.iter_mut().enumerate() {
                 let xv = _mm512_loadu_ps(xp.add(i + 16 * j));
                 *a = _mm512_fmadd_ps(load16::<KIND>(w, i + 16 * j, all), xv, *a);
@@ -185,7 +183,7 @@ unsafe fn dot_quant_avx512<const Q4: bool>(
             // The weights stream from memory: ask for them `pf` bytes ahead (a hint, never
             // dereferenced, so running past the row is harmless).
             let ahead = w.wrapping_add(b * bytes + pf);
-            crate::stream::prefetch_lines_l1(ahead as usize, (4 * bytes).div_ceil(64));
+            crate::stream::prefetch_stream(ahead as usize, (4 * bytes).div_ceil(64));
             acc[0] = block_step::<Q4>(table, w, qs, d, corr, b, acc[0]);
             acc[1] = block_step::<Q4>(table, w, qs, d, corr, b + 1, acc[1]);
             acc[2] = block_step::<Q4>(table, w, qs, d, corr, b + 2, acc[2]);
@@ -284,7 +282,7 @@ unsafe fn dot_quant_rows_avx512<const Q4: bool>(
         while b + 4 <= nb {
             for &row in &w {
                 let ahead = row.wrapping_add(b * bytes + pf);
-                crate::stream::prefetch_lines_l1(ahead as usize, (4 * bytes).div_ceil(64));
+                crate::stream::prefetch_stream(ahead as usize, (4 * bytes).div_ceil(64));
             }
             // Block b + j of every row: the accumulators go down the columns of `acc`.
             #[allow(clippy::needless_range_loop)]

@@ -156,7 +156,7 @@ unsafe fn dot_rows_avx512<const R: usize, const Q8: bool>(
             for r in 0..R {
                 let grp = w[r].add(g * group);
                 let ahead = grp.wrapping_add(PREFETCH_BYTES) as usize;
-                crate::stream::prefetch_lines_l1(ahead, group.div_ceil(64));
+                crate::stream::prefetch_stream(ahead, group.div_ceil(64));
                 let (mut lo, mut hi) = (init, _mm512_setzero_si512());
                 for k in 0..4 {
                     let al = _mm512_loadu_si512(a.add(64 * k) as *const _);

@@ -400,11 +400,8 @@ pub(crate) fn scale_lanes(w: &Regs) -> [__m256i; 8] {
 /// dereferenced, so running past the row is harmless): rows stream from memory.
 #[inline(always)]
 pub(crate) fn prefetch_ahead(block: &[u8]) {
-    let ahead = block.as_ptr().wrapping_add(PREFETCH_BYTES) as *const i8;
-    for line in 0..block.len().div_ceil(64) {
-        // SAFETY: prefetching is a hint that never faults, whatever the address.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line)) };
-    }
+    let ahead = block.as_ptr().wrapping_add(PREFETCH_BYTES);
+    crate::stream::prefetch_stream(ahead as usize, block.len().div_ceil(64));
 }
 
 /// `row · act[t]` for `T` tokens (`row`: `nb` blocks of `TY`; each `act[t]`: `nb` blocks),

@@ -115,11 +115,7 @@ unsafe fn load(p: *const u8) -> __m256i {
 /// requests fills the core's miss buffers and stalls the loads behind them.
 #[inline(always)]
 fn prefetch_run(p: *const u8, len: usize) {
-    let ahead = p.wrapping_add(PREFETCH_BYTES) as *const i8;
-    for line in 0..len.div_ceil(64) {
-        // SAFETY: prefetching never faults, whatever the address.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line)) };
-    }
+    crate::stream::prefetch_stream(p.wrapping_add(PREFETCH_BYTES) as usize, len.div_ceil(64));
 }
 
 /// # Safety

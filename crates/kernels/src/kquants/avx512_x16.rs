@@ -155,9 +155,7 @@ unsafe fn block_step<const FIVE: bool>(
     unsafe {
         let ahead = gb.wrapping_add(PREFETCH_BYTES) as *const i8;
         let qs = if FIVE { q5::QS } else { QS };
-        for line in 0..qs / 64 {
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
-        }
+        crate::stream::prefetch_stream(ahead as usize, qs / 64);
         let (sc, mn) = scales_mins(gb, k1, k2, k30);
         let a = y.qs.as_ptr();
         let mut s = _mm512_setzero_si512();
@@ -170,7 +168,7 @@ unsafe fn block_step<const FIVE: bool>(
             };
             for q in 0..4 {
                 let at = qs + 64 * (4 * j + q);
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(at));
+                crate::stream::prefetch_stream(ahead.wrapping_add(at) as usize, 1);
                 let v = _mm512_loadu_si512(gb.add(at) as *const _);
                 let al = word(a.add(32 * j + 4 * q));
                 let ah = word(a.add(32 * j + 16 + 4 * q));
@@ -224,15 +222,13 @@ unsafe fn dot_group_q6_avx512(group: *const u8, act: &[BlockQ8K]) -> __m512 {
         unsafe {
             let gb = group.add(b * q6::GROUP_BLOCK);
             let ahead = gb.wrapping_add(PREFETCH_BYTES) as *const i8;
-            for line in 0..q6::QS / 64 {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
-            }
+            crate::stream::prefetch_stream(ahead as usize, q6::QS / 64);
             let a = y.qs.as_ptr();
             let mut s = _mm512_setzero_si512();
             for g in 0..16 {
                 let at = q6::QS + 192 * g;
                 for v in 0..3 {
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(at + 64 * v));
+                    crate::stream::prefetch_stream(ahead.wrapping_add(at + 64 * v) as usize, 1);
                 }
                 let u = six_bit_values(gb.add(at), low, m30);
                 let mut dot = _mm512_set1_epi32(-32 * y.bsums[g] as i32);
@@ -369,9 +365,7 @@ unsafe fn tile_tokens_q4<const T: usize, const FIVE: bool>(
         for sb in 0..nsb {
             let gb = group.add(sb * gbb);
             let ahead = gb.wrapping_add(PREFETCH_BYTES) as *const i8;
-            for line in 0..qs_at / 64 {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
-            }
+            crate::stream::prefetch_stream(ahead as usize, qs_at / 64);
             let (sc, mn) = scales_mins(gb, k1, k2, k30);
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(D) as *const _));
             let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(DMIN) as *const _));
@@ -386,7 +380,7 @@ unsafe fn tile_tokens_q4<const T: usize, const FIVE: bool>(
                 };
                 for q in 0..4 {
                     let off = qs_at + 64 * (4 * j + q);
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(off));
+                    crate::stream::prefetch_stream(ahead.wrapping_add(off) as usize, 1);
                     let x = _mm512_loadu_si512(gb.add(off) as *const _);
                     let (lo, hi) = if FIVE {
                         five_bit_values(x, &mut qh, low, m10)
@@ -440,14 +434,12 @@ unsafe fn tile_tokens_q6<const T: usize>(
         for sb in 0..nsb {
             let gb = group.add(sb * q6::GROUP_BLOCK);
             let ahead = gb.wrapping_add(PREFETCH_BYTES) as *const i8;
-            for line in 0..q6::QS / 64 {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
-            }
+            crate::stream::prefetch_stream(ahead as usize, q6::QS / 64);
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(q6::D) as *const _));
             for g in 0..16 {
                 let at = q6::QS + 192 * g;
                 for k in 0..3 {
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(at + 64 * k));
+                    crate::stream::prefetch_stream(ahead.wrapping_add(at + 64 * k) as usize, 1);
                 }
                 let u = six_bit_values(gb.add(at), low, m30);
                 // Tile t = 16 sb + g: half g % 2 of activation block 8 sb + g / 2.
@@ -639,7 +631,7 @@ mod low_bits {
                 for h in 0..2 {
                     let g = 2 * p + h;
                     let at = qs + 64 * g;
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(at));
+                    crate::stream::prefetch_stream(ahead.wrapping_add(at) as usize, 1);
                     let x = _mm512_loadu_si512(gb.add(at) as *const _);
                     let u = if h == 0 {
                         values::<Q3, 0>(x, hm, m03, m04)
@@ -709,9 +701,7 @@ unsafe fn dot_group_low_avx512<const Q3: bool>(group: *const u8, act: &[BlockQ8K
         unsafe {
             let gb = group.add(b * gbb);
             let ahead = gb.wrapping_add(PREFETCH_BYTES) as *const i8;
-            for line in 0..qs_at / 64 {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
-            }
+            crate::stream::prefetch_stream(ahead as usize, qs_at / 64);
             let a = y.qs.as_ptr();
             let sb = low_bits::scale_bytes::<Q3>(gb);
             let mut s = _mm512_setzero_si512();
@@ -789,9 +779,7 @@ unsafe fn tile_tokens_low<const T: usize, const Q3: bool>(
         for sb in 0..nsb {
             let gb = group.add(sb * gbb);
             let ahead = gb.wrapping_add(PREFETCH_BYTES) as *const i8;
-            for line in 0..qs_at / 64 {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
-            }
+            crate::stream::prefetch_stream(ahead as usize, qs_at / 64);
             let scb = low_bits::scale_bytes::<Q3>(gb);
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(q2::D) as *const _));
             let dmin = if Q3 {
