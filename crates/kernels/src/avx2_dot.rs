@@ -132,7 +132,7 @@ unsafe fn dot_float_avx2<const KIND: u8>(w: *const u8, x: &[f32]) -> f32 {
     unsafe {
         while i + 32 <= n {
             // 32 values are 64 or 128 bytes: one or two lines, fetched PREFETCH_BYTES ahead.
-            let ahead = w.wrapping_add(i * float_bytes(KIND) + PREFETCH_BYTES) as *const i8;
+            let ahead = w.wrapping_add(i * float_bytes(KIND) + PREFETCH_BYTES);
             crate::stream::prefetch_stream(ahead as usize, if KIND == F32 { 2 } else { 1 });
             for (j, a) in acc.iter_mut().enumerate() {
                 let xv = _mm256_loadu_ps(xp.add(i + 8 * j));

@@ -93,7 +93,7 @@ unsafe fn dot_float_avx512<const KIND: u8>(w: *const u8, x: &[f32]) -> f32 {
     unsafe {
         while i + 64 <= n {
             // 64 values are 128 or 256 bytes, fetched PREFETCH_BYTES ahead.
-            let ahead = w.wrapping_add(i * float_bytes(KIND) + PREFETCH_BYTES) as *const i8;
+            let ahead = w.wrapping_add(i * float_bytes(KIND) + PREFETCH_BYTES);
             crate::stream::prefetch_stream(ahead as usize, float_bytes(KIND));
             for (j, a) in acc.iter_mut().enumerate() {
                 let xv = _mm512_loadu_ps(xp.add(i + 16 * j));

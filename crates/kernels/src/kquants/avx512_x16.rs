@@ -153,7 +153,7 @@ unsafe fn block_step<const FIVE: bool>(
     // SAFETY (loads): inside `gb` (the caller's) and `y.qs`; prefetches are hints, never
     // dereferenced.
     unsafe {
-        let ahead = gb.wrapping_add(PREFETCH_BYTES) as *const i8;
+        let ahead = gb.wrapping_add(PREFETCH_BYTES);
         let qs = if FIVE { q5::QS } else { QS };
         crate::stream::prefetch_stream(ahead as usize, qs / 64);
         let (sc, mn) = scales_mins(gb, k1, k2, k30);
@@ -221,7 +221,7 @@ unsafe fn dot_group_q6_avx512(group: *const u8, act: &[BlockQ8K]) -> __m512 {
         // reads stay inside `y.qs`; prefetches are hints, never dereferenced.
         unsafe {
             let gb = group.add(b * q6::GROUP_BLOCK);
-            let ahead = gb.wrapping_add(PREFETCH_BYTES) as *const i8;
+            let ahead = gb.wrapping_add(PREFETCH_BYTES);
             crate::stream::prefetch_stream(ahead as usize, q6::QS / 64);
             let a = y.qs.as_ptr();
             let mut s = _mm512_setzero_si512();
@@ -364,7 +364,7 @@ unsafe fn tile_tokens_q4<const T: usize, const FIVE: bool>(
     unsafe {
         for sb in 0..nsb {
             let gb = group.add(sb * gbb);
-            let ahead = gb.wrapping_add(PREFETCH_BYTES) as *const i8;
+            let ahead = gb.wrapping_add(PREFETCH_BYTES);
             crate::stream::prefetch_stream(ahead as usize, qs_at / 64);
             let (sc, mn) = scales_mins(gb, k1, k2, k30);
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(D) as *const _));
@@ -433,7 +433,7 @@ unsafe fn tile_tokens_q6<const T: usize>(
     unsafe {
         for sb in 0..nsb {
             let gb = group.add(sb * q6::GROUP_BLOCK);
-            let ahead = gb.wrapping_add(PREFETCH_BYTES) as *const i8;
+            let ahead = gb.wrapping_add(PREFETCH_BYTES);
             crate::stream::prefetch_stream(ahead as usize, q6::QS / 64);
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(q6::D) as *const _));
             for g in 0..16 {
@@ -618,7 +618,7 @@ mod low_bits {
         mut f: impl FnMut(usize, [__m512i; 4]),
     ) {
         let (_, qs) = low_bits_shape::<Q3>();
-        let ahead = gb.wrapping_add(PREFETCH_BYTES) as *const i8;
+        let ahead = gb.wrapping_add(PREFETCH_BYTES);
         // SAFETY (loads): inside the group block (the caller's); prefetches are hints.
         unsafe {
             let (m03, m04) = (_mm512_set1_epi8(3), _mm512_set1_epi8(4));
@@ -700,7 +700,7 @@ unsafe fn dot_group_low_avx512<const Q3: bool>(group: *const u8, act: &[BlockQ8K
         // reads stay inside `y.qs`; prefetches are hints, never dereferenced.
         unsafe {
             let gb = group.add(b * gbb);
-            let ahead = gb.wrapping_add(PREFETCH_BYTES) as *const i8;
+            let ahead = gb.wrapping_add(PREFETCH_BYTES);
             crate::stream::prefetch_stream(ahead as usize, qs_at / 64);
             let a = y.qs.as_ptr();
             let sb = low_bits::scale_bytes::<Q3>(gb);
@@ -778,7 +778,7 @@ unsafe fn tile_tokens_low<const T: usize, const Q3: bool>(
     unsafe {
         for sb in 0..nsb {
             let gb = group.add(sb * gbb);
-            let ahead = gb.wrapping_add(PREFETCH_BYTES) as *const i8;
+            let ahead = gb.wrapping_add(PREFETCH_BYTES);
             crate::stream::prefetch_stream(ahead as usize, qs_at / 64);
             let scb = low_bits::scale_bytes::<Q3>(gb);
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(q2::D) as *const _));
