@@ -1,8 +1,9 @@
 //! Prefill on AMX BF16 tiles: the tile path of quantized weights at [`crate::Isa::Amx`].
 //!
-//! The int8 tiles (`amx.rs`) must take every block's sums out of the tile unit for its scales
-//! (a store and an `f32` epilogue per 32 values), so the tile products sat idle most of the
-//! time (about a tenth of the int8 peak). Here the scales go into the operands instead:
+//! Int8 tiles (`tdpbssd`, the layout the VNNI block tiles of `block_tiles.rs` still use) must
+//! take every block's sums out of the tile unit for its scales (a store and an `f32` epilogue
+//! per 32 values), so the tile products sat idle most of the time (about a tenth of the int8
+//! peak; they were retired). Here the scales go into the operands instead:
 //!
 //! - each thread decodes its weight rows a panel at a time into `bf16` (the row's own decoder,
 //!   `dequant.rs`, then rounded to nearest even), tile after tile of 16 rows × 32 values: the
@@ -86,7 +87,7 @@ pub(crate) unsafe trait Bf16Unit {
 }
 
 /// Proof that this thread's tile configuration is [`CONFIG`]; releases the tiles when dropped.
-/// Not nested with the int8 kernels' scopes (`amx_tile.rs`): each product makes its own.
+/// Each product makes its own.
 pub(crate) struct Bf16Scope {
     _not_send: PhantomData<*const ()>,
 }

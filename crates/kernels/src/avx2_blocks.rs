@@ -1,8 +1,8 @@
-//! The AVX2 kernel of the block-tile driver (`amx.rs`), for K-quant prefill at the AVX2 level:
+//! The AVX2 kernel of the block-tile driver (`block_tiles.rs`), for K-quant prefill at the AVX2 level:
 //! the AVX-512 VNNI kernel's tiles (per tile, eight 64-byte vectors of 4 unsigned values of
 //! each of 16 rows), taken as two halves of 8 rows, one row per 32-bit lane, against each
 //! token's 4-value groups broadcast from the activation tile. Scalar twin:
-//! [`crate::amx::tile_q8_scalar`], bitwise equal (and so equal to the AVX-512 VNNI kernel).
+//! [`crate::block_tiles::tile_q8_scalar`], bitwise equal (and so equal to the AVX-512 VNNI kernel).
 //!
 //! Without `vpdpbusd`, `vpmaddubsw` multiplies the unsigned weights by the signed activations
 //! and adds each lane's pairs in i16 (saturating); [`i16_steps`] of those add up in i16 before
@@ -19,9 +19,9 @@
 
 use std::arch::x86_64::*;
 
-use crate::amx::TileKernel;
-use crate::amx_tile::{Mins, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
 use crate::avx512_blocks::{run_block_kernel, BlockKernel};
+use crate::block_tile_shape::{Mins, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
+use crate::block_tiles::TileKernel;
 use crate::cpu::Avx2;
 use crate::WeightType;
 
@@ -162,7 +162,7 @@ const QUAD: usize = 4;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::amx::{tile_q8_scalar, TileForm};
+    use crate::block_tiles::{tile_q8_scalar, TileForm};
     use crate::cpu::{Isa, Level};
     use crate::kernel_tests::Rng;
 

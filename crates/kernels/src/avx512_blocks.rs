@@ -1,10 +1,10 @@
-//! The AVX-512 VNNI kernel of the block-tile driver (`amx.rs`), for K-quant prefill at
+//! The AVX-512 VNNI kernel of the block-tile driver (`block_tiles.rs`), for K-quant prefill at
 //! AVX-512: 16 weight rows (one per 32-bit lane) × 16 tokens over a run of tiles of 32 values
 //! (per tile, eight 64-byte vectors of 4 unsigned values of each row). Per tile and token,
 //! eight `vpdpbusd` against the token's 4-value groups broadcast from the activation tile sum
 //! each row's block exactly in int32; the epilogue, a lane per row (`acc[t][r]`):
 //! `v += s · (d_a · d_w)`, then `v −= m_w · (d_a · Σ a)`. Scalar twin:
-//! [`crate::amx::tile_q8_scalar`], bitwise equal.
+//! [`crate::block_tiles::tile_q8_scalar`], bitwise equal.
 //!
 //! Per 8 products, three float operations (a multiply and two fused multiply-adds) share the
 //! multiply ports with them. Tokens go four at a time over the whole run of tiles (four
@@ -15,8 +15,8 @@
 
 use std::arch::x86_64::*;
 
-use crate::amx::TileKernel;
-use crate::amx_tile::{checked_tiles, Mins, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
+use crate::block_tile_shape::{checked_tiles, Mins, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
+use crate::block_tiles::TileKernel;
 use crate::cpu::Avx512;
 
 /// The kernel, proof of AVX-512 VNNI in hand.

@@ -14,13 +14,7 @@
 
 mod act_q8;
 #[cfg(target_arch = "x86_64")]
-mod amx;
-#[cfg(target_arch = "x86_64")]
 mod amx_bf16;
-#[cfg(target_arch = "x86_64")]
-mod amx_kquant;
-#[cfg(target_arch = "x86_64")]
-mod amx_tile;
 mod attn;
 #[cfg(target_arch = "x86_64")]
 mod avx2_act;
@@ -48,6 +42,12 @@ mod avx512_panel;
 mod avx512_tile;
 #[cfg(target_arch = "x86_64")]
 mod avx512_x16;
+#[cfg(target_arch = "x86_64")]
+mod block_tile_kquant;
+#[cfg(target_arch = "x86_64")]
+mod block_tile_shape;
+#[cfg(target_arch = "x86_64")]
+mod block_tiles;
 mod cpu;
 mod dequant;
 mod dot_scalar;

@@ -20,7 +20,7 @@
 //! - [`MatmulPath::Tiles`]: each thread rewrites its rows a panel at a time (`pack.rs`) and tile
 //!   kernels (`*_tile.rs`) take a few rows × a few tokens at once, each weight vector loaded once
 //!   for several tokens (prefill); computing is the bound. K-quant panels are block tiles
-//!   (`amx_kquant.rs`: 16 rows × 32 values of unpacked super-blocks per tile) against
+//!   (`block_tile_kquant.rs`: 16 rows × 32 values of unpacked super-blocks per tile) against
 //!   activations in Q8_0 blocks, multiplied by `vpdpbusd` (`avx512_blocks.rs`) or
 //!   `vpmaddubsw` (`avx2_blocks.rs`); at the AMX level every quantized type's panels are
 //!   `bf16` tiles (`amx_bf16.rs`). Float panels are groups of 16 rows laid out by column, multiplied by outer

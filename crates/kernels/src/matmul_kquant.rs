@@ -3,8 +3,8 @@
 //! - [`MatmulPath::Rows`]: activations quantized to Q8_K super-blocks, each row's super-blocks
 //!   unpacked as they stream in and dotted with up to [`group_tokens`] tokens at a time (the
 //!   `kquants` module's dot products); no result depends on which tokens share its group.
-//! - [`MatmulPath::Tiles`]: at AVX-512 and AVX2, block tiles (`amx_kquant.rs`, driven by
-//!   `amx.rs`) against activations in Q8_0 blocks: `vpdpbusd` at AVX-512 (`avx512_blocks.rs`),
+//! - [`MatmulPath::Tiles`]: at AVX-512 and AVX2, block tiles (`block_tile_kquant.rs`, driven by
+//!   `block_tiles.rs`) against activations in Q8_0 blocks: `vpdpbusd` at AVX-512 (`avx512_blocks.rs`),
 //!   `vpmaddubsw` at AVX2 (`avx2_blocks.rs`), bitwise equal. The two paths agree within
 //!   rounding there; at the scalar level both are the row path (ggml's scalar dot products),
 //!   bitwise the same. At the AMX level, BF16 tiles (`amx_bf16.rs`).
@@ -12,7 +12,7 @@
 //! Repacked K-quants ([`WeightType::Q2_Kx16`] ... [`WeightType::Q6_Kx16`]): by rows, a group of 16 rows at a time against each token
 //! (`kquants/avx512_x16.rs`, `kquants/avx2_x16.rs`, twin `kquants::x16::dot_group_scalar` at
 //! the scalar level); by tiles at AVX-512 and AVX2, the stored matrix's results bit for bit:
-//! the tiles made from the repacked rows directly (`amx_kquant::put_x16_block`), or below `in_place_tokens` (at
+//! the tiles made from the repacked rows directly (`block_tile_kquant::put_x16_block`), or below `in_place_tokens` (at
 //! AVX-512 always) not made at all (`tiles_in_place`).
 
 use std::sync::Arc;
@@ -42,12 +42,12 @@ pub(crate) fn matmul_kquant(
     n_tokens: usize,
     out: &mut [f32],
 ) {
-    // At the SIMD levels, tiles are block tiles (`amx_kquant.rs`) against Q8_0 activations:
+    // At the SIMD levels, tiles are block tiles (`block_tile_kquant.rs`) against Q8_0 activations:
     // int8 tile products with AMX, VNNI products without (`avx512_blocks.rs`), `vpmaddubsw`
     // at AVX2 (`avx2_blocks.rs`).
     #[cfg(target_arch = "x86_64")]
     if path == MatmulPath::Tiles {
-        use crate::amx::matmul_tiles;
+        use crate::block_tiles::matmul_tiles;
         match level {
             Level::Avx512(k) => {
                 return match k.amx() {
@@ -104,7 +104,7 @@ fn in_place(level: Level, w: &WeightView, n_tokens: usize) -> bool {
 /// The block tiles' products (VNNI layout) of repacked K-quant `w`, read in place: per
 /// group of 16 rows and up to four tokens, the level's `tile_tokens` kernel over the whole row
 /// (`kquants/avx512_x16.rs`, `kquants/avx2_x16.rs`), activations quantized as for the packed
-/// tiles ([`crate::amx::TileAct`]). Bitwise the packed tiles' results.
+/// tiles ([`crate::block_tiles::TileAct`]). Bitwise the packed tiles' results.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn tiles_in_place(
     level: Level,
@@ -113,8 +113,8 @@ pub(crate) fn tiles_in_place(
     n_tokens: usize,
     out: &mut [f32],
 ) {
-    use crate::amx::{TileAct, TileForm};
-    use crate::amx_tile::TILE_TOKENS;
+    use crate::block_tile_shape::TILE_TOKENS;
+    use crate::block_tiles::{TileAct, TileForm};
     use crate::matmul::MIN_TASK_BYTES;
     use crate::par::{chunk_rows, for_each_row_chunk};
     let (n_rows, n_cols, ty) = (w.n_rows, w.n_cols, w.ty);

@@ -263,10 +263,10 @@ unsafe fn join6(n: __m512i, hi: __m512i, low: __m512i, m30: __m512i) -> __m512i 
 /// `T` tokens (lanes `n..n + T` of a token group) against one group of repacked `ty` (16 rows,
 /// `group.len() / group_block` super-blocks) read where it lies, the weights loaded once for
 /// all `T`, by the arithmetic of the block tiles in the VNNI layout
-/// (`amx_kquant.rs`, `avx512_blocks.rs`): per tile (a block of 32 values, or of 16 for Q6_K),
+/// (`block_tile_kquant.rs`, `avx512_blocks.rs`): per tile (a block of 32 values, or of 16 for Q6_K),
 /// the exact int32 sum of `u · a`, then `v += s · (d_a · d_w)`, `v −= m_w · (d_a · Σa)`, with
 /// `d_w` and `m_w` made as the packer makes them. `qs`, `ad`, `am`: the token group's
-/// activation tiles, scales and sums (`amx::TileAct`, groups of `lanes` tokens). Each token's result is bitwise the
+/// activation tiles, scales and sums (`block_tiles::TileAct`, groups of `lanes` tokens). Each token's result is bitwise the
 /// packed tiles', whatever `T` and the other tokens.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn tile_tokens<const T: usize>(

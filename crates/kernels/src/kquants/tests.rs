@@ -608,7 +608,7 @@ fn q8_0_oracle(ty: WeightType, row: &[u8], qs: &[i8], d: &[f32]) -> (f64, f64) {
     (exact, mag)
 }
 
-/// The block-tile driver (`amx.rs`, `amx_kquant.rs`) on K-quant weights with the scalar twin of
+/// The block-tile driver (`block_tiles.rs`, `block_tile_kquant.rs`) on K-quant weights with the scalar twin of
 /// the tile kernels at the best SIMD level this CPU has: every output against
 /// [`q8_0_oracle`] within [`DOT_REL_TOL`], stored and repacked rows giving the same bits; the
 /// AVX2 and AVX-512 VNNI kernels (`avx2_blocks.rs`, `avx512_blocks.rs`) give their twin's bits,
@@ -618,7 +618,7 @@ fn q8_0_oracle(ty: WeightType, row: &[u8], qs: &[i8], d: &[f32]) -> (f64, f64) {
 #[test]
 fn k_quant_tiles_match_the_decoded_values() {
     use crate::act_q8::{ActLayout, ActQ8};
-    use crate::amx::{matmul_tiles, ScalarTiles};
+    use crate::block_tiles::{matmul_tiles, ScalarTiles};
     use crate::{matmul_path_with, Isa, MatmulPath};
     let Some(&level) = simd_levels().last() else {
         eprintln!("skip: no SIMD level");
@@ -700,7 +700,7 @@ fn k_quant_tiles_match_the_decoded_values() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn in_place_tiles_match_the_packed_tiles() {
-    use crate::amx::{matmul_tiles, ScalarTiles};
+    use crate::block_tiles::{matmul_tiles, ScalarTiles};
     use crate::matmul_kquant::{in_place_tokens, tiles_in_place};
     use crate::{matmul_path_with, Isa, MatmulPath};
     let mut rng = Rng(0x1f83d9abfb41bd6b);

@@ -623,7 +623,7 @@ pub(crate) fn dot_stored_row(ty: WeightType, row: &[u8], act: &[BlockQ8K]) -> f3
 
 /// The checks of the in-place tile kernels (`tile_tokens` of `avx512_x16.rs`, `avx2_x16.rs`):
 /// `group` whole super-blocks of repacked `ty`; `qs`, `ad`, `am` a token group's activation
-/// tiles, scales and sums for them ([`crate::amx::TileAct`] of `lanes` tokens, VNNI form: sums
+/// tiles, scales and sums for them ([`crate::block_tiles::TileAct`] of `lanes` tokens, VNNI form: sums
 /// per tile), `last` the last lane read. Returns the super-blocks.
 ///
 /// # Panics

@@ -1,5 +1,5 @@
 //! K-quant weights (Q2_K..Q6_K, and their repacked `Q2_Kx16` ... `Q6_Kx16`) as the block tiles
-//! of `amx.rs`, for the VNNI kernels of AVX-512 and AVX2 (`avx512_blocks.rs`,
+//! of `block_tiles.rs`, for the VNNI kernels of AVX-512 and AVX2 (`avx512_blocks.rs`,
 //! `avx2_blocks.rs`).
 //!
 //! A K-quant value decodes to `d · sc_j · (u − k) − dmin · mn_j` (`kquants/unpack.rs`), with
@@ -7,19 +7,19 @@
 //! activations quantized to Q8_0 blocks of 32 (`d_a`, `a`), block `j` contributes
 //! `(d · sc_j) · d_a · Σ u · a − (dmin · mn_j + k · d · sc_j) · (d_a · Σ a)`: the first sum is
 //! exact in int32 (`vpdpbusd` multiplies the unsigned `u` by signed bytes), the second a
-//! per-token sum made once with the activations ([`crate::amx::ActSums`]), the offset `k` moved
+//! per-token sum made once with the activations ([`crate::block_tiles::ActSums`]), the offset `k` moved
 //! into the min. So per group of 16 rows each block becomes one 512-byte weight tile, 16 scales
 //! `d · sc_j` and 16 mins. A block of 16 values takes a whole tile: its values in its own half
 //! of the 32 positions of the activation block it meets, zeros in the other half
-//! ([`crate::amx::TileForm::half`]).
+//! ([`crate::block_tiles::TileForm::half`]).
 //!
 //! The activations are Q8_0 blocks, finer than the Q8_K super-blocks of the row kernels, so the
 //! tile and row paths of these types agree to rounding, not bitwise. Repacked rows (`Q2_Kx16`
 //! ... `Q6_Kx16`) go into the tiles without unpacking ([`put_x16_block`]): their 64-byte runs
 //! already hold four values of one block for all 16 rows.
 
-use crate::amx::TileForm;
-use crate::amx_tile::{TILE_BYTES, TILE_ROWS};
+use crate::block_tile_shape::{TILE_BYTES, TILE_ROWS};
+use crate::block_tiles::TileForm;
 use crate::cpu::Level;
 use crate::kquants::unpack::offset;
 use crate::kquants::{unpack_row, x16, Unpacked, QK_K};

@@ -1,13 +1,13 @@
 //! Block tiles of K-quant weights at AVX-512 and AVX2: the driver ([`matmul_tiles`]) of the VNNI
-//! kernels (`avx512_blocks.rs`, `avx2_blocks.rs`). (The file's name dates from the int8 AMX tiles
-//! it first drove; the AMX level now multiplies on BF16 tiles, `amx_bf16.rs`.)
+//! kernels (`avx512_blocks.rs`, `avx2_blocks.rs`). (The AMX level multiplies on BF16 tiles
+//! instead, `amx_bf16.rs`.)
 //!
 //! - Activations are quantized to Q8_0 blocks exactly as on the other paths (`act_q8.rs`), then
 //!   laid out once per call: per group of 16 tokens (the last padded with zero tokens) and
 //!   block, 8 rows of `[16 tokens][4 values]` ([`TileAct`]), with each block's (or half
 //!   block's) `d_a · Σ a` for the mins.
 //! - Each thread rewrites its weight rows a panel at a time, per call, into its scratch buffers
-//!   (`amx_kquant.rs`): per 16 rows (the last group padded with zero rows) and block of 32 or 16
+//!   (`block_tile_kquant.rs`): per 16 rows (the last group padded with zero rows) and block of 32 or 16
 //!   values ([`TileForm`]), a 512-byte tile of unsigned values, 16 scales and 16 mins.
 //! - Per (16 rows, 16 tokens) the kernel sums each block exactly in int32 and adds
 //!   `sum · (d_a · d_w)` to an `f32` accumulator, block after block, with one fused multiply-add
@@ -18,7 +18,7 @@
 //!   ([`tile_q8_scalar`]) on any machine.
 
 use crate::act_q8::{ActLayout, ActQ8, QK};
-use crate::amx_tile::{Mins, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
+use crate::block_tile_shape::{Mins, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
 use crate::cpu::Level;
 use crate::matmul::{MIN_TASK_BYTES, PANEL_BYTES};
 use crate::par::{chunk_rows, for_each_row_chunk};
@@ -68,7 +68,7 @@ impl TileForm {
 /// (`avx2_blocks.rs`), or in tests their scalar twin, so that the driver's packing and
 /// bookkeeping are tested on any machine.
 pub(crate) trait TileKernel {
-    /// As `amx_tile.rs` says; the memory of `acc` holds `acc[t][r]` (token-major).
+    /// As `block_tile_shape.rs` says; the memory of `acc` holds `acc[t][r]` (token-major).
     /// `tokens[g]`: the real tokens of group `g` (the first lanes); a kernel may leave the
     /// accumulators of the others as they are.
     #[allow(clippy::too_many_arguments)]
@@ -112,7 +112,7 @@ pub(crate) fn matmul_tiles<K: TileKernel>(
         let rows = oc.rows();
         let scope = kernel();
         let mut kpack =
-            crate::amx_kquant::Packer::new(level, w, form).expect("block tiles of K-quants");
+            crate::block_tile_kquant::Packer::new(level, w, form).expect("block tiles of K-quants");
         with_panel(|p| {
             for p0 in rows.clone().step_by(panel_rows) {
                 let np = panel_rows.min(rows.end - p0);

@@ -1,6 +1,6 @@
 //! The shapes of the block tiles of the Q8_0 / Q4_0 and K-quant prefill at AVX-512 and AVX2
-//! (`amx.rs` drives them; kernels `avx512_blocks.rs`, `avx2_blocks.rs`; twin
-//! [`crate::amx::tile_q8_scalar`]): 16 weight rows × one or two groups of 16 tokens over a run
+//! (`block_tiles.rs` drives them; kernels `avx512_blocks.rs`, `avx2_blocks.rs`; twin
+//! [`crate::block_tiles::tile_q8_scalar`]): 16 weight rows × one or two groups of 16 tokens over a run
 //! of 32-value blocks, each block's exact integer sums scaled (and, for K-quants with mins, the
 //! min term subtracted) in `f32`.
 //!
@@ -12,7 +12,7 @@
 //! block's values in its half of 32 and zeros in the other), `b' = b / 2`. Each (row, token) sees
 //! the same operations whatever `G` is.
 //!
-//! - `w`: `nt` weight tiles of 512 bytes (`[k: 8][row: 16][4]` unsigned values, [`crate::amx::TileForm`]);
+//! - `w`: `nt` weight tiles of 512 bytes (`[k: 8][row: 16][4]` unsigned values, [`crate::block_tiles::TileForm`]);
 //! - `wd`: `nt × 16` weight block scales;
 //! - `a[g]`: `nt` (`nt / 2` with `half`) activation tiles, `[k: 8][t: 16][4]` int8 (values
 //!   `4k..4k+4` of the block);
