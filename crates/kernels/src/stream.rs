@@ -63,9 +63,9 @@ pub(crate) fn prefetch_stream(addr: usize, n: usize) {
 }
 
 /// Whether [`prefetch_stream`] asks for lines into L2 rather than L1. On the Intel Xeon
-/// (Emerald Rapids) herd is measured on, L2 prefetches 16 KiB ahead read the weights 9–16%
-/// faster than L1 prefetches for TinyLlama F16 and Q4_K_M decode and 0–8% for Q8_0 at two
-/// threads (alternating runs of `herd bench -n 64`): an L1 prefetch holds one of the core's
+/// (Emerald Rapids) herd is measured on, L2 prefetches 16 KiB ahead read the weights 13–17%
+/// faster than L1 prefetches for TinyLlama F16 decode, 0–12% for Q4_K_M and 0–8% for Q8_0 at
+/// two threads (alternating runs of `herd bench -n 64`): an L1 prefetch holds one of the core's
 /// few L1 miss buffers until its line arrives, an L2 prefetch only the L2's deeper queue, so
 /// more lines are in flight. AMD's cores keep L1 prefetches (the distances tuned there were
 /// measured with them).
