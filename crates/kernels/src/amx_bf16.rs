@@ -34,6 +34,7 @@ use crate::scratch::{with_panel, AlignedBytes};
 #[cfg(test)]
 use crate::WeightType;
 use crate::{dequantize, WeightView};
+use half::bf16;
 use std::sync::Arc;
 
 /// Rows (weight rows, or tokens) of one tile.
@@ -198,16 +199,6 @@ unsafe impl Bf16Unit for EmulatedBf16 {
     }
 }
 
-/// `v` rounded to the nearest `bf16` (ties to even), as its bits; NaN stays NaN.
-#[inline(always)]
-fn to_bf16(v: f32) -> u16 {
-    let b = v.to_bits();
-    if v.is_nan() {
-        return ((b >> 16) | 0x40) as u16;
-    }
-    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
-}
-
 /// The activations as second operands: per group of 16 tokens (the last padded with zero
 /// tokens, and one zero group added to make their count even) and 32 columns, one tile whose
 /// row `p` holds, for each token `t`, columns `2p` and `2p + 1` of that token.
@@ -250,11 +241,11 @@ impl ActBf16 {
                     let cols = &x[(g * ROWS + t) * n_cols + k * COLS..][..COLS];
                     match simd {
                         // SAFETY: the token proves the features.
-                        #[cfg(target_arch = "x86_64")]
                         Some(simd) => unsafe { simd::pairs(simd, cols, &mut pairs) },
                         _ => {
                             for (p, v) in pairs.iter_mut().zip(cols.chunks_exact(2)) {
-                                *p = to_bf16(v[0]) as u32 | (to_bf16(v[1]) as u32) << 16;
+                                *p = bf16::from_f32(v[0]).to_bits() as u32
+                                    | (bf16::from_f32(v[1]).to_bits() as u32) << 16;
                             }
                         }
                     }
@@ -322,7 +313,6 @@ fn decode_panel(
             }
             continue;
         }
-        #[cfg(target_arch = "x86_64")]
         if let Some(simd) = simd {
             // SAFETY: the token proves the features.
             let done = !w.ty.is_grouped()
@@ -335,7 +325,6 @@ fn decode_panel(
             let gb = ROWS * w.ty.row_bytes(w.n_cols);
             let g = (r0 + r) / ROWS;
             let src = &w.bytes[g * gb..][..gb];
-            #[cfg(target_arch = "x86_64")]
             if let Some(simd) = simd {
                 // SAFETY: the token proves the features.
                 if unsafe { simd::k_group(simd, w.ty, src, dst) } {
@@ -348,7 +337,6 @@ fn decode_panel(
         }
         for (i, vals) in tmp.chunks_exact(w.n_cols).enumerate() {
             let row = r + i;
-            #[cfg(target_arch = "x86_64")]
             if let Some(simd) = simd {
                 // SAFETY: the token proves the features.
                 unsafe { simd::round_row(simd, vals, row % ROWS, dst) };
@@ -357,7 +345,7 @@ fn decode_panel(
             for (k, cols) in vals.chunks_exact(COLS).enumerate() {
                 let d = &mut dst[(k * ROWS + row % ROWS) * COLS..][..COLS];
                 for (d, &v) in d.iter_mut().zip(cols) {
-                    *d = to_bf16(v);
+                    *d = bf16::from_f32(v).to_bits();
                 }
             }
         }
@@ -371,7 +359,6 @@ pub(crate) struct Simd(());
 impl Simd {
     /// The token, when this CPU has the features.
     pub(crate) fn detect() -> Option<Simd> {
-        #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx512f")
             && std::is_x86_feature_detected!("avx512bw")
             && std::is_x86_feature_detected!("avx512vl")
@@ -384,7 +371,6 @@ impl Simd {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
 mod simd {
     use super::{Simd, COLS, ROWS};
     use crate::act_q8::GROUP_BLOCKS;
@@ -838,7 +824,7 @@ impl<U: Bf16Unit, F: Fn() -> U + Sync> RowsJob for Bf16Tiles<'_, F> {
 pub(crate) fn matmul_twin(w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
     let n_cols = w.n_cols;
     let mut row = vec![0f32; n_cols];
-    let r16 = |v: f32| f32::from_bits((to_bf16(v) as u32) << 16) as f64;
+    let r16 = |v: f32| bf16::from_f32(v).to_f64();
     for r in 0..w.n_rows {
         w.row_f32(r, &mut row);
         for t in 0..n_tokens {
