@@ -23,8 +23,11 @@ pub(crate) const ROWS: usize = 4;
 /// BENCHMARKS.md), though it loads the activations once per row (in cache, Q4_0 76 against 61–67
 /// GB/s, far above what memory gives). Each row's arithmetic is the same either way.
 fn rows_per_step() -> usize {
-    static ROWS_PER_STEP: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *ROWS_PER_STEP.get_or_init(|| if crate::cpu::vendor_is_amd() { 1 } else { ROWS })
+    if crate::cpu::vendor_is_amd() {
+        1
+    } else {
+        ROWS
+    }
 }
 
 /// `R` repacked rows of `kind` (`ng` groups each) · one token: `qs` `ng · 512` interleaved

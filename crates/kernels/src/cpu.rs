@@ -114,20 +114,24 @@ fn detect() -> Isa {
     }
 }
 
-/// Whether the CPU's vendor string is AMD's (some tuning differs between vendors).
+/// Whether the CPU's vendor string is AMD's (some tuning differs between vendors); asked of
+/// the CPU once per process.
 pub(crate) fn vendor_is_amd() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // Leaf 0: the vendor string in EBX, EDX, ECX.
-        let r = std::arch::x86_64::__cpuid(0);
-        let mut v = [0u8; 12];
-        v[..4].copy_from_slice(&r.ebx.to_le_bytes());
-        v[4..8].copy_from_slice(&r.edx.to_le_bytes());
-        v[8..].copy_from_slice(&r.ecx.to_le_bytes());
-        &v == b"AuthenticAMD"
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    static AMD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AMD.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // Leaf 0: the vendor string in EBX, EDX, ECX.
+            let r = std::arch::x86_64::__cpuid(0);
+            let mut v = [0u8; 12];
+            v[..4].copy_from_slice(&r.ebx.to_le_bytes());
+            v[4..8].copy_from_slice(&r.edx.to_le_bytes());
+            v[8..].copy_from_slice(&r.ecx.to_le_bytes());
+            &v == b"AuthenticAMD"
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    })
 }
 
 /// Whether the CPU has AMX-TILE, AMX-INT8 and AMX-BF16, the operating system saves the tile state

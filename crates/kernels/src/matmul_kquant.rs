@@ -42,9 +42,9 @@ pub(crate) fn matmul_kquant(
     n_tokens: usize,
     out: &mut [f32],
 ) {
-    // At the SIMD levels, tiles are block tiles (`block_tile_kquant.rs`) against Q8_0 activations:
-    // int8 tile products with AMX, VNNI products without (`avx512_blocks.rs`), `vpmaddubsw`
-    // at AVX2 (`avx2_blocks.rs`).
+    // At AVX-512 and AVX2, tiles are block tiles (`block_tile_kquant.rs`) against Q8_0
+    // activations: VNNI products (`avx512_blocks.rs`), `vpmaddubsw` at AVX2 (`avx2_blocks.rs`);
+    // at the AMX level, BF16 tiles (`amx_bf16.rs`).
     #[cfg(target_arch = "x86_64")]
     if path == MatmulPath::Tiles {
         use crate::block_tiles::matmul_tiles;

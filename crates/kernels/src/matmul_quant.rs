@@ -158,7 +158,7 @@ fn quant_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
     run_rows_jobs(&[&job], &mut [out], n_tokens);
 }
 
-/// The AMX tiles of `level`, when it has them (Q8_0 / Q4_0 tiles are then int8 tile products).
+/// The AMX tiles of `level`, when it has them (quantized tiles are then BF16 tile products, `amx_bf16.rs`).
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn tiles_amx(level: Level) -> Option<crate::cpu::Amx> {
     match level {

@@ -18,14 +18,11 @@ pub(crate) const PREFETCH_BYTES: usize = 16 << 10;
 /// runs of `herd bench -n 64 -t 1` and of the `matvec` example), while the repacked kernels
 /// there kept [`PREFETCH_BYTES`] (5–10% slower at 64 KiB); [`PREFETCH_BYTES`] elsewhere.
 pub(crate) fn quant_rows_prefetch_bytes() -> usize {
-    static BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *BYTES.get_or_init(|| {
-        if crate::cpu::vendor_is_amd() {
-            64 << 10
-        } else {
-            PREFETCH_BYTES
-        }
-    })
+    if crate::cpu::vendor_is_amd() {
+        64 << 10
+    } else {
+        PREFETCH_BYTES
+    }
 }
 
 /// Tasks per thread: a few, so a thread slowed by a neighbour on a shared machine does not hold

@@ -72,8 +72,7 @@ pub(crate) fn prefetch_stream(addr: usize, n: usize) {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn stream_into_l2() -> bool {
-    static INTO_L2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *INTO_L2.get_or_init(|| !crate::cpu::vendor_is_amd())
+    !crate::cpu::vendor_is_amd()
 }
 
 /// Asks for `n` cache lines from address `addr` into the core's L2 cache (hints: the addresses
