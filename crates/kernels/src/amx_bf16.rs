@@ -497,39 +497,21 @@ mod simd {
             }
             WeightType::Q4_0x16 | WeightType::Q8_0x16 => {
                 let kind = X16::of(ty).expect("a repacked type");
-                let words = (kind.block_bytes() - 2) / 4;
                 for (g, grp) in src.chunks_exact(kind.group_bytes()).enumerate() {
-                    let q: &[u32] = bytemuck::cast_slice(&grp[QUANTS_AT..]);
-                    for i in 0..GROUP_BLOCKS {
-                        let b = g * GROUP_BLOCKS + i;
-                        if at(b) >= dst.len() {
-                            break;
-                        }
-                        let d = f16_at(grp, 2 * i);
-                        let w = |k: usize| q[k * GROUP_BLOCKS + i] as i32;
-                        let out = &mut dst[at(b)..][..COLS];
-                        // SAFETY: as above.
-                        unsafe {
-                            if words == 4 {
-                                q4_block(
-                                    d,
-                                    _mm_setr_epi32(w(0), w(1), w(2), w(3)),
-                                    out.as_mut_ptr(),
-                                )
-                            } else {
-                                let v = _mm256_setr_epi32(
-                                    w(0),
-                                    w(1),
-                                    w(2),
-                                    w(3),
-                                    w(4),
-                                    w(5),
-                                    w(6),
-                                    w(7),
-                                );
-                                let v = _mm256_xor_si256(v, _mm256_set1_epi8(0x80u8 as i8));
-                                q8_block(d, v, out.as_mut_ptr())
-                            }
+                    // Blocks of this group that are columns of the matrix (the last group's
+                    // padding blocks have no tiles).
+                    let first = g * GROUP_BLOCKS;
+                    let n = GROUP_BLOCKS.min((dst.len() / COLS / ROWS).saturating_sub(first));
+                    if n == 0 {
+                        break;
+                    }
+                    // SAFETY: the token proves the features; `grp` is a whole group, and the
+                    // `n` blocks' tiles are within `dst` (checked above).
+                    unsafe {
+                        if kind == X16::Q4_0 {
+                            q4_group(grp, n, dst[at(first)..].as_mut_ptr())
+                        } else {
+                            q8_group(grp, n, dst[at(first)..].as_mut_ptr())
                         }
                     }
                 }
@@ -761,6 +743,89 @@ mod simd {
         _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(v, offset)))
     }
 
+    /// The 16 blocks' quantized words of a repacked group (`qx16.rs`: word `k` of block `i` at
+    /// `QUANTS_AT + 64·k + 4·i`), four words at a time: `out[64·j + 16·l ..][..16]` holds words
+    /// `k0..k0 + 4` of block `4·l + j`, in order (a 4 × 4 transpose in each 128-bit lane).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn words4(grp: &[u8], k0: usize, out: &mut [u8; 256]) {
+        // SAFETY: `grp` is a whole group: 64 bytes at each `QUANTS_AT + 64·k`, `k < 8` for
+        // Q8_0, `k < 4` for Q4_0 (the caller's `k0`); `out` holds four vectors.
+        unsafe {
+            let q = grp[QUANTS_AT + 64 * k0..][..256].as_ptr();
+            let r0 = _mm512_loadu_si512(q.cast());
+            let r1 = _mm512_loadu_si512(q.add(64).cast());
+            let r2 = _mm512_loadu_si512(q.add(128).cast());
+            let r3 = _mm512_loadu_si512(q.add(192).cast());
+            let t0 = _mm512_unpacklo_epi32(r0, r1);
+            let t1 = _mm512_unpackhi_epi32(r0, r1);
+            let t2 = _mm512_unpacklo_epi32(r2, r3);
+            let t3 = _mm512_unpackhi_epi32(r2, r3);
+            let o = out.as_mut_ptr();
+            _mm512_storeu_si512(o.cast(), _mm512_unpacklo_epi64(t0, t2));
+            _mm512_storeu_si512(o.add(64).cast(), _mm512_unpackhi_epi64(t0, t2));
+            _mm512_storeu_si512(o.add(128).cast(), _mm512_unpacklo_epi64(t1, t3));
+            _mm512_storeu_si512(o.add(192).cast(), _mm512_unpackhi_epi64(t1, t3));
+        }
+    }
+
+    /// Where [`words4`] put block `i`'s words.
+    const fn words_at(i: usize) -> usize {
+        64 * (i % 4) + 16 * (i / 4)
+    }
+
+    /// The first `n` blocks of a repacked Q4_0 group into their tiles (block `i` at
+    /// `dst + i · ROWS · COLS`): per block, its 16 values `d · (q − 8)` rounded to `bf16`
+    /// once (the rounding of [`q4_block`], value by value) and looked up by the 32 nibbles.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    unsafe fn q4_group(grp: &[u8], n: usize, dst: *mut u16) {
+        let mut words = [0u8; 256];
+        // SAFETY: as the callers promise: `grp` a whole group, `n` blocks' tiles at `dst`.
+        unsafe {
+            words4(grp, 0, &mut words);
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(grp.as_ptr().cast()));
+            let steps = _mm512_setr_ps(
+                -8.0, -7.0, -6.0, -5.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0,
+                7.0,
+            );
+            let m = _mm256_set1_epi16(0x0f);
+            for i in 0..n {
+                let di = _mm512_permutexvar_ps(_mm512_set1_epi32(i as i32), d);
+                let table = _mm512_castsi256_si512(std::mem::transmute::<__m256bh, __m256i>(
+                    _mm512_cvtneps_pbh(_mm512_mul_ps(di, steps)),
+                ));
+                let q = _mm256_cvtepu8_epi16(_mm_loadu_si128(words[words_at(i)..].as_ptr().cast()));
+                let idx = _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(_mm256_and_si256(q, m)),
+                    _mm256_srli_epi16::<4>(q),
+                );
+                let v = _mm512_permutexvar_epi16(idx, table);
+                _mm512_storeu_si512(dst.add(i * ROWS * COLS).cast(), v);
+            }
+        }
+    }
+
+    /// The first `n` blocks of a repacked Q8_0 group into their tiles, as [`q8_block`] does
+    /// each.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    unsafe fn q8_group(grp: &[u8], n: usize, dst: *mut u16) {
+        let (mut lo, mut hi) = ([0u8; 256], [0u8; 256]);
+        // SAFETY: as the callers promise: `grp` a whole group, `n` blocks' tiles at `dst`.
+        unsafe {
+            words4(grp, 0, &mut lo);
+            words4(grp, 4, &mut hi);
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(grp.as_ptr().cast()));
+            let mut ds = [0f32; 16];
+            _mm512_storeu_ps(ds.as_mut_ptr(), d);
+            let sign = _mm_set1_epi8(0x80u8 as i8);
+            for (i, &di) in ds.iter().enumerate().take(n) {
+                let l = _mm_loadu_si128(lo[words_at(i)..].as_ptr().cast());
+                let h = _mm_loadu_si128(hi[words_at(i)..].as_ptr().cast());
+                let v = _mm256_set_m128i(_mm_xor_si128(h, sign), _mm_xor_si128(l, sign));
+                q8_block(di, v, dst.add(i * ROWS * COLS));
+            }
+        }
+    }
+
     /// A Q4_0 block (scale `d`, 16 bytes of nibbles) as 32 `bf16` at `dst`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     unsafe fn q4_block(d: f32, qs: __m128i, dst: *mut u16) {
@@ -907,11 +972,11 @@ impl<U: Bf16Unit, F: Fn() -> U + Sync> RowsJob for Bf16Tiles<'_, F> {
                                 if nr == 0 {
                                     continue;
                                 }
-                                let col0 = r0 - rows.start;
+                                let (col0, tile) = (r0 - rows.start, &c[2 * i + j]);
                                 for t in 0..n_tokens.saturating_sub(t0).min(ROWS) {
                                     let o = &mut oc.token(t0 + t)[col0..][..nr];
-                                    for (r, o) in o.iter_mut().enumerate() {
-                                        *o = c[2 * i + j][r][t];
+                                    for (o, row) in o.iter_mut().zip(tile) {
+                                        *o = row[t];
                                     }
                                 }
                             }
@@ -1033,6 +1098,17 @@ mod tests {
             eprintln!("skip: AVX-512 BF16 not available");
             return;
         };
+        for (ty, cols) in [(WeightType::Q4_0, 352), (WeightType::Q8_0, 352)] {
+            // A last group of 11 blocks (the repacked rows' padding has no tiles).
+            for (ty, bytes) in weights(ty, 48, cols) {
+                let w = view(ty, 48, cols, &bytes);
+                let len = 64 / ROWS * cols / COLS * TILE;
+                let (mut a, mut b) = (vec![1u8; len], vec![2u8; len]);
+                decode_panel(Some(simd), &w, 32, 64, &mut a, &mut Vec::new());
+                decode_panel(None, &w, 32, 64, &mut b, &mut Vec::new());
+                assert!(a == b, "{ty:?}: AVX-512 panel differs from the scalar one");
+            }
+        }
         let (rows, cols) = (48, 512);
         for ty in [
             WeightType::Q4_0,
@@ -1081,7 +1157,7 @@ mod tests {
         let tokens = PASS_GROUPS * ROWS + ROWS + 2;
         let groups = tokens.div_ceil(ROWS).div_ceil(2) * 2;
         assert!(groups * cols / COLS * TILE > ACT_L2_BYTES);
-        assert!(cols / COLS % K_TILES != 0);
+        assert!(!(cols / COLS).is_multiple_of(K_TILES));
         (rows, cols, tokens)
     }
 
