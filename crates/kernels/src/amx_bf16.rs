@@ -293,6 +293,11 @@ pub(crate) struct ActBf16 {
 
 impl ActBf16 {
     pub(crate) fn new(x: &[f32], n_tokens: usize, n_cols: usize) -> ActBf16 {
+        ActBf16::with(Simd::detect(), x, n_tokens, n_cols)
+    }
+
+    /// [`ActBf16::new`] by AVX-512 where `simd` is given, else by scalar code (the same bits).
+    fn with(simd: Option<Simd>, x: &[f32], n_tokens: usize, n_cols: usize) -> ActBf16 {
         assert_eq!(n_cols % COLS, 0, "bf16 tiles need a multiple of 32 columns");
         assert_eq!(x.len(), n_tokens * n_cols);
         let n_k = n_cols / COLS;
@@ -306,13 +311,18 @@ impl ActBf16 {
             .chunks_mut(group_bytes)
             .enumerate()
             .collect();
-        let simd = Simd::detect();
         let fill = |(g, dst): (usize, &mut [u8])| {
             let dst: &mut [u32] = bytemuck::cast_slice_mut(dst);
             let mut pairs = [0u32; COLS / 2];
             let tokens = n_tokens.saturating_sub(g * ROWS).min(ROWS);
             // A tile at a time (its 1 KiB stays in L1 while its 16 tokens are written in).
             for (k, tile) in dst.chunks_exact_mut(TILE / 4).enumerate() {
+                if let Some(simd) = simd.filter(|_| tokens > 0) {
+                    let x = &x[g * ROWS * n_cols + k * COLS..];
+                    // SAFETY: the token proves the features.
+                    unsafe { simd::act_tile(simd, x, n_cols, tokens, tile) };
+                    continue;
+                }
                 if tokens < ROWS {
                     for row in tile.chunks_exact_mut(ROWS) {
                         row[tokens..].fill(0);
@@ -320,15 +330,9 @@ impl ActBf16 {
                 }
                 for t in 0..tokens {
                     let cols = &x[(g * ROWS + t) * n_cols + k * COLS..][..COLS];
-                    match simd {
-                        // SAFETY: the token proves the features.
-                        Some(simd) => unsafe { simd::pairs(simd, cols, &mut pairs) },
-                        _ => {
-                            for (p, v) in pairs.iter_mut().zip(cols.chunks_exact(2)) {
-                                *p = bf16::from_f32(v[0]).to_bits() as u32
-                                    | (bf16::from_f32(v[1]).to_bits() as u32) << 16;
-                            }
-                        }
+                    for (p, v) in pairs.iter_mut().zip(cols.chunks_exact(2)) {
+                        *p = bf16::from_f32(v[0]).to_bits() as u32
+                            | (bf16::from_f32(v[1]).to_bits() as u32) << 16;
                     }
                     for (p, &v) in pairs.iter().enumerate() {
                         tile[p * ROWS + t] = v;
@@ -521,17 +525,31 @@ mod simd {
         }
     }
 
-    /// 32 values rounded to `bf16`, as 16 pairs (value `2p` in the low half of `out[p]`).
+    /// One tile of activations: columns `0..32` of `tokens` (1 to 16) rows of `x`, `n_cols`
+    /// apart, rounded to `bf16` (to nearest even) in pairs (value `2p` in the low half of pair
+    /// `p`) and transposed: `out[16·p + t]` holds pair `p` of token `t` (zero past `tokens`).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    pub(super) fn pairs(_: Simd, src: &[f32], out: &mut [u32; COLS / 2]) {
-        assert_eq!(src.len(), COLS);
-        // SAFETY: `src` holds 32 values, `out` 64 bytes.
+    pub(super) fn act_tile(_: Simd, x: &[f32], n_cols: usize, tokens: usize, out: &mut [u32]) {
+        assert!((1..=ROWS).contains(&tokens) && out.len() == ROWS * COLS / 2);
+        let mut r = [_mm512_setzero_ps(); ROWS];
+        for (t, r) in r.iter_mut().enumerate().take(tokens) {
+            let v = &x[t * n_cols..][..COLS];
+            // SAFETY: `v` holds 32 values; the conversion's 32 `bf16` are 64 bytes, as the
+            // vector of 16 `f32` they travel in.
+            unsafe {
+                let b = _mm512_cvtne2ps_pbh(
+                    _mm512_loadu_ps(v.as_ptr().add(16)),
+                    _mm512_loadu_ps(v.as_ptr()),
+                );
+                *r = std::mem::transmute::<__m512bh, __m512>(b);
+            }
+        }
+        // SAFETY: this function has AVX-512 F; `out` holds 16 rows of 16.
         unsafe {
-            store(
-                _mm512_loadu_ps(src.as_ptr()),
-                _mm512_loadu_ps(src.as_ptr().add(16)),
-                out.as_mut_ptr().cast(),
-            )
+            let w = crate::kv_f16::avx512::transpose16(r);
+            for (p, w) in w.iter().enumerate() {
+                _mm512_storeu_ps(out[p * ROWS..].as_mut_ptr().cast(), *w);
+            }
         }
     }
 
@@ -1131,6 +1149,26 @@ mod tests {
                 decode_panel(None, &w, 0, 32, &mut b[..len / 2], &mut Vec::new());
                 assert!(a == b, "{ty:?}: AVX-512 panel differs from the scalar one");
             }
+        }
+    }
+
+    /// The AVX-512 activation tiles are the scalar ones, bit for bit (padding tokens and the
+    /// added zero group included).
+    #[test]
+    fn simd_activations_equal_the_scalar_ones() {
+        let Some(simd) = Simd::detect() else {
+            eprintln!("skip: AVX-512 BF16 not available");
+            return;
+        };
+        let cols = 96;
+        for n_tokens in [1usize, 5, 16, 17, 40] {
+            let x: Vec<f32> = (0..n_tokens * cols)
+                .map(|i| ((i * 7919 % 1000) as f32 / 300.0 - 1.7) * (1 + i % 5) as f32)
+                .collect();
+            let a = ActBf16::with(Some(simd), &x, n_tokens, cols);
+            let a = a.tiles[..].to_vec();
+            let b = ActBf16::with(None, &x, n_tokens, cols);
+            assert!(a == b.tiles[..], "{n_tokens} tokens: AVX-512 tiles differ");
         }
     }
 
