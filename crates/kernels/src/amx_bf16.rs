@@ -52,20 +52,16 @@ const TILE: usize = 1024;
 const PANEL_BYTES: usize = 512 << 10;
 /// Activation tiles beyond which a product goes along its rows in passes of [`K_TILES`] tiles.
 const ACT_L2_BYTES: usize = 1 << 20;
-/// Bytes of decoded weights a thread keeps per panel, at most, for activations beyond
-/// [`ACT_L2_BYTES`]: more rows share each slice of the activations (in L2) though the panel
-/// itself falls to L3 and comes back [`K_TILES`] tiles of each row at a time. Rows of 5632
-/// columns, 512 tokens, one thread: 1.5 times the speed of one pass over 512 KiB panels
-/// (which streams a token pair's activations from L3 for every 32 rows), 1.06 times for rows
-/// of 2048; 128 tokens, 5632 columns: 1.03 times (measured).
-const SLICED_PANEL_BYTES: usize = 4 << 20;
-/// Weight rows per panel, at most.
+/// Weight rows per panel, at most; every panel's where the activations exceed
+/// [`ACT_L2_BYTES`].
 const MAX_PANEL_ROWS: usize = 256;
 /// Tiles along a row per pass (256 columns) where the activations exceed [`ACT_L2_BYTES`]:
-/// the accumulators leave the tile unit and come back once per pass; a pass's slice of the
+/// the panel is then these columns of 256 rows (128 KiB), decoded pass by pass; the
+/// accumulators leave the tile unit and come back once per pass; a pass's slice of the
 /// activations (at most [`PASS_GROUPS`] × 8 KiB) stays in L2 for all the panel's rows, the
 /// slice of one token pair (16 KiB) in L1 for all its row pairs. (Two row groups by two token
-/// groups is the most that eight tiles hold.)
+/// groups is the most that eight tiles hold.) One pass over the whole row instead streams a
+/// token pair's activations from L3 for every 32 rows once rows are long.
 const K_TILES: usize = 8;
 /// Token groups per pass, at most (512 tokens): their accumulators (`MAX_PANEL_ROWS` / 32 ×
 /// `PASS_GROUPS` / 2 blocks of 4 KiB, 512 KiB) stay in L2 with the slices above.
@@ -370,30 +366,35 @@ thread_local! {
     static ACT_TILES: std::cell::RefCell<AlignedBytes> = std::cell::RefCell::default();
 }
 
-/// Decodes weight rows `r0..r0 + n` (`n` a multiple of 16; rows past the matrix are zeros) into
-/// `panel`: per group of 16 rows, its `n_cols / 32` tiles one after another, each 16 rows × 32
-/// `bf16`. With `simd`, Q8_0 / Q4_0 rows (stored or repacked) go straight from their blocks to
-/// `bf16` and other rows' decoded values are rounded 32 at a time, by AVX-512 (the same bits as
-/// the scalar code: each value is `d · q` in `f32`, rounded to nearest even). `tmp` is scratch.
+/// Decodes tiles `k0..k0 + nk` (columns `32·k0 ..`) of weight rows `r0..r0 + n` (`n` a
+/// multiple of 16; rows past the matrix are zeros) into `panel`: per group of 16 rows, its `nk`
+/// tiles one after another, each 16 rows × 32 `bf16`. `k0` and `nk` are multiples of 8 (256
+/// columns, a K-quant super-block) unless `k0 + nk` is the row's end. With `simd`, Q8_0 / Q4_0
+/// rows (stored or repacked) and repacked K-quant rows go straight from their blocks to `bf16`
+/// and other rows' decoded values are rounded 32 at a time, by AVX-512 (the same bits as the
+/// scalar code: each value is `d · q` in `f32`, rounded to nearest even). `tmp` is scratch.
+#[allow(clippy::too_many_arguments)]
 fn decode_panel(
     simd: Option<Simd>,
     w: &WeightView,
     r0: usize,
     n: usize,
+    (k0, nk): (usize, usize),
     panel: &mut [u8],
     tmp: &mut Vec<f32>,
 ) {
     let n_k = w.n_cols / COLS;
-    let group_bytes = n_k * TILE;
+    assert!(k0 + nk <= n_k && (k0 % 8 == 0 && nk % 8 == 0 || k0 + nk == n_k));
+    let (c0, cols) = (k0 * COLS, nk * COLS);
+    let group_bytes = nk * TILE;
     let valid = w.n_rows.saturating_sub(r0).min(n);
     // The grouped types decode sixteen rows at a time (their groups start at multiples of 16).
     let step = if w.ty.is_grouped() { ROWS } else { 1 };
-    tmp.resize(step * w.n_cols, 0.0);
     for r in (0..n).step_by(step) {
         let group = &mut panel[r / ROWS * group_bytes..][..group_bytes];
         let dst: &mut [u16] = bytemuck::cast_slice_mut(group);
         if r >= valid {
-            for k in 0..n_k {
+            for k in 0..nk {
                 dst[(k * ROWS + r % ROWS) * COLS..][..step * COLS].fill(0);
             }
             continue;
@@ -401,26 +402,46 @@ fn decode_panel(
         if let Some(simd) = simd {
             // SAFETY: the token proves the features.
             let done = !w.ty.is_grouped()
-                && unsafe { simd::blocks(simd, w.ty, w.row(r0 + r), r % ROWS, dst) };
+                && unsafe { simd::blocks(simd, w.ty, w.row(r0 + r), k0, r % ROWS, dst) };
             if done {
                 continue;
             }
         }
-        if w.ty.is_grouped() {
+        // The decoded values of the tiles, `cols` per row, and their rows.
+        let (vals, n_rows): (&[f32], usize) = if w.ty.is_grouped() {
             let gb = ROWS * w.ty.row_bytes(w.n_cols);
             let g = (r0 + r) / ROWS;
             let src = &w.bytes[g * gb..][..gb];
             if let Some(simd) = simd {
+                // Super-blocks of 256 columns, 16 rows each, one after another.
+                let sb = gb / (w.n_cols / 256);
+                let src = &src[c0 / 256 * sb..][..cols.div_ceil(256) * sb];
                 // SAFETY: the token proves the features.
                 if unsafe { simd::k_group(simd, w.ty, src, dst) } {
                     continue;
                 }
             }
+            tmp.resize(ROWS * w.n_cols, 0.0);
             dequantize(w.ty, src, tmp);
-        } else {
+            // The group's rows are whole rows, one after another: keep the columns of the tiles.
+            for i in 0..ROWS {
+                tmp.copy_within(i * w.n_cols + c0..i * w.n_cols + c0 + cols, i * cols);
+            }
+            (&tmp[..ROWS * cols], ROWS)
+        } else if w.ty.stored() != w.ty || c0 % w.ty.block_elems() != 0 {
+            // A repacked row (its groups' bytes are not a row's columns in order): the whole.
+            tmp.resize(w.n_cols, 0.0);
             dequantize(w.ty, w.row(r0 + r), tmp);
-        }
-        for (i, vals) in tmp.chunks_exact(w.n_cols).enumerate() {
+            tmp.copy_within(c0..c0 + cols, 0);
+            (&tmp[..cols], 1)
+        } else {
+            let (ty, row) = (w.ty, w.row(r0 + r));
+            let at = |c: usize| c / ty.block_elems() * ty.block_bytes();
+            tmp.resize(cols, 0.0);
+            dequantize(ty, &row[at(c0)..at(c0 + cols)], tmp);
+            (&tmp[..cols], 1)
+        };
+        for (i, vals) in vals.chunks_exact(cols).take(n_rows).enumerate() {
             let row = r + i;
             if let Some(simd) = simd {
                 // SAFETY: the token proves the features.
@@ -465,10 +486,19 @@ mod simd {
     use std::arch::x86_64::*;
 
     /// Row `row` (of its group of 16) of a Q8_0 / Q4_0 matrix, stored or repacked, from its
-    /// bytes `src` into the tiles of `dst`; false for other types.
+    /// bytes `src` into the tiles of `dst`, blocks `k0..` (as many as `dst` has tiles); false
+    /// for other types.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    pub(super) fn blocks(_: Simd, ty: WeightType, src: &[u8], row: usize, dst: &mut [u16]) -> bool {
+    pub(super) fn blocks(
+        _: Simd,
+        ty: WeightType,
+        src: &[u8],
+        k0: usize,
+        row: usize,
+        dst: &mut [u16],
+    ) -> bool {
         let at = |b: usize| (b * ROWS + row) * COLS;
+        let nk = dst.len() / (ROWS * COLS);
         match ty {
             WeightType::Q4_0 | WeightType::Q8_0 => {
                 let bytes = if ty == WeightType::Q4_0 {
@@ -476,6 +506,7 @@ mod simd {
                 } else {
                     Q8_0_BYTES
                 };
+                let src = &src[k0 * bytes..][..nk * bytes];
                 for (b, blk) in src.chunks_exact(bytes).enumerate() {
                     let d = f16_at(blk, 0);
                     let out = &mut dst[at(b)..][..COLS];
@@ -501,21 +532,25 @@ mod simd {
             }
             WeightType::Q4_0x16 | WeightType::Q8_0x16 => {
                 let kind = X16::of(ty).expect("a repacked type");
-                for (g, grp) in src.chunks_exact(kind.group_bytes()).enumerate() {
-                    // Blocks of this group that are columns of the matrix (the last group's
-                    // padding blocks have no tiles).
+                let gb = kind.group_bytes();
+                // The groups holding blocks `k0..k0 + nk` (the last group's padding blocks
+                // have no tiles), and of each the blocks wanted.
+                for g in k0 / GROUP_BLOCKS..(k0 + nk).div_ceil(GROUP_BLOCKS) {
                     let first = g * GROUP_BLOCKS;
-                    let n = GROUP_BLOCKS.min((dst.len() / COLS / ROWS).saturating_sub(first));
-                    if n == 0 {
-                        break;
-                    }
-                    // SAFETY: the token proves the features; `grp` is a whole group, and the
-                    // `n` blocks' tiles are within `dst` (checked above).
+                    let (i0, i1) = (
+                        k0.max(first) - first,
+                        (k0 + nk).min(first + GROUP_BLOCKS) - first,
+                    );
+                    let grp = &src[g * gb..][..gb];
+                    let out = dst[at(first + i0 - k0)..].as_mut_ptr();
+                    // SAFETY: the token proves the features; `grp` is a whole group, and
+                    // blocks `i0..i1`'s tiles are within `dst` (tiles `first + i0 - k0 ..
+                    // first + i1 - k0 <= nk`).
                     unsafe {
                         if kind == X16::Q4_0 {
-                            q4_group(grp, n, dst[at(first)..].as_mut_ptr())
+                            q4_group(grp, i0..i1, out)
                         } else {
-                            q8_group(grp, n, dst[at(first)..].as_mut_ptr())
+                            q8_group(grp, i0..i1, out)
                         }
                     }
                 }
@@ -791,11 +826,11 @@ mod simd {
         64 * (i % 4) + 16 * (i / 4)
     }
 
-    /// The first `n` blocks of a repacked Q4_0 group into their tiles (block `i` at
+    /// Blocks `blocks` of a repacked Q4_0 group into their tiles (block `blocks.start + i` at
     /// `dst + i · ROWS · COLS`): per block, its 16 values `d · (q − 8)` rounded to `bf16`
     /// once (the rounding of [`q4_block`], value by value) and looked up by the 32 nibbles.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    unsafe fn q4_group(grp: &[u8], n: usize, dst: *mut u16) {
+    unsafe fn q4_group(grp: &[u8], blocks: std::ops::Range<usize>, dst: *mut u16) {
         let mut words = [0u8; 256];
         // SAFETY: as the callers promise: `grp` a whole group, `n` blocks' tiles at `dst`.
         unsafe {
@@ -806,7 +841,7 @@ mod simd {
                 7.0,
             );
             let m = _mm256_set1_epi16(0x0f);
-            for i in 0..n {
+            for (o, i) in blocks.enumerate() {
                 let di = _mm512_permutexvar_ps(_mm512_set1_epi32(i as i32), d);
                 let table = _mm512_castsi256_si512(std::mem::transmute::<__m256bh, __m256i>(
                     _mm512_cvtneps_pbh(_mm512_mul_ps(di, steps)),
@@ -817,15 +852,14 @@ mod simd {
                     _mm256_srli_epi16::<4>(q),
                 );
                 let v = _mm512_permutexvar_epi16(idx, table);
-                _mm512_storeu_si512(dst.add(i * ROWS * COLS).cast(), v);
+                _mm512_storeu_si512(dst.add(o * ROWS * COLS).cast(), v);
             }
         }
     }
 
-    /// The first `n` blocks of a repacked Q8_0 group into their tiles, as [`q8_block`] does
-    /// each.
+    /// Blocks `blocks` of a repacked Q8_0 group into their tiles, as [`q8_block`] does each.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    unsafe fn q8_group(grp: &[u8], n: usize, dst: *mut u16) {
+    unsafe fn q8_group(grp: &[u8], blocks: std::ops::Range<usize>, dst: *mut u16) {
         let (mut lo, mut hi) = ([0u8; 256], [0u8; 256]);
         // SAFETY: as the callers promise: `grp` a whole group, `n` blocks' tiles at `dst`.
         unsafe {
@@ -835,11 +869,11 @@ mod simd {
             let mut ds = [0f32; 16];
             _mm512_storeu_ps(ds.as_mut_ptr(), d);
             let sign = _mm_set1_epi8(0x80u8 as i8);
-            for (i, &di) in ds.iter().enumerate().take(n) {
+            for (o, i) in blocks.enumerate() {
                 let l = _mm_loadu_si128(lo[words_at(i)..].as_ptr().cast());
                 let h = _mm_loadu_si128(hi[words_at(i)..].as_ptr().cast());
                 let v = _mm256_set_m128i(_mm_xor_si128(h, sign), _mm_xor_si128(l, sign));
-                q8_block(di, v, dst.add(i * ROWS * COLS));
+                q8_block(ds[i], v, dst.add(o * ROWS * COLS));
             }
         }
     }
@@ -935,15 +969,16 @@ impl<U: Bf16Unit, F: Fn() -> U + Sync> RowsJob for Bf16Tiles<'_, F> {
     fn run(&self, mut oc: OutCols<'_>) {
         let (w, act, n_tokens, simd) = (&self.w, &*self.act, self.n_tokens, self.simd);
         let n_k = act.n_k;
-        let group_bytes = n_k * TILE;
-        let (k_tiles, panel_bytes) = if act.tiles.len() > ACT_L2_BYTES {
-            (K_TILES, SLICED_PANEL_BYTES)
+        // Passes along the row, and rows per panel: a panel is the rows' tiles of one pass.
+        let (k_tiles, panel_rows) = if act.tiles.len() > ACT_L2_BYTES {
+            (K_TILES, MAX_PANEL_ROWS)
         } else {
-            (n_k, PANEL_BYTES)
+            let rows = PANEL_BYTES / (2 * w.n_cols);
+            (
+                n_k,
+                rows.clamp(2 * ROWS, MAX_PANEL_ROWS) / (2 * ROWS) * (2 * ROWS),
+            )
         };
-        let panel_rows = (panel_bytes / (2 * w.n_cols)).clamp(2 * ROWS, MAX_PANEL_ROWS)
-            / (2 * ROWS)
-            * (2 * ROWS);
         let rows = oc.rows();
         let unit = (self.unit)();
         let mut accs = ACCS.with(|a| std::mem::take(&mut *a.borrow_mut()));
@@ -954,8 +989,6 @@ impl<U: Bf16Unit, F: Fn() -> U + Sync> RowsJob for Bf16Tiles<'_, F> {
                 let np = panel_rows.min(rows.end - p0);
                 let n_pad = np.div_ceil(2 * ROWS) * 2 * ROWS;
                 let pairs = n_pad / (2 * ROWS);
-                let panel = scratch.q.sized(n_pad / ROWS * group_bytes);
-                decode_panel(simd, w, p0, n_pad, panel, &mut scratch.f);
                 // `n_groups` is even, and so is every pass's count.
                 for g0 in (0..act.n_groups).step_by(PASS_GROUPS) {
                     let t_pairs = PASS_GROUPS.min(act.n_groups - g0) / 2;
@@ -964,6 +997,11 @@ impl<U: Bf16Unit, F: Fn() -> U + Sync> RowsJob for Bf16Tiles<'_, F> {
                     }
                     for k0 in (0..n_k).step_by(k_tiles) {
                         let n = k_tiles.min(n_k - k0);
+                        let panel = scratch.q.sized(n_pad / ROWS * n * TILE);
+                        // One pass along the row keeps its panel for every pass of tokens.
+                        if k_tiles < n_k || g0 == 0 {
+                            decode_panel(simd, w, p0, n_pad, (k0, n), panel, &mut scratch.f);
+                        }
                         for tp in 0..t_pairs {
                             let tg = g0 + 2 * tp;
                             // SAFETY: tile `k0 < n_k` of a group of `n_k`.
@@ -971,8 +1009,8 @@ impl<U: Bf16Unit, F: Fn() -> U + Sync> RowsJob for Bf16Tiles<'_, F> {
                                 [act.group(tg), act.group(tg + 1)].map(|p| p.add(k0 * TILE))
                             };
                             for rp in 0..pairs {
-                                let wp = [2 * rp, 2 * rp + 1]
-                                    .map(|rg| panel[(rg * n_k + k0) * TILE..].as_ptr());
+                                let wp =
+                                    [2 * rp, 2 * rp + 1].map(|rg| panel[rg * n * TILE..].as_ptr());
                                 let c = &mut accs[tp * pairs + rp].0;
                                 // SAFETY: each pointer starts `n` tiles of its panel's or
                                 // activations' group (`k0 + n <= n_k`).
@@ -1116,38 +1154,51 @@ mod tests {
             eprintln!("skip: AVX-512 BF16 not available");
             return;
         };
-        for (ty, cols) in [(WeightType::Q4_0, 352), (WeightType::Q8_0, 352)] {
-            // A last group of 11 blocks (the repacked rows' padding has no tiles).
-            for (ty, bytes) in weights(ty, 48, cols) {
-                let w = view(ty, 48, cols, &bytes);
-                let len = 64 / ROWS * cols / COLS * TILE;
-                let (mut a, mut b) = (vec![1u8; len], vec![2u8; len]);
-                decode_panel(Some(simd), &w, 32, 64, &mut a, &mut Vec::new());
-                decode_panel(None, &w, 32, 64, &mut b, &mut Vec::new());
-                assert!(a == b, "{ty:?}: AVX-512 panel differs from the scalar one");
-            }
-        }
-        let (rows, cols) = (48, 512);
-        for ty in [
-            WeightType::Q4_0,
-            WeightType::Q8_0,
+        let k_quants = [
             WeightType::Q4_K,
             WeightType::Q6_K,
             WeightType::Q5_K,
             WeightType::Q2_K,
             WeightType::Q3_K,
-        ] {
-            for (ty, bytes) in weights(ty, rows, cols) {
-                let w = view(ty, rows, cols, &bytes);
-                let n = 64; // rows 32..48 real, 48..96 padding
-                let len = n / ROWS * cols / COLS * TILE;
-                let (mut a, mut b) = (vec![1u8; len], vec![2u8; len]);
-                decode_panel(Some(simd), &w, 32, n, &mut a, &mut Vec::new());
-                decode_panel(None, &w, 32, n, &mut b, &mut Vec::new());
-                assert!(a == b, "{ty:?}: AVX-512 panel differs from the scalar one");
-                decode_panel(Some(simd), &w, 0, 32, &mut a[..len / 2], &mut Vec::new());
-                decode_panel(None, &w, 0, 32, &mut b[..len / 2], &mut Vec::new());
-                assert!(a == b, "{ty:?}: AVX-512 panel differs from the scalar one");
+        ];
+        // 768 columns: passes of 8 tiles, the second ending and the third starting inside a
+        // repacked Q4_0 / Q8_0 group of 16 blocks; 352: a last group of 11 blocks (its padding
+        // has no tiles) and a last pass of 3 tiles.
+        let shapes = [WeightType::Q4_0, WeightType::Q8_0]
+            .into_iter()
+            .flat_map(|ty| [(ty, 768), (ty, 352)])
+            .chain(k_quants.into_iter().map(|ty| (ty, 768)));
+        let tiles = |w: &WeightView, r0, n, ks: (usize, usize), simd| {
+            let mut p = vec![1u8; n / ROWS * ks.1 * TILE];
+            decode_panel(simd, w, r0, n, ks, &mut p, &mut Vec::new());
+            p
+        };
+        for (ty, cols) in shapes {
+            for (ty, bytes) in weights(ty, 48, cols) {
+                let w = view(ty, 48, cols, &bytes);
+                let n_k = cols / COLS;
+                // Rows 32..48 real, 48..96 padding; then rows 0..32.
+                for (r0, n) in [(32, 64), (0, 32)] {
+                    let full = tiles(&w, r0, n, (0, n_k), Some(simd));
+                    let twin = tiles(&w, r0, n, (0, n_k), None);
+                    assert!(
+                        full == twin,
+                        "{ty:?}: AVX-512 panel differs from the scalar one"
+                    );
+                    for k0 in (0..n_k).step_by(K_TILES) {
+                        let ks = (k0, K_TILES.min(n_k - k0));
+                        let part = tiles(&w, r0, n, ks, Some(simd));
+                        let twin = tiles(&w, r0, n, ks, None);
+                        assert!(
+                            part == twin,
+                            "{ty:?} tiles {ks:?}: AVX-512 differs from scalar"
+                        );
+                        for (g, part) in part.chunks_exact(ks.1 * TILE).enumerate() {
+                            let whole = &full[(g * n_k + k0) * TILE..][..ks.1 * TILE];
+                            assert!(part == whole, "{ty:?} tiles {ks:?}: not the whole's");
+                        }
+                    }
+                }
             }
         }
     }
