@@ -169,31 +169,23 @@ unsafe impl Bf16Unit for Bf16Scope {
         add: bool,
     ) {
         let out = c.as_mut_ptr() as *mut u8;
-        // SAFETY: `c` is 4 KiB, four tiles of 16 rows of 64 bytes.
-        unsafe {
-            if add {
-                asm!(
-                    "tileloadd tmm0, [{c} + {s}*1]",
-                    "tileloadd tmm1, [{c} + {s}*1 + 1024]",
-                    "tileloadd tmm2, [{c} + {s}*1 + 2048]",
-                    "tileloadd tmm3, [{c} + {s}*1 + 3072]",
-                    c = in(reg) out,
-                    s = in(reg) 64usize,
-                    options(nostack, readonly, preserves_flags),
-                );
-            } else {
-                asm!(
-                    "tilezero tmm0",
-                    "tilezero tmm1",
-                    "tilezero tmm2",
-                    "tilezero tmm3",
-                    options(nomem, nostack, preserves_flags),
-                );
-            }
-        }
-        // SAFETY: the caller's promise; tiles are 64 bytes a row, the stores 16 rows of 64.
+        // SAFETY: the caller's promise; `c` is 4 KiB, four tiles of 16 rows of 64 bytes (the
+        // accumulators start from it with `add`, are stored to it at the end). One block of
+        // assembly: nothing promises that tile registers keep their values from one to the next.
         unsafe {
             asm!(
+                "test {add}, {add}",
+                "jz 3f",
+                "tileloadd tmm0, [{c} + {s}*1]",
+                "tileloadd tmm1, [{c} + {s}*1 + 1024]",
+                "tileloadd tmm2, [{c} + {s}*1 + 2048]",
+                "tileloadd tmm3, [{c} + {s}*1 + 3072]",
+                "jmp 2f",
+                "3:",
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
                 "2:",
                 "tileloadd tmm4, [{w0} + {s}*1]",
                 "tileloadd tmm6, [{a0} + {s}*1]",
@@ -223,6 +215,7 @@ unsafe impl Bf16Unit for Bf16Scope {
                 n = inout(reg) n => _,
                 c = inout(reg) out => _,
                 s = in(reg) 64usize,
+                add = in(reg) add as usize,
                 options(nostack),
             );
         }
