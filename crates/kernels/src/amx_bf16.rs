@@ -617,6 +617,12 @@ mod simd {
                 } else {
                     (q4::GROUP_BLOCK, q4::QS)
                 };
+                if !five {
+                    // SAFETY: the token proves the features; `src` holds whole groups and `dst`
+                    // their tiles.
+                    unsafe { q4k_groups(src, dst) };
+                    return true;
+                }
                 for (b, gb) in src.chunks_exact(gbb).enumerate() {
                     for l in 0..ROWS {
                         let (d, dmin) = (kf16(gb, q4::D + 2 * l), kf16(gb, q4::DMIN + 2 * l));
@@ -714,6 +720,65 @@ mod simd {
         }
     }
 
+    /// Repacked Q4_K groups (`src`, whole super-blocks of 16 rows) into their tiles, the
+    /// values [`q5k_block`] gives for Q4_K bit for bit: per row and sub-block, its 16 values
+    /// `d1 · q − m1` (`q` in `0..16`, the same multiply and subtract) rounded to `bf16` once and
+    /// looked up by the 32 nibbles; the nibbles of one sub-block for all 16 rows by one
+    /// transpose ([`words4`]).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    unsafe fn q4k_groups(src: &[u8], dst: &mut [u16]) {
+        use crate::kquants::layout::{f16_at as kf16, scale_min_k4};
+        use crate::kquants::x16::q4;
+        let steps = _mm512_setr_ps(
+            0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
+        );
+        let m = _mm256_set1_epi16(0x0f);
+        let mut words = [0u8; 256];
+        for (b, gb) in src.chunks_exact(q4::GROUP_BLOCK).enumerate() {
+            let mut dm = [[(0f32, 0f32); 8]; ROWS];
+            for (l, dm) in dm.iter_mut().enumerate() {
+                let (d, dmin) = (kf16(gb, q4::D + 2 * l), kf16(gb, q4::DMIN + 2 * l));
+                let mut packed = [0u8; 12];
+                for w in 0..3 {
+                    let at = q4::SCALES + 64 * w + 4 * l;
+                    packed[4 * w..4 * w + 4].copy_from_slice(&gb[at..at + 4]);
+                }
+                for (j, dm) in dm.iter_mut().enumerate() {
+                    let (sc, m) = scale_min_k4(j, &packed);
+                    *dm = (d * sc as f32, dmin * m as f32);
+                }
+            }
+            for j in 0..8 {
+                // SAFETY: the sub-block's four rows of words lie within the group.
+                unsafe { words4(&gb[q4::QS + 256 * j..], &mut words) };
+                for (l, dm) in dm.iter().enumerate() {
+                    let (d1, m1) = dm[j];
+                    let t =
+                        _mm512_sub_ps(_mm512_mul_ps(_mm512_set1_ps(d1), steps), _mm512_set1_ps(m1));
+                    // SAFETY: 16 `bf16` are 32 bytes, as the integer vector; the loads and
+                    // the store are within `words` and the row's tile (checked slices).
+                    unsafe {
+                        let table = _mm512_castsi256_si512(
+                            std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(t)),
+                        );
+                        let q = _mm256_cvtepu8_epi16(_mm_loadu_si128(
+                            words[words_at(l)..][..16].as_ptr().cast(),
+                        ));
+                        let idx = _mm512_inserti64x4::<1>(
+                            _mm512_castsi256_si512(_mm256_and_si256(q, m)),
+                            _mm256_srli_epi16::<4>(q),
+                        );
+                        let out = &mut dst[((8 * b + j) * ROWS + l) * COLS..][..COLS];
+                        _mm512_storeu_si512(
+                            out.as_mut_ptr().cast(),
+                            _mm512_permutexvar_epi16(idx, table),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     const TWO: u32 = 0x0303_0303;
     const ONE: u32 = 0x0101_0101;
     const LOW: u32 = 0x0f0f_0f0f;
@@ -789,15 +854,16 @@ mod simd {
         _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(v, offset)))
     }
 
-    /// The 16 blocks' quantized words of a repacked group (`qx16.rs`: word `k` of block `i` at
-    /// `QUANTS_AT + 64·k + 4·i`), four words at a time: `out[64·j + 16·l ..][..16]` holds words
-    /// `k0..k0 + 4` of block `4·l + j`, in order (a 4 × 4 transpose in each 128-bit lane).
+    /// Four rows of 64 bytes holding word `k` of each of 16 items at `64·k + 4·i` (the
+    /// quantized words of a repacked Q4_0 / Q8_0 group's blocks, `qx16.rs`, from `QUANTS_AT`;
+    /// a repacked Q4_K group's nibbles of one sub-block for its 16 rows), transposed so that
+    /// `out[64·j + 16·l ..][..16]` holds the four words of item `4·l + j`, in order (a 4 × 4
+    /// transpose in each 128-bit lane).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn words4(grp: &[u8], k0: usize, out: &mut [u8; 256]) {
-        // SAFETY: `grp` is a whole group: 64 bytes at each `QUANTS_AT + 64·k`, `k < 8` for
-        // Q8_0, `k < 4` for Q4_0 (the caller's `k0`); `out` holds four vectors.
+    unsafe fn words4(rows: &[u8], out: &mut [u8; 256]) {
+        // SAFETY: `rows` holds four vectors (checked), and so does `out`.
         unsafe {
-            let q = grp[QUANTS_AT + 64 * k0..][..256].as_ptr();
+            let q = rows[..256].as_ptr();
             let r0 = _mm512_loadu_si512(q.cast());
             let r1 = _mm512_loadu_si512(q.add(64).cast());
             let r2 = _mm512_loadu_si512(q.add(128).cast());
@@ -827,7 +893,7 @@ mod simd {
         let mut words = [0u8; 256];
         // SAFETY: as the callers promise: `grp` a whole group, `n` blocks' tiles at `dst`.
         unsafe {
-            words4(grp, 0, &mut words);
+            words4(&grp[QUANTS_AT..], &mut words);
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(grp.as_ptr().cast()));
             let steps = _mm512_setr_ps(
                 -8.0, -7.0, -6.0, -5.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0,
@@ -856,8 +922,8 @@ mod simd {
         let (mut lo, mut hi) = ([0u8; 256], [0u8; 256]);
         // SAFETY: as the callers promise: `grp` a whole group, `n` blocks' tiles at `dst`.
         unsafe {
-            words4(grp, 0, &mut lo);
-            words4(grp, 4, &mut hi);
+            words4(&grp[QUANTS_AT..], &mut lo);
+            words4(&grp[QUANTS_AT + 256..], &mut hi);
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(grp.as_ptr().cast()));
             let mut ds = [0f32; 16];
             _mm512_storeu_ps(ds.as_mut_ptr(), d);
