@@ -451,7 +451,8 @@ fn decode_panel(
     }
 }
 
-/// Proof that AVX-512 F/BW and AVX-512 BF16 are available (the panel's decoders).
+/// Proof that AVX-512 F/BW/VL, AVX-512 BF16, F16C and AVX2 are available (the panel's
+/// decoders).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Simd(());
 
@@ -463,6 +464,7 @@ impl Simd {
             && std::is_x86_feature_detected!("avx512vl")
             && std::is_x86_feature_detected!("avx512bf16")
             && std::is_x86_feature_detected!("f16c")
+            && std::is_x86_feature_detected!("avx2")
         {
             return Some(Simd(()));
         }
@@ -603,7 +605,7 @@ mod simd {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     pub(super) fn k_group(_: Simd, ty: WeightType, src: &[u8], dst: &mut [u16]) -> bool {
         use crate::kquants::layout::{f16_at as kf16, scale_min_k4, scales_q3_k};
-        use crate::kquants::x16::{q2, q3, q4, q5, q6};
+        use crate::kquants::x16::{q2, q3, q4, q5};
         let word =
             |gb: &[u8], at: usize| u32::from_le_bytes([gb[at], gb[at + 1], gb[at + 2], gb[at + 3]]);
         match ty {
@@ -698,22 +700,9 @@ mod simd {
                 true
             }
             WeightType::Q6_Kx16 => {
-                // Per block `g` of 16 values and row `l`: two words of low nibbles (values
-                // `16g + k`, `+ 4 + k` in the first, `+ 8 + k`, `+ 12 + k` in the second) and one
-                // of high bit pairs (value `16g + 4s + k` in bits `2s, 2s + 1` of byte `k`).
-                let row = |gb: &[u8], l: usize| kf16(gb, q6::D + 2 * l);
-                let block = |gb: &[u8], l: usize, &d: &f32, g: usize| {
-                    let at = q6::QS + 192 * g + 4 * l;
-                    let (n0, n1, hi) = (word(gb, at), word(gb, at + 64), word(gb, at + 128));
-                    let q = std::array::from_fn(|s| {
-                        let n = [n0, n1][s / 2];
-                        let low = (if s.is_multiple_of(2) { n } else { n >> 4 }) & LOW;
-                        low | (hi >> (2 * s) & TWO) << 4
-                    });
-                    let d1 = d * gb[q6::SCALES + 16 * g + l] as i8 as f32;
-                    (q, d1, 32, 0.0)
-                };
-                sixteens(src, q6::GROUP_BLOCK, dst, row, block);
+                // SAFETY: the token proves the features; `src` holds whole groups and `dst`
+                // their tiles.
+                unsafe { q6k_groups(src, dst) };
                 true
             }
             _ => false,
@@ -779,9 +768,63 @@ mod simd {
         }
     }
 
+    /// Repacked Q6_K groups (`src`, whole super-blocks of 16 rows) into their tiles, the values
+    /// of the stored rows' decoder bit for bit: per block `g` of 16 values and row `l`, two
+    /// words of low nibbles (values `16g + k`, `+ 4 + k` in the first, `+ 8 + k`, `+ 12 + k` in
+    /// the second) and one of high bit pairs (value `16g + 4s + k` in bits `2s, 2s + 1` of byte
+    /// `k`), the block's three words for all 16 rows by one transpose ([`words4`]); value
+    /// `d·sc · (q − 32)`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2")]
+    unsafe fn q6k_groups(src: &[u8], dst: &mut [u16]) {
+        use crate::kquants::layout::f16_at as kf16;
+        use crate::kquants::x16::q6;
+        // Of a row's 16 bytes (its three words and a zero word): the low-nibble words as
+        // value order wants them (`n0, n0, n1, n1`), and the high-bit word four times.
+        let lows = _mm_setr_epi8(0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7);
+        let highs = _mm_setr_epi8(8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11);
+        let (m4, m2) = (_mm_set1_epi8(0x0f), _mm_set1_epi8(3));
+        let shifts = _mm_setr_epi32(0, 2, 4, 6);
+        let mut words = [[0u8; 256]; 2];
+        let mut rows = [0u8; 256];
+        for (b, gb) in src.chunks_exact(q6::GROUP_BLOCK).enumerate() {
+            let d: [f32; ROWS] = std::array::from_fn(|l| kf16(gb, q6::D + 2 * l));
+            for j in 0..8 {
+                for (h, words) in words.iter_mut().enumerate() {
+                    rows[..192].copy_from_slice(&gb[q6::QS + 192 * (2 * j + h)..][..192]);
+                    // SAFETY: `rows` holds four vectors (the last zero).
+                    unsafe { words4(&rows, words) };
+                }
+                for (l, &dl) in d.iter().enumerate() {
+                    let mut halves = [_mm512_setzero_ps(); 2];
+                    for (h, half) in halves.iter_mut().enumerate() {
+                        let g = 2 * j + h;
+                        let w = &words[h][words_at(l)..][..16];
+                        // SAFETY: `w` holds 16 bytes.
+                        let x = unsafe { _mm_loadu_si128(w.as_ptr().cast()) };
+                        let a = _mm_shuffle_epi8(x, lows);
+                        let low = _mm_blend_epi32::<0b1010>(
+                            _mm_and_si128(a, m4),
+                            _mm_and_si128(_mm_srli_epi16::<4>(a), m4),
+                        );
+                        let hb = _mm_srlv_epi32(_mm_shuffle_epi8(x, highs), shifts);
+                        let q = _mm_or_si128(low, _mm_slli_epi16::<4>(_mm_and_si128(hb, m2)));
+                        let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(
+                            _mm512_cvtepu8_epi32(q),
+                            _mm512_set1_epi32(32),
+                        ));
+                        let d1 = dl * gb[q6::SCALES + 16 * g + l] as i8 as f32;
+                        *half = _mm512_mul_ps(_mm512_set1_ps(d1), v);
+                    }
+                    let out = &mut dst[((8 * b + j) * ROWS + l) * COLS..][..COLS];
+                    // SAFETY: `out` holds 32 values.
+                    unsafe { store(halves[0], halves[1], out.as_mut_ptr()) };
+                }
+            }
+        }
+    }
+
     const TWO: u32 = 0x0303_0303;
     const ONE: u32 = 0x0101_0101;
-    const LOW: u32 = 0x0f0f_0f0f;
 
     /// The groups `src` (of `gbb` bytes per super-block) of a K-quant type with blocks of 16
     /// values into their tiles: per row `l` (`row(gb, l)` made once per super-block) and block
