@@ -604,59 +604,15 @@ mod simd {
     /// `(d·(sc − 32))·(q − 4)`, `(d·sc)·(q − 32)`); false for other types.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     pub(super) fn k_group(_: Simd, ty: WeightType, src: &[u8], dst: &mut [u16]) -> bool {
-        use crate::kquants::layout::{f16_at as kf16, scale_min_k4, scales_q3_k};
-        use crate::kquants::x16::{q2, q3, q4, q5};
+        use crate::kquants::layout::{f16_at as kf16, scales_q3_k};
+        use crate::kquants::x16::{q2, q3};
         let word =
             |gb: &[u8], at: usize| u32::from_le_bytes([gb[at], gb[at + 1], gb[at + 2], gb[at + 3]]);
         match ty {
             WeightType::Q4_Kx16 | WeightType::Q5_Kx16 => {
-                // Q5_K: Q4_K's nibbles (after the fifth bits) plus, per sub-block `j` and row,
-                // four bytes whose bit `q` / `4 + q` of byte `k` is the fifth bit of value
-                // `4q + k` / `16 + 4q + k`.
-                let five = ty == WeightType::Q5_Kx16;
-                let (gbb, qs_at) = if five {
-                    (q5::GROUP_BLOCK, q5::QS)
-                } else {
-                    (q4::GROUP_BLOCK, q4::QS)
-                };
-                if !five {
-                    // SAFETY: the token proves the features; `src` holds whole groups and `dst`
-                    // their tiles.
-                    unsafe { q4k_groups(src, dst) };
-                    return true;
-                }
-                for (b, gb) in src.chunks_exact(gbb).enumerate() {
-                    for l in 0..ROWS {
-                        let (d, dmin) = (kf16(gb, q4::D + 2 * l), kf16(gb, q4::DMIN + 2 * l));
-                        let mut packed = [0u8; 12];
-                        for w in 0..3 {
-                            let at = q4::SCALES + 64 * w + 4 * l;
-                            packed[4 * w..4 * w + 4].copy_from_slice(&gb[at..at + 4]);
-                        }
-                        for j in 0..8 {
-                            let (sc, m) = scale_min_k4(j, &packed);
-                            let (d1, m1) = (d * sc as f32, dmin * m as f32);
-                            let q = |i: usize| word(gb, qs_at + 64 * (4 * j + i) + 4 * l) as i32;
-                            let qs = _mm_setr_epi32(q(0), q(1), q(2), q(3));
-                            // Byte `4q + k` of `h`: the fifth-bit byte `k` shifted right by `q`
-                            // (bits from the next byte land above bit 4, never read).
-                            let h = if five {
-                                let w = word(gb, q5::QH + 64 * j + 4 * l);
-                                _mm_setr_epi32(
-                                    w as i32,
-                                    (w >> 1) as i32,
-                                    (w >> 2) as i32,
-                                    (w >> 3) as i32,
-                                )
-                            } else {
-                                _mm_setzero_si128()
-                            };
-                            let out = &mut dst[((8 * b + j) * ROWS + l) * COLS..][..COLS];
-                            // SAFETY: `out` holds 32 values.
-                            unsafe { q5k_block(d1, m1, qs, h, out.as_mut_ptr()) };
-                        }
-                    }
-                }
+                // SAFETY: the token proves the features; `src` holds whole groups and `dst`
+                // their tiles.
+                unsafe { q45k_groups(src, dst, ty == WeightType::Q5_Kx16) };
                 true
             }
             WeightType::Q2_Kx16 => {
@@ -709,21 +665,36 @@ mod simd {
         }
     }
 
-    /// Repacked Q4_K groups (`src`, whole super-blocks of 16 rows) into their tiles, the
-    /// values [`q5k_block`] gives for Q4_K bit for bit: per row and sub-block, its 16 values
-    /// `d1 · q − m1` (`q` in `0..16`, the same multiply and subtract) rounded to `bf16` once and
-    /// looked up by the 32 nibbles; the nibbles of one sub-block for all 16 rows by one
-    /// transpose ([`words4`]).
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    unsafe fn q4k_groups(src: &[u8], dst: &mut [u16]) {
+    /// Repacked Q4_K or (`five`) Q5_K groups (`src`, whole super-blocks of 16 rows) into their
+    /// tiles, the values of the stored rows' decoder bit for bit: per row and sub-block, its
+    /// values `d1 · q − m1` (`q` in `0..16`, Q5_K `0..32`: the same multiply and subtract)
+    /// rounded to `bf16` once into a table that `vpermw` reads by the 32 values' `q`; the
+    /// nibbles of one sub-block for all 16 rows by one transpose ([`words4`]). Q5_K: Q4_K's
+    /// nibbles plus, per sub-block `j` and row, four bytes whose bit `s` / `4 + s` of byte `k`
+    /// is the fifth bit of value `4s + k` / `16 + 4s + k`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2")]
+    unsafe fn q45k_groups(src: &[u8], dst: &mut [u16], five: bool) {
         use crate::kquants::layout::{f16_at as kf16, scale_min_k4};
-        use crate::kquants::x16::q4;
-        let steps = _mm512_setr_ps(
-            0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
-        );
-        let m = _mm256_set1_epi16(0x0f);
+        use crate::kquants::x16::{q4, q5};
+        let (gbb, qs_at) = if five {
+            (q5::GROUP_BLOCK, q5::QS)
+        } else {
+            (q4::GROUP_BLOCK, q4::QS)
+        };
+        let steps = [0.0f32, 16.0].map(|o| {
+            _mm512_add_ps(
+                _mm512_setr_ps(
+                    0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0,
+                    15.0,
+                ),
+                _mm512_set1_ps(o),
+            )
+        });
+        let (m, one, sixteen) = (_mm_set1_epi8(0x0f), _mm_set1_epi8(1), _mm_set1_epi8(0x10));
+        let fifth = _mm_setr_epi32(0, 1, 2, 3);
         let mut words = [0u8; 256];
-        for (b, gb) in src.chunks_exact(q4::GROUP_BLOCK).enumerate() {
+        for (b, gb) in src.chunks_exact(gbb).enumerate() {
+            // Q5_K keeps Q4_K's scales where Q4_K has them.
             let mut dm = [[(0f32, 0f32); 8]; ROWS];
             for (l, dm) in dm.iter_mut().enumerate() {
                 let (d, dmin) = (kf16(gb, q4::D + 2 * l), kf16(gb, q4::DMIN + 2 * l));
@@ -739,30 +710,40 @@ mod simd {
             }
             for j in 0..8 {
                 // SAFETY: the sub-block's four rows of words lie within the group.
-                unsafe { words4(&gb[q4::QS + 256 * j..], &mut words) };
+                unsafe { words4(&gb[qs_at + 256 * j..], &mut words) };
                 for (l, dm) in dm.iter().enumerate() {
                     let (d1, m1) = dm[j];
-                    let t =
-                        _mm512_sub_ps(_mm512_mul_ps(_mm512_set1_ps(d1), steps), _mm512_set1_ps(m1));
-                    // SAFETY: 16 `bf16` are 32 bytes, as the integer vector; the loads and
-                    // the store are within `words` and the row's tile (checked slices).
+                    let (dv, mv) = (_mm512_set1_ps(d1), _mm512_set1_ps(m1));
+                    let t = steps.map(|s| _mm512_sub_ps(_mm512_mul_ps(dv, s), mv));
+                    let qs = &words[words_at(l)..][..16];
+                    // SAFETY: `qs` holds 16 bytes.
+                    let x = unsafe { _mm_loadu_si128(qs.as_ptr().cast()) };
+                    let (mut lo, mut hi) = (
+                        _mm_and_si128(x, m),
+                        _mm_and_si128(_mm_srli_epi16::<4>(x), m),
+                    );
+                    if five {
+                        // Byte `4s + k` of `h`: the fifth-bit byte `k` shifted right by `s`
+                        // (bits from the next byte land above bit 4, never read).
+                        let at = q5::QH + 64 * j + 4 * l;
+                        let w = u32::from_le_bytes([gb[at], gb[at + 1], gb[at + 2], gb[at + 3]]);
+                        let h = _mm_srlv_epi32(_mm_set1_epi32(w as i32), fifth);
+                        lo = _mm_or_si128(lo, _mm_slli_epi16::<4>(_mm_and_si128(h, one)));
+                        hi = _mm_or_si128(hi, _mm_and_si128(h, sixteen));
+                    }
+                    // SAFETY: 32 `bf16` are 64 bytes, as the integer vector.
+                    let table = unsafe {
+                        std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(t[1], t[0]))
+                    };
+                    let idx = _mm512_cvtepu8_epi16(_mm256_set_m128i(hi, lo));
+                    let out = &mut dst[((8 * b + j) * ROWS + l) * COLS..][..COLS];
+                    // SAFETY: `out` holds 32 values, 64 bytes.
                     unsafe {
-                        let table = _mm512_castsi256_si512(
-                            std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(t)),
-                        );
-                        let q = _mm256_cvtepu8_epi16(_mm_loadu_si128(
-                            words[words_at(l)..][..16].as_ptr().cast(),
-                        ));
-                        let idx = _mm512_inserti64x4::<1>(
-                            _mm512_castsi256_si512(_mm256_and_si256(q, m)),
-                            _mm256_srli_epi16::<4>(q),
-                        );
-                        let out = &mut dst[((8 * b + j) * ROWS + l) * COLS..][..COLS];
                         _mm512_storeu_si512(
                             out.as_mut_ptr().cast(),
                             _mm512_permutexvar_epi16(idx, table),
-                        );
-                    }
+                        )
+                    };
                 }
             }
         }
@@ -857,27 +838,6 @@ mod simd {
                 }
             }
         }
-    }
-
-    /// A Q4_K / Q5_K sub-block (16 bytes of nibbles: byte `i` values `i` and `16 + i`; in `h`,
-    /// bit 0 of byte `i` the fifth bit of value `i`, bit 4 that of value `16 + i`, zero for
-    /// Q4_K) as `d1 · q − m1`, 32 `bf16` at `dst`.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    unsafe fn q5k_block(d1: f32, m1: f32, qs: __m128i, h: __m128i, dst: *mut u16) {
-        let m = _mm_set1_epi8(0x0f);
-        let (lo, hi) = (
-            _mm_and_si128(qs, m),
-            _mm_and_si128(_mm_srli_epi16(qs, 4), m),
-        );
-        let lo = _mm_or_si128(lo, _mm_slli_epi16(_mm_and_si128(h, _mm_set1_epi8(1)), 4));
-        let hi = _mm_or_si128(hi, _mm_and_si128(h, _mm_set1_epi8(0x10)));
-        let (dv, mv) = (_mm512_set1_ps(d1), _mm512_set1_ps(m1));
-        let lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo));
-        let hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi));
-        let lo = _mm512_sub_ps(_mm512_mul_ps(dv, lo), mv);
-        let hi = _mm512_sub_ps(_mm512_mul_ps(dv, hi), mv);
-        // SAFETY: the caller's promise.
-        unsafe { store(lo, hi, dst) }
     }
 
     /// `lo`, `hi` rounded to nearest even `bf16` into the 32 values at `dst`.
