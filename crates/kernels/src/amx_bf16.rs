@@ -690,7 +690,7 @@ mod simd {
                 _mm512_set1_ps(o),
             )
         });
-        let (m, one, sixteen) = (_mm_set1_epi8(0x0f), _mm_set1_epi8(1), _mm_set1_epi8(0x10));
+        let (one, sixteen) = (_mm_set1_epi8(1), _mm_set1_epi8(0x10));
         let fifth = _mm_setr_epi32(0, 1, 2, 3);
         let mut words = [0u8; 256];
         for (b, gb) in src.chunks_exact(gbb).enumerate() {
@@ -714,15 +714,11 @@ mod simd {
                 for (l, dm) in dm.iter().enumerate() {
                     let (d1, m1) = dm[j];
                     let (dv, mv) = (_mm512_set1_ps(d1), _mm512_set1_ps(m1));
-                    let t = steps.map(|s| _mm512_sub_ps(_mm512_mul_ps(dv, s), mv));
+                    let low = _mm512_sub_ps(_mm512_mul_ps(dv, steps[0]), mv);
                     let qs = &words[words_at(l)..][..16];
                     // SAFETY: `qs` holds 16 bytes.
-                    let x = unsafe { _mm_loadu_si128(qs.as_ptr().cast()) };
-                    let (mut lo, mut hi) = (
-                        _mm_and_si128(x, m),
-                        _mm_and_si128(_mm_srli_epi16::<4>(x), m),
-                    );
-                    if five {
+                    let (mut lo, mut hi) = nibbles(unsafe { _mm_loadu_si128(qs.as_ptr().cast()) });
+                    let table = if five {
                         // Byte `4s + k` of `h`: the fifth-bit byte `k` shifted right by `s`
                         // (bits from the next byte land above bit 4, never read).
                         let at = q5::QH + 64 * j + 4 * l;
@@ -730,20 +726,17 @@ mod simd {
                         let h = _mm_srlv_epi32(_mm_set1_epi32(w as i32), fifth);
                         lo = _mm_or_si128(lo, _mm_slli_epi16::<4>(_mm_and_si128(h, one)));
                         hi = _mm_or_si128(hi, _mm_and_si128(h, sixteen));
-                    }
-                    // SAFETY: 32 `bf16` are 64 bytes, as the integer vector.
-                    let table = unsafe {
-                        std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(t[1], t[0]))
+                        let high = _mm512_sub_ps(_mm512_mul_ps(dv, steps[1]), mv);
+                        // SAFETY: 32 `bf16` are 64 bytes, as the integer vector.
+                        unsafe {
+                            std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(high, low))
+                        }
+                    } else {
+                        table16(low)
                     };
-                    let idx = _mm512_cvtepu8_epi16(_mm256_set_m128i(hi, lo));
                     let out = &mut dst[((8 * b + j) * ROWS + l) * COLS..][..COLS];
                     // SAFETY: `out` holds 32 values, 64 bytes.
-                    unsafe {
-                        _mm512_storeu_si512(
-                            out.as_mut_ptr().cast(),
-                            _mm512_permutexvar_epi16(idx, table),
-                        )
-                    };
+                    unsafe { lookup32(table, lo, hi, out.as_mut_ptr()) };
                 }
             }
         }
@@ -766,14 +759,12 @@ mod simd {
         let (m4, m2) = (_mm_set1_epi8(0x0f), _mm_set1_epi8(3));
         let shifts = _mm_setr_epi32(0, 2, 4, 6);
         let mut words = [[0u8; 256]; 2];
-        let mut rows = [0u8; 256];
         for (b, gb) in src.chunks_exact(q6::GROUP_BLOCK).enumerate() {
             let d: [f32; ROWS] = std::array::from_fn(|l| kf16(gb, q6::D + 2 * l));
             for j in 0..8 {
                 for (h, words) in words.iter_mut().enumerate() {
-                    rows[..192].copy_from_slice(&gb[q6::QS + 192 * (2 * j + h)..][..192]);
-                    // SAFETY: `rows` holds four vectors (the last zero).
-                    unsafe { words4(&rows, words) };
+                    // SAFETY: the block's three rows of words lie within the group.
+                    unsafe { words4(&gb[q6::QS + 192 * (2 * j + h)..][..192], words) };
                 }
                 for (l, &dl) in d.iter().enumerate() {
                     let mut halves = [_mm512_setzero_ps(); 2];
@@ -861,16 +852,20 @@ mod simd {
     /// quantized words of a repacked Q4_0 / Q8_0 group's blocks, `qx16.rs`, from `QUANTS_AT`;
     /// a repacked Q4_K group's nibbles of one sub-block for its 16 rows), transposed so that
     /// `out[64·j + 16·l ..][..16]` holds the four words of item `4·l + j`, in order (a 4 × 4
-    /// transpose in each 128-bit lane).
+    /// transpose in each 128-bit lane). With three rows (`rows` of 192 bytes: a repacked Q6_K
+    /// block's words), the fourth words are zeros.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn words4(rows: &[u8], out: &mut [u8; 256]) {
-        // SAFETY: `rows` holds four vectors (checked), and so does `out`.
+        // SAFETY: `rows` holds three or four vectors (checked), `out` four.
         unsafe {
-            let q = rows[..256].as_ptr();
+            let q = rows[..192].as_ptr();
             let r0 = _mm512_loadu_si512(q.cast());
             let r1 = _mm512_loadu_si512(q.add(64).cast());
             let r2 = _mm512_loadu_si512(q.add(128).cast());
-            let r3 = _mm512_loadu_si512(q.add(192).cast());
+            let r3 = match rows.get(192..256) {
+                Some(r) => _mm512_loadu_si512(r.as_ptr().cast()),
+                None => _mm512_setzero_si512(),
+            };
             let t0 = _mm512_unpacklo_epi32(r0, r1);
             let t1 = _mm512_unpackhi_epi32(r0, r1);
             let t2 = _mm512_unpacklo_epi32(r2, r3);
@@ -881,6 +876,38 @@ mod simd {
             _mm512_storeu_si512(o.add(128).cast(), _mm512_unpacklo_epi64(t1, t3));
             _mm512_storeu_si512(o.add(192).cast(), _mm512_unpackhi_epi64(t1, t3));
         }
+    }
+
+    /// The low nibbles (values `0..16`) and the high nibbles (values `16..32`) of 16 bytes, a
+    /// byte each.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    fn nibbles(x: __m128i) -> (__m128i, __m128i) {
+        let m = _mm_set1_epi8(0x0f);
+        (
+            _mm_and_si128(x, m),
+            _mm_and_si128(_mm_srli_epi16::<4>(x), m),
+        )
+    }
+
+    /// The 32 `bf16` of `table` (a vector of 32; only the first 16 read where the indices stay
+    /// below 16) at the indices `lo` (values `0..16`) then `hi` (values `16..32`), one byte
+    /// each, into the 32 values at `dst`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn lookup32(table: __m512i, lo: __m128i, hi: __m128i, dst: *mut u16) {
+        let idx = _mm512_cvtepu8_epi16(_mm256_set_m128i(hi, lo));
+        // SAFETY: the caller's promise (64 writable bytes).
+        unsafe { _mm512_storeu_si512(dst.cast(), _mm512_permutexvar_epi16(idx, table)) }
+    }
+
+    /// 16 values rounded to `bf16`, as the first half of a [`lookup32`] table.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    fn table16(v: __m512) -> __m512i {
+        // SAFETY: 16 `bf16` are 32 bytes, as the integer vector.
+        let t = unsafe { std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v)) };
+        _mm512_castsi256_si512(t)
     }
 
     /// Where [`words4`] put block `i`'s words.
@@ -902,19 +929,15 @@ mod simd {
                 -8.0, -7.0, -6.0, -5.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0,
                 7.0,
             );
-            let m = _mm256_set1_epi16(0x0f);
             for (o, i) in blocks.enumerate() {
                 let di = _mm512_permutexvar_ps(_mm512_set1_epi32(i as i32), d);
-                let table = _mm512_castsi256_si512(std::mem::transmute::<__m256bh, __m256i>(
-                    _mm512_cvtneps_pbh(_mm512_mul_ps(di, steps)),
-                ));
-                let q = _mm256_cvtepu8_epi16(_mm_loadu_si128(words[words_at(i)..].as_ptr().cast()));
-                let idx = _mm512_inserti64x4::<1>(
-                    _mm512_castsi256_si512(_mm256_and_si256(q, m)),
-                    _mm256_srli_epi16::<4>(q),
+                let (lo, hi) = nibbles(_mm_loadu_si128(words[words_at(i)..][..16].as_ptr().cast()));
+                lookup32(
+                    table16(_mm512_mul_ps(di, steps)),
+                    lo,
+                    hi,
+                    dst.add(o * ROWS * COLS),
                 );
-                let v = _mm512_permutexvar_epi16(idx, table);
-                _mm512_storeu_si512(dst.add(o * ROWS * COLS).cast(), v);
             }
         }
     }
@@ -1060,7 +1083,9 @@ impl<U: Bf16Unit, F: Fn() -> U + Sync> RowsJob for Bf16Tiles<'_, F> {
                     for k0 in (0..n_k).step_by(k_tiles) {
                         let n = k_tiles.min(n_k - k0);
                         let panel = scratch.q.sized(n_pad / ROWS * n * TILE);
-                        // One pass along the row keeps its panel for every pass of tokens.
+                        // One pass along the row keeps its panel for every pass of tokens; passes
+                        // of 256 columns decode theirs again per pass of tokens (so decoding
+                        // costs a call of many tokens what it costs one of 512).
                         if k_tiles < n_k || g0 == 0 {
                             decode_panel(simd, w, p0, n_pad, (k0, n), panel, &mut scratch.f);
                         }
