@@ -97,7 +97,7 @@ fn attend_generic(
 /// Every row gets exactly the arithmetic of `attend_generic` alone (so the result is bitwise
 /// the same, whatever rows share the call and on every instruction-set level); the rows are only interleaved, so that
 /// the score sums of several rows proceed side by side instead of one dependent chain. For
-/// blocks of [`ATTN_BLOCK`] keys and heads of 64 or 128 the sizes are fixed at compile time and the
+/// blocks of [`ATTN_BLOCK`] keys and heads of 32, 48, 64, 80, 96 or 128 the sizes are fixed at compile time and the
 /// scores of a group of rows stay in registers.
 #[allow(clippy::too_many_arguments)]
 pub fn attend_block_rows(
@@ -204,7 +204,11 @@ fn rows_generic<K: ScoreKernel>(
 ) {
     let head_dim = q.len() / ns.len();
     match (block, head_dim) {
+        (ATTN_BLOCK, 32) => rows_fixed::<K, 32>(q, ns, keys_t, values, scale, states, acc),
+        (ATTN_BLOCK, 48) => rows_fixed::<K, 48>(q, ns, keys_t, values, scale, states, acc),
         (ATTN_BLOCK, 64) => rows_fixed::<K, 64>(q, ns, keys_t, values, scale, states, acc),
+        (ATTN_BLOCK, 80) => rows_fixed::<K, 80>(q, ns, keys_t, values, scale, states, acc),
+        (ATTN_BLOCK, 96) => rows_fixed::<K, 96>(q, ns, keys_t, values, scale, states, acc),
         (ATTN_BLOCK, 128) => rows_fixed::<K, 128>(q, ns, keys_t, values, scale, states, acc),
         _ => {
             for (r, &n) in ns.iter().enumerate() {
@@ -844,6 +848,10 @@ mod tests {
             (64, ATTN_BLOCK),
             (128, ATTN_BLOCK),
             (32, ATTN_BLOCK),
+            (48, ATTN_BLOCK),
+            (80, ATTN_BLOCK),
+            (96, ATTN_BLOCK),
+            (40, ATTN_BLOCK),
             (64, 16),
             (64, 8),
         ] {
