@@ -528,15 +528,23 @@ mod simd {
             WeightType::Q4_0x16 | WeightType::Q8_0x16 => {
                 let kind = X16::of(ty).expect("a repacked type");
                 let gb = kind.group_bytes();
-                // The groups holding blocks `k0..k0 + nk` (the last group's padding blocks
-                // have no tiles), and of each the blocks wanted.
+                let nb = src.len() / kind.block_bytes();
+                // The groups holding blocks `k0..k0 + nk` (a partial last group's missing
+                // blocks have no tiles), and of each the blocks wanted.
                 for g in k0 / GROUP_BLOCKS..(k0 + nk).div_ceil(GROUP_BLOCKS) {
                     let first = g * GROUP_BLOCKS;
                     let (i0, i1) = (
                         k0.max(first) - first,
                         (k0 + nk).min(first + GROUP_BLOCKS) - first,
                     );
-                    let grp = &src[g * gb..][..gb];
+                    // A partial last group as the whole group it stands for, from a copy.
+                    let pad;
+                    let grp = if crate::qx16::group_blocks(nb, g) == GROUP_BLOCKS {
+                        &src[g * gb..][..gb]
+                    } else {
+                        pad = crate::qx16::whole_group(kind, src, g);
+                        &pad[..gb]
+                    };
                     let out = dst[at(first + i0 - k0)..].as_mut_ptr();
                     // SAFETY: the token proves the features; `grp` is a whole group, and
                     // blocks `i0..i1`'s tiles are within `dst` (tiles `first + i0 - k0 ..

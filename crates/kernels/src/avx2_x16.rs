@@ -25,7 +25,7 @@ use crate::act_q8::{GROUP_BLOCKS, GROUP_BYTES};
 use crate::avx2_dot::hsum_ps;
 use crate::cpu::Avx2;
 use crate::par::PREFETCH_BYTES;
-use crate::qx16::{QUANTS_AT, X16};
+use crate::qx16::{MAX_GROUP_BYTES, QUANTS_AT, X16};
 
 /// Every row of `w` (`out.len()` rows of `ng` groups of `kind`, back to back) · one token of
 /// interleaved activations (`qs` `ng · 512` values, `d` and `sums` `ng · 16`): bitwise
@@ -39,34 +39,44 @@ pub(crate) fn dot_matrix(
     sums: &[i32],
     out: &mut [f32],
 ) {
-    let (ng, stride) = crate::qx16::matrix_shape(kind, w.len(), out.len(), qs, d, sums);
+    let (ng, stride, last) = crate::qx16::matrix_shape(kind, w.len(), out.len(), qs, d, sums);
     let (qs, d, sums) = (qs.as_ptr(), d.as_ptr(), sums.as_ptr());
-    for (r, o) in out.iter_mut().enumerate() {
+    for (r, (o, row)) in out.iter_mut().zip(w.chunks_exact(stride)).enumerate() {
+        // A partial last group read as the whole group it stands for (zero blocks after its
+        // own), from a copy.
+        let pad = (ng > 0 && last < GROUP_BLOCKS).then(|| {
+            let at = (ng - 1) * kind.group_bytes();
+            crate::qx16::padded_group(kind, &row[at..], last)
+        });
+        let whole = if pad.is_some() { ng - 1 } else { ng };
         // SAFETY: the token proves the features; row `r` is inside `w` and the activations
-        // hold `ng` groups (checked above).
+        // hold `ng` groups (checked above), the copy a whole group.
         unsafe {
             let row = w.as_ptr().add(r * stride);
             *o = match kind {
-                X16::Q4_0 => dot_row_avx2::<false>(row, qs, d, sums, ng),
-                X16::Q8_0 => dot_row_avx2::<true>(row, qs, d, sums, ng),
+                X16::Q4_0 => dot_row_avx2::<false>(row, qs, d, sums, whole, pad.as_ref()),
+                X16::Q8_0 => dot_row_avx2::<true>(row, qs, d, sums, whole, pad.as_ref()),
             };
         }
     }
 }
 
-/// One repacked row (`Q8`: Q8_0, else Q4_0) · one token.
+/// One repacked row (`Q8`: Q8_0, else Q4_0) · one token: its `whole` groups at `w`, then `pad`
+/// (its partial last group made whole) if there is one.
 ///
 /// # Safety
-/// AVX2/FMA/F16C available; `w` holds `ng` groups, `qs` `ng · 512` values, `d` and `sums`
-/// `ng · 16`.
+/// AVX2/FMA/F16C available; `w` holds `whole` groups, `qs` as many values as the groups have
+/// (512 each), `d` and `sums` 16 each.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_row_avx2<const Q8: bool>(
     w: *const u8,
     qs: *const i8,
     d: *const f32,
     sums: *const i32,
-    ng: usize,
+    whole: usize,
+    pad: Option<&[u8; MAX_GROUP_BYTES]>,
 ) -> f32 {
+    let ng = whole + usize::from(pad.is_some());
     let group = if Q8 { X16::Q8_0 } else { X16::Q4_0 }.group_bytes();
     let (low, ones, flip) = (
         _mm256_set1_epi8(0x0f),
@@ -78,7 +88,10 @@ unsafe fn dot_row_avx2<const Q8: bool>(
         // SAFETY (loads): group g < ng is inside the row and the activations; the prefetch is a
         // hint, never dereferenced, so running past the row is harmless.
         unsafe {
-            let grp = w.add(g * group);
+            let grp = match pad {
+                Some(p) if g == whole => p.as_ptr(),
+                _ => w.add(g * group),
+            };
             crate::stream::prefetch_stream(
                 grp.wrapping_add(PREFETCH_BYTES) as usize,
                 group.div_ceil(64),

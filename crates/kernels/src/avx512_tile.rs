@@ -48,10 +48,10 @@ pub(crate) fn tile_quant<const R: usize, const T: usize>(
         let (acc, out) = (None, Some(out));
         match offset {
             Q8_0_OFFSET => {
-                tile_avx512::<R, T, PACKED_Q8_0>(wq, wd, (aq, ad, asum), 0..ng, acc, out)
+                tile_avx512::<R, T, PACKED_Q8_0>(wq, wd, (aq, ad, asum), 0..ng, NO_TAIL, acc, out)
             }
             Q4_0_OFFSET => {
-                tile_avx512::<R, T, PACKED_Q4_0>(wq, wd, (aq, ad, asum), 0..ng, acc, out)
+                tile_avx512::<R, T, PACKED_Q4_0>(wq, wd, (aq, ad, asum), 0..ng, NO_TAIL, acc, out)
             }
             _ => panic!("unsupported offset {offset}"),
         }
@@ -113,22 +113,36 @@ pub(crate) fn panel<const T: usize>(
             // SAFETY: the token proves the features; rows and activations checked above.
             unsafe {
                 match offset {
-                    Q8_0_OFFSET => by_tiles::<T, PACKED_Q8_0>(&mut out, w, acts, ng),
-                    Q4_0_OFFSET => by_tiles::<T, PACKED_Q4_0>(&mut out, w, acts, ng),
+                    Q8_0_OFFSET => by_tiles::<T, PACKED_Q8_0>(&mut out, w, acts, ng, NO_TAIL),
+                    Q4_0_OFFSET => by_tiles::<T, PACKED_Q4_0>(&mut out, w, acts, ng, NO_TAIL),
                     _ => panic!("unsupported offset {offset}"),
                 }
             }
         }
         PanelRows::Repacked { kind, w } => {
-            let stride = ng * kind.group_bytes();
-            assert_eq!(w.len(), n_rows * stride);
+            assert!(n_rows > 0 && w.len().is_multiple_of(n_rows));
+            let stride = w.len() / n_rows;
+            assert!(stride.is_multiple_of(kind.block_bytes()));
+            let nb = stride / kind.block_bytes();
+            assert_eq!(
+                nb.div_ceil(GROUP_BLOCKS),
+                ng,
+                "activations of the rows' groups"
+            );
+            // A partial last group is read by loads masked to its blocks.
+            let last = crate::qx16::group_blocks(nb, ng.saturating_sub(1));
+            let tail = if last < GROUP_BLOCKS {
+                (ng - 1, last)
+            } else {
+                NO_TAIL
+            };
             // Scale pointers are not read for repacked rows.
             let w = (w.as_ptr(), stride, std::ptr::null(), 0);
             // SAFETY: the token proves the features; rows and activations checked above.
             unsafe {
                 match kind {
-                    X16::Q8_0 => by_tiles::<T, X16_Q8_0>(&mut out, w, acts, ng),
-                    X16::Q4_0 => by_tiles::<T, X16_Q4_0>(&mut out, w, acts, ng),
+                    X16::Q8_0 => by_tiles::<T, X16_Q8_0>(&mut out, w, acts, ng, tail),
+                    X16::Q4_0 => by_tiles::<T, X16_Q4_0>(&mut out, w, acts, ng, tail),
                 }
             }
         }
@@ -150,13 +164,14 @@ type ActPtrs<const T: usize> = ([*const i8; T], [*const f32; T], [*const i32; T]
 ///
 /// # Safety
 /// The features available; every row of `w` and every activation row hold `ng` groups of the
-/// layout `SRC` names.
+/// layout `SRC` names, group `tail.0` (if any) of `tail.1` blocks ([`tile_avx512`]).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn by_tiles<const T: usize, const SRC: u8>(
     out: &mut [&mut [f32]; T],
     w: RowPtrs,
     acts: ActPtrs<T>,
     ng: usize,
+    tail: Tail,
 ) {
     let (q, q_row, d, d_row) = w;
     let wq = |r: usize| q.wrapping_add(r * q_row);
@@ -192,6 +207,7 @@ unsafe fn by_tiles<const T: usize, const SRC: u8>(
                         std::array::from_fn(|i| wd(r0 + i)),
                         acts,
                         groups.clone(),
+                        tail,
                         acc,
                         at(r0),
                     )
@@ -201,7 +217,7 @@ unsafe fn by_tiles<const T: usize, const SRC: u8>(
                     let acc = kept_edge.get_mut(r - r0);
                     let (wq, wd) = ([wq(r)], [wd(r)]);
                     let groups = groups.clone();
-                    unsafe { tile_avx512::<1, T, SRC>(wq, wd, acts, groups, acc, at(r)) };
+                    unsafe { tile_avx512::<1, T, SRC>(wq, wd, acts, groups, tail, acc, at(r)) };
                 }
             }
         }
@@ -230,6 +246,12 @@ const X16_Q8_0: u8 = 2;
 /// Repacked Q4_0 rows ([`PACKED_Q8_0`]).
 const X16_Q4_0: u8 = 3;
 
+/// A partial group of repacked rows: (its index, its blocks), read by loads masked to them
+/// (`qx16.rs`); [`NO_TAIL`] where every group is whole.
+type Tail = (usize, usize);
+/// No partial group.
+const NO_TAIL: Tail = (usize::MAX, GROUP_BLOCKS);
+
 /// `R` weight rows × `T` tokens over the groups `groups`, the rows' bytes as `SRC` says (`wd`
 /// is read only for packed rows): the per-lane sums start from `acc` (zero when `None`), then
 /// are summed into `out[t][r]` when `out` is given, else kept in `acc` for the next groups.
@@ -247,9 +269,11 @@ unsafe fn tile_avx512<const R: usize, const T: usize, const SRC: u8>(
     wd: [*const f32; R],
     (aq, ad, asum): ActPtrs<T>,
     groups: std::ops::Range<usize>,
+    tail: Tail,
     acc: Option<&mut [[__m512; T]; R]>,
     out: Option<[*mut f32; T]>,
 ) {
+    use crate::avx512_x16::{x16_scales, x16_step};
     let packed = SRC == PACKED_Q8_0 || SRC == PACKED_Q4_0;
     let group = match SRC {
         PACKED_Q8_0 | PACKED_Q4_0 => GROUP_BYTES,
@@ -279,14 +303,21 @@ unsafe fn tile_avx512<const R: usize, const T: usize, const SRC: u8>(
                 init[t] = _mm512_sub_epi32(_mm512_setzero_si512(), off);
             }
             let mut iacc = [init; R];
-            let grp: [*const u8; R] = std::array::from_fn(|r| wq[r].add(g * group + quants_at));
+            // A partial group of repacked rows: its blocks' bytes, masked.
+            let (masked, n) = (g == tail.0, tail.1);
+            let base: [*const u8; R] = std::array::from_fn(|r| wq[r].add(g * group));
+            let grp: [*const u8; R] = std::array::from_fn(|r| base[r].add(quants_at));
             // Steps k and k + 4 of each group together (Q4_0's nibbles share one load).
             for k in 0..4 {
                 for half in 0..2 {
                     let step = k + 4 * half;
                     if SRC == X16_Q4_0 && half == 0 {
                         for r in 0..R {
-                            nib[r] = _mm512_loadu_si512(grp[r].add(64 * k) as *const _);
+                            nib[r] = if masked {
+                                x16_step::<true>(base[r], n, k)
+                            } else {
+                                _mm512_loadu_si512(grp[r].add(64 * k) as *const _)
+                            };
                         }
                     }
                     for t in 0..T {
@@ -299,6 +330,8 @@ unsafe fn tile_avx512<const R: usize, const T: usize, const SRC: u8>(
                             } else {
                                 _mm512_and_si512(_mm512_srli_epi16::<4>(nib[r]), low)
                             }
+                        } else if SRC == X16_Q8_0 && masked {
+                            x16_step::<true>(base[r], n, step)
                         } else {
                             _mm512_loadu_si512(grp[r].add(64 * step) as *const _)
                         };
@@ -311,8 +344,10 @@ unsafe fn tile_avx512<const R: usize, const T: usize, const SRC: u8>(
             for r in 0..R {
                 let dw = if packed {
                     _mm512_loadu_ps(wd[r].add(so))
+                } else if masked {
+                    _mm512_cvtph_ps(x16_scales::<true>(base[r], n))
                 } else {
-                    _mm512_cvtph_ps(_mm256_loadu_si256(wq[r].add(g * group) as *const __m256i))
+                    _mm512_cvtph_ps(x16_scales::<false>(base[r], GROUP_BLOCKS))
                 };
                 for t in 0..T {
                     let scale = _mm512_mul_ps(dw, _mm512_loadu_ps(ad[t].add(so)));

@@ -40,9 +40,9 @@ pub(crate) fn dot_rows<const R: usize>(
     d: &[f32],
     sums: &[i32],
 ) -> [f32; R] {
-    let ng = d.len() / GROUP_BLOCKS;
-    assert!(d.len() == ng * GROUP_BLOCKS && sums.len() == d.len() && qs.len() == ng * GROUP_BYTES);
-    assert!(w.iter().all(|r| r.len() == ng * kind.group_bytes()));
+    let len = w[0].len();
+    assert!(w.iter().all(|r| r.len() == len));
+    let (ng, _, last) = crate::qx16::matrix_shape(kind, len, 1, qs, d, sums);
     let (w, qs, d, sums) = (
         w.map(|r| r.as_ptr()),
         qs.as_ptr(),
@@ -52,8 +52,8 @@ pub(crate) fn dot_rows<const R: usize>(
     // SAFETY: the token proves the features; lengths checked above.
     unsafe {
         match kind {
-            X16::Q4_0 => dot_rows_avx512::<R, false>(w, qs, d, sums, ng),
-            X16::Q8_0 => dot_rows_avx512::<R, true>(w, qs, d, sums, ng),
+            X16::Q4_0 => dot_rows_avx512::<R, false>(w, qs, d, sums, (ng, last)),
+            X16::Q8_0 => dot_rows_avx512::<R, true>(w, qs, d, sums, (ng, last)),
         }
     }
 }
@@ -86,7 +86,8 @@ fn dot_matrix_of<const Q8: bool>(
     sums: &[i32],
     out: &mut [f32],
 ) {
-    let (ng, stride) = crate::qx16::matrix_shape(kind::<Q8>(), w.len(), out.len(), qs, d, sums);
+    let (ng, stride, last) =
+        crate::qx16::matrix_shape(kind::<Q8>(), w.len(), out.len(), qs, d, sums);
     let (qs, d, sums) = (qs.as_ptr(), d.as_ptr(), sums.as_ptr());
     // SAFETY: the token proves the features; every row is inside `w` (checked above).
     unsafe {
@@ -95,13 +96,13 @@ fn dot_matrix_of<const Q8: bool>(
         let wide = rows_per_step() == ROWS;
         while wide && r + ROWS <= out.len() {
             let rows = std::array::from_fn(|j| p.add((r + j) * stride));
-            let v = dot_rows_avx512::<ROWS, Q8>(rows, qs, d, sums, ng);
+            let v = dot_rows_avx512::<ROWS, Q8>(rows, qs, d, sums, (ng, last));
             out[r..r + ROWS].copy_from_slice(&v);
             r += ROWS;
         }
         while r < out.len() {
             let row = [p.add(r * stride)];
-            out[r] = dot_rows_avx512::<1, Q8>(row, qs, d, sums, ng)[0];
+            out[r] = dot_rows_avx512::<1, Q8>(row, qs, d, sums, (ng, last))[0];
             r += 1;
         }
     }
@@ -129,63 +130,132 @@ pub(crate) unsafe fn reduce16(v: __m512) -> f32 {
 }
 
 /// # Safety
-/// The features available; each `w[r]` holds `ng` groups of [`kind`]`::<Q8>()`, `qs` `ng · 512`
-/// values, `d` and `sums` `ng · 16`.
+/// The features available; each `w[r]` holds `ng` groups of [`kind`]`::<Q8>()`, the last of
+/// `last` blocks (1 to 16), `qs` `ng · 512` values, `d` and `sums` `ng · 16`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn dot_rows_avx512<const R: usize, const Q8: bool>(
     w: [*const u8; R],
     qs: *const i8,
     d: *const f32,
     sums: *const i32,
-    ng: usize,
+    (ng, last): (usize, usize),
 ) -> [f32; R] {
-    let group = kind::<Q8>().group_bytes();
-    let low = _mm512_set1_epi8(0x0f);
     let mut facc = [_mm512_setzero_ps(); R];
-    for g in 0..ng {
-        // SAFETY (loads): group g < ng is inside every row and the activations; prefetches are
-        // hints, never dereferenced, so running past a row is harmless.
-        unsafe {
-            let a = qs.add(g * GROUP_BYTES);
-            let s = _mm512_loadu_si512(sums.add(g * GROUP_BLOCKS) as *const _);
-            // −offset · Σa: offset 128 (Q8_0) or 8 (Q4_0).
-            let off = if Q8 {
-                _mm512_slli_epi32::<7>(s)
-            } else {
-                _mm512_slli_epi32::<3>(s)
-            };
-            let init = _mm512_sub_epi32(_mm512_setzero_si512(), off);
-            let da = _mm512_loadu_ps(d.add(g * GROUP_BLOCKS));
-            for r in 0..R {
-                let grp = w[r].add(g * group);
-                let ahead = grp.wrapping_add(PREFETCH_BYTES) as usize;
-                crate::stream::prefetch_stream(ahead, group.div_ceil(64));
-                let (mut lo, mut hi) = (init, _mm512_setzero_si512());
-                for k in 0..4 {
-                    let al = _mm512_loadu_si512(a.add(64 * k) as *const _);
-                    let ah = _mm512_loadu_si512(a.add(64 * (k + 4)) as *const _);
-                    let (l, h) = if Q8 {
-                        (
-                            _mm512_loadu_si512(grp.add(32 + 64 * k) as *const _),
-                            _mm512_loadu_si512(grp.add(32 + 64 * (k + 4)) as *const _),
-                        )
-                    } else {
-                        let v = _mm512_loadu_si512(grp.add(32 + 64 * k) as *const _);
-                        (
-                            _mm512_and_si512(v, low),
-                            _mm512_and_si512(_mm512_srli_epi16::<4>(v), low),
-                        )
-                    };
-                    lo = _mm512_dpbusd_epi32(lo, l, al);
-                    hi = _mm512_dpbusd_epi32(hi, h, ah);
-                }
-                let isum = _mm512_add_epi32(lo, hi);
-                let dw = _mm512_cvtph_ps(_mm256_loadu_si256(grp as *const __m256i));
-                let scale = _mm512_mul_ps(dw, da);
-                facc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, facc[r]);
-            }
-        }
+    let whole = if last == GROUP_BLOCKS {
+        ng
+    } else {
+        ng.saturating_sub(1)
+    };
+    for g in 0..whole {
+        // SAFETY: group g < ng is inside every row and the activations.
+        unsafe { group_avx512::<R, Q8, false>(w, qs, d, sums, g, GROUP_BLOCKS, &mut facc) };
+    }
+    if whole < ng {
+        // SAFETY: as above; the partial group's `last` blocks are inside every row, its
+        // loads masked to them.
+        unsafe { group_avx512::<R, Q8, true>(w, qs, d, sums, whole, last, &mut facc) };
     }
     // SAFETY: the features are enabled in this function.
     facc.map(|v| unsafe { reduce16(v) })
+}
+
+/// Group `g` (of `n` blocks) of `R` rows into their lane sums `facc`. `MASKED`: a partial
+/// group, read by loads masked to its `n` blocks (the zeros a whole group's padding would
+/// give, so the same bits).
+///
+/// # Safety
+/// The features available; group `g` of `n` blocks inside every row, group `g` of the
+/// activations inside theirs.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn group_avx512<const R: usize, const Q8: bool, const MASKED: bool>(
+    w: [*const u8; R],
+    qs: *const i8,
+    d: *const f32,
+    sums: *const i32,
+    g: usize,
+    n: usize,
+    facc: &mut [__m512; R],
+) {
+    let group = kind::<Q8>().group_bytes();
+    let low = _mm512_set1_epi8(0x0f);
+    // SAFETY (loads): the caller's promise; prefetches are hints, never dereferenced, so
+    // running past a row is harmless.
+    unsafe {
+        let a = qs.add(g * GROUP_BYTES);
+        let s = _mm512_loadu_si512(sums.add(g * GROUP_BLOCKS) as *const _);
+        // −offset · Σa: offset 128 (Q8_0) or 8 (Q4_0).
+        let off = if Q8 {
+            _mm512_slli_epi32::<7>(s)
+        } else {
+            _mm512_slli_epi32::<3>(s)
+        };
+        let init = _mm512_sub_epi32(_mm512_setzero_si512(), off);
+        let da = _mm512_loadu_ps(d.add(g * GROUP_BLOCKS));
+        for r in 0..R {
+            let grp = w[r].add(g * group);
+            let ahead = grp.wrapping_add(PREFETCH_BYTES) as usize;
+            crate::stream::prefetch_stream(ahead, group.div_ceil(64));
+            let (mut lo, mut hi) = (init, _mm512_setzero_si512());
+            for k in 0..4 {
+                let al = _mm512_loadu_si512(a.add(64 * k) as *const _);
+                let ah = _mm512_loadu_si512(a.add(64 * (k + 4)) as *const _);
+                let (l, h) = if Q8 {
+                    (
+                        x16_step::<MASKED>(grp, n, k),
+                        x16_step::<MASKED>(grp, n, k + 4),
+                    )
+                } else {
+                    let v = x16_step::<MASKED>(grp, n, k);
+                    (
+                        _mm512_and_si512(v, low),
+                        _mm512_and_si512(_mm512_srli_epi16::<4>(v), low),
+                    )
+                };
+                lo = _mm512_dpbusd_epi32(lo, l, al);
+                hi = _mm512_dpbusd_epi32(hi, h, ah);
+            }
+            let isum = _mm512_add_epi32(lo, hi);
+            let dw = _mm512_cvtph_ps(x16_scales::<MASKED>(grp, n));
+            let scale = _mm512_mul_ps(dw, da);
+            facc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, facc[r]);
+        }
+    }
+}
+
+/// Step `k` of a repacked group of `n` blocks at `grp`: 64 bytes, four of each block; masked,
+/// the `4n` bytes of a partial group and zeros after them.
+///
+/// # Safety
+/// AVX-512 BW available; the step's bytes inside the group.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn x16_step<const MASKED: bool>(grp: *const u8, n: usize, k: usize) -> __m512i {
+    // SAFETY: the caller's promise.
+    unsafe {
+        if MASKED {
+            let m = (1u64 << (4 * n)) - 1;
+            _mm512_maskz_loadu_epi8(m, grp.add(crate::qx16::step_at(n, k)) as *const i8)
+        } else {
+            _mm512_loadu_si512(grp.add(crate::qx16::QUANTS_AT + 64 * k) as *const _)
+        }
+    }
+}
+
+/// The 16 f16 scales of a repacked group of `n` blocks at `grp` (masked: zeros after `n`).
+///
+/// # Safety
+/// AVX-512 BW/VL available; the scales inside the group.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn x16_scales<const MASKED: bool>(grp: *const u8, n: usize) -> __m256i {
+    // SAFETY: the caller's promise.
+    unsafe {
+        if MASKED {
+            _mm256_maskz_loadu_epi16(((1u32 << n) - 1) as u16, grp as *const i16)
+        } else {
+            _mm256_loadu_si256(grp as *const __m256i)
+        }
+    }
 }

@@ -518,16 +518,35 @@ fn repacked_rows_hold_the_stored_blocks() {
         let bytes = kind.block_bytes();
         for nb in [1, 15, 16, 17, 33, 344] {
             let (stored, x16) = x16_rows(&mut rng, kind, nb, false);
-            assert_eq!(x16.len(), nb.div_ceil(16) * 16 * bytes);
+            // As long as the stored row: a partial last group takes only its own blocks.
+            assert_eq!(x16.len(), nb * bytes);
             assert_eq!(x16.len(), ty.row_bytes(nb * 32));
             for (b, blk) in stored.chunks_exact(bytes).enumerate() {
                 let got = crate::qx16::block_at(kind, &x16, b);
                 assert_eq!(&got[..bytes], blk, "{ty:?} nb={nb} block {b}");
             }
-            // Padding blocks have scale 0, so they add nothing (their bytes: the panel below).
-            for b in nb..nb.div_ceil(16) * 16 {
-                let got = crate::qx16::block_at(kind, &x16, b);
-                assert_eq!(got[..2], [0, 0], "{ty:?} nb={nb} pad {b}");
+            // Every group read whole: its blocks where a whole group keeps them, and after a
+            // partial group's own blocks zero blocks (scale 0, so they add nothing).
+            for g in 0..nb.div_ceil(16) {
+                let whole = crate::qx16::whole_group(kind, &x16, g);
+                for i in 0..16 {
+                    let b = 16 * g + i;
+                    let mut blk = vec![0u8; bytes];
+                    blk[..2].copy_from_slice(&whole[2 * i..2 * i + 2]);
+                    for k in 0..(bytes - 2) / 4 {
+                        let at = crate::qx16::QUANTS_AT + 64 * k + 4 * i;
+                        let flip = if kind == X16::Q8_0 { 0x80 } else { 0 };
+                        for j in 0..4 {
+                            blk[2 + 4 * k + j] = whole[at + j] ^ if b < nb { flip } else { 0 };
+                        }
+                    }
+                    let want = if b < nb {
+                        stored[b * bytes..(b + 1) * bytes].to_vec()
+                    } else {
+                        vec![0u8; bytes]
+                    };
+                    assert_eq!(blk, want, "{ty:?} nb={nb} group {g} block {i}");
+                }
             }
             let (mut a, mut b) = (vec![0f32; nb * 32], vec![1f32; nb * 32]);
             crate::dequantize(kind.stored(), &stored, &mut a);

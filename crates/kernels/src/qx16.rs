@@ -5,13 +5,19 @@
 //! signed bytes), so a row kernel spends about eight to eleven instructions on every block
 //! (unpack, one 256-bit dot product, a scale looked up, converted and multiplied): on one core
 //! that is slower than memory delivers the bytes. Repacked, each row is a run of groups of 16
-//! consecutive blocks (the last padded with zero blocks), as many bytes a group as its 16
-//! stored blocks (288 for Q4_0, 544 for Q8_0):
+//! consecutive blocks (the last one of `n` < 16 blocks where the row's blocks do not fill it),
+//! as many bytes a group as its stored blocks (288 for 16 blocks of Q4_0, 544 for Q8_0), so a
+//! repacked row is exactly as long as the stored one. A group of `n` blocks:
 //!
-//! - bytes `0..32`: the 16 blocks' f16 scales;
-//! - bytes `32 + 64·k + 4·i .. +4`: bytes `4k..4k+4` of block `i`'s quantized bytes (`k` in
+//! - bytes `0..2n`: the blocks' f16 scales;
+//! - bytes `2n + 4n·k + 4·i .. +4`: bytes `4k..4k+4` of block `i`'s quantized bytes (`k` in
 //!   `0..4` for Q4_0's nibbles, `0..8` for Q8_0), Q8_0's stored as `q ^ 0x80` (`q + 128`, the
 //!   unsigned operand of `vpdpbusd`).
+//!
+//! A whole group (`n = 16`) thus has its scales in bytes `0..32` and step `k` in the 64 bytes
+//! at `32 + 64·k`. Kernels read a partial last group as the whole group it would be with zero
+//! blocks after its `n` ([`padded_group`]; the AVX-512 kernels by masked loads, which give
+//! those zeros): rows of 288 values (9 blocks) no longer take 16 blocks' bytes and work.
 //!
 //! One 64-byte load then holds the same four bytes of 16 blocks, which is where the interleaved
 //! activations ([`crate::act_q8::ActLayout::Interleaved`]) keep the matching values: Q8_0's
@@ -95,14 +101,55 @@ impl X16 {
     }
 }
 
-/// Bytes of a repacked row of `n_cols` values (`n_cols` a multiple of 32).
+/// Bytes of a repacked row of `n_cols` values (`n_cols` a multiple of 32): those of the stored
+/// row.
 pub(crate) fn row_bytes(kind: X16, n_cols: usize) -> usize {
-    (n_cols / QK).div_ceil(GROUP_BLOCKS) * kind.group_bytes()
+    (n_cols / QK) * kind.block_bytes()
+}
+
+/// Blocks of group `g` of a row of `nb` blocks (16 but in a partial last group).
+pub(crate) fn group_blocks(nb: usize, g: usize) -> usize {
+    (nb - g * GROUP_BLOCKS).min(GROUP_BLOCKS)
+}
+
+/// Where step `k`'s bytes of a group of `n` blocks start (`QUANTS_AT + 64·k` when whole).
+pub(crate) const fn step_at(n: usize, k: usize) -> usize {
+    2 * n + 4 * n * k
+}
+
+/// Bytes of a whole group of the largest kind (Q8_0).
+pub(crate) const MAX_GROUP_BYTES: usize = GROUP_BLOCKS * Q8_0_BYTES;
+
+/// A group of `n` blocks (`grp`, its `n · block_bytes` bytes) as the whole group it would be
+/// with zero blocks after its own (scale 0 and zero bytes: they add nothing), in the first
+/// `kind.group_bytes()` bytes of the result.
+pub(crate) fn padded_group(kind: X16, grp: &[u8], n: usize) -> [u8; MAX_GROUP_BYTES] {
+    assert!(n <= GROUP_BLOCKS && grp.len() == n * kind.block_bytes());
+    let mut out = [0u8; MAX_GROUP_BYTES];
+    out[..2 * n].copy_from_slice(&grp[..2 * n]);
+    for k in 0..kind.quant_bytes() / 4 {
+        let at = QUANTS_AT + 64 * k;
+        out[at..at + 4 * n].copy_from_slice(&grp[step_at(n, k)..][..4 * n]);
+    }
+    out
+}
+
+/// Group `g` of a repacked row (`nb` blocks, [`row_bytes`] long): its bytes and its blocks.
+fn group_of(kind: X16, row: &[u8], g: usize) -> (&[u8], usize) {
+    let nb = row.len() / kind.block_bytes();
+    let n = group_blocks(nb, g);
+    (&row[g * kind.group_bytes()..][..n * kind.block_bytes()], n)
+}
+
+/// Group `g` of a repacked row as a whole group ([`padded_group`]; a copy either way).
+pub(crate) fn whole_group(kind: X16, row: &[u8], g: usize) -> [u8; MAX_GROUP_BYTES] {
+    let (grp, n) = group_of(kind, row, g);
+    padded_group(kind, grp, n)
 }
 
 /// The checks of a product of `n_rows` repacked rows of `kind` (`w_len` bytes) by one token of
 /// interleaved activations (`qs` `ng · 512` values, `d` and `sums` `ng · 16`): `(ng, row
-/// stride in bytes)`.
+/// stride in bytes, blocks of the last group)`.
 ///
 /// # Panics
 /// When the lengths disagree.
@@ -113,12 +160,19 @@ pub(crate) fn matrix_shape(
     qs: &[i8],
     d: &[f32],
     sums: &[i32],
-) -> (usize, usize) {
+) -> (usize, usize, usize) {
     let ng = d.len() / GROUP_BLOCKS;
     assert!(d.len() == ng * GROUP_BLOCKS && sums.len() == d.len() && qs.len() == ng * GROUP_BYTES);
-    let stride = ng * kind.group_bytes();
-    assert_eq!(w_len, n_rows * stride);
-    (ng, stride)
+    assert!(n_rows > 0 && w_len.is_multiple_of(n_rows));
+    let stride = w_len / n_rows;
+    assert!(stride.is_multiple_of(kind.block_bytes()));
+    let nb = stride / kind.block_bytes();
+    assert_eq!(
+        nb.div_ceil(GROUP_BLOCKS),
+        ng,
+        "activations of the rows' groups"
+    );
+    (ng, stride, group_blocks(nb, ng.saturating_sub(1)))
 }
 
 /// Repacks one stored row (`src`, whole blocks of `kind.stored()`) into `dst` (`row_bytes`
@@ -128,27 +182,18 @@ pub(crate) fn repack_row(kind: X16, src: &[u8], dst: &mut [u8]) {
     assert_eq!(src.len() % bytes, 0);
     let nb = src.len() / bytes;
     assert_eq!(dst.len(), row_bytes(kind, nb * QK));
-    let full = nb / GROUP_BLOCKS;
-    let (head, tail) = src.split_at(full * group);
-    for (s, d) in head.chunks_exact(group).zip(dst.chunks_exact_mut(group)) {
+    for (s, d) in src.chunks(group).zip(dst.chunks_mut(group)) {
         repack_group(kind, s, d);
-    }
-    if !tail.is_empty() {
-        // The last, partial group: all bytes of the padding blocks zero (scale 0, so they add
-        // nothing; and a Q8_0 group's quantized bytes stay those of the stored row's panel).
-        let last = &mut dst[full * group..];
-        last.fill(0);
-        repack_group(kind, tail, last);
     }
 }
 
-/// Up to sixteen stored blocks into one repacked group.
+/// Up to sixteen stored blocks into one repacked group of as many.
 fn repack_group(kind: X16, src: &[u8], dst: &mut [u8]) {
-    let flip = kind.flip();
+    let (flip, n) = (kind.flip(), src.len() / kind.block_bytes());
     for (i, blk) in src.chunks_exact(kind.block_bytes()).enumerate() {
         dst[2 * i..2 * i + 2].copy_from_slice(&blk[..2]);
         for (k, four) in blk[2..].chunks_exact(4).enumerate() {
-            let at = QUANTS_AT + 64 * k + 4 * i;
+            let at = step_at(n, k) + 4 * i;
             for (o, &q) in dst[at..at + 4].iter_mut().zip(four) {
                 *o = q ^ flip;
             }
@@ -157,14 +202,14 @@ fn repack_group(kind: X16, src: &[u8], dst: &mut [u8]) {
 }
 
 /// Block `b` of a repacked row, back in the stored layout (the first `kind.block_bytes()`
-/// bytes; the rest zero). A padding block has scale 0.
+/// bytes; the rest zero).
 pub(crate) fn block_at(kind: X16, row: &[u8], b: usize) -> [u8; Q8_0_BYTES] {
     let (g, i) = (b / GROUP_BLOCKS, b % GROUP_BLOCKS);
-    let grp = &row[g * kind.group_bytes()..(g + 1) * kind.group_bytes()];
+    let (grp, n) = group_of(kind, row, g);
     let mut blk = [0u8; Q8_0_BYTES];
     blk[..2].copy_from_slice(&grp[2 * i..2 * i + 2]);
     for k in 0..kind.quant_bytes() / 4 {
-        let at = QUANTS_AT + 64 * k + 4 * i;
+        let at = step_at(n, k) + 4 * i;
         for (o, &q) in blk[2 + 4 * k..6 + 4 * k].iter_mut().zip(&grp[at..at + 4]) {
             *o = q ^ kind.flip();
         }
@@ -185,15 +230,15 @@ pub(crate) fn dequantize_row(kind: X16, row: &[u8], dst: &mut [f32]) {
 /// unsigned nibbles at steps `k` (low) and `k + 4` (high) of each group; block scales as `f32`
 /// (zero for padding blocks).
 pub(crate) fn pack_tiles_row(kind: X16, row: &[u8], qs: &mut [u8], d: &mut [f32]) {
-    let group = kind.group_bytes();
-    let ng = row.len() / group;
-    assert!(row.len() == ng * group);
+    assert!(row.len().is_multiple_of(kind.block_bytes()));
+    let ng = (row.len() / kind.block_bytes()).div_ceil(GROUP_BLOCKS);
     assert!(qs.len() == ng * GROUP_BYTES && d.len() == ng * GROUP_BLOCKS);
-    for ((grp, q), d) in row
-        .chunks_exact(group)
-        .zip(qs.chunks_exact_mut(GROUP_BYTES))
+    for (g, (q, d)) in qs
+        .chunks_exact_mut(GROUP_BYTES)
         .zip(d.chunks_exact_mut(GROUP_BLOCKS))
+        .enumerate()
     {
+        let grp = &whole_group(kind, row, g)[..kind.group_bytes()];
         match kind {
             X16::Q8_0 => q.copy_from_slice(&grp[QUANTS_AT..]),
             X16::Q4_0 => {
@@ -222,13 +267,13 @@ pub(crate) fn reduce16(v: [f32; 16]) -> f32 {
 /// `ng · 16`), in the lane order of the AVX-512 and AVX2 kernels (their twin, bitwise).
 #[cfg(test)]
 pub(crate) fn dot_lanes(kind: X16, row: &[u8], qs: &[i8], d: &[f32], sums: &[i32]) -> f32 {
-    let group = kind.group_bytes();
-    let ng = row.len() / group;
-    assert!(row.len() == ng * group && qs.len() == ng * GROUP_BYTES);
+    assert!(row.len().is_multiple_of(kind.block_bytes()));
+    let ng = (row.len() / kind.block_bytes()).div_ceil(GROUP_BLOCKS);
+    assert!(qs.len() == ng * GROUP_BYTES);
     assert!(d.len() == ng * GROUP_BLOCKS && sums.len() == ng * GROUP_BLOCKS);
     let mut acc = [0f32; GROUP_BLOCKS];
     for g in 0..ng {
-        let grp = &row[g * group..(g + 1) * group];
+        let grp = &whole_group(kind, row, g)[..kind.group_bytes()];
         let a = &qs[g * GROUP_BYTES..(g + 1) * GROUP_BYTES];
         for (i, acc) in acc.iter_mut().enumerate() {
             let b = g * GROUP_BLOCKS + i;
