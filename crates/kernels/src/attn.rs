@@ -230,7 +230,8 @@ fn rows_generic<K: ScoreKernel>(
     }
 }
 
-/// Scores of [`ScoreKernel::ROWS`] query rows against a block of [`ATTN_BLOCK`] transposed keys:
+/// Scores of up to [`ScoreKernel::ROWS`] query rows (1, 2, 4 or `ROWS`) against a block of
+/// [`ATTN_BLOCK`] transposed keys:
 /// `s[r][k] = Σ_d q[r][d]·k[d][k]`, each a chain of fused multiply-adds over `d` from 0 (the
 /// order and roundings of [`attend_generic`], whatever the instruction set).
 trait ScoreKernel {
@@ -281,29 +282,11 @@ impl ScoreKernel for Avx512Scores {
     const ROWS: usize = 8;
     #[inline(always)]
     fn scores<const HD: usize>(qr: &[&[f32; HD]], keys_t: &[f32], out: &mut [[f32; ATTN_BLOCK]]) {
-        use std::arch::x86_64::*;
-        assert!(qr.len() == Self::ROWS && out.len() == Self::ROWS);
-        assert!(keys_t.len() >= HD * ATTN_BLOCK);
-        // SAFETY: only reached from `rows_avx512`, whose level proves AVX-512 F; every load
-        // and store is inside the slices checked above.
-        unsafe {
-            let mut lo = [_mm512_setzero_ps(); 8];
-            let mut hi = [_mm512_setzero_ps(); 8];
-            // Query values go down the columns of `qr` (`qr[r][d]` for each `d`).
-            #[allow(clippy::needless_range_loop)]
-            for d in 0..HD {
-                let kp = keys_t.as_ptr().add(d * ATTN_BLOCK);
-                let (k0, k1) = (_mm512_loadu_ps(kp), _mm512_loadu_ps(kp.add(16)));
-                for r in 0..8 {
-                    let qd = _mm512_set1_ps(qr[r][d]);
-                    lo[r] = _mm512_fmadd_ps(qd, k0, lo[r]);
-                    hi[r] = _mm512_fmadd_ps(qd, k1, hi[r]);
-                }
-            }
-            for r in 0..8 {
-                _mm512_storeu_ps(out[r].as_mut_ptr(), lo[r]);
-                _mm512_storeu_ps(out[r].as_mut_ptr().add(16), hi[r]);
-            }
+        match qr.len() {
+            1 => avx512_scores::<HD, 1>(qr, keys_t, out),
+            2 => avx512_scores::<HD, 2>(qr, keys_t, out),
+            4 => avx512_scores::<HD, 4>(qr, keys_t, out),
+            _ => avx512_scores::<HD, 8>(qr, keys_t, out),
         }
     }
 
@@ -383,6 +366,40 @@ impl ScoreKernel for Avx512Scores {
                     corr[r] = cs[r];
                 }
             }
+        }
+    }
+}
+
+/// [`ScoreKernel::scores`] of `R` rows at AVX-512, two 16-lane registers each.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn avx512_scores<const HD: usize, const R: usize>(
+    qr: &[&[f32; HD]],
+    keys_t: &[f32],
+    out: &mut [[f32; ATTN_BLOCK]],
+) {
+    use std::arch::x86_64::*;
+    assert!(qr.len() == R && out.len() == R);
+    assert!(keys_t.len() >= HD * ATTN_BLOCK);
+    // SAFETY: only reached from `rows_avx512`, whose level proves AVX-512 F; every load
+    // and store is inside the slices checked above.
+    unsafe {
+        let mut lo = [_mm512_setzero_ps(); R];
+        let mut hi = [_mm512_setzero_ps(); R];
+        // Query values go down the columns of `qr` (`qr[r][d]` for each `d`).
+        #[allow(clippy::needless_range_loop)]
+        for d in 0..HD {
+            let kp = keys_t.as_ptr().add(d * ATTN_BLOCK);
+            let (k0, k1) = (_mm512_loadu_ps(kp), _mm512_loadu_ps(kp.add(16)));
+            for r in 0..R {
+                let qd = _mm512_set1_ps(qr[r][d]);
+                lo[r] = _mm512_fmadd_ps(qd, k0, lo[r]);
+                hi[r] = _mm512_fmadd_ps(qd, k1, hi[r]);
+            }
+        }
+        for r in 0..R {
+            _mm512_storeu_ps(out[r].as_mut_ptr(), lo[r]);
+            _mm512_storeu_ps(out[r].as_mut_ptr().add(16), hi[r]);
         }
     }
 }
@@ -523,30 +540,45 @@ impl ScoreKernel for Avx2Scores {
     const ROWS: usize = 4;
     #[inline(always)]
     fn scores<const HD: usize>(qr: &[&[f32; HD]], keys_t: &[f32], out: &mut [[f32; ATTN_BLOCK]]) {
-        use std::arch::x86_64::*;
-        assert!(qr.len() == Self::ROWS && out.len() == Self::ROWS);
-        assert!(keys_t.len() >= HD * ATTN_BLOCK);
-        // SAFETY: only reached from `rows_avx2`, whose level proves AVX2 and FMA; every load
-        // and store is inside the slices checked above.
-        unsafe {
-            for at in (0..ATTN_BLOCK).step_by(16) {
-                let mut lo = [_mm256_setzero_ps(); 4];
-                let mut hi = [_mm256_setzero_ps(); 4];
-                // Query values go down the columns of `qr` (`qr[r][d]` for each `d`).
-                #[allow(clippy::needless_range_loop)]
-                for d in 0..HD {
-                    let kp = keys_t.as_ptr().add(d * ATTN_BLOCK + at);
-                    let (k0, k1) = (_mm256_loadu_ps(kp), _mm256_loadu_ps(kp.add(8)));
-                    for r in 0..4 {
-                        let qd = _mm256_set1_ps(qr[r][d]);
-                        lo[r] = _mm256_fmadd_ps(qd, k0, lo[r]);
-                        hi[r] = _mm256_fmadd_ps(qd, k1, hi[r]);
-                    }
+        match qr.len() {
+            1 => avx2_scores::<HD, 1>(qr, keys_t, out),
+            2 => avx2_scores::<HD, 2>(qr, keys_t, out),
+            _ => avx2_scores::<HD, 4>(qr, keys_t, out),
+        }
+    }
+}
+
+/// [`ScoreKernel::scores`] of `R` rows at AVX2, half a step at a time.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn avx2_scores<const HD: usize, const R: usize>(
+    qr: &[&[f32; HD]],
+    keys_t: &[f32],
+    out: &mut [[f32; ATTN_BLOCK]],
+) {
+    use std::arch::x86_64::*;
+    assert!(qr.len() == R && out.len() == R);
+    assert!(keys_t.len() >= HD * ATTN_BLOCK);
+    // SAFETY: only reached from `rows_avx2`, whose level proves AVX2 and FMA; every load
+    // and store is inside the slices checked above.
+    unsafe {
+        for at in (0..ATTN_BLOCK).step_by(16) {
+            let mut lo = [_mm256_setzero_ps(); R];
+            let mut hi = [_mm256_setzero_ps(); R];
+            // Query values go down the columns of `qr` (`qr[r][d]` for each `d`).
+            #[allow(clippy::needless_range_loop)]
+            for d in 0..HD {
+                let kp = keys_t.as_ptr().add(d * ATTN_BLOCK + at);
+                let (k0, k1) = (_mm256_loadu_ps(kp), _mm256_loadu_ps(kp.add(8)));
+                for r in 0..R {
+                    let qd = _mm256_set1_ps(qr[r][d]);
+                    lo[r] = _mm256_fmadd_ps(qd, k0, lo[r]);
+                    hi[r] = _mm256_fmadd_ps(qd, k1, hi[r]);
                 }
-                for r in 0..4 {
-                    _mm256_storeu_ps(out[r][at..].as_mut_ptr(), lo[r]);
-                    _mm256_storeu_ps(out[r][at + 8..].as_mut_ptr(), hi[r]);
-                }
+            }
+            for r in 0..R {
+                _mm256_storeu_ps(out[r][at..].as_mut_ptr(), lo[r]);
+                _mm256_storeu_ps(out[r][at + 8..].as_mut_ptr(), hi[r]);
             }
         }
     }
@@ -581,7 +613,10 @@ fn rows_fixed<K: ScoreKernel, const HD: usize>(
             let row = r0 + r.min(rn - 1);
             *slot = q[row * HD..(row + 1) * HD].try_into().expect("a head");
         }
-        K::scores::<HD>(&qr[..K::ROWS], keys_t, s);
+        // Only as many rows as hold queries (a decode step without GQA has one): 1, 2, 4 or
+        // the kernel's full count, the rest repeating the last.
+        let m = rn.next_power_of_two().min(K::ROWS);
+        K::scores::<HD>(&qr[..m], keys_t, &mut s[..m]);
         let mut corr = [0f32; 8];
         K::softmax(
             s,
