@@ -120,17 +120,8 @@ pub(crate) fn panel<const T: usize>(
             }
         }
         PanelRows::Repacked { kind, w } => {
-            assert!(n_rows > 0 && w.len().is_multiple_of(n_rows));
-            let stride = w.len() / n_rows;
-            assert!(stride.is_multiple_of(kind.block_bytes()));
-            let nb = stride / kind.block_bytes();
-            assert_eq!(
-                nb.div_ceil(GROUP_BLOCKS),
-                ng,
-                "activations of the rows' groups"
-            );
             // A partial last group is read by loads masked to its blocks.
-            let last = crate::qx16::group_blocks(nb, ng.saturating_sub(1));
+            let (stride, last) = crate::qx16::rows_shape(kind, w.len(), n_rows, ng);
             let tail = if last < GROUP_BLOCKS {
                 (ng - 1, last)
             } else {

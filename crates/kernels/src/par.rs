@@ -111,7 +111,9 @@ pub(crate) const ROWS_TASK_BYTES: usize = 128 << 10;
 
 /// Rows per task of a product by the row kernels: about [`ROWS_TASK_BYTES`] of work, at least
 /// [`crate::matmul::MIN_TASK_BYTES`], at most what gives every thread [`TASKS_PER_THREAD`]
-/// tasks; a multiple of 4 (the rows of the widest row kernels).
+/// tasks; then evened out over the tasks that makes (so a small matrix is not one task of the
+/// least size and one of the rest: stories15M's 288-row products were 216 and 72 rows, one
+/// thread doing three quarters); a multiple of 4 (the rows of the widest row kernels).
 pub(crate) fn rows_task_rows(n_rows: usize, work_per_row: usize) -> usize {
     let work = work_per_row.max(1);
     let tasks = rayon::current_num_threads().max(1) * TASKS_PER_THREAD;
@@ -120,7 +122,8 @@ pub(crate) fn rows_task_rows(n_rows: usize, work_per_row: usize) -> usize {
         .min(n_rows.div_ceil(tasks))
         .max(crate::matmul::MIN_TASK_BYTES.div_ceil(work))
         .max(1);
-    rows.div_ceil(4) * 4
+    let tasks = n_rows.div_ceil(rows.div_ceil(4) * 4).max(1);
+    n_rows.div_ceil(tasks).max(1).div_ceil(4) * 4
 }
 
 /// Calls `f` on the output columns of consecutive chunks of `chunk_rows` rows covering
@@ -274,6 +277,41 @@ mod tests {
             for r in 0..n_rows {
                 assert_eq!(out[t * n_rows + r], (t * 100 + r) as f32);
             }
+        }
+    }
+
+    /// Tasks of one product differ little in size where they are few: the last is more than
+    /// half the others (with many, the threads take them from each other).
+    #[test]
+    fn row_tasks_are_even() {
+        for threads in [1, 2, 4] {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| {
+                    for (n_rows, work) in [
+                        (288, 306),
+                        (768, 306),
+                        (288, 816),
+                        (32000, 306),
+                        (2048, 2176),
+                        (5632, 2176),
+                        (256, 2176),
+                        (4096, 4608),
+                        (11008, 2304),
+                    ] {
+                        let rows = rows_task_rows(n_rows, work);
+                        assert!(rows.is_multiple_of(4) && rows > 0);
+                        let n = n_rows.div_ceil(rows);
+                        let last = n_rows - (n - 1) * rows;
+                        let few = n <= 8;
+                        assert!(
+                            !few || n == 1 || 2 * last > rows,
+                            "{n_rows} x {work}: {rows}, {last}"
+                        );
+                    }
+                });
         }
     }
 

@@ -163,6 +163,16 @@ pub(crate) fn matrix_shape(
 ) -> (usize, usize, usize) {
     let ng = d.len() / GROUP_BLOCKS;
     assert!(d.len() == ng * GROUP_BLOCKS && sums.len() == d.len() && qs.len() == ng * GROUP_BYTES);
+    let (stride, last) = rows_shape(kind, w_len, n_rows, ng);
+    (ng, stride, last)
+}
+
+/// `n_rows` repacked rows of `kind` in `w_len` bytes, to meet activations of `ng` groups:
+/// `(row stride in bytes, blocks of the last group)`.
+///
+/// # Panics
+/// When the lengths disagree.
+pub(crate) fn rows_shape(kind: X16, w_len: usize, n_rows: usize, ng: usize) -> (usize, usize) {
     assert!(n_rows > 0 && w_len.is_multiple_of(n_rows));
     let stride = w_len / n_rows;
     assert!(stride.is_multiple_of(kind.block_bytes()));
@@ -172,7 +182,7 @@ pub(crate) fn matrix_shape(
         ng,
         "activations of the rows' groups"
     );
-    (ng, stride, group_blocks(nb, ng.saturating_sub(1)))
+    (stride, group_blocks(nb, ng.saturating_sub(1)))
 }
 
 /// Repacks one stored row (`src`, whole blocks of `kind.stored()`) into `dst` (`row_bytes`
