@@ -118,35 +118,29 @@ pub(crate) fn pack_x16_row(_: Avx2, kind: X16, row: &[u8], qs: &mut [u8], d: &mu
     let (whole, ng) = (nb / GROUP_BLOCKS, nb.div_ceil(GROUP_BLOCKS));
     assert!(qs.len() == ng * GROUP_BYTES && d.len() == ng * GROUP_BLOCKS);
     // SAFETY: the token proves the features; lengths checked above.
-    unsafe { pack_x16_avx2(kind, row.as_ptr(), 0..whole, qs, d) };
+    unsafe { pack_x16_avx2(kind, row.as_ptr(), whole, qs, d) };
     if whole < ng {
         // The partial last group as the whole group it stands for, from a copy.
         let pad = crate::qx16::whole_group(kind, row, whole);
-        let base = whole * kind.group_bytes();
-        // SAFETY: as above; the copy holds a whole group, placed where group `whole` lies.
-        unsafe { pack_x16_avx2(kind, pad.as_ptr().wrapping_sub(base), whole..ng, qs, d) };
+        let (q, d) = (
+            &mut qs[whole * GROUP_BYTES..],
+            &mut d[whole * GROUP_BLOCKS..],
+        );
+        // SAFETY: as above; the copy holds a whole group, `q` and `d` one group's room.
+        unsafe { pack_x16_avx2(kind, pad.as_ptr(), 1, q, d) };
     }
 }
 
 /// # Safety
-/// AVX2/FMA/F16C available; `row` holds whole groups `groups` of `kind` (at `row + g ·
-/// group_bytes`), `qs` 512 bytes and `d` 16 values for each.
+/// AVX2/FMA/F16C available; `row` holds `ng` whole groups of `kind`, `qs` `ng · 512` bytes,
+/// `d` `ng · 16` values.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn pack_x16_avx2(
-    kind: X16,
-    row: *const u8,
-    groups: std::ops::Range<usize>,
-    qs: &mut [u8],
-    d: &mut [f32],
-) {
+unsafe fn pack_x16_avx2(kind: X16, row: *const u8, ng: usize, qs: &mut [u8], d: &mut [f32]) {
     let (group, low) = (kind.group_bytes(), _mm256_set1_epi8(0x0f));
-    for g in groups {
+    for g in 0..ng {
         // SAFETY: group g of the row, of `qs` and of `d` is in bounds (checked by the caller).
         unsafe {
-            let (grp, q) = (
-                row.wrapping_add(g * group),
-                qs.as_mut_ptr().add(g * GROUP_BYTES),
-            );
+            let (grp, q) = (row.add(g * group), qs.as_mut_ptr().add(g * GROUP_BYTES));
             let quants = grp.add(QUANTS_AT);
             match kind {
                 X16::Q8_0 => std::ptr::copy_nonoverlapping(quants, q, GROUP_BYTES),

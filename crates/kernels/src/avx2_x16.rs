@@ -41,7 +41,7 @@ pub(crate) fn dot_matrix(
 ) {
     let (ng, stride, last) = crate::qx16::matrix_shape(kind, w.len(), out.len(), qs, d, sums);
     let (qs, d, sums) = (qs.as_ptr(), d.as_ptr(), sums.as_ptr());
-    for (r, (o, row)) in out.iter_mut().zip(w.chunks_exact(stride)).enumerate() {
+    for (o, row) in out.iter_mut().zip(w.chunks_exact(stride)) {
         // A partial last group read as the whole group it stands for (zero blocks after its
         // own), from a copy.
         let pad = (ng > 0 && last < GROUP_BLOCKS).then(|| {
@@ -49,10 +49,10 @@ pub(crate) fn dot_matrix(
             crate::qx16::padded_group(kind, &row[at..], last)
         });
         let whole = if pad.is_some() { ng - 1 } else { ng };
-        // SAFETY: the token proves the features; row `r` is inside `w` and the activations
+        // SAFETY: the token proves the features; `row` is a whole row and the activations
         // hold `ng` groups (checked above), the copy a whole group.
         unsafe {
-            let row = w.as_ptr().add(r * stride);
+            let row = row.as_ptr();
             *o = match kind {
                 X16::Q4_0 => dot_row_avx2::<false>(row, qs, d, sums, whole, pad.as_ref()),
                 X16::Q8_0 => dot_row_avx2::<true>(row, qs, d, sums, whole, pad.as_ref()),
