@@ -146,7 +146,7 @@ impl Llama {
             .collect();
 
         // The same split of the attention work serves every layer.
-        let tasks = attention_tasks(batch, c.n_kv_heads);
+        let tasks = attention_tasks(batch, c.n_kv_heads, c.n_heads / c.n_kv_heads);
         // Decode streams the weights: before each product the next one is declared, so that
         // threads with nothing to do in between bring the start of its weights into their
         // caches (`kernels::read_ahead`; a hint, no result changes).
@@ -434,9 +434,21 @@ fn rope_rows(
     });
 }
 
-/// Entries of one sequence per attention task at most: small enough to spread a long prompt
-/// over threads, large enough that a decoded key block serves many queries.
+/// Entries of one sequence per attention task: as many as make [`ATTN_TASK_ROWS`] query rows
+/// (entries times the query heads that share the task's KV head), and at least
+/// [`ATTN_TASK_ENTRIES`]. Small enough to spread a long prompt over threads, large enough that
+/// the keys and values of a step, decoded from the cache once per task, serve many queries.
+/// At 16 entries, models without GQA (stories15M: one row per entry) spent about a quarter of
+/// their prompt's attention decoding and prefetching the cache; 64 rows read stories15M Q8_0
+/// pp512 1.13-1.31x as fast as 16 at one thread, 1.08-1.35x at two (three alternating rounds,
+/// BENCHMARKS.md). TinyLlama's 8 heads per KV head keep their 16 entries (128 rows).
+const ATTN_TASK_ROWS: usize = 64;
 const ATTN_TASK_ENTRIES: usize = 16;
+
+/// Entries per attention task for `group` query heads per KV head ([`ATTN_TASK_ROWS`]).
+fn task_entries(group: usize) -> usize {
+    ATTN_TASK_ENTRIES.max(ATTN_TASK_ROWS / group.max(1))
+}
 
 /// A piece of attention work: some entries of one sequence (batch indices), one KV head.
 struct AttnTask {
@@ -467,8 +479,8 @@ struct AttnScratch {
 }
 
 /// Splits the batch into attention tasks: entries grouped by sequence (in batch order), at most
-/// [`ATTN_TASK_ENTRIES`] per task, times every KV head.
-fn attention_tasks(batch: &Batch, n_kv_heads: usize) -> Vec<AttnTask> {
+/// [`task_entries`] per task, times every KV head.
+fn attention_tasks(batch: &Batch, n_kv_heads: usize, group: usize) -> Vec<AttnTask> {
     let mut by_seq: Vec<(usize, Vec<usize>)> = Vec::new();
     for (e, &seq) in batch.seq_ids.iter().enumerate() {
         match by_seq.iter_mut().find(|(s, _)| *s == seq) {
@@ -478,7 +490,7 @@ fn attention_tasks(batch: &Batch, n_kv_heads: usize) -> Vec<AttnTask> {
     }
     let mut tasks = Vec::new();
     for (_, entries) in &by_seq {
-        for chunk in entries.chunks(ATTN_TASK_ENTRIES) {
+        for chunk in entries.chunks(task_entries(group)) {
             for kv_head in 0..n_kv_heads {
                 tasks.push(AttnTask {
                     entries: chunk.to_vec(),
