@@ -93,7 +93,9 @@ pub use quantize::{
     quantize_rows_fitted, K_QUANTIZE_TYPES, QUANTIZE_TYPES,
 };
 pub use repack::{repack, repack_into, repacked_type};
-pub use rope::{rope_cos_sin, rope_interleaved, rope_inv_freqs, RopeFreqs};
+pub use rope::{
+    rope_cos_sin, rope_interleaved, rope_inv_freqs, RopeFreqs, RopeTable, ROPE_TABLE_POSITIONS,
+};
 pub use stream::{prefetch_range, sum_words};
 pub use team::{for_each_item, for_each_task};
 pub use vec::{add_assign, dot, silu_mul, softmax};

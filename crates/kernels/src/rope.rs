@@ -31,6 +31,51 @@ pub fn rope_cos_sin(pos: usize, freqs: &RopeFreqs) -> Vec<(f32, f32)> {
         .collect()
 }
 
+/// Positions a [`RopeTable`] holds at most: a table for a context of 8192 positions and heads
+/// of 128 takes 4 MiB; positions past it are computed when asked for (the same values).
+pub const ROPE_TABLE_POSITIONS: usize = 8192;
+
+/// The rotations of positions `0..n` ([`rope_cos_sin`] of each, the same bits), computed once
+/// when a model is made; a forward pass looks its positions up instead of evaluating
+/// `head_dim / 2` cosines and sines for each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RopeTable {
+    freqs: RopeFreqs,
+    /// `[n][pairs]`.
+    cs: Vec<(f32, f32)>,
+}
+
+impl RopeTable {
+    /// The rotations of positions below `n_positions.min(ROPE_TABLE_POSITIONS)`.
+    pub fn new(freqs: RopeFreqs, n_positions: usize) -> Self {
+        let n = n_positions.min(ROPE_TABLE_POSITIONS);
+        let cs = (0..n).flat_map(|pos| rope_cos_sin(pos, &freqs)).collect();
+        RopeTable { freqs, cs }
+    }
+
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        match self.freqs.inv_freq.len() {
+            0 => 0,
+            pairs => self.cs.len() / pairs,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The rotation of position `pos`: from the table, or computed past its end.
+    pub fn at(&self, pos: usize) -> std::borrow::Cow<'_, [(f32, f32)]> {
+        let pairs = self.freqs.inv_freq.len();
+        if pos < self.len() {
+            std::borrow::Cow::Borrowed(&self.cs[pos * pairs..(pos + 1) * pairs])
+        } else {
+            std::borrow::Cow::Owned(rope_cos_sin(pos, &self.freqs))
+        }
+    }
+}
+
 /// Rotates each head of `x` (`n_heads` × `head_dim`, heads contiguous) in the interleaved
 /// layout: pairs `(x[2i], x[2i+1])` turn by the angle whose `(cos, sin)` is `cs[i]` (from
 /// [`rope_cos_sin`]). Dimensions past `2 · cs.len()` are left as they are.
@@ -42,5 +87,32 @@ pub fn rope_interleaved(x: &mut [f32], head_dim: usize, cs: &[(f32, f32)]) {
             head[2 * i] = a * c - b * s;
             head[2 * i + 1] = a * s + b * c;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table holds what `rope_cos_sin` computes, and positions past it are computed.
+    #[test]
+    fn table_rows_are_the_computed_rotations() {
+        let freqs = rope_inv_freqs(48, 10000.0, None);
+        let table = RopeTable::new(freqs.clone(), 300);
+        assert_eq!(table.len(), 300);
+        for pos in [0, 1, 17, 299, 300, 5000] {
+            assert_eq!(
+                &*table.at(pos),
+                &rope_cos_sin(pos, &freqs)[..],
+                "position {pos}"
+            );
+        }
+        let big = RopeTable::new(freqs.clone(), usize::MAX);
+        assert_eq!(big.len(), ROPE_TABLE_POSITIONS);
+        let last = ROPE_TABLE_POSITIONS + 3;
+        assert_eq!(&*big.at(last), &rope_cos_sin(last, &freqs)[..]);
+        assert!(RopeTable::new(rope_inv_freqs(0, 10000.0, None), 10)
+            .at(3)
+            .is_empty());
     }
 }

@@ -1,8 +1,9 @@
+use std::borrow::Cow;
 use std::cell::RefCell;
 
 use kernels::{
     add_assign, attend_block_rows, for_each_item, matmul_many, matmul_path, read_ahead, rms_norm,
-    rope_cos_sin, rope_interleaved, silu_mul, MatmulPath, RopeFreqs, SoftmaxState, ATTN_BLOCK,
+    rope_interleaved, silu_mul, MatmulPath, RopeTable, SoftmaxState, ATTN_BLOCK,
 };
 
 use crate::{Batch, KvView, LayerWeights, LlamaConfig, ModelError, Result, Weight};
@@ -15,7 +16,8 @@ pub struct Llama {
     pub layers: Vec<LayerWeights>,
     pub output_norm: Vec<f32>, // [dim]
     pub output: Weight,        // [vocab_size, dim]
-    rope: RopeFreqs,
+    /// The rotation of every position of the context (up to `kernels::ROPE_TABLE_POSITIONS`).
+    rope: RopeTable,
 }
 
 impl Llama {
@@ -58,7 +60,7 @@ impl Llama {
         output_norm: Vec<f32>,
         output: Weight,
     ) -> Self {
-        let rope = config.rope_freqs();
+        let rope = RopeTable::new(config.rope_freqs(), config.max_seq_len);
         Llama {
             config,
             tok_embeddings,
@@ -139,10 +141,10 @@ impl Llama {
         let mut gate = vec![0f32; n * c.hidden_dim];
         let mut up = vec![0f32; n * c.hidden_dim];
         // The rotation of each entry's position, shared by all layers.
-        let rope: Vec<Vec<(f32, f32)>> = batch
+        let rope: Vec<Cow<[(f32, f32)]>> = batch
             .positions
             .iter()
-            .map(|&pos| rope_cos_sin(pos, &self.rope))
+            .map(|&pos| self.rope.at(pos))
             .collect();
 
         // The same split of the attention work serves every layer.
@@ -422,7 +424,7 @@ fn rope_rows(
     k: &mut [f32],
     dims: (usize, usize),
     head_dim: usize,
-    rope: &[Vec<(f32, f32)>],
+    rope: &[Cow<[(f32, f32)]>],
 ) {
     let rows = q
         .chunks_exact_mut(dims.0)
