@@ -80,9 +80,9 @@ impl ActQ8 {
         let mut act = ActQ8 {
             n_tokens,
             n_blocks,
-            qs: crate::scratch::AlignedBytes::zeroed(n_tokens * n_blocks * QK),
-            d: crate::scratch::AlignedBytes::zeroed(n_tokens * n_blocks * 4),
-            sums: crate::scratch::AlignedBytes::zeroed(n_tokens * n_blocks * 4),
+            qs: crate::scratch::AlignedBytes::zeroed_reused(n_tokens * n_blocks * QK),
+            d: crate::scratch::AlignedBytes::zeroed_reused(n_tokens * n_blocks * 4),
+            sums: crate::scratch::AlignedBytes::zeroed_reused(n_tokens * n_blocks * 4),
             lane_corr: vec![0; n_tokens * lc_len],
         };
         let row_qs = n_blocks * QK;
@@ -143,6 +143,15 @@ impl ActQ8 {
     pub(crate) fn lane_corr(&self, t: usize) -> &[i32] {
         let n = self.lane_corr.len() / self.n_tokens.max(1);
         &self.lane_corr[t * n..(t + 1) * n]
+    }
+}
+
+/// The buffers go back to the dropping thread's spares, for the next activations.
+impl Drop for ActQ8 {
+    fn drop(&mut self) {
+        for b in [&mut self.qs, &mut self.d, &mut self.sums] {
+            std::mem::take(b).recycle();
+        }
     }
 }
 
