@@ -445,6 +445,7 @@ fn rope_rows(
 /// pp512 1.13-1.31x as fast as 16 at one thread, 1.08-1.35x at two (three alternating rounds,
 /// BENCHMARKS.md). TinyLlama's 8 heads per KV head keep their 16 entries (128 rows).
 const ATTN_TASK_ROWS: usize = 64;
+/// Entries per attention task at least ([`ATTN_TASK_ROWS`]).
 const ATTN_TASK_ENTRIES: usize = 16;
 
 /// Entries per attention task for `group` query heads per KV head ([`ATTN_TASK_ROWS`]).
