@@ -80,6 +80,23 @@ impl RopeTable {
 /// layout: pairs `(x[2i], x[2i+1])` turn by the angle whose `(cos, sin)` is `cs[i]` (from
 /// [`rope_cos_sin`]). Dimensions past `2 · cs.len()` are left as they are.
 pub fn rope_interleaved(x: &mut [f32], head_dim: usize, cs: &[(f32, f32)]) {
+    assert!(
+        2 * cs.len() <= head_dim,
+        "more rotated pairs than a head holds"
+    );
+    match crate::cpu::Level::new(crate::isa()).unwrap_or(crate::cpu::Level::Scalar) {
+        #[cfg(target_arch = "x86_64")]
+        crate::cpu::Level::Avx512(_) if 2 * cs.len() <= MAX_ROTATED => {
+            // SAFETY: the level proves AVX-512 F; the pairs fit the tables (checked).
+            unsafe { rope_avx512(x, head_dim, cs) }
+        }
+        _ => rope_generic(x, head_dim, cs),
+    }
+}
+
+/// The plain rotation: each pair `(a, b)` becomes `(a·c − b·s, a·s + b·c)`, products rounded
+/// apart (no fused multiply-add).
+fn rope_generic(x: &mut [f32], head_dim: usize, cs: &[(f32, f32)]) {
     for head in x.chunks_exact_mut(head_dim) {
         for (i, &(c, s)) in cs.iter().enumerate() {
             let a = head[2 * i];
@@ -90,9 +107,79 @@ pub fn rope_interleaved(x: &mut [f32], head_dim: usize, cs: &[(f32, f32)]) {
     }
 }
 
+/// Rotated values of a head [`rope_avx512`] takes (heads of up to 256).
+const MAX_ROTATED: usize = 256;
+
+/// [`rope_generic`] sixteen values at a time: `x·C + swap(x)·S` with `C = (c, c, ...)`, `S =
+/// (−s, s, ...)` and `swap` exchanging the values of each pair. The same bits: the even value
+/// is `a·c + (−(b·s))`, which is `a·c − b·s`, and the odd one `b·c + a·s`, the same sum in the
+/// other order. A prompt's RoPE took about 2% of a stories15M pp512 profile with the plain loop.
+///
+/// # Safety
+/// AVX-512 F available; `2 · cs.len() ≤ MAX_ROTATED` and `≤ head_dim`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn rope_avx512(x: &mut [f32], head_dim: usize, cs: &[(f32, f32)]) {
+    use std::arch::x86_64::*;
+    let n = 2 * cs.len();
+    let (mut c2, mut s2) = ([0f32; MAX_ROTATED], [0f32; MAX_ROTATED]);
+    for (i, &(c, s)) in cs.iter().enumerate() {
+        (c2[2 * i], c2[2 * i + 1]) = (c, c);
+        (s2[2 * i], s2[2 * i + 1]) = (-s, s);
+    }
+    let whole = n / 16 * 16;
+    for head in x.chunks_exact_mut(head_dim) {
+        for j in (0..whole).step_by(16) {
+            // SAFETY: `j + 16 ≤ n ≤ head_dim` values of the head and of both tables.
+            unsafe {
+                let v = _mm512_loadu_ps(head.as_ptr().add(j));
+                let swapped = _mm512_permute_ps::<0b10_11_00_01>(v);
+                let r = _mm512_add_ps(
+                    _mm512_mul_ps(v, _mm512_loadu_ps(c2.as_ptr().add(j))),
+                    _mm512_mul_ps(swapped, _mm512_loadu_ps(s2.as_ptr().add(j))),
+                );
+                _mm512_storeu_ps(head.as_mut_ptr().add(j), r);
+            }
+        }
+        if whole < n {
+            rope_generic(&mut head[whole..n], n - whole, &cs[whole / 2..]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every level rotates bitwise as the plain loop, whole vectors and tails, at heads of 8
+    /// to 128 with all or part of each head rotated.
+    #[test]
+    fn rotation_is_the_same_on_every_level() {
+        let mut seed = 0x2545f4914f6cdd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32 * 8.0 - 4.0
+        };
+        for (head_dim, n_rot) in [(8, 8), (48, 48), (64, 64), (128, 128), (64, 40), (96, 34)] {
+            let freqs = rope_inv_freqs(n_rot, 10000.0, None);
+            let x: Vec<f32> = (0..3 * head_dim).map(|_| next()).collect();
+            for pos in [0, 1, 7, 1000] {
+                let cs = rope_cos_sin(pos, &freqs);
+                let mut want = x.clone();
+                rope_generic(&mut want, head_dim, &cs);
+                let mut got = x.clone();
+                rope_interleaved(&mut got, head_dim, &cs);
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "head {head_dim}, {n_rot} rotated, {pos}"
+                );
+            }
+        }
+    }
 
     /// The table holds what `rope_cos_sin` computes, and positions past it are computed.
     #[test]
