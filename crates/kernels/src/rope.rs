@@ -155,16 +155,10 @@ mod tests {
     /// to 128 with all or part of each head rotated.
     #[test]
     fn rotation_is_the_same_on_every_level() {
-        let mut seed = 0x2545f4914f6cdd1du64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 40) as f32 / (1u64 << 24) as f32 * 8.0 - 4.0
-        };
+        let mut rng = crate::kernel_tests::Rng(0x2545f4914f6cdd1d);
         for (head_dim, n_rot) in [(8, 8), (48, 48), (64, 64), (128, 128), (64, 40), (96, 34)] {
             let freqs = rope_inv_freqs(n_rot, 10000.0, None);
-            let x: Vec<f32> = (0..3 * head_dim).map(|_| next()).collect();
+            let x: Vec<f32> = (0..3 * head_dim).map(|_| 4.0 * rng.f32()).collect();
             for pos in [0, 1, 7, 1000] {
                 let cs = rope_cos_sin(pos, &freqs);
                 let mut want = x.clone();
