@@ -18,15 +18,16 @@ pub fn rope_inv_freqs(n_rot: usize, theta: f32, divisors: Option<&[f32]>) -> Rop
     RopeFreqs { inv_freq }
 }
 
-/// `(cos, sin)` of `pos · inv_freq[i]` for every pair: the rotation of one position, computed
-/// once and applied to the queries and keys of every layer.
-pub fn rope_cos_sin(pos: usize, freqs: &RopeFreqs) -> Vec<(f32, f32)> {
+/// `cos` and `sin` of `pos · inv_freq[i]` for every pair `i`, side by side (`[cos₀, sin₀,
+/// cos₁, sin₁, ...]`): the rotation of one position, computed once and applied to the queries
+/// and keys of every layer.
+pub fn rope_cos_sin(pos: usize, freqs: &RopeFreqs) -> Vec<f32> {
     freqs
         .inv_freq
         .iter()
-        .map(|&f| {
+        .flat_map(|&f| {
             let angle = pos as f32 * f;
-            (angle.cos(), angle.sin())
+            [angle.cos(), angle.sin()]
         })
         .collect()
 }
@@ -41,8 +42,8 @@ pub const ROPE_TABLE_POSITIONS: usize = 8192;
 #[derive(Debug, Clone, PartialEq)]
 pub struct RopeTable {
     freqs: RopeFreqs,
-    /// `[n][pairs]`.
-    cs: Vec<(f32, f32)>,
+    /// `[n][pairs][cos, sin]`.
+    cs: Vec<f32>,
 }
 
 impl RopeTable {
@@ -53,11 +54,16 @@ impl RopeTable {
         RopeTable { freqs, cs }
     }
 
+    /// Values of one position's rotation.
+    fn row_len(&self) -> usize {
+        2 * self.freqs.inv_freq.len()
+    }
+
     /// Positions held.
     pub fn len(&self) -> usize {
-        match self.freqs.inv_freq.len() {
+        match self.row_len() {
             0 => 0,
-            pairs => self.cs.len() / pairs,
+            n => self.cs.len() / n,
         }
     }
 
@@ -66,10 +72,10 @@ impl RopeTable {
     }
 
     /// The rotation of position `pos`: from the table, or computed past its end.
-    pub fn at(&self, pos: usize) -> std::borrow::Cow<'_, [(f32, f32)]> {
-        let pairs = self.freqs.inv_freq.len();
+    pub fn at(&self, pos: usize) -> std::borrow::Cow<'_, [f32]> {
+        let n = self.row_len();
         if pos < self.len() {
-            std::borrow::Cow::Borrowed(&self.cs[pos * pairs..(pos + 1) * pairs])
+            std::borrow::Cow::Borrowed(&self.cs[pos * n..(pos + 1) * n])
         } else {
             std::borrow::Cow::Owned(rope_cos_sin(pos, &self.freqs))
         }
@@ -77,17 +83,18 @@ impl RopeTable {
 }
 
 /// Rotates each head of `x` (`n_heads` × `head_dim`, heads contiguous) in the interleaved
-/// layout: pairs `(x[2i], x[2i+1])` turn by the angle whose `(cos, sin)` is `cs[i]` (from
-/// [`rope_cos_sin`]). Dimensions past `2 · cs.len()` are left as they are.
-pub fn rope_interleaved(x: &mut [f32], head_dim: usize, cs: &[(f32, f32)]) {
+/// layout: pair `(x[2i], x[2i+1])` turns by the angle whose `cos` and `sin` are `cs[2i]` and
+/// `cs[2i+1]` (from [`rope_cos_sin`]). Dimensions past `cs.len()` are left as they are.
+pub fn rope_interleaved(x: &mut [f32], head_dim: usize, cs: &[f32]) {
+    assert!(cs.len().is_multiple_of(2), "cos and sin in pairs");
     assert!(
-        2 * cs.len() <= head_dim,
-        "more rotated pairs than a head holds"
+        cs.len() <= head_dim,
+        "more rotated values than a head holds"
     );
     match crate::cpu::Level::new(crate::isa()).unwrap_or(crate::cpu::Level::Scalar) {
         #[cfg(target_arch = "x86_64")]
-        crate::cpu::Level::Avx512(_) if 2 * cs.len() <= MAX_ROTATED => {
-            // SAFETY: the level proves AVX-512 F; the pairs fit the tables (checked).
+        crate::cpu::Level::Avx512(_) => {
+            // SAFETY: the level proves AVX-512 F; the pairs fit a head (checked).
             unsafe { rope_avx512(x, head_dim, cs) }
         }
         _ => rope_generic(x, head_dim, cs),
@@ -96,53 +103,47 @@ pub fn rope_interleaved(x: &mut [f32], head_dim: usize, cs: &[(f32, f32)]) {
 
 /// The plain rotation: each pair `(a, b)` becomes `(a·c − b·s, a·s + b·c)`, products rounded
 /// apart (no fused multiply-add).
-fn rope_generic(x: &mut [f32], head_dim: usize, cs: &[(f32, f32)]) {
+fn rope_generic(x: &mut [f32], head_dim: usize, cs: &[f32]) {
     for head in x.chunks_exact_mut(head_dim) {
-        for (i, &(c, s)) in cs.iter().enumerate() {
-            let a = head[2 * i];
-            let b = head[2 * i + 1];
-            head[2 * i] = a * c - b * s;
-            head[2 * i + 1] = a * s + b * c;
+        for (ab, cs) in head.chunks_exact_mut(2).zip(cs.chunks_exact(2)) {
+            let (a, b, c, s) = (ab[0], ab[1], cs[0], cs[1]);
+            ab[0] = a * c - b * s;
+            ab[1] = a * s + b * c;
         }
     }
 }
 
-/// Rotated values of a head [`rope_avx512`] takes (heads of up to 256).
-const MAX_ROTATED: usize = 256;
-
-/// [`rope_generic`] sixteen values at a time: `x·C + swap(x)·S` with `C = (c, c, ...)`, `S =
-/// (−s, s, ...)` and `swap` exchanging the values of each pair. The same bits: the even value
-/// is `a·c + (−(b·s))`, which is `a·c − b·s`, and the odd one `b·c + a·s`, the same sum in the
+/// [`rope_generic`] sixteen values at a time, straight from the `[cos, sin]` pairs:
+/// `x·C + swap(x)·S` with `C = (c, c, ...)` and `S = (−s, s, ...)` made of the pairs in
+/// registers, `swap` exchanging the values of each pair. The same bits: the even value is
+/// `a·c + (−(b·s))`, which is `a·c − b·s`, and the odd one `b·c + a·s`, the same sum in the
 /// other order. A prompt's RoPE took about 2% of a stories15M pp512 profile with the plain loop.
 ///
 /// # Safety
-/// AVX-512 F available; `2 · cs.len() ≤ MAX_ROTATED` and `≤ head_dim`.
+/// AVX-512 F available; `cs.len() ≤ head_dim`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn rope_avx512(x: &mut [f32], head_dim: usize, cs: &[(f32, f32)]) {
+unsafe fn rope_avx512(x: &mut [f32], head_dim: usize, cs: &[f32]) {
     use std::arch::x86_64::*;
-    let n = 2 * cs.len();
-    let (mut c2, mut s2) = ([0f32; MAX_ROTATED], [0f32; MAX_ROTATED]);
-    for (i, &(c, s)) in cs.iter().enumerate() {
-        (c2[2 * i], c2[2 * i + 1]) = (c, c);
-        (s2[2 * i], s2[2 * i + 1]) = (-s, s);
-    }
+    let n = cs.len();
     let whole = n / 16 * 16;
+    // The sign bit of every even lane.
+    let even_sign = _mm512_castsi512_ps(_mm512_set1_epi64(0x8000_0000));
     for head in x.chunks_exact_mut(head_dim) {
         for j in (0..whole).step_by(16) {
-            // SAFETY: `j + 16 ≤ n ≤ head_dim` values of the head and of both tables.
+            // SAFETY: `j + 16 ≤ n ≤ head_dim` values of the head and of `cs`.
             unsafe {
                 let v = _mm512_loadu_ps(head.as_ptr().add(j));
+                let pairs = _mm512_loadu_ps(cs.as_ptr().add(j));
+                let c = _mm512_moveldup_ps(pairs);
+                let s = _mm512_xor_ps(_mm512_movehdup_ps(pairs), even_sign);
                 let swapped = _mm512_permute_ps::<0b10_11_00_01>(v);
-                let r = _mm512_add_ps(
-                    _mm512_mul_ps(v, _mm512_loadu_ps(c2.as_ptr().add(j))),
-                    _mm512_mul_ps(swapped, _mm512_loadu_ps(s2.as_ptr().add(j))),
-                );
+                let r = _mm512_add_ps(_mm512_mul_ps(v, c), _mm512_mul_ps(swapped, s));
                 _mm512_storeu_ps(head.as_mut_ptr().add(j), r);
             }
         }
         if whole < n {
-            rope_generic(&mut head[whole..n], n - whole, &cs[whole / 2..]);
+            rope_generic(&mut head[whole..n], n - whole, &cs[whole..]);
         }
     }
 }

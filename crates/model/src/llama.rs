@@ -141,7 +141,7 @@ impl Llama {
         let mut gate = vec![0f32; n * c.hidden_dim];
         let mut up = vec![0f32; n * c.hidden_dim];
         // The rotation of each entry's position, shared by all layers.
-        let rope: Vec<Cow<[(f32, f32)]>> = batch
+        let rope: Vec<Cow<[f32]>> = batch
             .positions
             .iter()
             .map(|&pos| self.rope.at(pos))
@@ -424,7 +424,7 @@ fn rope_rows(
     k: &mut [f32],
     dims: (usize, usize),
     head_dim: usize,
-    rope: &[Cow<[(f32, f32)]>],
+    rope: &[Cow<[f32]>],
 ) {
     let rows = q
         .chunks_exact_mut(dims.0)
