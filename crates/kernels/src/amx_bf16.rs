@@ -612,10 +612,6 @@ mod simd {
     /// `(d·(sc − 32))·(q − 4)`, `(d·sc)·(q − 32)`); false for other types.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     pub(super) fn k_group(_: Simd, ty: WeightType, src: &[u8], dst: &mut [u16]) -> bool {
-        use crate::kquants::layout::{f16_at as kf16, scales_q3_k};
-        use crate::kquants::x16::{q2, q3};
-        let word =
-            |gb: &[u8], at: usize| u32::from_le_bytes([gb[at], gb[at + 1], gb[at + 2], gb[at + 3]]);
         match ty {
             WeightType::Q4_Kx16 | WeightType::Q5_Kx16 => {
                 // SAFETY: the token proves the features; `src` holds whole groups and `dst`
@@ -623,44 +619,10 @@ mod simd {
                 unsafe { q45k_groups(src, dst, ty == WeightType::Q5_Kx16) };
                 true
             }
-            WeightType::Q2_Kx16 => {
-                // Per block `g` of 16 values and row `l`: one word whose byte `k` holds value
-                // `16g + 4s + k` in bits `2s, 2s + 1`; its scale byte `g` (scale low, min high).
-                let row =
-                    |gb: &[u8], l: usize| (kf16(gb, q2::D + 2 * l), kf16(gb, q2::DMIN + 2 * l));
-                let block = |gb: &[u8], l: usize, &(d, dmin): &(f32, f32), g: usize| {
-                    let sc = gb[q2::SCALES + 64 * (g / 4) + 4 * l + g % 4];
-                    let w = word(gb, q2::QS + 64 * g + 4 * l);
-                    let q = std::array::from_fn(|s| (w >> (2 * s)) & TWO);
-                    (q, d * (sc & 0xF) as f32, 0, dmin * (sc >> 4) as f32)
-                };
-                sixteens(src, q2::GROUP_BLOCK, dst, row, block);
-                true
-            }
-            WeightType::Q3_Kx16 => {
-                // Q2_K's low bits, plus per pair of blocks `p` and row a word whose byte `k`
-                // bit `4h + s` is the high bit of value `16(2p + h) + 4s + k`: value
-                // `(low | high << 2) − 4`, times `d · (sc − 32)`.
-                let row = |gb: &[u8], l: usize| {
-                    let mut packed = [0u8; 12];
-                    for w in 0..3 {
-                        let at = q3::SCALES + 64 * w + 4 * l;
-                        packed[4 * w..4 * w + 4].copy_from_slice(&gb[at..at + 4]);
-                    }
-                    (kf16(gb, q3::D + 2 * l), scales_q3_k(&packed))
-                };
-                let block = |gb: &[u8], l: usize, (d, scales): &(f32, [i8; 16]), g: usize| {
-                    let (w, hw) = (
-                        word(gb, q3::QS + 64 * g + 4 * l),
-                        word(gb, q3::HM + 64 * (g / 2) + 4 * l),
-                    );
-                    let q = std::array::from_fn(|s| {
-                        (w >> (2 * s)) & TWO | ((hw >> (4 * (g % 2) + s)) & ONE) << 2
-                    });
-                    let dl = d * (scales[g] as i32 - 32) as f32;
-                    (q, dl, 4, 0.0)
-                };
-                sixteens(src, q3::GROUP_BLOCK, dst, row, block);
+            WeightType::Q2_Kx16 | WeightType::Q3_Kx16 => {
+                // SAFETY: the token proves the features; `src` holds whole groups and `dst`
+                // their tiles.
+                unsafe { q23k_groups(src, dst, ty == WeightType::Q3_Kx16) };
                 true
             }
             WeightType::Q6_Kx16 => {
@@ -750,6 +712,115 @@ mod simd {
         }
     }
 
+    /// Repacked Q2_K or (`three`) Q3_K groups (`src`, whole super-blocks of 16 rows) into
+    /// their tiles, the values of the stored rows' decoder bit for bit: `(d·sc)·q − dmin·m`
+    /// (Q2_K, `q` in `0..4`) and `(d·(sc − 32))·(q − 4)` (Q3_K, `q` in `0..8`). A block of 16
+    /// values takes so few values that they are a table: per row and tile (two blocks), the
+    /// blocks' values at every `q` in one vector of 32 `bf16` (each computed as the decoder
+    /// computes it, then rounded), which `vpermw` reads by the 32 values' `q`. Per block `g`
+    /// and row `l`, one word whose byte `k` holds value `16g + 4s + k` in bits `2s, 2s + 1`;
+    /// Q3_K adds per pair of blocks `p` and row a word whose byte `k` bit `4h + s` is the high
+    /// bit of value `16(2p + h) + 4s + k`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2")]
+    unsafe fn q23k_groups(src: &[u8], dst: &mut [u16], three: bool) {
+        use crate::kquants::layout::{f16_at as kf16, scales_q3_k};
+        use crate::kquants::x16::{q2, q3};
+        let word = |gb: &[u8], at: usize| {
+            i32::from_le_bytes(gb[at..at + 4].try_into().expect("four bytes"))
+        };
+        let (gbb, qs_at, offset) = if three {
+            (q3::GROUP_BLOCK, q3::QS, 4.0)
+        } else {
+            (q2::GROUP_BLOCK, q2::QS, 0.0)
+        };
+        // `q − offset` at every `q` of a table (exact in `f32`, as the decoder's integers).
+        let steps = _mm512_sub_ps(
+            _mm512_setr_ps(
+                0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0,
+                15.0,
+            ),
+            _mm512_set1_ps(offset),
+        );
+        let lows = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+        let highs = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let (m3, m1) = (_mm256_set1_epi8(3), _mm256_set1_epi8(1));
+        // The second block's values index the table's second half.
+        let second = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(16));
+        for (b, gb) in src.chunks_exact(gbb).enumerate() {
+            for l in 0..ROWS {
+                // The row's 16 block scales `dl` and mins `m`, a lane each.
+                let (dl, m) = if three {
+                    let mut packed = [0u8; 12];
+                    for w in 0..3 {
+                        let at = q3::SCALES + 64 * w + 4 * l;
+                        packed[4 * w..4 * w + 4].copy_from_slice(&gb[at..at + 4]);
+                    }
+                    let sc: [i8; 16] = scales_q3_k(&packed);
+                    // SAFETY: `sc` holds 16 bytes.
+                    let sc = unsafe { _mm_loadu_si128(sc.as_ptr().cast()) };
+                    let sc = _mm512_sub_epi32(_mm512_cvtepi8_epi32(sc), _mm512_set1_epi32(32));
+                    let d = _mm512_set1_ps(kf16(gb, q3::D + 2 * l));
+                    (
+                        _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc)),
+                        _mm512_setzero_ps(),
+                    )
+                } else {
+                    let at = |w: usize| q2::SCALES + 64 * w + 4 * l;
+                    let sc = _mm512_cvtepu8_epi32(_mm_setr_epi32(
+                        word(gb, at(0)),
+                        word(gb, at(1)),
+                        word(gb, at(2)),
+                        word(gb, at(3)),
+                    ));
+                    let (d, dmin) = (kf16(gb, q2::D + 2 * l), kf16(gb, q2::DMIN + 2 * l));
+                    let low = _mm512_and_si512(sc, _mm512_set1_epi32(0xf));
+                    let high = _mm512_srli_epi32::<4>(sc);
+                    (
+                        _mm512_mul_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(low)),
+                        _mm512_mul_ps(_mm512_set1_ps(dmin), _mm512_cvtepi32_ps(high)),
+                    )
+                };
+                for j in 0..8 {
+                    let g = 2 * j;
+                    let pair = _mm256_setr_m128i(
+                        _mm_set1_epi32(word(gb, qs_at + 64 * g + 4 * l)),
+                        _mm_set1_epi32(word(gb, qs_at + 64 * (g + 1) + 4 * l)),
+                    );
+                    let mut q = _mm256_and_si256(_mm256_srlv_epi32(pair, lows), m3);
+                    if three {
+                        let hw = _mm256_set1_epi32(word(gb, q3::HM + 64 * j + 4 * l));
+                        let h = _mm256_and_si256(_mm256_srlv_epi32(hw, highs), m1);
+                        q = _mm256_or_si256(q, _mm256_slli_epi16::<2>(h));
+                    }
+                    let idx = _mm512_add_epi16(_mm512_cvtepu8_epi16(q), second);
+                    let (ta, tb) = (table16_at(dl, m, steps, g), table16_at(dl, m, steps, g + 1));
+                    // SAFETY: 32 `bf16` are 64 bytes, as the integer vector.
+                    let table: __m512i =
+                        unsafe { std::mem::transmute(_mm512_cvtne2ps_pbh(tb, ta)) };
+                    let out = &mut dst[((8 * b + j) * ROWS + l) * COLS..][..COLS];
+                    // SAFETY: `out` holds 32 values, 64 bytes.
+                    unsafe {
+                        _mm512_storeu_si512(
+                            out.as_mut_ptr().cast(),
+                            _mm512_permutexvar_epi16(idx, table),
+                        )
+                    };
+                }
+            }
+        }
+    }
+
+    /// Block `g`'s values at every step of `steps` (`q − offset`): `dl[g] · step − m[g]`, the
+    /// decoder's multiply and subtract (written out, not a closure: a closure's intrinsics
+    /// would compile to calls).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    fn table16_at(dl: __m512, m: __m512, steps: __m512, g: usize) -> __m512 {
+        let at = _mm512_set1_epi32(g as i32);
+        let (d, m) = (_mm512_permutexvar_ps(at, dl), _mm512_permutexvar_ps(at, m));
+        _mm512_sub_ps(_mm512_mul_ps(d, steps), m)
+    }
+
     /// Repacked Q6_K groups (`src`, whole super-blocks of 16 rows) into their tiles, the values
     /// of the stored rows' decoder bit for bit: per block `g` of 16 values and row `l`, two
     /// words of low nibbles (values `16g + k`, `+ 4 + k` in the first, `+ 8 + k`, `+ 12 + k` in
@@ -794,42 +865,6 @@ mod simd {
                         ));
                         let d1 = dl * gb[q6::SCALES + 16 * g + l] as i8 as f32;
                         *half = _mm512_mul_ps(_mm512_set1_ps(d1), v);
-                    }
-                    let out = &mut dst[((8 * b + j) * ROWS + l) * COLS..][..COLS];
-                    // SAFETY: `out` holds 32 values.
-                    unsafe { store(halves[0], halves[1], out.as_mut_ptr()) };
-                }
-            }
-        }
-    }
-
-    const TWO: u32 = 0x0303_0303;
-    const ONE: u32 = 0x0101_0101;
-
-    /// The groups `src` (of `gbb` bytes per super-block) of a K-quant type with blocks of 16
-    /// values into their tiles: per row `l` (`row(gb, l)` made once per super-block) and block
-    /// `g`, `block` gives the 16 values as four words (byte `k` of word `s`: value `4s + k`),
-    /// a scale `d`, an offset `o` and a min `m`: values `d · (q − o) − m`. (The closures do
-    /// integer work only: intrinsics in a closure would compile to calls.)
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    fn sixteens<R>(
-        src: &[u8],
-        gbb: usize,
-        dst: &mut [u16],
-        row: impl Fn(&[u8], usize) -> R,
-        block: impl Fn(&[u8], usize, &R, usize) -> ([u32; 4], f32, i32, f32),
-    ) {
-        for (b, gb) in src.chunks_exact(gbb).enumerate() {
-            for l in 0..ROWS {
-                let r = row(gb, l);
-                for j in 0..8 {
-                    let mut halves = [_mm512_setzero_ps(); 2];
-                    for (h, half) in halves.iter_mut().enumerate() {
-                        let (q, d, o, m) = block(gb, l, &r, 2 * j + h);
-                        let [q0, q1, q2, q3] = q.map(|w| w as i32);
-                        let qs = _mm512_cvtepu8_epi32(_mm_setr_epi32(q0, q1, q2, q3));
-                        let v = scaled(qs, _mm512_set1_epi32(o), _mm512_set1_ps(d));
-                        *half = _mm512_sub_ps(v, _mm512_set1_ps(m));
                     }
                     let out = &mut dst[((8 * b + j) * ROWS + l) * COLS..][..COLS];
                     // SAFETY: `out` holds 32 values.
