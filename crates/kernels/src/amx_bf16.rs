@@ -34,9 +34,7 @@ use std::marker::PhantomData;
 use crate::cpu::Amx;
 use crate::par::{chunk_rows, OutCols, RowsJob};
 use crate::scratch::{with_panel, AlignedBytes};
-#[cfg(test)]
-use crate::WeightType;
-use crate::{dequantize, WeightView};
+use crate::{dequantize, WeightType, WeightView};
 use half::bf16;
 use std::sync::Arc;
 
@@ -341,6 +339,22 @@ impl ActBf16 {
         }
     }
 
+    /// The tiles of each value's remainder after its rounding, `x − bf16(x)` (the `xl` of
+    /// [`Split`]).
+    pub(crate) fn residual(x: &[f32], n_tokens: usize, n_cols: usize) -> ActBf16 {
+        let mut r = vec![0f32; x.len()];
+        match Simd::detect() {
+            // SAFETY: the token proves the features.
+            Some(simd) => unsafe { simd::residual(simd, x, &mut r) },
+            None => {
+                for (r, &v) in r.iter_mut().zip(x) {
+                    *r = v - bf16::from_f32(v).to_f32();
+                }
+            }
+        }
+        ActBf16::new(&r, n_tokens, n_cols)
+    }
+
     /// The first tile of token group `g`.
     fn group(&self, g: usize) -> *const u8 {
         self.tiles[g * self.n_k * TILE..].as_ptr()
@@ -366,6 +380,9 @@ thread_local! {
 /// rows (stored or repacked) and repacked K-quant rows go straight from their blocks to `bf16`
 /// and other rows' decoded values are rounded 32 at a time, by AVX-512 (the same bits as the
 /// scalar code: each value is `d · q` in `f32`, rounded to nearest even). `tmp` is scratch.
+///
+/// With `lo` (float rows only, [`Split`]), each value's remainder after its `bf16` rounding,
+/// `v − bf16(v)`, takes its place (then rounded in turn).
 #[allow(clippy::too_many_arguments)]
 fn decode_panel(
     simd: Option<Simd>,
@@ -375,7 +392,12 @@ fn decode_panel(
     (k0, nk): (usize, usize),
     panel: &mut [u8],
     tmp: &mut Vec<f32>,
+    lo: bool,
 ) {
+    assert!(
+        !lo || matches!(w.ty, WeightType::F32 | WeightType::F16 | WeightType::BF16),
+        "only float rows split"
+    );
     let n_k = w.n_cols / COLS;
     assert!(k0 + nk <= n_k && (k0 % 8 == 0 && nk % 8 == 0 || k0 + nk == n_k));
     let (c0, cols) = (k0 * COLS, nk * COLS);
@@ -395,7 +417,10 @@ fn decode_panel(
         if let Some(simd) = simd {
             // SAFETY: the token proves the features.
             let done = !w.ty.is_grouped()
-                && unsafe { simd::blocks(simd, w.ty, w.row(r0 + r), k0, r % ROWS, dst) };
+                && unsafe {
+                    simd::blocks(simd, w.ty, w.row(r0 + r), k0, r % ROWS, dst)
+                        || simd::floats(simd, w.ty, w.row(r0 + r), k0, r % ROWS, dst, lo)
+                };
             if done {
                 continue;
             }
@@ -432,6 +457,11 @@ fn decode_panel(
             let at = |c: usize| c / ty.block_elems() * ty.block_bytes();
             tmp.resize(cols, 0.0);
             dequantize(ty, &row[at(c0)..at(c0 + cols)], tmp);
+            if lo {
+                for v in tmp.iter_mut() {
+                    *v -= bf16::from_f32(*v).to_f32();
+                }
+            }
             (&tmp[..cols], 1)
         };
         for (i, vals) in vals.chunks_exact(cols).take(n_rows).enumerate() {
@@ -589,6 +619,80 @@ mod simd {
                 _mm512_storeu_ps(out[p * ROWS..].as_mut_ptr().cast(), *w);
             }
         }
+    }
+
+    /// Tiles `k0 ..` (as many as `dst` holds) of an F16 or BF16 row (`src`, row `row` of its
+    /// group of 16) rounded to `bf16` (`lo`: each value's remainder `v − bf16(v)` rounded), the
+    /// scalar decoder's bits; false for other types.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,f16c")]
+    pub(super) fn floats(
+        _: Simd,
+        ty: WeightType,
+        src: &[u8],
+        k0: usize,
+        row: usize,
+        dst: &mut [u16],
+        lo: bool,
+    ) -> bool {
+        if !matches!(ty, WeightType::F16 | WeightType::BF16) {
+            return false;
+        }
+        let nk = dst.len() / (ROWS * COLS);
+        // 32 values of two bytes per tile.
+        let src = &src[k0 * 64..][..nk * 64];
+        for (b, v) in src.chunks_exact(64).enumerate() {
+            // SAFETY: `v` holds 64 bytes, the tile's row in `dst` 32 values.
+            unsafe {
+                let half = |h: usize| {
+                    let x = _mm256_loadu_si256(v.as_ptr().add(32 * h).cast());
+                    if ty == WeightType::F16 {
+                        _mm512_cvtph_ps(x)
+                    } else {
+                        widen(x)
+                    }
+                };
+                let (mut a, mut c) = (half(0), half(1));
+                if lo {
+                    a = _mm512_sub_ps(a, rounded(a));
+                    c = _mm512_sub_ps(c, rounded(c));
+                }
+                store(a, c, dst[(b * ROWS + row) * COLS..][..COLS].as_mut_ptr());
+            }
+        }
+        true
+    }
+
+    /// `out[i] = x[i] − bf16(x[i])`: each value's remainder after its rounding to `bf16`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    pub(super) fn residual(_: Simd, x: &[f32], out: &mut [f32]) {
+        assert_eq!(x.len(), out.len());
+        let mut xs = x.chunks_exact(16);
+        let mut os = out.chunks_exact_mut(16);
+        for (x, o) in (&mut xs).zip(&mut os) {
+            // SAFETY: both hold 16 values.
+            unsafe {
+                let v = _mm512_loadu_ps(x.as_ptr());
+                _mm512_storeu_ps(o.as_mut_ptr(), _mm512_sub_ps(v, rounded(v)));
+            }
+        }
+        for (o, &v) in os.into_remainder().iter_mut().zip(xs.remainder()) {
+            *o = v - half::bf16::from_f32(v).to_f32();
+        }
+    }
+
+    /// `v` rounded to `bf16` (to nearest even) and back to `f32`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    fn rounded(v: __m512) -> __m512 {
+        // SAFETY: 16 `bf16` are 32 bytes, as the integer vector.
+        widen(unsafe { std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v)) })
+    }
+
+    /// 16 `bf16` as `f32` (exact: their bits in the high half).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    fn widen(x: __m256i) -> __m512 {
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(x)))
     }
 
     /// A decoded row (`src`, row `row` of its group of 16) rounded to `bf16` into its tiles.
@@ -1041,6 +1145,27 @@ pub(crate) fn matmul_bf16(amx: Amx, w: &WeightView, x: &[f32], n_tokens: usize, 
     matmul_with(move || Bf16Scope::new(amx), w, x, n_tokens, out)
 }
 
+/// `out = x · wᵀ` on the AMX BF16 tiles for F16 / BF16 weights in two terms ([`Split`]);
+/// shapes already checked, columns a multiple of 32.
+pub(crate) fn matmul_split(amx: Amx, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
+    split_with(move || Bf16Scope::new(amx), w, x, n_tokens, out)
+}
+
+/// [`matmul_split`]'s driver with the tile unit each thread makes by `unit`.
+pub(crate) fn split_with<U: Bf16Unit, F: Fn() -> U + Sync>(
+    unit: F,
+    w: &WeightView,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    let act = Arc::new(ActBf16::new(x, n_tokens, w.n_cols));
+    let xl = Arc::new(ActBf16::residual(x, n_tokens, w.n_cols));
+    let split = Split::new(w.ty, xl).expect("F16 or BF16 weights");
+    let job = Bf16Tiles::split(unit, w, act, split, n_tokens);
+    crate::par::run_rows_jobs(&[&job], &mut [out], n_tokens);
+}
+
 /// [`matmul_bf16`]'s driver with the tile unit each thread makes by `unit`.
 pub(crate) fn matmul_with<U: Bf16Unit, F: Fn() -> U + Sync>(
     unit: F,
@@ -1063,6 +1188,34 @@ pub(crate) struct Bf16Tiles<'a, F> {
     n_tokens: usize,
     chunk: usize,
     simd: Option<Simd>,
+    /// Float weights in two `bf16` terms, [`Split`].
+    split: Option<Split>,
+}
+
+/// F16 and BF16 weights on the BF16 tiles without their rounding: an F16 value (11 significant
+/// bits) is exactly the sum of two `bf16` (8 bits each), `hi = bf16(w)` and `lo = bf16(w − hi)`
+/// (the remainder has at most 4 significant bits); a BF16 value is its own `hi`. The
+/// activations likewise, `x ≈ xh + xl` (16 significant bits, where one `bf16` keeps 8), so
+/// that `w · x ≈ hi·xh + lo·xh + hi·xl`, three tile products into the same `f32` accumulators
+/// (two for BF16); only `lo·xl` (about `2⁻¹⁸` of `|w·x|`) and the remainder of `x` past 16 bits
+/// are left out, finer than the `f16` activations llama.cpp's F16 products take (11 bits).
+pub(crate) struct Split {
+    /// The activations' remainders `x − bf16(x)`, as tiles.
+    xl: Arc<ActBf16>,
+    /// Whether the weights have a `lo` term (F16; BF16 weights have none).
+    lo: bool,
+}
+
+impl Split {
+    /// The split of `ty` weights against `xl` (the tiles of [`ActBf16::residual`]); `None` for
+    /// types the tiles take rounded.
+    pub(crate) fn new(ty: WeightType, xl: Arc<ActBf16>) -> Option<Split> {
+        match ty {
+            WeightType::F16 => Some(Split { xl, lo: true }),
+            WeightType::BF16 => Some(Split { xl, lo: false }),
+            _ => None,
+        }
+    }
 }
 
 impl<'a, U: Bf16Unit, F: Fn() -> U + Sync> Bf16Tiles<'a, F> {
@@ -1083,6 +1236,26 @@ impl<'a, U: Bf16Unit, F: Fn() -> U + Sync> Bf16Tiles<'a, F> {
             n_tokens,
             chunk,
             simd: Simd::detect(),
+            split: None,
+        }
+    }
+
+    /// [`Bf16Tiles::new`] for F16 / BF16 weights in two terms ([`Split`]).
+    pub(crate) fn split(
+        unit: F,
+        w: &WeightView<'a>,
+        act: Arc<ActBf16>,
+        split: Split,
+        n_tokens: usize,
+    ) -> Self {
+        assert_eq!(split.xl.n_k, act.n_k, "remainders of another width");
+        assert_eq!(
+            split.xl.n_groups, act.n_groups,
+            "remainders of other tokens"
+        );
+        Bf16Tiles {
+            split: Some(split),
+            ..Bf16Tiles::new(unit, w, act, n_tokens)
         }
     }
 }
@@ -1097,11 +1270,17 @@ impl<U: Bf16Unit, F: Fn() -> U + Sync> RowsJob for Bf16Tiles<'_, F> {
     fn run(&self, mut oc: OutCols<'_>) {
         let (w, act, n_tokens, simd) = (&self.w, &*self.act, self.n_tokens, self.simd);
         let n_k = act.n_k;
+        // Split weights decode two panels (`hi`, `lo`).
+        let parts = if self.split.as_ref().is_some_and(|s| s.lo) {
+            2
+        } else {
+            1
+        };
         // Passes along the row, and rows per panel: a panel is the rows' tiles of one pass.
         let (k_tiles, panel_rows) = if act.tiles.len() > ACT_L2_BYTES {
             (K_TILES, MAX_PANEL_ROWS)
         } else {
-            let rows = PANEL_BYTES / (2 * w.n_cols);
+            let rows = PANEL_BYTES / (2 * parts * w.n_cols);
             (
                 n_k,
                 rows.clamp(2 * ROWS, MAX_PANEL_ROWS) / (2 * ROWS) * (2 * ROWS),
@@ -1125,26 +1304,43 @@ impl<U: Bf16Unit, F: Fn() -> U + Sync> RowsJob for Bf16Tiles<'_, F> {
                     }
                     for k0 in (0..n_k).step_by(k_tiles) {
                         let n = k_tiles.min(n_k - k0);
-                        let panel = scratch.q.sized(n_pad / ROWS * n * TILE);
+                        let size = n_pad / ROWS * n * TILE;
+                        let (panel, lo_panel) = scratch.q.sized(parts * size).split_at_mut(size);
                         // One pass along the row keeps its panel for every pass of tokens; passes
                         // of 256 columns decode theirs again per pass of tokens (so decoding
                         // costs a call of many tokens what it costs one of 512).
                         if k_tiles < n_k || g0 == 0 {
-                            decode_panel(simd, w, p0, n_pad, (k0, n), panel, &mut scratch.f);
+                            let f = &mut scratch.f;
+                            decode_panel(simd, w, p0, n_pad, (k0, n), panel, f, false);
+                            if parts == 2 {
+                                decode_panel(simd, w, p0, n_pad, (k0, n), lo_panel, f, true);
+                            }
                         }
                         for tp in 0..t_pairs {
                             let tg = g0 + 2 * tp;
                             // SAFETY: tile `k0 < n_k` of a group of `n_k`.
-                            let a = unsafe {
+                            let pair = |act: &ActBf16| unsafe {
                                 [act.group(tg), act.group(tg + 1)].map(|p| p.add(k0 * TILE))
                             };
+                            let a = pair(act);
+                            let al = self.split.as_ref().map(|s| pair(&s.xl));
                             for rp in 0..pairs {
-                                let wp =
-                                    [2 * rp, 2 * rp + 1].map(|rg| panel[rg * n * TILE..].as_ptr());
+                                let at = |p: &[u8]| {
+                                    [2 * rp, 2 * rp + 1].map(|rg| p[rg * n * TILE..].as_ptr())
+                                };
+                                let wp = at(panel);
                                 let c = &mut accs[tp * pairs + rp].0;
                                 // SAFETY: each pointer starts `n` tiles of its panel's or
                                 // activations' group (`k0 + n <= n_k`).
-                                unsafe { unit.block(wp, a, n, c, k0 > 0) };
+                                unsafe {
+                                    unit.block(wp, a, n, c, k0 > 0);
+                                    if parts == 2 {
+                                        unit.block(at(lo_panel), a, n, c, true);
+                                    }
+                                    if let Some(al) = al {
+                                        unit.block(wp, al, n, c, true);
+                                    }
+                                }
                             }
                         }
                     }
@@ -1193,9 +1389,43 @@ pub(crate) fn matmul_twin(w: &WeightView, x: &[f32], n_tokens: usize, out: &mut 
     }
 }
 
+/// The scalar twin of [`split_with`]: every weight and activation in its two `bf16` terms as
+/// the driver makes them ([`Split`]), the three products summed in `f64`.
+#[cfg(test)]
+pub(crate) fn split_twin(w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
+    let n_cols = w.n_cols;
+    let terms = |v: f32| {
+        let hi = bf16::from_f32(v);
+        (hi.to_f64(), bf16::from_f32(v - hi.to_f32()).to_f64())
+    };
+    let mut row = vec![0f32; n_cols];
+    for r in 0..w.n_rows {
+        w.row_f32(r, &mut row);
+        for t in 0..n_tokens {
+            let xt = &x[t * n_cols..][..n_cols];
+            let s: f64 = row
+                .iter()
+                .zip(xt)
+                .map(|(&a, &b)| {
+                    let ((wh, wl), (xh, xl)) = (terms(a), terms(b));
+                    wh * xh + wl * xh + wh * xl
+                })
+                .sum();
+            out[t * w.n_rows + r] = s as f32;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// How far split products ([`Split`]) may be from the exact products of the F16 / BF16
+    /// weights and `f32` activations, relative to `Σ |w · x|`: the terms left out, `lo·xl` and
+    /// the activations' remainder past `xh + xl`, are each within about `2⁻¹⁶` of a product,
+    /// and the `f32` sums add [`ORDER_BOUND`]'s share; one `bf16` rounding of each operand (the
+    /// unsplit tiles) is off by up to `2⁻⁸`, so this bound fails any product left out.
+    const SPLIT_BOUND: f64 = 1.0 / 4096.0;
 
     /// How far the tile products may be from the twin, relative to `Σ |w · x|` over the row:
     /// both take the same `bf16` operands and exact products, and differ only in the order and
@@ -1297,13 +1527,22 @@ mod tests {
         let shapes = [WeightType::Q4_0, WeightType::Q8_0]
             .into_iter()
             .flat_map(|ty| [(ty, 768), (ty, 352)])
-            .chain(k_quants.into_iter().map(|ty| (ty, 768)));
-        let tiles = |w: &WeightView, r0, n, ks: (usize, usize), simd| {
-            let mut p = vec![1u8; n / ROWS * ks.1 * TILE];
-            decode_panel(simd, w, r0, n, ks, &mut p, &mut Vec::new());
-            p
-        };
-        for (ty, cols) in shapes {
+            .chain(k_quants.into_iter().map(|ty| (ty, 768)))
+            .chain([WeightType::F16, WeightType::BF16].map(|ty| (ty, 352)));
+        // Float rows also as their remainders (`lo`, the second term of a split).
+        let float = |ty| matches!(ty, WeightType::F16 | WeightType::BF16);
+        let runs = shapes.flat_map(|(ty, cols)| {
+            [false, true]
+                .into_iter()
+                .filter(move |&lo| !lo || float(ty))
+                .map(move |lo| (ty, cols, lo))
+        });
+        for (ty, cols, lo) in runs {
+            let tiles = |w: &WeightView, r0, n, ks: (usize, usize), simd| {
+                let mut p = vec![1u8; n / ROWS * ks.1 * TILE];
+                decode_panel(simd, w, r0, n, ks, &mut p, &mut Vec::new(), lo);
+                p
+            };
             for (ty, bytes) in weights(ty, 48, cols) {
                 let w = view(ty, 48, cols, &bytes);
                 let n_k = cols / COLS;
@@ -1378,6 +1617,70 @@ mod tests {
         assert!(groups * cols / COLS * TILE > ACT_L2_BYTES);
         assert!(!(cols / COLS).is_multiple_of(K_TILES));
         (rows, cols, tokens)
+    }
+
+    /// Split F16 / BF16 products: within [`ORDER_BOUND`] of their twin and [`SPLIT_BOUND`] of
+    /// the exact products, on the model of the tile unit and (where present) on AMX.
+    fn check_split<U: Bf16Unit>(
+        unit: impl Fn() -> U + Sync,
+        ty: WeightType,
+        (rows, cols): (usize, usize),
+        tokens: &[usize],
+    ) {
+        let (_, bytes) = weights(ty, rows, cols).pop().expect("the stored matrix");
+        let w = view(ty, rows, cols, &bytes);
+        let mut rng = crate::kernel_tests::Rng(0x6a09e667f3bcc909 ^ cols as u64);
+        for &n_tokens in tokens {
+            let x: Vec<f32> = (0..n_tokens * cols).map(|_| rng.f32() * 3.0).collect();
+            let mut got = vec![f32::NAN; n_tokens * rows];
+            let mut twin = vec![0f32; n_tokens * rows];
+            split_with(&unit, &w, &x, n_tokens, &mut got);
+            split_twin(&w, &x, n_tokens, &mut twin);
+            let mut row = vec![0f32; cols];
+            for r in 0..rows {
+                w.row_f32(r, &mut row);
+                for t in 0..n_tokens {
+                    let xt = &x[t * cols..][..cols];
+                    let exact: f64 = row.iter().zip(xt).map(|(&a, &b)| a as f64 * b as f64).sum();
+                    let mag: f64 = row.iter().zip(xt).map(|(a, b)| (a * b).abs() as f64).sum();
+                    let (g, e) = (got[t * rows + r] as f64, twin[t * rows + r] as f64);
+                    let what =
+                        format!("{ty:?} {rows}x{cols}, {n_tokens} tokens: row {r} token {t}");
+                    assert!(
+                        (g - e).abs() <= ORDER_BOUND * mag + 1e-30,
+                        "{what}: {g} vs twin {e}"
+                    );
+                    assert!(
+                        (g - exact).abs() <= SPLIT_BOUND * mag + 1e-30,
+                        "{what}: {g} vs exact {exact}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn split_tiles_match_the_twin_and_the_exact_product() {
+        for ty in [WeightType::F16, WeightType::BF16] {
+            check_split(|| EmulatedBf16, ty, (48, 352), &[1, 2, 17]);
+        }
+        use crate::cpu::{Isa, Level};
+        let Some(Level::Avx512(k)) = Level::new(Isa::Amx) else {
+            eprintln!("skip: AMX not available (the driver ran on the model of the tile unit)");
+            return;
+        };
+        let amx = k.amx().expect("the AMX level's token");
+        for ty in [WeightType::F16, WeightType::BF16] {
+            check_split(|| Bf16Scope::new(amx), ty, (96, 2048), &[1, 5, 40]);
+        }
+        // Passes of 256 columns, two panels each.
+        let (rows, cols, tokens) = passes_shape();
+        check_split(
+            || Bf16Scope::new(amx),
+            WeightType::F16,
+            (rows, cols),
+            &[tokens],
+        );
     }
 
     #[test]

@@ -119,15 +119,29 @@ pub enum MatmulPath {
     Rows,
     /// Tile kernels over packed panels: a few rows × a few tokens at a time.
     Tiles,
+    /// Tile kernels for many tokens at a time (a prompt): as [`MatmulPath::Tiles`], except
+    /// where a product exists that is faster for many tokens but that a few would pay for (F16
+    /// and BF16 weights at the AMX level: `bf16` tiles of two terms per value,
+    /// `amx_bf16::Split`, which decode two panels per call). Batch-invariant as the others.
+    Bulk,
 }
 
+/// Tokens from which [`MatmulPath::auto`] takes [`MatmulPath::Bulk`]: below, the F16 split
+/// tiles multiply TinyLlama's 5632 × 2048 F16 matrix slower than the `f32` tiles (one thread,
+/// `matvec --types f16 --isas amx --only prefill --tokens N`, GFLOP/s split / `f32`: 16 tokens
+/// 83 / 109, 32 tokens 164 / 110, 64 tokens 249 / 128).
+pub const BULK_TOKENS: usize = 32;
+
 impl MatmulPath {
-    /// The path [`matmul`] takes for `n_tokens` tokens: rows for one token, tiles for more.
+    /// The path [`matmul`] takes for `n_tokens` tokens: rows for one token, tiles for more,
+    /// bulk tiles from [`BULK_TOKENS`].
     pub fn auto(n_tokens: usize) -> MatmulPath {
         if n_tokens <= 1 {
             MatmulPath::Rows
-        } else {
+        } else if n_tokens < BULK_TOKENS {
             MatmulPath::Tiles
+        } else {
+            MatmulPath::Bulk
         }
     }
 
@@ -326,10 +340,28 @@ pub fn matmul_many_with<'a>(
     let mut tile_act = None;
     #[cfg(target_arch = "x86_64")]
     let mut bf16_act = None;
+    #[cfg(target_arch = "x86_64")]
+    let mut bf16_residual = None;
+    let bulk = path == MatmulPath::Bulk;
     let mut tiles_job = |w: &WeightView<'a>| -> Option<Box<dyn RowsJob + 'a>> {
         use crate::matmul_quant::{tile_act as quantize, QuantTiles};
         if w.n_rows == 0 || w.n_cols == 0 || n_tokens == 0 {
             return None;
+        }
+        // Bulk tiles at the AMX level: F16 / BF16 weights in two `bf16` terms, the input's two
+        // terms made once for all.
+        #[cfg(target_arch = "x86_64")]
+        if let Some(amx) = crate::matmul_float::split_amx(level, w).filter(|_| bulk) {
+            use crate::amx_bf16::{ActBf16, Bf16Scope, Bf16Tiles, Split};
+            let act = bf16_act
+                .get_or_insert_with(|| Arc::new(ActBf16::new(x, n_tokens, w.n_cols)))
+                .clone();
+            let xl = bf16_residual
+                .get_or_insert_with(|| Arc::new(ActBf16::residual(x, n_tokens, w.n_cols)))
+                .clone();
+            let split = Split::new(w.ty, xl).expect("F16 or BF16 weights");
+            let unit = move || Bf16Scope::new(amx);
+            return Some(Box::new(Bf16Tiles::split(unit, w, act, split, n_tokens)));
         }
         #[cfg(target_arch = "x86_64")]
         if matches!(w.ty, WeightType::F32 | WeightType::F16 | WeightType::BF16) {
@@ -362,7 +394,7 @@ pub fn matmul_many_with<'a>(
     };
     let jobs: Option<Vec<_>> = match path {
         MatmulPath::Rows => ws.iter().map(&mut rows_job).collect(),
-        MatmulPath::Tiles => ws.iter().map(&mut tiles_job).collect(),
+        MatmulPath::Tiles | MatmulPath::Bulk => ws.iter().map(&mut tiles_job).collect(),
     };
     match jobs {
         Some(jobs) => {

@@ -24,11 +24,16 @@ pub(crate) fn matmul_float(
 ) {
     match (path, level) {
         // The scalar level has no tile kernels worth their panels; its one arithmetic serves
-        // both paths, which therefore agree bitwise.
-        (MatmulPath::Rows, _) | (MatmulPath::Tiles, Level::Scalar) => {
+        // every path, which therefore agree bitwise.
+        (MatmulPath::Rows, _) | (MatmulPath::Tiles | MatmulPath::Bulk, Level::Scalar) => {
             float_rows(level, w, x, n_tokens, out)
         }
-        (MatmulPath::Tiles, _) => float_tiles(level, w, x, n_tokens, out),
+        #[cfg(target_arch = "x86_64")]
+        (MatmulPath::Bulk, _) if split_amx(level, w).is_some() => {
+            let amx = split_amx(level, w).expect("checked");
+            crate::amx_bf16::matmul_split(amx, w, x, n_tokens, out)
+        }
+        (MatmulPath::Tiles | MatmulPath::Bulk, _) => float_tiles(level, w, x, n_tokens, out),
     }
 }
 
@@ -187,6 +192,16 @@ fn float_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
             run_tiles::<2, 4, _>(&tiler, np, n_tokens, emit);
         },
     );
+}
+
+/// The AMX tiles where the bulk path ([`MatmulPath::Bulk`]) of `w` takes them: F16 and BF16
+/// weights (in two `bf16` terms, `amx_bf16::Split`) of whole 32-column tiles, at the AMX level,
+/// for every token count (so the path stays batch-invariant). F32 weights keep the `f32`
+/// kernels (24 significant bits would take three terms).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn split_amx(level: Level, w: &WeightView) -> Option<crate::cpu::Amx> {
+    let float = matches!(w.ty, WeightType::F16 | WeightType::BF16);
+    crate::matmul_quant::tiles_amx(level).filter(|_| float && w.n_cols.is_multiple_of(32))
 }
 
 /// [`float_tiles`] at the AVX2 and AVX-512 levels: each pass's rows converted to `f32` in groups

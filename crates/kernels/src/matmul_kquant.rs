@@ -46,7 +46,7 @@ pub(crate) fn matmul_kquant(
     // activations: VNNI products (`avx512_blocks.rs`), `vpmaddubsw` at AVX2 (`avx2_blocks.rs`);
     // at the AMX level, BF16 tiles (`amx_bf16.rs`).
     #[cfg(target_arch = "x86_64")]
-    if path == MatmulPath::Tiles {
+    if path != MatmulPath::Rows {
         use crate::block_tiles::matmul_tiles;
         match level {
             Level::Avx512(k) => {

@@ -28,7 +28,7 @@ pub(crate) fn matmul_quant(
 ) {
     match path {
         MatmulPath::Rows => quant_rows(level, w, x, n_tokens, out),
-        MatmulPath::Tiles => quant_tiles(level, w, x, n_tokens, out),
+        MatmulPath::Tiles | MatmulPath::Bulk => quant_tiles(level, w, x, n_tokens, out),
     }
 }
 

@@ -36,7 +36,7 @@ const TYPES: [WeightType; 17] = [
     WeightType::Q6_Kx16,
 ];
 
-const PATHS: [MatmulPath; 2] = [MatmulPath::Rows, MatmulPath::Tiles];
+const PATHS: [MatmulPath; 3] = [MatmulPath::Rows, MatmulPath::Tiles, MatmulPath::Bulk];
 
 /// Most tokens in one call.
 const MAX_TOKENS: usize = 40;
