@@ -1,4 +1,5 @@
-//! Prefill on AMX BF16 tiles: the tile path of quantized weights at [`crate::Isa::Amx`].
+//! Prefill on AMX BF16 tiles: the tile path of quantized weights at [`crate::Isa::Amx`], and
+//! the bulk path of F16 / BF16 weights in two terms per value ([`Split`]).
 //!
 //! Int8 tiles (`tdpbssd`, the layout the VNNI block tiles of `block_tiles.rs` still use) must
 //! take every block's sums out of the tile unit for its scales (a store and an `f32` epilogue

@@ -13,7 +13,7 @@
 //!   sixteen rows side by side) they take the same driver with row kernels of their own.
 //! - Any other weight type takes the plain path, [`crate::matmul_reference`].
 //!
-//! Two ways through a matrix, [`MatmulPath`]:
+//! Three ways through a matrix, [`MatmulPath`]:
 //! - [`MatmulPath::Rows`]: each thread streams a contiguous range of rows through a row kernel
 //!   (`*_dot.rs`), every token of the call dotted with a row while it sits in L1; for one token
 //!   (decode) reading the weights is the bound.
@@ -26,6 +26,9 @@
 //!   `bf16` tiles (`amx_bf16.rs`). Float panels are groups of 16 rows laid out by column, multiplied by outer
 //!   products (`avx512_panel.rs`, `avx2_panel.rs`: a column of rows per vector, each token's
 //!   value broadcast).
+//! - [`MatmulPath::Bulk`]: the tiles for many tokens (a prompt), where a product exists that
+//!   pays only then: F16 / BF16 weights at the AMX level on `bf16` tiles of two terms per value
+//!   (`amx_bf16::Split`). [`MatmulPath::auto`] takes it from [`BULK_TOKENS`].
 //!
 //! # Batch invariance
 //!
