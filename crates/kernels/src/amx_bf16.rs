@@ -281,11 +281,18 @@ pub(crate) struct ActBf16 {
 
 impl ActBf16 {
     pub(crate) fn new(x: &[f32], n_tokens: usize, n_cols: usize) -> ActBf16 {
-        ActBf16::with(Simd::detect(), x, n_tokens, n_cols)
+        ActBf16::with(Simd::detect(), x, n_tokens, n_cols, false)
     }
 
     /// [`ActBf16::new`] by AVX-512 where `simd` is given, else by scalar code (the same bits).
-    fn with(simd: Option<Simd>, x: &[f32], n_tokens: usize, n_cols: usize) -> ActBf16 {
+    /// With `residual`, each value's remainder `x − bf16(x)` takes its place ([`Split`]).
+    fn with(
+        simd: Option<Simd>,
+        x: &[f32],
+        n_tokens: usize,
+        n_cols: usize,
+        residual: bool,
+    ) -> ActBf16 {
         assert_eq!(n_cols % COLS, 0, "bf16 tiles need a multiple of 32 columns");
         assert_eq!(x.len(), n_tokens * n_cols);
         let n_k = n_cols / COLS;
@@ -308,7 +315,7 @@ impl ActBf16 {
                 if let Some(simd) = simd.filter(|_| tokens > 0) {
                     let x = &x[g * ROWS * n_cols + k * COLS..];
                     // SAFETY: the token proves the features.
-                    unsafe { simd::act_tile(simd, x, n_cols, tokens, tile) };
+                    unsafe { simd::act_tile(simd, x, n_cols, tokens, tile, residual) };
                     continue;
                 }
                 if tokens < ROWS {
@@ -318,9 +325,16 @@ impl ActBf16 {
                 }
                 for t in 0..tokens {
                     let cols = &x[(g * ROWS + t) * n_cols + k * COLS..][..COLS];
+                    let term = |v: f32| {
+                        let v = if residual {
+                            v - bf16::from_f32(v).to_f32()
+                        } else {
+                            v
+                        };
+                        bf16::from_f32(v).to_bits() as u32
+                    };
                     for (p, v) in pairs.iter_mut().zip(cols.chunks_exact(2)) {
-                        *p = bf16::from_f32(v[0]).to_bits() as u32
-                            | (bf16::from_f32(v[1]).to_bits() as u32) << 16;
+                        *p = term(v[0]) | term(v[1]) << 16;
                     }
                     for (p, &v) in pairs.iter().enumerate() {
                         tile[p * ROWS + t] = v;
@@ -343,17 +357,7 @@ impl ActBf16 {
     /// The tiles of each value's remainder after its rounding, `x − bf16(x)` (the `xl` of
     /// [`Split`]).
     pub(crate) fn residual(x: &[f32], n_tokens: usize, n_cols: usize) -> ActBf16 {
-        let mut r = vec![0f32; x.len()];
-        match Simd::detect() {
-            // SAFETY: the token proves the features.
-            Some(simd) => unsafe { simd::residual(simd, x, &mut r) },
-            None => {
-                for (r, &v) in r.iter_mut().zip(x) {
-                    *r = v - bf16::from_f32(v).to_f32();
-                }
-            }
-        }
-        ActBf16::new(&r, n_tokens, n_cols)
+        ActBf16::with(Simd::detect(), x, n_tokens, n_cols, true)
     }
 
     /// The first tile of token group `g`.
@@ -598,7 +602,14 @@ mod simd {
     /// apart, rounded to `bf16` (to nearest even) in pairs (value `2p` in the low half of pair
     /// `p`) and transposed: `out[16·p + t]` holds pair `p` of token `t` (zero past `tokens`).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    pub(super) fn act_tile(_: Simd, x: &[f32], n_cols: usize, tokens: usize, out: &mut [u32]) {
+    pub(super) fn act_tile(
+        _: Simd,
+        x: &[f32],
+        n_cols: usize,
+        tokens: usize,
+        out: &mut [u32],
+        residual: bool,
+    ) {
         assert!((1..=ROWS).contains(&tokens) && out.len() == ROWS * COLS / 2);
         let mut r = [_mm512_setzero_ps(); ROWS];
         for (t, r) in r.iter_mut().enumerate().take(tokens) {
@@ -607,8 +618,8 @@ mod simd {
             // vector of 16 `f32` they travel in.
             unsafe {
                 let b = _mm512_cvtne2ps_pbh(
-                    _mm512_loadu_ps(v.as_ptr().add(16)),
-                    _mm512_loadu_ps(v.as_ptr()),
+                    term(_mm512_loadu_ps(v.as_ptr().add(16)), residual),
+                    term(_mm512_loadu_ps(v.as_ptr()), residual),
                 );
                 *r = std::mem::transmute::<__m512bh, __m512>(b);
             }
@@ -663,21 +674,15 @@ mod simd {
         true
     }
 
-    /// `out[i] = x[i] − bf16(x[i])`: each value's remainder after its rounding to `bf16`.
+    /// `v`, or (`residual`) its remainder after its rounding to `bf16`, `v − bf16(v)`
+    /// (written out, not a closure: a closure's intrinsics would compile to calls).
+    #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    pub(super) fn residual(_: Simd, x: &[f32], out: &mut [f32]) {
-        assert_eq!(x.len(), out.len());
-        let mut xs = x.chunks_exact(16);
-        let mut os = out.chunks_exact_mut(16);
-        for (x, o) in (&mut xs).zip(&mut os) {
-            // SAFETY: both hold 16 values.
-            unsafe {
-                let v = _mm512_loadu_ps(x.as_ptr());
-                _mm512_storeu_ps(o.as_mut_ptr(), _mm512_sub_ps(v, rounded(v)));
-            }
-        }
-        for (o, &v) in os.into_remainder().iter_mut().zip(xs.remainder()) {
-            *o = v - half::bf16::from_f32(v).to_f32();
+    fn term(v: __m512, residual: bool) -> __m512 {
+        if residual {
+            _mm512_sub_ps(v, rounded(v))
+        } else {
+            v
         }
     }
 
@@ -1586,10 +1591,16 @@ mod tests {
             let x: Vec<f32> = (0..n_tokens * cols)
                 .map(|i| ((i * 7919 % 1000) as f32 / 300.0 - 1.7) * (1 + i % 5) as f32)
                 .collect();
-            let a = ActBf16::with(Some(simd), &x, n_tokens, cols);
-            let a = a.tiles[..].to_vec();
-            let b = ActBf16::with(None, &x, n_tokens, cols);
-            assert!(a == b.tiles[..], "{n_tokens} tokens: AVX-512 tiles differ");
+            for residual in [false, true] {
+                let a = ActBf16::with(Some(simd), &x, n_tokens, cols, residual);
+                let a = a.tiles[..].to_vec();
+                let b = ActBf16::with(None, &x, n_tokens, cols, residual);
+                let what = if residual { "remainder " } else { "" };
+                assert!(
+                    a == b.tiles[..],
+                    "{n_tokens} tokens: AVX-512 {what}tiles differ"
+                );
+            }
         }
     }
 
