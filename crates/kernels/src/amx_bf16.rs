@@ -422,10 +422,7 @@ fn decode_panel(
         if let Some(simd) = simd {
             // SAFETY: the token proves the features.
             let done = !w.ty.is_grouped()
-                && unsafe {
-                    simd::blocks(simd, w.ty, w.row(r0 + r), k0, r % ROWS, dst)
-                        || simd::floats(simd, w.ty, w.row(r0 + r), k0, r % ROWS, dst, lo)
-                };
+                && unsafe { simd::blocks(simd, w.ty, w.row(r0 + r), (k0, r % ROWS), dst, lo) };
             if done {
                 continue;
             }
@@ -515,21 +512,46 @@ mod simd {
     use crate::WeightType;
     use std::arch::x86_64::*;
 
-    /// Row `row` (of its group of 16) of a Q8_0 / Q4_0 matrix, stored or repacked, from its
-    /// bytes `src` into the tiles of `dst`, blocks `k0..` (as many as `dst` has tiles); false
-    /// for other types.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    /// Row `row` (of its group of 16) of a Q8_0 / Q4_0 matrix, stored or repacked, or of an
+    /// F16 / BF16 matrix (`lo`: each value's remainder `v − bf16(v)`, [`Split`]), from its bytes
+    /// `src` into the tiles of `dst`, blocks `k0..` (as many as `dst` has tiles); false for
+    /// other types.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,f16c")]
     pub(super) fn blocks(
         _: Simd,
         ty: WeightType,
         src: &[u8],
-        k0: usize,
-        row: usize,
+        (k0, row): (usize, usize),
         dst: &mut [u16],
+        lo: bool,
     ) -> bool {
         let at = |b: usize| (b * ROWS + row) * COLS;
         let nk = dst.len() / (ROWS * COLS);
         match ty {
+            WeightType::F16 | WeightType::BF16 => {
+                // 32 values of two bytes per tile.
+                let src = &src[k0 * 64..][..nk * 64];
+                for (b, v) in src.chunks_exact(64).enumerate() {
+                    // SAFETY: `v` holds 64 bytes, the tile's row in `dst` 32 values.
+                    unsafe {
+                        let (x0, x1) = (
+                            _mm256_loadu_si256(v.as_ptr().cast()),
+                            _mm256_loadu_si256(v.as_ptr().add(32).cast()),
+                        );
+                        let (v0, v1) = if ty == WeightType::F16 {
+                            (_mm512_cvtph_ps(x0), _mm512_cvtph_ps(x1))
+                        } else {
+                            (widen(x0), widen(x1))
+                        };
+                        store(
+                            term(v0, lo),
+                            term(v1, lo),
+                            dst[at(b)..][..COLS].as_mut_ptr(),
+                        );
+                    }
+                }
+                true
+            }
             WeightType::Q4_0 | WeightType::Q8_0 => {
                 let bytes = if ty == WeightType::Q4_0 {
                     Q4_0_BYTES
@@ -631,47 +653,6 @@ mod simd {
                 _mm512_storeu_ps(out[p * ROWS..].as_mut_ptr().cast(), *w);
             }
         }
-    }
-
-    /// Tiles `k0 ..` (as many as `dst` holds) of an F16 or BF16 row (`src`, row `row` of its
-    /// group of 16) rounded to `bf16` (`lo`: each value's remainder `v − bf16(v)` rounded), the
-    /// scalar decoder's bits; false for other types.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,f16c")]
-    pub(super) fn floats(
-        _: Simd,
-        ty: WeightType,
-        src: &[u8],
-        k0: usize,
-        row: usize,
-        dst: &mut [u16],
-        lo: bool,
-    ) -> bool {
-        if !matches!(ty, WeightType::F16 | WeightType::BF16) {
-            return false;
-        }
-        let nk = dst.len() / (ROWS * COLS);
-        // 32 values of two bytes per tile.
-        let src = &src[k0 * 64..][..nk * 64];
-        for (b, v) in src.chunks_exact(64).enumerate() {
-            // SAFETY: `v` holds 64 bytes, the tile's row in `dst` 32 values.
-            unsafe {
-                let half = |h: usize| {
-                    let x = _mm256_loadu_si256(v.as_ptr().add(32 * h).cast());
-                    if ty == WeightType::F16 {
-                        _mm512_cvtph_ps(x)
-                    } else {
-                        widen(x)
-                    }
-                };
-                let (mut a, mut c) = (half(0), half(1));
-                if lo {
-                    a = _mm512_sub_ps(a, rounded(a));
-                    c = _mm512_sub_ps(c, rounded(c));
-                }
-                store(a, c, dst[(b * ROWS + row) * COLS..][..COLS].as_mut_ptr());
-            }
-        }
-        true
     }
 
     /// `v`, or (`residual`) its remainder after its rounding to `bf16`, `v − bf16(v)`
@@ -1146,42 +1127,35 @@ mod simd {
     }
 }
 
-/// `out = x · wᵀ` on the AMX BF16 tiles; shapes already checked.
-pub(crate) fn matmul_bf16(amx: Amx, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
-    matmul_with(move || Bf16Scope::new(amx), w, x, n_tokens, out)
-}
-
-/// `out = x · wᵀ` on the AMX BF16 tiles for F16 / BF16 weights in two terms ([`Split`]);
-/// shapes already checked, columns a multiple of 32.
-pub(crate) fn matmul_split(amx: Amx, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
-    split_with(move || Bf16Scope::new(amx), w, x, n_tokens, out)
-}
-
-/// [`matmul_split`]'s driver with the tile unit each thread makes by `unit`.
-pub(crate) fn split_with<U: Bf16Unit, F: Fn() -> U + Sync>(
-    unit: F,
+/// `out = x · wᵀ` on the AMX BF16 tiles; shapes already checked. `split`: F16 / BF16 weights
+/// in two terms ([`Split`]; columns a multiple of 32).
+pub(crate) fn matmul_bf16(
+    amx: Amx,
     w: &WeightView,
     x: &[f32],
     n_tokens: usize,
     out: &mut [f32],
+    split: bool,
 ) {
-    let act = Arc::new(ActBf16::new(x, n_tokens, w.n_cols));
-    let xl = Arc::new(ActBf16::residual(x, n_tokens, w.n_cols));
-    let split = Split::new(w.ty, xl).expect("F16 or BF16 weights");
-    let job = Bf16Tiles::split(unit, w, act, split, n_tokens);
-    crate::par::run_rows_jobs(&[&job], &mut [out], n_tokens);
+    matmul_with(move || Bf16Scope::new(amx), (w, split), x, n_tokens, out)
 }
 
 /// [`matmul_bf16`]'s driver with the tile unit each thread makes by `unit`.
 pub(crate) fn matmul_with<U: Bf16Unit, F: Fn() -> U + Sync>(
     unit: F,
-    w: &WeightView,
+    (w, split): (&WeightView, bool),
     x: &[f32],
     n_tokens: usize,
     out: &mut [f32],
 ) {
     let act = Arc::new(ActBf16::new(x, n_tokens, w.n_cols));
-    let job = Bf16Tiles::new(unit, w, act, n_tokens);
+    let job = if split {
+        let xl = Arc::new(ActBf16::residual(x, n_tokens, w.n_cols));
+        let split = Split::new(w.ty, xl).expect("F16 or BF16 weights");
+        Bf16Tiles::split(unit, w, act, split, n_tokens)
+    } else {
+        Bf16Tiles::new(unit, w, act, n_tokens)
+    };
     crate::par::run_rows_jobs(&[&job], &mut [out], n_tokens);
 }
 
@@ -1395,7 +1369,7 @@ pub(crate) fn matmul_twin(w: &WeightView, x: &[f32], n_tokens: usize, out: &mut 
     }
 }
 
-/// The scalar twin of [`split_with`]: every weight and activation in its two `bf16` terms as
+/// The scalar twin of [`matmul_with`] with `split`: every weight and activation in its two `bf16` terms as
 /// the driver makes them ([`Split`]), the three products summed in `f64`.
 #[cfg(test)]
 pub(crate) fn split_twin(w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
@@ -1493,21 +1467,10 @@ mod tests {
                     .collect();
                 let mut got = vec![f32::NAN; n_tokens * rows];
                 let mut want = vec![0f32; n_tokens * rows];
-                matmul_with(&unit, &w, &x, n_tokens, &mut got);
+                matmul_with(&unit, (&w, false), &x, n_tokens, &mut got);
                 matmul_twin(&w, &x, n_tokens, &mut want);
-                let mut row = vec![0f32; cols];
-                for r in 0..rows {
-                    w.row_f32(r, &mut row);
-                    for t in 0..n_tokens {
-                        let xt = &x[t * cols..][..cols];
-                        let mag: f64 = row.iter().zip(xt).map(|(a, b)| (a * b).abs() as f64).sum();
-                        let (g, e) = (got[t * rows + r] as f64, want[t * rows + r] as f64);
-                        assert!(
-                            (g - e).abs() <= ORDER_BOUND * mag + 1e-30,
-                            "{ty:?} {rows}x{cols}, {n_tokens} tokens: row {r} token {t}: {g} vs {e}"
-                        );
-                    }
-                }
+                let twin = |t: usize, r: usize, _: &[f32], _: &[f32]| want[t * rows + r] as f64;
+                assert_outputs(&w, &x, n_tokens, &got, &[("twin", ORDER_BOUND, &twin)]);
             }
         }
     }
@@ -1645,26 +1608,44 @@ mod tests {
         for &n_tokens in tokens {
             let x: Vec<f32> = (0..n_tokens * cols).map(|_| rng.f32() * 3.0).collect();
             let mut got = vec![f32::NAN; n_tokens * rows];
-            let mut twin = vec![0f32; n_tokens * rows];
-            split_with(&unit, &w, &x, n_tokens, &mut got);
-            split_twin(&w, &x, n_tokens, &mut twin);
-            let mut row = vec![0f32; cols];
-            for r in 0..rows {
-                w.row_f32(r, &mut row);
-                for t in 0..n_tokens {
-                    let xt = &x[t * cols..][..cols];
-                    let exact: f64 = row.iter().zip(xt).map(|(&a, &b)| a as f64 * b as f64).sum();
-                    let mag: f64 = row.iter().zip(xt).map(|(a, b)| (a * b).abs() as f64).sum();
-                    let (g, e) = (got[t * rows + r] as f64, twin[t * rows + r] as f64);
-                    let what =
-                        format!("{ty:?} {rows}x{cols}, {n_tokens} tokens: row {r} token {t}");
+            let mut want = vec![0f32; n_tokens * rows];
+            matmul_with(&unit, (&w, true), &x, n_tokens, &mut got);
+            split_twin(&w, &x, n_tokens, &mut want);
+            let twin = |t: usize, r: usize, _: &[f32], _: &[f32]| want[t * rows + r] as f64;
+            let exact = |_: usize, _: usize, row: &[f32], xt: &[f32]| -> f64 {
+                row.iter().zip(xt).map(|(&a, &b)| a as f64 * b as f64).sum()
+            };
+            let refs: [Reference; 2] =
+                [("twin", ORDER_BOUND, &twin), ("exact", SPLIT_BOUND, &exact)];
+            assert_outputs(&w, &x, n_tokens, &got, &refs);
+        }
+    }
+
+    /// What an output should be: a name, a bound relative to `Σ |w · x|`, and its value given
+    /// (token, row, the decoded row, the token's activations).
+    type Reference<'a> = (
+        &'a str,
+        f64,
+        &'a dyn Fn(usize, usize, &[f32], &[f32]) -> f64,
+    );
+
+    /// Asserts every output `got[t · rows + r]` of `w` by `x` within each reference's bound of
+    /// its value.
+    fn assert_outputs(w: &WeightView, x: &[f32], n_tokens: usize, got: &[f32], refs: &[Reference]) {
+        let (rows, cols) = (w.n_rows, w.n_cols);
+        let mut row = vec![0f32; cols];
+        for r in 0..rows {
+            w.row_f32(r, &mut row);
+            for t in 0..n_tokens {
+                let xt = &x[t * cols..][..cols];
+                let mag: f64 = row.iter().zip(xt).map(|(a, b)| (a * b).abs() as f64).sum();
+                let g = got[t * rows + r] as f64;
+                for (name, bound, value) in refs {
+                    let e = value(t, r, &row, xt);
                     assert!(
-                        (g - e).abs() <= ORDER_BOUND * mag + 1e-30,
-                        "{what}: {g} vs twin {e}"
-                    );
-                    assert!(
-                        (g - exact).abs() <= SPLIT_BOUND * mag + 1e-30,
-                        "{what}: {g} vs exact {exact}"
+                        (g - e).abs() <= bound * mag + 1e-30,
+                        "{:?} {rows}x{cols}, {n_tokens} tokens: row {r} token {t}: {g} vs {name} {e}",
+                        w.ty
                     );
                 }
             }

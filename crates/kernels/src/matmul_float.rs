@@ -31,7 +31,7 @@ pub(crate) fn matmul_float(
         #[cfg(target_arch = "x86_64")]
         (MatmulPath::Bulk, _) if split_amx(level, w).is_some() => {
             let amx = split_amx(level, w).expect("checked");
-            crate::amx_bf16::matmul_split(amx, w, x, n_tokens, out)
+            crate::amx_bf16::matmul_bf16(amx, w, x, n_tokens, out, true)
         }
         (MatmulPath::Tiles | MatmulPath::Bulk, _) => float_tiles(level, w, x, n_tokens, out),
     }

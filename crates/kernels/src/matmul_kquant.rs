@@ -51,7 +51,7 @@ pub(crate) fn matmul_kquant(
         match level {
             Level::Avx512(k) => {
                 return match k.amx() {
-                    Some(amx) => crate::amx_bf16::matmul_bf16(amx, w, x, n_tokens, out),
+                    Some(amx) => crate::amx_bf16::matmul_bf16(amx, w, x, n_tokens, out, false),
                     None if in_place(level, w, n_tokens) => {
                         tiles_in_place(level, w, x, n_tokens, out)
                     }
