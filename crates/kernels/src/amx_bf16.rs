@@ -1403,8 +1403,9 @@ mod tests {
     /// How far split products ([`Split`]) may be from the exact products of the F16 / BF16
     /// weights and `f32` activations, relative to `Σ |w · x|`: the terms left out, `lo·xl` and
     /// the activations' remainder past `xh + xl`, are each within about `2⁻¹⁶` of a product,
-    /// and the `f32` sums add [`ORDER_BOUND`]'s share; one `bf16` rounding of each operand (the
-    /// unsplit tiles) is off by up to `2⁻⁸`, so this bound fails any product left out.
+    /// and the `f32` sums add [`ORDER_BOUND`]'s share (one `bf16` rounding of each operand, the
+    /// unsplit tiles, is off by up to `2⁻⁸` a product). A product left out fails the twin
+    /// comparison, which holds every term.
     const SPLIT_BOUND: f64 = 1.0 / 4096.0;
 
     /// How far the tile products may be from the twin, relative to `Σ |w · x|` over the row:
