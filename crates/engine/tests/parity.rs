@@ -192,3 +192,53 @@ fn gguf_q8_0() {
         Some("gqa-q8_0.expected_logits.npy"),
     );
 }
+
+/// The bulk path (`MatmulPath::Bulk`, which a prompt of 32 tokens or more takes; at the AMX
+/// level BF16 weights go on `bf16` tiles in two terms per activation, `kernels` `amx_bf16`)
+/// against the reference, all 12 ids in one batch (the path, not the count, picks the kernels).
+/// Its products are within about 2⁻¹⁶ of the exact ones, so the `f32` KV cache's bound holds.
+#[test]
+fn hf_bf16_weights_by_the_bulk_path() {
+    use model::{Batch, MatmulPath};
+    let dir = testdata::fixtures().join("hf").join("bf16");
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let ids: Vec<u32> = expected["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let (_, want) = formats::npy::read_f32(&dir.join("expected_logits.npy")).unwrap();
+    let (model, _, _) = engine::load_model(&dir).unwrap();
+    let spec = engine::KvSpec::new(&model.config, KvType::F32).unwrap();
+    let mut kv = engine::KvCache::for_context(spec, model.config.max_seq_len);
+    kv.reserve(0, ids.len()).unwrap();
+    let n = ids.len();
+    let (positions, seq_ids, logits_for): (Vec<usize>, Vec<usize>, Vec<usize>) =
+        ((0..n).collect(), vec![0; n], (0..n).collect());
+    let batch = Batch {
+        tokens: &ids,
+        positions: &positions,
+        seq_ids: &seq_ids,
+        logits_for: &logits_for,
+    };
+    let got = model
+        .forward_path(&batch, &mut kv, Some(MatmulPath::Bulk))
+        .unwrap();
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let err = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    eprintln!(
+        "bf16 weights, bulk path: max abs error {:.2e} x max|logit|",
+        err / scale
+    );
+    assert_eq!(got.len(), want.len());
+    assert!(
+        err <= REL_TOL * scale,
+        "max abs error {err} > {REL_TOL} x {scale}"
+    );
+}
