@@ -157,11 +157,7 @@ fn logits_writes_npy() {
     let (_, want) =
         formats::npy::read_f32(&d.join("expected/stories260K_logits_first8.npy")).unwrap();
     assert_eq!(shape, vec![8, 512]);
-    let err = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let err = testdata::max_abs_diff(&got, &want);
     std::fs::remove_dir_all(out.parent().unwrap()).ok();
     assert!(err <= 1e-4, "max abs error {err}");
     std::fs::remove_file(&out).ok();

@@ -44,14 +44,7 @@ fn quantize(input: &Path, out: &Path, ty: &str) {
 
 /// Logits of `model` for the fixture's ids against its expected logits.
 fn logits_error(model: &Path, dir: &Path, logits_file: &str) -> (f32, f32) {
-    let expected: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
-    let ids: Vec<u32> = expected["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
+    let ids = testdata::ids(&testdata::read_json(&dir.join("expected.json")));
     let (_, want) = formats::npy::read_f32(&dir.join(logits_file)).unwrap();
     let (m, _, _) = engine::load_model(model).unwrap();
     // f32 keys and values: the reference computed them so.
@@ -61,11 +54,7 @@ fn logits_error(model: &Path, dir: &Path, logits_file: &str) -> (f32, f32) {
         .unwrap();
     assert_eq!(got.len(), want.len());
     let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
-    let err = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let err = testdata::max_abs_diff(&got, &want);
     (err, scale)
 }
 

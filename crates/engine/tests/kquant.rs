@@ -11,7 +11,6 @@ use formats::gguf::GgufFile;
 use formats::{DType, Tensor};
 use kernels::kquants::{self, BlockQ8K, QK_K};
 use kernels::{dequantize, WeightType};
-use serde_json::Value;
 
 /// Largest |scalar dot − f64 dot of the decoded weights and activations|, relative to the sum
 /// of the magnitudes of the terms: the dots use exact integer sums, only `f32` rounding of the
@@ -192,25 +191,11 @@ fn dot_products_match_decoded_values() {
     assert!(n_dots > 200, "{n_dots} dot products checked");
 }
 
-/// Max |got − want| over all logits.
-fn max_err(got: &[f32], want: &[f32]) -> f32 {
-    got.iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max)
-}
-
 #[test]
 fn q4_k_m_model_matches_reference() {
     let dir = dir().join("model");
-    let expected: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
-    let ids: Vec<u32> = expected["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
+    let expected = testdata::read_json(&dir.join("expected.json"));
+    let ids = testdata::ids(&expected);
     let path = dir.join("kquant-q4_k_m.gguf");
     let (model, _, _) =
         engine::load_model(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -248,8 +233,11 @@ fn q4_k_m_model_matches_reference() {
         .flat_map(|&id| session.feed(&[id]).unwrap())
         .collect();
     for (name, got) in [("batch", &all), ("incremental", &one_by_one)] {
-        let (e_f32, e_q8k) = (max_err(got, &f32_act), max_err(got, &q8k_act));
-        let e_q80 = max_err(got, &q80_act);
+        let (e_f32, e_q8k) = (
+            testdata::max_abs_diff(got, &f32_act),
+            testdata::max_abs_diff(got, &q8k_act),
+        );
+        let e_q80 = testdata::max_abs_diff(got, &q80_act);
         eprintln!(
             "{name}: max abs error {e_f32} (f32 activations), {e_q8k} (Q8_K activations), \
              {e_q80} (Q8_0 activations)"

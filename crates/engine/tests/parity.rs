@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use engine::{KvType, Session};
-use serde_json::Value;
 
 /// Largest |herd − transformers| allowed on a logit, relative to the largest |logit|: float32
 /// on both sides, only summation order and transcendental functions differ.
@@ -43,14 +42,8 @@ fn check_with(
     f16_kv_tol: f32,
     bf16_batch: Option<&str>,
 ) {
-    let expected: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
-    let ids: Vec<u32> = expected["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
+    let expected = testdata::read_json(&dir.join("expected.json"));
+    let ids = testdata::ids(&expected);
     let (shape, want) = formats::npy::read_f32(&dir.join(logits_file)).unwrap();
     let (model, _, _) =
         engine::load_model(model_path).unwrap_or_else(|e| panic!("{}: {e}", model_path.display()));
@@ -85,11 +78,7 @@ fn check_with(
                 (Some(r), "batch") => (r, tol.max(BF16_TILES_REL_TOL)),
                 _ => (&want, tol),
             };
-            let err = got
-                .iter()
-                .zip(want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let err = testdata::max_abs_diff(got, want);
             eprintln!(
                 "{} ({name}, {kv_type} KV): max abs error {:.2e} x max|logit|",
                 model_path.display(),
@@ -201,14 +190,8 @@ fn gguf_q8_0() {
 fn hf_bf16_weights_by_the_bulk_path() {
     use model::{Batch, MatmulPath};
     let dir = testdata::fixtures().join("hf").join("bf16");
-    let expected: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
-    let ids: Vec<u32> = expected["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
+    let expected = testdata::read_json(&dir.join("expected.json"));
+    let ids = testdata::ids(&expected);
     let (_, want) = formats::npy::read_f32(&dir.join("expected_logits.npy")).unwrap();
     let (model, _, _) = engine::load_model(&dir).unwrap();
     let spec = engine::KvSpec::new(&model.config, KvType::F32).unwrap();
@@ -227,11 +210,7 @@ fn hf_bf16_weights_by_the_bulk_path() {
         .forward_path(&batch, &mut kv, Some(MatmulPath::Bulk))
         .unwrap();
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let err = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let err = testdata::max_abs_diff(&got, &want);
     eprintln!(
         "bf16 weights, bulk path: max abs error {:.2e} x max|logit|",
         err / scale

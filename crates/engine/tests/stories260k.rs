@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use engine::{Sampler, SamplerConfig, Session};
-use serde_json::Value;
 use tokenizer::{SpmTokenizer, StreamDecoder};
 
 /// Largest |herd − run.c| allowed on a logit: both compute in f32; only summation order
@@ -15,10 +14,6 @@ const BOS: u32 = 1;
 
 fn data(test: &str) -> Option<PathBuf> {
     testdata::shared_data(test)
-}
-
-fn json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 /// The three files of stories260K: legacy .bin, export v1 .bin, GGUF.
@@ -94,7 +89,7 @@ fn greedy_ids_match_runc() {
     let Some(d) = data("greedy_ids_match_runc") else {
         return;
     };
-    let cases = json(&d.join("expected/stories260K_greedy_llama2c_runc.json"));
+    let cases = testdata::read_json(&d.join("expected/stories260K_greedy_llama2c_runc.json"));
     let tok = tok512(&d);
     let (model, _, _) = engine::load_model(&model_files(&d)[0]).unwrap();
     for case in cases["cases"].as_array().unwrap() {
@@ -127,7 +122,7 @@ fn seeded_sampling_matches_llama2c() {
     let Some(d) = data("seeded_sampling_matches_llama2c") else {
         return;
     };
-    let cases = json(&d.join("expected/clebert_llama2zig_expected.json"));
+    let cases = testdata::read_json(&d.join("expected/clebert_llama2zig_expected.json"));
     let tok = tok512(&d);
     let (model, _, _) = engine::load_model(&model_files(&d)[0]).unwrap();
     let mut n_checked = 0;
@@ -166,13 +161,8 @@ fn logits_of_first_positions_match_runc() {
     let Some(d) = data("logits_of_first_positions_match_runc") else {
         return;
     };
-    let meta = json(&d.join("expected/stories260K_logits_first8.json"));
-    let ids: Vec<u32> = meta["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
+    let meta = testdata::read_json(&d.join("expected/stories260K_logits_first8.json"));
+    let ids = testdata::ids(&meta);
     let (shape, want) =
         formats::npy::read_f32(&d.join("expected/stories260K_logits_first8.npy")).unwrap();
     assert_eq!(shape, vec![ids.len(), 512]);
@@ -182,11 +172,7 @@ fn logits_of_first_positions_match_runc() {
             .unwrap()
             .feed_all(&ids)
             .unwrap();
-        let max_err = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let max_err = testdata::max_abs_diff(&got, &want);
         assert!(
             max_err <= LOGITS_ABS_TOL,
             "{}: max abs error {max_err}",

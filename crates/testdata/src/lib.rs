@@ -8,7 +8,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The workspace root (the folder holding the top Cargo.toml).
 pub fn workspace_root() -> PathBuf {
@@ -40,4 +40,28 @@ pub fn shared_data(test: &str) -> Option<PathBuf> {
 /// Writes `skip: TEST: REASON` directly to stderr, bypassing output capture.
 pub fn skip(test: &str, reason: &str) {
     let _ = writeln!(std::io::stderr(), "skip: {test}: {reason}");
+}
+
+/// A fixture's JSON file (its `expected.json`, a reference's metadata), parsed.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The token ids a fixture's JSON lists under `ids`.
+pub fn ids(json: &serde_json::Value) -> Vec<u32> {
+    json["ids"]
+        .as_array()
+        .expect("an `ids` array")
+        .iter()
+        .map(|v| v.as_u64().expect("an id") as u32)
+        .collect()
+}
+
+/// The largest `|a[i] − b[i]|` (logits against their reference).
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
 }
