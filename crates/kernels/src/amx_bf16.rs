@@ -816,9 +816,7 @@ mod simd {
     unsafe fn q23k_groups(src: &[u8], dst: &mut [u16], three: bool) {
         use crate::kquants::layout::{f16_at as kf16, scales_q3_k};
         use crate::kquants::x16::{q2, q3};
-        let word = |gb: &[u8], at: usize| {
-            i32::from_le_bytes(gb[at..at + 4].try_into().expect("four bytes"))
-        };
+        let word = |gb: &[u8], at: usize| crate::kquants::x16::word_at(gb, at) as i32;
         let (gbb, qs_at, offset) = if three {
             (q3::GROUP_BLOCK, q3::QS, 4.0)
         } else {

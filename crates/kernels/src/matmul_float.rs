@@ -28,12 +28,13 @@ pub(crate) fn matmul_float(
         (MatmulPath::Rows, _) | (MatmulPath::Tiles | MatmulPath::Bulk, Level::Scalar) => {
             float_rows(level, w, x, n_tokens, out)
         }
-        #[cfg(target_arch = "x86_64")]
-        (MatmulPath::Bulk, _) if split_amx(level, w).is_some() => {
-            let amx = split_amx(level, w).expect("checked");
-            crate::amx_bf16::matmul_bf16(amx, w, x, n_tokens, out, true)
+        (MatmulPath::Tiles | MatmulPath::Bulk, _) => {
+            #[cfg(target_arch = "x86_64")]
+            if let Some(amx) = split_amx(level, w).filter(|_| path == MatmulPath::Bulk) {
+                return crate::amx_bf16::matmul_bf16(amx, w, x, n_tokens, out, true);
+            }
+            float_tiles(level, w, x, n_tokens, out)
         }
-        (MatmulPath::Tiles | MatmulPath::Bulk, _) => float_tiles(level, w, x, n_tokens, out),
     }
 }
 

@@ -470,10 +470,10 @@ fn put_two_bit_word(x: &mut [u8], qs: usize, g: usize, w: u32) {
 
 const LOW: u32 = 0x0f0f_0f0f;
 
-/// The little-endian word at `b[at..at + 4]`.
+/// The little-endian word at `b[at..at + 4]` (one load).
 #[inline]
-fn word_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+pub(crate) fn word_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("four bytes"))
 }
 
 /// Row `l`'s stored block of repacked `ty` out of group block `gb`, into `x`.
