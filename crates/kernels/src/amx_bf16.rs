@@ -508,7 +508,7 @@ mod simd {
     use super::{Simd, COLS, ROWS};
     use crate::act_q8::GROUP_BLOCKS;
     use crate::dot_scalar::{f16_at, Q4_0_BYTES, Q8_0_BYTES};
-    use crate::qx16::{QUANTS_AT, X16};
+    use crate::qx16::X16;
     use crate::WeightType;
     use std::arch::x86_64::*;
 
@@ -594,23 +594,19 @@ mod simd {
                         k0.max(first) - first,
                         (k0 + nk).min(first + GROUP_BLOCKS) - first,
                     );
-                    // A partial last group as the whole group it stands for, from a copy.
-                    let pad;
-                    let grp = if crate::qx16::group_blocks(nb, g) == GROUP_BLOCKS {
-                        &src[g * gb..][..gb]
-                    } else {
-                        pad = crate::qx16::whole_group(kind, src, g);
-                        &pad[..gb]
-                    };
+                    // A partial last group (`n` < 16 blocks, `n · block` bytes) is read in
+                    // place by masked loads, as the whole group it stands for.
+                    let n = crate::qx16::group_blocks(nb, g);
+                    let grp = &src[g * gb..][..n * kind.block_bytes()];
                     let out = dst[at(first + i0 - k0)..].as_mut_ptr();
-                    // SAFETY: the token proves the features; `grp` is a whole group, and
-                    // blocks `i0..i1`'s tiles are within `dst` (tiles `first + i0 - k0 ..
-                    // first + i1 - k0 <= nk`).
+                    // SAFETY: the token proves the features; `grp` is a group of `n` blocks
+                    // (`i1 <= n`), and blocks `i0..i1`'s tiles are within `dst` (tiles
+                    // `first + i0 - k0 .. first + i1 - k0 <= nk`).
                     unsafe {
                         if kind == X16::Q4_0 {
-                            q4_group(grp, i0..i1, out)
+                            q4_group(grp, n, i0..i1, out)
                         } else {
-                            q8_group(grp, i0..i1, out)
+                            q8_group(grp, n, i0..i1, out)
                         }
                     }
                 }
@@ -998,6 +994,52 @@ mod simd {
                 Some(r) => _mm512_loadu_si512(r.as_ptr().cast()),
                 None => _mm512_setzero_si512(),
             };
+            transpose_words([r0, r1, r2, r3], out)
+        }
+    }
+
+    /// Steps `k0..k0 + 4` of a repacked Q4_0 / Q8_0 group of `n` blocks (`grp`, its `n ·
+    /// block` bytes) as [`words4`] lays out the steps of a whole group; a partial group's by
+    /// loads masked to its bytes (zeros in the blocks it lacks).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn group_words(grp: &[u8], n: usize, k0: usize, out: &mut [u8; 256]) {
+        use crate::avx512_x16::x16_step;
+        let p = grp.as_ptr();
+        // SAFETY: the caller's promise: step `k0 + 3` of a group of `n` blocks lies in `grp`;
+        // masked loads read only a partial group's `4n` bytes of a step.
+        unsafe {
+            let r: [__m512i; 4] = if n == GROUP_BLOCKS {
+                std::array::from_fn(|j| x16_step::<false>(p, n, k0 + j))
+            } else {
+                std::array::from_fn(|j| x16_step::<true>(p, n, k0 + j))
+            };
+            transpose_words(r, out)
+        }
+    }
+
+    /// The scales of a repacked group of `n` blocks as `f32` (zeros after `n`).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn group_scales(grp: &[u8], n: usize) -> __m512 {
+        use crate::avx512_x16::x16_scales;
+        // SAFETY: the caller's promise: the group's `2n` bytes of scales lie in `grp`.
+        unsafe {
+            _mm512_cvtph_ps(if n == GROUP_BLOCKS {
+                x16_scales::<false>(grp.as_ptr(), n)
+            } else {
+                x16_scales::<true>(grp.as_ptr(), n)
+            })
+        }
+    }
+
+    /// Four vectors of words (`r[k]`: word `i` is step `k`'s four bytes of block `i`) by block:
+    /// block `i`'s four words at [`words_at`]`(i)` of `out` (a 4 × 4 transpose in each
+    /// 128-bit lane).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn transpose_words(r: [__m512i; 4], out: &mut [u8; 256]) {
+        let [r0, r1, r2, r3] = r;
+        // SAFETY: `out` holds four vectors.
+        unsafe {
             let t0 = _mm512_unpacklo_epi32(r0, r1);
             let t1 = _mm512_unpackhi_epi32(r0, r1);
             let t2 = _mm512_unpacklo_epi32(r2, r3);
@@ -1051,12 +1093,13 @@ mod simd {
     /// `dst + i · ROWS · COLS`): per block, its 16 values `d · (q − 8)` rounded to `bf16`
     /// once (the rounding of [`q4_block`], value by value) and looked up by the 32 nibbles.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    unsafe fn q4_group(grp: &[u8], blocks: std::ops::Range<usize>, dst: *mut u16) {
+    unsafe fn q4_group(grp: &[u8], n: usize, blocks: std::ops::Range<usize>, dst: *mut u16) {
         let mut words = [0u8; 256];
-        // SAFETY: as the callers promise: `grp` a whole group, `n` blocks' tiles at `dst`.
+        // SAFETY: as the callers promise: `grp` a group of `n` blocks, the tiles of `blocks`
+        // (within `0..n`) at `dst`.
         unsafe {
-            words4(&grp[QUANTS_AT..], &mut words);
-            let d = _mm512_cvtph_ps(_mm256_loadu_si256(grp.as_ptr().cast()));
+            group_words(grp, n, 0, &mut words);
+            let d = group_scales(grp, n);
             let steps = _mm512_setr_ps(
                 -8.0, -7.0, -6.0, -5.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0,
                 7.0,
@@ -1076,13 +1119,14 @@ mod simd {
 
     /// Blocks `blocks` of a repacked Q8_0 group into their tiles, as [`q8_block`] does each.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    unsafe fn q8_group(grp: &[u8], blocks: std::ops::Range<usize>, dst: *mut u16) {
+    unsafe fn q8_group(grp: &[u8], n: usize, blocks: std::ops::Range<usize>, dst: *mut u16) {
         let (mut lo, mut hi) = ([0u8; 256], [0u8; 256]);
-        // SAFETY: as the callers promise: `grp` a whole group, `n` blocks' tiles at `dst`.
+        // SAFETY: as the callers promise: `grp` a group of `n` blocks, the tiles of `blocks`
+        // (within `0..n`) at `dst`.
         unsafe {
-            words4(&grp[QUANTS_AT..], &mut lo);
-            words4(&grp[QUANTS_AT + 256..], &mut hi);
-            let d = _mm512_cvtph_ps(_mm256_loadu_si256(grp.as_ptr().cast()));
+            group_words(grp, n, 0, &mut lo);
+            group_words(grp, n, 4, &mut hi);
+            let d = group_scales(grp, n);
             let mut ds = [0f32; 16];
             _mm512_storeu_ps(ds.as_mut_ptr(), d);
             let sign = _mm_set1_epi8(0x80u8 as i8);
