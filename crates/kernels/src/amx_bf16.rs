@@ -508,7 +508,7 @@ mod simd {
     use super::{Simd, COLS, ROWS};
     use crate::act_q8::GROUP_BLOCKS;
     use crate::dot_scalar::{f16_at, Q4_0_BYTES, Q8_0_BYTES};
-    use crate::qx16::X16;
+    use crate::qx16::{step_at, QUANTS_AT, X16};
     use crate::WeightType;
     use std::arch::x86_64::*;
 
@@ -1001,32 +1001,38 @@ mod simd {
     /// Steps `k0..k0 + 4` of a repacked Q4_0 / Q8_0 group of `n` blocks (`grp`, its `n ·
     /// block` bytes) as [`words4`] lays out the steps of a whole group; a partial group's by
     /// loads masked to its bytes (zeros in the blocks it lacks).
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn group_words(grp: &[u8], n: usize, k0: usize, out: &mut [u8; 256]) {
-        use crate::avx512_x16::x16_step;
         let p = grp.as_ptr();
+        let mut r = [_mm512_setzero_si512(); 4];
         // SAFETY: the caller's promise: step `k0 + 3` of a group of `n` blocks lies in `grp`;
         // masked loads read only a partial group's `4n` bytes of a step.
         unsafe {
-            let r: [__m512i; 4] = if n == GROUP_BLOCKS {
-                std::array::from_fn(|j| x16_step::<false>(p, n, k0 + j))
+            if n == GROUP_BLOCKS {
+                for (j, r) in r.iter_mut().enumerate() {
+                    *r = _mm512_loadu_si512(p.add(QUANTS_AT + 64 * (k0 + j)).cast());
+                }
             } else {
-                std::array::from_fn(|j| x16_step::<true>(p, n, k0 + j))
-            };
+                let m = (1u64 << (4 * n)) - 1;
+                for (j, r) in r.iter_mut().enumerate() {
+                    *r = _mm512_maskz_loadu_epi8(m, p.add(step_at(n, k0 + j)).cast());
+                }
+            }
             transpose_words(r, out)
         }
     }
 
     /// The scales of a repacked group of `n` blocks as `f32` (zeros after `n`).
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn group_scales(grp: &[u8], n: usize) -> __m512 {
-        use crate::avx512_x16::x16_scales;
         // SAFETY: the caller's promise: the group's `2n` bytes of scales lie in `grp`.
         unsafe {
             _mm512_cvtph_ps(if n == GROUP_BLOCKS {
-                x16_scales::<false>(grp.as_ptr(), n)
+                _mm256_loadu_si256(grp.as_ptr().cast())
             } else {
-                x16_scales::<true>(grp.as_ptr(), n)
+                _mm256_maskz_loadu_epi16(((1u32 << n) - 1) as u16, grp.as_ptr().cast())
             })
         }
     }
