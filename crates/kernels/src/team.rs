@@ -84,14 +84,16 @@ pub fn for_each_item<T: Send, F: Fn(T) + Sync>(items: Vec<T>, f: F) {
     } else {
         1
     };
-    let mut slots: Vec<Mutex<Vec<T>>> = Vec::with_capacity(items.len().div_ceil(per_task));
-    let mut items = items.into_iter().peekable();
-    while items.peek().is_some() {
-        slots.push(Mutex::new(items.by_ref().take(per_task).collect()));
-    }
-    for_each_task(slots.len(), |i| {
-        let run = std::mem::take(&mut *slots[i].lock().unwrap_or_else(|e| e.into_inner()));
-        run.into_iter().for_each(&f);
+    // One slot per item (no allocation per task): each task takes the items of its run.
+    let slots: Vec<Mutex<Option<T>>> = items.into_iter().map(|t| Mutex::new(Some(t))).collect();
+    for_each_task(slots.len().div_ceil(per_task), |i| {
+        let run = &slots[i * per_task..((i + 1) * per_task).min(slots.len())];
+        for slot in run {
+            let item = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(item) = item {
+                f(item);
+            }
+        }
     });
 }
 
@@ -206,6 +208,9 @@ impl Job<'_> {
     /// from the backs of the others' shares (into the own share, so they can be split again).
     fn work(&self, me: usize) {
         let mut last = None;
+        // Counted here and added once on leaving: a shared counter bumped after every task
+        // would move its cache line between the cores at every task.
+        let mut finished = 0;
         loop {
             while let Some(i) = self.take_front(me) {
                 let follows = last.is_some_and(|l: usize| l + 1 == i);
@@ -213,11 +218,14 @@ impl Job<'_> {
                     self.panicked.store(true, Relaxed);
                 }
                 last = Some(i);
-                self.done.fetch_add(1, AcqRel);
+                finished += 1;
             }
             if !self.steal_into(me) {
-                return;
+                break;
             }
+        }
+        if finished > 0 {
+            self.done.fetch_add(finished, AcqRel);
         }
     }
 
