@@ -52,10 +52,6 @@ pub struct ServeArgs {
     /// Seconds running requests may continue after SIGINT/SIGTERM before they are cancelled.
     #[arg(long, default_value_t = 10)]
     pub shutdown_grace: u64,
-    /// Let the server's steps use AMX tiles where the CPU has them (faster long prompts; steps
-    /// of a few sequences compute 16 tokens' worth and pack every matrix).
-    #[arg(long)]
-    pub amx: bool,
 }
 
 /// The id a model is served under: its file (or directory) name without the extension.
@@ -69,14 +65,6 @@ fn model_id(path: &std::path::Path) -> String {
 pub fn run(a: ServeArgs, kv_type: KvType) -> Result<()> {
     if a.max_seqs == 0 {
         bail!("--max-seqs must be at least 1");
-    }
-    // Every step takes one path, the tiles (a sequence's logits then do not depend on the
-    // batch), and most steps are a few sequences' tokens. AMX tiles take 16 tokens at a time
-    // and are packed at every call: on the one AMX machine measured, one stream was served at
-    // 7.0 tokens/s against `herd run`'s 17.5. The AVX-512 level reads repacked rows in place
-    // for a few tokens (and the row kernels for one), so the server stays there unless asked.
-    if !a.amx {
-        model::cap_isa(model::Isa::Avx512);
     }
     let api_key = a
         .api_key

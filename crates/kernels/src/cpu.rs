@@ -235,6 +235,16 @@ pub(crate) enum Level {
 }
 
 impl Level {
+    /// This level without its AMX token: at [`Isa::Amx`], the AVX-512 kernels (the tile
+    /// path's, `matmul::MatmulPath::Tiles`); any other level unchanged.
+    pub(crate) fn without_amx(self) -> Level {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512(_) => Level::Avx512(Avx512(None)),
+            other => other,
+        }
+    }
+
     /// The level for `isa`, or `None` when this CPU does not support it.
     pub(crate) fn new(isa: Isa) -> Option<Level> {
         if !isa.is_supported() {

@@ -443,8 +443,9 @@ fn extreme_weights_do_not_saturate() {
     }
 }
 
-/// At the AMX level, a token's outputs do not depend on the other tokens of the call: each
-/// token of a batch gives bitwise the same outputs alone with a neighbour, at either position.
+/// At the AMX level, a token's outputs by the AMX tiles (the bulk path) do not depend on the
+/// other tokens of the call: each token of a batch gives bitwise the same outputs alone with a
+/// neighbour, at either position.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn amx_results_do_not_depend_on_the_batch() {
@@ -467,7 +468,8 @@ fn amx_results_do_not_depend_on_the_batch() {
         };
         let x = acts(&mut rng, n_tokens * n_cols, false);
         let mut all = vec![0f32; n_tokens * n_rows];
-        crate::matmul_with(Isa::Amx, &w, &x, n_tokens, &mut all);
+        let bulk = crate::MatmulPath::Bulk;
+        crate::matmul_path_with(Isa::Amx, bulk, &w, &x, n_tokens, &mut all);
         let other = acts(&mut rng, n_cols, false);
         for t in [0, 1, 15, 16, 17, 34] {
             let xt = &x[t * n_cols..(t + 1) * n_cols];
@@ -479,7 +481,7 @@ fn amx_results_do_not_depend_on_the_batch() {
                     other.iter().chain(xt).copied().collect()
                 };
                 let mut got = vec![0f32; 2 * n_rows];
-                crate::matmul_with(Isa::Amx, &w, &pair, 2, &mut got);
+                crate::matmul_path_with(Isa::Amx, bulk, &w, &pair, 2, &mut got);
                 let got = if first {
                     &got[..n_rows]
                 } else {

@@ -22,13 +22,15 @@
 //!   for several tokens (prefill); computing is the bound. K-quant panels are block tiles
 //!   (`block_tile_kquant.rs`: 16 rows × 32 values of unpacked super-blocks per tile) against
 //!   activations in Q8_0 blocks, multiplied by `vpdpbusd` (`avx512_blocks.rs`) or
-//!   `vpmaddubsw` (`avx2_blocks.rs`); at the AMX level every quantized type's panels are
-//!   `bf16` tiles (`amx_bf16.rs`). Float panels are groups of 16 rows laid out by column, multiplied by outer
-//!   products (`avx512_panel.rs`, `avx2_panel.rs`: a column of rows per vector, each token's
-//!   value broadcast).
-//! - [`MatmulPath::Bulk`]: the tiles for many tokens (a prompt), where a product exists that
-//!   pays only then: F16 / BF16 weights at the AMX level on `bf16` tiles of two terms per value
-//!   (`amx_bf16::Split`). [`MatmulPath::auto`] takes it from [`BULK_TOKENS`].
+//!   `vpmaddubsw` (`avx2_blocks.rs`). Float panels are groups of 16 rows laid out by column,
+//!   multiplied by outer products (`avx512_panel.rs`, `avx2_panel.rs`: a column of rows per
+//!   vector, each token's value broadcast). At the AMX level this path takes the AVX-512
+//!   kernels.
+//! - [`MatmulPath::Bulk`]: the tiles for many tokens (a prompt), with the products that pay
+//!   only then: at the AMX level, every quantized type's panels decoded into `bf16` tiles
+//!   (`amx_bf16.rs`), and F16 / BF16 weights on `bf16` tiles of two terms per value
+//!   (`amx_bf16::Split`); elsewhere the tile path's kernels. [`MatmulPath::auto`] takes it
+//!   from [`BULK_TOKENS`].
 //!
 //! # Batch invariance
 //!
@@ -123,17 +125,20 @@ pub enum MatmulPath {
     /// Tile kernels over packed panels: a few rows × a few tokens at a time.
     Tiles,
     /// Tile kernels for many tokens at a time (a prompt): as [`MatmulPath::Tiles`], except
-    /// where a product exists that is faster for many tokens but that a few would pay for (F16
-    /// and BF16 weights at the AMX level: `bf16` tiles of two terms per value,
-    /// `amx_bf16::Split`, which decode two panels per call). Batch-invariant as the others.
+    /// where a product exists that is faster for many tokens but that a few would pay for (at
+    /// the AMX level, the `bf16` tiles, whose panels are decoded at every call; F16 and BF16
+    /// weights there in two terms per value, `amx_bf16::Split`). Batch-invariant as the others.
     Bulk,
 }
 
-/// Tokens from which [`MatmulPath::auto`] takes [`MatmulPath::Bulk`]: below, the F16 split
-/// tiles multiply TinyLlama's 5632 × 2048 F16 matrix slower than the `f32` tiles (one thread,
-/// `matvec --types f16 --isas amx --only prefill --tokens N`, GFLOP/s split / `f32`: 16 tokens
-/// 83 / 109, 32 tokens 164 / 110, 64 tokens 249 / 128).
-pub const BULK_TOKENS: usize = 32;
+/// Tokens from which [`MatmulPath::auto`] takes [`MatmulPath::Bulk`], whose AMX tiles pay for
+/// their panels from about there. TinyLlama at two threads (`HERD_ISA=amx|avx512 herd bench
+/// tl-M.gguf -p 8,16,24,31 -n 0 -t 2 -r 3`, t/s AMX / AVX-512): Q4_0 pp16 210 / 202, pp24
+/// 293 / 252, pp31 395 / 272; Q8_0 pp16 153 / 200, pp24 225 / 245, pp31 288 / 263; Q4_K_M
+/// pp16 168 / 287, pp24 246 / 268, pp31 314 / 264. F16 split tiles against the `f32` ones
+/// (one thread, `matvec --rows 5632 --cols 2048 --types f16 --isas amx --only prefill
+/// --tokens N`, GFLOP/s): 16 tokens 83 / 109, 24 tokens 163-164 / 138-144, 32 tokens 164 / 110.
+pub const BULK_TOKENS: usize = 24;
 
 impl MatmulPath {
     /// The path [`matmul`] takes for `n_tokens` tokens: rows for one token, tiles for more,
@@ -149,11 +154,25 @@ impl MatmulPath {
     }
 
     /// Whether both paths give bitwise the same outputs for `ty` at `isa`, so that [`matmul`]'s
-    /// own choice of path keeps results independent of the batch.
+    /// own choice of path keeps results independent of the batch. (At the AMX level both
+    /// take the AVX-512 kernels.)
     pub fn interchangeable(isa: Isa, ty: WeightType) -> bool {
         isa == Isa::Scalar
-            || (matches!(isa, Isa::Avx512 | Isa::Avx2)
+            || (matches!(isa, Isa::Amx | Isa::Avx512 | Isa::Avx2)
                 && matches!(ty, WeightType::Q4_0x16 | WeightType::Q8_0x16))
+    }
+
+    /// The kernels this path takes at `isa`: the AMX tiles only on the bulk path (a few
+    /// tokens do not pay for their panels), the AVX-512 kernels otherwise.
+    ///
+    /// # Panics
+    /// When this CPU does not support `isa`.
+    fn level(self, isa: Isa) -> Level {
+        let level = Level::new(isa).unwrap_or_else(|| panic!("this CPU does not support {isa}"));
+        match self {
+            MatmulPath::Bulk => level,
+            MatmulPath::Rows | MatmulPath::Tiles => level.without_amx(),
+        }
     }
 }
 
@@ -196,7 +215,7 @@ pub fn matmul_path_with(
     n_tokens: usize,
     out: &mut [f32],
 ) {
-    let level = Level::new(isa).unwrap_or_else(|| panic!("this CPU does not support {isa}"));
+    let level = path.level(isa);
     check_shapes(w, x, n_tokens, out);
     if out.is_empty() {
         return;
@@ -291,7 +310,7 @@ pub fn matmul_many_with<'a>(
     use crate::par::{run_rows_jobs, RowsJob};
 
     assert_eq!(ws.len(), outs.len(), "one output per matrix");
-    let level = Level::new(isa).unwrap_or_else(|| panic!("this CPU does not support {isa}"));
+    let level = path.level(isa);
     for (w, out) in ws.iter().zip(outs.iter()) {
         check_shapes(w, x, n_tokens, out);
     }
@@ -371,7 +390,8 @@ pub fn matmul_many_with<'a>(
             let job = crate::matmul_float::FloatFused::for_call(level, w, x, n_tokens);
             return job.map(|j| Box::new(j) as Box<dyn RowsJob + 'a>);
         }
-        // At the AMX level, quantized weights on BF16 tiles, the input rounded once for all.
+        // At the AMX level (the bulk path), quantized weights on BF16 tiles, the input rounded
+        // once for all.
         #[cfg(target_arch = "x86_64")]
         if let Some(amx) = crate::matmul_quant::tiles_amx(level) {
             use crate::amx_bf16::{ActBf16, Bf16Scope, Bf16Tiles};

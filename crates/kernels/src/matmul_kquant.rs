@@ -7,7 +7,7 @@
 //!   `block_tiles.rs`) against activations in Q8_0 blocks: `vpdpbusd` at AVX-512 (`avx512_blocks.rs`),
 //!   `vpmaddubsw` at AVX2 (`avx2_blocks.rs`), bitwise equal. The two paths agree within
 //!   rounding there; at the scalar level both are the row path (ggml's scalar dot products),
-//!   bitwise the same. At the AMX level, BF16 tiles (`amx_bf16.rs`).
+//!   bitwise the same. At the AMX level, on the bulk path, BF16 tiles (`amx_bf16.rs`).
 //!
 //! Repacked K-quants ([`WeightType::Q2_Kx16`] ... [`WeightType::Q6_Kx16`]): by rows, a group of 16 rows at a time against each token
 //! (`kquants/avx512_x16.rs`, `kquants/avx2_x16.rs`, twin `kquants::x16::dot_group_scalar` at
@@ -44,7 +44,8 @@ pub(crate) fn matmul_kquant(
 ) {
     // At AVX-512 and AVX2, tiles are block tiles (`block_tile_kquant.rs`) against Q8_0
     // activations: VNNI products (`avx512_blocks.rs`), `vpmaddubsw` at AVX2 (`avx2_blocks.rs`);
-    // at the AMX level, BF16 tiles (`amx_bf16.rs`).
+    // at the AMX level (the bulk path: other paths come without the AMX token), BF16 tiles
+    // (`amx_bf16.rs`).
     #[cfg(target_arch = "x86_64")]
     if path != MatmulPath::Rows {
         use crate::block_tiles::matmul_tiles;

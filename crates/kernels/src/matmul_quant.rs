@@ -144,7 +144,8 @@ impl RowsJob for QuantRows<'_> {
 
 /// Interleaved activations against packed panels, by tiles.
 fn quant_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
-    // At the AMX level, Q8_0 / Q4_0 tiles are BF16 tile products (`amx_bf16.rs`).
+    // At the AMX level (the bulk path: other paths come without the AMX token), Q8_0 / Q4_0
+    // tiles are BF16 tile products (`amx_bf16.rs`).
     #[cfg(target_arch = "x86_64")]
     if let Some(amx) = tiles_amx(level) {
         return crate::amx_bf16::matmul_bf16(amx, w, x, n_tokens, out, false);

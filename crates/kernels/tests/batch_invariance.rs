@@ -205,9 +205,16 @@ fn interchangeable_paths_agree_bitwise() {
         WeightType::Q8_0x16
     ));
     assert!(MatmulPath::interchangeable(Isa::Avx2, WeightType::Q4_0x16));
+    // The AMX level's row and tile paths take the AVX-512 kernels.
+    assert!(MatmulPath::interchangeable(Isa::Amx, WeightType::Q8_0x16));
     assert!(!MatmulPath::interchangeable(Isa::Avx2, WeightType::Q4_0));
     assert_eq!(MatmulPath::auto(1), MatmulPath::Rows);
     assert_eq!(MatmulPath::auto(2), MatmulPath::Tiles);
+    assert_eq!(
+        MatmulPath::auto(kernels::BULK_TOKENS - 1),
+        MatmulPath::Tiles
+    );
+    assert_eq!(MatmulPath::auto(kernels::BULK_TOKENS), MatmulPath::Bulk);
 }
 
 #[test]
