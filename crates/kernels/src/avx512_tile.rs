@@ -81,11 +81,15 @@ pub(crate) enum PanelRows<'a> {
 /// made once per panel instead of once per tile. Repacked rows give the bytes and scales
 /// `qx16::pack_tiles_row` would pack of them (Q8_0's bytes as they lie, Q4_0's nibbles split
 /// in registers, the scales widened from f16), so both sources give the same bits.
+///
+/// `ahead`: bytes to bring into L2 while the panel runs (the next panel's weights), their
+/// prefetches spread over its tiles (hints only; empty for none).
 pub(crate) fn panel<const T: usize>(
     _: Avx512,
     rows: PanelRows<'_>,
     a: [ActRow<'_>; T],
     out: [&mut [f32]; T],
+    ahead: &[u8],
 ) {
     let ng = a[0].d.len() / GROUP_BLOCKS;
     let n_rows = out[0].len();
@@ -113,8 +117,12 @@ pub(crate) fn panel<const T: usize>(
             // SAFETY: the token proves the features; rows and activations checked above.
             unsafe {
                 match offset {
-                    Q8_0_OFFSET => by_tiles::<T, PACKED_Q8_0>(&mut out, w, acts, ng, NO_TAIL),
-                    Q4_0_OFFSET => by_tiles::<T, PACKED_Q4_0>(&mut out, w, acts, ng, NO_TAIL),
+                    Q8_0_OFFSET => {
+                        by_tiles::<T, PACKED_Q8_0>(&mut out, w, acts, (ng, NO_TAIL), ahead)
+                    }
+                    Q4_0_OFFSET => {
+                        by_tiles::<T, PACKED_Q4_0>(&mut out, w, acts, (ng, NO_TAIL), ahead)
+                    }
                     _ => panic!("unsupported offset {offset}"),
                 }
             }
@@ -132,8 +140,8 @@ pub(crate) fn panel<const T: usize>(
             // SAFETY: the token proves the features; rows and activations checked above.
             unsafe {
                 match kind {
-                    X16::Q8_0 => by_tiles::<T, X16_Q8_0>(&mut out, w, acts, ng, tail),
-                    X16::Q4_0 => by_tiles::<T, X16_Q4_0>(&mut out, w, acts, ng, tail),
+                    X16::Q8_0 => by_tiles::<T, X16_Q8_0>(&mut out, w, acts, (ng, tail), ahead),
+                    X16::Q4_0 => by_tiles::<T, X16_Q4_0>(&mut out, w, acts, (ng, tail), ahead),
                 }
             }
         }
@@ -161,8 +169,8 @@ unsafe fn by_tiles<const T: usize, const SRC: u8>(
     out: &mut [&mut [f32]; T],
     w: RowPtrs,
     acts: ActPtrs<T>,
-    ng: usize,
-    tail: Tail,
+    (ng, tail): (usize, Tail),
+    ahead: &[u8],
 ) {
     let (q, q_row, d, d_row) = w;
     let wq = |r: usize| q.wrapping_add(r * q_row);
@@ -183,10 +191,17 @@ unsafe fn by_tiles<const T: usize, const SRC: u8>(
         kept = vec![[[zero; T]; PANEL_TILE_ROWS]; n_tiles];
         kept_edge = vec![[[zero; T]; 1]; n_rows - n_tiles * PANEL_TILE_ROWS];
     }
+    // The lines of `ahead`, a share per tile row.
+    let steps = ng.div_ceil(block) * n_rows.div_ceil(PANEL_TILE_ROWS);
+    let per_step = ahead.len().div_ceil(64).div_ceil(steps.max(1));
+    let mut ahead = ahead;
     for g0 in (0..ng).step_by(block) {
         let groups = g0..(g0 + block).min(ng);
         let last = groups.end == ng;
         for r0 in (0..n_rows).step_by(PANEL_TILE_ROWS) {
+            let (now, rest) = ahead.split_at((64 * per_step).min(ahead.len()));
+            crate::stream::prefetch_lines_l2(now.as_ptr() as usize, now.len().div_ceil(64));
+            ahead = rest;
             let mut at = |r0: usize| last.then(|| out.each_mut().map(|o| o[r0..].as_mut_ptr()));
             // SAFETY: rows r0..r0 + R ≤ n_rows hold `ng` groups (the caller's promise), and
             // each `out[t]` has room for them.

@@ -258,7 +258,26 @@ impl RowsJob for QuantTiles<'_> {
                             }
                         }
                     };
+                    // Repacked rows come from memory in the first token group's pass; the
+                    // later passes, from L2, bring the next panel's rows into L2 meanwhile.
+                    let next = match rows {
+                        PanelRows::Repacked { .. } => {
+                            let stride = ty.row_bytes(n_cols);
+                            let end = (p0 + 2 * np).min(w.n_rows);
+                            &w.bytes[(p0 + np).min(end) * stride..end * stride]
+                        }
+                        PanelRows::Packed { .. } => &[],
+                    };
+                    let later = n_tokens.div_ceil(4).saturating_sub(1).max(1);
+                    let share = next.len().div_ceil(later).div_ceil(64) * 64;
                     for_each_token_group(n_tokens, |t0, nt| {
+                        let ahead = match t0 / 4 {
+                            0 => &[][..],
+                            k => {
+                                let a = ((k - 1) * share).min(next.len());
+                                &next[a..(a + share).min(next.len())]
+                            }
+                        };
                         let act_row = |i: usize| ActRow {
                             qs: act.qs(t0 + i),
                             d: act.d(t0 + i),
@@ -273,9 +292,12 @@ impl RowsJob for QuantTiles<'_> {
                                 rows,
                                 std::array::from_fn(act_row),
                                 [o(), o(), o(), o()],
+                                ahead,
                             ),
-                            2 => panel::<2>(k, rows, std::array::from_fn(act_row), [o(), o()]),
-                            _ => panel::<1>(k, rows, [act_row(0)], [o()]),
+                            2 => {
+                                panel::<2>(k, rows, std::array::from_fn(act_row), [o(), o()], ahead)
+                            }
+                            _ => panel::<1>(k, rows, [act_row(0)], [o()], ahead),
                         }
                     });
                     continue;
