@@ -258,8 +258,10 @@ impl RowsJob for QuantTiles<'_> {
                             }
                         }
                     };
-                    // Repacked rows come from memory in the first token group's pass; the
-                    // later passes, from L2, bring the next panel's rows into L2 meanwhile.
+                    // Repacked rows come from memory: every token group's pass over this
+                    // panel brings a share of the next panel's rows into L2 meanwhile, so
+                    // memory streams while the tiles compute (with a single group of four
+                    // tokens, the whole next panel).
                     let next = match rows {
                         PanelRows::Repacked { .. } => {
                             let stride = ty.row_bytes(n_cols);
@@ -268,16 +270,11 @@ impl RowsJob for QuantTiles<'_> {
                         }
                         PanelRows::Packed { .. } => &[],
                     };
-                    let later = n_tokens.div_ceil(4).saturating_sub(1).max(1);
-                    let share = next.len().div_ceil(later).div_ceil(64) * 64;
+                    let passes = n_tokens.div_ceil(4);
+                    let share = next.len().div_ceil(passes).div_ceil(64) * 64;
                     for_each_token_group(n_tokens, |t0, nt| {
-                        let ahead = match t0 / 4 {
-                            0 => &[][..],
-                            k => {
-                                let a = ((k - 1) * share).min(next.len());
-                                &next[a..(a + share).min(next.len())]
-                            }
-                        };
+                        let a = (t0 / 4 * share).min(next.len());
+                        let ahead = &next[a..(a + share).min(next.len())];
                         let act_row = |i: usize| ActRow {
                             qs: act.qs(t0 + i),
                             d: act.d(t0 + i),
