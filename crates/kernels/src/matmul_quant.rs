@@ -215,7 +215,7 @@ impl RowsJob for QuantTiles<'_> {
         let panel_rows = (TILE_PANEL_BYTES / q_row).clamp(rm, 256) / rm * rm;
         let offset = offset_of(ty);
         let rows = oc.rows();
-        // Repacked rows at AVX2 for a few tokens: the row kernel where the rows lie, a token at
+        // Repacked rows for a few tokens: the row kernel where the rows lie, a token at
         // a time (the task's rows stay in L2), bitwise the tiles below (both sum a block's
         // lanes alike, `qx16.rs`); packing a panel costs more than these products.
         #[cfg(target_arch = "x86_64")]
@@ -322,11 +322,15 @@ impl RowsJob for QuantTiles<'_> {
 /// 170 / 207; Q8_0x16 126 / 59, 123 / 91, 118 / 107, 123 / 125. AVX-512 (tiles on the rows in
 /// place): Q4_0x16 1 token 269 / 291, 2 tokens 287 / 528, 4 tokens 267 / 657 (matrix in L3,
 /// `examples/matvec.rs --only prefill --tiles --tokens N`), but one token from memory (`--only
-/// decode --tiles`) 36 / 21 GB/s: a single token's tile leaves the memory idle.
+/// decode --tiles`) 36 / 21 GB/s: a single token's tile leaves the memory idle. TinyLlama's
+/// prompts at two threads, weights from memory (`herd bench tl-M.gguf -p 2,3,4,5 -n 0 -t 2 -r
+/// 3`, three rounds, t/s by tiles / by the row kernel up to 4 tokens for Q8_0 and 2 for Q4_0):
+/// Q8_0 pp2 46.43, 46.13, 46.45 / 52.03, 51.43, 52.58, pp3 about equal, pp4 81.78, 80.69, 83.02
+/// / 77.86, 76.44, 77.42; Q4_0 pp2 82.91, 81.02, 79.67 / 90.14, 84.63, 89.03: two tokens by rows.
 #[cfg(target_arch = "x86_64")]
 fn x16_row_tokens(level: Level) -> usize {
     match level {
-        Level::Avx512(_) => 1,
+        Level::Avx512(_) => 2,
         Level::Avx2(_) => 3,
         Level::Scalar => 0,
     }
