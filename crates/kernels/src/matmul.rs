@@ -364,16 +364,15 @@ pub fn matmul_many_with<'a>(
     let mut bf16_act = None;
     #[cfg(target_arch = "x86_64")]
     let mut bf16_residual = None;
-    let bulk = path == MatmulPath::Bulk;
     let mut tiles_job = |w: &WeightView<'a>| -> Option<Box<dyn RowsJob + 'a>> {
         use crate::matmul_quant::{tile_act as quantize, QuantTiles};
         if w.n_rows == 0 || w.n_cols == 0 || n_tokens == 0 {
             return None;
         }
-        // Bulk tiles at the AMX level: F16 / BF16 weights in two `bf16` terms, the input's two
-        // terms made once for all.
+        // Bulk tiles at the AMX level (only the bulk path's level has the AMX token): F16 /
+        // BF16 weights in two `bf16` terms, the input's two terms made once for all.
         #[cfg(target_arch = "x86_64")]
-        if let Some(amx) = crate::matmul_float::split_amx(level, w).filter(|_| bulk) {
+        if let Some(amx) = crate::matmul_float::split_amx(level, w) {
             use crate::amx_bf16::{ActBf16, Bf16Scope, Bf16Tiles, Split};
             let act = bf16_act
                 .get_or_insert_with(|| Arc::new(ActBf16::new(x, n_tokens, w.n_cols)))

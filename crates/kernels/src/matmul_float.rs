@@ -29,8 +29,9 @@ pub(crate) fn matmul_float(
             float_rows(level, w, x, n_tokens, out)
         }
         (MatmulPath::Tiles | MatmulPath::Bulk, _) => {
+            // Only the bulk path's level has the AMX token (`MatmulPath::level`).
             #[cfg(target_arch = "x86_64")]
-            if let Some(amx) = split_amx(level, w).filter(|_| path == MatmulPath::Bulk) {
+            if let Some(amx) = split_amx(level, w) {
                 return crate::amx_bf16::matmul_bf16(amx, w, x, n_tokens, out, true);
             }
             float_tiles(level, w, x, n_tokens, out)
@@ -195,9 +196,9 @@ fn float_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
     );
 }
 
-/// The AMX tiles where the bulk path ([`MatmulPath::Bulk`]) of `w` takes them: F16 and BF16
-/// weights (in two `bf16` terms, `amx_bf16::Split`) of whole 32-column tiles, at the AMX level,
-/// for every token count (so the path stays batch-invariant). F32 weights keep the `f32`
+/// The AMX tiles where the bulk path ([`MatmulPath::Bulk`], the only one whose level keeps the
+/// AMX token) of `w` takes them: F16 and BF16 weights (in two `bf16` terms, `amx_bf16::Split`)
+/// of whole 32-column tiles, for every token count (so the path stays batch-invariant). F32 weights keep the `f32`
 /// kernels (24 significant bits would take three terms).
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn split_amx(level: Level, w: &WeightView) -> Option<crate::cpu::Amx> {

@@ -270,11 +270,11 @@ impl RowsJob for QuantTiles<'_> {
                         }
                         PanelRows::Packed { .. } => &[],
                     };
-                    let passes = n_tokens.div_ceil(4);
-                    let share = next.len().div_ceil(passes).div_ceil(64) * 64;
+                    let share = next.len().div_ceil(n_tokens.div_ceil(4)).div_ceil(64) * 64;
+                    let mut rest = next;
                     for_each_token_group(n_tokens, |t0, nt| {
-                        let a = (t0 / 4 * share).min(next.len());
-                        let ahead = &next[a..(a + share).min(next.len())];
+                        let (ahead, later) = rest.split_at(share.min(rest.len()));
+                        rest = later;
                         let act_row = |i: usize| ActRow {
                             qs: act.qs(t0 + i),
                             d: act.d(t0 + i),

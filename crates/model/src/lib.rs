@@ -20,7 +20,7 @@ mod weights;
 pub use batch::{Batch, KvBlock, KvType, KvView};
 pub use config::{LlamaConfig, RopeScaling};
 pub use error::{ModelError, Result};
-pub use kernels::{cap_isa, Isa, MatmulPath};
+pub use kernels::{Isa, MatmulPath};
 pub use llama::Llama;
 pub use synthetic::{synthetic, synthetic_config, synthetic_shapes, synthetic_type};
 pub use weights::{LayerWeights, Weight};
