@@ -47,12 +47,24 @@ pub(crate) fn tile_quant<const R: usize, const T: usize>(
     unsafe {
         let (acc, out) = (None, Some(out));
         match offset {
-            Q8_0_OFFSET => {
-                tile_avx512::<R, T, PACKED_Q8_0>(wq, wd, (aq, ad, asum), 0..ng, NO_TAIL, acc, out)
-            }
-            Q4_0_OFFSET => {
-                tile_avx512::<R, T, PACKED_Q4_0>(wq, wd, (aq, ad, asum), 0..ng, NO_TAIL, acc, out)
-            }
+            Q8_0_OFFSET => tile_avx512::<R, T, PACKED_Q8_0, false>(
+                wq,
+                wd,
+                (aq, ad, asum),
+                0..ng,
+                NO_TAIL,
+                acc,
+                out,
+            ),
+            Q4_0_OFFSET => tile_avx512::<R, T, PACKED_Q4_0, false>(
+                wq,
+                wd,
+                (aq, ad, asum),
+                0..ng,
+                NO_TAIL,
+                acc,
+                out,
+            ),
             _ => panic!("unsupported offset {offset}"),
         }
     }
@@ -82,14 +94,13 @@ pub(crate) enum PanelRows<'a> {
 /// `qx16::pack_tiles_row` would pack of them (Q8_0's bytes as they lie, Q4_0's nibbles split
 /// in registers, the scales widened from f16), so both sources give the same bits.
 ///
-/// `ahead`: bytes to bring into L2 while the panel runs (the next panel's weights), their
-/// prefetches spread over its tiles (hints only; empty for none).
+/// `ahead`: what to bring into L2 while the panel runs ([`Ahead`]; hints only).
 pub(crate) fn panel<const T: usize>(
     _: Avx512,
     rows: PanelRows<'_>,
     a: [ActRow<'_>; T],
     out: [&mut [f32]; T],
-    ahead: &[u8],
+    ahead: Ahead<'_>,
 ) {
     let ng = a[0].d.len() / GROUP_BLOCKS;
     let n_rows = out[0].len();
@@ -113,15 +124,20 @@ pub(crate) fn panel<const T: usize>(
         } => {
             assert!(q_row == ng * GROUP_BYTES && d_row == ng * GROUP_BLOCKS);
             assert!(q.len() >= n_rows * q_row && d.len() >= n_rows * d_row);
+            // Packed panels lie in a scratch buffer: nothing to stream.
+            let lines = match ahead {
+                Ahead::Stream => &[][..],
+                Ahead::Lines(lines) => lines,
+            };
             let w = (q.as_ptr(), q_row, d.as_ptr(), d_row);
             // SAFETY: the token proves the features; rows and activations checked above.
             unsafe {
                 match offset {
                     Q8_0_OFFSET => {
-                        by_tiles::<T, PACKED_Q8_0>(&mut out, w, acts, (ng, NO_TAIL), ahead)
+                        by_tiles::<T, PACKED_Q8_0, false>(&mut out, w, acts, (ng, NO_TAIL), lines)
                     }
                     Q4_0_OFFSET => {
-                        by_tiles::<T, PACKED_Q4_0>(&mut out, w, acts, (ng, NO_TAIL), ahead)
+                        by_tiles::<T, PACKED_Q4_0, false>(&mut out, w, acts, (ng, NO_TAIL), lines)
                     }
                     _ => panic!("unsupported offset {offset}"),
                 }
@@ -139,13 +155,36 @@ pub(crate) fn panel<const T: usize>(
             let w = (w.as_ptr(), stride, std::ptr::null(), 0);
             // SAFETY: the token proves the features; rows and activations checked above.
             unsafe {
-                match kind {
-                    X16::Q8_0 => by_tiles::<T, X16_Q8_0>(&mut out, w, acts, (ng, tail), ahead),
-                    X16::Q4_0 => by_tiles::<T, X16_Q4_0>(&mut out, w, acts, (ng, tail), ahead),
+                let shape = (ng, tail);
+                match (kind, ahead) {
+                    (X16::Q8_0, Ahead::Stream) => {
+                        by_tiles::<T, X16_Q8_0, true>(&mut out, w, acts, shape, &[])
+                    }
+                    (X16::Q4_0, Ahead::Stream) => {
+                        by_tiles::<T, X16_Q4_0, true>(&mut out, w, acts, shape, &[])
+                    }
+                    (X16::Q8_0, Ahead::Lines(l)) => {
+                        by_tiles::<T, X16_Q8_0, false>(&mut out, w, acts, shape, l)
+                    }
+                    (X16::Q4_0, Ahead::Lines(l)) => {
+                        by_tiles::<T, X16_Q4_0, false>(&mut out, w, acts, shape, l)
+                    }
                 }
             }
         }
     }
+}
+
+/// What a [`panel`] call asks memory for while its tiles compute (prefetches into L2: hints,
+/// never dereferenced, so the results are the same bits whatever it asks).
+#[derive(Clone, Copy)]
+pub(crate) enum Ahead<'a> {
+    /// The panel's own rows, `PREFETCH_BYTES` ahead of each row's reads group by group, as the
+    /// decode kernel streams them (repacked rows only): for the first pass over a panel that
+    /// comes from memory.
+    Stream,
+    /// These bytes (a share of the next panel), a share per tile at its start.
+    Lines(&'a [u8]),
 }
 
 /// Rows of the tiles [`panel`] runs.
@@ -159,18 +198,19 @@ type ActPtrs<const T: usize> = ([*const i8; T], [*const f32; T], [*const i32; T]
 
 /// The `out[0].len()` rows of `w` by tiles of [`PANEL_TILE_ROWS`] rows, the edge rows one at a
 /// time, all groups at once or in blocks of [`BLOCK_GROUPS`] for long rows; each tile's
-/// `[row][token]` results go to `out[token][row]`.
+/// `[row][token]` results go to `out[token][row]`. `STREAM`: the rows are streamed in as the tiles
+/// read them ([`Ahead::Stream`]), else `ahead` is prefetched a share per tile.
 ///
 /// # Safety
 /// The features available; every row of `w` and every activation row hold `ng` groups of the
 /// layout `SRC` names, group `tail.0` (if any) of `tail.1` blocks ([`tile_avx512`]).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn by_tiles<const T: usize, const SRC: u8>(
+unsafe fn by_tiles<const T: usize, const SRC: u8, const STREAM: bool>(
     out: &mut [&mut [f32]; T],
     w: RowPtrs,
     acts: ActPtrs<T>,
     (ng, tail): (usize, Tail),
-    ahead: &[u8],
+    mut ahead: &[u8],
 ) {
     let (q, q_row, d, d_row) = w;
     let wq = |r: usize| q.wrapping_add(r * q_row);
@@ -194,7 +234,6 @@ unsafe fn by_tiles<const T: usize, const SRC: u8>(
     // The lines of `ahead`, a share per tile row.
     let steps = ng.div_ceil(block) * n_rows.div_ceil(PANEL_TILE_ROWS);
     let per_step = ahead.len().div_ceil(64).div_ceil(steps.max(1));
-    let mut ahead = ahead;
     for g0 in (0..ng).step_by(block) {
         let groups = g0..(g0 + block).min(ng);
         let last = groups.end == ng;
@@ -208,7 +247,7 @@ unsafe fn by_tiles<const T: usize, const SRC: u8>(
             if n_rows - r0 >= PANEL_TILE_ROWS {
                 let acc = kept.get_mut(r0 / PANEL_TILE_ROWS);
                 unsafe {
-                    tile_avx512::<PANEL_TILE_ROWS, T, SRC>(
+                    tile_avx512::<PANEL_TILE_ROWS, T, SRC, STREAM>(
                         std::array::from_fn(|i| wq(r0 + i)),
                         std::array::from_fn(|i| wd(r0 + i)),
                         acts,
@@ -223,7 +262,9 @@ unsafe fn by_tiles<const T: usize, const SRC: u8>(
                     let acc = kept_edge.get_mut(r - r0);
                     let (wq, wd) = ([wq(r)], [wd(r)]);
                     let groups = groups.clone();
-                    unsafe { tile_avx512::<1, T, SRC>(wq, wd, acts, groups, tail, acc, at(r)) };
+                    unsafe {
+                        tile_avx512::<1, T, SRC, STREAM>(wq, wd, acts, groups, tail, acc, at(r))
+                    };
                 }
             }
         }
@@ -261,6 +302,8 @@ const NO_TAIL: Tail = (usize::MAX, GROUP_BLOCKS);
 /// `R` weight rows × `T` tokens over the groups `groups`, the rows' bytes as `SRC` says (`wd`
 /// is read only for packed rows): the per-lane sums start from `acc` (zero when `None`), then
 /// are summed into `out[t][r]` when `out` is given, else kept in `acc` for the next groups.
+/// `STREAM`: each row's lines `PREFETCH_BYTES` ahead are asked for, group by group
+/// ([`Ahead::Stream`]).
 /// Every source gives the same bytes and scales for the same matrix, so the same bits; the
 /// lane sums run over the groups in order however they are split.
 ///
@@ -270,7 +313,7 @@ const NO_TAIL: Tail = (usize::MAX, GROUP_BLOCKS);
 /// `R` values.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn tile_avx512<const R: usize, const T: usize, const SRC: u8>(
+unsafe fn tile_avx512<const R: usize, const T: usize, const SRC: u8, const STREAM: bool>(
     wq: [*const u8; R],
     wd: [*const f32; R],
     (aq, ad, asum): ActPtrs<T>,
@@ -313,6 +356,12 @@ unsafe fn tile_avx512<const R: usize, const T: usize, const SRC: u8>(
             let (masked, n) = (g == tail.0, tail.1);
             let base: [*const u8; R] = std::array::from_fn(|r| wq[r].add(g * group));
             let grp: [*const u8; R] = std::array::from_fn(|r| base[r].add(quants_at));
+            if STREAM {
+                for b in base {
+                    let at = b.wrapping_add(crate::avx2_dot::PREFETCH_BYTES) as usize;
+                    crate::stream::prefetch_stream(at, group.div_ceil(64));
+                }
+            }
             // Steps k and k + 4 of each group together (Q4_0's nibbles share one load).
             for k in 0..4 {
                 for half in 0..2 {

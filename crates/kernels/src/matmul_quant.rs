@@ -258,23 +258,30 @@ impl RowsJob for QuantTiles<'_> {
                             }
                         }
                     };
-                    // Repacked rows come from memory: every token group's pass over this
-                    // panel brings a share of the next panel's rows into L2 meanwhile, so
-                    // memory streams while the tiles compute (with a single group of four
-                    // tokens, the whole next panel).
+                    // Repacked rows come from memory. Up to STREAM_TOKENS tokens, the first
+                    // token group's pass streams the panel in as decode does and the later
+                    // passes find it in L2; more tokens, every pass brings a share of the
+                    // next panel into L2 meanwhile, so memory streams while the tiles compute.
+                    let repacked = matches!(rows, PanelRows::Repacked { .. });
+                    let stream = repacked && n_tokens <= STREAM_TOKENS;
                     let next = match rows {
-                        PanelRows::Repacked { .. } => {
+                        PanelRows::Repacked { .. } if !stream => {
                             let stride = ty.row_bytes(n_cols);
                             let end = (p0 + 2 * np).min(w.n_rows);
                             &w.bytes[(p0 + np).min(end) * stride..end * stride]
                         }
-                        PanelRows::Packed { .. } => &[],
+                        _ => &[],
                     };
                     let share = next.len().div_ceil(n_tokens.div_ceil(4)).div_ceil(64) * 64;
                     let mut rest = next;
                     for_each_token_group(n_tokens, |t0, nt| {
-                        let (ahead, later) = rest.split_at(share.min(rest.len()));
+                        let (lines, later) = rest.split_at(share.min(rest.len()));
                         rest = later;
+                        let ahead = if stream && t0 == 0 {
+                            Ahead::Stream
+                        } else {
+                            Ahead::Lines(lines)
+                        };
                         let act_row = |i: usize| ActRow {
                             qs: act.qs(t0 + i),
                             d: act.d(t0 + i),
@@ -282,7 +289,7 @@ impl RowsJob for QuantTiles<'_> {
                         };
                         let mut outs = oc.tokens_mut(t0..t0 + nt, col0..col0 + np);
                         let mut o = || outs.next().expect("a token's outputs");
-                        use crate::avx512_tile::panel;
+                        use crate::avx512_tile::{panel, Ahead};
                         match nt {
                             4 => panel::<4>(
                                 k,
@@ -359,6 +366,13 @@ fn pack_panel<'p>(
 /// alternating) 528–537 G op/s at 256 KiB, 580–598 at 512 KiB; 1 MiB made Q8_0x16 there slower
 /// (459–479 against 506–542).
 const TILE_PANEL_BYTES: usize = 2 * PANEL_BYTES;
+
+/// Tokens up to which the AVX-512 tiles on repacked rows stream each panel in during the first
+/// token group's pass ([`crate::avx512_tile::Ahead::Stream`]) rather than prefetch the next
+/// panel in shares per tile during every pass. TinyLlama Q8_0 at two threads (`herd bench -p
+/// 4,8,12,16 -n 0 -t 2 -r 5`, alternating): pp4 65-77 -> 95-105 t/s, pp8 106-124 -> 128-149,
+/// pp12 135 -> 163-172, pp16 about the same either way (157-191 against 153-183).
+const STREAM_TOKENS: usize = 12;
 
 /// `f(t0, nt)` for the groups of 4 tokens (then 2, then 1) that cover `0..n_tokens`: the token
 /// counts of the AVX-512 panel kernels.
