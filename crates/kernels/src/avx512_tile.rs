@@ -55,6 +55,7 @@ pub(crate) fn tile_quant<const R: usize, const T: usize>(
                 NO_TAIL,
                 acc,
                 out,
+                (0, 1),
             ),
             Q4_0_OFFSET => tile_avx512::<R, T, PACKED_Q4_0, false>(
                 wq,
@@ -64,6 +65,7 @@ pub(crate) fn tile_quant<const R: usize, const T: usize>(
                 NO_TAIL,
                 acc,
                 out,
+                (0, 1),
             ),
             _ => panic!("unsupported offset {offset}"),
         }
@@ -187,6 +189,119 @@ pub(crate) enum Ahead<'a> {
     Lines(&'a [u8]),
 }
 
+/// How far ahead of the rows a streaming tile reads it asks for them ([`Ahead::Stream`],
+/// [`panel_streamed`]): the decode kernels' distance.
+const STREAM_AHEAD: usize = crate::avx2_dot::PREFETCH_BYTES;
+
+/// Every token of `a` times the repacked rows `w` (`out[0].len()` rows of `kind`), tile by
+/// tile: each tile of rows takes every group of four tokens (then two, then one) while its rows
+/// sit in L1, the rows streamed in from memory [`STREAM_AHEAD`] bytes ahead, each line asked
+/// for once, in one of the token groups' passes (spread over them, so the memory is asked at
+/// an even pace while the tiles compute). The same arithmetic per (row, token) as [`panel`], so
+/// the same bits.
+pub(crate) fn panel_streamed(
+    _: Avx512,
+    kind: X16,
+    w: &[u8],
+    a: &[ActRow<'_>],
+    out: &mut [&mut [f32]],
+) {
+    let n_rows = out.first().map_or(0, |o| o.len());
+    let Some(a0) = a.first() else { return };
+    let ng = a0.d.len() / GROUP_BLOCKS;
+    assert_eq!(a.len(), out.len());
+    assert!(a.iter().all(|t| t.qs.len() == ng * GROUP_BYTES
+        && t.d.len() == ng * GROUP_BLOCKS
+        && t.sums.len() == ng * GROUP_BLOCKS));
+    assert!(out.iter().all(|o| o.len() == n_rows));
+    let (stride, last) = crate::qx16::rows_shape(kind, w.len(), n_rows, ng);
+    let tail = if last < GROUP_BLOCKS {
+        (ng - 1, last)
+    } else {
+        NO_TAIL
+    };
+    // SAFETY: the token proves the features; rows and activations checked above.
+    unsafe {
+        match kind {
+            X16::Q8_0 => streamed::<X16_Q8_0>(w.as_ptr(), stride, a, out, (ng, tail)),
+            X16::Q4_0 => streamed::<X16_Q4_0>(w.as_ptr(), stride, a, out, (ng, tail)),
+        }
+    }
+}
+
+/// [`panel_streamed`] for one layout.
+///
+/// # Safety
+/// The features available; `out[0].len()` rows of `stride` bytes at `q`, each of `ng` groups
+/// of the layout `SRC` names (group `tail.0`, if any, of `tail.1` blocks); activation rows of
+/// `ng` groups.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn streamed<const SRC: u8>(
+    q: *const u8,
+    stride: usize,
+    a: &[ActRow<'_>],
+    out: &mut [&mut [f32]],
+    (ng, tail): (usize, Tail),
+) {
+    let n_rows = out[0].len();
+    let n_tokens = a.len();
+    let passes = n_tokens / 4 + (n_tokens % 4) / 2 + n_tokens % 2;
+    let wq = |r: usize| q.wrapping_add(r * stride);
+    let null = std::ptr::null::<f32>();
+    let mut r0 = 0;
+    while r0 < n_rows {
+        let rows = (n_rows - r0).min(PANEL_TILE_ROWS);
+        let (mut t0, mut pass) = (0, 0);
+        while t0 < n_tokens {
+            let nt = match n_tokens - t0 {
+                4.. => 4,
+                2 | 3 => 2,
+                _ => 1,
+            };
+            let t = &a[t0..t0 + nt];
+            let acts = |i: usize| {
+                let t = &t[i.min(nt - 1)];
+                (t.qs.as_ptr(), t.d.as_ptr(), t.sums.as_ptr())
+            };
+            let pf = (pass, passes);
+            let step = if rows == PANEL_TILE_ROWS { rows } else { 1 };
+            for r in (r0..r0 + rows).step_by(step) {
+                let mut o = |i: usize| out[t0 + i.min(nt - 1)][r..].as_mut_ptr();
+                let g = 0..ng;
+                // SAFETY: rows r.. hold `ng` groups (the caller's promise); each `out[t]` has
+                // room for the tile's rows.
+                unsafe {
+                    macro_rules! run {
+                        ($r:literal, $t:literal) => {{
+                            let w: [*const u8; $r] = std::array::from_fn(|i| wq(r + i));
+                            let acts: ActPtrs<$t> = (
+                                std::array::from_fn(|i| acts(i).0),
+                                std::array::from_fn(|i| acts(i).1),
+                                std::array::from_fn(|i| acts(i).2),
+                            );
+                            let out = Some(std::array::from_fn(|i| o(i)));
+                            tile_avx512::<$r, $t, SRC, true>(
+                                w, [null; $r], acts, g, tail, None, out, pf,
+                            )
+                        }};
+                    }
+                    match (step, nt) {
+                        (3, 4) => run!(3, 4),
+                        (3, 2) => run!(3, 2),
+                        (3, _) => run!(3, 1),
+                        (_, 4) => run!(1, 4),
+                        (_, 2) => run!(1, 2),
+                        _ => run!(1, 1),
+                    }
+                }
+            }
+            t0 += nt;
+            pass += 1;
+        }
+        r0 += rows;
+    }
+}
+
 /// Rows of the tiles [`panel`] runs.
 const PANEL_TILE_ROWS: usize = 3;
 
@@ -255,6 +370,7 @@ unsafe fn by_tiles<const T: usize, const SRC: u8, const STREAM: bool>(
                         tail,
                         acc,
                         at(r0),
+                        (0, 1),
                     )
                 };
             } else {
@@ -263,7 +379,16 @@ unsafe fn by_tiles<const T: usize, const SRC: u8, const STREAM: bool>(
                     let (wq, wd) = ([wq(r)], [wd(r)]);
                     let groups = groups.clone();
                     unsafe {
-                        tile_avx512::<1, T, SRC, STREAM>(wq, wd, acts, groups, tail, acc, at(r))
+                        tile_avx512::<1, T, SRC, STREAM>(
+                            wq,
+                            wd,
+                            acts,
+                            groups,
+                            tail,
+                            acc,
+                            at(r),
+                            (0, 1),
+                        )
                     };
                 }
             }
@@ -313,6 +438,7 @@ const NO_TAIL: Tail = (usize::MAX, GROUP_BLOCKS);
 /// `R` values.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn tile_avx512<const R: usize, const T: usize, const SRC: u8, const STREAM: bool>(
     wq: [*const u8; R],
     wd: [*const f32; R],
@@ -321,6 +447,7 @@ unsafe fn tile_avx512<const R: usize, const T: usize, const SRC: u8, const STREA
     tail: Tail,
     acc: Option<&mut [[__m512; T]; R]>,
     out: Option<[*mut f32; T]>,
+    (pass, passes): (usize, usize),
 ) {
     use crate::avx512_x16::{x16_scales, x16_step};
     let packed = SRC == PACKED_Q8_0 || SRC == PACKED_Q4_0;
@@ -356,16 +483,26 @@ unsafe fn tile_avx512<const R: usize, const T: usize, const SRC: u8, const STREA
             let (masked, n) = (g == tail.0, tail.1);
             let base: [*const u8; R] = std::array::from_fn(|r| wq[r].add(g * group));
             let grp: [*const u8; R] = std::array::from_fn(|r| base[r].add(quants_at));
-            if STREAM {
+            // The group's lines a fixed distance ahead, line l in pass l % passes at step
+            // l (the ninth at step 0): spread over the steps and the passes.
+            let ahead = |b: *const u8, l: usize| {
+                crate::stream::prefetch_stream(b.wrapping_add(STREAM_AHEAD + 64 * l) as usize, 1)
+            };
+            let lines = group.div_ceil(64);
+            if STREAM && lines > 8 && 8 % passes == pass {
                 for b in base {
-                    let at = b.wrapping_add(crate::avx2_dot::PREFETCH_BYTES) as usize;
-                    crate::stream::prefetch_stream(at, group.div_ceil(64));
+                    ahead(b, 8);
                 }
             }
             // Steps k and k + 4 of each group together (Q4_0's nibbles share one load).
             for k in 0..4 {
                 for half in 0..2 {
                     let step = k + 4 * half;
+                    if STREAM && step < lines && step % passes == pass {
+                        for b in base {
+                            ahead(b, step);
+                        }
+                    }
                     if SRC == X16_Q4_0 && half == 0 {
                         for r in 0..R {
                             nib[r] = if masked {

@@ -260,10 +260,27 @@ impl RowsJob for QuantTiles<'_> {
                     };
                     // Repacked rows come from memory. Up to STREAM_TOKENS tokens, the first
                     // token group's pass streams the panel in as decode does and the later
-                    // passes find it in L2; more tokens, every pass brings a share of the
-                    // next panel into L2 meanwhile, so memory streams while the tiles compute.
+                    // passes find it in L2; up to TILE_MAJOR_TOKENS, each tile of rows takes
+                    // every token group in turn while the rows stream in; more tokens, every
+                    // pass brings a share of the next panel into L2 meanwhile, so memory
+                    // streams while the tiles compute.
                     let repacked = matches!(rows, PanelRows::Repacked { .. });
                     let stream = repacked && n_tokens <= STREAM_TOKENS;
+                    if let PanelRows::Repacked { kind, w } = rows {
+                        if !stream && n_tokens <= TILE_MAJOR_TOKENS {
+                            let acts: Vec<ActRow> = (0..n_tokens)
+                                .map(|t| ActRow {
+                                    qs: act.qs(t),
+                                    d: act.d(t),
+                                    sums: act.sums(t),
+                                })
+                                .collect();
+                            let mut outs: Vec<&mut [f32]> =
+                                oc.tokens_mut(0..n_tokens, col0..col0 + np).collect();
+                            crate::avx512_tile::panel_streamed(k, kind, w, &acts, &mut outs);
+                            continue;
+                        }
+                    }
                     let next = match rows {
                         PanelRows::Repacked { .. } if !stream => {
                             let stride = ty.row_bytes(n_cols);
@@ -370,9 +387,21 @@ const TILE_PANEL_BYTES: usize = 2 * PANEL_BYTES;
 /// Tokens up to which the AVX-512 tiles on repacked rows stream each panel in during the first
 /// token group's pass ([`crate::avx512_tile::Ahead::Stream`]) rather than prefetch the next
 /// panel in shares per tile during every pass. TinyLlama Q8_0 at two threads (`herd bench -p
-/// 4,8,12,16 -n 0 -t 2 -r 5`, alternating): pp4 65-77 -> 95-105 t/s, pp8 106-124 -> 128-149,
-/// pp12 135 -> 163-172, pp16 about the same either way (157-191 against 153-183).
-const STREAM_TOKENS: usize = 12;
+/// 4,7 -n 0 -t 2 -r 5`, alternating, three rounds): pp4 77.6-81.8 -> 98.8-108.6 t/s, pp7
+/// 116.2-121.6 -> 133.3-141.2. Tile by tile ([`TILE_MAJOR_TOKENS`]) was slower at two token
+/// groups (Q8_0 pp6 110.0-120.8 against 124.1-132.9).
+const STREAM_TOKENS: usize = 8;
+
+/// Tokens up to which (from [`STREAM_TOKENS`]) each tile of repacked rows takes every token
+/// group in turn while the rows stream in (`avx512_tile::panel_streamed`), instead of one pass
+/// over a panel per token group with the next panel prefetched meanwhile: the memory is asked
+/// at an even pace while the tiles compute. TinyLlama at two threads (`herd bench -p
+/// 10,16,20 -n 0 -t 2 -r 5`, alternating, three rounds), panels / tile by tile: Q8_0 pp10
+/// 175.0-177.9 -> 180.5-204.6, pp16 210.4-227.1 -> 230.4-241.1, pp20 227.4-253.6 ->
+/// 263.3-264.0; Q4_0 pp10 236.5-250.5 -> 265.7-274.8, pp16 276.2-287.5 -> 289.9-315.4, pp20
+/// about the same; beyond, slower (Q8_0 pp23 230.6-245.1 against 248.0-265.7: the activations
+/// of more tokens leave L1).
+const TILE_MAJOR_TOKENS: usize = 20;
 
 /// `f(t0, nt)` for the groups of 4 tokens (then 2, then 1) that cover `0..n_tokens`: the token
 /// counts of the AVX-512 panel kernels.
