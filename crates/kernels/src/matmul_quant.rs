@@ -260,14 +260,20 @@ impl RowsJob for QuantTiles<'_> {
                     };
                     // Repacked rows come from memory. Up to STREAM_TOKENS tokens, the first
                     // token group's pass streams the panel in as decode does and the later
-                    // passes find it in L2; up to TILE_MAJOR_TOKENS, each tile of rows takes
-                    // every token group in turn while the rows stream in; more tokens, every
+                    // passes find it in L2; up to TILE_MAJOR_TOKENS (their activations within
+                    // TILE_MAJOR_ACT_BYTES), each tile of rows takes every token group in turn
+                    // while the rows stream in; more tokens, every
                     // pass brings a share of the next panel into L2 meanwhile, so memory
                     // streams while the tiles compute.
                     let repacked = matches!(rows, PanelRows::Repacked { .. });
                     let stream = repacked && n_tokens <= STREAM_TOKENS;
                     if let PanelRows::Repacked { kind, w } = rows {
-                        if !stream && n_tokens <= TILE_MAJOR_TOKENS {
+                        // Every tile reads all the tokens' activations (values, scales, sums).
+                        let act_bytes = n_tokens * ng * (GROUP_BYTES + 8 * GROUP_BLOCKS);
+                        if !stream
+                            && n_tokens <= TILE_MAJOR_TOKENS
+                            && act_bytes <= TILE_MAJOR_ACT_BYTES
+                        {
                             let acts: Vec<ActRow> = (0..n_tokens)
                                 .map(|t| ActRow {
                                     qs: act.qs(t),
@@ -402,6 +408,15 @@ const STREAM_TOKENS: usize = 8;
 /// about the same; beyond, slower (Q8_0 pp23 230.6-245.1 against 248.0-265.7: the activations
 /// of more tokens leave L1).
 const TILE_MAJOR_TOKENS: usize = 20;
+
+/// Activation bytes (all the tokens') up to which a product goes tile by tile
+/// ([`TILE_MAJOR_TOKENS`]): every tile of three rows reads them all, from L2 once they leave
+/// L1. Llama-2-7B Q4_0 at two threads (`herd bench -p 12,16 -n 0 -t 2 -r 1`, alternating,
+/// two rounds), every product tile by tile / up to 160 KiB / up to 64 KiB: pp16 41.4, 42.3 /
+/// 45.0, 44.6 / 46.9, 47.1 (its 4096-column rows take 82 KiB at 16 tokens, its 11008-column
+/// rows 225 KiB); TinyLlama Q8_0 pp16 (2048 columns 41 KiB, 5632 columns 112 KiB) every
+/// product / up to 64 KiB: 228.6-233.3 / 211.9-228.0 (four rounds).
+const TILE_MAJOR_ACT_BYTES: usize = 128 << 10;
 
 /// `f(t0, nt)` for the groups of 4 tokens (then 2, then 1) that cover `0..n_tokens`: the token
 /// counts of the AVX-512 panel kernels.
