@@ -45,28 +45,24 @@ pub(crate) fn tile_quant<const R: usize, const T: usize>(
     // SAFETY: the token proves the features; every length checked above; `out[t]` holds `R`
     // values.
     unsafe {
-        let (acc, out) = (None, Some(out));
+        let (acts, out) = ((aq, ad, asum), Some(out));
+        macro_rules! tile {
+            ($src:expr) => {
+                tile_avx512::<R, T, { $src }, false>(
+                    wq,
+                    wd,
+                    acts,
+                    0..ng,
+                    NO_TAIL,
+                    None,
+                    out,
+                    (0, 1),
+                )
+            };
+        }
         match offset {
-            Q8_0_OFFSET => tile_avx512::<R, T, PACKED_Q8_0, false>(
-                wq,
-                wd,
-                (aq, ad, asum),
-                0..ng,
-                NO_TAIL,
-                acc,
-                out,
-                (0, 1),
-            ),
-            Q4_0_OFFSET => tile_avx512::<R, T, PACKED_Q4_0, false>(
-                wq,
-                wd,
-                (aq, ad, asum),
-                0..ng,
-                NO_TAIL,
-                acc,
-                out,
-                (0, 1),
-            ),
+            Q8_0_OFFSET => tile!(PACKED_Q8_0),
+            Q4_0_OFFSET => tile!(PACKED_Q4_0),
             _ => panic!("unsupported offset {offset}"),
         }
     }
