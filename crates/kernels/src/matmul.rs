@@ -140,13 +140,37 @@ pub enum MatmulPath {
 /// --tokens N`, GFLOP/s): 16 tokens 83 / 109, 24 tokens 163-164 / 138-144, 32 tokens 164 / 110.
 pub const BULK_TOKENS: usize = 24;
 
+/// [`BULK_TOKENS`] for Q8_0 weights, whose AVX-512 tiles since read the repacked rows as they
+/// stream in (`avx512_tile::panel_streamed`, bursts of the next panel above 20 tokens):
+/// TinyLlama Q8_0 at two threads (`HERD_ISA=avx512` against the AMX level, `herd bench
+/// tl-q8_0.gguf -p 24,28,32,40,48 -n 0 -t 2 -r 4`, two rounds, t/s tiles / bulk): pp24 255.2,
+/// 241.2 / 229.0, 201.6; pp28 253.0, 257.8 / 251.9, 241.8; pp32 288.2, 261.8 / 286.6, 256.5;
+/// pp48 322.6, 312.7 / 353.3, 328.4. Q4_0 the same at pp24 (306.3, 252.1 / 298.9, 253.8), the
+/// bulk tiles ahead from pp28.
+pub const BULK_TOKENS_Q8_0: usize = 32;
+
 impl MatmulPath {
     /// The path [`matmul`] takes for `n_tokens` tokens: rows for one token, tiles for more,
     /// bulk tiles from [`BULK_TOKENS`].
     pub fn auto(n_tokens: usize) -> MatmulPath {
+        Self::auto_from(n_tokens, BULK_TOKENS)
+    }
+
+    /// [`MatmulPath::auto`] for a product by weights of type `ty` (a model's passes: the type
+    /// of its layers' matrices): bulk tiles from [`BULK_TOKENS_Q8_0`] for Q8_0.
+    pub fn auto_for(n_tokens: usize, ty: WeightType) -> MatmulPath {
+        let bulk = match ty {
+            WeightType::Q8_0 | WeightType::Q8_0x16 => BULK_TOKENS_Q8_0,
+            _ => BULK_TOKENS,
+        };
+        Self::auto_from(n_tokens, bulk)
+    }
+
+    /// Rows for one token, tiles for more, bulk tiles from `bulk`.
+    fn auto_from(n_tokens: usize, bulk: usize) -> MatmulPath {
         if n_tokens <= 1 {
             MatmulPath::Rows
-        } else if n_tokens < BULK_TOKENS {
+        } else if n_tokens < bulk {
             MatmulPath::Tiles
         } else {
             MatmulPath::Bulk
@@ -178,7 +202,7 @@ impl MatmulPath {
 
 /// `out[t, r] = Σ_c x[t, c] · w[r, c]` for `n_tokens` rows of `x` (`[n_tokens, n_cols]`) into
 /// `out` (`[n_tokens, n_rows]`), with the kernels of [`crate::isa`], by the path
-/// [`MatmulPath::auto`] picks.
+/// [`MatmulPath::auto_for`] picks for its type.
 ///
 /// # Panics
 /// When the lengths of `w.bytes`, `x` or `out` do not match the shapes.
@@ -191,7 +215,14 @@ pub fn matmul(w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
 /// # Panics
 /// When this CPU does not support `isa`, or the lengths do not match the shapes.
 pub fn matmul_with(isa: Isa, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
-    matmul_path_with(isa, MatmulPath::auto(n_tokens), w, x, n_tokens, out)
+    matmul_path_with(
+        isa,
+        MatmulPath::auto_for(n_tokens, w.ty),
+        w,
+        x,
+        n_tokens,
+        out,
+    )
 }
 
 /// [`matmul`] by a given path: for a fixed path, each output is bitwise independent of the

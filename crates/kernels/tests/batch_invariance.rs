@@ -215,6 +215,23 @@ fn interchangeable_paths_agree_bitwise() {
         MatmulPath::Tiles
     );
     assert_eq!(MatmulPath::auto(kernels::BULK_TOKENS), MatmulPath::Bulk);
+    // Q8_0's tiles hold on longer.
+    let q8 = kernels::BULK_TOKENS_Q8_0;
+    assert!(q8 > kernels::BULK_TOKENS);
+    assert_eq!(
+        MatmulPath::auto_for(q8 - 1, WeightType::Q8_0x16),
+        MatmulPath::Tiles
+    );
+    assert_eq!(
+        MatmulPath::auto_for(q8 - 1, WeightType::Q8_0),
+        MatmulPath::Tiles
+    );
+    assert_eq!(MatmulPath::auto_for(q8, WeightType::Q8_0), MatmulPath::Bulk);
+    assert_eq!(
+        MatmulPath::auto_for(kernels::BULK_TOKENS, WeightType::Q4_0x16),
+        MatmulPath::Bulk
+    );
+    assert_eq!(MatmulPath::auto_for(1, WeightType::Q8_0), MatmulPath::Rows);
 }
 
 #[test]

@@ -116,7 +116,11 @@ impl Llama {
         let n = batch.tokens.len();
         let (dim, q_dim, kv_dim, head_dim) = (c.dim, c.q_dim(), c.kv_dim(), c.head_dim);
 
-        let mm_path = path.unwrap_or(MatmulPath::auto(n));
+        // The path for the layers' weights' type (the first layer's gate projection stands
+        // for them).
+        let layer_ty = self.layers.first().map(|l| l.w_gate.ty);
+        let auto = |n| layer_ty.map_or(MatmulPath::auto(n), |ty| MatmulPath::auto_for(n, ty));
+        let mm_path = path.unwrap_or(auto(n));
         // Row kernels (decode) take repacked weights, made on first use; tile kernels take
         // whichever form exists (the same bits either way), so a prompt never waits for a copy.
         let rows = mm_path == MatmulPath::Rows;
@@ -218,7 +222,7 @@ impl Llama {
             rms_norm(&x[i * dim..(i + 1) * dim], &self.output_norm, c.norm_eps, o);
         }
         let mut logits = vec![0f32; m * c.vocab_size];
-        let out_path = path.unwrap_or(MatmulPath::auto(m));
+        let out_path = path.unwrap_or(MatmulPath::auto_for(m, self.output.ty));
         let output = wv(rows && out_path == MatmulPath::Rows, &self.output);
         matmul_path(out_path, &output, &xf, m, &mut logits);
         Ok(logits)
