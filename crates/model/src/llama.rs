@@ -118,9 +118,10 @@ impl Llama {
 
         // The path for the layers' weights' type (the first layer's gate projection stands
         // for them).
-        let layer_ty = self.layers.first().map(|l| l.w_gate.ty);
-        let auto = |n| layer_ty.map_or(MatmulPath::auto(n), |ty| MatmulPath::auto_for(n, ty));
-        let mm_path = path.unwrap_or(auto(n));
+        let mm_path = path.unwrap_or_else(|| match self.layers.first() {
+            Some(l) => MatmulPath::auto_for(n, l.w_gate.ty),
+            None => MatmulPath::auto(n),
+        });
         // Row kernels (decode) take repacked weights, made on first use; tile kernels take
         // whichever form exists (the same bits either way), so a prompt never waits for a copy.
         let rows = mm_path == MatmulPath::Rows;
