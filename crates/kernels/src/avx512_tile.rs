@@ -56,7 +56,7 @@ pub(crate) fn tile_quant<const R: usize, const T: usize>(
                     NO_TAIL,
                     None,
                     out,
-                    (0, 1),
+                    ALL_LINES,
                 )
             };
         }
@@ -259,7 +259,12 @@ unsafe fn streamed<const SRC: u8>(
                 let t = &t[i.min(nt - 1)];
                 (t.qs.as_ptr(), t.d.as_ptr(), t.sums.as_ptr())
             };
-            let pf = (pass, passes);
+            // The lines this pass asks for: line l in pass l % passes, so that the memory is
+            // asked at an even pace over the passes (a mask made once per pass: no division
+            // in the kernel's steps).
+            let pf = (pass..u32::BITS as usize)
+                .step_by(passes)
+                .fold(0u32, |m, l| m | 1 << l);
             let step = if rows == PANEL_TILE_ROWS { rows } else { 1 };
             for r in (r0..r0 + rows).step_by(step) {
                 let mut o = |i: usize| out[t0 + i.min(nt - 1)][r..].as_mut_ptr();
@@ -366,7 +371,7 @@ unsafe fn by_tiles<const T: usize, const SRC: u8, const STREAM: bool>(
                         tail,
                         acc,
                         at(r0),
-                        (0, 1),
+                        ALL_LINES,
                     )
                 };
             } else {
@@ -383,7 +388,7 @@ unsafe fn by_tiles<const T: usize, const SRC: u8, const STREAM: bool>(
                             tail,
                             acc,
                             at(r),
-                            (0, 1),
+                            ALL_LINES,
                         )
                     };
                 }
@@ -420,11 +425,14 @@ type Tail = (usize, usize);
 /// No partial group.
 const NO_TAIL: Tail = (usize::MAX, GROUP_BLOCKS);
 
+/// Every line of a group ([`tile_avx512`]'s `lines`).
+const ALL_LINES: u32 = u32::MAX;
+
 /// `R` weight rows × `T` tokens over the groups `groups`, the rows' bytes as `SRC` says (`wd`
 /// is read only for packed rows): the per-lane sums start from `acc` (zero when `None`), then
 /// are summed into `out[t][r]` when `out` is given, else kept in `acc` for the next groups.
 /// `STREAM`: each row's lines `PREFETCH_BYTES` ahead are asked for, group by group
-/// ([`Ahead::Stream`]).
+/// ([`Ahead::Stream`]), line `l` of each group's where bit `l` of `lines` is set.
 /// Every source gives the same bytes and scales for the same matrix, so the same bits; the
 /// lane sums run over the groups in order however they are split.
 ///
@@ -443,7 +451,7 @@ unsafe fn tile_avx512<const R: usize, const T: usize, const SRC: u8, const STREA
     tail: Tail,
     acc: Option<&mut [[__m512; T]; R]>,
     out: Option<[*mut f32; T]>,
-    (pass, passes): (usize, usize),
+    lines: u32,
 ) {
     use crate::avx512_x16::{x16_scales, x16_step};
     let packed = SRC == PACKED_Q8_0 || SRC == PACKED_Q4_0;
@@ -479,13 +487,13 @@ unsafe fn tile_avx512<const R: usize, const T: usize, const SRC: u8, const STREA
             let (masked, n) = (g == tail.0, tail.1);
             let base: [*const u8; R] = std::array::from_fn(|r| wq[r].add(g * group));
             let grp: [*const u8; R] = std::array::from_fn(|r| base[r].add(quants_at));
-            // The group's lines a fixed distance ahead, line l in pass l % passes at step
-            // l (the ninth at step 0): spread over the steps and the passes.
+            // The group's lines a fixed distance ahead, line l (if `lines` has it) at step l
+            // (the ninth at step 0).
             let ahead = |b: *const u8, l: usize| {
                 crate::stream::prefetch_stream(b.wrapping_add(STREAM_AHEAD + 64 * l) as usize, 1)
             };
-            let lines = group.div_ceil(64);
-            if STREAM && lines > 8 && 8 % passes == pass {
+            let asked = |l: usize| l < group.div_ceil(64) && lines >> l & 1 != 0;
+            if STREAM && asked(8) {
                 for b in base {
                     ahead(b, 8);
                 }
@@ -494,7 +502,7 @@ unsafe fn tile_avx512<const R: usize, const T: usize, const SRC: u8, const STREA
             for k in 0..4 {
                 for half in 0..2 {
                     let step = k + 4 * half;
-                    if STREAM && step < lines && step % passes == pass {
+                    if STREAM && asked(step) {
                         for b in base {
                             ahead(b, step);
                         }
