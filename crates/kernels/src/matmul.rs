@@ -149,6 +149,22 @@ pub const BULK_TOKENS: usize = 24;
 /// bulk tiles ahead from pp28.
 pub const BULK_TOKENS_Q8_0: usize = 32;
 
+/// [`BULK_TOKENS`] for Q4_0 rows (stored or repacked) whose blocks fill less than three
+/// quarters of their groups of 16 (the repacked layout's groups, which the AVX-512 tiles
+/// multiply whole, padding included), and [`BULK_TOKENS_SHORT_Q8_0`] for such Q8_0 rows:
+/// stories15M's rows of 288 values (9 blocks of a group of 16). stories15M at one / two
+/// threads (`herd bench s15-M.gguf -p 8,12,16,20 -n 0 -t 1,2 -r 10`, two alternating rounds,
+/// t/s tiles / bulk): Q4_0 pp8 8106.8, 7768.4 / 6929.7, 6382.0 (one thread); pp12 8714.5,
+/// 8798.5 / 10174.4, 9164.9 (one) and 11611.6, 11745.6 / 12955.7, 12339.2 (two); pp16 9490.0,
+/// 9809.1 / 12814.3, 11590.2 (one) and 12091.8, 12432.3 / 15874.4, 15088.9 (two). Q8_0 (`-p
+/// 8,12,16,24`) pp12 7705.7, 7940.7 / 7395.5, 7776.6 (one); pp16 8450.9, 8664.8 / 9764.3,
+/// 9923.7 (one) and 12742.3, 12710.1 / 13749.1, 13566.1 (two); pp24 15556.2, 15941.1 /
+/// 18411.8, 18220.3 (two).
+pub const BULK_TOKENS_SHORT: usize = 12;
+
+/// [`BULK_TOKENS_SHORT`] for Q8_0 rows.
+pub const BULK_TOKENS_SHORT_Q8_0: usize = 16;
+
 impl MatmulPath {
     /// The path [`matmul`] takes for `n_tokens` tokens: rows for one token, tiles for more,
     /// bulk tiles from [`BULK_TOKENS`].
@@ -156,11 +172,18 @@ impl MatmulPath {
         Self::auto_from(n_tokens, BULK_TOKENS)
     }
 
-    /// [`MatmulPath::auto`] for a product by weights of type `ty` (a model's passes: the type
-    /// of its layers' matrices): bulk tiles from [`BULK_TOKENS_Q8_0`] for Q8_0.
-    pub fn auto_for(n_tokens: usize, ty: WeightType) -> MatmulPath {
-        let bulk = match ty {
-            WeightType::Q8_0 | WeightType::Q8_0x16 => BULK_TOKENS_Q8_0,
+    /// [`MatmulPath::auto`] for a product by weights of type `ty` with rows of `n_cols` values
+    /// (a model's passes: its layers' matrices): bulk tiles from [`BULK_TOKENS_Q8_0`] for
+    /// Q8_0, and for Q4_0 / Q8_0 rows that fill their groups of 16 blocks less than three
+    /// quarters from [`BULK_TOKENS_SHORT`] / [`BULK_TOKENS_SHORT_Q8_0`].
+    pub fn auto_for(n_tokens: usize, ty: WeightType, n_cols: usize) -> MatmulPath {
+        let blocks = n_cols / 32;
+        let padded = blocks.div_ceil(16) * 16;
+        let short = 4 * blocks < 3 * padded;
+        let bulk = match (ty, short) {
+            (WeightType::Q8_0 | WeightType::Q8_0x16, false) => BULK_TOKENS_Q8_0,
+            (WeightType::Q8_0 | WeightType::Q8_0x16, true) => BULK_TOKENS_SHORT_Q8_0,
+            (WeightType::Q4_0 | WeightType::Q4_0x16, true) => BULK_TOKENS_SHORT,
             _ => BULK_TOKENS,
         };
         Self::auto_from(n_tokens, bulk)
@@ -217,7 +240,7 @@ pub fn matmul(w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
 pub fn matmul_with(isa: Isa, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
     matmul_path_with(
         isa,
-        MatmulPath::auto_for(n_tokens, w.ty),
+        MatmulPath::auto_for(n_tokens, w.ty, w.n_cols),
         w,
         x,
         n_tokens,

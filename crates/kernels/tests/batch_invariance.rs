@@ -215,23 +215,52 @@ fn interchangeable_paths_agree_bitwise() {
         MatmulPath::Tiles
     );
     assert_eq!(MatmulPath::auto(kernels::BULK_TOKENS), MatmulPath::Bulk);
-    // Q8_0's tiles hold on longer.
+    // Q8_0's tiles hold on longer (rows of whole groups of 16 blocks: 2048 values).
     let q8 = kernels::BULK_TOKENS_Q8_0;
     assert!(q8 > kernels::BULK_TOKENS);
     assert_eq!(
-        MatmulPath::auto_for(q8 - 1, WeightType::Q8_0x16),
+        MatmulPath::auto_for(q8 - 1, WeightType::Q8_0x16, 2048),
         MatmulPath::Tiles
     );
     assert_eq!(
-        MatmulPath::auto_for(q8 - 1, WeightType::Q8_0),
+        MatmulPath::auto_for(q8 - 1, WeightType::Q8_0, 2048),
         MatmulPath::Tiles
     );
-    assert_eq!(MatmulPath::auto_for(q8, WeightType::Q8_0), MatmulPath::Bulk);
     assert_eq!(
-        MatmulPath::auto_for(kernels::BULK_TOKENS, WeightType::Q4_0x16),
+        MatmulPath::auto_for(q8, WeightType::Q8_0, 2048),
         MatmulPath::Bulk
     );
-    assert_eq!(MatmulPath::auto_for(1, WeightType::Q8_0), MatmulPath::Rows);
+    assert_eq!(
+        MatmulPath::auto_for(kernels::BULK_TOKENS, WeightType::Q4_0x16, 2048),
+        MatmulPath::Bulk
+    );
+    // Rows that fill less than three quarters of their groups (288 values: 9 blocks of 16;
+    // 768: 24 of 32 is three quarters) go to the bulk tiles sooner.
+    let (short, short_q8) = (kernels::BULK_TOKENS_SHORT, kernels::BULK_TOKENS_SHORT_Q8_0);
+    assert!(short < kernels::BULK_TOKENS && short_q8 < q8);
+    for ty in [WeightType::Q4_0, WeightType::Q4_0x16] {
+        assert_eq!(MatmulPath::auto_for(short - 1, ty, 288), MatmulPath::Tiles);
+        assert_eq!(MatmulPath::auto_for(short, ty, 288), MatmulPath::Bulk);
+        assert_eq!(MatmulPath::auto_for(short, ty, 768), MatmulPath::Tiles);
+        assert_eq!(MatmulPath::auto_for(short, ty, 5632), MatmulPath::Tiles);
+    }
+    for ty in [WeightType::Q8_0, WeightType::Q8_0x16] {
+        assert_eq!(
+            MatmulPath::auto_for(short_q8 - 1, ty, 288),
+            MatmulPath::Tiles
+        );
+        assert_eq!(MatmulPath::auto_for(short_q8, ty, 288), MatmulPath::Bulk);
+        assert_eq!(MatmulPath::auto_for(short_q8, ty, 768), MatmulPath::Tiles);
+    }
+    // Other types keep BULK_TOKENS whatever their rows.
+    assert_eq!(
+        MatmulPath::auto_for(short, WeightType::Q4_K, 256),
+        MatmulPath::Tiles
+    );
+    assert_eq!(
+        MatmulPath::auto_for(1, WeightType::Q8_0, 288),
+        MatmulPath::Rows
+    );
 }
 
 #[test]

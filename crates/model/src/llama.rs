@@ -119,7 +119,7 @@ impl Llama {
         // The path for the layers' weights' type (the first layer's gate projection stands
         // for them).
         let mm_path = path.unwrap_or_else(|| match self.layers.first() {
-            Some(l) => MatmulPath::auto_for(n, l.w_gate.ty),
+            Some(l) => MatmulPath::auto_for(n, l.w_gate.ty, l.w_gate.n_cols),
             None => MatmulPath::auto(n),
         });
         // Row kernels (decode) take repacked weights, made on first use; tile kernels take
@@ -223,7 +223,7 @@ impl Llama {
             rms_norm(&x[i * dim..(i + 1) * dim], &self.output_norm, c.norm_eps, o);
         }
         let mut logits = vec![0f32; m * c.vocab_size];
-        let out_path = path.unwrap_or(MatmulPath::auto_for(m, self.output.ty));
+        let out_path = path.unwrap_or(MatmulPath::auto_for(m, self.output.ty, self.output.n_cols));
         let output = wv(rows && out_path == MatmulPath::Rows, &self.output);
         matmul_path(out_path, &output, &xf, m, &mut logits);
         Ok(logits)
