@@ -27,6 +27,88 @@ pub(crate) fn dot_float<const KIND: u8>(_: Avx512, w: &[u8], x: &[f32]) -> f32 {
     unsafe { dot_float_avx512::<KIND>(w.as_ptr(), x) }
 }
 
+/// Float row · each of the token rows `xs` (up to [`FLOAT_TOKENS`]), each result bitwise
+/// [`dot_float`]'s for that token: the row is read and converted once for all of them (the
+/// prefetch too), each token keeping its own four accumulators in the same order.
+pub(crate) fn dot_float_tokens<const KIND: u8>(
+    _: Avx512,
+    w: &[u8],
+    xs: &[&[f32]],
+    out: &mut [f32],
+) {
+    assert!(xs.len() == out.len() && !xs.is_empty() && xs.len() <= FLOAT_TOKENS);
+    let n = xs[0].len();
+    assert!(xs.iter().all(|x| x.len() == n) && w.len() == float_bytes(KIND) * n);
+    let p: [*const f32; FLOAT_TOKENS] = std::array::from_fn(|t| xs[t.min(xs.len() - 1)].as_ptr());
+    // SAFETY: the token proves the features; every row holds `n` values.
+    unsafe {
+        match xs.len() {
+            1 => out.copy_from_slice(&dot_float_tokens_avx512::<KIND, 1>(w.as_ptr(), n, [p[0]])),
+            2 => out.copy_from_slice(&dot_float_tokens_avx512::<KIND, 2>(
+                w.as_ptr(),
+                n,
+                [p[0], p[1]],
+            )),
+            3 => out.copy_from_slice(&dot_float_tokens_avx512::<KIND, 3>(
+                w.as_ptr(),
+                n,
+                [p[0], p[1], p[2]],
+            )),
+            _ => out.copy_from_slice(&dot_float_tokens_avx512::<KIND, 4>(w.as_ptr(), n, p)),
+        }
+    }
+}
+
+/// Tokens of one call of [`dot_float_tokens`]: four accumulators each, sixteen in all.
+pub(crate) const FLOAT_TOKENS: usize = 4;
+
+/// [`dot_float_avx512`] for `T` token rows of `n` values at once.
+///
+/// # Safety
+/// AVX-512 F/BW/VL available; `w` holds `n` values of `KIND`, each `x[t]` `n` values.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn dot_float_tokens_avx512<const KIND: u8, const T: usize>(
+    w: *const u8,
+    n: usize,
+    x: [*const f32; T],
+) -> [f32; T] {
+    let all = !0 as __mmask16;
+    let mut acc = [[_mm512_setzero_ps(); 4]; T];
+    let mut i = 0;
+    // SAFETY (all loads): indices (or masked lanes) stay below n, which every operand holds.
+    unsafe {
+        while i + 64 <= n {
+            let ahead = w.wrapping_add(i * float_bytes(KIND) + PREFETCH_BYTES);
+            crate::stream::prefetch_stream(ahead as usize, float_bytes(KIND));
+            for j in 0..4 {
+                let wv = load16::<KIND>(w, i + 16 * j, all);
+                for (a, xt) in acc.iter_mut().zip(x) {
+                    let xv = _mm512_loadu_ps(xt.add(i + 16 * j));
+                    a[j] = _mm512_fmadd_ps(wv, xv, a[j]);
+                }
+            }
+            i += 64;
+        }
+        while i < n {
+            let m = if n - i >= 16 {
+                all
+            } else {
+                (1u16 << (n - i)) - 1
+            };
+            let wv = load16::<KIND>(w, i, m);
+            for (a, xt) in acc.iter_mut().zip(x) {
+                let xv = _mm512_maskz_loadu_ps(m, xt.add(i));
+                a[0] = _mm512_fmadd_ps(wv, xv, a[0]);
+            }
+            i += 16;
+        }
+    }
+    acc.map(|a| {
+        let s = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
+        _mm512_reduce_add_ps(s)
+    })
+}
+
 /// Q8_0 row · Q8_0 activations with lane corrections for `k = 128`.
 pub(crate) fn dot_q8_0(_: Avx512, w: &[u8], qs: &[i8], d: &[f32], corr: &[i32]) -> f32 {
     let nb = d.len();

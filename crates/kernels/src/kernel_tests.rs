@@ -133,6 +133,52 @@ fn float_row_kernels_match_scalar() {
     }
 }
 
+/// The AVX-512 float row kernel for several tokens gives each token bitwise the one-token
+/// kernel's sum (a prompt's row path and a decode agree).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn float_row_kernel_for_tokens_equals_the_one_token_kernel_bitwise() {
+    use crate::avx2_dot::{BF16, F16, F32};
+    use crate::avx512_dot::{dot_float, dot_float_tokens, FLOAT_TOKENS};
+    let Some(Level::Avx512(k)) = Level::new(Isa::Avx512) else {
+        eprintln!("skip: AVX-512 not available");
+        return;
+    };
+    let mut rng = Rng(0x9e3779b97f4a7c15);
+    for ty in [WeightType::F32, WeightType::F16, WeightType::BF16] {
+        for n in [1, 17, 64, 100, 288, 2051] {
+            let (w, _) = float_row(&mut rng, ty, n);
+            let xs: Vec<Vec<f32>> = (0..FLOAT_TOKENS)
+                .map(|_| (0..n).map(|_| rng.f32() * 3.0).collect())
+                .collect();
+            for t in 1..=FLOAT_TOKENS {
+                let refs: Vec<&[f32]> = xs[..t].iter().map(|x| &x[..]).collect();
+                let mut got = vec![0f32; t];
+                let want: Vec<f32> = match ty {
+                    WeightType::F32 => {
+                        dot_float_tokens::<F32>(k, &w, &refs, &mut got);
+                        refs.iter().map(|x| dot_float::<F32>(k, &w, x)).collect()
+                    }
+                    WeightType::F16 => {
+                        dot_float_tokens::<F16>(k, &w, &refs, &mut got);
+                        refs.iter().map(|x| dot_float::<F16>(k, &w, x)).collect()
+                    }
+                    _ => {
+                        dot_float_tokens::<BF16>(k, &w, &refs, &mut got);
+                        refs.iter().map(|x| dot_float::<BF16>(k, &w, x)).collect()
+                    }
+                };
+                assert!(
+                    got.iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{ty:?} n={n} tokens={t}: {got:?} vs {want:?}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn quant_row_kernels_match_scalar() {
     let mut rng = Rng(0x13198a2e03707344);

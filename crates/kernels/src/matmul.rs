@@ -165,6 +165,15 @@ pub const BULK_TOKENS_SHORT: usize = 12;
 /// [`BULK_TOKENS_SHORT`] for Q8_0 rows.
 pub const BULK_TOKENS_SHORT_Q8_0: usize = 16;
 
+/// Float weights (F32, F16, BF16) take the row path up to this many tokens at the AVX-512 and
+/// AMX levels ([`MatmulPath::auto_for`]), where the row kernel reads each row once for four
+/// tokens (`avx512_dot::dot_float_tokens`, each token's sum bitwise a decode's): TinyLlama F16
+/// at two threads (`herd bench tl-f16.gguf -p 2,4,8 -n 0 -t 2 -r 5`, three alternating rounds,
+/// t/s tiles / rows): pp2 25.0, 23.7, 24.0 / 28.1, 25.6, 25.1; pp4 40.4, 38.8, 40.5 / 49.8,
+/// 43.8, 46.3; pp8 54.5, 56.8, 56.9 / 42.7, 39.4, 38.6 (`-p 3,5,6`, two rounds: pp5 43.8, 44.1
+/// / 47.5, 47.8; pp6 47.8, 46.5 / 45.6, 45.4).
+pub const ROWS_FLOAT_TOKENS: usize = 4;
+
 impl MatmulPath {
     /// The path [`matmul`] takes for `n_tokens` tokens: rows for one token, tiles for more,
     /// bulk tiles from [`BULK_TOKENS`].
@@ -175,8 +184,13 @@ impl MatmulPath {
     /// [`MatmulPath::auto`] for a product by weights of type `ty` with rows of `n_cols` values
     /// (a model's passes: its layers' matrices): bulk tiles from [`BULK_TOKENS_Q8_0`] for
     /// Q8_0, and for Q4_0 / Q8_0 rows that fill their groups of 16 blocks less than three
-    /// quarters from [`BULK_TOKENS_SHORT`] / [`BULK_TOKENS_SHORT_Q8_0`].
+    /// quarters from [`BULK_TOKENS_SHORT`] / [`BULK_TOKENS_SHORT_Q8_0`]; float weights by
+    /// rows up to [`ROWS_FLOAT_TOKENS`] tokens where [`crate::isa`] is AVX-512 or AMX.
     pub fn auto_for(n_tokens: usize, ty: WeightType, n_cols: usize) -> MatmulPath {
+        let float = matches!(ty, WeightType::F32 | WeightType::F16 | WeightType::BF16);
+        if float && n_tokens <= ROWS_FLOAT_TOKENS && crate::isa() >= Isa::Avx512 {
+            return MatmulPath::Rows;
+        }
         let blocks = n_cols / 32;
         let padded = blocks.div_ceil(16) * 16;
         let short = 4 * blocks < 3 * padded;

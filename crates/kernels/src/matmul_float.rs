@@ -77,11 +77,35 @@ impl RowsJob for FloatRows<'_> {
     }
     fn run(&self, mut oc: OutCols<'_>) {
         let n_cols = self.w.n_cols;
+        let x = |t: usize| &self.x[t * n_cols..(t + 1) * n_cols];
+        // At AVX-512, each row read once for up to four tokens (the same bits as a token at a
+        // time).
+        #[cfg(target_arch = "x86_64")]
+        if let (Level::Avx512(k), true) = (self.level, self.n_tokens > 1) {
+            use crate::avx512_dot::{dot_float_tokens, FLOAT_TOKENS};
+            let mut res = [0f32; FLOAT_TOKENS];
+            for (i, r) in oc.rows().enumerate() {
+                let wr = self.w.row(r);
+                for t0 in (0..self.n_tokens).step_by(FLOAT_TOKENS) {
+                    let nt = FLOAT_TOKENS.min(self.n_tokens - t0);
+                    let xs: [&[f32]; FLOAT_TOKENS] = std::array::from_fn(|j| x(t0 + j.min(nt - 1)));
+                    let (xs, res) = (&xs[..nt], &mut res[..nt]);
+                    match self.w.ty {
+                        WeightType::F32 => dot_float_tokens::<F32>(k, wr, xs, res),
+                        WeightType::F16 => dot_float_tokens::<F16>(k, wr, xs, res),
+                        _ => dot_float_tokens::<BF16>(k, wr, xs, res),
+                    }
+                    for (j, &v) in res[..nt].iter().enumerate() {
+                        oc.token(t0 + j)[i] = v;
+                    }
+                }
+            }
+            return;
+        }
         for (i, r) in oc.rows().enumerate() {
             let wr = self.w.row(r);
             for t in 0..self.n_tokens {
-                let x = &self.x[t * n_cols..(t + 1) * n_cols];
-                oc.token(t)[i] = dot_row(self.level, self.w.ty, wr, x);
+                oc.token(t)[i] = dot_row(self.level, self.w.ty, wr, x(t));
             }
         }
     }

@@ -252,6 +252,22 @@ fn interchangeable_paths_agree_bitwise() {
         assert_eq!(MatmulPath::auto_for(short_q8, ty, 288), MatmulPath::Bulk);
         assert_eq!(MatmulPath::auto_for(short_q8, ty, 768), MatmulPath::Tiles);
     }
+    // Float weights take the row path for a few tokens at the AVX-512 and AMX levels.
+    let rows_float = kernels::isa() >= kernels::Isa::Avx512;
+    for n in 2..=kernels::ROWS_FLOAT_TOKENS {
+        for ty in [WeightType::F32, WeightType::F16, WeightType::BF16] {
+            let want = if rows_float {
+                MatmulPath::Rows
+            } else {
+                MatmulPath::Tiles
+            };
+            assert_eq!(MatmulPath::auto_for(n, ty, 2048), want, "{ty:?} {n}");
+        }
+    }
+    assert_eq!(
+        MatmulPath::auto_for(kernels::ROWS_FLOAT_TOKENS + 1, WeightType::F16, 2048),
+        MatmulPath::Tiles
+    );
     // Other types keep BULK_TOKENS whatever their rows.
     assert_eq!(
         MatmulPath::auto_for(short, WeightType::Q4_K, 256),
