@@ -62,7 +62,9 @@ pub(crate) fn dot_float_tokens<const KIND: u8>(
 /// Tokens of one call of [`dot_float_tokens`]: four accumulators each, sixteen in all.
 pub(crate) const FLOAT_TOKENS: usize = 4;
 
-/// [`dot_float_avx512`] for `T` token rows of `n` values at once.
+/// Float row · `T` token rows of `n` values: 16 lanes, four accumulators per token, masked
+/// loads for the tail; the row prefetched [`PREFETCH_BYTES`] ahead and each 16 values loaded
+/// and converted once for all tokens.
 ///
 /// # Safety
 /// AVX-512 F/BW/VL available; `w` holds `n` values of `KIND`, each `x[t]` `n` values.
@@ -167,35 +169,8 @@ pub(crate) unsafe fn load16<const KIND: u8>(w: *const u8, i: usize, mask: __mmas
 /// AVX-512 F/BW/VL available; `w` holds `x.len()` values of `KIND`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn dot_float_avx512<const KIND: u8>(w: *const u8, x: &[f32]) -> f32 {
-    let (n, xp) = (x.len(), x.as_ptr());
-    let all = !0 as __mmask16;
-    let mut acc = [_mm512_setzero_ps(); 4];
-    let mut i = 0;
-    // SAFETY (all loads): indices (or masked lanes) stay below n, which both operands hold.
-    unsafe {
-        while i + 64 <= n {
-            // 64 values are 128 or 256 bytes, fetched PREFETCH_BYTES ahead.
-            let ahead = w.wrapping_add(i * float_bytes(KIND) + PREFETCH_BYTES);
-            crate::stream::prefetch_stream(ahead as usize, float_bytes(KIND));
-            for (j, a) in acc.iter_mut().enumerate() {
-                let xv = _mm512_loadu_ps(xp.add(i + 16 * j));
-                *a = _mm512_fmadd_ps(load16::<KIND>(w, i + 16 * j, all), xv, *a);
-            }
-            i += 64;
-        }
-        while i < n {
-            let m = if n - i >= 16 {
-                all
-            } else {
-                (1u16 << (n - i)) - 1
-            };
-            let xv = _mm512_maskz_loadu_ps(m, xp.add(i));
-            acc[0] = _mm512_fmadd_ps(load16::<KIND>(w, i, m), xv, acc[0]);
-            i += 16;
-        }
-    }
-    let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-    _mm512_reduce_add_ps(s)
+    // SAFETY: the caller's promise.
+    unsafe { dot_float_tokens_avx512::<KIND, 1>(w, x.len(), [x.as_ptr()])[0] }
 }
 
 /// `acc + lanes(block b) · d_w · d_a` for a single block: the token's activations, lane
