@@ -50,12 +50,13 @@ pub(crate) fn dot_rows<const R: usize>(
         sums.as_ptr(),
     );
     // SAFETY: the token proves the features; lengths checked above.
-    unsafe {
+    let v = unsafe {
         match kind {
-            X16::Q4_0 => dot_rows_avx512::<R, false>(w, qs, d, sums, (ng, last)),
-            X16::Q8_0 => dot_rows_avx512::<R, true>(w, qs, d, sums, (ng, last)),
+            X16::Q4_0 => dot_rows_avx512::<R, 1, false>(w, ([qs], [d], [sums]), (ng, last)),
+            X16::Q8_0 => dot_rows_avx512::<R, 1, true>(w, ([qs], [d], [sums]), (ng, last)),
         }
-    }
+    };
+    v.map(|[x]| x)
 }
 
 /// Every row of `w` (`out.len()` rows of `ng` groups of `kind`, back to back) · one token, four
@@ -71,38 +72,72 @@ pub(crate) fn dot_matrix(
     sums: &[i32],
     out: &mut [f32],
 ) {
-    match kind {
-        X16::Q4_0 => dot_matrix_of::<false>(k, w, qs, d, sums, out),
-        X16::Q8_0 => dot_matrix_of::<true>(k, w, qs, d, sums, out),
+    dot_matrix_tokens(k, kind, w, &[(qs, d, sums)], &mut [out]);
+}
+
+/// One token's interleaved activations: (values, scales, sums).
+pub(crate) type TokenAct<'a> = (&'a [i8], &'a [f32], &'a [i32]);
+
+/// [`dot_matrix`] for one or two tokens (`acts`, results in `outs`) at once: each row read
+/// once for both, each token's outputs bitwise what [`dot_matrix`] gives it alone.
+pub(crate) fn dot_matrix_tokens(
+    k: Avx512,
+    kind: X16,
+    w: &[u8],
+    acts: &[TokenAct<'_>],
+    outs: &mut [&mut [f32]],
+) {
+    assert!(acts.len() == outs.len() && (1..=2).contains(&acts.len()));
+    match (kind, acts.len()) {
+        (X16::Q4_0, 1) => dot_matrix_of::<1, false>(k, w, acts, outs),
+        (X16::Q8_0, 1) => dot_matrix_of::<1, true>(k, w, acts, outs),
+        (X16::Q4_0, _) => dot_matrix_of::<2, false>(k, w, acts, outs),
+        (X16::Q8_0, _) => dot_matrix_of::<2, true>(k, w, acts, outs),
     }
 }
 
-/// [`dot_matrix`] for one kind (`Q8`: Q8_0, else Q4_0).
-fn dot_matrix_of<const Q8: bool>(
+/// [`dot_matrix_tokens`] for one kind (`Q8`: Q8_0, else Q4_0) and `T` tokens.
+fn dot_matrix_of<const T: usize, const Q8: bool>(
     _: Avx512,
     w: &[u8],
-    qs: &[i8],
-    d: &[f32],
-    sums: &[i32],
-    out: &mut [f32],
+    acts: &[TokenAct<'_>],
+    outs: &mut [&mut [f32]],
 ) {
-    let (ng, stride, last) =
-        crate::qx16::matrix_shape(kind::<Q8>(), w.len(), out.len(), qs, d, sums);
-    let (qs, d, sums) = (qs.as_ptr(), d.as_ptr(), sums.as_ptr());
+    let n = outs[0].len();
+    assert!(outs.iter().all(|o| o.len() == n));
+    let mut shape = None;
+    for &(qs, d, sums) in acts {
+        let s = crate::qx16::matrix_shape(kind::<Q8>(), w.len(), n, qs, d, sums);
+        assert!(shape.is_none_or(|x| x == s), "tokens of another width");
+        shape = Some(s);
+    }
+    let (ng, stride, last) = shape.expect("a token");
+    let a = (
+        std::array::from_fn::<_, T, _>(|t| acts[t].0.as_ptr()),
+        std::array::from_fn(|t| acts[t].1.as_ptr()),
+        std::array::from_fn(|t| acts[t].2.as_ptr()),
+    );
     // SAFETY: the token proves the features; every row is inside `w` (checked above).
     unsafe {
         let p = w.as_ptr();
         let mut r = 0;
         let wide = rows_per_step() == ROWS;
-        while wide && r + ROWS <= out.len() {
+        while wide && r + ROWS <= n {
             let rows = std::array::from_fn(|j| p.add((r + j) * stride));
-            let v = dot_rows_avx512::<ROWS, Q8>(rows, qs, d, sums, (ng, last));
-            out[r..r + ROWS].copy_from_slice(&v);
+            let v = dot_rows_avx512::<ROWS, T, Q8>(rows, a, (ng, last));
+            for (j, row) in v.iter().enumerate() {
+                for (o, &x) in outs.iter_mut().zip(row) {
+                    o[r + j] = x;
+                }
+            }
             r += ROWS;
         }
-        while r < out.len() {
+        while r < n {
             let row = [p.add(r * stride)];
-            out[r] = dot_rows_avx512::<1, Q8>(row, qs, d, sums, (ng, last))[0];
+            let [v] = dot_rows_avx512::<1, T, Q8>(row, a, (ng, last));
+            for (o, &x) in outs.iter_mut().zip(&v) {
+                o[r] = x;
+            }
             r += 1;
         }
     }
@@ -129,18 +164,19 @@ pub(crate) unsafe fn reduce16(v: __m512) -> f32 {
     hsum_ps(_mm256_add_ps(lo, hi))
 }
 
+/// Activations of `T` tokens as pointers: (values, scales, sums) per token.
+type ActPtrs<const T: usize> = ([*const i8; T], [*const f32; T], [*const i32; T]);
+
 /// # Safety
 /// The features available; each `w[r]` holds `ng` groups of [`kind`]`::<Q8>()`, the last of
-/// `last` blocks (1 to 16), `qs` `ng · 512` values, `d` and `sums` `ng · 16`.
+/// `last` blocks (1 to 16), each token's values `ng · 512`, scales and sums `ng · 16`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn dot_rows_avx512<const R: usize, const Q8: bool>(
+unsafe fn dot_rows_avx512<const R: usize, const T: usize, const Q8: bool>(
     w: [*const u8; R],
-    qs: *const i8,
-    d: *const f32,
-    sums: *const i32,
+    a: ActPtrs<T>,
     (ng, last): (usize, usize),
-) -> [f32; R] {
-    let mut facc = [_mm512_setzero_ps(); R];
+) -> [[f32; T]; R] {
+    let mut facc = [[_mm512_setzero_ps(); T]; R];
     let whole = if last == GROUP_BLOCKS {
         ng
     } else {
@@ -148,15 +184,15 @@ unsafe fn dot_rows_avx512<const R: usize, const Q8: bool>(
     };
     for g in 0..whole {
         // SAFETY: group g < ng is inside every row and the activations.
-        unsafe { group_avx512::<R, Q8, false>(w, qs, d, sums, g, GROUP_BLOCKS, &mut facc) };
+        unsafe { group_avx512::<R, T, Q8, false>(w, a, g, GROUP_BLOCKS, &mut facc) };
     }
     if whole < ng {
         // SAFETY: as above; the partial group's `last` blocks are inside every row, its
         // loads masked to them.
-        unsafe { group_avx512::<R, Q8, true>(w, qs, d, sums, whole, last, &mut facc) };
+        unsafe { group_avx512::<R, T, Q8, true>(w, a, whole, last, &mut facc) };
     }
     // SAFETY: the features are enabled in this function.
-    facc.map(|v| unsafe { reduce16(v) })
+    facc.map(|row| row.map(|v| unsafe { reduce16(v) }))
 }
 
 /// Group `g` (of `n` blocks) of `R` rows into their lane sums `facc`. `MASKED`: a partial
@@ -168,39 +204,36 @@ unsafe fn dot_rows_avx512<const R: usize, const Q8: bool>(
 /// activations inside theirs.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn group_avx512<const R: usize, const Q8: bool, const MASKED: bool>(
+unsafe fn group_avx512<const R: usize, const T: usize, const Q8: bool, const MASKED: bool>(
     w: [*const u8; R],
-    qs: *const i8,
-    d: *const f32,
-    sums: *const i32,
+    (qs, d, sums): ActPtrs<T>,
     g: usize,
     n: usize,
-    facc: &mut [__m512; R],
+    facc: &mut [[__m512; T]; R],
 ) {
     let group = kind::<Q8>().group_bytes();
     let low = _mm512_set1_epi8(0x0f);
     // SAFETY (loads): the caller's promise; prefetches are hints, never dereferenced, so
     // running past a row is harmless.
     unsafe {
-        let a = qs.add(g * GROUP_BYTES);
-        let s = _mm512_loadu_si512(sums.add(g * GROUP_BLOCKS) as *const _);
-        // −offset · Σa: offset 128 (Q8_0) or 8 (Q4_0).
-        let off = if Q8 {
-            _mm512_slli_epi32::<7>(s)
-        } else {
-            _mm512_slli_epi32::<3>(s)
-        };
-        let init = _mm512_sub_epi32(_mm512_setzero_si512(), off);
-        let da = _mm512_loadu_ps(d.add(g * GROUP_BLOCKS));
-        for r in 0..R {
+        let a: [*const i8; T] = std::array::from_fn(|t| qs[t].add(g * GROUP_BYTES));
+        let init: [__m512i; T] = std::array::from_fn(|t| {
+            let s = _mm512_loadu_si512(sums[t].add(g * GROUP_BLOCKS) as *const _);
+            // −offset · Σa: offset 128 (Q8_0) or 8 (Q4_0).
+            let off = if Q8 {
+                _mm512_slli_epi32::<7>(s)
+            } else {
+                _mm512_slli_epi32::<3>(s)
+            };
+            _mm512_sub_epi32(_mm512_setzero_si512(), off)
+        });
+        let da: [__m512; T] = std::array::from_fn(|t| _mm512_loadu_ps(d[t].add(g * GROUP_BLOCKS)));
+        for (r, facc) in facc.iter_mut().enumerate() {
             let grp = w[r].add(g * group);
             let ahead = grp.wrapping_add(PREFETCH_BYTES) as usize;
             crate::stream::prefetch_stream(ahead, group.div_ceil(64));
-            let (mut lo, mut hi) = (init, _mm512_setzero_si512());
+            let (mut lo, mut hi) = (init, [_mm512_setzero_si512(); T]);
             for k in 0..4 {
-                let al = _mm512_loadu_si512(a.add(64 * k) as *const _);
-                let ah = _mm512_loadu_si512(a.add(64 * (k + 4)) as *const _);
                 let (l, h) = if Q8 {
                     (
                         x16_step::<MASKED>(grp, n, k),
@@ -213,13 +246,19 @@ unsafe fn group_avx512<const R: usize, const Q8: bool, const MASKED: bool>(
                         _mm512_and_si512(_mm512_srli_epi16::<4>(v), low),
                     )
                 };
-                lo = _mm512_dpbusd_epi32(lo, l, al);
-                hi = _mm512_dpbusd_epi32(hi, h, ah);
+                for t in 0..T {
+                    let al = _mm512_loadu_si512(a[t].add(64 * k) as *const _);
+                    let ah = _mm512_loadu_si512(a[t].add(64 * (k + 4)) as *const _);
+                    lo[t] = _mm512_dpbusd_epi32(lo[t], l, al);
+                    hi[t] = _mm512_dpbusd_epi32(hi[t], h, ah);
+                }
             }
-            let isum = _mm512_add_epi32(lo, hi);
             let dw = _mm512_cvtph_ps(x16_scales::<MASKED>(grp, n));
-            let scale = _mm512_mul_ps(dw, da);
-            facc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, facc[r]);
+            for t in 0..T {
+                let isum = _mm512_add_epi32(lo[t], hi[t]);
+                let scale = _mm512_mul_ps(dw, da[t]);
+                facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, facc[t]);
+            }
         }
     }
 }

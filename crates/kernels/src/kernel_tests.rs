@@ -655,6 +655,43 @@ fn partial_groups_read_none_of_their_quants_as_scales() {
     }
 }
 
+/// The AVX-512 repacked kernel for two tokens gives each token bitwise its one-token result,
+/// over a matrix of five rows (four at once, one alone) and whole or partial groups.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn repacked_kernel_for_two_tokens_equals_one_token_bitwise() {
+    let Some(Level::Avx512(k)) = Level::new(Isa::Avx512) else {
+        eprintln!("skip: AVX-512 not available");
+        return;
+    };
+    let mut rng = Rng(0x3c6ef372fe94f82b);
+    for (kind, nb) in X16_KINDS
+        .into_iter()
+        .flat_map(|(k, _)| [1, 9, 16, 25, 64].map(|nb| (k, nb)))
+    {
+        let w: Vec<u8> = (0..5)
+            .flat_map(|_| x16_rows(&mut rng, kind, nb, false).1)
+            .collect();
+        let x = acts(&mut rng, 2 * nb * 32, false);
+        let level = Level::Avx512(k);
+        let act = ActQ8::new(level, &x, 2, nb * 32, ActLayout::Interleaved, None);
+        let tok = |t: usize| (act.qs(t), act.d(t), act.sums(t));
+        let (mut a, mut b) = (vec![f32::NAN; 5], vec![f32::NAN; 5]);
+        crate::avx512_x16::dot_matrix_tokens(k, kind, &w, &[tok(0), tok(1)], &mut [&mut a, &mut b]);
+        for (t, got) in [(0, &a), (1, &b)] {
+            let mut one = vec![f32::NAN; 5];
+            let (qs, d, sums) = tok(t);
+            crate::avx512_x16::dot_matrix(k, kind, &w, qs, d, sums, &mut one);
+            assert!(
+                got.iter()
+                    .zip(&one)
+                    .all(|(g, o)| g.to_bits() == o.to_bits()),
+                "{kind:?} nb={nb} token {t}: {got:?} vs {one:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn repacked_kernels_match_their_twins() {
     let mut rng = Rng(0xb8e1afed6a267e96);

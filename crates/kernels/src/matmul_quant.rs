@@ -215,20 +215,31 @@ impl RowsJob for QuantTiles<'_> {
         let panel_rows = (TILE_PANEL_BYTES / q_row).clamp(rm, 256) / rm * rm;
         let offset = offset_of(ty);
         let rows = oc.rows();
-        // Repacked rows for a few tokens: the row kernel where the rows lie, a token at
-        // a time (the task's rows stay in L2), bitwise the tiles below (both sum a block's
-        // lanes alike, `qx16.rs`); packing a panel costs more than these products.
+        // Repacked rows for a few tokens: the row kernel where the rows lie (at AVX-512 two
+        // tokens per pass, at AVX2 a token at a time, the task's rows staying in L2), bitwise
+        // the tiles below (both sum a block's lanes alike, `qx16.rs`); packing a panel costs
+        // more than these products.
         #[cfg(target_arch = "x86_64")]
         if let (Some(kind), true) = (X16::of(ty), n_tokens <= x16_row_tokens(level)) {
             let stride = ty.row_bytes(n_cols);
             let w = &w.bytes[rows.start * stride..rows.end * stride];
-            for t in 0..n_tokens {
-                let (qs, d, sums, out) = (act.qs(t), act.d(t), act.sums(t), oc.token(t));
-                match level {
-                    Level::Avx512(k) => crate::avx512_x16::dot_matrix(k, kind, w, qs, d, sums, out),
-                    Level::Avx2(k) => crate::avx2_x16::dot_matrix(k, kind, w, qs, d, sums, out),
-                    Level::Scalar => unreachable!("no row kernels by tiles at the scalar level"),
+            let tok = |t: usize| (act.qs(t), act.d(t), act.sums(t));
+            match level {
+                Level::Avx512(k) => {
+                    for t0 in (0..n_tokens).step_by(2) {
+                        let ts = t0..n_tokens.min(t0 + 2);
+                        let acts: Vec<_> = ts.clone().map(tok).collect();
+                        let mut outs: Vec<&mut [f32]> = oc.tokens_mut(ts, 0..rows.len()).collect();
+                        crate::avx512_x16::dot_matrix_tokens(k, kind, w, &acts, &mut outs);
+                    }
                 }
+                Level::Avx2(k) => {
+                    for t in 0..n_tokens {
+                        let ((qs, d, sums), out) = (tok(t), oc.token(t));
+                        crate::avx2_x16::dot_matrix(k, kind, w, qs, d, sums, out);
+                    }
+                }
+                Level::Scalar => unreachable!("no row kernels by tiles at the scalar level"),
             }
             return;
         }
