@@ -240,20 +240,13 @@ unsafe fn streamed<const SRC: u8>(
     (ng, tail): (usize, Tail),
 ) {
     let n_rows = out[0].len();
-    let n_tokens = a.len();
-    let passes = n_tokens / 4 + (n_tokens % 4) / 2 + n_tokens % 2;
+    let passes = token_groups(a.len()).count();
     let wq = |r: usize| q.wrapping_add(r * stride);
     let null = std::ptr::null::<f32>();
     let mut r0 = 0;
     while r0 < n_rows {
         let rows = (n_rows - r0).min(PANEL_TILE_ROWS);
-        let (mut t0, mut pass) = (0, 0);
-        while t0 < n_tokens {
-            let nt = match n_tokens - t0 {
-                4.. => 4,
-                2 | 3 => 2,
-                _ => 1,
-            };
+        for (pass, (t0, nt)) in token_groups(a.len()).enumerate() {
             let t = &a[t0..t0 + nt];
             let acts = |i: usize| {
                 let t = &t[i.min(nt - 1)];
@@ -296,11 +289,25 @@ unsafe fn streamed<const SRC: u8>(
                     }
                 }
             }
-            t0 += nt;
-            pass += 1;
         }
         r0 += rows;
     }
+}
+
+/// The groups of 4 tokens (then 2, then 1) that cover `0..n_tokens`, as (first token, tokens):
+/// the token counts of the tile kernels, one pass over a panel or tile each.
+pub(crate) fn token_groups(n_tokens: usize) -> impl Iterator<Item = (usize, usize)> {
+    let mut t0 = 0;
+    std::iter::from_fn(move || {
+        let nt = match n_tokens.checked_sub(t0)? {
+            0 => return None,
+            1 => 1,
+            2 | 3 => 2,
+            _ => 4,
+        };
+        t0 += nt;
+        Some((t0 - nt, nt))
+    })
 }
 
 /// Rows of the tiles [`panel`] runs.

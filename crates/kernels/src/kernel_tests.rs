@@ -133,6 +133,42 @@ fn float_row_kernels_match_scalar() {
     }
 }
 
+/// The AVX-512 token, or a skip line where this CPU lacks it.
+#[cfg(target_arch = "x86_64")]
+fn avx512_or_skip() -> Option<crate::cpu::Avx512> {
+    match Level::new(Isa::Avx512) {
+        Some(Level::Avx512(k)) => Some(k),
+        _ => {
+            eprintln!("skip: AVX-512 not available");
+            None
+        }
+    }
+}
+
+/// The tile kernels' token groups cover every token once, in order, four at a time while four
+/// are left, then two, then one.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn token_groups_cover_the_tokens_in_fours_then_two_then_one() {
+    for n in 0..=13 {
+        let groups: Vec<(usize, usize)> = crate::avx512_tile::token_groups(n).collect();
+        let mut next = 0;
+        for &(t0, nt) in &groups {
+            assert_eq!(t0, next, "{n}: {groups:?}");
+            assert!(
+                nt == 4 || (nt == 2 && n - t0 < 4) || (nt == 1 && n - t0 == 1),
+                "{n}: {groups:?}"
+            );
+            next += nt;
+        }
+        assert_eq!(next, n, "{n}: {groups:?}");
+    }
+    assert_eq!(
+        crate::avx512_tile::token_groups(7).collect::<Vec<_>>(),
+        [(0, 4), (4, 2), (6, 1)]
+    );
+}
+
 /// The AVX-512 float row kernel for several tokens gives each token bitwise the one-token
 /// kernel's sum (a prompt's row path and a decode agree).
 #[cfg(target_arch = "x86_64")]
@@ -140,10 +176,7 @@ fn float_row_kernels_match_scalar() {
 fn float_row_kernel_for_tokens_equals_the_one_token_kernel_bitwise() {
     use crate::avx2_dot::{BF16, F16, F32};
     use crate::avx512_dot::{dot_float, dot_float_tokens, FLOAT_TOKENS};
-    let Some(Level::Avx512(k)) = Level::new(Isa::Avx512) else {
-        eprintln!("skip: AVX-512 not available");
-        return;
-    };
+    let Some(k) = avx512_or_skip() else { return };
     let mut rng = Rng(0x9e3779b97f4a7c15);
     for ty in [WeightType::F32, WeightType::F16, WeightType::BF16] {
         for n in [1, 17, 64, 100, 288, 2051] {
@@ -660,10 +693,7 @@ fn partial_groups_read_none_of_their_quants_as_scales() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn repacked_kernel_for_two_tokens_equals_one_token_bitwise() {
-    let Some(Level::Avx512(k)) = Level::new(Isa::Avx512) else {
-        eprintln!("skip: AVX-512 not available");
-        return;
-    };
+    let Some(k) = avx512_or_skip() else { return };
     let mut rng = Rng(0x3c6ef372fe94f82b);
     for (kind, nb) in X16_KINDS
         .into_iter()

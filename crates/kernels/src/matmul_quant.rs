@@ -308,7 +308,7 @@ impl RowsJob for QuantTiles<'_> {
                     };
                     let share = next.len().div_ceil(n_tokens.div_ceil(4)).div_ceil(64) * 64;
                     let mut rest = next;
-                    for_each_token_group(n_tokens, |t0, nt| {
+                    for (t0, nt) in crate::avx512_tile::token_groups(n_tokens) {
                         let (lines, later) = rest.split_at(share.min(rest.len()));
                         rest = later;
                         let ahead = if stream && t0 == 0 {
@@ -337,7 +337,7 @@ impl RowsJob for QuantTiles<'_> {
                             }
                             _ => panel::<1>(k, rows, [act_row(0)], [o()], ahead),
                         }
-                    });
+                    }
                     continue;
                 }
                 let (q, d) = pack_panel(level, w, p0..p0 + np, (q_row, d_row), p);
@@ -428,21 +428,6 @@ const TILE_MAJOR_TOKENS: usize = 20;
 /// rows 225 KiB); TinyLlama Q8_0 pp16 (2048 columns 41 KiB, 5632 columns 112 KiB) every
 /// product / up to 64 KiB: 228.6-233.3 / 211.9-228.0 (four rounds).
 const TILE_MAJOR_ACT_BYTES: usize = 128 << 10;
-
-/// `f(t0, nt)` for the groups of 4 tokens (then 2, then 1) that cover `0..n_tokens`: the token
-/// counts of the AVX-512 panel kernels.
-fn for_each_token_group(n_tokens: usize, mut f: impl FnMut(usize, usize)) {
-    let mut t0 = 0;
-    while t0 < n_tokens {
-        let nt = match n_tokens - t0 {
-            n if n >= 4 => 4,
-            n if n >= 2 => 2,
-            _ => 1,
-        };
-        f(t0, nt);
-        t0 += nt;
-    }
-}
 
 /// Rows and tokens of a full tile at `level`.
 fn tile_shape(level: Level) -> (usize, usize) {
