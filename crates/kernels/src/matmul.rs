@@ -187,8 +187,13 @@ impl MatmulPath {
     /// quarters from [`BULK_TOKENS_SHORT`] / [`BULK_TOKENS_SHORT_Q8_0`]; float weights by
     /// rows up to [`ROWS_FLOAT_TOKENS`] tokens where [`crate::isa`] is AVX-512 or AMX.
     pub fn auto_for(n_tokens: usize, ty: WeightType, n_cols: usize) -> MatmulPath {
+        Self::auto_at(crate::isa(), n_tokens, ty, n_cols)
+    }
+
+    /// [`MatmulPath::auto_for`] for the kernels of `isa`.
+    fn auto_at(isa: Isa, n_tokens: usize, ty: WeightType, n_cols: usize) -> MatmulPath {
         let float = matches!(ty, WeightType::F32 | WeightType::F16 | WeightType::BF16);
-        if float && n_tokens <= ROWS_FLOAT_TOKENS && crate::isa() >= Isa::Avx512 {
+        if float && n_tokens <= ROWS_FLOAT_TOKENS && isa >= Isa::Avx512 {
             return MatmulPath::Rows;
         }
         let blocks = n_cols / 32;
@@ -247,14 +252,15 @@ pub fn matmul(w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
     matmul_with(crate::isa(), w, x, n_tokens, out)
 }
 
-/// [`matmul`] with the kernels of a given instruction-set level (tests, comparisons).
+/// [`matmul`] with the kernels of a given instruction-set level (tests, comparisons), by the
+/// path [`MatmulPath::auto_for`] would pick at that level.
 ///
 /// # Panics
 /// When this CPU does not support `isa`, or the lengths do not match the shapes.
 pub fn matmul_with(isa: Isa, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
     matmul_path_with(
         isa,
-        MatmulPath::auto_for(n_tokens, w.ty, w.n_cols),
+        MatmulPath::auto_at(isa, n_tokens, w.ty, w.n_cols),
         w,
         x,
         n_tokens,
