@@ -212,7 +212,7 @@ impl RowsJob for QuantTiles<'_> {
         let ng = n_groups(n_cols);
         let (q_row, d_row) = (ng * GROUP_BYTES, ng * GROUP_BLOCKS);
         let (rm, _) = tile_shape(level);
-        let panel_rows = (TILE_PANEL_BYTES / q_row).clamp(rm, 256) / rm * rm;
+        let panel_rows = (tile_panel_bytes(level) / q_row).clamp(rm, 256) / rm * rm;
         let offset = offset_of(ty);
         let rows = oc.rows();
         // Repacked rows for a few tokens: the row kernel where the rows lie (at AVX-512 two
@@ -351,7 +351,12 @@ impl RowsJob for QuantTiles<'_> {
                     offset,
                 };
                 let emit = |r: usize, t: usize, v: f32| oc.token(t)[col0 + r] = v;
-                run_tiles::<2, 2, _>(&tiler, np, n_tokens, emit);
+                match level {
+                    Level::Scalar => run_tiles::<2, 2, _>(&tiler, np, n_tokens, emit),
+                    _ => {
+                        run_tiles::<{ AVX2_TILE.0 }, { AVX2_TILE.1 }, _>(&tiler, np, n_tokens, emit)
+                    }
+                }
             }
         });
     }
@@ -394,12 +399,26 @@ fn pack_panel<'p>(
     (q, d)
 }
 
-/// Weight bytes of a Q8_0/Q4_0 prefill panel: twice [`PANEL_BYTES`], half of a 1 MiB L2, so
-/// that a token group's activations serve more rows before the next group's are loaded. Long
-/// rows gained most: Q4_0x16 at 11008 columns (`matvec --rows 1024 --tokens 512`, three runs
-/// alternating) 528–537 G op/s at 256 KiB, 580–598 at 512 KiB; 1 MiB made Q8_0x16 there slower
-/// (459–479 against 506–542).
-const TILE_PANEL_BYTES: usize = 2 * PANEL_BYTES;
+/// Weight bytes of a Q8_0/Q4_0 prefill panel at `level`.
+///
+/// AVX-512: twice [`PANEL_BYTES`], half of a 1 MiB L2, so that a token group's activations
+/// serve more rows before the next group's are loaded. Long rows gained most: Q4_0x16 at 11008
+/// columns (`matvec --rows 1024 --tokens 512`, three runs alternating) 528–537 G op/s at 256
+/// KiB, 580–598 at 512 KiB; 1 MiB made Q8_0x16 there slower (459–479 against 506–542).
+///
+/// AVX2 (and scalar): half of [`PANEL_BYTES`], since the processors with AVX2 and no AVX-512
+/// have L2 caches of 256 KiB (Intel to the 10th generation) or 512 KiB (AMD Zen 2 and 3), which a
+/// 512 KiB panel overflows: every token group's pass then reads the panel from L3. On a Zen 3
+/// core (512 KiB L2), `matvec --rows 5632 --cols 2048 --types q4_0x16,q8_0x16 --isas avx2
+/// --threads 1 --only prefill --tokens 64`, GFLOP/s at 512 / 256 / 128 / 64 KiB: Q4_0x16 100.7
+/// / 121.5 / 129.6 / 120.0, Q8_0x16 73.8 / 80.7 / 86.8 / 76.6.
+fn tile_panel_bytes(level: Level) -> usize {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512(_) => 2 * PANEL_BYTES,
+        _ => PANEL_BYTES / 2,
+    }
+}
 
 /// Tokens up to which the AVX-512 tiles on repacked rows stream each panel in during the first
 /// token group's pass ([`crate::avx512_tile::Ahead::Stream`]) rather than prefetch the next
@@ -429,12 +448,22 @@ const TILE_MAJOR_TOKENS: usize = 20;
 /// product / up to 64 KiB: 228.6-233.3 / 211.9-228.0 (four rounds).
 const TILE_MAJOR_ACT_BYTES: usize = 128 << 10;
 
+/// Rows and tokens of a full AVX2 tile of packed Q4_0 / Q8_0 rows (`avx2_tile.rs`): two rows'
+/// vectors against four tokens' (eight i16 / i32 accumulators, four activation vectors in
+/// registers, the float sums of a half group stored between groups). Two by two loaded a
+/// vector for each product: on a Zen 3 core (`matvec --rows 5632 --cols 2048 --isas avx2
+/// --threads 1 --only prefill --tokens 64`, 128 KiB panels) Q4_0x16 129.6 / Q8_0x16 86.8
+/// GFLOP/s by 2 × 2, 140.5 / 91.2 by 2 × 4, 142.4 / 91.1 by 4 × 2, 131.6 / 90.6 by 3 × 4.
+const AVX2_TILE: (usize, usize) = (2, 4);
+
 /// Rows and tokens of a full tile at `level`.
 fn tile_shape(level: Level) -> (usize, usize) {
     match level {
         #[cfg(target_arch = "x86_64")]
         Level::Avx512(_) => (3, 4),
-        _ => (2, 2),
+        Level::Scalar => (2, 2),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2(_) => AVX2_TILE,
     }
 }
 
