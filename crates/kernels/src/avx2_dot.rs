@@ -39,7 +39,7 @@ pub(crate) const fn float_bytes(kind: u8) -> usize {
 pub(crate) fn dot_float<const KIND: u8>(_: Avx2, w: &[u8], x: &[f32]) -> f32 {
     assert_eq!(w.len(), float_bytes(KIND) * x.len());
     // SAFETY: the token proves the features; `w` holds `x.len()` values.
-    unsafe { dot_float_avx2::<KIND>(w.as_ptr(), x) }
+    unsafe { dot_float_avx2::<KIND, 1>([w.as_ptr()], x)[0] }
 }
 
 /// Q8_0 row · Q8_0 activations (natural layout).
@@ -121,39 +121,61 @@ pub(crate) fn hsum_ps(v: __m256) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
 
+/// Float rows `w` (each `x.len()` values of `KIND`) · `x`, the rows read side by side: each
+/// row's sum is bitwise [`dot_float`]'s (the same operations on its own accumulators; the
+/// one-row kernel is this one for one row). Two rows are two streams from memory at once: one
+/// core of a Zen 3 read TinyLlama F16 decode faster so (BENCHMARKS.md).
+pub(crate) fn dot_float_rows<const KIND: u8, const R: usize>(
+    _: Avx2,
+    w: [&[u8]; R],
+    x: &[f32],
+) -> [f32; R] {
+    assert!(w.iter().all(|w| w.len() == float_bytes(KIND) * x.len()));
+    // SAFETY: the token proves the features; each row holds `x.len()` values.
+    unsafe { dot_float_avx2::<KIND, R>(w.map(|w| w.as_ptr()), x) }
+}
+
 /// # Safety
-/// AVX2/FMA/F16C available; `w` holds `x.len()` values of `KIND`.
+/// AVX2/FMA/F16C available; each of `w` holds `x.len()` values of `KIND`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_float_avx2<const KIND: u8>(w: *const u8, x: &[f32]) -> f32 {
+unsafe fn dot_float_avx2<const KIND: u8, const R: usize>(w: [*const u8; R], x: &[f32]) -> [f32; R] {
     let (n, xp) = (x.len(), x.as_ptr());
-    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut acc = [[_mm256_setzero_ps(); 4]; R];
     let mut i = 0;
-    // SAFETY (all loads): indices stay below n, which both operands hold.
+    // SAFETY (all loads): indices stay below n, which every operand holds.
     unsafe {
         while i + 32 <= n {
-            // 32 values are 64 or 128 bytes: one or two lines, fetched PREFETCH_BYTES ahead.
-            let ahead = w.wrapping_add(i * float_bytes(KIND) + PREFETCH_BYTES);
-            crate::stream::prefetch_stream(ahead as usize, if KIND == F32 { 2 } else { 1 });
-            for (j, a) in acc.iter_mut().enumerate() {
-                let xv = _mm256_loadu_ps(xp.add(i + 8 * j));
-                *a = _mm256_fmadd_ps(load8::<KIND>(w, i + 8 * j), xv, *a);
+            for (w, acc) in w.iter().zip(acc.iter_mut()) {
+                // 32 values are 64 or 128 bytes: one or two lines, fetched PREFETCH_BYTES ahead.
+                let ahead = w.wrapping_add(i * float_bytes(KIND) + PREFETCH_BYTES);
+                crate::stream::prefetch_stream(ahead as usize, if KIND == F32 { 2 } else { 1 });
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let xv = _mm256_loadu_ps(xp.add(i + 8 * j));
+                    *a = _mm256_fmadd_ps(load8::<KIND>(*w, i + 8 * j), xv, *a);
+                }
             }
             i += 32;
         }
         while i + 8 <= n {
-            acc[0] = _mm256_fmadd_ps(load8::<KIND>(w, i), _mm256_loadu_ps(xp.add(i)), acc[0]);
+            let xv = _mm256_loadu_ps(xp.add(i));
+            for (w, acc) in w.iter().zip(acc.iter_mut()) {
+                acc[0] = _mm256_fmadd_ps(load8::<KIND>(*w, i), xv, acc[0]);
+            }
             i += 8;
         }
     }
-    let mut sum = hsum_ps(_mm256_add_ps(
-        _mm256_add_ps(acc[0], acc[1]),
-        _mm256_add_ps(acc[2], acc[3]),
-    ));
-    for (j, xv) in x.iter().enumerate().skip(i) {
-        // SAFETY: j < n.
-        sum += unsafe { load1::<KIND>(w, j) } * xv;
-    }
-    sum
+    std::array::from_fn(|r| {
+        let acc = &acc[r];
+        let mut sum = hsum_ps(_mm256_add_ps(
+            _mm256_add_ps(acc[0], acc[1]),
+            _mm256_add_ps(acc[2], acc[3]),
+        ));
+        for (j, xv) in x.iter().enumerate().skip(i) {
+            // SAFETY: j < n.
+            sum += unsafe { load1::<KIND>(w[r], j) } * xv;
+        }
+        sum
+    })
 }
 
 /// The f16 scale at the start of a block, as `f32`, looked up in `table` ([`f16_table`]).

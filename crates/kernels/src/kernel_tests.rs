@@ -212,6 +212,45 @@ fn float_row_kernel_for_tokens_equals_the_one_token_kernel_bitwise() {
     }
 }
 
+/// The AVX2 float row kernel for two rows at once (decode) gives each row bitwise the one-row
+/// kernel's sum, so a matrix's rows agree whether they fall in a pair or alone at its end.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn float_row_kernel_for_two_rows_equals_the_one_row_kernel_bitwise() {
+    use crate::avx2_dot::{dot_float, dot_float_rows, BF16, F16, F32};
+    let Some(crate::cpu::Level::Avx2(k)) = crate::cpu::Level::new(crate::cpu::Isa::Avx2) else {
+        eprintln!("skip: AVX2 not available");
+        return;
+    };
+    let mut rng = Rng(0x3c6ef372fe94f82b);
+    for ty in [WeightType::F32, WeightType::F16, WeightType::BF16] {
+        for n in [1, 17, 64, 100, 288, 2051] {
+            let (w0, _) = float_row(&mut rng, ty, n);
+            let (w1, _) = float_row(&mut rng, ty, n);
+            let x: Vec<f32> = (0..n).map(|_| rng.f32() * 3.0).collect();
+            let (got, want) = match ty {
+                WeightType::F32 => (
+                    dot_float_rows::<F32, 2>(k, [&w0, &w1], &x),
+                    [&w0, &w1].map(|w| dot_float::<F32>(k, w, &x)),
+                ),
+                WeightType::F16 => (
+                    dot_float_rows::<F16, 2>(k, [&w0, &w1], &x),
+                    [&w0, &w1].map(|w| dot_float::<F16>(k, w, &x)),
+                ),
+                _ => (
+                    dot_float_rows::<BF16, 2>(k, [&w0, &w1], &x),
+                    [&w0, &w1].map(|w| dot_float::<BF16>(k, w, &x)),
+                ),
+            };
+            assert_eq!(
+                got.map(f32::to_bits),
+                want.map(f32::to_bits),
+                "{ty:?} n={n}"
+            );
+        }
+    }
+}
+
 #[test]
 fn quant_row_kernels_match_scalar() {
     let mut rng = Rng(0x13198a2e03707344);
