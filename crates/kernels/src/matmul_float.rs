@@ -42,10 +42,12 @@ pub(crate) fn matmul_float(
 /// Rows the AVX2 float row kernel reads side by side for one token (decode): two streams from
 /// memory. One core of a Zen 3 read F16 rows faster so than one at a time (there llama.cpp,
 /// which reads four rows side by side, decoded F16 at 1.2x herd's one-row rate). TinyLlama F16
-/// (`herd bench tl-f16.gguf -p 0 -n 32 -t 1,2 -r 1`, three alternating rounds, t/s, 1 thread; 2 threads): one row 6.99, 7.34, 7.26; 9.88, 11.05, 11.99;
-/// two rows 7.65, 7.70, 7.35; 11.69, 12.19, 13.77. Three and four rows (twelve and sixteen
-/// accumulators, spilled at four) were no faster (another three rounds: medians 6.35 and 6.67
-/// against 7.18 for two at one thread, 9.12 and 11.38 against 12.04 at two).
+/// (`herd bench tl-f16.gguf -p 0 -n 32 -t 1,2 -r 1`, three alternating rounds, t/s, 1 thread;
+/// 2 threads): one row 6.99, 7.34, 7.26; 9.88, 11.05, 11.99; two rows 7.65, 7.70, 7.35; 11.69,
+/// 12.19, 13.77. Three and four rows (twelve and sixteen accumulators, spilled at four) were no
+/// faster (another three rounds: medians 6.35 and 6.67 against 7.18 for two at one thread, 9.12
+/// and 11.38 against 12.04 at two).
+#[cfg(target_arch = "x86_64")]
 const DECODE_ROWS_AVX2: usize = 2;
 
 /// Each row once, dotted with every token by the row kernel.

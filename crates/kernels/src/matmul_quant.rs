@@ -406,9 +406,9 @@ fn pack_panel<'p>(
 /// columns (`matvec --rows 1024 --tokens 512`, three runs alternating) 528–537 G op/s at 256
 /// KiB, 580–598 at 512 KiB; 1 MiB made Q8_0x16 there slower (459–479 against 506–542).
 ///
-/// AVX2 (and scalar): half of [`PANEL_BYTES`], since the processors with AVX2 and no AVX-512
-/// have L2 caches of 256 KiB (Intel to the 10th generation) or 512 KiB (AMD Zen 2 and 3), which a
-/// 512 KiB panel overflows: every token group's pass then reads the panel from L3. On a Zen 3
+/// AVX2 (and scalar): half of [`PANEL_BYTES`], since many processors with AVX2 and no AVX-512
+/// have L2 caches of 256 KiB (Intel's to the 10th generation) or 512 KiB (AMD's Zen 2 and 3),
+/// which a 512 KiB panel overflows: every token group's pass then reads the panel from L3. On a Zen 3
 /// core (512 KiB L2), `matvec --rows 5632 --cols 2048 --types q4_0x16,q8_0x16 --isas avx2
 /// --threads 1 --only prefill --tokens 64`, GFLOP/s at 512 / 256 / 128 / 64 KiB: Q4_0x16 100.7
 /// / 121.5 / 129.6 / 120.0, Q8_0x16 73.8 / 80.7 / 86.8 / 76.6.
