@@ -145,13 +145,16 @@ unsafe fn dot_float_avx2<const KIND: u8, const R: usize>(w: [*const u8; R], x: &
     // SAFETY (all loads): indices stay below n, which every operand holds.
     unsafe {
         while i + 32 <= n {
-            for (w, acc) in w.iter().zip(acc.iter_mut()) {
+            for w in &w {
                 // 32 values are 64 or 128 bytes: one or two lines, fetched PREFETCH_BYTES ahead.
                 let ahead = w.wrapping_add(i * float_bytes(KIND) + PREFETCH_BYTES);
                 crate::stream::prefetch_stream(ahead as usize, if KIND == F32 { 2 } else { 1 });
-                for (j, a) in acc.iter_mut().enumerate() {
-                    let xv = _mm256_loadu_ps(xp.add(i + 8 * j));
-                    *a = _mm256_fmadd_ps(load8::<KIND>(*w, i + 8 * j), xv, *a);
+            }
+            // Each 8 values of `x` loaded once for all the rows.
+            for j in 0..4 {
+                let xv = _mm256_loadu_ps(xp.add(i + 8 * j));
+                for (w, acc) in w.iter().zip(acc.iter_mut()) {
+                    acc[j] = _mm256_fmadd_ps(load8::<KIND>(*w, i + 8 * j), xv, acc[j]);
                 }
             }
             i += 32;

@@ -151,10 +151,7 @@ unsafe fn put8(p: *mut f32, valid: usize, v: __m256, add: bool) {
             };
             _mm256_storeu_ps(p, v);
         } else {
-            let mask = _mm256_cmpgt_epi32(
-                _mm256_set1_epi32(valid as i32),
-                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-            );
+            let mask = crate::avx2_x16::lanes32(valid);
             let v = if add {
                 _mm256_add_ps(_mm256_maskload_ps(p, mask), v)
             } else {

@@ -211,7 +211,7 @@ unsafe fn x16_half_scales<const MASKED: bool>(grp: *const u8, h: usize, nh: usiz
 /// A mask of the first `n` (0 to 8) 32-bit lanes.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn lanes32(n: usize) -> __m256i {
+pub(crate) fn lanes32(n: usize) -> __m256i {
     _mm256_cmpgt_epi32(
         _mm256_set1_epi32(n as i32),
         _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
