@@ -350,13 +350,46 @@ impl RowsJob for QuantTiles<'_> {
                     act,
                     offset,
                 };
-                let emit = |r: usize, t: usize, v: f32| oc.token(t)[col0 + r] = v;
-                match level {
-                    Level::Scalar => run_tiles::<2, 2, _>(&tiler, np, n_tokens, emit),
-                    _ => {
-                        run_tiles::<{ AVX2_TILE.0 }, { AVX2_TILE.1 }, _>(&tiler, np, n_tokens, emit)
+                #[cfg(target_arch = "x86_64")]
+                if let Level::Avx2(k) = level {
+                    // Whole panels per call, 4, 2 or 1 tokens, results straight into the
+                    // output.
+                    for (t0, nt) in crate::avx512_tile::token_groups(n_tokens) {
+                        let act_row = |i: usize| ActRow {
+                            qs: act.qs(t0 + i),
+                            d: act.d(t0 + i),
+                            sums: act.sums(t0 + i),
+                        };
+                        let mut outs = oc.tokens_mut(t0..t0 + nt, col0..col0 + np);
+                        let mut o = || outs.next().expect("a token's outputs");
+                        let rows = (q_row, d_row);
+                        use crate::avx2_tile::panel_quant;
+                        match nt {
+                            4 => panel_quant::<4>(
+                                k,
+                                q,
+                                d,
+                                rows,
+                                std::array::from_fn(act_row),
+                                [o(), o(), o(), o()],
+                                offset,
+                            ),
+                            2 => panel_quant::<2>(
+                                k,
+                                q,
+                                d,
+                                rows,
+                                std::array::from_fn(act_row),
+                                [o(), o()],
+                                offset,
+                            ),
+                            _ => panel_quant::<1>(k, q, d, rows, [act_row(0)], [o()], offset),
+                        }
                     }
+                    continue;
                 }
+                let emit = |r: usize, t: usize, v: f32| oc.token(t)[col0 + r] = v;
+                run_tiles::<2, 2, _>(&tiler, np, n_tokens, emit);
             }
         });
     }
