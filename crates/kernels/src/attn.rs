@@ -236,6 +236,9 @@ fn rows_generic<K: ScoreKernel>(
 /// order and roundings of [`attend_generic`], whatever the instruction set).
 trait ScoreKernel {
     const ROWS: usize;
+    /// Whether the value sums go over a head 16 dimensions at a time ([`sum_values_rows`]'s
+    /// `DC`): where a few rows' whole accumulators outgrow the vector registers.
+    const VALUE_CHUNKS: bool = false;
     fn scores<const HD: usize>(qr: &[&[f32; HD]], keys_t: &[f32], out: &mut [[f32; ATTN_BLOCK]]);
 
     /// [`softmax_step`] for every row `r` of `s` with `ns[r] > 0` (its state `states[r]`, its
@@ -538,6 +541,7 @@ struct Avx2Scores;
 #[cfg(target_arch = "x86_64")]
 impl ScoreKernel for Avx2Scores {
     const ROWS: usize = 4;
+    const VALUE_CHUNKS: bool = true;
     #[inline(always)]
     fn scores<const HD: usize>(qr: &[&[f32; HD]], keys_t: &[f32], out: &mut [[f32; ATTN_BLOCK]]) {
         match qr.len() {
@@ -639,7 +643,11 @@ fn rows_fixed<K: ScoreKernel, const HD: usize>(
                 };
                 let a = [next(), next(), next(), next()];
                 let p = std::array::from_fn(|i| &s[r + i][..n]);
-                sum_values_rows(p, values, std::array::from_fn(|i| corr[r + i]), a);
+                let c = std::array::from_fn(|i| corr[r + i]);
+                match K::VALUE_CHUNKS {
+                    true => sum_values_rows::<HD, 4, 16>(p, values, c, a),
+                    false => sum_values_rows::<HD, 4, HD>(p, values, c, a),
+                }
                 r += 4;
                 continue;
             }
@@ -656,12 +664,11 @@ fn rows_fixed<K: ScoreKernel, const HD: usize>(
                 sum_values(&s[r + 1][..n1], values, corr[r + 1], a1);
             } else {
                 let a1: &mut [f32; HD] = a1.try_into().expect("a head");
-                sum_values_rows(
-                    [&s[r][..n0], &s[r + 1][..n1]],
-                    values,
-                    [corr[r], corr[r + 1]],
-                    [a0, a1],
-                );
+                let (p, c) = ([&s[r][..n0], &s[r + 1][..n1]], [corr[r], corr[r + 1]]);
+                match K::VALUE_CHUNKS {
+                    true => sum_values_rows::<HD, 2, 16>(p, values, c, [a0, a1]),
+                    false => sum_values_rows::<HD, 2, HD>(p, values, c, [a0, a1]),
+                }
             }
             r += 2;
         }
@@ -721,45 +728,52 @@ fn sum_values<const HD: usize>(p: &[f32], values: &[f32], corr: f32, acc: &mut [
 }
 
 /// [`sum_values`] for `R` rows side by side over the keys they share, then each row's own
-/// remaining keys; each row's operations are the ones it gets alone.
+/// remaining keys; each row's operations are the ones it gets alone. The head goes `DC`
+/// dimensions at a time (all `HD` at once, or 16 where `R` rows of `HD` values would not stay
+/// in registers: at AVX2, four rows of 64 took 32 vectors and spilled on every key); each
+/// value's chain of multiply-adds is the same either way.
 #[inline(always)]
-fn sum_values_rows<const HD: usize, const R: usize>(
+fn sum_values_rows<const HD: usize, const R: usize, const DC: usize>(
     p: [&[f32]; R],
     values: &[f32],
     corr: [f32; R],
-    acc: [&mut [f32; HD]; R],
+    mut acc: [&mut [f32; HD]; R],
 ) {
-    // Local copies stay in registers through the key loop.
-    let mut a: [[f32; HD]; R] = std::array::from_fn(|i| *acc[i]);
-    for (a, c) in a.iter_mut().zip(corr) {
-        for v in a.iter_mut() {
-            *v *= c;
-        }
-    }
-    let value = |k: usize| -> &[f32; HD] {
-        values[k * HD..(k + 1) * HD]
+    const { assert!(DC > 0 && HD % DC == 0) };
+    let shared = p.iter().map(|r| r.len()).min().unwrap_or(0);
+    let value = |k: usize, d0: usize| -> &[f32; DC] {
+        values[k * HD + d0..k * HD + d0 + DC]
             .try_into()
             .expect("a value row")
     };
-    let shared = p.iter().map(|r| r.len()).min().unwrap_or(0);
-    for k in 0..shared {
-        let (v, pk) = (value(k), p.map(|r| r[k]));
-        for d in 0..HD {
-            for i in 0..R {
-                a[i][d] = pk[i].mul_add(v[d], a[i][d]);
+    for d0 in (0..HD).step_by(DC) {
+        // Local copies stay in registers through the key loop.
+        let mut a: [[f32; DC]; R] =
+            std::array::from_fn(|i| acc[i][d0..d0 + DC].try_into().expect("a chunk"));
+        for (a, c) in a.iter_mut().zip(corr) {
+            for v in a.iter_mut() {
+                *v *= c;
             }
         }
-    }
-    for (row, a) in p.iter().zip(a.iter_mut()) {
-        for (k, &pk) in row.iter().enumerate().skip(shared) {
-            let v = value(k);
-            for d in 0..HD {
-                a[d] = pk.mul_add(v[d], a[d]);
+        for k in 0..shared {
+            let (v, pk) = (value(k, d0), p.map(|r| r[k]));
+            for d in 0..DC {
+                for i in 0..R {
+                    a[i][d] = pk[i].mul_add(v[d], a[i][d]);
+                }
             }
         }
-    }
-    for (dst, src) in acc.into_iter().zip(a) {
-        *dst = src;
+        for (row, a) in p.iter().zip(a.iter_mut()) {
+            for (k, &pk) in row.iter().enumerate().skip(shared) {
+                let v = value(k, d0);
+                for d in 0..DC {
+                    a[d] = pk.mul_add(v[d], a[d]);
+                }
+            }
+        }
+        for (dst, src) in acc.iter_mut().zip(&a) {
+            dst[d0..d0 + DC].copy_from_slice(src);
+        }
     }
 }
 
