@@ -739,7 +739,7 @@ fn sum_values_rows<const HD: usize, const R: usize, const DC: usize>(
     corr: [f32; R],
     mut acc: [&mut [f32; HD]; R],
 ) {
-    const { assert!(DC > 0 && HD % DC == 0) };
+    const { assert!(DC > 0 && HD.is_multiple_of(DC)) };
     let shared = p.iter().map(|r| r.len()).min().unwrap_or(0);
     let value = |k: usize, d0: usize| -> &[f32; DC] {
         values[k * HD + d0..k * HD + d0 + DC]
