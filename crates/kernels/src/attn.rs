@@ -489,48 +489,34 @@ unsafe fn transpose_8x16(rows: [std::arch::x86_64::__m512; 8]) -> [std::arch::x8
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
 pub(crate) unsafe fn exp_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
     use std::arch::x86_64::*;
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
     // `f32::clamp`: below the minimum the minimum, then above the maximum the maximum.
-    let x = _mm512_mask_blend_ps(
-        _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(-87.336_55)),
-        x,
-        _mm512_set1_ps(-87.336_55),
-    );
-    let x = _mm512_mask_blend_ps(
-        _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, _mm512_set1_ps(88.3)),
-        x,
-        _mm512_set1_ps(88.3),
-    );
+    let (lo, hi) = (_mm512_set1_ps(EXP_MIN), _mm512_set1_ps(EXP_MAX));
+    let x = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, lo), x, lo);
+    let x = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, hi), x, hi);
     let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(_mm512_fmadd_ps(
         x,
-        _mm512_set1_ps(LOG2E),
+        _mm512_set1_ps(EXP_LOG2E),
         _mm512_set1_ps(0.5),
     ));
-    let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-LN2_HI), x);
-    let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-LN2_LO), r);
-    let mut p = _mm512_set1_ps(1.987_569_1e-4);
-    for c in [
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        0.166_666_65,
-        0.5,
-    ] {
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-EXP_LN2_HI), x);
+    let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-EXP_LN2_LO), r);
+    let mut p = _mm512_set1_ps(EXP_POLY[0]);
+    for c in &EXP_POLY[1..] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
     }
     let y = _mm512_add_ps(
         _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r),
         _mm512_set1_ps(1.0),
     );
+    // 2^n in two halves, as the scalar code.
     let ni = _mm512_cvttps_epi32(n);
-    let half = _mm512_srai_epi32::<1>(ni);
-    let bias = _mm512_set1_epi32(127);
+    let (half, bias) = (_mm512_srai_epi32::<1>(ni), _mm512_set1_epi32(127));
     let a = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(half, bias)));
-    let b = _mm512_sub_epi32(ni, half);
-    let b = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(b, bias)));
-    _mm512_mul_ps(_mm512_mul_ps(y, a), b)
+    let b = _mm512_add_epi32(_mm512_sub_epi32(ni, half), bias);
+    _mm512_mul_ps(
+        _mm512_mul_ps(y, a),
+        _mm512_castsi512_ps(_mm512_slli_epi32::<23>(b)),
+    )
 }
 
 /// Four rows side by side, two 8-lane registers each, over one half of the block's keys at a
@@ -642,41 +628,32 @@ impl ScoreKernel for Avx2Scores {
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn exp_avx2(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
     use std::arch::x86_64::*;
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // `f32::clamp`: below the minimum the minimum, then above the maximum the maximum.
-    let (lo, hi) = (_mm256_set1_ps(-87.336_55), _mm256_set1_ps(88.3));
+    let (lo, hi) = (_mm256_set1_ps(EXP_MIN), _mm256_set1_ps(EXP_MAX));
     let x = _mm256_blendv_ps(x, lo, _mm256_cmp_ps::<_CMP_LT_OQ>(x, lo));
     let x = _mm256_blendv_ps(x, hi, _mm256_cmp_ps::<_CMP_GT_OQ>(x, hi));
     let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(_mm256_fmadd_ps(
         x,
-        _mm256_set1_ps(LOG2E),
+        _mm256_set1_ps(EXP_LOG2E),
         _mm256_set1_ps(0.5),
     ));
-    let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-LN2_HI), x);
-    let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-LN2_LO), r);
-    let mut p = _mm256_set1_ps(1.987_569_1e-4);
-    for c in [
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        0.166_666_65,
-        0.5,
-    ] {
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-EXP_LN2_HI), x);
+    let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-EXP_LN2_LO), r);
+    let mut p = _mm256_set1_ps(EXP_POLY[0]);
+    for c in &EXP_POLY[1..] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
     }
     let y = _mm256_add_ps(
         _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r),
         _mm256_set1_ps(1.0),
     );
     let ni = _mm256_cvttps_epi32(n);
-    let half = _mm256_srai_epi32::<1>(ni);
-    let bias = _mm256_set1_epi32(127);
+    let (half, bias) = (_mm256_srai_epi32::<1>(ni), _mm256_set1_epi32(127));
     let a = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(half, bias)));
-    let b = _mm256_sub_epi32(ni, half);
-    let b = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(b, bias)));
-    _mm256_mul_ps(_mm256_mul_ps(y, a), b)
+    let b = _mm256_add_epi32(_mm256_sub_epi32(ni, half), bias);
+    _mm256_mul_ps(
+        _mm256_mul_ps(y, a),
+        _mm256_castsi256_ps(_mm256_slli_epi32::<23>(b)),
+    )
 }
 
 /// [`ScoreKernel::scores`] of `R` rows at AVX2, half a step at a time.
@@ -910,19 +887,13 @@ fn sum_values_rows<const HD: usize, const R: usize, const DC: usize>(
 /// above 88.3 about 2e38.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 split in two so that n·LN2_HI is exact.
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    let x = x.clamp(-87.336_55, 88.3);
-    let n = x.mul_add(LOG2E, 0.5).floor();
-    let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, x));
-    let mut p = 1.987_569_1e-4f32;
-    p = p.mul_add(r, 1.398_199_9e-3);
-    p = p.mul_add(r, 8.333_452e-3);
-    p = p.mul_add(r, 4.166_579_6e-2);
-    p = p.mul_add(r, 0.166_666_65);
-    p = p.mul_add(r, 0.5);
+    let x = x.clamp(EXP_MIN, EXP_MAX);
+    let n = x.mul_add(EXP_LOG2E, 0.5).floor();
+    let r = n.mul_add(-EXP_LN2_LO, n.mul_add(-EXP_LN2_HI, x));
+    let mut p = EXP_POLY[0];
+    for c in &EXP_POLY[1..] {
+        p = p.mul_add(r, *c);
+    }
     let y = p.mul_add(r * r, r) + 1.0;
     // n is in [-126, 128): 2^n as a float built from its exponent bits (2^128 is reached only
     // by the clamp's upper end and is formed in two halves).
@@ -932,6 +903,23 @@ pub fn exp(x: f32) -> f32 {
     let b = f32::from_bits(((ni - half + 127) as u32) << 23);
     y * a * b
 }
+
+/// The constants of [`exp`] and its SIMD twins ([`exp_avx2`], [`exp_avx512`]): `log2 e`; ln 2
+/// split in two so that `n·EXP_LN2_HI` is exact; the clamp's ends; the polynomial's
+/// coefficients, highest degree first (of degree 6 with the `r + r²·p` around it).
+const EXP_LOG2E: f32 = std::f32::consts::LOG2_E;
+const EXP_LN2_HI: f32 = 0.693_359_4;
+const EXP_LN2_LO: f32 = -2.121_944_4e-4;
+const EXP_MIN: f32 = -87.336_55;
+const EXP_MAX: f32 = 88.3;
+const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    0.166_666_65,
+    0.5,
+];
 
 #[cfg(test)]
 mod tests {

@@ -53,7 +53,7 @@ pub(crate) fn tile_quant<const R: usize, const T: usize>(
 }
 
 /// Every row of a packed panel (`q`: rows of `q_row` bytes, `d`: rows of `d_row` scales)
-/// against the `NT` tokens of `a`, `out[t][r]` for row `r`: tiles of two rows (one at an odd
+/// against the tokens of `a` (4, 2 or 1), `out[t][r]` for row `r`: tiles of two rows (one at an odd
 /// end) in one call, the tokens' rows and outputs taken once for the whole panel (through
 /// `tiles::run_tiles`, every tile built its rows and handed its results back one by one, about
 /// a twentieth of a Q4_0 prompt's time). Each (row, token) pair gives the bits of
@@ -62,20 +62,52 @@ pub(crate) fn tile_quant<const R: usize, const T: usize>(
 /// Q4_0x16 130.3, 142.8, 135.2 -> 144.1, 158.3, 153.4; Q8_0x16 91.5, 92.8, 92.4 -> 99.6, 97.3,
 /// 98.8.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn panel_quant<const NT: usize>(
+pub(crate) fn panel_quant(
+    k: Avx2,
+    q: &[u8],
+    d: &[f32],
+    rows: (usize, usize),
+    a: &[ActRow<'_>],
+    out: &mut [&mut [f32]],
+    offset: i32,
+) {
+    assert_eq!(a.len(), out.len());
+    let np = out.first().map_or(0, |o| o.len());
+    assert!(out.iter().all(|o| o.len() == np));
+    let o: [*mut f32; 4] = std::array::from_fn(|t| {
+        out.get_mut(t)
+            .map_or(std::ptr::null_mut(), |o| o.as_mut_ptr())
+    });
+    // SAFETY: the first `a.len()` pointers are the outputs' (distinct slices of `np` values).
+    unsafe {
+        match a.len() {
+            4 => panel_quant_n::<4>(k, q, d, rows, [a[0], a[1], a[2], a[3]], o, np, offset),
+            2 => panel_quant_n::<2>(k, q, d, rows, [a[0], a[1]], [o[0], o[1]], np, offset),
+            1 => panel_quant_n::<1>(k, q, d, rows, [a[0]], [o[0]], np, offset),
+            n => panic!("token groups of 4, 2 or 1, not {n}"),
+        }
+    }
+}
+
+/// [`panel_quant`] for `NT` tokens.
+///
+/// # Safety
+/// Each `out[t]` writable for `np` values, none overlapping another.
+#[allow(clippy::too_many_arguments)]
+unsafe fn panel_quant_n<const NT: usize>(
     _: Avx2,
     q: &[u8],
     d: &[f32],
     (q_row, d_row): (usize, usize),
     a: [ActRow<'_>; NT],
-    out: [&mut [f32]; NT],
+    out: [*mut f32; NT],
+    np: usize,
     offset: i32,
 ) {
-    let np = out.first().map_or(0, |o| o.len());
     let ng = d_row / GROUP_BLOCKS;
     assert!(d_row == ng * GROUP_BLOCKS && q_row == ng * GROUP_BYTES);
     assert!(q.len() == np * q_row && d.len() == np * d_row);
-    assert!(out.iter().all(|o| o.len() == np));
+    assert!(out.iter().all(|o| !o.is_null()));
     assert!(a.iter().all(|t| t.qs.len() == ng * GROUP_BYTES
         && t.d.len() == ng * GROUP_BLOCKS
         && t.sums.len() == ng * GROUP_BLOCKS));
@@ -84,7 +116,6 @@ pub(crate) fn panel_quant<const NT: usize>(
         a.map(|t| t.d.as_ptr()),
         a.map(|t| t.sums.as_ptr()),
     );
-    let out = out.map(|o| o.as_mut_ptr());
     let row = |r: usize| (q[r * q_row..].as_ptr(), d[r * d_row..].as_ptr());
     // SAFETY: the token proves the features; every length checked above, rows r < np.
     unsafe fn tile<const R: usize, const NT: usize>(
@@ -109,7 +140,7 @@ pub(crate) fn panel_quant<const NT: usize>(
     };
     let mut r = 0;
     while r < np {
-        // SAFETY: as above; each output pointer has np values.
+        // SAFETY: as above; each output pointer has np values (the caller's promise).
         unsafe {
             if np - r >= 2 {
                 let res = tile::<2, NT>([row(r), row(r + 1)], (aq, ad, asum), ng, q4);

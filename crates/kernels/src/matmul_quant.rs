@@ -360,31 +360,21 @@ impl RowsJob for QuantTiles<'_> {
                             d: act.d(t0 + i),
                             sums: act.sums(t0 + i),
                         };
-                        let mut outs = oc.tokens_mut(t0..t0 + nt, col0..col0 + np);
-                        let mut o = || outs.next().expect("a token's outputs");
-                        let rows = (q_row, d_row);
-                        use crate::avx2_tile::panel_quant;
-                        match nt {
-                            4 => panel_quant::<4>(
-                                k,
-                                q,
-                                d,
-                                rows,
-                                std::array::from_fn(act_row),
-                                [o(), o(), o(), o()],
-                                offset,
-                            ),
-                            2 => panel_quant::<2>(
-                                k,
-                                q,
-                                d,
-                                rows,
-                                std::array::from_fn(act_row),
-                                [o(), o()],
-                                offset,
-                            ),
-                            _ => panel_quant::<1>(k, q, d, rows, [act_row(0)], [o()], offset),
+                        let acts: [ActRow; 4] = std::array::from_fn(|i| act_row(i.min(nt - 1)));
+                        let mut outs: [&mut [f32]; 4] = std::array::from_fn(|_| &mut [][..]);
+                        let to = oc.tokens_mut(t0..t0 + nt, col0..col0 + np);
+                        for (slot, o) in outs.iter_mut().zip(to) {
+                            *slot = o;
                         }
+                        crate::avx2_tile::panel_quant(
+                            k,
+                            q,
+                            d,
+                            (q_row, d_row),
+                            &acts[..nt],
+                            &mut outs[..nt],
+                            offset,
+                        );
                     }
                     continue;
                 }
