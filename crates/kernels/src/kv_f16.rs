@@ -29,26 +29,15 @@ pub fn f16_rows_transposed(
     assert!(n_rows <= out_stride && out.len() >= (width - 1) * out_stride + n_rows);
     let (mut r0, mut d_done) = (0, 0);
     #[cfg(target_arch = "x86_64")]
-    match crate::cpu::Level::new(crate::isa()) {
-        Some(crate::cpu::Level::Avx512(k)) => {
-            d_done = width / 16 * 16;
-            while r0 + 16 <= n_rows {
-                for d0 in (0..d_done).step_by(16) {
-                    avx512::block16(k, src, stride, r0, d0, out, out_stride);
-                }
-                r0 += 16;
+    if let Some(v) = Vectors::of_isa() {
+        let l = v.lanes();
+        d_done = width / l * l;
+        while r0 + l <= n_rows {
+            for d0 in (0..d_done).step_by(l) {
+                v.block(src, stride, r0, d0, out, out_stride);
             }
+            r0 += l;
         }
-        Some(crate::cpu::Level::Avx2(k)) => {
-            d_done = width / 8 * 8;
-            while r0 + 8 <= n_rows {
-                for d0 in (0..d_done).step_by(8) {
-                    avx2::block8(k, src, stride, r0, d0, out, out_stride);
-                }
-                r0 += 8;
-            }
-        }
-        _ => {}
     }
     let value = |r: usize, d: usize| {
         let at = r * stride + 2 * d;
@@ -81,28 +70,14 @@ pub fn f16_rows(src: &[u8], stride: usize, n_rows: usize, width: usize, out: &mu
     assert!(out.len() >= n_rows * width, "f16 rows: output too short");
     let mut d_done = 0;
     #[cfg(target_arch = "x86_64")]
-    match crate::cpu::Level::new(crate::isa()) {
-        Some(crate::cpu::Level::Avx512(k)) => {
-            d_done = width / 16 * 16;
-            for r in 0..n_rows {
-                avx512::row16s(
-                    k,
-                    &src[r * stride..r * stride + 2 * d_done],
-                    &mut out[r * width..][..d_done],
-                );
-            }
+    if let Some(v) = Vectors::of_isa() {
+        d_done = width / v.lanes() * v.lanes();
+        for r in 0..n_rows {
+            v.row(
+                &src[r * stride..r * stride + 2 * d_done],
+                &mut out[r * width..][..d_done],
+            );
         }
-        Some(crate::cpu::Level::Avx2(k)) => {
-            d_done = width / 8 * 8;
-            for r in 0..n_rows {
-                avx2::row8s(
-                    k,
-                    &src[r * stride..r * stride + 2 * d_done],
-                    &mut out[r * width..][..d_done],
-                );
-            }
-        }
-        _ => {}
     }
     for r in 0..n_rows {
         for d in d_done..width {
@@ -112,15 +87,38 @@ pub fn f16_rows(src: &[u8], stride: usize, n_rows: usize, width: usize, out: &mu
     }
 }
 
+/// The SIMD widening of the level [`crate::isa`] chose: 16 values a conversion and 16 × 16
+/// blocks at AVX-512, 8 and 8 × 8 at AVX2 / F16C (value by value through the `half` crate's
+/// conversion, AVX2 took about 8% of a TinyLlama Q4_0 decode to depth 256 at two threads and 3%
+/// of a 512-token prompt). Every f16 widening is exact, so all give the same values.
 #[cfg(target_arch = "x86_64")]
-pub(crate) mod avx512 {
-    use std::arch::x86_64::*;
+#[derive(Clone, Copy)]
+enum Vectors {
+    Avx512(crate::cpu::Avx512),
+    Avx2(crate::cpu::Avx2),
+}
 
-    use crate::cpu::Avx512;
+#[cfg(target_arch = "x86_64")]
+impl Vectors {
+    fn of_isa() -> Option<Vectors> {
+        match crate::cpu::Level::new(crate::isa())? {
+            crate::cpu::Level::Avx512(k) => Some(Vectors::Avx512(k)),
+            crate::cpu::Level::Avx2(k) => Some(Vectors::Avx2(k)),
+            crate::cpu::Level::Scalar => None,
+        }
+    }
 
-    /// Rows `r0..r0 + 16`, values `d0..d0 + 16` of [`super::f16_rows_transposed`].
-    pub(super) fn block16(
-        _: Avx512,
+    /// Values per conversion, and rows and values of a transposed block.
+    fn lanes(self) -> usize {
+        match self {
+            Vectors::Avx512(_) => 16,
+            Vectors::Avx2(_) => 8,
+        }
+    }
+
+    /// Rows `r0..r0 + L`, values `d0..d0 + L` of [`f16_rows_transposed`] (`L` = [`Self::lanes`]).
+    fn block(
+        self,
         src: &[u8],
         stride: usize,
         r0: usize,
@@ -128,24 +126,49 @@ pub(crate) mod avx512 {
         out: &mut [f32],
         out_stride: usize,
     ) {
-        let last = (r0 + 15) * stride + 2 * d0 + 32;
-        assert!(src.len() >= last && out.len() >= (d0 + 15) * out_stride + r0 + 16);
+        let l = self.lanes();
+        assert!(src.len() >= (r0 + l - 1) * stride + 2 * (d0 + l));
+        assert!(out.len() >= (d0 + l - 1) * out_stride + r0 + l);
+        let (src, out) = (src.as_ptr(), out.as_mut_ptr());
         // SAFETY: the token proves the features; every load and store is inside the slices
         // (checked above).
-        unsafe { block16_avx512(src.as_ptr(), stride, r0, d0, out.as_mut_ptr(), out_stride) }
+        unsafe {
+            match self {
+                Vectors::Avx512(k) => {
+                    avx512::block16_avx512(k, src, stride, r0, d0, out, out_stride)
+                }
+                Vectors::Avx2(k) => avx2::block8_avx2(k, src, stride, r0, d0, out, out_stride),
+            }
+        }
     }
 
-    /// `src` (f16 values, a multiple of 16) widened into `out`, of the same count.
-    pub(super) fn row16s(_: Avx512, src: &[u8], out: &mut [f32]) {
-        assert!(src.len() == 2 * out.len() && out.len().is_multiple_of(16));
+    /// `src` (f16 values, a multiple of [`Self::lanes`]) widened into `out`, of the same count.
+    fn row(self, src: &[u8], out: &mut [f32]) {
+        assert!(src.len() == 2 * out.len() && out.len().is_multiple_of(self.lanes()));
+        let (n, src, out) = (out.len() / self.lanes(), src.as_ptr(), out.as_mut_ptr());
         // SAFETY: the token proves the features; the lengths were checked above.
-        unsafe { row16s_avx512(src.as_ptr(), out.as_mut_ptr(), out.len() / 16) }
+        unsafe {
+            match self {
+                Vectors::Avx512(k) => avx512::row16s_avx512(k, src, out, n),
+                Vectors::Avx2(k) => avx2::row8s_avx2(k, src, out, n),
+            }
+        }
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512 {
+    use std::arch::x86_64::*;
 
     /// # Safety
     /// AVX-512 F available; `16 · n` values in `src` and `out`.
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-    unsafe fn row16s_avx512(src: *const u8, out: *mut f32, n: usize) {
+    pub(super) unsafe fn row16s_avx512(
+        _: crate::cpu::Avx512,
+        src: *const u8,
+        out: *mut f32,
+        n: usize,
+    ) {
         // SAFETY: the caller's bounds.
         unsafe {
             for i in 0..n {
@@ -158,7 +181,8 @@ pub(crate) mod avx512 {
     /// # Safety
     /// AVX-512 F available; the 16 × 16 block inside `src` and `out`.
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-    unsafe fn block16_avx512(
+    pub(super) unsafe fn block16_avx512(
+        _: crate::cpu::Avx512,
         src: *const u8,
         stride: usize,
         r0: usize,
@@ -221,44 +245,15 @@ pub(crate) mod avx512 {
     }
 }
 
-/// The AVX2 / F16C twins of [`avx512`]: eight values a conversion (exact, as every f16 widening),
-/// blocks of 8 × 8 transposed in registers. Value by value (each through the `half` crate's
-/// conversion) they took about 8% of a TinyLlama Q4_0 decode to depth 256 at two threads and 3%
-/// of a 512-token prompt.
+/// The AVX2 / F16C kernels of [`Vectors`].
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2 {
     use std::arch::x86_64::*;
 
-    use crate::cpu::Avx2;
-
-    /// Rows `r0..r0 + 8`, values `d0..d0 + 8` of [`super::f16_rows_transposed`].
-    pub(super) fn block8(
-        _: Avx2,
-        src: &[u8],
-        stride: usize,
-        r0: usize,
-        d0: usize,
-        out: &mut [f32],
-        out_stride: usize,
-    ) {
-        let last = (r0 + 7) * stride + 2 * d0 + 16;
-        assert!(src.len() >= last && out.len() >= (d0 + 7) * out_stride + r0 + 8);
-        // SAFETY: the token proves the features; every load and store is inside the slices
-        // (checked above).
-        unsafe { block8_avx2(src.as_ptr(), stride, r0, d0, out.as_mut_ptr(), out_stride) }
-    }
-
-    /// `src` (f16 values, a multiple of 8) widened into `out`, of the same count.
-    pub(super) fn row8s(_: Avx2, src: &[u8], out: &mut [f32]) {
-        assert!(src.len() == 2 * out.len() && out.len().is_multiple_of(8));
-        // SAFETY: the token proves the features; the lengths were checked above.
-        unsafe { row8s_avx2(src.as_ptr(), out.as_mut_ptr(), out.len() / 8) }
-    }
-
     /// # Safety
     /// AVX2 / F16C available; `8 · n` values in `src` and `out`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn row8s_avx2(src: *const u8, out: *mut f32, n: usize) {
+    pub(super) unsafe fn row8s_avx2(_: crate::cpu::Avx2, src: *const u8, out: *mut f32, n: usize) {
         // SAFETY: the caller's bounds.
         unsafe {
             for i in 0..n {
@@ -271,7 +266,8 @@ pub(crate) mod avx2 {
     /// # Safety
     /// AVX2 / F16C available; the 8 × 8 block inside `src` and `out`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn block8_avx2(
+    pub(super) unsafe fn block8_avx2(
+        _: crate::cpu::Avx2,
         src: *const u8,
         stride: usize,
         r0: usize,
