@@ -17,9 +17,13 @@ use crate::act_q8::{GROUP_BLOCKS, GROUP_BYTES};
 use crate::cpu::Avx512;
 use crate::pack::{Q4_0_OFFSET, Q8_0_OFFSET};
 use crate::qx16::X16;
-use crate::tile_scalar::{ActRow, QuantRow};
+use crate::tile_scalar::ActRow;
+#[cfg(test)]
+use crate::tile_scalar::QuantRow;
 
-/// `out[r][t]` for packed quantized rows (`offset` 128 for Q8_0, 8 for Q4_0).
+/// `out[r][t]` for packed quantized rows (`offset` 128 for Q8_0, 8 for Q4_0): one tile, checked
+/// (the kernel tests' entry; the product takes whole panels, [`panel`]).
+#[cfg(test)]
 pub(crate) fn tile_quant<const R: usize, const T: usize>(
     _: Avx512,
     w: [QuantRow<'_>; R],

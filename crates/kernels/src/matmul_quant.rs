@@ -341,15 +341,6 @@ impl RowsJob for QuantTiles<'_> {
                     continue;
                 }
                 let (q, d) = pack_panel(level, w, p0..p0 + np, (q_row, d_row), p);
-                let tiler = QuantTiler {
-                    level,
-                    q,
-                    d,
-                    q_row,
-                    d_row,
-                    act,
-                    offset,
-                };
                 #[cfg(target_arch = "x86_64")]
                 if let Level::Avx2(k) = level {
                     // Whole panels per call, 4, 2 or 1 tokens, results straight into the
@@ -378,8 +369,16 @@ impl RowsJob for QuantTiles<'_> {
                     }
                     continue;
                 }
+                let tiler = ScalarTiler {
+                    q,
+                    d,
+                    q_row,
+                    d_row,
+                    act,
+                    offset,
+                };
                 let emit = |r: usize, t: usize, v: f32| oc.token(t)[col0 + r] = v;
-                run_tiles::<2, 2, _>(&tiler, np, n_tokens, emit);
+                run_tiles::<{ SCALAR_TILE.0 }, { SCALAR_TILE.1 }, _>(&tiler, np, n_tokens, emit);
             }
         });
     }
@@ -471,22 +470,17 @@ const TILE_MAJOR_TOKENS: usize = 20;
 /// product / up to 64 KiB: 228.6-233.3 / 211.9-228.0 (four rounds).
 const TILE_MAJOR_ACT_BYTES: usize = 128 << 10;
 
-/// Rows and tokens of a full AVX2 tile of packed Q4_0 / Q8_0 rows (`avx2_tile.rs`): two rows'
-/// vectors against four tokens' (eight i16 / i32 accumulators, four activation vectors in
-/// registers, the float sums of a half group stored between groups). Two by two loaded a
-/// vector for each product: on a Zen 3 core (`matvec --rows 5632 --cols 2048 --isas avx2
-/// --threads 1 --only prefill --tokens 64`, 128 KiB panels) Q4_0x16 129.6 / Q8_0x16 86.8
-/// GFLOP/s by 2 × 2, 140.5 / 91.2 by 2 × 4, 142.4 / 91.1 by 4 × 2, 131.6 / 90.6 by 3 × 4.
-const AVX2_TILE: (usize, usize) = (2, 4);
+/// Rows and tokens of a scalar tile (`run_tiles` on [`ScalarTiler`]).
+const SCALAR_TILE: (usize, usize) = (2, 2);
 
 /// Rows and tokens of a full tile at `level`.
 fn tile_shape(level: Level) -> (usize, usize) {
     match level {
         #[cfg(target_arch = "x86_64")]
         Level::Avx512(_) => (3, 4),
-        Level::Scalar => (2, 2),
+        Level::Scalar => SCALAR_TILE,
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2(_) => AVX2_TILE,
+        Level::Avx2(_) => crate::avx2_tile::AVX2_TILE,
     }
 }
 
@@ -548,9 +542,9 @@ pub(crate) fn dot_row(level: Level, ty: WeightType, w: &[u8], act: &ActQ8, t: us
     }
 }
 
-/// Tiles of a packed quantized panel against interleaved activations.
-struct QuantTiler<'a> {
-    level: Level,
+/// Scalar tiles of a packed quantized panel against interleaved activations (the SIMD levels
+/// take whole panels per call: `avx2_tile::panel_quant`, `avx512_tile::panel`).
+struct ScalarTiler<'a> {
     q: &'a [u8],
     d: &'a [f32],
     q_row: usize,
@@ -559,7 +553,7 @@ struct QuantTiler<'a> {
     offset: i32,
 }
 
-impl Tiler for QuantTiler<'_> {
+impl Tiler for ScalarTiler<'_> {
     fn tile<const R: usize, const T: usize>(&self, r0: usize, t0: usize) -> [[f32; T]; R] {
         let (qr, dr) = (self.q_row, self.d_row);
         let w: [QuantRow<'_>; R] = std::array::from_fn(|i| QuantRow {
@@ -571,12 +565,6 @@ impl Tiler for QuantTiler<'_> {
             d: self.act.d(t0 + i),
             sums: self.act.sums(t0 + i),
         });
-        match self.level {
-            Level::Scalar => tile_scalar::tile_quant(w, a, self.offset),
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx2(k) => crate::avx2_tile::tile_quant(k, w, a, self.offset),
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx512(k) => crate::avx512_tile::tile_quant(k, w, a, self.offset),
-        }
+        tile_scalar::tile_quant(w, a, self.offset)
     }
 }
