@@ -51,6 +51,10 @@ pub(crate) struct ActQ8 {
     /// `[n_tokens][n_blocks][8]`: `−k · Σ q` over each 4-value group, for the `k` asked for
     /// (empty when not asked for; only with [`ActLayout::Natural`]).
     pub lane_corr: Vec<i32>,
+    /// The tokens regrouped for the AVX2 tile kernel, when its products will take them
+    /// (`matmul_quant::tile_act`).
+    #[cfg(target_arch = "x86_64")]
+    pub groups: Option<crate::avx2_tile::TokenGroups>,
 }
 
 impl ActQ8 {
@@ -84,6 +88,8 @@ impl ActQ8 {
             d: crate::scratch::AlignedBytes::zeroed_reused(n_tokens * n_blocks * 4),
             sums: crate::scratch::AlignedBytes::zeroed_reused(n_tokens * n_blocks * 4),
             lane_corr: vec![0; n_tokens * lc_len],
+            #[cfg(target_arch = "x86_64")]
+            groups: None,
         };
         let row_qs = n_blocks * QK;
         let mut lc_rows = act.lane_corr.chunks_mut(lc_len.max(1));

@@ -171,7 +171,14 @@ pub(crate) fn tiles_amx(level: Level) -> Option<crate::cpu::Amx> {
 /// `n_tokens` rows of `x` quantized as the tile kernels want them (interleaved, no lane
 /// corrections): one quantization serves every product of `x` by tiles.
 pub(crate) fn tile_act(level: Level, x: &[f32], n_tokens: usize, n_cols: usize) -> ActQ8 {
-    ActQ8::new(level, x, n_tokens, n_cols, ActLayout::Interleaved, None)
+    #[allow(unused_mut)]
+    let mut act = ActQ8::new(level, x, n_tokens, n_cols, ActLayout::Interleaved, None);
+    // AVX2 tiles read the tokens regrouped (more tokens than the row kernels take).
+    #[cfg(target_arch = "x86_64")]
+    if matches!(level, Level::Avx2(_)) && n_tokens > x16_row_tokens(level) {
+        act.groups = Some(crate::avx2_tile::TokenGroups::new(&act));
+    }
+    act
 }
 
 /// A Q8_0 / Q4_0 product by tiles, activations quantized ([`tile_act`]), as a [`RowsJob`]: the
@@ -243,6 +250,18 @@ impl RowsJob for QuantTiles<'_> {
             }
             return;
         }
+        // The AVX2 tiles' token groups (made with the activations; here if they were not).
+        #[cfg(target_arch = "x86_64")]
+        let owned;
+        #[cfg(target_arch = "x86_64")]
+        let groups = match (&act.groups, level) {
+            (Some(g), _) => Some(g),
+            (None, Level::Avx2(_)) => {
+                owned = crate::avx2_tile::TokenGroups::new(act);
+                Some(&owned)
+            }
+            _ => None,
+        };
         with_panel(|p| {
             for p0 in rows.clone().step_by(panel_rows) {
                 let np = panel_rows.min(rows.end - p0);
@@ -342,16 +361,10 @@ impl RowsJob for QuantTiles<'_> {
                 }
                 let (q, d) = pack_panel(level, w, p0..p0 + np, (q_row, d_row), p);
                 #[cfg(target_arch = "x86_64")]
-                if let Level::Avx2(k) = level {
+                if let (Level::Avx2(k), Some(groups)) = (level, groups) {
                     // Whole panels per call, 4, 2 or 1 tokens, results straight into the
                     // output.
                     for (t0, nt) in crate::avx512_tile::token_groups(n_tokens) {
-                        let act_row = |i: usize| ActRow {
-                            qs: act.qs(t0 + i),
-                            d: act.d(t0 + i),
-                            sums: act.sums(t0 + i),
-                        };
-                        let acts: [ActRow; 4] = std::array::from_fn(|i| act_row(i.min(nt - 1)));
                         let mut outs: [&mut [f32]; 4] = std::array::from_fn(|_| &mut [][..]);
                         let to = oc.tokens_mut(t0..t0 + nt, col0..col0 + np);
                         for (slot, o) in outs.iter_mut().zip(to) {
@@ -362,7 +375,7 @@ impl RowsJob for QuantTiles<'_> {
                             q,
                             d,
                             (q_row, d_row),
-                            &acts[..nt],
+                            groups.group(t0, nt),
                             &mut outs[..nt],
                             offset,
                         );
