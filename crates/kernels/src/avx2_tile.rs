@@ -4,8 +4,9 @@
 //!
 //! The packed groups of 16 blocks (`pack.rs`) are read as two halves of eight blocks, one block
 //! per int32 lane:
-//! - Q4_0 (`u` = nibble ≤ 15): `maddubs(u, a)` pairs stay within ±3810, so eight of them add up
-//!   in i16 without saturating (±30480); one `madd` by ones then gives each block's sum;
+//! - Q4_0 (`u` = nibble ≤ 15): `maddubs(u, a)` pairs stay within ±3810, never saturating; eight
+//!   of them add up in i16 from `−8 · Σa` of their values ([`TokenGroups`]), and one `madd` by
+//!   ones then gives each block's `Σ (u − 8) · a`;
 //! - Q8_0 (`u = w + 128`): `maddubs` would saturate, so the weights go back to signed (`u ^ 0x80`)
 //!   and llama.cpp's sign trick `maddubs(|w|, sign(a, w))` is summed in i32.
 //!
@@ -25,8 +26,8 @@ use crate::tile_scalar::ActRow;
 use crate::tile_scalar::QuantRow;
 
 /// Rows and tokens of a full tile of [`panel_quant`]: two rows' vectors against four tokens'
-/// (eight i16 / i32 accumulators, four activation vectors in registers, the float sums of a half
-/// group stored between groups). Two by two loaded a vector for each product: on a Zen 3 core
+/// (eight i16 / i32 accumulators, four activation vectors in registers, the float sums stored
+/// between groups). Two by two loaded a vector for each product: on a Zen 3 core
 /// (`matvec --rows 5632 --cols 2048 --isas avx2 --threads 1 --only prefill --tokens 64`, 128 KiB
 /// panels) Q4_0x16 129.6 / Q8_0x16 86.8 GFLOP/s by 2 × 2, 140.5 / 91.2 by 2 × 4, 142.4 / 91.1 by
 /// 4 × 2, 131.6 / 90.6 by 3 × 4.
