@@ -327,9 +327,9 @@ unsafe fn tile_quant_avx2<const R: usize, const T: usize, const Q4: bool>(
     // added lane by lane at the end, as the repacked-row kernel sums (`avx2_x16.rs`,
     // `qx16::dot_lanes`): both paths give the same bits.
     let mut facc = [[[_mm256_setzero_ps(); T]; R]; 2];
-    // The eight steps of a half as a loop the compiler cannot unroll whole: unrolled, it
-    // hoisted loads ahead and kept them on the stack.
-    let steps = std::hint::black_box(8);
+    // The eight steps of a half as a loop of four pairs the compiler cannot unroll whole:
+    // unrolled, it hoisted loads ahead and kept them on the stack.
+    let pairs = std::hint::black_box(4);
     for g in 0..ng {
         for (h, facc) in facc.iter_mut().enumerate() {
             let gh = 2 * g + h;
@@ -347,7 +347,7 @@ unsafe fn tile_quant_avx2<const R: usize, const T: usize, const Q4: bool>(
                 }
                 let a = aq.add(gh * 8 * T * 32);
                 let w = 64 * 8 * g + 32 * h;
-                for k in 0..steps {
+                let mut step = |k: usize| {
                     let av: [__m256i; T] = std::array::from_fn(|t| {
                         _mm256_loadu_si256(a.add((k * T + t) * 32) as *const __m256i)
                     });
@@ -368,6 +368,10 @@ unsafe fn tile_quant_avx2<const R: usize, const T: usize, const Q4: bool>(
                             }
                         }
                     }
+                };
+                for k in 0..pairs {
+                    step(2 * k);
+                    step(2 * k + 1);
                 }
                 for t in 0..T {
                     let da = _mm256_loadu_ps(ad.add((gh * T + t) * 8));
