@@ -534,28 +534,39 @@ fn quant_tile_kernels_match_scalar() {
 
 #[test]
 fn extreme_weights_do_not_saturate() {
-    // Q8_0 bytes of -128 and activations of ±127 are the largest products any kernel sees.
+    // Q8_0 bytes of -128 and activations of ±127 are the largest products any kernel sees;
+    // Q4_0's extremes (-8 and 7) fill the 16-bit sums of the AVX2 tiles the most. Token counts
+    // from one (row kernels) to prompts (tiles in groups of 4, 2 and 1).
     let nb = 32;
-    let mut row = Vec::new();
-    for _ in 0..nb {
-        row.extend(f16::from_f32(1.0).to_le_bytes());
-        row.extend([0x80u8; 32]);
-    }
-    for sign in [1.0f32, -1.0] {
-        let x = vec![127.0 * sign; nb * 32];
-        let want = -128.0 * 127.0 * sign * (nb * 32) as f32;
-        for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
-            let w = crate::WeightView {
-                ty: WeightType::Q8_0,
-                n_rows: 1,
-                n_cols: nb * 32,
-                bytes: &row,
-            };
-            for n_tokens in [1, 3] {
-                let xs: Vec<f32> = x.iter().copied().cycle().take(n_tokens * nb * 32).collect();
-                let mut out = vec![0f32; n_tokens];
-                crate::matmul_with(isa, &w, &xs, n_tokens, &mut out);
-                assert!(out.iter().all(|&v| v == want), "{isa} {n_tokens}: {out:?}");
+    for (ty, byte, w_val) in [
+        (WeightType::Q8_0, 0x80u8, -128.0f32),
+        (WeightType::Q4_0, 0x00, -8.0),
+        (WeightType::Q4_0, 0xff, 7.0),
+    ] {
+        let mut row = Vec::new();
+        for _ in 0..nb {
+            row.extend(f16::from_f32(1.0).to_le_bytes());
+            row.extend(vec![byte; ty.row_bytes(32) - 2]);
+        }
+        for sign in [1.0f32, -1.0] {
+            let x = vec![127.0 * sign; nb * 32];
+            let want = w_val * 127.0 * sign * (nb * 32) as f32;
+            for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
+                let w = crate::WeightView {
+                    ty,
+                    n_rows: 1,
+                    n_cols: nb * 32,
+                    bytes: &row,
+                };
+                for n_tokens in [1, 3, 4, 7, 16] {
+                    let xs: Vec<f32> = x.iter().copied().cycle().take(n_tokens * nb * 32).collect();
+                    let mut out = vec![0f32; n_tokens];
+                    crate::matmul_with(isa, &w, &xs, n_tokens, &mut out);
+                    assert!(
+                        out.iter().all(|&v| v == want),
+                        "{isa} {ty:?} {byte:#x} {n_tokens}: {out:?}"
+                    );
+                }
             }
         }
     }
