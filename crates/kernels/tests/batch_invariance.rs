@@ -185,7 +185,7 @@ fn long_rows_agree_bitwise() {
         WeightType::Q4_0x16,
         WeightType::Q8_0x16,
     ] {
-        tiles_match_rows(&mut rng, ty, rows_of(ty, 20), k, 6);
+        tiles_match_rows(&mut rng, ty, rows_of(ty, 21), k, 7);
     }
 }
 
