@@ -250,7 +250,9 @@ impl RowsJob for QuantTiles<'_> {
             }
             return;
         }
-        // The AVX2 tiles' token groups (made with the activations; here if they were not).
+        // The AVX2 tiles' token groups: made with the activations (`tile_act`) for more tokens
+        // than the row kernels take; here, for this task, only when stored (not repacked) rows
+        // come with so few tokens (at most `x16_row_tokens`, a few kilobytes to regroup).
         #[cfg(target_arch = "x86_64")]
         let owned;
         #[cfg(target_arch = "x86_64")]
