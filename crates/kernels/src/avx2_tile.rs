@@ -10,9 +10,12 @@
 //! - Q8_0 (`u = w + 128`): `maddubs` would saturate, so the weights go back to signed (`u ^ 0x80`)
 //!   and llama.cpp's sign trick `maddubs(|w|, sign(a, w))` is summed in i32.
 //!
-//! Each half of a group scales its blocks into an accumulator of its own, the two added lane by
-//! lane at the end: the arithmetic of the repacked-row kernel (`avx2_x16.rs`), so repacked rows
-//! give the same bits by either path (`qx16.rs`).
+//! Each row and token keeps one float accumulator: a group's first half scales its blocks into
+//! it, then its second (lane `i` takes block `i`, then `i + 8`), its lanes summed at the end:
+//! the arithmetic of the repacked-row kernel (`avx2_x16.rs`, `qx16::dot_lanes` with 8 lanes),
+//! so repacked rows give the same bits by either path. An accumulator per half, as the AVX-512
+//! lanes split in two, made sixteen float vectors of a 2 × 4 tile that went to the stack and
+//! back every half group (a probe of the loop: about a fifth of the kernel's time).
 
 use std::arch::x86_64::*;
 
@@ -323,15 +326,15 @@ unsafe fn tile_quant_avx2<const R: usize, const T: usize, const Q4: bool>(
 ) -> [[f32; T]; R] {
     let ones = _mm256_set1_epi16(1);
     let flip = _mm256_set1_epi8(-128);
-    // A block's lane is its index within its half; the halves keep accumulators of their own,
-    // added lane by lane at the end, as the repacked-row kernel sums (`avx2_x16.rs`,
-    // `qx16::dot_lanes`): both paths give the same bits.
-    let mut facc = [[[_mm256_setzero_ps(); T]; R]; 2];
+    // A block's lane is its index within its half; both halves scale into one accumulator, the
+    // first half first, as the repacked-row kernel sums (`avx2_x16.rs`, `qx16::dot_lanes` with
+    // 8 lanes): both paths give the same bits.
+    let mut facc = [[_mm256_setzero_ps(); T]; R];
     // The eight steps of a half as a loop of four pairs the compiler cannot unroll whole:
     // unrolled, it hoisted loads ahead and kept them on the stack.
     let pairs = std::hint::black_box(4);
     for g in 0..ng {
-        for (h, facc) in facc.iter_mut().enumerate() {
+        for h in 0..2 {
             let gh = 2 * g + h;
             // SAFETY (loads): unit gh < 2 · ng is inside every row and the token group.
             unsafe {
@@ -393,7 +396,7 @@ unsafe fn tile_quant_avx2<const R: usize, const T: usize, const Q4: bool>(
     let mut out = [[0f32; T]; R];
     for r in 0..R {
         for t in 0..T {
-            out[r][t] = hsum_ps(_mm256_add_ps(facc[0][r][t], facc[1][r][t]));
+            out[r][t] = hsum_ps(facc[r][t]);
         }
     }
     out

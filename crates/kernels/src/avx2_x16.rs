@@ -1,5 +1,5 @@
 //! AVX2 decode kernel of repacked Q4_0 / Q8_0 rows (`qx16.rs`): bitwise
-//! `qx16::dot_lanes`, as the AVX-512 kernel (`avx512_x16.rs`) is.
+//! `qx16::dot_lanes` with AVX2's 8 lanes, as the prefill tiles (`avx2_tile.rs`) are.
 //!
 //! A 256-bit vector holds half of a 64-byte step of a group: the same four bytes of eight
 //! blocks, one 32-bit lane per block (blocks 0–7 in the first half, 8–15 in the second), as the
@@ -15,7 +15,8 @@
 //!   bits each step: `Σ q · a` directly, the same integer as `−128 · Σa + Σ (q + 128) · a`.
 //!
 //! Then one conversion, one multiply (`d_w · d_a`) and one fused multiply-add per eight blocks,
-//! and the two halves' lanes summed in `qx16::reduce16`'s tree: per block about 4
+//! both halves into one accumulator (lane `i` takes block `i`, then `i + 8`), its lanes summed
+//! in `qx16::reduce8`'s tree at the end: per block about 4
 //! vector instructions (Q4_0) instead of the stored-row kernel's 12 or so (`avx2_dot.rs`), so
 //! one core reads Q4_0 weights as fast as memory gives them.
 
@@ -29,7 +30,7 @@ use crate::qx16::{QUANTS_AT, X16};
 
 /// Every row of `w` (`out.len()` rows of `ng` groups of `kind`, back to back) · one token of
 /// interleaved activations (`qs` `ng · 512` values, `d` and `sums` `ng · 16`): bitwise
-/// `qx16::dot_lanes` of each row.
+/// `qx16::dot_lanes` (8 lanes) of each row.
 pub(crate) fn dot_matrix(
     _: Avx2,
     kind: X16,
@@ -68,7 +69,7 @@ unsafe fn dot_row_avx2<const Q8: bool>(
     sums: *const i32,
     (ng, last): (usize, usize),
 ) -> f32 {
-    let mut facc = [_mm256_setzero_ps(); 2];
+    let mut facc = _mm256_setzero_ps();
     let whole = if last == GROUP_BLOCKS {
         ng
     } else {
@@ -83,11 +84,12 @@ unsafe fn dot_row_avx2<const Q8: bool>(
         // masked to them.
         unsafe { group_avx2::<Q8, true>(w, qs, d, sums, whole, last, &mut facc) };
     }
-    // reduce16: the halves lane by lane, then ((h0 + h4) + (h2 + h6)) + ((h1 + h5) + (h3 + h7)).
-    hsum_ps(_mm256_add_ps(facc[0], facc[1]))
+    // reduce8: ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)).
+    hsum_ps(facc)
 }
 
-/// Group `g` (of `n` blocks) of a row at `w` into its two halves' lane sums `facc`. `MASKED`: a
+/// Group `g` (of `n` blocks) of a row at `w` into the lane sums `facc`, its first half then its
+/// second. `MASKED`: a
 /// partial group, whose steps are `4n` bytes long and its scales `n` (`qx16::step_at`), read
 /// by loads masked to its blocks: the zeros that a whole group's padding would give
 /// (`qx16::padded_group`), so the same bits, without a copy.
@@ -104,7 +106,7 @@ unsafe fn group_avx2<const Q8: bool, const MASKED: bool>(
     sums: *const i32,
     g: usize,
     n: usize,
-    facc: &mut [__m256; 2],
+    facc: &mut __m256,
 ) {
     let group = if Q8 { X16::Q8_0 } else { X16::Q4_0 }.group_bytes();
     let (low, ones, flip) = (
@@ -121,7 +123,7 @@ unsafe fn group_avx2<const Q8: bool, const MASKED: bool>(
             group.div_ceil(64),
         );
         let a = qs.add(g * GROUP_BYTES);
-        for (h, acc) in facc.iter_mut().enumerate() {
+        for h in 0..2 {
             // Blocks of this half in the group: 8, or fewer in a partial group.
             let nh = n.saturating_sub(8 * h).min(8);
             let at = |step: usize| a.add(64 * step + 32 * h) as *const __m256i;
@@ -150,7 +152,7 @@ unsafe fn group_avx2<const Q8: bool, const MASKED: bool>(
             };
             let dw = _mm256_cvtph_ps(x16_half_scales::<MASKED>(grp, h, nh));
             let da = _mm256_loadu_ps(d.add(g * GROUP_BLOCKS + 8 * h));
-            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, da), *acc);
+            *facc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, da), *facc);
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::cpu::{Isa, Level};
 use crate::pack::{self, f32_row_len, n_groups, offset_of};
 #[cfg(target_arch = "x86_64")]
 use crate::pack::{Q4_0_OFFSET, Q8_0_OFFSET};
-use crate::qx16::X16;
+use crate::qx16::{Lanes, X16};
 #[cfg(target_arch = "x86_64")]
 use crate::tile_scalar::{self, ActRow, QuantRow};
 use crate::{dot_scalar, WeightType};
@@ -50,6 +50,14 @@ fn simd_levels() -> Vec<(Isa, Level)> {
         .filter(|&isa| isa != Isa::Scalar)
         .filter_map(|isa| Some((isa, Level::new(isa)?)))
         .collect()
+}
+
+/// The lane order of a level's repacked Q4_0 / Q8_0 kernels (`qx16::dot_lanes`).
+fn lanes_of(level: Level) -> Lanes {
+    match level {
+        Level::Avx2(_) => Lanes::L8,
+        _ => Lanes::L16,
+    }
 }
 
 fn float_row(rng: &mut Rng, ty: WeightType, n: usize) -> (Vec<u8>, Vec<f32>) {
@@ -720,7 +728,7 @@ fn partial_groups_read_none_of_their_quants_as_scales() {
             for (isa, level) in simd_levels() {
                 let act = ActQ8::new(level, &x, 1, nb * 32, ActLayout::Interleaved, None);
                 let (qs, d, sums) = (act.qs(0), act.d(0), act.sums(0));
-                let want = crate::qx16::dot_lanes(kind, &x16, qs, d, sums);
+                let want = crate::qx16::dot_lanes(lanes_of(level), kind, &x16, qs, d, sums);
                 assert!(want.is_finite(), "{kind:?} nb={nb}");
                 let mut got = [f32::NAN];
                 match level {
@@ -796,15 +804,17 @@ fn repacked_kernels_match_their_twins() {
                 };
                 let seq = crate::qx16::dot_sequential(kind, x16, nat.qs(0), nat.d(0));
                 assert_eq!(seq.to_bits(), want.to_bits(), "{kind:?} nb={nb}");
-                let lanes = crate::qx16::dot_lanes(kind, x16, il.qs(0), il.d(0), il.sums(0));
                 let (exact, abs) = decoded_dot(kind.stored(), stored, nat.qs(0), nat.d(0));
-                if unit {
-                    assert_eq!(lanes as f64, exact, "{kind:?} nb={nb}");
-                } else {
-                    assert!(
-                        close(lanes, want, nb * 32, abs),
-                        "{kind:?} nb={nb}: {lanes} vs {want}"
-                    );
+                for n in [Lanes::L8, Lanes::L16] {
+                    let lanes = crate::qx16::dot_lanes(n, kind, x16, il.qs(0), il.d(0), il.sums(0));
+                    if unit {
+                        assert_eq!(lanes as f64, exact, "{n:?} {kind:?} nb={nb}");
+                    } else {
+                        assert!(
+                            close(lanes, want, nb * 32, abs),
+                            "{n:?} {kind:?} nb={nb}: {lanes} vs {want}"
+                        );
+                    }
                 }
             }
             // AVX-512: four rows and one row; AVX2: the rows of a matrix; bitwise the lane-order
@@ -816,7 +826,7 @@ fn repacked_kernels_match_their_twins() {
                 let what = |r| format!("{isa} {kind:?} nb={nb} row {r}");
                 let twins: Vec<f32> = rows
                     .iter()
-                    .map(|(_, x16)| crate::qx16::dot_lanes(kind, x16, qs, d, sums))
+                    .map(|(_, x16)| crate::qx16::dot_lanes(lanes_of(level), kind, x16, qs, d, sums))
                     .collect();
                 let got: Vec<f32> = match level {
                     Level::Avx512(k) => {

@@ -28,13 +28,14 @@
 //! 176. Rows stay contiguous, so threads still split a matrix by rows. Q8_0's bytes are the
 //! layout of a packed prefill panel row (`pack.rs`), so packing one is a copy.
 //!
-//! Arithmetic, identical in the AVX-512 and AVX2 kernels (`avx512_x16.rs`, `avx2_x16.rs`) and
-//! their twin `dot_lanes`:
-//! lane `i` of 16 accumulates `fma(S_b, d_w · d_a, acc_i)` over the blocks `b = 16g + i` in
-//! order (`S_b` the exact integer `Σ w · a`, the stored offset taken off as `−offset · Σa`),
-//! then `reduce16` sums the lanes in a fixed tree. The AVX-512 and AVX2 tile kernels
-//! (`avx512_tile.rs`, `avx2_tile.rs`: the latter with an accumulator per half of a group) scale
-//! and sum a panel's blocks the same way, so at [`crate::Isa::Avx512`] and [`crate::Isa::Avx2`]
+//! Arithmetic of a level's kernels, row and tile alike (`avx512_x16.rs` and `avx512_tile.rs`,
+//! `avx2_x16.rs` and `avx2_tile.rs`), and of their twin `dot_lanes`: at AVX-512, lane `i` of
+//! 16 accumulates `fma(S_b, d_w · d_a, acc_i)` over the blocks `b = 16g + i` in order (`S_b`
+//! the exact integer `Σ w · a`, the stored offset taken off as `−offset · Σa`), then
+//! `reduce16` sums the lanes in a fixed tree; at AVX2, lane `i` of 8 takes blocks `16g + i`
+//! and `16g + 8 + i` of each group in turn, then `reduce8` (one accumulator per row and token
+//! instead of one per half group: the tile kernel's sixteen half-group accumulators of a 2 × 4
+//! tile did not stay in registers). So at [`crate::Isa::Avx512`] and at [`crate::Isa::Avx2`]
 //! both paths give the same bits. The scalar level uses [`dot_sequential`] (blocks in order, as
 //! `dot_scalar` does for stored rows): there a repacked row gives bitwise the results of the
 //! stored one.
@@ -266,26 +267,56 @@ pub(crate) fn pack_tiles_row(kind: X16, row: &[u8], qs: &mut [u8], d: &mut [f32]
 }
 
 #[cfg(test)]
+/// Sum of 8 lanes in the tree of `hsum_ps` (AVX2) and of the second half of [`reduce16`]:
+/// `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))`.
+pub(crate) fn reduce8(l: [f32; 8]) -> f32 {
+    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+}
+
+#[cfg(test)]
 /// Sum of 16 lanes in the tree the AVX-512 kernels use: halves added lane by lane, then
-/// `((h0 + h4) + (h2 + h6)) + ((h1 + h5) + (h3 + h7))`.
+/// [`reduce8`].
 pub(crate) fn reduce16(v: [f32; 16]) -> f32 {
-    let h: [f32; 8] = std::array::from_fn(|i| v[i] + v[i + 8]);
-    ((h[0] + h[4]) + (h[2] + h[6])) + ((h[1] + h[5]) + (h[3] + h[7]))
+    reduce8(std::array::from_fn(|i| v[i] + v[i + 8]))
+}
+
+/// How many float accumulators a level's repacked Q4_0 / Q8_0 kernels scale the blocks of a
+/// group into: one lane per block at AVX-512 ([`Lanes::L16`]), and at AVX2 ([`Lanes::L8`])
+/// one lane per pair of blocks `i`, `i + 8` of a group, block `i` first (a single 8-lane
+/// accumulator: the prefill tiles then keep one vector per row and token, not two).
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lanes {
+    L8,
+    L16,
 }
 
 /// Repacked row · one token of interleaved activations (`qs` `ng · 512` values, `d` and `sums`
-/// `ng · 16`), in the lane order of the AVX-512 and AVX2 kernels (their twin, bitwise).
+/// `ng · 16`), in the lane order of a level's kernels (their twin, bitwise): lane `i % n` of
+/// `n` accumulates `fma(S_b, d_w · d_a, acc)` over the blocks `b = 16g + i` in order of `g`,
+/// then of `i`, and the lanes are summed by [`reduce16`] or [`reduce8`].
 #[cfg(test)]
-pub(crate) fn dot_lanes(kind: X16, row: &[u8], qs: &[i8], d: &[f32], sums: &[i32]) -> f32 {
+pub(crate) fn dot_lanes(
+    lanes: Lanes,
+    kind: X16,
+    row: &[u8],
+    qs: &[i8],
+    d: &[f32],
+    sums: &[i32],
+) -> f32 {
     assert!(row.len().is_multiple_of(kind.block_bytes()));
     let ng = (row.len() / kind.block_bytes()).div_ceil(GROUP_BLOCKS);
     assert!(qs.len() == ng * GROUP_BYTES);
     assert!(d.len() == ng * GROUP_BLOCKS && sums.len() == ng * GROUP_BLOCKS);
+    let n = match lanes {
+        Lanes::L8 => 8,
+        Lanes::L16 => 16,
+    };
     let mut acc = [0f32; GROUP_BLOCKS];
     for g in 0..ng {
         let grp = &whole_group(kind, row, g)[..kind.group_bytes()];
         let a = &qs[g * GROUP_BYTES..(g + 1) * GROUP_BYTES];
-        for (i, acc) in acc.iter_mut().enumerate() {
+        for i in 0..GROUP_BLOCKS {
             let b = g * GROUP_BLOCKS + i;
             let mut s = -kind.offset() * sums[b];
             for k in 0..kind.quant_bytes() / 4 {
@@ -300,10 +331,14 @@ pub(crate) fn dot_lanes(kind: X16, row: &[u8], qs: &[i8], d: &[f32], sums: &[i32
                     }
                 }
             }
+            let acc = &mut acc[i % n];
             *acc = (s as f32).mul_add(f16_at(grp, 2 * i) * d[b], *acc);
         }
     }
-    reduce16(acc)
+    match lanes {
+        Lanes::L8 => reduce8(std::array::from_fn(|i| acc[i])),
+        Lanes::L16 => reduce16(acc),
+    }
 }
 
 /// Repacked row · one token of natural activations (`qs` `nb · 32`, `d` `nb`), blocks summed
