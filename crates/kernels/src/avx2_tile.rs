@@ -294,7 +294,16 @@ unsafe fn panel_quant_n<const NT: usize>(
     while r < np {
         // SAFETY: as above; each output pointer has np values (the caller's promise).
         unsafe {
-            if np - r >= RM {
+            if np - r >= RM && NT == 4 {
+                let w: [_; RM] = std::array::from_fn(|i| row(r + i));
+                let (wq, wd) = (w.map(|w| w.0), w.map(|w| w.1));
+                let o = std::array::from_fn(|t| out[t].add(r));
+                match q4 {
+                    true => tile_2x4_into::<true>(wq, wd, a, ng, o),
+                    false => tile_2x4_into::<false>(wq, wd, a, ng, o),
+                }
+                r += RM;
+            } else if np - r >= RM {
                 let w = std::array::from_fn(|i| row(r + i));
                 let res = tile::<RM, NT>(w, a, ng, q4);
                 for (i, res) in res.iter().enumerate() {
@@ -314,16 +323,96 @@ unsafe fn panel_quant_n<const NT: usize>(
     }
 }
 
+/// `out[r][t]` of one tile ([`tile_acc`]'s lanes summed).
+///
 /// # Safety
-/// AVX2/FMA available; weight rows hold `ng` groups (512 bytes, 16 scales each), the token
-/// group `a` (values, scales, corrections) `ng` groups of `T` tokens ([`TokenGroups`]).
+/// As [`tile_acc`].
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile_quant_avx2<const R: usize, const T: usize, const Q4: bool>(
     wq: [*const u8; R],
     wd: [*const f32; R],
-    (aq, ad, corr): (*const i8, *const f32, *const i16),
+    a: (*const i8, *const f32, *const i16),
     ng: usize,
 ) -> [[f32; T]; R] {
+    // SAFETY: the caller's contract.
+    let facc = unsafe { tile_acc::<R, T, Q4>(wq, wd, a, ng) };
+    facc.map(|row| row.map(|v| hsum_ps(v)))
+}
+
+/// A full tile of two rows and four tokens into `out[t][0..2]`: [`tile_acc`]'s eight sums in
+/// one reduction ([`hsum_2x4`]), each token's two results stored together (eight `hsum_ps`
+/// and scalar stores took about a twentieth of a tile's instructions on 2048-column rows).
+///
+/// # Safety
+/// As [`tile_acc`]; each `out[t]` writable for two values.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_2x4_into<const Q4: bool>(
+    wq: [*const u8; 2],
+    wd: [*const f32; 2],
+    a: (*const i8, *const f32, *const i16),
+    ng: usize,
+    out: [*mut f32; 4],
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let [[f0, f1, f2, f3], [f4, f5, f6, f7]] = tile_acc::<2, 4, Q4>(wq, wd, a, ng);
+        let v = hsum_2x4([f0, f1, f2, f3, f4, f5, f6, f7]);
+        let (lo, hi) = (
+            _mm_castps_pd(_mm256_castps256_ps128(v)),
+            _mm_castps_pd(_mm256_extractf128_ps::<1>(v)),
+        );
+        _mm_storel_pd(out[0] as *mut f64, lo);
+        _mm_storeh_pd(out[1] as *mut f64, lo);
+        _mm_storel_pd(out[2] as *mut f64, hi);
+        _mm_storeh_pd(out[3] as *mut f64, hi);
+    }
+}
+
+/// The sums of a 2 × 4 tile's accumulators `f[4r + t]`, each bitwise `hsum_ps` of its vector
+/// (the same additions in the same order, eight vectors at a time), in the order
+/// `[t0 r0, t0 r1, t1 r0, t1 r1, t2 r0, t2 r1, t3 r0, t3 r1]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_2x4(f: [__m256; 8]) -> __m256 {
+    // The vectors in the order whose sums come out as above.
+    let w = [f[0], f[2], f[4], f[6], f[1], f[3], f[5], f[7]];
+    // hsum_ps's first step, two vectors at a time: lane i + lane i + 4, one vector per half.
+    let s: [__m256; 4] = std::array::from_fn(|i| {
+        let (a, b) = (w[2 * i], w[2 * i + 1]);
+        _mm256_add_ps(
+            _mm256_permute2f128_ps::<0x20>(a, b),
+            _mm256_permute2f128_ps::<0x31>(a, b),
+        )
+    });
+    // Its second: (s0 + s2, s1 + s3) of each vector.
+    let u: [__m256; 2] = std::array::from_fn(|i| {
+        let (a, b) = (s[2 * i], s[2 * i + 1]);
+        _mm256_add_ps(
+            _mm256_shuffle_ps::<0x44>(a, b),
+            _mm256_shuffle_ps::<0xee>(a, b),
+        )
+    });
+    // Its last: the first of those plus the second.
+    _mm256_add_ps(
+        _mm256_shuffle_ps::<0x88>(u[0], u[1]),
+        _mm256_shuffle_ps::<0xdd>(u[0], u[1]),
+    )
+}
+
+/// The float accumulators of one tile: lane `i` of `[r][t]` holds the sum over groups of
+/// blocks `i` and `i + 8` of row `r` by token `t`.
+///
+/// # Safety
+/// AVX2/FMA available; weight rows hold `ng` groups (512 bytes, 16 scales each), the token
+/// group `a` (values, scales, corrections) `ng` groups of `T` tokens ([`TokenGroups`]).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_acc<const R: usize, const T: usize, const Q4: bool>(
+    wq: [*const u8; R],
+    wd: [*const f32; R],
+    (aq, ad, corr): (*const i8, *const f32, *const i16),
+    ng: usize,
+) -> [[__m256; T]; R] {
     let ones = _mm256_set1_epi16(1);
     let flip = _mm256_set1_epi8(-128);
     // A block's lane is its index within its half; both halves scale into one accumulator, the
@@ -393,11 +482,57 @@ unsafe fn tile_quant_avx2<const R: usize, const T: usize, const Q4: bool>(
             }
         }
     }
-    let mut out = [[0f32; T]; R];
-    for r in 0..R {
-        for t in 0..T {
-            out[r][t] = hsum_ps(facc[r][t]);
+    facc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::{Isa, Level};
+
+    /// The 2 × 4 tile's one-pass reduction against `hsum_ps` of each vector, bitwise, on sums
+    /// whose value depends on the order of their additions (magnitudes from 2^-20 to 2^20 of
+    /// both signs).
+    #[test]
+    fn tile_sums_reduce_as_hsum_does() {
+        let Some(Level::Avx2(_)) = Level::new(Isa::Avx2) else {
+            eprintln!("skip: AVX2 not available");
+            return;
+        };
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for _ in 0..2000 {
+            let vals: [[f32; 8]; 8] = std::array::from_fn(|_| {
+                std::array::from_fn(|_| {
+                    let r = next();
+                    let m = (r >> 40) as f32 / (1u64 << 24) as f32 + 1.0;
+                    let e = (r % 41) as i32 - 20;
+                    let sign = if r & (1 << 32) != 0 { -1.0 } else { 1.0 };
+                    sign * m * 2f32.powi(e)
+                })
+            });
+            // SAFETY: AVX2 is available (checked above).
+            let (got, want) = unsafe {
+                let f = vals.map(|v| _mm256_loadu_ps(v.as_ptr()));
+                let mut got = [0f32; 8];
+                _mm256_storeu_ps(got.as_mut_ptr(), hsum_2x4(f));
+                (got, f.map(|v| hsum_ps(v)))
+            };
+            // got: [t0 r0, t0 r1, t1 r0, ...]; want[4r + t].
+            for t in 0..4 {
+                for r in 0..2 {
+                    assert_eq!(
+                        got[2 * t + r].to_bits(),
+                        want[4 * r + t].to_bits(),
+                        "{vals:?}"
+                    );
+                }
+            }
         }
     }
-    out
 }
