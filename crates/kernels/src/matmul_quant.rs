@@ -10,7 +10,7 @@ use crate::avx512_tile::PanelRows;
 use crate::cpu::Level;
 use crate::matmul::{MatmulPath, MIN_TASK_BYTES, PANEL_BYTES};
 use crate::pack::{n_groups, offset_of, pack_quant_row};
-use crate::par::{chunk_rows, rows_task_rows, run_rows_jobs, OutCols, RowsJob};
+use crate::par::{chunk_rows, chunk_rows_per, rows_task_rows, run_rows_jobs, OutCols, RowsJob};
 use crate::qx16::X16;
 use crate::scratch::{sized, with_panel, Panel};
 use crate::tile_scalar::{self, ActRow, QuantRow};
@@ -181,6 +181,10 @@ pub(crate) fn tile_act(level: Level, x: &[f32], n_tokens: usize, n_cols: usize) 
     act
 }
 
+/// Tasks per thread of a prompt's product by the AVX2 tiles (more than
+/// `par::TASKS_PER_THREAD`: the threads wait less for each other at the end of a section).
+const PROMPT_TASKS_PER_THREAD: usize = 16;
+
 /// A Q8_0 / Q4_0 product by tiles, activations quantized ([`tile_act`]), as a [`RowsJob`]: the
 /// products of one input share a parallel section ([`run_rows_jobs`]).
 pub(crate) struct QuantTiles<'a> {
@@ -195,7 +199,16 @@ impl<'a> QuantTiles<'a> {
     pub(crate) fn new(level: Level, w: &WeightView<'a>, act: Arc<ActQ8>, n_tokens: usize) -> Self {
         let work_per_row = w.ty.row_bytes(w.n_cols) * n_tokens;
         let (rm, _) = tile_shape(level);
-        let chunk = chunk_rows(w.n_rows, rm, MIN_TASK_BYTES.div_ceil(work_per_row));
+        let min_rows = MIN_TASK_BYTES.div_ceil(work_per_row);
+        let chunk = match level {
+            // A prompt's tasks at AVX2 a few panels each, not a quarter of a thread's share:
+            // a task of a TinyLlama down projection was some 10 ms of a 512-token prompt, and
+            // a thread that ran out waited up to that long at the end of every section.
+            Level::Avx2(_) if n_tokens > x16_row_tokens(level) => {
+                chunk_rows_per(w.n_rows, rm, min_rows, PROMPT_TASKS_PER_THREAD)
+            }
+            _ => chunk_rows(w.n_rows, rm, min_rows),
+        };
         QuantTiles {
             level,
             w: *w,

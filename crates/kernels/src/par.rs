@@ -97,7 +97,17 @@ impl BasePtr {
 /// Rows per task: about [`TASKS_PER_THREAD`] tasks per thread, at least `min_rows`, a multiple
 /// of `align`.
 pub(crate) fn chunk_rows(n_rows: usize, align: usize, min_rows: usize) -> usize {
-    let tasks = rayon::current_num_threads().max(1) * TASKS_PER_THREAD;
+    chunk_rows_per(n_rows, align, min_rows, TASKS_PER_THREAD)
+}
+
+/// [`chunk_rows`] for about `per_thread` tasks per thread.
+pub(crate) fn chunk_rows_per(
+    n_rows: usize,
+    align: usize,
+    min_rows: usize,
+    per_thread: usize,
+) -> usize {
+    let tasks = rayon::current_num_threads().max(1) * per_thread.max(1);
     let rows = n_rows.div_ceil(tasks).max(min_rows).max(1);
     rows.div_ceil(align) * align
 }
