@@ -203,9 +203,12 @@ impl<'a> QuantTiles<'a> {
         let chunk = match level {
             // A prompt's tasks at AVX2 a few panels each, not a quarter of a thread's share:
             // a task of a TinyLlama down projection was some 10 ms of a 512-token prompt, and
-            // a thread that ran out waited up to that long at the end of every section.
+            // a thread that ran out waited up to that long at the end of every section. Never
+            // less than a whole panel: a panel streams every token's activations once.
             Level::Avx2(_) if n_tokens > x16_row_tokens(level) => {
-                chunk_rows_per(w.n_rows, rm, min_rows, PROMPT_TASKS_PER_THREAD)
+                let q_row = n_groups(w.n_cols) * GROUP_BYTES;
+                let panel = (tile_panel_bytes(level) / q_row).clamp(rm, 256) / rm * rm;
+                chunk_rows_per(w.n_rows, rm, min_rows.max(panel), PROMPT_TASKS_PER_THREAD)
             }
             _ => chunk_rows(w.n_rows, rm, min_rows),
         };
