@@ -206,8 +206,7 @@ impl<'a> QuantTiles<'a> {
             // a thread that ran out waited up to that long at the end of every section. Never
             // less than a whole panel: a panel streams every token's activations once.
             Level::Avx2(_) if n_tokens > x16_row_tokens(level) => {
-                let q_row = n_groups(w.n_cols) * GROUP_BYTES;
-                let panel = (tile_panel_bytes(level) / q_row).clamp(rm, 256) / rm * rm;
+                let panel = panel_rows(level, n_groups(w.n_cols) * GROUP_BYTES);
                 chunk_rows_per(w.n_rows, rm, min_rows.max(panel), PROMPT_TASKS_PER_THREAD)
             }
             _ => chunk_rows(w.n_rows, rm, min_rows),
@@ -234,8 +233,7 @@ impl RowsJob for QuantTiles<'_> {
         let (n_cols, ty) = (w.n_cols, w.ty);
         let ng = n_groups(n_cols);
         let (q_row, d_row) = (ng * GROUP_BYTES, ng * GROUP_BLOCKS);
-        let (rm, _) = tile_shape(level);
-        let panel_rows = (tile_panel_bytes(level) / q_row).clamp(rm, 256) / rm * rm;
+        let panel_rows = panel_rows(level, q_row);
         let offset = offset_of(ty);
         let rows = oc.rows();
         // Repacked rows for a few tokens: the row kernel where the rows lie (at AVX-512 two
@@ -471,6 +469,12 @@ fn tile_panel_bytes(level: Level) -> usize {
         Level::Avx512(_) => 2 * PANEL_BYTES,
         _ => PANEL_BYTES / 2,
     }
+}
+
+/// Rows of a packed panel of `q_row`-byte rows: about [`tile_panel_bytes`], whole tiles.
+fn panel_rows(level: Level, q_row: usize) -> usize {
+    let (rm, _) = tile_shape(level);
+    (tile_panel_bytes(level) / q_row).clamp(rm, 256) / rm * rm
 }
 
 /// Tokens up to which the AVX-512 tiles on repacked rows stream each panel in during the first
