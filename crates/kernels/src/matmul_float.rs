@@ -8,7 +8,10 @@ use crate::avx2_dot::{BF16, F16, F32};
 use crate::cpu::Level;
 use crate::matmul::{MatmulPath, MIN_TASK_BYTES, PANEL_BYTES};
 use crate::pack::{f32_row_len, pack_float_row};
-use crate::par::{chunk_rows, for_each_row_chunk, rows_task_rows, run_rows_jobs, OutCols, RowsJob};
+use crate::par::{
+    chunk_rows, chunk_rows_per, for_each_row_chunk, rows_task_rows, run_rows_jobs, OutCols,
+    RowsJob, PROMPT_TASKS_PER_THREAD,
+};
 use crate::scratch::{sized, with_panel, Panel};
 use crate::tiles::{run_tiles, Tiler};
 use crate::{dot_scalar, tile_scalar, WeightType, WeightView};
@@ -159,6 +162,7 @@ struct Pass {
 /// panel slice and the same columns of every token stay in L2); `f` gets every pass with the
 /// chunk's outputs and this thread's scratch panel.
 fn for_each_pass(
+    level: Level,
     w: &WeightView,
     n_tokens: usize,
     align: usize,
@@ -169,7 +173,20 @@ fn for_each_pass(
     let work_per_row = w.ty.row_bytes(n_cols) * n_tokens;
     let kb = K_BLOCK.min(f32_row_len(n_cols));
     let panel_rows = (PANEL_BYTES / (4 * kb)).clamp(align, 256) / align * align;
-    let chunk = chunk_rows(n_rows, align, MIN_TASK_BYTES.div_ceil(work_per_row));
+    let min_rows = MIN_TASK_BYTES.div_ceil(work_per_row);
+    let chunk = match level {
+        // At AVX2 a task of a few panels, not a quarter of a thread's share: threads wait
+        // less for each other at the end of a product (as the quantized tiles' prompt tasks,
+        // `matmul_quant`).
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2(_) => chunk_rows_per(
+            n_rows,
+            align,
+            min_rows.max(panel_rows),
+            PROMPT_TASKS_PER_THREAD,
+        ),
+        _ => chunk_rows(n_rows, align, min_rows),
+    };
     for_each_row_chunk(out, n_rows, n_tokens, chunk, |mut oc| {
         let rows = oc.rows();
         with_panel(|p| {
@@ -218,6 +235,7 @@ fn float_tiles(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &m
     let value_bytes = w.ty.block_bytes();
     // Rows of a tile: the `run_tiles::<2, 4, _>` below.
     for_each_pass(
+        level,
         w,
         n_tokens,
         2,
@@ -271,6 +289,7 @@ fn float_panels(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &
     use crate::avx512_panel::{self as ap, GROUP_ROWS, K_CHUNK, MAX_GROUPS, TOKENS};
     let (n_cols, value_bytes) = (w.n_cols, w.ty.block_bytes());
     for_each_pass(
+        level,
         w,
         n_tokens,
         GROUP_ROWS,

@@ -10,7 +10,10 @@ use crate::avx512_tile::PanelRows;
 use crate::cpu::Level;
 use crate::matmul::{MatmulPath, MIN_TASK_BYTES, PANEL_BYTES};
 use crate::pack::{n_groups, offset_of, pack_quant_row};
-use crate::par::{chunk_rows, chunk_rows_per, rows_task_rows, run_rows_jobs, OutCols, RowsJob};
+use crate::par::{
+    chunk_rows, chunk_rows_per, rows_task_rows, run_rows_jobs, OutCols, RowsJob,
+    PROMPT_TASKS_PER_THREAD,
+};
 use crate::qx16::X16;
 use crate::scratch::{sized, with_panel, Panel};
 use crate::tile_scalar::{self, ActRow, QuantRow};
@@ -180,10 +183,6 @@ pub(crate) fn tile_act(level: Level, x: &[f32], n_tokens: usize, n_cols: usize) 
     }
     act
 }
-
-/// Tasks per thread of a prompt's product by the AVX2 tiles (more than
-/// `par::TASKS_PER_THREAD`: the threads wait less for each other at the end of a section).
-const PROMPT_TASKS_PER_THREAD: usize = 16;
 
 /// A Q8_0 / Q4_0 product by tiles, activations quantized ([`tile_act`]), as a [`RowsJob`]: the
 /// products of one input share a parallel section ([`run_rows_jobs`]).

@@ -29,6 +29,10 @@ pub(crate) fn quant_rows_prefetch_bytes() -> usize {
 /// the others up for long.
 const TASKS_PER_THREAD: usize = 4;
 
+/// Tasks per thread of a prompt's product by the AVX2 tiles, quantized or float (more than
+/// [`TASKS_PER_THREAD`]: the threads wait less for each other at the end of a section).
+pub(crate) const PROMPT_TASKS_PER_THREAD: usize = 16;
+
 /// The output `[n_tokens, n_rows]` restricted to the columns of one chunk of rows.
 pub(crate) struct OutCols<'a> {
     ptr: *mut f32,
