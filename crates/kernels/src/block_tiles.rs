@@ -21,7 +21,7 @@ use crate::act_q8::{ActLayout, ActQ8, QK};
 use crate::block_tile_shape::{Mins, TILE_BYTES, TILE_ROWS, TILE_TOKENS};
 use crate::cpu::Level;
 use crate::matmul::{MIN_TASK_BYTES, PANEL_BYTES};
-use crate::par::{chunk_rows, chunk_rows_per, for_each_row_chunk, PROMPT_TASKS_PER_THREAD};
+use crate::par::{for_each_row_chunk, tile_chunk_rows};
 use crate::scratch::{sized, with_panel};
 use crate::{WeightType, WeightView};
 
@@ -106,17 +106,7 @@ pub(crate) fn matmul_tiles<K: TileKernel>(
         / TILE_ROWS
         * TILE_ROWS;
     let min_rows = MIN_TASK_BYTES.div_ceil(work_per_row);
-    let chunk = match level {
-        // At AVX2 a task of a few panels (as the other prompt tiles there, `matmul_quant`).
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2(_) => chunk_rows_per(
-            n_rows,
-            TILE_ROWS,
-            min_rows.max(panel_rows),
-            PROMPT_TASKS_PER_THREAD,
-        ),
-        _ => chunk_rows(n_rows, TILE_ROWS, min_rows),
-    };
+    let chunk = tile_chunk_rows(level, n_rows, TILE_ROWS, min_rows, panel_rows);
     let (tile_q, tile_d) = (nt * TILE_BYTES, nt * TILE_ROWS);
     let tile_m = tile_d;
     for_each_row_chunk(out, n_rows, n_tokens, chunk, |mut oc| {

@@ -9,8 +9,7 @@ use crate::cpu::Level;
 use crate::matmul::{MatmulPath, MIN_TASK_BYTES, PANEL_BYTES};
 use crate::pack::{f32_row_len, pack_float_row};
 use crate::par::{
-    chunk_rows, chunk_rows_per, for_each_row_chunk, rows_task_rows, run_rows_jobs, OutCols,
-    RowsJob, PROMPT_TASKS_PER_THREAD,
+    for_each_row_chunk, rows_task_rows, run_rows_jobs, tile_chunk_rows, OutCols, RowsJob,
 };
 use crate::scratch::{sized, with_panel, Panel};
 use crate::tiles::{run_tiles, Tiler};
@@ -174,19 +173,7 @@ fn for_each_pass(
     let kb = K_BLOCK.min(f32_row_len(n_cols));
     let panel_rows = (PANEL_BYTES / (4 * kb)).clamp(align, 256) / align * align;
     let min_rows = MIN_TASK_BYTES.div_ceil(work_per_row);
-    let chunk = match level {
-        // At AVX2 a task of a few panels, not a quarter of a thread's share: threads wait
-        // less for each other at the end of a product (as the quantized tiles' prompt tasks,
-        // `matmul_quant`).
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2(_) => chunk_rows_per(
-            n_rows,
-            align,
-            min_rows.max(panel_rows),
-            PROMPT_TASKS_PER_THREAD,
-        ),
-        _ => chunk_rows(n_rows, align, min_rows),
-    };
+    let chunk = tile_chunk_rows(level, n_rows, align, min_rows, panel_rows);
     for_each_row_chunk(out, n_rows, n_tokens, chunk, |mut oc| {
         let rows = oc.rows();
         with_panel(|p| {

@@ -10,10 +10,7 @@ use crate::avx512_tile::PanelRows;
 use crate::cpu::Level;
 use crate::matmul::{MatmulPath, MIN_TASK_BYTES, PANEL_BYTES};
 use crate::pack::{n_groups, offset_of, pack_quant_row};
-use crate::par::{
-    chunk_rows, chunk_rows_per, rows_task_rows, run_rows_jobs, OutCols, RowsJob,
-    PROMPT_TASKS_PER_THREAD,
-};
+use crate::par::{chunk_rows, rows_task_rows, run_rows_jobs, tile_chunk_rows, OutCols, RowsJob};
 use crate::qx16::X16;
 use crate::scratch::{sized, with_panel, Panel};
 use crate::tile_scalar::{self, ActRow, QuantRow};
@@ -200,13 +197,10 @@ impl<'a> QuantTiles<'a> {
         let (rm, _) = tile_shape(level);
         let min_rows = MIN_TASK_BYTES.div_ceil(work_per_row);
         let chunk = match level {
-            // A prompt's tasks at AVX2 a few panels each, not a quarter of a thread's share:
-            // a task of a TinyLlama down projection was some 10 ms of a 512-token prompt, and
-            // a thread that ran out waited up to that long at the end of every section. Never
-            // less than a whole panel: a panel streams every token's activations once.
+            // A prompt's tasks at AVX2 (more tokens than the row kernels take): a few panels.
             Level::Avx2(_) if n_tokens > x16_row_tokens(level) => {
                 let panel = panel_rows(level, n_groups(w.n_cols) * GROUP_BYTES);
-                chunk_rows_per(w.n_rows, rm, min_rows.max(panel), PROMPT_TASKS_PER_THREAD)
+                tile_chunk_rows(level, w.n_rows, rm, min_rows, panel)
             }
             _ => chunk_rows(w.n_rows, rm, min_rows),
         };

@@ -4,6 +4,7 @@
 use std::marker::PhantomData;
 use std::ops::Range;
 
+use crate::cpu::Level;
 use crate::WeightView;
 
 /// How far ahead of the block being read the decode kernels prefetch the weights (a hint,
@@ -31,7 +32,7 @@ const TASKS_PER_THREAD: usize = 4;
 
 /// Tasks per thread of a prompt's product by the AVX2 tiles, quantized or float (more than
 /// [`TASKS_PER_THREAD`]: the threads wait less for each other at the end of a section).
-pub(crate) const PROMPT_TASKS_PER_THREAD: usize = 16;
+const PROMPT_TASKS_PER_THREAD: usize = 16;
 
 /// The output `[n_tokens, n_rows]` restricted to the columns of one chunk of rows.
 pub(crate) struct OutCols<'a> {
@@ -102,6 +103,30 @@ impl BasePtr {
 /// of `align`.
 pub(crate) fn chunk_rows(n_rows: usize, align: usize, min_rows: usize) -> usize {
     chunk_rows_per(n_rows, align, min_rows, TASKS_PER_THREAD)
+}
+
+/// Rows per task of a prompt's product by tiles at `level` (panels of `panel_rows`): at AVX2
+/// about [`PROMPT_TASKS_PER_THREAD`] tasks per thread, never less than a panel (a panel streams
+/// every token's activations once), not a quarter of a thread's share: a TinyLlama down
+/// projection's quarter was some 10 ms of a 512-token prompt, which a thread that ran out
+/// waited at the end of every section. Elsewhere [`chunk_rows`].
+pub(crate) fn tile_chunk_rows(
+    level: Level,
+    n_rows: usize,
+    align: usize,
+    min_rows: usize,
+    panel_rows: usize,
+) -> usize {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2(_) => chunk_rows_per(
+            n_rows,
+            align,
+            min_rows.max(panel_rows),
+            PROMPT_TASKS_PER_THREAD,
+        ),
+        _ => chunk_rows(n_rows, align, min_rows),
+    }
 }
 
 /// [`chunk_rows`] for about `per_thread` tasks per thread.
