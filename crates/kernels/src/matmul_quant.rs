@@ -196,13 +196,12 @@ impl<'a> QuantTiles<'a> {
         let work_per_row = w.ty.row_bytes(w.n_cols) * n_tokens;
         let (rm, _) = tile_shape(level);
         let min_rows = MIN_TASK_BYTES.div_ceil(work_per_row);
-        let chunk = match level {
-            // A prompt's tasks at AVX2 (more tokens than the row kernels take): a few panels.
-            Level::Avx2(_) if n_tokens > x16_row_tokens(level) => {
-                let panel = panel_rows(level, n_groups(w.n_cols) * GROUP_BYTES);
-                tile_chunk_rows(level, w.n_rows, rm, min_rows, panel)
-            }
-            _ => chunk_rows(w.n_rows, rm, min_rows),
+        // A prompt's tasks (more tokens than the row kernels take) as every prompt tile's.
+        let chunk = if n_tokens > x16_row_tokens(level) {
+            let panel = panel_rows(level, n_groups(w.n_cols) * GROUP_BYTES);
+            tile_chunk_rows(level, w.n_rows, rm, min_rows, panel)
+        } else {
+            chunk_rows(w.n_rows, rm, min_rows)
         };
         QuantTiles {
             level,

@@ -130,12 +130,7 @@ pub(crate) fn tile_chunk_rows(
 }
 
 /// [`chunk_rows`] for about `per_thread` tasks per thread.
-pub(crate) fn chunk_rows_per(
-    n_rows: usize,
-    align: usize,
-    min_rows: usize,
-    per_thread: usize,
-) -> usize {
+fn chunk_rows_per(n_rows: usize, align: usize, min_rows: usize, per_thread: usize) -> usize {
     let tasks = rayon::current_num_threads().max(1) * per_thread.max(1);
     let rows = n_rows.div_ceil(tasks).max(min_rows).max(1);
     rows.div_ceil(align) * align
