@@ -1,10 +1,11 @@
 //! AVX2 kernels of float prefill: the outer products of `avx512_panel.rs` with 256-bit vectors,
-//! on the same packed groups (`[group][column][16]`, rows converted to `f32` once per pass),
-//! reached through that module's `pack_groups` and `tile`. A 16-row column is two loads; a
-//! token's value is broadcast and two FMAs move 16 (row, token) sums: 12 accumulators for 6
-//! tokens, and per column 2 loads and 6 broadcasts for 12 FMAs (the dot-product tiles this
-//! replaced spent a reduction per (row, token) and a load per FMA pair). A call's groups are
-//! multiplied one after the other.
+//! on the same packed groups (`[group][column][16]`, rows converted to `f32` once per pass, or
+//! for short prompts F16 / BF16 kept as stored and converted as the tiles load them:
+//! `avx512_panel::panel_kind`), reached through that module's `pack_groups` and `tile`. A
+//! 16-row column is two loads; a token's value is broadcast and two FMAs move 16 (row, token)
+//! sums: 12 accumulators for 6 tokens, and per column 2 loads and 6 broadcasts for 12 FMAs (the
+//! dot-product tiles this replaced spent a reduction per (row, token) and a load per FMA pair).
+//! A call's groups are multiplied one after the other.
 //!
 //! Each (row, token) sum is the same chain of fused multiply-adds over the same columns as at
 //! the AVX-512 level, so the results are bitwise those of [`crate::tile_scalar::panel_f32`] and
@@ -58,15 +59,106 @@ pub(crate) unsafe fn pack_group_avx2<const KIND: u8>(
     }
 }
 
-/// The AVX2 kernel of [`crate::avx512_panel::tile`]: the `rows.div_ceil(16)` groups of `gs`
-/// values from `w`, one after the other, against the first `t` tokens.
+/// The sixteen-bit panels of F16 / BF16 rows at AVX2 ([`crate::avx512_panel::panel_kind`]): the
+/// stored values of `n` rows transposed into `[column][16]` (rows past `n` zero), eight rows by
+/// sixteen columns at a time (the 128-bit halves of the 16-bit transpose are two 8 × 8 blocks).
+/// The tiles convert them as they load a column (exact, so the sums are those of an `f32`
+/// panel), and the pass's packing is a copy of half the bytes: packing to `f32` took 27% of the
+/// samples of a 16-token TinyLlama F16 prompt (`perf record -e cpu-clock herd bench
+/// tl-f16.gguf -p 16 -n 0 -t 2`), this 22% (most of it waiting on the weights from memory).
 ///
 /// # Safety
-/// AVX2/FMA available; group `g` at `w + g·gs` readable for `16·n` values, each of the first `t`
-/// of `x` for `n` values, each of the first `t` of `out` writable for `rows` values.
+/// AVX2 available; `rows[l]` reads `kw` 16-bit values for `l < n`; `out` holds `kw · 16`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn pack_group_avx2_16(
+    rows: &[*const u8; GROUP_ROWS],
+    n: usize,
+    kw: usize,
+    out: &mut [u16],
+) {
+    assert!(out.len() >= kw * GROUP_ROWS);
+    let o = out.as_mut_ptr();
+    let whole = kw / 16 * 16;
+    for half in 0..2 {
+        let lanes = 8 * half..8 * half + 8;
+        for c in (0..whole).step_by(16) {
+            let mut block = [_mm256_setzero_si256(); 8];
+            for (i, v) in block.iter_mut().enumerate() {
+                if lanes.start + i < n {
+                    let row = rows[lanes.start + i];
+                    // SAFETY: columns c..c + 16 ≤ kw of a row the caller vouches for.
+                    *v = unsafe { _mm256_loadu_si256(row.add(2 * c) as *const __m256i) };
+                }
+            }
+            for (j, col) in transpose8x8_16(block).into_iter().enumerate() {
+                // SAFETY: columns c + j and c + 8 + j < kw, lanes `lanes` of their 16.
+                unsafe {
+                    let lo = o.add((c + j) * GROUP_ROWS + lanes.start) as *mut __m128i;
+                    let hi = o.add((c + 8 + j) * GROUP_ROWS + lanes.start) as *mut __m128i;
+                    _mm_storeu_si128(lo, _mm256_castsi256_si128(col));
+                    _mm_storeu_si128(hi, _mm256_extracti128_si256::<1>(col));
+                }
+            }
+        }
+    }
+    for c in whole..kw {
+        for (l, v) in out[c * GROUP_ROWS..][..GROUP_ROWS].iter_mut().enumerate() {
+            // SAFETY: column c < kw of a row the caller vouches for.
+            *v = if l < n {
+                unsafe { (rows[l].add(2 * c) as *const u16).read_unaligned() }
+            } else {
+                0
+            };
+        }
+    }
+}
+
+/// Transposes the 8 × 8 blocks of 16-bit values in each 128-bit half: lane `i` of half `h` of
+/// `out[k]` is lane `k` of half `h` of `r[i]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn transpose8x8_16(r: [__m256i; 8]) -> [__m256i; 8] {
+    let t: [__m256i; 8] = std::array::from_fn(|i| {
+        let (a, b) = (r[2 * (i / 2)], r[2 * (i / 2) + 1]);
+        if i % 2 == 0 {
+            _mm256_unpacklo_epi16(a, b)
+        } else {
+            _mm256_unpackhi_epi16(a, b)
+        }
+    });
+    // u[0..4]: rows 0-3 of columns (0, 1), (2, 3), (4, 5), (6, 7); u[4..8] rows 4-7.
+    let u: [__m256i; 8] = std::array::from_fn(|i| {
+        let (a, b) = (
+            t[4 * (i / 4) + (i % 4) / 2],
+            t[4 * (i / 4) + (i % 4) / 2 + 2],
+        );
+        if i % 2 == 0 {
+            _mm256_unpacklo_epi32(a, b)
+        } else {
+            _mm256_unpackhi_epi32(a, b)
+        }
+    });
+    std::array::from_fn(|k| {
+        let (a, b) = (u[k / 2], u[4 + k / 2]);
+        if k % 2 == 0 {
+            _mm256_unpacklo_epi64(a, b)
+        } else {
+            _mm256_unpackhi_epi64(a, b)
+        }
+    })
+}
+
+/// The AVX2 kernel of [`crate::avx512_panel::tile`]: the `rows.div_ceil(16)` groups of `gs`
+/// values of `KIND` from `w` (the panel's kind), one after the other, against the first `t`
+/// tokens.
+///
+/// # Safety
+/// AVX2/FMA/F16C available; group `g` at `w + g·gs` values readable for `16·n` values, each of
+/// the first `t` of `x` for `n` values, each of the first `t` of `out` writable for `rows`
+/// values.
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn tile(
-    w: *const f32,
+pub(crate) unsafe fn tile<const KIND: u8>(
+    w: *const u8,
     gs: usize,
     x: [*const f32; TOKENS],
     t: usize,
@@ -75,6 +167,7 @@ pub(crate) unsafe fn tile(
     rows: usize,
     add: bool,
 ) {
+    let vb = crate::avx2_dot::float_bytes(KIND);
     macro_rules! call {
         ($($t:literal)*) => {
             match t {
@@ -85,7 +178,9 @@ pub(crate) unsafe fn tile(
                             std::array::from_fn(|i| out[i].wrapping_add(GROUP_ROWS * g));
                         let rows = (rows - GROUP_ROWS * g).min(GROUP_ROWS);
                         // SAFETY: the caller's promise, for group g and its rows.
-                        unsafe { tile_avx2::<$t>(w.add(g * gs), x, n, o, rows, add) }
+                        unsafe {
+                            tile_avx2::<KIND, $t>(w.add(g * gs * vb), x, n, o, rows, add)
+                        }
                     }
                 })*
                 _ => unreachable!("at most {TOKENS} tokens"),
@@ -96,11 +191,11 @@ pub(crate) unsafe fn tile(
 }
 
 /// # Safety
-/// AVX2/FMA available; `w` readable for `16·n` values, each `x[t]` for `n` values, each
-/// `out[t]` writable for `rows ≤ 16` values.
+/// AVX2/FMA/F16C available; `w` readable for `16·n` values of `KIND`, each `x[t]` for `n`
+/// values, each `out[t]` writable for `rows ≤ 16` values.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_avx2<const T: usize>(
-    w: *const f32,
+unsafe fn tile_avx2<const KIND: u8, const T: usize>(
+    w: *const u8,
     x: [*const f32; T],
     n: usize,
     out: [*mut f32; T],
@@ -112,8 +207,8 @@ unsafe fn tile_avx2<const T: usize>(
         // SAFETY: k < n (the caller's bounds).
         unsafe {
             let wv = [
-                _mm256_loadu_ps(w.add(GROUP_ROWS * k)),
-                _mm256_loadu_ps(w.add(GROUP_ROWS * k + 8)),
+                load8::<KIND>(w, GROUP_ROWS * k),
+                load8::<KIND>(w, GROUP_ROWS * k + 8),
             ];
             for t in 0..T {
                 let b = _mm256_broadcast_ss(&*x[t].add(k));

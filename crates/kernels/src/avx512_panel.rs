@@ -1,5 +1,6 @@
 //! AVX-512 prefill kernel for float weights (F32, F16 and BF16, turned into `f32` once per pass,
-//! [`pack_groups`]; the AVX2 level's kernels, `avx2_panel.rs`, take the same entry points):
+//! [`pack_groups`]; the AVX2 level's kernels, `avx2_panel.rs`, take the same entry points, and
+//! for short prompts there panels of the stored 16-bit values, [`panel_kind`]):
 //! outer products, as BLAS kernels do. The panel holds 16 rows side by side, column-major within
 //! each group (`[group][column][16]`), so one 64-byte load is one column of 16 rows; a token's
 //! value in that column is broadcast and one FMA moves 16 (row, token) sums. A call covers up
@@ -31,37 +32,69 @@ pub(crate) const TOKENS: usize = 6;
 /// while the tokens pass.
 pub(crate) const K_CHUNK: usize = 128;
 
-/// The `n` rows `row(i)` (each the stored bytes of `kw` values of `ty`: F32, F16 or BF16)
-/// converted to `f32` (exactly) into `out` as `n.div_ceil(16)` groups of `kw` columns of 16
-/// rows; rows past `n` in the last group are zero. Sixteen values of sixteen rows at a time:
-/// loaded and converted in registers, then transposed.
+/// Prompts of up to this many tokens take sixteen-bit panels of F16 / BF16 rows at the AVX2
+/// level ([`panel_kind`]). TinyLlama F16 (`herd bench tl-f16.gguf -p 16,64,512 -n 0 -t 2`,
+/// alternating rounds against `f32` panels): pp16 and pp64 faster in most rounds (medians about
+/// 5% and 7%), pp512 3-4% slower in two of three: each tile call converts its weights again,
+/// which a long prompt's many calls pay for more than the packing saves.
+pub(crate) const HALF_PANEL_TOKENS: usize = 64;
+
+/// How a pass's panel holds float values of `ty` at `level` for `n_tokens` tokens
+/// (`avx2_dot`'s kinds): at AVX2, F16 and BF16 as stored for up to [`HALF_PANEL_TOKENS`]
+/// (`avx2_panel::pack_group_avx2_16`; the tiles convert as they load), else `f32`.
+pub(crate) fn panel_kind(level: Level, ty: WeightType, n_tokens: usize) -> u8 {
+    match (level, float_kind(ty)) {
+        (Level::Avx2(_), kind) if n_tokens <= HALF_PANEL_TOKENS => kind,
+        _ => F32,
+    }
+}
+
+/// Bytes of one group of `kw` columns of a panel of `kind`.
+pub(crate) fn group_bytes(kind: u8, kw: usize) -> usize {
+    kw * GROUP_ROWS * crate::avx2_dot::float_bytes(kind)
+}
+
+/// The `n` rows `row(i)` (each the stored bytes of `kw` values of `ty`: F32, F16 or BF16) as
+/// `n.div_ceil(16)` groups of `kw` columns of 16 rows into `out` (4-byte aligned), each value
+/// as `kind` ([`panel_kind`]; exactly the stored value); rows past `n` in the last group are
+/// zero. Sixteen values of sixteen rows at a time: loaded (and converted) in registers, then
+/// transposed.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn pack_groups<'a>(
     level: Level,
     ty: WeightType,
+    kind: u8,
     row: impl Fn(usize) -> &'a [u8],
     n: usize,
     kw: usize,
-    out: &mut [f32],
+    out: &mut [u8],
 ) {
     let groups = n.div_ceil(GROUP_ROWS);
-    assert!(out.len() >= groups * kw * GROUP_ROWS);
-    let kind = float_kind(ty);
+    let gb = group_bytes(kind, kw);
+    assert!(out.len() >= groups * gb);
+    let stored = float_kind(ty);
+    assert!(kind == F32 || (matches!(level, Level::Avx2(_)) && kind == stored));
     for g in 0..groups {
         let (ptrs, in_group) = group_rows(ty, &row, n, kw, g);
-        let group = &mut out[g * kw * GROUP_ROWS..][..kw * GROUP_ROWS];
+        let group = &mut out[g * gb..][..gb];
         // SAFETY: the token proves the features; each of the first `in_group` pointers reads
-        // `kw` values of `ty` (checked), the group holds `kw · 16` values.
+        // `kw` values of `ty` (checked), the group holds `kw · 16` values of `kind`.
         unsafe {
-            use crate::avx2_panel::pack_group_avx2;
-            let o = group.as_mut_ptr();
-            match (level, kind) {
-                (Level::Avx512(_), F32) => pack_group_avx512::<F32>(&ptrs, in_group, kw, o),
-                (Level::Avx512(_), F16) => pack_group_avx512::<F16>(&ptrs, in_group, kw, o),
-                (Level::Avx512(_), _) => pack_group_avx512::<BF16>(&ptrs, in_group, kw, o),
-                (Level::Avx2(_), F32) => pack_group_avx2::<F32>(&ptrs, in_group, kw, group),
-                (Level::Avx2(_), F16) => pack_group_avx2::<F16>(&ptrs, in_group, kw, group),
-                (Level::Avx2(_), _) => pack_group_avx2::<BF16>(&ptrs, in_group, kw, group),
-                (Level::Scalar, _) => panic!("no outer-product kernels at the scalar level"),
+            use crate::avx2_panel::{pack_group_avx2, pack_group_avx2_16};
+            if kind == F32 {
+                let group: &mut [f32] = bytemuck::cast_slice_mut(group);
+                let o = group.as_mut_ptr();
+                match (level, stored) {
+                    (Level::Avx512(_), F32) => pack_group_avx512::<F32>(&ptrs, in_group, kw, o),
+                    (Level::Avx512(_), F16) => pack_group_avx512::<F16>(&ptrs, in_group, kw, o),
+                    (Level::Avx512(_), _) => pack_group_avx512::<BF16>(&ptrs, in_group, kw, o),
+                    (Level::Avx2(_), F32) => pack_group_avx2::<F32>(&ptrs, in_group, kw, group),
+                    (Level::Avx2(_), F16) => pack_group_avx2::<F16>(&ptrs, in_group, kw, group),
+                    (Level::Avx2(_), _) => pack_group_avx2::<BF16>(&ptrs, in_group, kw, group),
+                    (Level::Scalar, _) => panic!("no outer-product kernels at the scalar level"),
+                }
+            } else {
+                pack_group_avx2_16(&ptrs, in_group, kw, bytemuck::cast_slice_mut(group));
             }
         }
     }
@@ -126,13 +159,15 @@ unsafe fn pack_group_avx512<const KIND: u8>(
 }
 
 /// For each token `t` and row `r < out[t].len()` of the groups starting at `groups` (each
-/// `kw` columns long): `out[t][r] = s` (`add` false) or `out[t][r] + s` (`add` true), where
-/// `s` sums the columns `cols` of row `r` times `x[t]` (`x[t][i]` is column `cols.start + i`)
-/// in order, by fused multiply-adds from zero. Up to [`MAX_GROUPS`] groups' rows and
-/// [`TOKENS`] tokens.
+/// `kw` columns long, packed by [`pack_groups`] as `kind`): `out[t][r] = s` (`add`
+/// false) or `out[t][r] + s` (`add` true), where `s` sums the columns `cols` of row `r` times
+/// `x[t]` (`x[t][i]` is column `cols.start + i`) in order, by fused multiply-adds from zero. Up
+/// to [`MAX_GROUPS`] groups' rows and [`TOKENS`] tokens.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn tile(
     level: Level,
-    groups: &[f32],
+    kind: u8,
+    groups: &[u8],
     kw: usize,
     cols: Range<usize>,
     x: &[&[f32]],
@@ -143,10 +178,12 @@ pub(crate) fn tile(
     let (g, t) = (rows.div_ceil(GROUP_ROWS), x.len());
     assert!((1..=MAX_GROUPS).contains(&g) && (1..=TOKENS).contains(&t) && out.len() == t);
     assert!(out.iter().all(|o| o.len() == rows));
-    assert!(cols.start <= cols.end && cols.end <= kw && groups.len() >= g * kw * GROUP_ROWS);
+    let vb = crate::avx2_dot::float_bytes(kind);
+    assert!(cols.start <= cols.end && cols.end <= kw && groups.len() >= g * kw * GROUP_ROWS * vb);
     assert!(x.iter().all(|x| x.len() >= cols.len()));
-    let w = groups[cols.start * GROUP_ROWS..].as_ptr();
-    let xp: [*const f32; TOKENS] = std::array::from_fn(|i| x.get(i).map_or(w, |x| x.as_ptr()));
+    let w = groups[cols.start * GROUP_ROWS * vb..].as_ptr();
+    let xp: [*const f32; TOKENS] =
+        std::array::from_fn(|i| x.get(i).map_or(w as *const f32, |x| x.as_ptr()));
     let mut op = [std::ptr::null_mut(); TOKENS];
     for (p, o) in op.iter_mut().zip(out.iter_mut()) {
         *p = o.as_mut_ptr();
@@ -154,15 +191,21 @@ pub(crate) fn tile(
     let n = cols.len();
     let gs = kw * GROUP_ROWS;
     // SAFETY (all): the level's token proves the features; the checks above bound every read
-    // (g groups of kw columns, n values of each token) and write (rows values of each token).
+    // (g groups of kw columns of the panel's kind, n values of each token) and write (rows
+    // values of each token); `f32` panels are 4-byte aligned (`pack_groups`).
     unsafe {
-        match (level, g) {
-            (Level::Avx512(_), 1) => tile_tokens::<1>(w, gs, xp, t, n, op, rows, add),
-            (Level::Avx512(_), 2) => tile_tokens::<2>(w, gs, xp, t, n, op, rows, add),
-            (Level::Avx512(_), 3) => tile_tokens::<3>(w, gs, xp, t, n, op, rows, add),
-            (Level::Avx512(_), _) => tile_tokens::<4>(w, gs, xp, t, n, op, rows, add),
-            (Level::Avx2(_), _) => crate::avx2_panel::tile(w, gs, xp, t, n, op, rows, add),
-            (Level::Scalar, _) => panic!("no outer-product kernels at the scalar level"),
+        use crate::avx2_panel::tile as avx2;
+        let wf = w as *const f32;
+        match (level, g, kind) {
+            (Level::Avx512(_), 1, F32) => tile_tokens::<1>(wf, gs, xp, t, n, op, rows, add),
+            (Level::Avx512(_), 2, F32) => tile_tokens::<2>(wf, gs, xp, t, n, op, rows, add),
+            (Level::Avx512(_), 3, F32) => tile_tokens::<3>(wf, gs, xp, t, n, op, rows, add),
+            (Level::Avx512(_), _, F32) => tile_tokens::<4>(wf, gs, xp, t, n, op, rows, add),
+            (Level::Avx2(_), _, F32) => avx2::<F32>(w, gs, xp, t, n, op, rows, add),
+            (Level::Avx2(_), _, F16) => avx2::<F16>(w, gs, xp, t, n, op, rows, add),
+            (Level::Avx2(_), _, _) => avx2::<BF16>(w, gs, xp, t, n, op, rows, add),
+            (Level::Scalar, ..) => panic!("no outer-product kernels at the scalar level"),
+            (Level::Avx512(_), ..) => unreachable!("AVX-512 panels are f32"),
         }
     }
 }

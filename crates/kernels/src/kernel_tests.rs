@@ -404,14 +404,41 @@ fn float_panel_kernels_match_their_twin_bitwise() {
 
 #[cfg(target_arch = "x86_64")]
 fn float_panel_cases(level: Level) {
+    use crate::avx2_dot::{F16, F32};
     use crate::avx512_panel::{self as ap, GROUP_ROWS, MAX_GROUPS, TOKENS};
     let mut rng = Rng(0x3c6ef372fe94f82b);
     for (n_rows, kw) in [(1usize, 1usize), (16, 16), (23, 130), (64, 300), (49, 1024)] {
         let n_groups = n_rows.div_ceil(GROUP_ROWS);
-        let mut groups = vec![f32::NAN; n_groups * kw * GROUP_ROWS];
-        for ty in [WeightType::F32, WeightType::F16, WeightType::BF16] {
+        let xs: Vec<Vec<f32>> = (0..TOKENS)
+            .map(|_| (0..kw).map(|_| rng.f32()).collect())
+            .collect();
+        // Each type's panels: `f32`, and as stored where the level keeps them so (short prompts).
+        let types = [WeightType::F32, WeightType::F16, WeightType::BF16];
+        let kinds = |ty| {
+            let short = ap::panel_kind(level, ty, 1);
+            assert_eq!(ap::panel_kind(level, ty, ap::HALF_PANEL_TOKENS + 1), F32);
+            std::iter::once(F32).chain((short != F32).then_some(short))
+        };
+        for (ty, kind) in types
+            .into_iter()
+            .flat_map(|ty| kinds(ty).map(move |k| (ty, k)))
+        {
             let rows: Vec<Vec<u8>> = (0..n_rows).map(|_| float_row(&mut rng, ty, kw).0).collect();
-            ap::pack_groups(level, ty, |i| &rows[i][..], n_rows, kw, &mut groups);
+            // The panel as the kernels read it (on 4-byte boundaries), and as `f32` for the twin.
+            let mut bytes = vec![f32::NAN; n_groups * ap::group_bytes(kind, kw) / 4];
+            let packed: &mut [u8] = bytemuck::cast_slice_mut(&mut bytes);
+            ap::pack_groups(level, ty, kind, |i| &rows[i][..], n_rows, kw, packed);
+            let packed: &[u8] = bytemuck::cast_slice(&bytes);
+            let groups: Vec<f32> = match kind {
+                F32 => bytemuck::cast_slice(packed).to_vec(),
+                kind => bytemuck::cast_slice::<u8, u16>(packed)
+                    .iter()
+                    .map(|&h| match kind {
+                        F16 => half::f16::from_bits(h).to_f32(),
+                        _ => half::bf16::from_bits(h).to_f32(),
+                    })
+                    .collect(),
+            };
             let mut want = vec![0f32; f32_row_len(kw)];
             for g in 0..n_groups {
                 for l in 0..GROUP_ROWS {
@@ -426,34 +453,31 @@ fn float_panel_cases(level: Level) {
                         assert_eq!(
                             got.to_bits(),
                             want.to_bits(),
-                            "{level:?} {ty:?} packed row {r} col {c}"
+                            "{level:?} {ty:?} kind {kind} packed row {r} col {c}"
                         );
                     }
                 }
             }
-        }
-        let xs: Vec<Vec<f32>> = (0..TOKENS)
-            .map(|_| (0..kw).map(|_| rng.f32()).collect())
-            .collect();
-        for n_tokens in 1..=TOKENS {
-            for cols in [0..kw, kw / 3..kw, 0..kw.min(128)] {
-                let x: Vec<&[f32]> = xs[..n_tokens].iter().map(|x| &x[cols.clone()]).collect();
-                let rows_used = n_rows.min(MAX_GROUPS * GROUP_ROWS);
-                for add in [false, true] {
-                    let start: Vec<f32> = (0..rows_used).map(|_| rng.f32()).collect();
-                    let mut got = vec![start.clone(); n_tokens];
-                    let mut want = got.clone();
-                    let mut g: Vec<&mut [f32]> = got.iter_mut().map(|o| &mut o[..]).collect();
-                    let mut w: Vec<&mut [f32]> = want.iter_mut().map(|o| &mut o[..]).collect();
-                    ap::tile(level, &groups, kw, cols.clone(), &x, &mut g, add);
-                    tile_scalar::panel_f32(&groups, kw, cols.clone(), &x, &mut w, add);
-                    for (t, (g, w)) in got.iter().zip(&want).enumerate() {
-                        for (r, (g, w)) in g.iter().zip(w).enumerate() {
-                            assert_eq!(
-                                g.to_bits(),
-                                w.to_bits(),
-                                "{level:?} {n_rows}x{kw} cols {cols:?} {n_tokens} tokens add {add}: out[{t}][{r}]"
-                            );
+            for n_tokens in 1..=TOKENS {
+                for cols in [0..kw, kw / 3..kw, 0..kw.min(128)] {
+                    let x: Vec<&[f32]> = xs[..n_tokens].iter().map(|x| &x[cols.clone()]).collect();
+                    let rows_used = n_rows.min(MAX_GROUPS * GROUP_ROWS);
+                    for add in [false, true] {
+                        let start: Vec<f32> = (0..rows_used).map(|_| rng.f32()).collect();
+                        let mut got = vec![start.clone(); n_tokens];
+                        let mut want = got.clone();
+                        let mut g: Vec<&mut [f32]> = got.iter_mut().map(|o| &mut o[..]).collect();
+                        let mut w: Vec<&mut [f32]> = want.iter_mut().map(|o| &mut o[..]).collect();
+                        ap::tile(level, kind, packed, kw, cols.clone(), &x, &mut g, add);
+                        tile_scalar::panel_f32(&groups, kw, cols.clone(), &x, &mut w, add);
+                        for (t, (g, w)) in got.iter().zip(&want).enumerate() {
+                            for (r, (g, w)) in g.iter().zip(w).enumerate() {
+                                assert_eq!(
+                                    g.to_bits(),
+                                    w.to_bits(),
+                                    "{level:?} {ty:?} kind {kind} {n_rows}x{kw} cols {cols:?} {n_tokens} tokens add {add}: out[{t}][{r}]"
+                                );
+                            }
                         }
                     }
                 }

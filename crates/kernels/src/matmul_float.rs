@@ -275,6 +275,7 @@ pub(crate) fn split_amx(level: Level, w: &WeightView) -> Option<crate::cpu::Amx>
 fn float_panels(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
     use crate::avx512_panel::{self as ap, GROUP_ROWS, K_CHUNK, MAX_GROUPS, TOKENS};
     let (n_cols, value_bytes) = (w.n_cols, w.ty.block_bytes());
+    let kind = ap::panel_kind(level, w.ty, n_tokens);
     for_each_pass(
         level,
         w,
@@ -291,18 +292,16 @@ fn float_panels(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &
              k1,
          }| {
             let kw = k1 - k0;
-            let group_len = kw * GROUP_ROWS;
+            let group_bytes = ap::group_bytes(kind, kw);
             let n_groups = np.div_ceil(GROUP_ROWS);
             // On a 64-byte boundary: every weight load within one cache line.
-            let buf = sized(&mut p.f, n_groups * group_len + 15);
-            let skip = buf.as_ptr().align_offset(64).min(15);
-            let groups = &mut buf[skip..][..n_groups * group_len];
+            let groups = p.q.sized(n_groups * group_bytes);
             let row = |i: usize| &w.row(p0 + i)[k0 * value_bytes..k1 * value_bytes];
-            ap::pack_groups(level, w.ty, row, np, kw, groups);
+            ap::pack_groups(level, w.ty, kind, row, np, kw, groups);
             for g0 in (0..n_groups).step_by(MAX_GROUPS) {
                 let r0 = g0 * GROUP_ROWS;
                 let r1 = np.min(r0 + MAX_GROUPS * GROUP_ROWS);
-                let gs = &groups[g0 * group_len..];
+                let gs = &groups[g0 * group_bytes..];
                 for ks in (0..kw).step_by(K_CHUNK) {
                     let cols = ks..kw.min(ks + K_CHUNK);
                     let add = k0 + ks > 0;
@@ -318,7 +317,16 @@ fn float_panels(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &
                         {
                             *slot = o;
                         }
-                        ap::tile(level, gs, kw, cols.clone(), &xs[..nt], &mut os[..nt], add);
+                        ap::tile(
+                            level,
+                            kind,
+                            gs,
+                            kw,
+                            cols.clone(),
+                            &xs[..nt],
+                            &mut os[..nt],
+                            add,
+                        );
                     }
                 }
             }
