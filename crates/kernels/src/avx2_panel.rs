@@ -31,13 +31,10 @@ pub(crate) unsafe fn pack_group_avx2<const KIND: u8>(
     for half in 0..2 {
         let lanes = 8 * half..8 * half + 8;
         for c in (0..whole).step_by(8) {
-            let mut block = [_mm256_setzero_si256(); 8];
-            for (i, v) in block.iter_mut().enumerate() {
-                if lanes.start + i < n {
-                    // SAFETY: columns c..c + 8 ≤ kw of a row the caller vouches for.
-                    *v = _mm256_castps_si256(unsafe { load8::<KIND>(rows[lanes.start + i], c) });
-                }
-            }
+            // SAFETY: columns c..c + 8 ≤ kw of a row the caller vouches for.
+            let block = eight_rows(rows, lanes.start, n, |r| unsafe {
+                _mm256_castps_si256(load8::<KIND>(r, c))
+            });
             for (j, col) in transpose8x8(block).into_iter().enumerate() {
                 let at = (c + j) * GROUP_ROWS + lanes.start;
                 // SAFETY: column c + j < kw of the group, lanes `lanes` of its 16.
@@ -82,14 +79,10 @@ pub(crate) unsafe fn pack_group_avx2_16(
     for half in 0..2 {
         let lanes = 8 * half..8 * half + 8;
         for c in (0..whole).step_by(16) {
-            let mut block = [_mm256_setzero_si256(); 8];
-            for (i, v) in block.iter_mut().enumerate() {
-                if lanes.start + i < n {
-                    let row = rows[lanes.start + i];
-                    // SAFETY: columns c..c + 16 ≤ kw of a row the caller vouches for.
-                    *v = unsafe { _mm256_loadu_si256(row.add(2 * c) as *const __m256i) };
-                }
-            }
+            // SAFETY: columns c..c + 16 ≤ kw of a row the caller vouches for.
+            let block = eight_rows(rows, lanes.start, n, |r| unsafe {
+                _mm256_loadu_si256(r.add(2 * c) as *const __m256i)
+            });
             for (j, col) in transpose8x8_16(block).into_iter().enumerate() {
                 // SAFETY: columns c + j and c + 8 + j < kw, lanes `lanes` of their 16.
                 unsafe {
@@ -111,6 +104,21 @@ pub(crate) unsafe fn pack_group_avx2_16(
             };
         }
     }
+}
+
+/// `load` of the group's rows `first..first + 8`, zero for those at or past `n`.
+#[inline(always)]
+fn eight_rows(
+    rows: &[*const u8; GROUP_ROWS],
+    first: usize,
+    n: usize,
+    load: impl Fn(*const u8) -> __m256i,
+) -> [__m256i; 8] {
+    // SAFETY: AVX is available wherever a caller of this (an AVX2 kernel) runs.
+    std::array::from_fn(|i| match first + i < n {
+        true => load(rows[first + i]),
+        false => unsafe { _mm256_setzero_si256() },
+    })
 }
 
 /// Transposes the 8 × 8 blocks of 16-bit values in each 128-bit half: lane `i` of half `h` of
