@@ -34,9 +34,11 @@ pub(crate) const K_CHUNK: usize = 128;
 
 /// Prompts of up to this many tokens take sixteen-bit panels of F16 / BF16 rows at the AVX2
 /// level ([`panel_kind`]). TinyLlama F16 (`herd bench tl-f16.gguf -p 16,64,512 -n 0 -t 2`,
-/// alternating rounds against `f32` panels): pp16 and pp64 faster in most rounds (medians about
-/// 5% and 7%), pp512 3-4% slower in two of three: each tile call converts its weights again,
-/// which a long prompt's many calls pay for more than the packing saves.
+/// four sets of alternating rounds against `f32` panels, BENCHMARKS.md): the medians of pp16
+/// 5% and of pp64 8% faster on average (three of four sets faster at pp16, all four at pp64);
+/// with every prompt on these panels, pp512 4% slower in one of two sets and one core's cached
+/// 512-token product 4% slower: each tile call converts its weights again, which a long
+/// prompt's many calls pay for more than the packing saves.
 pub(crate) const HALF_PANEL_TOKENS: usize = 64;
 
 /// How a pass's panel holds float values of `ty` at `level` for `n_tokens` tokens
