@@ -284,13 +284,13 @@ pub(crate) unsafe fn fused_avx2<const KIND: u8, const G: usize, const T: usize, 
     x: [*const f32; T],
     out: [*mut f32; T],
 ) {
-    use crate::avx512_panel::{FUSED_AHEAD_BYTES, K_CHUNK};
+    use crate::avx512_panel::{FUSED_AHEAD_BYTES, K_CHUNK_AVX2};
     let vb = crate::avx2_dot::float_bytes(KIND);
     let units = n.div_ceil(8);
     // Unit `u` (rows 8u..8u + 8): every one below 2G has pointers (past `n`: row 0 again).
     let ptr = |u: usize, i: usize| rows[u / 2][8 * (u % 2) + i];
-    for ks in (0..n_cols).step_by(K_CHUNK) {
-        let ke = n_cols.min(ks + K_CHUNK);
+    for ks in (0..n_cols).step_by(K_CHUNK_AVX2) {
+        let ke = n_cols.min(ks + K_CHUNK_AVX2);
         let whole = ks + (ke - ks) / 8 * 8;
         for u0 in (0..units).step_by(P) {
             // `P` of the four used, each by a constant index: the accumulators stay in

@@ -28,9 +28,30 @@ pub(crate) const GROUP_ROWS: usize = 16;
 pub(crate) const MAX_GROUPS: usize = 4;
 /// Tokens of one call.
 pub(crate) const TOKENS: usize = 6;
-/// Columns of one call: 4 groups of 128 columns take 32 KiB, so a call's weights stay in L1
-/// while the tokens pass.
+/// Columns of one call at AVX-512 ([`k_chunk`]): 4 groups of 128 columns take 32 KiB, so a
+/// call's weights stay in L1 while the tokens pass.
 pub(crate) const K_CHUNK: usize = 128;
+/// Columns of one call at AVX2 ([`k_chunk`]). The AVX2 kernel takes a call's groups one at a
+/// time (one group's 16 rows × 6 tokens fill the registers), so its weights stream through
+/// once per group and only the tokens' columns (6 × 512 values, 12 KiB) are read again; each
+/// call ends in 12 stores (or loads, adds and stores) per group and a round of bookkeeping,
+/// which 128 columns (768 cycles of multiply-adds) paid for too often. One Zen 3 core
+/// (`matvec --rows R --cols C --types f16 --isas avx2 --threads 1 --only prefill --tokens
+/// 512`, three runs each, GFLOP/s) at 128 / 256 / 512 / 1024 columns: 2048 × 5632 72.6-74.7 /
+/// 70.5-82.3 / 81.1-81.8 / 80.7-89.9; 5632 × 2048 51.0-75.1 / 75.4-87.1 / 75.1-90.3 /
+/// 83.6-88.8 (the FMA peak measured there: 102).
+pub(crate) const K_CHUNK_AVX2: usize = 512;
+
+/// Columns each (row, token) sum of the outer-product kernels at `level` covers before it is
+/// stored or added to the output: the chunks of a matrix are fixed by its width and the level
+/// alone (batch invariance), and both paths of a level ([`tile`] on panels and [`fused`])
+/// take the same ones.
+pub(crate) fn k_chunk(level: Level) -> usize {
+    match level {
+        Level::Avx2(_) => K_CHUNK_AVX2,
+        _ => K_CHUNK,
+    }
+}
 
 /// Prompts of up to this many tokens take sixteen-bit panels of F16 / BF16 rows at the AVX2
 /// level ([`panel_kind`]). TinyLlama F16 (`herd bench tl-f16.gguf -p 16,64,512 -n 0 -t 2`,
@@ -309,10 +330,10 @@ pub(crate) fn fused_rows(level: Level, t: usize) -> usize {
 
 /// What [`tile`] gives on packed groups of the stored rows, with no panel: for each token `t`
 /// and row `r < n`, `out[t][r]` = row `row(r)` (`n_cols` values of `ty`) times `x[t]`, over
-/// every column, chunk by chunk of [`K_CHUNK`] columns, each chunk summed in order by fused
+/// every column, chunk by chunk of [`k_chunk`] columns, each chunk summed in order by fused
 /// multiply-adds from zero, the first chunk stored and the others added (the chunks that
-/// [`tile`] takes over the passes of `matmul_float.rs`, whose width is a multiple of
-/// [`K_CHUNK`]). Sixteen columns of sixteen rows are loaded, converted and transposed in
+/// [`tile`] takes over the passes of `matmul_float.rs`, whose width is a multiple of either
+/// level's chunk). Sixteen columns of sixteen rows are loaded, converted and transposed in
 /// registers and multiplied at once: for a few tokens, writing a panel and reading it back
 /// cost more than the products. Up to [`fused_rows`] rows, 1 to [`TOKENS`] tokens.
 pub(crate) fn fused<'a>(

@@ -269,13 +269,14 @@ pub(crate) fn split_amx(level: Level, w: &WeightView) -> Option<crate::cpu::Amx>
 }
 
 /// [`float_tiles`] at the AVX2 and AVX-512 levels: each pass's rows converted to `f32` in groups
-/// of 16 rows and multiplied by outer products, [`avx512_panel::K_CHUNK`] columns and up to
+/// of 16 rows and multiplied by outer products, [`avx512_panel::k_chunk`] columns and up to
 /// up to 64 rows at a time against every token.
 #[cfg(target_arch = "x86_64")]
 fn float_panels(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
-    use crate::avx512_panel::{self as ap, GROUP_ROWS, K_CHUNK, MAX_GROUPS, TOKENS};
+    use crate::avx512_panel::{self as ap, GROUP_ROWS, MAX_GROUPS, TOKENS};
     let (n_cols, value_bytes) = (w.n_cols, w.ty.block_bytes());
     let kind = ap::panel_kind(level, w.ty, n_tokens);
+    let chunk = ap::k_chunk(level);
     for_each_pass(
         level,
         w,
@@ -302,8 +303,8 @@ fn float_panels(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &
                 let r0 = g0 * GROUP_ROWS;
                 let r1 = np.min(r0 + MAX_GROUPS * GROUP_ROWS);
                 let gs = &groups[g0 * group_bytes..];
-                for ks in (0..kw).step_by(K_CHUNK) {
-                    let cols = ks..kw.min(ks + K_CHUNK);
+                for ks in (0..kw).step_by(chunk) {
+                    let cols = ks..kw.min(ks + chunk);
                     let add = k0 + ks > 0;
                     for t0 in (0..n_tokens).step_by(TOKENS) {
                         let ts = t0..n_tokens.min(t0 + TOKENS);
@@ -416,6 +417,10 @@ impl RowsJob for FloatFused<'_> {
 /// tile's token rows sit in L1 while weight rows stream through (AVX2 tiles), and a panel of
 /// 64 rows (256 KiB, [`PANEL_BYTES`]) plus these columns of a few hundred tokens stay within L2.
 const K_BLOCK: usize = 1024;
+const _: () = assert!(
+    K_BLOCK.is_multiple_of(crate::avx512_panel::K_CHUNK)
+        && K_BLOCK.is_multiple_of(crate::avx512_panel::K_CHUNK_AVX2)
+);
 
 /// One stored row · one token.
 pub(crate) fn dot_row(level: Level, ty: WeightType, w: &[u8], x: &[f32]) -> f32 {
