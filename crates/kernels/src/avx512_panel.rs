@@ -37,9 +37,9 @@ pub(crate) const K_CHUNK: usize = 128;
 /// call ends in 12 stores (or loads, adds and stores) per group and a round of bookkeeping,
 /// which 128 columns (768 cycles of multiply-adds) paid for too often. One Zen 3 core
 /// (`matvec --rows R --cols C --types f16 --isas avx2 --threads 1 --only prefill --tokens
-/// 512`, three runs each, GFLOP/s) at 128 / 256 / 512 / 1024 columns: 2048 × 5632 72.6-74.7 /
-/// 70.5-82.3 / 81.1-81.8 / 80.7-89.9; 5632 × 2048 51.0-75.1 / 75.4-87.1 / 75.1-90.3 /
-/// 83.6-88.8 (the FMA peak measured there: 102).
+/// 512`, three alternating runs, GFLOP/s; the FMA peak measured there: 102) at 128 / 512
+/// columns: 2048 × 5632 71.6-79.1 / 86.9-90.1, 5632 × 2048 71.5-77.5 / 86.6-90.6; 256 and
+/// 1024 columns on a trial build: no better than 512, which keeps six tokens' columns in L1.
 pub(crate) const K_CHUNK_AVX2: usize = 512;
 
 /// Columns each (row, token) sum of the outer-product kernels at `level` covers before it is
