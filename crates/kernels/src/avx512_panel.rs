@@ -11,8 +11,9 @@
 //!
 //! Each (row, token) sum runs over the columns of a chunk in order, one fused multiply-add per
 //! column starting from zero, and is then stored or added to what the earlier chunks left; the
-//! chunks are fixed by the matrix's width alone, so the bits depend on neither the batch nor
-//! which tile a row or token falls in. Twin: [`crate::tile_scalar::panel_f32`], bitwise.
+//! chunks are fixed by the matrix's width and the level alone ([`k_chunk`]), so the bits
+//! depend on neither the batch nor which tile a row or token falls in. Twin:
+//! [`crate::tile_scalar::panel_f32`], bitwise.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
