@@ -7,9 +7,10 @@
 //! dot-product tiles this replaced spent a reduction per (row, token) and a load per FMA pair).
 //! A call's groups are multiplied one after the other.
 //!
-//! Each (row, token) sum is the same chain of fused multiply-adds over the same columns as at
-//! the AVX-512 level, so the results are bitwise those of [`crate::tile_scalar::panel_f32`] and
-//! of the AVX-512 kernel.
+//! Each (row, token) sum is one chain of fused multiply-adds over a chunk of
+//! [`crate::avx512_panel::K_CHUNK_AVX2`] columns, as the few-token kernel ([`fused_avx2`]) sums
+//! it too, so the results are bitwise those of [`crate::tile_scalar::panel_f32`] on the same
+//! chunks; the AVX-512 kernel's chunks are shorter, so its bits differ.
 
 use std::arch::x86_64::*;
 
@@ -269,8 +270,9 @@ unsafe fn put8(p: *mut f32, valid: usize, v: __m256, add: bool) {
 /// eight columns of a unit loaded, converted and transposed in registers, then multiplied by the
 /// tokens' values; `P` units at a time (two for up to three tokens: independent chains of fused
 /// multiply-adds; four kept the eight broadcast values of a block live across units and spilled),
-/// one for more (sixteen registers: eight columns and the accumulators). Each (row, token) sum is the chain of [`tile`] on the packed groups of the
-/// same rows.
+/// one for more (sixteen registers: eight columns and the accumulators). Each (row, token) sum
+/// is the chain of [`tile`] on the packed groups of the same rows, chunk by chunk of `chunk`
+/// columns (the level's, `avx512_panel::k_chunk`).
 ///
 /// # Safety
 /// AVX2/FMA/F16C available; each of the `16·G` pointers reads `n_cols` values of `KIND`, each
@@ -281,16 +283,17 @@ pub(crate) unsafe fn fused_avx2<const KIND: u8, const G: usize, const T: usize, 
     rows: &[[*const u8; GROUP_ROWS]; G],
     n: usize,
     n_cols: usize,
+    chunk: usize,
     x: [*const f32; T],
     out: [*mut f32; T],
 ) {
-    use crate::avx512_panel::{FUSED_AHEAD_BYTES, K_CHUNK_AVX2};
+    use crate::avx512_panel::FUSED_AHEAD_BYTES;
     let vb = crate::avx2_dot::float_bytes(KIND);
     let units = n.div_ceil(8);
     // Unit `u` (rows 8u..8u + 8): every one below 2G has pointers (past `n`: row 0 again).
     let ptr = |u: usize, i: usize| rows[u / 2][8 * (u % 2) + i];
-    for ks in (0..n_cols).step_by(K_CHUNK_AVX2) {
-        let ke = n_cols.min(ks + K_CHUNK_AVX2);
+    for ks in (0..n_cols).step_by(chunk) {
+        let ke = n_cols.min(ks + chunk);
         let whole = ks + (ke - ks) / 8 * 8;
         for u0 in (0..units).step_by(P) {
             // `P` of the four used, each by a constant index: the accumulators stay in

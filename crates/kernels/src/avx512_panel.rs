@@ -31,7 +31,7 @@ pub(crate) const MAX_GROUPS: usize = 4;
 pub(crate) const TOKENS: usize = 6;
 /// Columns of one call at AVX-512 ([`k_chunk`]): 4 groups of 128 columns take 32 KiB, so a
 /// call's weights stay in L1 while the tokens pass.
-pub(crate) const K_CHUNK: usize = 128;
+pub(crate) const K_CHUNK_AVX512: usize = 128;
 /// Columns of one call at AVX2 ([`k_chunk`]). The AVX2 kernel takes a call's groups one at a
 /// time (one group's 16 rows × 6 tokens fill the registers), so its weights stream through
 /// once per group and only the tokens' columns (6 × 512 values, 12 KiB) are read again; each
@@ -50,7 +50,7 @@ pub(crate) const K_CHUNK_AVX2: usize = 512;
 pub(crate) fn k_chunk(level: Level) -> usize {
     match level {
         Level::Avx2(_) => K_CHUNK_AVX2,
-        _ => K_CHUNK,
+        _ => K_CHUNK_AVX512,
     }
 }
 
@@ -372,7 +372,7 @@ pub(crate) fn fused<'a>(
     for (p, o) in op.iter_mut().zip(out.iter_mut()) {
         *p = o.as_mut_ptr();
     }
-    let kind = float_kind(ty);
+    let (kind, chunk) = (float_kind(ty), k_chunk(level));
     macro_rules! call {
         ($f:ident, $g:literal, $t:literal $(, $p:literal)?) => {{
             let x: [*const f32; $t] = std::array::from_fn(|i| xp[i]);
@@ -383,9 +383,9 @@ pub(crate) fn fused<'a>(
             // `n` (checked).
             unsafe {
                 match kind {
-                    F32 => $f::<F32, $g, $t $(, $p)?>(rows, n, n_cols, x, o),
-                    F16 => $f::<F16, $g, $t $(, $p)?>(rows, n, n_cols, x, o),
-                    _ => $f::<BF16, $g, $t $(, $p)?>(rows, n, n_cols, x, o),
+                    F32 => $f::<F32, $g, $t $(, $p)?>(rows, n, n_cols, chunk, x, o),
+                    F16 => $f::<F16, $g, $t $(, $p)?>(rows, n, n_cols, chunk, x, o),
+                    _ => $f::<BF16, $g, $t $(, $p)?>(rows, n, n_cols, chunk, x, o),
                 }
             }
         }};
@@ -418,6 +418,8 @@ pub(crate) fn fused<'a>(
 /// How far ahead of its loads [`fused`] asks for each row's bytes.
 pub(crate) const FUSED_AHEAD_BYTES: usize = 256;
 
+/// [`fused`] at AVX-512, chunk by chunk of `chunk` columns ([`k_chunk`]).
+///
 /// # Safety
 /// The features available; each of the `16·G` pointers reads `n_cols` values of `KIND`, each
 /// `x[t]` holds `n_cols` values, each `out[t]` is writable for `n ≤ 16·G` values.
@@ -426,14 +428,15 @@ unsafe fn fused_avx512<const KIND: u8, const G: usize, const T: usize>(
     rows: &[[*const u8; GROUP_ROWS]; G],
     n: usize,
     n_cols: usize,
+    chunk: usize,
     x: [*const f32; T],
     out: [*mut f32; T],
 ) {
     use crate::kv_f16::avx512::transpose16;
     let ng = n.div_ceil(GROUP_ROWS);
     let vb = crate::avx2_dot::float_bytes(KIND);
-    for ks in (0..n_cols).step_by(K_CHUNK) {
-        let ke = n_cols.min(ks + K_CHUNK);
+    for ks in (0..n_cols).step_by(chunk) {
+        let ke = n_cols.min(ks + chunk);
         let mut acc = [[_mm512_setzero_ps(); T]; G];
         for c in (ks..ke).step_by(16) {
             let left = (ke - c).min(16);

@@ -268,9 +268,10 @@ pub(crate) fn split_amx(level: Level, w: &WeightView) -> Option<crate::cpu::Amx>
     crate::matmul_quant::tiles_amx(level).filter(|_| float && w.n_cols.is_multiple_of(32))
 }
 
-/// [`float_tiles`] at the AVX2 and AVX-512 levels: each pass's rows converted to `f32` in groups
-/// of 16 rows and multiplied by outer products, [`avx512_panel::k_chunk`] columns and up to
-/// up to 64 rows at a time against every token.
+/// [`float_tiles`] at the AVX2 and AVX-512 levels: each pass's rows packed in groups of 16 rows
+/// (as `f32`, or at AVX2 for short prompts as the stored 16-bit values,
+/// [`avx512_panel::panel_kind`]) and multiplied by outer products, [`avx512_panel::k_chunk`]
+/// columns and up to 64 rows at a time against every token.
 #[cfg(target_arch = "x86_64")]
 fn float_panels(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
     use crate::avx512_panel::{self as ap, GROUP_ROWS, MAX_GROUPS, TOKENS};
@@ -418,7 +419,7 @@ impl RowsJob for FloatFused<'_> {
 /// 64 rows (256 KiB, [`PANEL_BYTES`]) plus these columns of a few hundred tokens stay within L2.
 const K_BLOCK: usize = 1024;
 const _: () = assert!(
-    K_BLOCK.is_multiple_of(crate::avx512_panel::K_CHUNK)
+    K_BLOCK.is_multiple_of(crate::avx512_panel::K_CHUNK_AVX512)
         && K_BLOCK.is_multiple_of(crate::avx512_panel::K_CHUNK_AVX2)
 );
 
