@@ -23,6 +23,7 @@ use crate::act_q8::{ActQ8, GROUP_BLOCKS, GROUP_BYTES};
 use crate::avx2_dot::hsum_ps;
 use crate::cpu::Avx2;
 use crate::pack::{Q4_0_OFFSET, Q8_0_OFFSET};
+use crate::qx16::{whole_group, MAX_GROUP_BYTES, QUANTS_AT, X16};
 use crate::scratch::AlignedBytes;
 use crate::tile_scalar::ActRow;
 #[cfg(test)]
@@ -191,13 +192,16 @@ pub(crate) fn tile_quant<const R: usize, const T: usize>(
     let mut d = vec![0f32; T * ng * GROUP_BLOCKS];
     let mut corr = vec![0i16; T * ng * 2 * GROUP_BLOCKS];
     fill_group(&a, ng, &mut qs, &mut d, &mut corr);
-    let (wq, wd) = (w.map(|r| r.qs.as_ptr()), w.map(|r| r.d.as_ptr()));
+    let w = Packed {
+        q: w.map(|r| r.qs.as_ptr()),
+        d: w.map(|r| r.d.as_ptr()),
+    };
     let a = (qs.as_ptr(), d.as_ptr(), corr.as_ptr());
     // SAFETY: the token proves the features; every length checked above or made so.
     unsafe {
         match offset {
-            Q4_0_OFFSET => tile_quant_avx2::<R, T, true>(wq, wd, a, ng),
-            Q8_0_OFFSET => tile_quant_avx2::<R, T, false>(wq, wd, a, ng),
+            Q4_0_OFFSET => tile_quant_avx2::<R, T, true, _>(w, a, ng),
+            Q8_0_OFFSET => tile_quant_avx2::<R, T, false, _>(w, a, ng),
             _ => panic!("unsupported offset {offset}"),
         }
     }
@@ -216,96 +220,167 @@ pub(crate) fn panel_quant(
     k: Avx2,
     q: &[u8],
     d: &[f32],
-    rows: (usize, usize),
+    (q_row, d_row): (usize, usize),
     a: GroupAct<'_>,
     out: &mut [&mut [f32]],
     offset: i32,
 ) {
-    assert_eq!(a.nt, out.len());
-    let np = out.first().map_or(0, |o| o.len());
-    assert!(out.iter().all(|o| o.len() == np));
-    let o: [*mut f32; 4] = std::array::from_fn(|t| {
-        out.get_mut(t)
-            .map_or(std::ptr::null_mut(), |o| o.as_mut_ptr())
-    });
-    // SAFETY: the first `a.nt` pointers are the outputs' (distinct slices of `np` values).
-    unsafe {
-        match a.nt {
-            4 => panel_quant_n::<4>(k, q, d, rows, a, o, np, offset),
-            2 => panel_quant_n::<2>(k, q, d, rows, a, [o[0], o[1]], np, offset),
-            1 => panel_quant_n::<1>(k, q, d, rows, a, [o[0]], np, offset),
-            n => panic!("token groups of 4, 2 or 1, not {n}"),
-        }
-    }
-}
-
-/// [`panel_quant`] for `NT` tokens.
-///
-/// # Safety
-/// Each `out[t]` writable for `np` values, none overlapping another.
-#[allow(clippy::too_many_arguments)]
-unsafe fn panel_quant_n<const NT: usize>(
-    _: Avx2,
-    q: &[u8],
-    d: &[f32],
-    (q_row, d_row): (usize, usize),
-    a: GroupAct<'_>,
-    out: [*mut f32; NT],
-    np: usize,
-    offset: i32,
-) {
     let ng = d_row / GROUP_BLOCKS;
     assert!(d_row == ng * GROUP_BLOCKS && q_row == ng * GROUP_BYTES);
+    let np = d.len() / d_row.max(1);
     assert!(q.len() == np * q_row && d.len() == np * d_row);
-    assert!(out.iter().all(|o| !o.is_null()));
-    assert!(
-        a.nt == NT
-            && a.ng == ng
-            && a.qs.len() == NT * ng * GROUP_BYTES
-            && a.d.len() == NT * ng * GROUP_BLOCKS
-            && a.corr.len() == NT * ng * 2 * GROUP_BLOCKS
-    );
-    let a = (a.qs.as_ptr(), a.d.as_ptr(), a.corr.as_ptr());
-    let row = |r: usize| (q[r * q_row..].as_ptr(), d[r * d_row..].as_ptr());
-    // SAFETY: the token proves the features; every length checked above, rows r < np.
-    unsafe fn tile<const R: usize, const NT: usize>(
-        w: [(*const u8, *const f32); R],
-        a: (*const i8, *const f32, *const i16),
-        ng: usize,
-        q4: bool,
-    ) -> [[f32; NT]; R] {
-        let (wq, wd) = (w.map(|w| w.0), w.map(|w| w.1));
-        // SAFETY: the caller's contract.
-        unsafe {
-            match q4 {
-                true => tile_quant_avx2::<R, NT, true>(wq, wd, a, ng),
-                false => tile_quant_avx2::<R, NT, false>(wq, wd, a, ng),
-            }
-        }
-    }
     let q4 = match offset {
         Q4_0_OFFSET => true,
         Q8_0_OFFSET => false,
         _ => panic!("unsupported offset {offset}"),
     };
+    // SAFETY (pointers): rows r < np of the panel (the driver asks for no others).
+    let rows = |r: usize| unsafe { (q.as_ptr().add(r * q_row), d.as_ptr().add(r * d_row)) };
+    let two = |r: usize| {
+        let (a, b) = (rows(r), rows(r + 1));
+        Packed {
+            q: [a.0, b.0],
+            d: [a.1, b.1],
+        }
+    };
+    let one = |r: usize| {
+        let a = rows(r);
+        Packed { q: [a.0], d: [a.1] }
+    };
+    panel_with(k, two, one, np, ng, q4, a, out);
+}
+
+/// Every repacked Q8_0 / Q4_0 row of `w` (rows of `stride` bytes, `kind`, `qx16.rs`) where it
+/// lies, against the token group `a`, `out[t][r]` for row `r`: [`panel_quant`] without the
+/// packing, the same bits for every (row, token) pair. Where the rows' blocks do not fill
+/// their last group, `tails` holds each row's last group padded ([`x16_tails`]); else it is
+/// empty.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn panel_x16(
+    k: Avx2,
+    kind: X16,
+    w: &[u8],
+    stride: usize,
+    tails: &[u8],
+    ahead: usize,
+    a: GroupAct<'_>,
+    out: &mut [&mut [f32]],
+) {
+    assert!(stride > 0 && w.len().is_multiple_of(stride));
+    let (np, nb) = (w.len() / stride, stride / kind.block_bytes());
+    assert_eq!(nb * kind.block_bytes(), stride);
+    let (whole, ng) = (nb / GROUP_BLOCKS, nb.div_ceil(GROUP_BLOCKS));
+    if whole < ng {
+        assert_eq!(tails.len(), np * MAX_GROUP_BYTES);
+    }
+    let group = kind.group_bytes();
+    // SAFETY (pointers): rows r < np and their tails (the driver asks for no others).
+    let row = |r: usize| unsafe { w.as_ptr().add(r * stride) };
+    let tail = |r: usize| match whole < ng {
+        // SAFETY: as above; the tails hold np padded groups (checked above).
+        true => unsafe { tails.as_ptr().add(r * MAX_GROUP_BYTES) },
+        false => std::ptr::null(),
+    };
+    let two = |r: usize| InPlace {
+        rows: [row(r), row(r + 1)],
+        group,
+        whole,
+        tail: [tail(r), tail(r + 1)],
+        ahead,
+    };
+    let one = |r: usize| InPlace {
+        rows: [row(r)],
+        group,
+        whole,
+        tail: [tail(r)],
+        ahead,
+    };
+    panel_with(k, two, one, np, ng, kind == X16::Q4_0, a, out);
+}
+
+/// Each repacked row's last group padded to a whole one (`qx16::whole_group`), `MAX_GROUP_BYTES`
+/// a row, for [`panel_x16`]; empty when the rows' groups are whole.
+pub(crate) fn x16_tails(kind: X16, w: &[u8], stride: usize) -> Vec<u8> {
+    let nb = stride / kind.block_bytes();
+    if nb.is_multiple_of(GROUP_BLOCKS) {
+        return Vec::new();
+    }
+    w.chunks_exact(stride)
+        .flat_map(|row| whole_group(kind, row, nb / GROUP_BLOCKS))
+        .collect()
+}
+
+/// The tiles of [`panel_quant`] and [`panel_x16`]: `np` rows, two at a time by `two(r)`
+/// (rows `r`, `r + 1`), one at an odd end by `one(r)`, against the token group `a` (4, 2 or
+/// 1 tokens), the tokens and outputs taken once for the whole panel (through
+/// `tiles::run_tiles`, every tile built its rows and handed its results back one by one,
+/// about a twentieth of a Q4_0 prompt's time).
+#[allow(clippy::too_many_arguments)]
+fn panel_with<W2: Weights<2>, W1: Weights<1>>(
+    k: Avx2,
+    two: impl Fn(usize) -> W2,
+    one: impl Fn(usize) -> W1,
+    np: usize,
+    ng: usize,
+    q4: bool,
+    a: GroupAct<'_>,
+    out: &mut [&mut [f32]],
+) {
+    assert_eq!(a.nt, out.len());
+    assert!(out.iter().all(|o| o.len() == np));
+    assert!(
+        a.ng == ng
+            && a.qs.len() == a.nt * ng * GROUP_BYTES
+            && a.d.len() == a.nt * ng * GROUP_BLOCKS
+            && a.corr.len() == a.nt * ng * 2 * GROUP_BLOCKS
+    );
+    let o: [*mut f32; 4] = std::array::from_fn(|t| {
+        out.get_mut(t)
+            .map_or(std::ptr::null_mut(), |o| o.as_mut_ptr())
+    });
+    let a = (a.qs.as_ptr(), a.d.as_ptr(), a.corr.as_ptr());
+    // SAFETY: the first `nt` pointers are the outputs' (distinct slices of `np` values); the
+    // activations hold `ng` groups of `nt` tokens (checked above).
+    unsafe {
+        match (out.len(), q4) {
+            (4, true) => panel_n::<4, true, _, _>(k, two, one, a, o, np, ng),
+            (4, false) => panel_n::<4, false, _, _>(k, two, one, a, o, np, ng),
+            (2, true) => panel_n::<2, true, _, _>(k, two, one, a, [o[0], o[1]], np, ng),
+            (2, false) => panel_n::<2, false, _, _>(k, two, one, a, [o[0], o[1]], np, ng),
+            (1, true) => panel_n::<1, true, _, _>(k, two, one, a, [o[0]], np, ng),
+            (1, false) => panel_n::<1, false, _, _>(k, two, one, a, [o[0]], np, ng),
+            (n, _) => panic!("token groups of 4, 2 or 1, not {n}"),
+        }
+    }
+}
+
+/// [`panel_with`] for `NT` tokens.
+///
+/// # Safety
+/// Each `out[t]` writable for `np` values, none overlapping another; `two` and `one` give
+/// rows of `ng` groups for every `r < np` asked; `a` holds `ng` groups of `NT` tokens.
+unsafe fn panel_n<const NT: usize, const Q4: bool, W2: Weights<2>, W1: Weights<1>>(
+    _: Avx2,
+    two: impl Fn(usize) -> W2,
+    one: impl Fn(usize) -> W1,
+    a: (*const i8, *const f32, *const i16),
+    out: [*mut f32; NT],
+    np: usize,
+    ng: usize,
+) {
+    assert!(out.iter().all(|o| !o.is_null()));
     const RM: usize = AVX2_TILE.0;
-    const { assert!(AVX2_TILE.1 == 4) }; // `panel_quant`'s token groups: 4, 2 or 1
+    const { assert!(AVX2_TILE.0 == 2 && AVX2_TILE.1 == 4) }; // two rows; groups of 4, 2 or 1
     let mut r = 0;
     while r < np {
-        // SAFETY: as above; each output pointer has np values (the caller's promise).
+        // SAFETY: the caller's contract; each output pointer has np values.
         unsafe {
             if np - r >= RM && NT == 4 {
-                let w: [_; RM] = std::array::from_fn(|i| row(r + i));
-                let (wq, wd) = (w.map(|w| w.0), w.map(|w| w.1));
-                let o = std::array::from_fn(|t| out[t].add(r));
-                match q4 {
-                    true => tile_2x4_into::<true>(wq, wd, a, ng, o),
-                    false => tile_2x4_into::<false>(wq, wd, a, ng, o),
-                }
+                let o = std::array::from_fn(|t| out[t % NT].add(r));
+                tile_2x4_into::<Q4, W2>(two(r), a, ng, o);
                 r += RM;
             } else if np - r >= RM {
-                let w = std::array::from_fn(|i| row(r + i));
-                let res = tile::<RM, NT>(w, a, ng, q4);
+                let res = tile_quant_avx2::<RM, NT, Q4, W2>(two(r), a, ng);
                 for (i, res) in res.iter().enumerate() {
                     for t in 0..NT {
                         *out[t].add(r + i) = res[t];
@@ -313,7 +388,7 @@ unsafe fn panel_quant_n<const NT: usize>(
                 }
                 r += RM;
             } else {
-                let res = tile::<1, NT>([row(r)], a, ng, q4);
+                let res = tile_quant_avx2::<1, NT, Q4, W1>(one(r), a, ng);
                 for t in 0..NT {
                     *out[t].add(r) = res[0][t];
                 }
@@ -328,14 +403,13 @@ unsafe fn panel_quant_n<const NT: usize>(
 /// # Safety
 /// As [`tile_acc`].
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_quant_avx2<const R: usize, const T: usize, const Q4: bool>(
-    wq: [*const u8; R],
-    wd: [*const f32; R],
+unsafe fn tile_quant_avx2<const R: usize, const T: usize, const Q4: bool, W: Weights<R>>(
+    w: W,
     a: (*const i8, *const f32, *const i16),
     ng: usize,
 ) -> [[f32; T]; R] {
     // SAFETY: the caller's contract.
-    let facc = unsafe { tile_acc::<R, T, Q4>(wq, wd, a, ng) };
+    let facc = unsafe { tile_acc::<R, T, Q4, W>(w, a, ng) };
     facc.map(|row| row.map(|v| hsum_ps(v)))
 }
 
@@ -346,16 +420,15 @@ unsafe fn tile_quant_avx2<const R: usize, const T: usize, const Q4: bool>(
 /// # Safety
 /// As [`tile_acc`]; each `out[t]` writable for two values.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_2x4_into<const Q4: bool>(
-    wq: [*const u8; 2],
-    wd: [*const f32; 2],
+unsafe fn tile_2x4_into<const Q4: bool, W: Weights<2>>(
+    w: W,
     a: (*const i8, *const f32, *const i16),
     ng: usize,
     out: [*mut f32; 4],
 ) {
     // SAFETY: the caller's contract.
     unsafe {
-        let [[f0, f1, f2, f3], [f4, f5, f6, f7]] = tile_acc::<2, 4, Q4>(wq, wd, a, ng);
+        let [[f0, f1, f2, f3], [f4, f5, f6, f7]] = tile_acc::<2, 4, Q4, W>(w, a, ng);
         let v = hsum_2x4([f0, f1, f2, f3, f4, f5, f6, f7]);
         let (lo, hi) = (
             _mm_castps_pd(_mm256_castps256_ps128(v)),
@@ -399,22 +472,135 @@ fn hsum_2x4(f: [__m256; 8]) -> __m256 {
     )
 }
 
+/// Where a tile's weight rows come from: a packed panel ([`Packed`]) or repacked rows read where
+/// they lie ([`InPlace`]). Either way, half `h` of group `g` of row `r` is eight steps of 32
+/// bytes (one per int32 lane: four values of each of eight blocks) and eight block scales, and
+/// both give a step the same bytes and a block the same scale, so the same bits.
+pub(crate) trait Weights<const R: usize>: Copy {
+    /// Repacked rows read in place: Q4_0's bytes hold two steps (low nibbles step `k`, high
+    /// step `k + 4`, `qx16.rs`) and the scales are f16.
+    const IN_PLACE: bool;
+    /// Where group `g`'s quantized bytes of row `r` start: step `k` of half `h` at
+    /// `64 · k + 32 · h` (Q4_0 in place: `k` < 4, the high nibbles the later four steps).
+    ///
+    /// # Safety
+    /// `r < R`, `g` a group of the rows.
+    unsafe fn quants(self, r: usize, g: usize) -> *const u8;
+    /// Row `r`'s eight block scales of half `h` of group `g`.
+    ///
+    /// # Safety
+    /// As [`Weights::quants`]; AVX2/F16C available.
+    unsafe fn scales(self, r: usize, g: usize, h: usize) -> __m256;
+    /// Asks memory for what later tiles read, as group `g` begins (hints).
+    #[inline(always)]
+    fn prefetch(self, g: usize) {
+        let _ = g;
+    }
+}
+
+/// Rows of a packed panel (`pack.rs`): groups of 512 bytes of one value a byte and 16 `f32`
+/// scales.
+#[derive(Clone, Copy)]
+pub(crate) struct Packed<const R: usize> {
+    pub q: [*const u8; R],
+    pub d: [*const f32; R],
+}
+
+impl<const R: usize> Weights<R> for Packed<R> {
+    const IN_PLACE: bool = false;
+    #[inline(always)]
+    unsafe fn quants(self, r: usize, g: usize) -> *const u8 {
+        // SAFETY: the caller's contract.
+        unsafe { self.q[r].add(g * GROUP_BYTES) }
+    }
+    #[inline(always)]
+    unsafe fn scales(self, r: usize, g: usize, h: usize) -> __m256 {
+        // SAFETY: the caller's contract.
+        unsafe { _mm256_loadu_ps(self.d[r].add(g * GROUP_BLOCKS + 8 * h)) }
+    }
+}
+
+/// Repacked rows (`qx16.rs`) where they lie: `whole` whole groups of `group` bytes each, then,
+/// when the row's blocks do not fill its last group, that group padded (`qx16::whole_group`)
+/// at `tail`.
+#[derive(Clone, Copy)]
+pub(crate) struct InPlace<const R: usize> {
+    pub rows: [*const u8; R],
+    pub group: usize,
+    pub whole: usize,
+    pub tail: [*const u8; R],
+    /// Bytes ahead of each group read at which to ask for its rows' later bytes (0: none).
+    pub ahead: usize,
+}
+
+impl<const R: usize> InPlace<R> {
+    #[inline(always)]
+    unsafe fn group_at(self, r: usize, g: usize) -> *const u8 {
+        // SAFETY: the caller's contract.
+        unsafe {
+            match g < self.whole {
+                true => self.rows[r].add(g * self.group),
+                false => self.tail[r],
+            }
+        }
+    }
+}
+
+impl<const R: usize> Weights<R> for InPlace<R> {
+    const IN_PLACE: bool = true;
+    #[inline(always)]
+    unsafe fn quants(self, r: usize, g: usize) -> *const u8 {
+        // SAFETY: the caller's contract.
+        unsafe { self.group_at(r, g).add(QUANTS_AT) }
+    }
+    #[inline(always)]
+    unsafe fn scales(self, r: usize, g: usize, h: usize) -> __m256 {
+        // SAFETY: the caller's contract; the group's 16 f16 scales lead it.
+        unsafe {
+            let bits = _mm_loadu_si128(self.group_at(r, g).add(16 * h) as *const __m128i);
+            _mm256_cvtph_ps(bits)
+        }
+    }
+    #[inline(always)]
+    fn prefetch(self, g: usize) {
+        if self.ahead == 0 {
+            return;
+        }
+        for r in 0..R {
+            // SAFETY: `group_at` only offsets a row pointer; the hint is never dereferenced.
+            let at = unsafe { self.group_at(r, g) }.wrapping_add(self.ahead);
+            crate::stream::prefetch_stream(at as usize, self.group.div_ceil(64));
+        }
+    }
+}
+
+/// Which values of a step's 32 bytes a tile multiplies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// One value a byte.
+    Whole,
+    /// Q4_0 in place: the low nibbles.
+    Low,
+    /// Q4_0 in place: the high nibbles.
+    High,
+}
+
 /// The float accumulators of one tile: lane `i` of `[r][t]` holds the sum over groups of
 /// blocks `i` and `i + 8` of row `r` by token `t`.
 ///
 /// # Safety
-/// AVX2/FMA available; weight rows hold `ng` groups (512 bytes, 16 scales each), the token
-/// group `a` (values, scales, corrections) `ng` groups of `T` tokens ([`TokenGroups`]).
+/// AVX2/FMA available; the weight rows hold `ng` groups, the token group `a` (values, scales,
+/// corrections) `ng` groups of `T` tokens ([`TokenGroups`]).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_acc<const R: usize, const T: usize, const Q4: bool>(
-    wq: [*const u8; R],
-    wd: [*const f32; R],
+unsafe fn tile_acc<const R: usize, const T: usize, const Q4: bool, W: Weights<R>>(
+    w: W,
     (aq, ad, corr): (*const i8, *const f32, *const i16),
     ng: usize,
 ) -> [[__m256; T]; R] {
     let ones = _mm256_set1_epi16(1);
     let flip = _mm256_set1_epi8(-128);
+    let low = _mm256_set1_epi8(0x0f);
     // A block's lane is its index within its half; both halves scale into one accumulator, the
     // first half first, as the repacked-row kernel sums (`avx2_x16.rs`, `qx16::dot_lanes` with
     // 8 lanes): both paths give the same bits.
@@ -423,6 +609,9 @@ unsafe fn tile_acc<const R: usize, const T: usize, const Q4: bool>(
     // unrolled, it hoisted loads ahead and kept them on the stack.
     let pairs = std::hint::black_box(4);
     for g in 0..ng {
+        // SAFETY (pointers): group g < ng of every row.
+        let wq: [*const u8; R] = std::array::from_fn(|r| unsafe { w.quants(r, g) });
+        w.prefetch(g);
         for h in 0..2 {
             let gh = 2 * g + h;
             // SAFETY (loads): unit gh < 2 · ng is inside every row and the token group.
@@ -438,13 +627,19 @@ unsafe fn tile_acc<const R: usize, const T: usize, const Q4: bool>(
                     }
                 }
                 let a = aq.add(gh * 8 * T * 32);
-                let w = 64 * 8 * g + 32 * h;
-                let mut step = |k: usize| {
+                // Step `k` with each row's weight vector at byte `at` of its group: the bytes
+                // (`Whole`) or Q4_0's nibbles in place (`Low`, `High`).
+                let mut step = |k: usize, at: usize, part: Part| {
                     let av: [__m256i; T] = std::array::from_fn(|t| {
                         _mm256_loadu_si256(a.add((k * T + t) * 32) as *const __m256i)
                     });
                     for r in 0..R {
-                        let wv = _mm256_loadu_si256(wq[r].add(w + 64 * k) as *const __m256i);
+                        let v = _mm256_loadu_si256(wq[r].add(at) as *const __m256i);
+                        let wv = match part {
+                            Part::Whole => v,
+                            Part::Low => _mm256_and_si256(v, low),
+                            Part::High => _mm256_and_si256(_mm256_srli_epi16::<4>(v), low),
+                        };
                         if Q4 {
                             for t in 0..T {
                                 let p = _mm256_maddubs_epi16(wv, av[t]);
@@ -461,10 +656,27 @@ unsafe fn tile_acc<const R: usize, const T: usize, const Q4: bool>(
                         }
                     }
                 };
-                for k in 0..pairs {
-                    step(2 * k);
-                    step(2 * k + 1);
+                if Q4 && W::IN_PLACE {
+                    // The stored bytes of steps k and k + 4 serve both (the i16 sums are exact
+                    // in any order).
+                    for k in 0..pairs {
+                        step(k, 64 * k + 32 * h, Part::Low);
+                        step(k + 4, 64 * k + 32 * h, Part::High);
+                    }
+                } else {
+                    for k in 0..pairs {
+                        step(2 * k, 128 * k + 32 * h, Part::Whole);
+                        step(2 * k + 1, 128 * k + 64 + 32 * h, Part::Whole);
+                    }
                 }
+                // In place, each row's f16 scales converted once for the tokens; a panel's
+                // f32 scales read where each product takes them (held in registers beside a
+                // 2 × 4 tile's sixteen accumulators, they went to the stack: Q4_0 prompts of
+                // 16-32 tokens a tenth slower).
+                let ws: [__m256; R] = std::array::from_fn(|r| match W::IN_PLACE {
+                    true => w.scales(r, g, h),
+                    false => _mm256_setzero_ps(),
+                });
                 for t in 0..T {
                     let da = _mm256_loadu_ps(ad.add((gh * T + t) * 8));
                     for r in 0..R {
@@ -474,7 +686,12 @@ unsafe fn tile_acc<const R: usize, const T: usize, const Q4: bool>(
                         } else {
                             iacc[r][t]
                         };
-                        let scale = _mm256_mul_ps(_mm256_loadu_ps(wd[r].add(8 * gh)), da);
+                        let wsr = if W::IN_PLACE {
+                            ws[r]
+                        } else {
+                            w.scales(r, g, h)
+                        };
+                        let scale = _mm256_mul_ps(wsr, da);
                         let s = _mm256_cvtepi32_ps(sums);
                         facc[r][t] = _mm256_fmadd_ps(s, scale, facc[r][t]);
                     }

@@ -878,3 +878,79 @@ fn repacked_kernels_match_their_twins() {
         }
     }
 }
+
+/// The AVX2 tiles on repacked rows where they lie (`avx2_tile::panel_x16`) against the same
+/// rows packed into a panel (`panel_quant`): bitwise, for whole and partial last groups, odd
+/// row counts, every token group size, with and without the prefetch ahead.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx2_tiles_in_place_give_the_packed_bits() {
+    use crate::avx2_tile::{panel_quant, panel_x16, x16_tails, TokenGroups};
+    let Some(Level::Avx2(k)) = Level::new(Isa::Avx2) else {
+        eprintln!("skip: AVX2 not available");
+        return;
+    };
+    let mut rng = Rng(0x6a09e667f3bcc909);
+    for (kind, _) in X16_KINDS {
+        for nb in [16, 37, 64] {
+            let n_cols = nb * 32;
+            let ng = n_groups(n_cols);
+            for np in [1, 2, 5] {
+                let rows: Vec<u8> = (0..np)
+                    .flat_map(|_| x16_rows(&mut rng, kind, nb, false).1)
+                    .collect();
+                let stride = rows.len() / np;
+                let (mut q, mut d) = (vec![0u8; np * ng * 512], vec![0f32; np * ng * 16]);
+                for (r, row) in rows.chunks_exact(stride).enumerate() {
+                    let (qr, dr) = (
+                        &mut q[r * ng * 512..][..ng * 512],
+                        &mut d[r * ng * 16..][..ng * 16],
+                    );
+                    crate::qx16::pack_tiles_row(kind, row, qr, dr);
+                }
+                let tails = x16_tails(kind, &rows, stride);
+                assert_eq!(tails.is_empty(), nb % 16 == 0);
+                for nt in [4, 2, 1] {
+                    let x = acts(&mut rng, nt * n_cols, false);
+                    let act =
+                        ActQ8::new(Level::Avx2(k), &x, nt, n_cols, ActLayout::Interleaved, None);
+                    let groups = TokenGroups::new(&act);
+                    let mut want = vec![vec![0f32; np]; nt];
+                    let mut outs: Vec<&mut [f32]> = want.iter_mut().map(|o| &mut o[..]).collect();
+                    let offset = kind.offset();
+                    panel_quant(
+                        k,
+                        &q,
+                        &d,
+                        (ng * 512, ng * 16),
+                        groups.group(0, nt),
+                        &mut outs,
+                        offset,
+                    );
+                    for ahead in [0, 16 << 10] {
+                        let mut got = vec![vec![f32::NAN; np]; nt];
+                        let mut outs: Vec<&mut [f32]> =
+                            got.iter_mut().map(|o| &mut o[..]).collect();
+                        panel_x16(
+                            k,
+                            kind,
+                            &rows,
+                            stride,
+                            &tails,
+                            ahead,
+                            groups.group(0, nt),
+                            &mut outs,
+                        );
+                        for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+                            assert_eq!(
+                                g.to_bits(),
+                                w.to_bits(),
+                                "{kind:?} nb={nb} rows={np} tokens={nt}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

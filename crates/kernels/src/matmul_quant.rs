@@ -367,6 +367,36 @@ impl RowsJob for QuantTiles<'_> {
                     }
                     continue;
                 }
+                // AVX2, repacked rows and few enough tokens: the tiles read the rows where
+                // they lie, the first token group's pass asking for them ahead as decode does
+                // (the later passes find the panel in L2).
+                #[cfg(target_arch = "x86_64")]
+                if let (Level::Avx2(k), Some(groups), Some(kind)) = (level, groups, X16::of(ty)) {
+                    if n_tokens <= avx2_in_place_tokens(kind) {
+                        let stride = ty.row_bytes(n_cols);
+                        let w = &w.bytes[p0 * stride..(p0 + np) * stride];
+                        let tails = crate::avx2_tile::x16_tails(kind, w, stride);
+                        for (t0, nt) in crate::avx512_tile::token_groups(n_tokens) {
+                            let mut outs: Vec<&mut [f32]> =
+                                oc.tokens_mut(t0..t0 + nt, col0..col0 + np).collect();
+                            crate::avx2_tile::panel_x16(
+                                k,
+                                kind,
+                                w,
+                                stride,
+                                &tails,
+                                if t0 == 0 {
+                                    crate::par::PREFETCH_BYTES
+                                } else {
+                                    0
+                                },
+                                groups.group(t0, nt),
+                                &mut outs,
+                            );
+                        }
+                        continue;
+                    }
+                }
                 let (q, d) = pack_panel(level, w, p0..p0 + np, (q_row, d_row), p);
                 #[cfg(target_arch = "x86_64")]
                 if let (Level::Avx2(k), Some(groups)) = (level, groups) {
@@ -416,12 +446,38 @@ impl RowsJob for QuantTiles<'_> {
 /// 3`, three rounds, t/s by tiles / by the row kernel up to 4 tokens for Q8_0 and 2 for Q4_0):
 /// Q8_0 pp2 46.43, 46.13, 46.45 / 52.03, 51.43, 52.58, pp3 about equal, pp4 81.78, 80.69, 83.02
 /// / 77.86, 76.44, 77.42; Q4_0 pp2 82.91, 81.02, 79.67 / 90.14, 84.63, 89.03: two tokens by rows.
+/// At AVX2 the tiles on rows in place ([`avx2_in_place_tokens`]) took two and three tokens
+/// from the row kernel (Zen 3, `herd bench tl-M.gguf -p 2,3 -n 0 -t 2 -r 4`, four alternating
+/// rounds, medians, row kernel / tiles: Q8_0 pp2 23.4 / 26.7, pp3 27.7 / 30.6; Q4_0 pp2 29.6
+/// / 41.1, pp3 45.0 / 41.8, then against the previous build with three rounds of `-r 3`: pp2
+/// 43.2 / 49.7, pp3 53.4 / 58.6).
 #[cfg(target_arch = "x86_64")]
 fn x16_row_tokens(level: Level) -> usize {
     match level {
         Level::Avx512(_) => 2,
-        Level::Avx2(_) => 3,
+        Level::Avx2(_) => 1,
         Level::Scalar => 0,
+    }
+}
+
+/// Most tokens for which the AVX2 tiles multiply repacked rows of `kind` where they lie
+/// (`avx2_tile::panel_x16`) instead of packing each panel first: the same bits, no copy, and
+/// the first pass over a panel overlaps the memory with the products. Q8_0's panel is a copy
+/// of its bytes, so in place costs nothing; Q4_0's splits the nibbles once per panel, which in
+/// place takes three instructions per two steps of each row and token group (about a fifth
+/// more of the tile's work), paid back only while the packing is a large share: one or two
+/// token groups. Zen 3, TinyLlama at two threads (`herd bench tl-M.gguf -p N -n 0 -t 2 -r 3`,
+/// alternating rounds, medians, t/s packed / in place): Q4_0 pp4 53.3 / 81.3 (with the
+/// prefetch; 52.5 without), pp8 64.8 / 85.1, pp12 81.8 / 79.2, pp16 90.0 / 83.2, pp20 93.8 /
+/// 77.3, pp24 98.2 / 75.1; Q8_0 pp4 33.5 / 50.7, pp8 44.8 / 63.0, pp16 44.5 / 62.6, pp32 58.0
+/// / 70.2, pp64 64.3 / 70.7, pp128 69.2 / 71.2; one core at 512 tokens (`matvec --rows 5632
+/// --cols 2048 --types q4_0x16,q8_0x16 --isas avx2 --threads 1 --only prefill --tokens 512`,
+/// best of eight) Q4_0x16 161.7 / 153.8, Q8_0x16 100.4 / 96.3 GFLOP/s.
+#[cfg(target_arch = "x86_64")]
+fn avx2_in_place_tokens(kind: X16) -> usize {
+    match kind {
+        X16::Q4_0 => 8,
+        X16::Q8_0 => 128,
     }
 }
 
