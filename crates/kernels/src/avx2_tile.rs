@@ -1,9 +1,9 @@
-//! AVX2 prefill tile kernels of Q8_0 / Q4_0: `R` packed weight rows against `T` activation rows,
-//! each weight vector loaded once for `T` tokens; twins of `tile_scalar.rs` (float weights take
-//! the outer products of `avx2_panel.rs`).
+//! AVX2 prefill tile kernels of Q8_0 / Q4_0: `R` weight rows against `T` activation rows, each
+//! weight vector loaded once for `T` tokens; twins of `tile_scalar.rs` (float weights take the
+//! outer products of `avx2_panel.rs`). The rows come packed into a panel ([`panel_quant`]) or,
+//! repacked (`qx16.rs`), where they lie ([`panel_x16`]); [`Weights`] gives the kernel either.
 //!
-//! The packed groups of 16 blocks (`pack.rs`) are read as two halves of eight blocks, one block
-//! per int32 lane:
+//! The groups of 16 blocks are read as two halves of eight blocks, one block per int32 lane:
 //! - Q4_0 (`u` = nibble ≤ 15): `maddubs(u, a)` pairs stay within ±3810, never saturating; eight
 //!   of them add up in i16 from `−8 · Σa` of their values ([`TokenGroups`]), and one `madd` by
 //!   ones then gives each block's `Σ (u − 8) · a`;
@@ -376,6 +376,7 @@ unsafe fn panel_n<const NT: usize, const Q4: bool, W2: Weights<2>, W1: Weights<1
         // SAFETY: the caller's contract; each output pointer has np values.
         unsafe {
             if np - r >= RM && NT == 4 {
+                // (`t % NT`: NT is 4 here; the index only has to compile for 2 and 1.)
                 let o = std::array::from_fn(|t| out[t % NT].add(r));
                 tile_2x4_into::<Q4, W2>(two(r), a, ng, o);
                 r += RM;

@@ -449,8 +449,8 @@ impl RowsJob for QuantTiles<'_> {
 /// At AVX2 the tiles on rows in place ([`avx2_in_place_tokens`]) took two and three tokens
 /// from the row kernel (Zen 3, `herd bench tl-M.gguf -p 2,3 -n 0 -t 2 -r 4`, four alternating
 /// rounds, medians, row kernel / tiles: Q8_0 pp2 23.4 / 26.7, pp3 27.7 / 30.6; Q4_0 pp2 29.6
-/// / 41.1, pp3 45.0 / 41.8, then against the previous build with three rounds of `-r 3`: pp2
-/// 43.2 / 49.7, pp3 53.4 / 58.6).
+/// / 41.1, pp3 45.0 / 41.8; then the previous build against this one, four rounds of `-r 3`:
+/// pp2 43.2 / 49.7, pp3 53.4 / 58.6).
 #[cfg(target_arch = "x86_64")]
 fn x16_row_tokens(level: Level) -> usize {
     match level {
@@ -467,10 +467,11 @@ fn x16_row_tokens(level: Level) -> usize {
 /// place takes three instructions per two steps of each row and token group (about a fifth
 /// more of the tile's work), paid back only while the packing is a large share: one or two
 /// token groups. Zen 3, TinyLlama at two threads (`herd bench tl-M.gguf -p N -n 0 -t 2 -r 3`,
-/// alternating rounds, medians, t/s packed / in place): Q4_0 pp4 53.3 / 81.3 (with the
-/// prefetch; 52.5 without), pp8 64.8 / 85.1, pp12 81.8 / 79.2, pp16 90.0 / 83.2, pp20 93.8 /
-/// 77.3, pp24 98.2 / 75.1; Q8_0 pp4 33.5 / 50.7, pp8 44.8 / 63.0, pp16 44.5 / 62.6, pp32 58.0
-/// / 70.2, pp64 64.3 / 70.7, pp128 69.2 / 71.2; one core at 512 tokens (`matvec --rows 5632
+/// alternating rounds, medians, t/s packed / in place; BENCHMARKS.md has every round): Q4_0
+/// pp4 53.3 / 65.8 (52.5 without the prefetch), pp8 64.8 / 85.1, then in other runs pp8 71.7 /
+/// 70.9, pp12 81.8 / 79.2, pp16 90.0 / 83.2, pp20 93.8 / 77.3, pp24 98.2 / 75.1; Q8_0 pp4 33.5
+/// / 50.7, pp8 44.8 / 63.0, pp16 44.5 / 62.6, pp32 58.0 / 70.2, pp64 64.3 / 70.7, pp128 69.2 /
+/// 71.2; one core at 512 tokens (`matvec --rows 5632
 /// --cols 2048 --types q4_0x16,q8_0x16 --isas avx2 --threads 1 --only prefill --tokens 512`,
 /// best of eight) Q4_0x16 161.7 / 153.8, Q8_0x16 100.4 / 96.3 GFLOP/s.
 #[cfg(target_arch = "x86_64")]
