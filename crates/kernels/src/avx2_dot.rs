@@ -181,6 +181,94 @@ unsafe fn dot_float_avx2<const KIND: u8, const R: usize>(w: [*const u8; R], x: &
     })
 }
 
+/// Tokens a call of [`dot_float_rows_tokens`] takes at most.
+pub(crate) const FLOAT_TOKENS: usize = 3;
+
+/// Float rows `w` (each `n` values of `KIND`) · each of the token rows `xs` (1 to
+/// [`FLOAT_TOKENS`]) into `out[r][t]`, the rows read side by side (two streams from memory)
+/// and each converted once for all the tokens; each result bitwise [`dot_float`]'s.
+pub(crate) fn dot_float_rows_tokens<const KIND: u8, const R: usize>(
+    _: Avx2,
+    w: [&[u8]; R],
+    xs: &[&[f32]],
+    out: &mut [[f32; FLOAT_TOKENS]; R],
+) {
+    let n = xs.first().map_or(0, |x| x.len());
+    assert!(!xs.is_empty() && xs.len() <= FLOAT_TOKENS);
+    assert!(xs.iter().all(|x| x.len() == n));
+    assert!(w.iter().all(|w| w.len() == float_bytes(KIND) * n));
+    let w = w.map(|w| w.as_ptr());
+    // SAFETY: the token proves the features; the rows and every token hold `n` values.
+    unsafe {
+        match xs.len() {
+            1 => put(out, dot_float_tokens_avx2::<KIND, R, 1>(w, xs)),
+            2 => put(out, dot_float_tokens_avx2::<KIND, R, 2>(w, xs)),
+            _ => put(out, dot_float_tokens_avx2::<KIND, R, 3>(w, xs)),
+        }
+    }
+    fn put<const R: usize, const T: usize>(out: &mut [[f32; FLOAT_TOKENS]; R], v: [[f32; T]; R]) {
+        for (o, v) in out.iter_mut().zip(v) {
+            o[..T].copy_from_slice(&v);
+        }
+    }
+}
+
+/// # Safety
+/// AVX2/FMA/F16C available; `xs` holds `T` rows of `n` values, each of `w` `n` values of `KIND`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_float_tokens_avx2<const KIND: u8, const R: usize, const T: usize>(
+    w: [*const u8; R],
+    xs: &[&[f32]],
+) -> [[f32; T]; R] {
+    let n = xs[0].len();
+    let xp: [*const f32; T] = std::array::from_fn(|t| xs[t].as_ptr());
+    let mut acc = [[[_mm256_setzero_ps(); 4]; T]; R];
+    let mut i = 0;
+    // SAFETY (all loads): indices stay below n, which every operand holds.
+    unsafe {
+        while i + 32 <= n {
+            for w in &w {
+                let ahead = w.wrapping_add(i * float_bytes(KIND) + PREFETCH_BYTES);
+                crate::stream::prefetch_stream(ahead as usize, if KIND == F32 { 2 } else { 1 });
+            }
+            for j in 0..4 {
+                let xv: [__m256; T] =
+                    std::array::from_fn(|t| _mm256_loadu_ps(xp[t].add(i + 8 * j)));
+                for (w, acc) in w.iter().zip(acc.iter_mut()) {
+                    let wv = load8::<KIND>(*w, i + 8 * j);
+                    for (x, acc) in xv.iter().zip(acc.iter_mut()) {
+                        acc[j] = _mm256_fmadd_ps(wv, *x, acc[j]);
+                    }
+                }
+            }
+            i += 32;
+        }
+        while i + 8 <= n {
+            for (w, acc) in w.iter().zip(acc.iter_mut()) {
+                let wv = load8::<KIND>(*w, i);
+                for (x, acc) in xp.iter().zip(acc.iter_mut()) {
+                    acc[0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x.add(i)), acc[0]);
+                }
+            }
+            i += 8;
+        }
+    }
+    std::array::from_fn(|r| {
+        std::array::from_fn(|t| {
+            let acc = &acc[r][t];
+            let mut sum = hsum_ps(_mm256_add_ps(
+                _mm256_add_ps(acc[0], acc[1]),
+                _mm256_add_ps(acc[2], acc[3]),
+            ));
+            for (j, xv) in xs[t].iter().enumerate().skip(i) {
+                // SAFETY: j < n.
+                sum += unsafe { load1::<KIND>(w[r], j) } * xv;
+            }
+            sum
+        })
+    })
+}
+
 /// The f16 scale at the start of a block, as `f32`, looked up in `table` ([`f16_table`]).
 ///
 /// # Safety

@@ -220,6 +220,58 @@ fn float_row_kernel_for_tokens_equals_the_one_token_kernel_bitwise() {
     }
 }
 
+/// The AVX2 float row kernel for several tokens, one row or two side by side, gives each row
+/// and token bitwise the one-token kernel's sum (a prompt's row path and a decode agree).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx2_float_rows_for_tokens_equal_the_one_token_kernel_bitwise() {
+    use crate::avx2_dot::{dot_float, dot_float_rows_tokens, BF16, F16, F32, FLOAT_TOKENS};
+    let Some(crate::cpu::Level::Avx2(k)) = crate::cpu::Level::new(crate::cpu::Isa::Avx2) else {
+        eprintln!("skip: AVX2 not available");
+        return;
+    };
+    let mut rng = Rng(0x510e527fade682d1);
+    for ty in [WeightType::F32, WeightType::F16, WeightType::BF16] {
+        for n in [1, 17, 64, 100, 288, 2051] {
+            let rows = [float_row(&mut rng, ty, n).0, float_row(&mut rng, ty, n).0];
+            let xs: Vec<Vec<f32>> = (0..FLOAT_TOKENS)
+                .map(|_| (0..n).map(|_| rng.f32() * 3.0).collect())
+                .collect();
+            for t in 1..=FLOAT_TOKENS {
+                let refs: Vec<&[f32]> = xs[..t].iter().map(|x| &x[..]).collect();
+                let one = |w: &[u8], x: &[f32]| match ty {
+                    WeightType::F32 => dot_float::<F32>(k, w, x),
+                    WeightType::F16 => dot_float::<F16>(k, w, x),
+                    _ => dot_float::<BF16>(k, w, x),
+                };
+                let mut two = [[0f32; FLOAT_TOKENS]; 2];
+                let mut single = [[0f32; FLOAT_TOKENS]; 1];
+                let w2 = [&rows[0][..], &rows[1][..]];
+                match ty {
+                    WeightType::F32 => {
+                        dot_float_rows_tokens::<F32, 2>(k, w2, &refs, &mut two);
+                        dot_float_rows_tokens::<F32, 1>(k, [w2[1]], &refs, &mut single);
+                    }
+                    WeightType::F16 => {
+                        dot_float_rows_tokens::<F16, 2>(k, w2, &refs, &mut two);
+                        dot_float_rows_tokens::<F16, 1>(k, [w2[1]], &refs, &mut single);
+                    }
+                    _ => {
+                        dot_float_rows_tokens::<BF16, 2>(k, w2, &refs, &mut two);
+                        dot_float_rows_tokens::<BF16, 1>(k, [w2[1]], &refs, &mut single);
+                    }
+                }
+                for (j, x) in refs.iter().enumerate() {
+                    let what = format!("{ty:?} n={n} tokens={t} token {j}");
+                    assert_eq!(two[0][j].to_bits(), one(w2[0], x).to_bits(), "{what}");
+                    assert_eq!(two[1][j].to_bits(), one(w2[1], x).to_bits(), "{what}");
+                    assert_eq!(single[0][j].to_bits(), one(w2[1], x).to_bits(), "{what}");
+                }
+            }
+        }
+    }
+}
+
 /// The AVX2 float row kernel for two rows at once (decode) gives each row bitwise the one-row
 /// kernel's sum, so a matrix's rows agree whether they fall in a pair or alone at its end.
 #[cfg(target_arch = "x86_64")]

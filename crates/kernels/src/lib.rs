@@ -84,7 +84,7 @@ pub use kv_f16::{f16_rows, f16_rows_transposed};
 pub use matmul::{
     matmul, matmul_many, matmul_many_with, matmul_path, matmul_path_with, matmul_with, MatmulPath,
     WeightView, BULK_TOKENS, BULK_TOKENS_Q8_0, BULK_TOKENS_SHORT, BULK_TOKENS_SHORT_Q8_0,
-    ROWS_FLOAT_TOKENS,
+    ROWS_FLOAT_TOKENS, ROWS_FLOAT_TOKENS_AVX2,
 };
 pub use matmul_reference::matmul_reference;
 pub use norm::rms_norm;

@@ -174,6 +174,16 @@ pub const BULK_TOKENS_SHORT_Q8_0: usize = 16;
 /// / 47.5, 47.8; pp6 47.8, 46.5 / 45.6, 45.4).
 pub const ROWS_FLOAT_TOKENS: usize = 4;
 
+/// Most tokens for which float weights take the row path at the AVX2 level
+/// (`avx2_dot::dot_float_rows_tokens`: each row read once for all of them, each token's sum
+/// bitwise a decode's) rather than the tiles' 8 × 8 register transposes (`fused_avx2`).
+/// Zen 3, TinyLlama F16 at two threads (`herd bench tl-f16.gguf -p 2,3,4 -n 0 -t 2 -r 3`, three
+/// alternating rounds, medians, t/s tiles / rows one row at a time / rows two side by side):
+/// pp2 9.41 / 12.69 / 15.54, pp3 13.09 / 18.11 / 15.57, pp4 (three and one) 17.39 / 18.16 /
+/// 16.97; pp6 27.41 by tiles against 16.69 by rows a row at a time (`-p 2,3,4,6,8`, three
+/// rounds).
+pub const ROWS_FLOAT_TOKENS_AVX2: usize = 3;
+
 impl MatmulPath {
     /// The path [`matmul`] takes for `n_tokens` tokens: rows for one token, tiles for more,
     /// bulk tiles from [`BULK_TOKENS`].
@@ -185,7 +195,8 @@ impl MatmulPath {
     /// (a model's passes: its layers' matrices): bulk tiles from [`BULK_TOKENS_Q8_0`] for
     /// Q8_0, and for Q4_0 / Q8_0 rows that fill their groups of 16 blocks less than three
     /// quarters from [`BULK_TOKENS_SHORT`] / [`BULK_TOKENS_SHORT_Q8_0`]; float weights by
-    /// rows up to [`ROWS_FLOAT_TOKENS`] tokens where [`crate::isa`] is AVX-512 or AMX.
+    /// rows up to [`ROWS_FLOAT_TOKENS`] tokens where [`crate::isa`] is AVX-512 or AMX, up to
+    /// [`ROWS_FLOAT_TOKENS_AVX2`] where it is AVX2.
     pub fn auto_for(n_tokens: usize, ty: WeightType, n_cols: usize) -> MatmulPath {
         Self::auto_at(crate::isa(), n_tokens, ty, n_cols)
     }
@@ -194,6 +205,9 @@ impl MatmulPath {
     fn auto_at(isa: Isa, n_tokens: usize, ty: WeightType, n_cols: usize) -> MatmulPath {
         let float = matches!(ty, WeightType::F32 | WeightType::F16 | WeightType::BF16);
         if float && n_tokens <= ROWS_FLOAT_TOKENS && isa >= Isa::Avx512 {
+            return MatmulPath::Rows;
+        }
+        if float && n_tokens <= ROWS_FLOAT_TOKENS_AVX2 && isa == Isa::Avx2 {
             return MatmulPath::Rows;
         }
         let blocks = n_cols / 32;

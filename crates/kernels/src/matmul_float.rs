@@ -115,6 +115,47 @@ impl RowsJob for FloatRows<'_> {
             }
             return;
         }
+        // At AVX2, several tokens: each row read once for up to three of them, two rows side by
+        // side for up to two (two streams from memory; two rows of three tokens are more
+        // accumulators than the registers hold), the same bits as a token at a time.
+        #[cfg(target_arch = "x86_64")]
+        if let (Level::Avx2(k), true) = (self.level, self.n_tokens > 1) {
+            use crate::avx2_dot::{dot_float_rows_tokens, FLOAT_TOKENS};
+            let rows = oc.rows();
+            for t0 in (0..self.n_tokens).step_by(FLOAT_TOKENS) {
+                let nt = FLOAT_TOKENS.min(self.n_tokens - t0);
+                let xs: [&[f32]; FLOAT_TOKENS] = std::array::from_fn(|j| x(t0 + j.min(nt - 1)));
+                let xs = &xs[..nt];
+                let pairs = if nt <= 2 { rows.len() / 2 * 2 } else { 0 };
+                let mut out = |i: usize, res: &[f32]| {
+                    for (j, &v) in res.iter().enumerate() {
+                        oc.token(t0 + j)[i] = v;
+                    }
+                };
+                for i in (0..pairs).step_by(2) {
+                    let w: [&[u8]; 2] = std::array::from_fn(|j| self.w.row(rows.start + i + j));
+                    let mut res = [[0f32; FLOAT_TOKENS]; 2];
+                    match self.w.ty {
+                        WeightType::F32 => dot_float_rows_tokens::<F32, 2>(k, w, xs, &mut res),
+                        WeightType::F16 => dot_float_rows_tokens::<F16, 2>(k, w, xs, &mut res),
+                        _ => dot_float_rows_tokens::<BF16, 2>(k, w, xs, &mut res),
+                    }
+                    out(i, &res[0][..nt]);
+                    out(i + 1, &res[1][..nt]);
+                }
+                for i in pairs..rows.len() {
+                    let w = [self.w.row(rows.start + i)];
+                    let mut res = [[0f32; FLOAT_TOKENS]; 1];
+                    match self.w.ty {
+                        WeightType::F32 => dot_float_rows_tokens::<F32, 1>(k, w, xs, &mut res),
+                        WeightType::F16 => dot_float_rows_tokens::<F16, 1>(k, w, xs, &mut res),
+                        _ => dot_float_rows_tokens::<BF16, 1>(k, w, xs, &mut res),
+                    }
+                    out(i, &res[0][..nt]);
+                }
+            }
+            return;
+        }
         // At AVX2, one token: two rows at a time (two streams from memory, each row's sum
         // bitwise the one-row kernel's).
         #[cfg(target_arch = "x86_64")]

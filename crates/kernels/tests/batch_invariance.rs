@@ -256,7 +256,9 @@ fn interchangeable_paths_agree_bitwise() {
     let rows_float = kernels::isa() >= kernels::Isa::Avx512;
     for n in 2..=kernels::ROWS_FLOAT_TOKENS {
         for ty in [WeightType::F32, WeightType::F16, WeightType::BF16] {
-            let want = if rows_float {
+            let rows_avx2 =
+                kernels::isa() == kernels::Isa::Avx2 && n <= kernels::ROWS_FLOAT_TOKENS_AVX2;
+            let want = if rows_float || rows_avx2 {
                 MatmulPath::Rows
             } else {
                 MatmulPath::Tiles
