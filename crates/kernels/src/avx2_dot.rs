@@ -139,46 +139,8 @@ pub(crate) fn dot_float_rows<const KIND: u8, const R: usize>(
 /// AVX2/FMA/F16C available; each of `w` holds `x.len()` values of `KIND`.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_float_avx2<const KIND: u8, const R: usize>(w: [*const u8; R], x: &[f32]) -> [f32; R] {
-    let (n, xp) = (x.len(), x.as_ptr());
-    let mut acc = [[_mm256_setzero_ps(); 4]; R];
-    let mut i = 0;
-    // SAFETY (all loads): indices stay below n, which every operand holds.
-    unsafe {
-        while i + 32 <= n {
-            for w in &w {
-                // 32 values are 64 or 128 bytes: one or two lines, fetched PREFETCH_BYTES ahead.
-                let ahead = w.wrapping_add(i * float_bytes(KIND) + PREFETCH_BYTES);
-                crate::stream::prefetch_stream(ahead as usize, if KIND == F32 { 2 } else { 1 });
-            }
-            // Each 8 values of `x` loaded once for all the rows.
-            for j in 0..4 {
-                let xv = _mm256_loadu_ps(xp.add(i + 8 * j));
-                for (w, acc) in w.iter().zip(acc.iter_mut()) {
-                    acc[j] = _mm256_fmadd_ps(load8::<KIND>(*w, i + 8 * j), xv, acc[j]);
-                }
-            }
-            i += 32;
-        }
-        while i + 8 <= n {
-            let xv = _mm256_loadu_ps(xp.add(i));
-            for (w, acc) in w.iter().zip(acc.iter_mut()) {
-                acc[0] = _mm256_fmadd_ps(load8::<KIND>(*w, i), xv, acc[0]);
-            }
-            i += 8;
-        }
-    }
-    std::array::from_fn(|r| {
-        let acc = &acc[r];
-        let mut sum = hsum_ps(_mm256_add_ps(
-            _mm256_add_ps(acc[0], acc[1]),
-            _mm256_add_ps(acc[2], acc[3]),
-        ));
-        for (j, xv) in x.iter().enumerate().skip(i) {
-            // SAFETY: j < n.
-            sum += unsafe { load1::<KIND>(w[r], j) } * xv;
-        }
-        sum
-    })
+    // SAFETY: the caller's contract (one token).
+    unsafe { dot_float_tokens_avx2::<KIND, R, 1>(w, &[x]) }.map(|[v]| v)
 }
 
 /// Tokens a call of [`dot_float_rows_tokens`] takes at most.
@@ -228,6 +190,7 @@ unsafe fn dot_float_tokens_avx2<const KIND: u8, const R: usize, const T: usize>(
     unsafe {
         while i + 32 <= n {
             for w in &w {
+                // 32 values are 64 or 128 bytes: one or two lines, fetched PREFETCH_BYTES ahead.
                 let ahead = w.wrapping_add(i * float_bytes(KIND) + PREFETCH_BYTES);
                 crate::stream::prefetch_stream(ahead as usize, if KIND == F32 { 2 } else { 1 });
             }

@@ -132,25 +132,29 @@ impl RowsJob for FloatRows<'_> {
                         oc.token(t0 + j)[i] = v;
                     }
                 };
-                for i in (0..pairs).step_by(2) {
-                    let w: [&[u8]; 2] = std::array::from_fn(|j| self.w.row(rows.start + i + j));
-                    let mut res = [[0f32; FLOAT_TOKENS]; 2];
-                    match self.w.ty {
-                        WeightType::F32 => dot_float_rows_tokens::<F32, 2>(k, w, xs, &mut res),
-                        WeightType::F16 => dot_float_rows_tokens::<F16, 2>(k, w, xs, &mut res),
-                        _ => dot_float_rows_tokens::<BF16, 2>(k, w, xs, &mut res),
+                // Rows `i..i + R`, each token's sums.
+                fn by<const R: usize>(
+                    k: crate::cpu::Avx2,
+                    ty: WeightType,
+                    w: [&[u8]; R],
+                    xs: &[&[f32]],
+                ) -> [[f32; FLOAT_TOKENS]; R] {
+                    let mut res = [[0f32; FLOAT_TOKENS]; R];
+                    match ty {
+                        WeightType::F32 => dot_float_rows_tokens::<F32, R>(k, w, xs, &mut res),
+                        WeightType::F16 => dot_float_rows_tokens::<F16, R>(k, w, xs, &mut res),
+                        _ => dot_float_rows_tokens::<BF16, R>(k, w, xs, &mut res),
                     }
+                    res
+                }
+                for i in (0..pairs).step_by(2) {
+                    let w = std::array::from_fn(|j| self.w.row(rows.start + i + j));
+                    let res = by::<2>(k, self.w.ty, w, xs);
                     out(i, &res[0][..nt]);
                     out(i + 1, &res[1][..nt]);
                 }
                 for i in pairs..rows.len() {
-                    let w = [self.w.row(rows.start + i)];
-                    let mut res = [[0f32; FLOAT_TOKENS]; 1];
-                    match self.w.ty {
-                        WeightType::F32 => dot_float_rows_tokens::<F32, 1>(k, w, xs, &mut res),
-                        WeightType::F16 => dot_float_rows_tokens::<F16, 1>(k, w, xs, &mut res),
-                        _ => dot_float_rows_tokens::<BF16, 1>(k, w, xs, &mut res),
-                    }
+                    let res = by::<1>(k, self.w.ty, [self.w.row(rows.start + i)], xs);
                     out(i, &res[0][..nt]);
                 }
             }
