@@ -4,11 +4,13 @@
 //! ```text
 //! cargo run --release -p herd-kernels --example matvec -- \
 //!     [--rows 2048] [--cols 5632] [--types q8_0,q4_0,f16,q4_k,...] [--isas scalar,avx2,avx512,amx] \
-//!     [--threads 1,2] [--tokens 128] [--decode-mib 1024] [--reference] [--tiles] [--only decode|prefill]
+//!     [--threads 1,2] [--tokens 128] [--decode-mib 1024] [--reference] [--tiles] [--by-rows]
+//!     [--only decode|prefill]
 //! ```
 //!
 //! `--tiles` adds, per level, the tile path for every call (as a server's steps take it), so
-//! its one-token rate shows beside the row kernels'.
+//! its one-token rate shows beside the row kernels'; `--by-rows` the row path for every call, so
+//! a prompt's rate by rows shows beside the tiles'.
 //!
 //! Decode cycles through copies of the matrix filling `--decode-mib` so the weights come from
 //! memory, not from the last-level cache; prefill reuses one matrix (it is compute-bound).
@@ -35,6 +37,8 @@ struct Args {
     reference: bool,
     /// Also the tile path for every call, per level.
     tiles: bool,
+    /// Also the row path for every call, per level.
+    by_rows: bool,
     /// Run only `decode` or only `prefill`.
     only: Option<String>,
 }
@@ -73,6 +77,7 @@ fn parse_args() -> Args {
         decode_mib: 1024,
         reference: false,
         tiles: false,
+        by_rows: false,
         only: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -80,6 +85,10 @@ fn parse_args() -> Args {
     while let Some(flag) = it.next() {
         if flag == "--tiles" {
             a.tiles = true;
+            continue;
+        }
+        if flag == "--by-rows" {
+            a.by_rows = true;
             continue;
         }
         if flag == "--reference" {
@@ -152,6 +161,12 @@ fn main() {
             let tiles: Mm = |i, w, x, n, out| matmul_path_with(i, MatmulPath::Tiles, w, x, n, out);
             for &i in &a.isas {
                 variants.push((format!("{}-tiles", i.name()), i, tiles));
+            }
+        }
+        if a.by_rows {
+            let rows: Mm = |i, w, x, n, out| matmul_path_with(i, MatmulPath::Rows, w, x, n, out);
+            for &i in &a.isas {
+                variants.push((format!("{}-rows", i.name()), i, rows));
             }
         }
         if a.reference {

@@ -1,8 +1,11 @@
 //! AVX2 + FMA + F16C dot products of one stored weight row with one activation row (the decode
 //! kernels); twins of `dot_scalar.rs`.
 //!
-//! Float rows: 8 lanes, four accumulators, weights converted on the fly (F16 with `vcvtph2ps`,
-//! BF16 by a 16-bit shift). Q8_0 / Q4_0 rows, one 256-bit vector per block:
+//! Float rows: one 8-lane accumulator per row and token, rows read side by side, weights
+//! converted on the fly (F16 with `vcvtph2ps`, BF16 by a 16-bit shift); for several tokens, a
+//! block of four rows read once for up to 16 tokens, in chunks of columns that keep the tokens'
+//! values in L1 (`dot_float_block`), each sum bitwise the one-token kernel's. Q8_0 / Q4_0 rows,
+//! one 256-bit vector per block:
 //! - Q8_0 · Q8_0 with llama.cpp's sign trick, `maddubs(|w|, sign(a, w))`: `|w| ≤ 128` keeps the
 //!   pairwise i16 sums below saturation;
 //! - Q4_0 · Q8_0 as `maddubs(nibble, a)` (nibbles are already unsigned) plus the activation's
@@ -36,10 +39,9 @@ pub(crate) const fn float_bytes(kind: u8) -> usize {
 }
 
 /// Float row (`F32`, `F16` or `BF16` bytes) · `x`.
-pub(crate) fn dot_float<const KIND: u8>(_: Avx2, w: &[u8], x: &[f32]) -> f32 {
-    assert_eq!(w.len(), float_bytes(KIND) * x.len());
-    // SAFETY: the token proves the features; `w` holds `x.len()` values.
-    unsafe { dot_float_avx2::<KIND, 1>([w.as_ptr()], x)[0] }
+pub(crate) fn dot_float<const KIND: u8>(k: Avx2, w: &[u8], x: &[f32]) -> f32 {
+    let [v] = dot_float_rows::<KIND, 1>(k, [w], x);
+    v
 }
 
 /// Q8_0 row · Q8_0 activations (natural layout).
@@ -121,115 +123,217 @@ pub(crate) fn hsum_ps(v: __m256) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
 
-/// Float rows `w` (each `x.len()` values of `KIND`) · `x`, the rows read side by side: each
-/// row's sum is bitwise [`dot_float`]'s (the same operations on its own accumulators; the
-/// one-row kernel is this one for one row). Two rows are two streams from memory at once: one
-/// core of a Zen 3 read TinyLlama F16 decode faster so (BENCHMARKS.md).
+/// Float rows `w` (each `x.len()` values of `KIND`) · `x`, the rows read side by side (streams
+/// from memory at once): each row's sum is bitwise [`dot_float`]'s, which is this kernel for
+/// one row.
 pub(crate) fn dot_float_rows<const KIND: u8, const R: usize>(
     _: Avx2,
     w: [&[u8]; R],
     x: &[f32],
 ) -> [f32; R] {
-    assert!(w.iter().all(|w| w.len() == float_bytes(KIND) * x.len()));
-    // SAFETY: the token proves the features; each row holds `x.len()` values.
-    unsafe { dot_float_avx2::<KIND, R>(w.map(|w| w.as_ptr()), x) }
+    let n = x.len();
+    assert!(w.iter().all(|w| w.len() == float_bytes(KIND) * n));
+    // SAFETY: the token proves the features; each row and `x` hold `n` values.
+    unsafe { rows_avx2::<KIND, R>(w.map(|w| w.as_ptr()), x) }
 }
 
 /// # Safety
 /// AVX2/FMA/F16C available; each of `w` holds `x.len()` values of `KIND`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_float_avx2<const KIND: u8, const R: usize>(w: [*const u8; R], x: &[f32]) -> [f32; R] {
-    // SAFETY: the caller's contract (one token).
-    unsafe { dot_float_tokens_avx2::<KIND, R, 1>(w, &[x]) }.map(|[v]| v)
+unsafe fn rows_avx2<const KIND: u8, const R: usize>(w: [*const u8; R], x: &[f32]) -> [f32; R] {
+    let (n, x) = (x.len(), [x.as_ptr()]);
+    let mut acc = [[_mm256_setzero_ps(); R]; 1];
+    // SAFETY: the caller's contract.
+    unsafe {
+        float_steps::<KIND, R, 1>(w, x, 0, n / 8 * 8, 8, true, &mut acc);
+        float_sums::<KIND, R, 1>(w, x, n, &acc)[0]
+    }
 }
 
-/// Tokens a call of [`dot_float_rows_tokens`] takes at most.
-pub(crate) const FLOAT_TOKENS: usize = 3;
+/// Most tokens a call of [`dot_float_block`] takes.
+pub(crate) const BLOCK_TOKENS: usize = 16;
 
-/// Float rows `w` (each `n` values of `KIND`) · each of the token rows `xs` (1 to
-/// [`FLOAT_TOKENS`]) into `out[r][t]`, the rows read side by side (two streams from memory)
-/// and each converted once for all the tokens; each result bitwise [`dot_float`]'s.
-pub(crate) fn dot_float_rows_tokens<const KIND: u8, const R: usize>(
+/// Tokens the block kernel multiplies at once: two tokens of four rows are eight accumulators,
+/// with the two tokens' values and a row's in eleven of the sixteen registers (three tokens'
+/// twelve spilled one accumulator, which then went through memory every step).
+const STEP_TOKENS: usize = 2;
+
+/// Float rows `w` (each `n` values of `KIND`) · each of the `x.len() / n` token rows of `x` (at
+/// most [`BLOCK_TOKENS`]) into `out(row, token, sum)`, each sum bitwise [`dot_float`]'s. The
+/// rows are read side by side from memory once for all the tokens: in chunks of columns that
+/// keep every token's values of the chunk in L1 (16 KiB of them) while the rows' chunk passes
+/// by each pair of tokens in turn.
+pub(crate) fn dot_float_block<const KIND: u8, const R: usize>(
     _: Avx2,
     w: [&[u8]; R],
-    xs: &[&[f32]],
-    out: &mut [[f32; FLOAT_TOKENS]; R],
+    x: &[f32],
+    xi: &[f32],
+    n: usize,
+    mut out: impl FnMut(usize, usize, f32),
 ) {
-    let n = xs.first().map_or(0, |x| x.len());
-    assert!(!xs.is_empty() && xs.len() <= FLOAT_TOKENS);
-    assert!(xs.iter().all(|x| x.len() == n));
+    assert!(n > 0 && x.len().is_multiple_of(n));
+    assert!(xi.len() == x.len() / n * (n / 8 * 8));
+    let nt = x.len() / n;
+    assert!(nt <= BLOCK_TOKENS);
     assert!(w.iter().all(|w| w.len() == float_bytes(KIND) * n));
-    let w = w.map(|w| w.as_ptr());
-    // SAFETY: the token proves the features; the rows and every token hold `n` values.
-    unsafe {
-        match xs.len() {
-            1 => put(out, dot_float_tokens_avx2::<KIND, R, 1>(w, xs)),
-            2 => put(out, dot_float_tokens_avx2::<KIND, R, 2>(w, xs)),
-            _ => put(out, dot_float_tokens_avx2::<KIND, R, 3>(w, xs)),
-        }
-    }
-    fn put<const R: usize, const T: usize>(out: &mut [[f32; FLOAT_TOKENS]; R], v: [[f32; T]; R]) {
-        for (o, v) in out.iter_mut().zip(v) {
-            o[..T].copy_from_slice(&v);
-        }
-    }
+    // SAFETY: the token proves the features; every row and token holds `n` values.
+    unsafe { block_avx2::<KIND, R>(w.map(|w| w.as_ptr()), x, xi, n, nt, &mut out) }
 }
 
 /// # Safety
-/// AVX2/FMA/F16C available; `xs` holds `T` rows of `n` values, each of `w` `n` values of `KIND`.
+/// AVX2/FMA/F16C available; `x` holds `nt` (at most [`BLOCK_TOKENS`]) rows of `n` values, each
+/// of `w` `n` values of `KIND`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_float_tokens_avx2<const KIND: u8, const R: usize, const T: usize>(
+unsafe fn block_avx2<const KIND: u8, const R: usize>(
     w: [*const u8; R],
-    xs: &[&[f32]],
-) -> [[f32; T]; R] {
-    let n = xs[0].len();
-    let xp: [*const f32; T] = std::array::from_fn(|t| xs[t].as_ptr());
-    let mut acc = [[[_mm256_setzero_ps(); 4]; T]; R];
-    let mut i = 0;
-    // SAFETY (all loads): indices stay below n, which every operand holds.
-    unsafe {
-        while i + 32 <= n {
-            for w in &w {
-                // 32 values are 64 or 128 bytes: one or two lines, fetched PREFETCH_BYTES ahead.
-                let ahead = w.wrapping_add(i * float_bytes(KIND) + PREFETCH_BYTES);
-                crate::stream::prefetch_stream(ahead as usize, if KIND == F32 { 2 } else { 1 });
-            }
-            for j in 0..4 {
-                let xv: [__m256; T] =
-                    std::array::from_fn(|t| _mm256_loadu_ps(xp[t].add(i + 8 * j)));
-                for (w, acc) in w.iter().zip(acc.iter_mut()) {
-                    let wv = load8::<KIND>(*w, i + 8 * j);
-                    for (x, acc) in xv.iter().zip(acc.iter_mut()) {
-                        acc[j] = _mm256_fmadd_ps(wv, *x, acc[j]);
-                    }
+    x: &[f32],
+    xi: &[f32],
+    n: usize,
+    nt: usize,
+    out: &mut impl FnMut(usize, usize, f32),
+) {
+    let xp = |t: usize| x[t * n..].as_ptr();
+    let n8 = n / 8 * 8;
+    let xi = |t: usize| xi[t / 2 * 2 * n8 + t % 2 * 8..].as_ptr();
+    let mut acc = [[_mm256_setzero_ps(); R]; BLOCK_TOKENS];
+    let chunk = (4096 / nt.max(1)).clamp(32, 4096) / 32 * 32;
+    for k0 in (0..n8).step_by(chunk) {
+        let k1 = (k0 + chunk).min(n8);
+        for t0 in (0..nt).step_by(STEP_TOKENS) {
+            let first = t0 == 0;
+            let acc = &mut acc[t0..];
+            // SAFETY: the caller's contract; `k1 <= n`.
+            unsafe {
+                if nt - t0 >= 2 {
+                    let acc = (&mut acc[..2]).try_into().unwrap();
+                    float_steps::<KIND, R, 2>(w, [xi(t0), xi(t0 + 1)], k0, k1, 16, first, acc);
+                } else {
+                    let acc = (&mut acc[..1]).try_into().unwrap();
+                    float_steps::<KIND, R, 1>(w, [xi(t0)], k0, k1, 8, first, acc);
                 }
+            }
+        }
+    }
+    for t in 0..nt {
+        let acc = (&acc[t..t + 1]).try_into().unwrap();
+        // SAFETY: the caller's contract.
+        let [sums] = unsafe { float_sums::<KIND, R, 1>(w, [xp(t)], n, acc) };
+        for (r, v) in sums.into_iter().enumerate() {
+            out(r, t, v);
+        }
+    }
+}
+
+/// Token rows `x` (each `n` values) with each pair of tokens' groups of eight values side by
+/// side, the pair's first token first (a last token alone as it is), the values past the last
+/// whole group left out: the layout [`dot_float_block`] reads, one line per step.
+pub(crate) fn interleave_pairs(x: &[f32], n: usize, xi: &mut [f32]) {
+    let n8 = n / 8 * 8;
+    assert!(n > 0 && x.len().is_multiple_of(n) && xi.len() == x.len() / n * n8);
+    let nt = x.len() / n;
+    for (t, x) in x.chunks_exact(n).enumerate() {
+        let width = if (t | 1) < nt { 2 } else { 1 };
+        let base = t / 2 * 2 * n8 + t % 2 * 8;
+        for (s, v) in x[..n8].chunks_exact(8).enumerate() {
+            xi[base + s * 8 * width..][..8].copy_from_slice(v);
+        }
+    }
+}
+
+/// Columns `k0..k1` (whole groups of eight, in order) of rows `w` · tokens `xs` added to `acc`:
+/// one 8-lane accumulator per token and row, so each (row, token) takes the same operations
+/// whatever `R`, `T` and the chunks, and the `R × T` chains hide the latency. With `prefetch`,
+/// each row is fetched [`PREFETCH_BYTES`] ahead.
+///
+/// # Safety
+/// AVX2/FMA/F16C available; `k0` and `k1` multiples of 8; each of `xs` and of `w` holds at least
+/// `k1` values (of `KIND` for `w`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn float_steps<const KIND: u8, const R: usize, const T: usize>(
+    w: [*const u8; R],
+    xs: [*const f32; T],
+    k0: usize,
+    k1: usize,
+    xstride: usize,
+    prefetch: bool,
+    acc: &mut [[__m256; R]; T],
+) {
+    // Locals, reached only by iterators (constant trip counts, unrolled), so that they stay in
+    // registers.
+    let mut a = *acc;
+    let mut i = k0;
+    // SAFETY (all loads): indices stay below k1, which every operand holds.
+    unsafe {
+        while i + 32 <= k1 {
+            if prefetch {
+                for w in &w {
+                    // 32 values are 64 or 128 bytes: one or two lines.
+                    let ahead = w.wrapping_add(i * float_bytes(KIND) + PREFETCH_BYTES);
+                    crate::stream::prefetch_stream(ahead as usize, if KIND == F32 { 2 } else { 1 });
+                }
+            }
+            for j in (i..i + 32).step_by(8) {
+                float_step::<KIND, R, T>(w, xs, j, j / 8 * xstride, &mut a);
             }
             i += 32;
         }
-        while i + 8 <= n {
-            for (w, acc) in w.iter().zip(acc.iter_mut()) {
-                let wv = load8::<KIND>(*w, i);
-                for (x, acc) in xp.iter().zip(acc.iter_mut()) {
-                    acc[0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x.add(i)), acc[0]);
-                }
-            }
+        while i < k1 {
+            float_step::<KIND, R, T>(w, xs, i, i / 8 * xstride, &mut a);
             i += 8;
         }
     }
-    std::array::from_fn(|r| {
-        std::array::from_fn(|t| {
-            let acc = &acc[r][t];
-            let mut sum = hsum_ps(_mm256_add_ps(
-                _mm256_add_ps(acc[0], acc[1]),
-                _mm256_add_ps(acc[2], acc[3]),
-            ));
-            for (j, xv) in xs[t].iter().enumerate().skip(i) {
-                // SAFETY: j < n.
-                sum += unsafe { load1::<KIND>(w[r], j) } * xv;
+    *acc = a;
+}
+
+/// One step of [`float_steps`]: values `i..i + 8` of the rows, `xi..xi + 8` of the tokens.
+///
+/// # Safety
+/// As [`float_steps`].
+#[inline(always)]
+unsafe fn float_step<const KIND: u8, const R: usize, const T: usize>(
+    w: [*const u8; R],
+    xs: [*const f32; T],
+    i: usize,
+    xi: usize,
+    a: &mut [[__m256; R]; T],
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let wv: [__m256; R] = std::array::from_fn(|r| load8::<KIND>(w[r], i));
+        for (a, x) in a.iter_mut().zip(xs) {
+            let xv = _mm256_loadu_ps(x.add(xi));
+            for (a, wv) in a.iter_mut().zip(&wv) {
+                *a = _mm256_fmadd_ps(*wv, xv, *a);
             }
-            sum
-        })
-    })
+        }
+    }
+}
+
+/// The sums of [`float_steps`]' accumulators for rows `w` (each `n` values) and tokens `xs`:
+/// each accumulator's lanes summed ([`hsum_ps`]), then the values past the last whole group of
+/// eight added one by one.
+///
+/// # Safety
+/// AVX2/FMA/F16C available; each of `xs` and of `w` holds `n` values.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn float_sums<const KIND: u8, const R: usize, const T: usize>(
+    w: [*const u8; R],
+    xs: [*const f32; T],
+    n: usize,
+    acc: &[[__m256; R]; T],
+) -> [[f32; R]; T] {
+    let mut sums = [[0f32; R]; T];
+    for ((s, a), x) in sums.iter_mut().zip(acc).zip(xs) {
+        for ((s, a), w) in s.iter_mut().zip(a).zip(w) {
+            *s = hsum_ps(*a);
+            for j in n / 8 * 8..n {
+                // SAFETY: j < n.
+                *s += unsafe { load1::<KIND>(w, j) * *x.add(j) };
+            }
+        }
+    }
+    sums
 }
 
 /// The f16 scale at the start of a block, as `f32`, looked up in `table` ([`f16_table`]).

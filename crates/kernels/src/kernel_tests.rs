@@ -220,93 +220,73 @@ fn float_row_kernel_for_tokens_equals_the_one_token_kernel_bitwise() {
     }
 }
 
-/// The AVX2 float row kernel for several tokens, one row or two side by side, gives each row
-/// and token bitwise the one-token kernel's sum (a prompt's row path and a decode agree).
+/// The AVX2 float kernel for several tokens (four rows side by side or one, every count of
+/// tokens up to a block, rows long enough for several chunks of columns) gives each row and
+/// token bitwise the one-token kernel's sum (a prompt's row path and a decode agree), and so
+/// does the decode kernel for four rows side by side.
 #[cfg(target_arch = "x86_64")]
 #[test]
-fn avx2_float_rows_for_tokens_equal_the_one_token_kernel_bitwise() {
-    use crate::avx2_dot::{dot_float, dot_float_rows_tokens, BF16, F16, F32, FLOAT_TOKENS};
+fn avx2_float_blocks_equal_the_one_token_kernel_bitwise() {
+    use crate::avx2_dot::{
+        dot_float, dot_float_block, dot_float_rows, interleave_pairs, BF16, BLOCK_TOKENS, F16, F32,
+    };
     let Some(crate::cpu::Level::Avx2(k)) = crate::cpu::Level::new(crate::cpu::Isa::Avx2) else {
         eprintln!("skip: AVX2 not available");
         return;
     };
     let mut rng = Rng(0x510e527fade682d1);
     for ty in [WeightType::F32, WeightType::F16, WeightType::BF16] {
-        for n in [1, 17, 64, 100, 288, 2051] {
-            let rows = [float_row(&mut rng, ty, n).0, float_row(&mut rng, ty, n).0];
-            let xs: Vec<Vec<f32>> = (0..FLOAT_TOKENS)
-                .map(|_| (0..n).map(|_| rng.f32() * 3.0).collect())
-                .collect();
-            for t in 1..=FLOAT_TOKENS {
-                let refs: Vec<&[f32]> = xs[..t].iter().map(|x| &x[..]).collect();
-                let one = |w: &[u8], x: &[f32]| match ty {
-                    WeightType::F32 => dot_float::<F32>(k, w, x),
-                    WeightType::F16 => dot_float::<F16>(k, w, x),
-                    _ => dot_float::<BF16>(k, w, x),
-                };
-                let mut two = [[0f32; FLOAT_TOKENS]; 2];
-                let mut single = [[0f32; FLOAT_TOKENS]; 1];
-                let w2 = [&rows[0][..], &rows[1][..]];
+        for n in [1, 17, 64, 100, 288, 2051, 5000] {
+            let rows: Vec<Vec<u8>> = (0..4).map(|_| float_row(&mut rng, ty, n).0).collect();
+            let w4: [&[u8]; 4] = std::array::from_fn(|r| &rows[r][..]);
+            let x: Vec<f32> = (0..BLOCK_TOKENS * n).map(|_| rng.f32() * 3.0).collect();
+            let one = |w: &[u8], x: &[f32]| match ty {
+                WeightType::F32 => dot_float::<F32>(k, w, x),
+                WeightType::F16 => dot_float::<F16>(k, w, x),
+                _ => dot_float::<BF16>(k, w, x),
+            };
+            let four = match ty {
+                WeightType::F32 => dot_float_rows::<F32, 4>(k, w4, &x[..n]),
+                WeightType::F16 => dot_float_rows::<F16, 4>(k, w4, &x[..n]),
+                _ => dot_float_rows::<BF16, 4>(k, w4, &x[..n]),
+            };
+            for (r, v) in four.iter().enumerate() {
+                assert_eq!(
+                    v.to_bits(),
+                    one(w4[r], &x[..n]).to_bits(),
+                    "{ty:?} n={n} row {r}"
+                );
+            }
+            for nt in [1, 2, 3, 5, 8, BLOCK_TOKENS - 1, BLOCK_TOKENS] {
+                let x = &x[..nt * n];
+                let mut xi = vec![0f32; nt * (n / 8 * 8)];
+                interleave_pairs(x, n, &mut xi);
+                let mut got = vec![[f32::NAN; 4]; nt];
+                let mut alone = vec![f32::NAN; nt];
+                let put = |r: usize, t: usize, v: f32| got[t][r] = v;
+                let put1 = |_: usize, t: usize, v: f32| alone[t] = v;
                 match ty {
                     WeightType::F32 => {
-                        dot_float_rows_tokens::<F32, 2>(k, w2, &refs, &mut two);
-                        dot_float_rows_tokens::<F32, 1>(k, [w2[1]], &refs, &mut single);
+                        dot_float_block::<F32, 4>(k, w4, x, &xi, n, put);
+                        dot_float_block::<F32, 1>(k, [w4[3]], x, &xi, n, put1);
                     }
                     WeightType::F16 => {
-                        dot_float_rows_tokens::<F16, 2>(k, w2, &refs, &mut two);
-                        dot_float_rows_tokens::<F16, 1>(k, [w2[1]], &refs, &mut single);
+                        dot_float_block::<F16, 4>(k, w4, x, &xi, n, put);
+                        dot_float_block::<F16, 1>(k, [w4[3]], x, &xi, n, put1);
                     }
                     _ => {
-                        dot_float_rows_tokens::<BF16, 2>(k, w2, &refs, &mut two);
-                        dot_float_rows_tokens::<BF16, 1>(k, [w2[1]], &refs, &mut single);
+                        dot_float_block::<BF16, 4>(k, w4, x, &xi, n, put);
+                        dot_float_block::<BF16, 1>(k, [w4[3]], x, &xi, n, put1);
                     }
                 }
-                for (j, x) in refs.iter().enumerate() {
-                    let what = format!("{ty:?} n={n} tokens={t} token {j}");
-                    assert_eq!(two[0][j].to_bits(), one(w2[0], x).to_bits(), "{what}");
-                    assert_eq!(two[1][j].to_bits(), one(w2[1], x).to_bits(), "{what}");
-                    assert_eq!(single[0][j].to_bits(), one(w2[1], x).to_bits(), "{what}");
+                for (t, xt) in x.chunks_exact(n).enumerate() {
+                    let what = format!("{ty:?} n={n} tokens={nt} token {t}");
+                    for (r, w) in w4.iter().enumerate() {
+                        assert_eq!(got[t][r].to_bits(), one(w, xt).to_bits(), "{what} row {r}");
+                    }
+                    assert_eq!(alone[t].to_bits(), one(w4[3], xt).to_bits(), "{what} alone");
                 }
             }
-        }
-    }
-}
-
-/// The AVX2 float row kernel for two rows at once (decode) gives each row bitwise the one-row
-/// kernel's sum, so a matrix's rows agree whether they fall in a pair or alone at its end.
-#[cfg(target_arch = "x86_64")]
-#[test]
-fn float_row_kernel_for_two_rows_equals_the_one_row_kernel_bitwise() {
-    use crate::avx2_dot::{dot_float, dot_float_rows, BF16, F16, F32};
-    let Some(crate::cpu::Level::Avx2(k)) = crate::cpu::Level::new(crate::cpu::Isa::Avx2) else {
-        eprintln!("skip: AVX2 not available");
-        return;
-    };
-    let mut rng = Rng(0x3c6ef372fe94f82b);
-    for ty in [WeightType::F32, WeightType::F16, WeightType::BF16] {
-        for n in [1, 17, 64, 100, 288, 2051] {
-            let (w0, _) = float_row(&mut rng, ty, n);
-            let (w1, _) = float_row(&mut rng, ty, n);
-            let x: Vec<f32> = (0..n).map(|_| rng.f32() * 3.0).collect();
-            let (got, want) = match ty {
-                WeightType::F32 => (
-                    dot_float_rows::<F32, 2>(k, [&w0, &w1], &x),
-                    [&w0, &w1].map(|w| dot_float::<F32>(k, w, &x)),
-                ),
-                WeightType::F16 => (
-                    dot_float_rows::<F16, 2>(k, [&w0, &w1], &x),
-                    [&w0, &w1].map(|w| dot_float::<F16>(k, w, &x)),
-                ),
-                _ => (
-                    dot_float_rows::<BF16, 2>(k, [&w0, &w1], &x),
-                    [&w0, &w1].map(|w| dot_float::<BF16>(k, w, &x)),
-                ),
-            };
-            assert_eq!(
-                got.map(f32::to_bits),
-                want.map(f32::to_bits),
-                "{ty:?} n={n}"
-            );
         }
     }
 }

@@ -175,14 +175,14 @@ pub const BULK_TOKENS_SHORT_Q8_0: usize = 16;
 pub const ROWS_FLOAT_TOKENS: usize = 4;
 
 /// Most tokens for which float weights take the row path at the AVX2 level
-/// (`avx2_dot::dot_float_rows_tokens`: each row read once for all of them, each token's sum
-/// bitwise a decode's) rather than the tiles' 8 × 8 register transposes (`fused_avx2`).
-/// Zen 3, TinyLlama F16 at two threads (`herd bench tl-f16.gguf -p 2,3,4 -n 0 -t 2 -r 3`, three
-/// alternating rounds, medians, t/s tiles / rows one row at a time / rows two side by side):
-/// pp2 9.41 / 12.69 / 15.54, pp3 13.09 / 18.11 / 15.57, pp4 (three and one) 17.39 / 18.16 /
-/// 16.97; pp6 27.41 by tiles against 16.69 by rows a row at a time (`-p 2,3,4,6,8`, three
-/// rounds).
-pub const ROWS_FLOAT_TOKENS_AVX2: usize = 3;
+/// (`avx2_dot::dot_float_block`: four rows read once for all the tokens, the tokens' values in
+/// L1 chunk by chunk, each token's sum bitwise a decode's) rather than the tiles (8 × 8
+/// register transposes, `fused_avx2`, or 16-bit panels). Zen 3, TinyLlama F16 at two threads
+/// (`herd bench tl-f16.gguf -p 2,3,4,6,8,12 -n 32 -t 2 -r 3`, three alternating rounds, medians,
+/// t/s, tiles from 4 tokens / rows up to 8): pp4 18.19 / 20.72, pp6 27.39 / 27.54, pp8 24.82 /
+/// 32.06, pp12 35.27 / 35.11 (rows up to 12); rows up to 24 (five rounds): pp12 35.64 / 33.59,
+/// pp16 40.24 / 37.10, pp24 43.63 / 42.68.
+pub const ROWS_FLOAT_TOKENS_AVX2: usize = 8;
 
 impl MatmulPath {
     /// The path [`matmul`] takes for `n_tokens` tokens: rows for one token, tiles for more,
@@ -392,7 +392,7 @@ pub fn matmul_many_with<'a>(
 
     use crate::act_q8::ActQ8;
     use crate::kquants::BlockQ8K;
-    use crate::matmul_float::FloatRows;
+    use crate::matmul_float::{float_pairs, FloatRows};
     use crate::matmul_kquant::{quantize_acts, KquantRows};
     use crate::matmul_quant::{row_act, row_act_key, QuantRows};
     use crate::par::{run_rows_jobs, RowsJob};
@@ -405,6 +405,7 @@ pub fn matmul_many_with<'a>(
     // Every matrix reads the same input: each way of quantizing it is done once.
     let mut quant_acts: Vec<(_, Arc<ActQ8>)> = Vec::new();
     let mut kquant_acts: Option<Arc<Vec<BlockQ8K>>> = None;
+    let mut float_xi = None;
     let mut rows_job = |w: &WeightView<'a>| -> Option<Box<dyn RowsJob + 'a>> {
         if w.n_rows == 0 || w.n_cols == 0 || n_tokens == 0 {
             return None;
@@ -412,7 +413,10 @@ pub fn matmul_many_with<'a>(
         #[allow(unreachable_patterns)]
         match w.ty {
             WeightType::F32 | WeightType::F16 | WeightType::BF16 => {
-                Some(Box::new(FloatRows::new(level, w, x, n_tokens)))
+                let xi = float_xi
+                    .get_or_insert_with(|| float_pairs(level, x, n_tokens, w.n_cols))
+                    .clone();
+                Some(Box::new(FloatRows::with_pairs(level, w, x, n_tokens, xi)))
             }
             WeightType::Q8_0 | WeightType::Q8_0x16 | WeightType::Q4_0 | WeightType::Q4_0x16 => {
                 let key = row_act_key(level, w.ty);

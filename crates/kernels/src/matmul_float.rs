@@ -2,6 +2,7 @@
 //! ([`MatmulPath::Rows`]), or packed `f32` panels and tile kernels ([`MatmulPath::Tiles`]).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 #[cfg(target_arch = "x86_64")]
 use crate::avx2_dot::{BF16, F16, F32};
@@ -41,16 +42,13 @@ pub(crate) fn matmul_float(
     }
 }
 
-/// Rows the AVX2 float row kernel reads side by side for one token (decode): two streams from
-/// memory. One core of a Zen 3 read F16 rows faster so than one at a time (there llama.cpp,
-/// which reads four rows side by side, decoded F16 at 1.2x herd's one-row rate). TinyLlama F16
-/// (`herd bench tl-f16.gguf -p 0 -n 32 -t 1,2 -r 1`, three alternating rounds, t/s, 1 thread;
-/// 2 threads): one row 6.99, 7.34, 7.26; 9.88, 11.05, 11.99; two rows 7.65, 7.70, 7.35; 11.69,
-/// 12.19, 13.77. Three and four rows (twelve and sixteen accumulators, spilled at four) were no
-/// faster (another three rounds: medians 6.35 and 6.67 against 7.18 for two at one thread, 9.12
-/// and 11.38 against 12.04 at two).
+/// Rows the AVX2 float row kernels read side by side (decode, and prompts by rows): four
+/// streams from memory, one accumulator per row and token (`avx2_dot`), so a block of four rows
+/// and two tokens holds eight accumulators in registers. Decode as fast as two rows of four
+/// accumulators each (`herd bench tl-f16.gguf -p 0 -n 32 -t 1,2 -r 2`, four alternating rounds,
+/// medians, t/s two rows / four: 4.41 / 4.36 at one thread, 7.25 / 7.46 at two).
 #[cfg(target_arch = "x86_64")]
-const DECODE_ROWS_AVX2: usize = 2;
+const ROWS_AVX2: usize = 4;
 
 /// Each row once, dotted with every token by the row kernel.
 fn float_rows(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &mut [f32]) {
@@ -58,23 +56,59 @@ fn float_rows(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &mu
     run_rows_jobs(&[&job], &mut [out], n_tokens);
 }
 
+/// The input `x` (`n_tokens` rows of `n_cols`) in the layout of the AVX2 kernel for several
+/// tokens (`avx2_dot::interleave_pairs`: a pair of tokens' values read as one line per step,
+/// where token rows a power of two apart filled single cache sets), where the level and the
+/// count of tokens take that kernel; made once for the products of one input.
+pub(crate) fn float_pairs(
+    level: Level,
+    x: &[f32],
+    n_tokens: usize,
+    n_cols: usize,
+) -> Option<Arc<Vec<f32>>> {
+    #[cfg(target_arch = "x86_64")]
+    if let (Level::Avx2(_), true) = (level, n_tokens > 1) {
+        let mut xi = vec![0f32; n_tokens * (n_cols / 8 * 8)];
+        crate::avx2_dot::interleave_pairs(x, n_cols, &mut xi);
+        return Some(Arc::new(xi));
+    }
+    let _ = (level, x, n_tokens, n_cols);
+    None
+}
+
 /// A float product by rows ([`RowsJob`]).
 pub(crate) struct FloatRows<'a> {
     level: Level,
     w: WeightView<'a>,
     x: &'a [f32],
+    /// At AVX2 for several tokens, `x` with each pair of tokens side by side ([`float_pairs`]).
+    xi: Option<Arc<Vec<f32>>>,
     n_tokens: usize,
     chunk: usize,
 }
 
 impl<'a> FloatRows<'a> {
     pub(crate) fn new(level: Level, w: &WeightView<'a>, x: &'a [f32], n_tokens: usize) -> Self {
+        let xi = float_pairs(level, x, n_tokens, w.n_cols);
+        Self::with_pairs(level, w, x, n_tokens, xi)
+    }
+
+    /// [`FloatRows::new`] with the input's layout for the AVX2 kernel made already
+    /// ([`float_pairs`] of the same input: the products of one input share it).
+    pub(crate) fn with_pairs(
+        level: Level,
+        w: &WeightView<'a>,
+        x: &'a [f32],
+        n_tokens: usize,
+        xi: Option<Arc<Vec<f32>>>,
+    ) -> Self {
         let work_per_row = w.ty.row_bytes(w.n_cols) * n_tokens;
         let chunk = rows_task_rows(w.n_rows, work_per_row);
         FloatRows {
             level,
             w: *w,
             x,
+            xi,
             n_tokens,
             chunk,
         }
@@ -115,70 +149,57 @@ impl RowsJob for FloatRows<'_> {
             }
             return;
         }
-        // At AVX2, several tokens: each row read once for up to three of them, two rows side by
-        // side for up to two (two streams from memory; two rows of three tokens are more
-        // accumulators than the registers hold), the same bits as a token at a time.
+        // At AVX2: rows side by side (streams from memory at once), each read once for up to
+        // `BLOCK_TOKENS` tokens; every row and token the same bits as a decode's.
         #[cfg(target_arch = "x86_64")]
-        if let (Level::Avx2(k), true) = (self.level, self.n_tokens > 1) {
-            use crate::avx2_dot::{dot_float_rows_tokens, FLOAT_TOKENS};
-            let rows = oc.rows();
-            for t0 in (0..self.n_tokens).step_by(FLOAT_TOKENS) {
-                let nt = FLOAT_TOKENS.min(self.n_tokens - t0);
-                let xs: [&[f32]; FLOAT_TOKENS] = std::array::from_fn(|j| x(t0 + j.min(nt - 1)));
-                let xs = &xs[..nt];
-                let pairs = if nt <= 2 { rows.len() / 2 * 2 } else { 0 };
-                let mut out = |i: usize, res: &[f32]| {
-                    for (j, &v) in res.iter().enumerate() {
-                        oc.token(t0 + j)[i] = v;
-                    }
-                };
-                // Rows `i..i + R`, each token's sums.
-                fn by<const R: usize>(
-                    k: crate::cpu::Avx2,
-                    ty: WeightType,
-                    w: [&[u8]; R],
-                    xs: &[&[f32]],
-                ) -> [[f32; FLOAT_TOKENS]; R] {
-                    let mut res = [[0f32; FLOAT_TOKENS]; R];
-                    match ty {
-                        WeightType::F32 => dot_float_rows_tokens::<F32, R>(k, w, xs, &mut res),
-                        WeightType::F16 => dot_float_rows_tokens::<F16, R>(k, w, xs, &mut res),
-                        _ => dot_float_rows_tokens::<BF16, R>(k, w, xs, &mut res),
-                    }
-                    res
-                }
-                for i in (0..pairs).step_by(2) {
-                    let w = std::array::from_fn(|j| self.w.row(rows.start + i + j));
-                    let res = by::<2>(k, self.w.ty, w, xs);
-                    out(i, &res[0][..nt]);
-                    out(i + 1, &res[1][..nt]);
-                }
-                for i in pairs..rows.len() {
-                    let res = by::<1>(k, self.w.ty, [self.w.row(rows.start + i)], xs);
-                    out(i, &res[0][..nt]);
-                }
-            }
-            return;
-        }
-        // At AVX2, one token: two rows at a time (two streams from memory, each row's sum
-        // bitwise the one-row kernel's).
-        #[cfg(target_arch = "x86_64")]
-        if let (Level::Avx2(k), 1) = (self.level, self.n_tokens) {
-            use crate::avx2_dot::dot_float_rows;
-            const R: usize = DECODE_ROWS_AVX2;
+        if let Level::Avx2(k) = self.level {
+            use crate::avx2_dot::{dot_float_block, dot_float_rows, BLOCK_TOKENS};
+            const R: usize = ROWS_AVX2;
             let rows = oc.rows();
             let whole = rows.len() / R * R;
-            for i in (0..whole).step_by(R) {
-                let w: [&[u8]; R] = std::array::from_fn(|j| self.w.row(rows.start + i + j));
-                let res = match self.w.ty {
-                    WeightType::F32 => dot_float_rows::<F32, R>(k, w, x(0)),
-                    WeightType::F16 => dot_float_rows::<F16, R>(k, w, x(0)),
-                    _ => dot_float_rows::<BF16, R>(k, w, x(0)),
-                };
-                oc.token(0)[i..i + R].copy_from_slice(&res);
-            }
-            for i in whole..rows.len() {
-                oc.token(0)[i] = dot_row(self.level, self.w.ty, self.w.row(rows.start + i), x(0));
+            let ty = self.w.ty;
+            let mut i = 0;
+            while i < rows.len() {
+                let nr = if i < whole { R } else { 1 };
+                if self.n_tokens == 1 {
+                    let out = oc.token(0);
+                    if nr == R {
+                        let w = std::array::from_fn(|j| self.w.row(rows.start + i + j));
+                        out[i..i + R].copy_from_slice(&match ty {
+                            WeightType::F32 => dot_float_rows::<F32, R>(k, w, x(0)),
+                            WeightType::F16 => dot_float_rows::<F16, R>(k, w, x(0)),
+                            _ => dot_float_rows::<BF16, R>(k, w, x(0)),
+                        });
+                    } else {
+                        out[i] = dot_row(self.level, ty, self.w.row(rows.start + i), x(0));
+                    }
+                    i += nr;
+                    continue;
+                }
+                for t0 in (0..self.n_tokens).step_by(BLOCK_TOKENS) {
+                    let nt = BLOCK_TOKENS.min(self.n_tokens - t0);
+                    let xs = &self.x[t0 * n_cols..(t0 + nt) * n_cols];
+                    let n8 = n_cols / 8 * 8;
+                    let xi = self.xi.as_deref().expect("the pairs layout at AVX2");
+                    let xi = &xi[t0 * n8..(t0 + nt) * n8];
+                    let put = |r: usize, t: usize, v: f32| oc.token(t0 + t)[i + r] = v;
+                    if nr == R {
+                        let w = std::array::from_fn(|j| self.w.row(rows.start + i + j));
+                        match ty {
+                            WeightType::F32 => dot_float_block::<F32, R>(k, w, xs, xi, n_cols, put),
+                            WeightType::F16 => dot_float_block::<F16, R>(k, w, xs, xi, n_cols, put),
+                            _ => dot_float_block::<BF16, R>(k, w, xs, xi, n_cols, put),
+                        }
+                    } else {
+                        let w = [self.w.row(rows.start + i)];
+                        match ty {
+                            WeightType::F32 => dot_float_block::<F32, 1>(k, w, xs, xi, n_cols, put),
+                            WeightType::F16 => dot_float_block::<F16, 1>(k, w, xs, xi, n_cols, put),
+                            _ => dot_float_block::<BF16, 1>(k, w, xs, xi, n_cols, put),
+                        }
+                    }
+                }
+                i += nr;
             }
             return;
         }

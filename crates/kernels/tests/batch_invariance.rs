@@ -252,12 +252,15 @@ fn interchangeable_paths_agree_bitwise() {
         assert_eq!(MatmulPath::auto_for(short_q8, ty, 288), MatmulPath::Bulk);
         assert_eq!(MatmulPath::auto_for(short_q8, ty, 768), MatmulPath::Tiles);
     }
-    // Float weights take the row path for a few tokens at the AVX-512 and AMX levels.
+    // Float weights take the row path for a few tokens at the AVX-512 and AMX levels, and at
+    // AVX2.
     let rows_float = kernels::isa() >= kernels::Isa::Avx512;
-    for n in 2..=kernels::ROWS_FLOAT_TOKENS {
+    let most = kernels::ROWS_FLOAT_TOKENS.max(kernels::ROWS_FLOAT_TOKENS_AVX2);
+    for n in 2..=most + 1 {
         for ty in [WeightType::F32, WeightType::F16, WeightType::BF16] {
             let rows_avx2 =
                 kernels::isa() == kernels::Isa::Avx2 && n <= kernels::ROWS_FLOAT_TOKENS_AVX2;
+            let rows_float = rows_float && n <= kernels::ROWS_FLOAT_TOKENS;
             let want = if rows_float || rows_avx2 {
                 MatmulPath::Rows
             } else {
@@ -267,7 +270,7 @@ fn interchangeable_paths_agree_bitwise() {
         }
     }
     assert_eq!(
-        MatmulPath::auto_for(kernels::ROWS_FLOAT_TOKENS + 1, WeightType::F16, 2048),
+        MatmulPath::auto_for(most + 1, WeightType::F16, 2048),
         MatmulPath::Tiles
     );
     // Other types keep BULK_TOKENS whatever their rows.
