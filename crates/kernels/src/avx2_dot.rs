@@ -145,7 +145,7 @@ unsafe fn rows_avx2<const KIND: u8, const R: usize>(w: [*const u8; R], x: &[f32]
     let mut acc = [[_mm256_setzero_ps(); R]; 1];
     // SAFETY: the caller's contract.
     unsafe {
-        float_steps::<KIND, R, 1>(w, x, 0, n / 8 * 8, 8, true, &mut acc);
+        float_steps::<KIND, R, 1>(w, x, 0, n / 8 * 8, 8, PREFETCH_BYTES, &mut acc);
         float_sums::<KIND, R, 1>(w, x, n, &acc)[0]
     }
 }
@@ -162,7 +162,7 @@ const STEP_TOKENS: usize = 2;
 /// most [`BLOCK_TOKENS`]) into `out(row, token, sum)`, each sum bitwise [`dot_float`]'s. The
 /// rows are read side by side from memory once for all the tokens: in chunks of columns that
 /// keep every token's values of the chunk in L1 (16 KiB of them) while the rows' chunk passes
-/// by each pair of tokens in turn.
+/// by each pair of tokens in turn, the first pair asking for the next block's chunk.
 pub(crate) fn dot_float_block<const KIND: u8, const R: usize>(
     _: Avx2,
     w: [&[u8]; R],
@@ -200,16 +200,18 @@ unsafe fn block_avx2<const KIND: u8, const R: usize>(
     for k0 in (0..n8).step_by(chunk) {
         let k1 = (k0 + chunk).min(n8);
         for t0 in (0..nt).step_by(STEP_TOKENS) {
-            let first = t0 == 0;
+            // The first pair asks for the next block's rows (rows lie one after another), the
+            // same columns: a block ahead.
+            let ahead = if t0 == 0 { R * n * float_bytes(KIND) } else { 0 };
             let acc = &mut acc[t0..];
             // SAFETY: the caller's contract; `k1 <= n`.
             unsafe {
                 if nt - t0 >= 2 {
                     let acc = (&mut acc[..2]).try_into().unwrap();
-                    float_steps::<KIND, R, 2>(w, [xi(t0), xi(t0 + 1)], k0, k1, 16, first, acc);
+                    float_steps::<KIND, R, 2>(w, [xi(t0), xi(t0 + 1)], k0, k1, 16, ahead, acc);
                 } else {
                     let acc = (&mut acc[..1]).try_into().unwrap();
-                    float_steps::<KIND, R, 1>(w, [xi(t0)], k0, k1, 8, first, acc);
+                    float_steps::<KIND, R, 1>(w, [xi(t0)], k0, k1, 8, ahead, acc);
                 }
             }
         }
@@ -242,8 +244,8 @@ pub(crate) fn interleave_pairs(x: &[f32], n: usize, xi: &mut [f32]) {
 
 /// Columns `k0..k1` (whole groups of eight, in order) of rows `w` · tokens `xs` added to `acc`:
 /// one 8-lane accumulator per token and row, so each (row, token) takes the same operations
-/// whatever `R`, `T` and the chunks, and the `R × T` chains hide the latency. With `prefetch`,
-/// each row is fetched [`PREFETCH_BYTES`] ahead.
+/// whatever `R`, `T` and the chunks, and the `R × T` chains hide the latency. Each row's lines
+/// are asked for `ahead` bytes ahead (none for 0).
 ///
 /// # Safety
 /// AVX2/FMA/F16C available; `k0` and `k1` multiples of 8; each of `xs` and of `w` holds at least
@@ -256,7 +258,7 @@ unsafe fn float_steps<const KIND: u8, const R: usize, const T: usize>(
     k0: usize,
     k1: usize,
     xstride: usize,
-    prefetch: bool,
+    ahead: usize,
     acc: &mut [[__m256; R]; T],
 ) {
     // Locals, reached only by iterators (constant trip counts, unrolled), so that they stay in
@@ -266,10 +268,10 @@ unsafe fn float_steps<const KIND: u8, const R: usize, const T: usize>(
     // SAFETY (all loads): indices stay below k1, which every operand holds.
     unsafe {
         while i + 32 <= k1 {
-            if prefetch {
+            if ahead > 0 {
                 for w in &w {
                     // 32 values are 64 or 128 bytes: one or two lines.
-                    let ahead = w.wrapping_add(i * float_bytes(KIND) + PREFETCH_BYTES);
+                    let ahead = w.wrapping_add(i * float_bytes(KIND) + ahead);
                     crate::stream::prefetch_stream(ahead as usize, if KIND == F32 { 2 } else { 1 });
                 }
             }
