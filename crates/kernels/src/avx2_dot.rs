@@ -202,7 +202,11 @@ unsafe fn block_avx2<const KIND: u8, const R: usize>(
         for t0 in (0..nt).step_by(STEP_TOKENS) {
             // The first pair asks for the next block's rows (rows lie one after another), the
             // same columns: a block ahead.
-            let ahead = if t0 == 0 { R * n * float_bytes(KIND) } else { 0 };
+            let ahead = if t0 == 0 {
+                R * n * float_bytes(KIND)
+            } else {
+                0
+            };
             let acc = &mut acc[t0..];
             // SAFETY: the caller's contract; `k1 <= n`.
             unsafe {
