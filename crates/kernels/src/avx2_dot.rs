@@ -154,7 +154,7 @@ unsafe fn rows_avx2<const KIND: u8, const R: usize>(w: [*const u8; R], x: &[f32]
 pub(crate) const BLOCK_TOKENS: usize = 16;
 
 /// Tokens the block kernel multiplies at once: two tokens of four rows are eight accumulators,
-/// with the two tokens' values and a row's in eleven of the sixteen registers (three tokens'
+/// with the four rows' values and a token's in thirteen of the sixteen registers (three tokens'
 /// twelve spilled one accumulator, which then went through memory every step).
 const STEP_TOKENS: usize = 2;
 
