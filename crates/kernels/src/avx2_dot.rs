@@ -146,7 +146,7 @@ unsafe fn rows_avx2<const KIND: u8, const R: usize>(w: [*const u8; R], x: &[f32]
     // SAFETY: the caller's contract.
     unsafe {
         float_steps::<KIND, R, 1>(w, x, 0, n / 8 * 8, 8, PREFETCH_BYTES, &mut acc);
-        float_sums::<KIND, R, 1>(w, x, n, &acc)[0]
+        float_sums::<KIND, R>(w, x[0], n, &acc[0])
     }
 }
 
@@ -220,10 +220,9 @@ unsafe fn block_avx2<const KIND: u8, const R: usize>(
             }
         }
     }
-    for t in 0..nt {
-        let acc = (&acc[t..t + 1]).try_into().unwrap();
+    for (t, acc) in acc[..nt].iter().enumerate() {
         // SAFETY: the caller's contract.
-        let [sums] = unsafe { float_sums::<KIND, R, 1>(w, [xp(t)], n, acc) };
+        let sums = unsafe { float_sums::<KIND, R>(w, xp(t), n, acc) };
         for (r, v) in sums.into_iter().enumerate() {
             out(r, t, v);
         }
@@ -316,27 +315,25 @@ unsafe fn float_step<const KIND: u8, const R: usize, const T: usize>(
     }
 }
 
-/// The sums of [`float_steps`]' accumulators for rows `w` (each `n` values) and tokens `xs`:
+/// The sums of [`float_steps`]' accumulators for rows `w` (each `n` values) and one token `x`:
 /// each accumulator's lanes summed ([`hsum_ps`]), then the values past the last whole group of
 /// eight added one by one.
 ///
 /// # Safety
-/// AVX2/FMA/F16C available; each of `xs` and of `w` holds `n` values.
+/// AVX2/FMA/F16C available; `x` and each of `w` hold `n` values.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn float_sums<const KIND: u8, const R: usize, const T: usize>(
+unsafe fn float_sums<const KIND: u8, const R: usize>(
     w: [*const u8; R],
-    xs: [*const f32; T],
+    x: *const f32,
     n: usize,
-    acc: &[[__m256; R]; T],
-) -> [[f32; R]; T] {
-    let mut sums = [[0f32; R]; T];
-    for ((s, a), x) in sums.iter_mut().zip(acc).zip(xs) {
-        for ((s, a), w) in s.iter_mut().zip(a).zip(w) {
-            *s = hsum_ps(*a);
-            for j in n / 8 * 8..n {
-                // SAFETY: j < n.
-                *s += unsafe { load1::<KIND>(w, j) * *x.add(j) };
-            }
+    acc: &[__m256; R],
+) -> [f32; R] {
+    let mut sums = [0f32; R];
+    for ((s, a), w) in sums.iter_mut().zip(acc).zip(w) {
+        *s = hsum_ps(*a);
+        for j in n / 8 * 8..n {
+            // SAFETY: j < n.
+            *s += unsafe { load1::<KIND>(w, j) * *x.add(j) };
         }
     }
     sums

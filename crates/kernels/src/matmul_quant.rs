@@ -377,8 +377,12 @@ impl RowsJob for QuantTiles<'_> {
                         let w = &w.bytes[p0 * stride..(p0 + np) * stride];
                         let tails = crate::avx2_tile::x16_tails(kind, w, stride);
                         for (t0, nt) in crate::avx512_tile::token_groups(n_tokens) {
-                            let mut outs: Vec<&mut [f32]> =
-                                oc.tokens_mut(t0..t0 + nt, col0..col0 + np).collect();
+                            // A group's outputs (at most four) without an allocation.
+                            let mut outs: [&mut [f32]; 4] = Default::default();
+                            let tokens = oc.tokens_mut(t0..t0 + nt, col0..col0 + np);
+                            for (o, t) in outs.iter_mut().zip(tokens) {
+                                *o = t;
+                            }
                             crate::avx2_tile::panel_x16(
                                 k,
                                 kind,
@@ -391,7 +395,7 @@ impl RowsJob for QuantTiles<'_> {
                                     0
                                 },
                                 groups.group(t0, nt),
-                                &mut outs,
+                                &mut outs[..nt],
                             );
                         }
                         continue;
