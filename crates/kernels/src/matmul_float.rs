@@ -158,29 +158,29 @@ impl RowsJob for FloatRows<'_> {
             let rows = oc.rows();
             let whole = rows.len() / R * R;
             let ty = self.w.ty;
+            if self.n_tokens == 1 {
+                let out = oc.token(0);
+                for i in (0..whole).step_by(R) {
+                    let w = std::array::from_fn(|j| self.w.row(rows.start + i + j));
+                    out[i..i + R].copy_from_slice(&match ty {
+                        WeightType::F32 => dot_float_rows::<F32, R>(k, w, x(0)),
+                        WeightType::F16 => dot_float_rows::<F16, R>(k, w, x(0)),
+                        _ => dot_float_rows::<BF16, R>(k, w, x(0)),
+                    });
+                }
+                for (o, r) in out[whole..].iter_mut().zip(rows.start + whole..rows.end) {
+                    *o = dot_row(self.level, ty, self.w.row(r), x(0));
+                }
+                return;
+            }
+            let n8 = n_cols / 8 * 8;
+            let xi = self.xi.as_deref().expect("the pairs layout at AVX2");
             let mut i = 0;
             while i < rows.len() {
                 let nr = if i < whole { R } else { 1 };
-                if self.n_tokens == 1 {
-                    let out = oc.token(0);
-                    if nr == R {
-                        let w = std::array::from_fn(|j| self.w.row(rows.start + i + j));
-                        out[i..i + R].copy_from_slice(&match ty {
-                            WeightType::F32 => dot_float_rows::<F32, R>(k, w, x(0)),
-                            WeightType::F16 => dot_float_rows::<F16, R>(k, w, x(0)),
-                            _ => dot_float_rows::<BF16, R>(k, w, x(0)),
-                        });
-                    } else {
-                        out[i] = dot_row(self.level, ty, self.w.row(rows.start + i), x(0));
-                    }
-                    i += nr;
-                    continue;
-                }
                 for t0 in (0..self.n_tokens).step_by(BLOCK_TOKENS) {
                     let nt = BLOCK_TOKENS.min(self.n_tokens - t0);
                     let xs = &self.x[t0 * n_cols..(t0 + nt) * n_cols];
-                    let n8 = n_cols / 8 * 8;
-                    let xi = self.xi.as_deref().expect("the pairs layout at AVX2");
                     let xi = &xi[t0 * n8..(t0 + nt) * n8];
                     let put = |r: usize, t: usize, v: f32| oc.token(t0 + t)[i + r] = v;
                     if nr == R {
