@@ -524,6 +524,11 @@ fn preemption_when_the_pool_is_short() {
     s.shutdown(Duration::ZERO);
 }
 
+/// Largest difference of a log-probability between two paths that sum in another order: the
+/// logits differ by rounding alone (within 1e-4, as `stories260k.rs` bounds them against
+/// llama2.c), and a log-softmax value moves by at most twice its logits' largest difference.
+const SUM_ORDER_LOGPROB_TOL: f32 = 2e-4;
+
 #[test]
 fn logprobs_are_consistent() {
     let Some(model) = stories260k("logprobs_are_consistent") else {
@@ -554,11 +559,12 @@ fn logprobs_are_consistent() {
                 assert!(lp.top.windows(2).all(|w| w[0].1 >= w[1].1));
                 assert!(lp.top.iter().map(|t| t.1.exp()).sum::<f32>() <= 1.0 + 1e-5);
                 if n == 0 {
-                    // The scheduler takes the tile path for every product, the session the row
-                    // path for its one logits row: sums in another order, within rounding.
+                    // The scheduler takes the tile path for every product, the session the
+                    // automatic path (at AVX2 rows for the whole prompt): sums in another
+                    // order, within rounding.
                     for &(t, v) in &lp.top {
                         assert!(
-                            (v - want[t as usize]).abs() <= 1e-5,
+                            (v - want[t as usize]).abs() <= SUM_ORDER_LOGPROB_TOL,
                             "{v} vs {}",
                             want[t as usize]
                         );

@@ -153,16 +153,23 @@ unsafe fn rows_avx2<const KIND: u8, const R: usize>(w: [*const u8; R], x: &[f32]
 /// Most tokens a call of [`dot_float_block`] takes.
 pub(crate) const BLOCK_TOKENS: usize = 16;
 
-/// Tokens the block kernel multiplies at once: two tokens of four rows are eight accumulators,
-/// with the four rows' values and a token's in thirteen of the sixteen registers (three tokens'
-/// twelve spilled one accumulator, which then went through memory every step).
-const STEP_TOKENS: usize = 2;
+/// Tokens of the block kernel's step that starts at token `t` of `nt`: three (four rows and
+/// three tokens are twelve accumulators; with three tokens' values and one row's, the sixteen
+/// registers), two and two for the last four (two passes over the rows either way, and a pass
+/// of one token converts a row's values for a single product), else what is left.
+pub(crate) fn step_tokens(nt: usize, t: usize) -> usize {
+    match nt - t {
+        4 => 2,
+        left => left.min(3),
+    }
+}
 
 /// Float rows `w` (each `n` values of `KIND`) · each of the `x.len() / n` token rows of `x` (at
 /// most [`BLOCK_TOKENS`]) into `out(row, token, sum)`, each sum bitwise [`dot_float`]'s. The
 /// rows are read side by side from memory once for all the tokens: in chunks of columns that
 /// keep every token's values of the chunk in L1 (16 KiB of them) while the rows' chunk passes
-/// by each pair of tokens in turn, the first pair asking for the next block's chunk.
+/// by each step's tokens in turn ([`step_tokens`]), the first step asking for the next block's
+/// chunk. `xi` is `x` laid out by [`interleave_tokens`].
 pub(crate) fn dot_float_block<const KIND: u8, const R: usize>(
     _: Avx2,
     w: [&[u8]; R],
@@ -194,30 +201,43 @@ unsafe fn block_avx2<const KIND: u8, const R: usize>(
 ) {
     let xp = |t: usize| x[t * n..].as_ptr();
     let n8 = n / 8 * 8;
-    let xi = |t: usize| xi[t / 2 * 2 * n8 + t % 2 * 8..].as_ptr();
+    // A step's tokens lie side by side from its first token's place.
+    let xi = |t: usize, j: usize| xi[t * n8 + 8 * j..].as_ptr();
     let mut acc = [[_mm256_setzero_ps(); R]; BLOCK_TOKENS];
     let chunk = (4096 / nt.max(1)).clamp(32, 4096) / 32 * 32;
     for k0 in (0..n8).step_by(chunk) {
         let k1 = (k0 + chunk).min(n8);
-        for t0 in (0..nt).step_by(STEP_TOKENS) {
-            // The first pair asks for the next block's rows (rows lie one after another), the
-            // same columns: a block ahead.
+        let mut t0 = 0;
+        while t0 < nt {
+            // The first step's tokens ask for the next block's rows (rows lie one after
+            // another), the same columns: a block ahead.
             let ahead = if t0 == 0 {
                 R * n * float_bytes(KIND)
             } else {
                 0
             };
-            let acc = &mut acc[t0..];
+            let m = step_tokens(nt, t0);
+            let acc = &mut acc[t0..t0 + m];
             // SAFETY: the caller's contract; `k1 <= n`.
             unsafe {
-                if nt - t0 >= 2 {
-                    let acc = (&mut acc[..2]).try_into().unwrap();
-                    float_steps::<KIND, R, 2>(w, [xi(t0), xi(t0 + 1)], k0, k1, 16, ahead, acc);
-                } else {
-                    let acc = (&mut acc[..1]).try_into().unwrap();
-                    float_steps::<KIND, R, 1>(w, [xi(t0)], k0, k1, 8, ahead, acc);
+                match m {
+                    1 => {
+                        let acc = acc.try_into().unwrap();
+                        float_steps::<KIND, R, 1>(w, [xi(t0, 0)], k0, k1, 8, ahead, acc);
+                    }
+                    2 => {
+                        let acc = acc.try_into().unwrap();
+                        let xs = [xi(t0, 0), xi(t0, 1)];
+                        float_steps::<KIND, R, 2>(w, xs, k0, k1, 16, ahead, acc);
+                    }
+                    _ => {
+                        let acc = acc.try_into().unwrap();
+                        let xs = [xi(t0, 0), xi(t0, 1), xi(t0, 2)];
+                        float_steps::<KIND, R, 3>(w, xs, k0, k1, 24, ahead, acc);
+                    }
                 }
             }
+            t0 += m;
         }
     }
     for (t, acc) in acc[..nt].iter().enumerate() {
@@ -229,18 +249,31 @@ unsafe fn block_avx2<const KIND: u8, const R: usize>(
     }
 }
 
-/// Token rows `x` (each `n` values) with each pair of tokens' groups of eight values side by
-/// side, the pair's first token first (a last token alone as it is), the values past the last
-/// whole group left out: the layout [`dot_float_block`] reads, one line per step.
-pub(crate) fn interleave_pairs(x: &[f32], n: usize, xi: &mut [f32]) {
+/// Token rows `x` (each `n` values) laid out as [`dot_float_block`] reads them, one line per
+/// step: block by block of [`BLOCK_TOKENS`] tokens, each step's tokens ([`step_tokens`]) with
+/// their groups of eight values side by side in token order, from the place of the step's first
+/// token; the values past the last whole group left out.
+pub(crate) fn interleave_tokens(x: &[f32], n: usize, xi: &mut [f32]) {
     let n8 = n / 8 * 8;
     assert!(n > 0 && x.len().is_multiple_of(n) && xi.len() == x.len() / n * n8);
-    let nt = x.len() / n;
-    for (t, x) in x.chunks_exact(n).enumerate() {
-        let width = if (t | 1) < nt { 2 } else { 1 };
-        let base = t / 2 * 2 * n8 + t % 2 * 8;
-        for (s, v) in x[..n8].chunks_exact(8).enumerate() {
-            xi[base + s * 8 * width..][..8].copy_from_slice(v);
+    if n8 == 0 {
+        return;
+    }
+    for (x, xi) in x
+        .chunks(BLOCK_TOKENS * n)
+        .zip(xi.chunks_mut(BLOCK_TOKENS * n8))
+    {
+        let nt = x.len() / n;
+        let mut t = 0;
+        while t < nt {
+            let m = step_tokens(nt, t);
+            for j in 0..m {
+                let x = &x[(t + j) * n..][..n8];
+                for (s, v) in x.chunks_exact(8).enumerate() {
+                    xi[t * n8 + (s * m + j) * 8..][..8].copy_from_slice(v);
+                }
+            }
+            t += m;
         }
     }
 }
@@ -265,11 +298,24 @@ unsafe fn float_steps<const KIND: u8, const R: usize, const T: usize>(
     acc: &mut [[__m256; R]; T],
 ) {
     // Locals, reached only by iterators (constant trip counts, unrolled), so that they stay in
-    // registers.
-    let mut a = *acc;
+    // registers; row-major, as each step takes them.
+    let mut a: [[__m256; T]; R] = std::array::from_fn(|r| std::array::from_fn(|t| acc[t][r]));
     let mut i = k0;
     // SAFETY (all loads): indices stay below k1, which every operand holds.
     unsafe {
+        if R == 4 && T == 3 {
+            // The three tokens' groups of eight lie side by side (`interleave_tokens`).
+            debug_assert!(xstride == 24 && xs[1] == xs[0].add(8) && xs[2] == xs[0].add(16));
+            let w4: [*const u8; 4] = std::array::from_fn(|r| w[r]);
+            let a43: [[__m256; 3]; 4] = std::array::from_fn(|r| std::array::from_fn(|t| a[r][t]));
+            let a43 = steps_4x3::<KIND>(w4, xs[0], k0, k1, ahead, a43);
+            for (a, b) in a.iter_mut().zip(&a43) {
+                for (a, b) in a.iter_mut().zip(b) {
+                    *a = *b;
+                }
+            }
+            i = k1;
+        }
         while i + 32 <= k1 {
             if ahead > 0 {
                 for w in &w {
@@ -288,10 +334,17 @@ unsafe fn float_steps<const KIND: u8, const R: usize, const T: usize>(
             i += 8;
         }
     }
-    *acc = a;
+    for (t, acc) in acc.iter_mut().enumerate() {
+        for (acc, a) in acc.iter_mut().zip(&a) {
+            *acc = a[t];
+        }
+    }
 }
 
-/// One step of [`float_steps`]: values `i..i + 8` of the rows, `xi..xi + 8` of the tokens.
+/// One step of [`float_steps`]: values `i..i + 8` of the rows, `xi..xi + 8` of the tokens. The
+/// tokens' values are loaded first, then each row's converted values meet every token in turn:
+/// `R × T` accumulators, `T` token values and one row's values in registers (four rows and
+/// three tokens fill the sixteen).
 ///
 /// # Safety
 /// As [`float_steps`].
@@ -301,18 +354,183 @@ unsafe fn float_step<const KIND: u8, const R: usize, const T: usize>(
     xs: [*const f32; T],
     i: usize,
     xi: usize,
-    a: &mut [[__m256; R]; T],
+    a: &mut [[__m256; T]; R],
 ) {
     // SAFETY: the caller's contract.
     unsafe {
-        let wv: [__m256; R] = std::array::from_fn(|r| load8::<KIND>(w[r], i));
-        for (a, x) in a.iter_mut().zip(xs) {
-            let xv = _mm256_loadu_ps(x.add(xi));
-            for (a, wv) in a.iter_mut().zip(&wv) {
-                *a = _mm256_fmadd_ps(*wv, xv, *a);
+        let xv: [__m256; T] = std::array::from_fn(|t| _mm256_loadu_ps(xs[t].add(xi)));
+        for (a, w) in a.iter_mut().zip(w) {
+            let wv = load8::<KIND>(w, i);
+            for (a, xv) in a.iter_mut().zip(&xv) {
+                *a = _mm256_fmadd_ps(wv, *xv, *a);
             }
         }
     }
+}
+
+/// The load of a row's eight values into `{w}` as `f32`, per encoding.
+macro_rules! load_row {
+    (F32, $p:literal, $o:literal) => {
+        concat!("vmovups {w}, ymmword ptr [", $p, $o, "]")
+    };
+    (F16, $p:literal, $o:literal) => {
+        concat!("vcvtph2ps {w}, xmmword ptr [", $p, $o, "]")
+    };
+    (BF16, $p:literal, $o:literal) => {
+        concat!(
+            "vpmovzxwd {w}, xmmword ptr [",
+            $p,
+            $o,
+            "]\n",
+            "vpslld {w}, {w}, 16"
+        )
+    };
+}
+
+/// One step of four rows and three tokens as text for [`steps_4x3`]: the tokens' values at
+/// byte offsets `$x0`, `$x1`, `$x2` from `{q}`, the rows' at `$wo` from `{p0}`..`{p3}`.
+macro_rules! step_4x3_text {
+    ($kind:ident, $wo:literal, $x0:literal, $x1:literal, $x2:literal) => {
+        concat!(
+            "vmovups {x0}, ymmword ptr [{q} + ",
+            $x0,
+            "]\n",
+            "vmovups {x1}, ymmword ptr [{q} + ",
+            $x1,
+            "]\n",
+            "vmovups {x2}, ymmword ptr [{q} + ",
+            $x2,
+            "]\n",
+            load_row!($kind, "{p0} + ", $wo),
+            "\n",
+            "vfmadd231ps {a00}, {w}, {x0}\n",
+            "vfmadd231ps {a01}, {w}, {x1}\n",
+            "vfmadd231ps {a02}, {w}, {x2}\n",
+            load_row!($kind, "{p1} + ", $wo),
+            "\n",
+            "vfmadd231ps {a10}, {w}, {x0}\n",
+            "vfmadd231ps {a11}, {w}, {x1}\n",
+            "vfmadd231ps {a12}, {w}, {x2}\n",
+            load_row!($kind, "{p2} + ", $wo),
+            "\n",
+            "vfmadd231ps {a20}, {w}, {x0}\n",
+            "vfmadd231ps {a21}, {w}, {x1}\n",
+            "vfmadd231ps {a22}, {w}, {x2}\n",
+            load_row!($kind, "{p3} + ", $wo),
+            "\n",
+            "vfmadd231ps {a30}, {w}, {x0}\n",
+            "vfmadd231ps {a31}, {w}, {x1}\n",
+            "vfmadd231ps {a32}, {w}, {x2}\n",
+        )
+    };
+}
+
+/// Steps of four rows and three tokens in one block of assembly, the registers named: twelve
+/// accumulators, three token values, one row's values (the compiler, left to itself, kept one
+/// accumulator in memory, its scheduler loading every row first). `$steps` lists each step's
+/// offsets: the rows' bytes, then the three tokens' bytes.
+macro_rules! steps_4x3 {
+    ($kind:ident, $p:ident, $q:ident,
+     [$a00:ident, $a01:ident, $a02:ident, $a10:ident, $a11:ident, $a12:ident,
+      $a20:ident, $a21:ident, $a22:ident, $a30:ident, $a31:ident, $a32:ident],
+     [$($wo:literal $x0:literal $x1:literal $x2:literal),*]) => {
+        std::arch::asm!(
+            $(step_4x3_text!($kind, $wo, $x0, $x1, $x2),)*
+            q = in(reg) $q,
+            p0 = in(reg) $p[0],
+            p1 = in(reg) $p[1],
+            p2 = in(reg) $p[2],
+            p3 = in(reg) $p[3],
+            w = out(ymm_reg) _,
+            x0 = out(ymm_reg) _,
+            x1 = out(ymm_reg) _,
+            x2 = out(ymm_reg) _,
+            a00 = inout(ymm_reg) $a00,
+            a01 = inout(ymm_reg) $a01,
+            a02 = inout(ymm_reg) $a02,
+            a10 = inout(ymm_reg) $a10,
+            a11 = inout(ymm_reg) $a11,
+            a12 = inout(ymm_reg) $a12,
+            a20 = inout(ymm_reg) $a20,
+            a21 = inout(ymm_reg) $a21,
+            a22 = inout(ymm_reg) $a22,
+            a30 = inout(ymm_reg) $a30,
+            a31 = inout(ymm_reg) $a31,
+            a32 = inout(ymm_reg) $a32,
+            options(nostack, readonly, preserves_flags),
+        )
+    };
+}
+
+/// [`float_steps`] for four rows and three tokens (their groups of eight side by side, 96
+/// bytes a step, from `q`): the accumulators in locals that the assembly names.
+///
+/// # Safety
+/// As [`float_steps`]; `q` holds three tokens' values side by side up to value `k1`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn steps_4x3<const KIND: u8>(
+    w: [*const u8; 4],
+    q: *const f32,
+    k0: usize,
+    k1: usize,
+    ahead: usize,
+    acc: [[__m256; 3]; 4],
+) -> [[__m256; 3]; 4] {
+    let [[mut a00, mut a01, mut a02], [mut a10, mut a11, mut a12], [mut a20, mut a21, mut a22], [mut a30, mut a31, mut a32]] =
+        acc;
+    let vb = float_bytes(KIND);
+    let mut i = k0;
+    // SAFETY: the caller's contract bounds every address (values below k1).
+    unsafe {
+        while i + 32 <= k1 {
+            if ahead > 0 {
+                for w in &w {
+                    let ahead = w.wrapping_add(i * vb + ahead);
+                    crate::stream::prefetch_stream(ahead as usize, if KIND == F32 { 2 } else { 1 });
+                }
+            }
+            let p: [*const u8; 4] = w.map(|w| w.add(i * vb));
+            let q = q.add(i * 3);
+            match KIND {
+                F32 => {
+                    steps_4x3!(F32, p, q, [a00, a01, a02, a10, a11, a12, a20, a21, a22, a30, a31, a32],
+                    ["0" "0" "32" "64", "32" "96" "128" "160", "64" "192" "224" "256", "96" "288" "320" "352"])
+                }
+                F16 => {
+                    steps_4x3!(F16, p, q, [a00, a01, a02, a10, a11, a12, a20, a21, a22, a30, a31, a32],
+                    ["0" "0" "32" "64", "16" "96" "128" "160", "32" "192" "224" "256", "48" "288" "320" "352"])
+                }
+                _ => {
+                    steps_4x3!(BF16, p, q, [a00, a01, a02, a10, a11, a12, a20, a21, a22, a30, a31, a32],
+                    ["0" "0" "32" "64", "16" "96" "128" "160", "32" "192" "224" "256", "48" "288" "320" "352"])
+                }
+            }
+            i += 32;
+        }
+        while i < k1 {
+            let p: [*const u8; 4] = w.map(|w| w.add(i * vb));
+            let q = q.add(i * 3);
+            match KIND {
+                F32 => {
+                    steps_4x3!(F32, p, q, [a00, a01, a02, a10, a11, a12, a20, a21, a22, a30, a31, a32], ["0" "0" "32" "64"])
+                }
+                F16 => {
+                    steps_4x3!(F16, p, q, [a00, a01, a02, a10, a11, a12, a20, a21, a22, a30, a31, a32], ["0" "0" "32" "64"])
+                }
+                _ => {
+                    steps_4x3!(BF16, p, q, [a00, a01, a02, a10, a11, a12, a20, a21, a22, a30, a31, a32], ["0" "0" "32" "64"])
+                }
+            }
+            i += 8;
+        }
+    }
+    [
+        [a00, a01, a02],
+        [a10, a11, a12],
+        [a20, a21, a22],
+        [a30, a31, a32],
+    ]
 }
 
 /// The sums of [`float_steps`]' accumulators for rows `w` (each `n` values) and one token `x`:

@@ -68,7 +68,10 @@ impl std::fmt::Display for Isa {
 /// The highest level this CPU supports (detected once).
 pub fn detected() -> Isa {
     static DETECTED: OnceLock<Isa> = OnceLock::new();
-    *DETECTED.get_or_init(detect)
+    *DETECTED.get_or_init(|| {
+        AMD.store(cpu_is_amd(), std::sync::atomic::Ordering::Relaxed);
+        detect()
+    })
 }
 
 /// The level the kernels use, fixed the first time it is asked for.
@@ -114,24 +117,31 @@ fn detect() -> Isa {
     }
 }
 
-/// Whether the CPU's vendor string is AMD's (some tuning differs between vendors); asked of
-/// the CPU once per process.
+/// Whether the CPU's vendor string is AMD's (some tuning differs between vendors): read from
+/// the CPU by [`detected`], which runs before any [`Level`] exists. A plain load, since hot
+/// loops ask it (their prefetch hints): a lazy initialisation's call on its cold path made the
+/// compiler keep vector registers in memory around it.
 pub(crate) fn vendor_is_amd() -> bool {
-    static AMD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AMD.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            // Leaf 0: the vendor string in EBX, EDX, ECX.
-            let r = std::arch::x86_64::__cpuid(0);
-            let mut v = [0u8; 12];
-            v[..4].copy_from_slice(&r.ebx.to_le_bytes());
-            v[4..8].copy_from_slice(&r.edx.to_le_bytes());
-            v[8..].copy_from_slice(&r.ecx.to_le_bytes());
-            &v == b"AuthenticAMD"
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        false
-    })
+    AMD.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// [`vendor_is_amd`], set by [`detected`].
+static AMD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the CPU's vendor string is AMD's, asked of the CPU.
+fn cpu_is_amd() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // Leaf 0: the vendor string in EBX, EDX, ECX.
+        let r = std::arch::x86_64::__cpuid(0);
+        let mut v = [0u8; 12];
+        v[..4].copy_from_slice(&r.ebx.to_le_bytes());
+        v[4..8].copy_from_slice(&r.edx.to_le_bytes());
+        v[8..].copy_from_slice(&r.ecx.to_le_bytes());
+        &v == b"AuthenticAMD"
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// Whether the CPU has AMX-TILE, AMX-INT8 and AMX-BF16, the operating system saves the tile state

@@ -228,7 +228,7 @@ fn float_row_kernel_for_tokens_equals_the_one_token_kernel_bitwise() {
 #[test]
 fn avx2_float_blocks_equal_the_one_token_kernel_bitwise() {
     use crate::avx2_dot::{
-        dot_float, dot_float_block, dot_float_rows, interleave_pairs, BF16, BLOCK_TOKENS, F16, F32,
+        dot_float, dot_float_block, dot_float_rows, interleave_tokens, BF16, BLOCK_TOKENS, F16, F32,
     };
     let Some(crate::cpu::Level::Avx2(k)) = crate::cpu::Level::new(crate::cpu::Isa::Avx2) else {
         eprintln!("skip: AVX2 not available");
@@ -257,10 +257,10 @@ fn avx2_float_blocks_equal_the_one_token_kernel_bitwise() {
                     "{ty:?} n={n} row {r}"
                 );
             }
-            for nt in [1, 2, 3, 5, 8, BLOCK_TOKENS - 1, BLOCK_TOKENS] {
+            for nt in [1, 2, 3, 4, 5, 7, 8, BLOCK_TOKENS - 1, BLOCK_TOKENS] {
                 let x = &x[..nt * n];
                 let mut xi = vec![0f32; nt * (n / 8 * 8)];
-                interleave_pairs(x, n, &mut xi);
+                interleave_tokens(x, n, &mut xi);
                 let mut got = vec![[f32::NAN; 4]; nt];
                 let mut alone = vec![f32::NAN; nt];
                 let put = |r: usize, t: usize, v: f32| got[t][r] = v;

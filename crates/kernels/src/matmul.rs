@@ -177,12 +177,12 @@ pub const ROWS_FLOAT_TOKENS: usize = 4;
 /// Most tokens for which float weights take the row path at the AVX2 level
 /// (`avx2_dot::dot_float_block`: four rows read once for all the tokens, the tokens' values in
 /// L1 chunk by chunk, each token's sum bitwise a decode's) rather than the tiles (8 × 8
-/// register transposes, `fused_avx2`, or 16-bit panels). Zen 3, TinyLlama F16 at two threads
-/// (`herd bench tl-f16.gguf -p 2,3,4,6,8,12 -n 32 -t 2 -r 3`, three alternating rounds, medians,
-/// t/s, tiles from 4 tokens / rows up to 8): pp4 18.19 / 20.72, pp6 27.39 / 27.54, pp8 24.82 /
-/// 32.06, pp12 35.27 / 35.11 (rows up to 12); rows up to 24 (five rounds): pp12 35.64 / 33.59,
-/// pp16 40.24 / 37.10, pp24 43.63 / 42.68.
-pub const ROWS_FLOAT_TOKENS_AVX2: usize = 8;
+/// register transposes, `fused_avx2`, or 16-bit panels); one block of
+/// [`crate::avx2_dot::BLOCK_TOKENS`] at most, since each block reads the rows again. Zen 3,
+/// TinyLlama F16 at two threads (`herd bench tl-f16.gguf -p 10,12,14,16 -n 0 -t 2 -r 3`, four
+/// alternating rounds, medians, t/s, tiles from 9 tokens / rows up to 16): pp10 34.96 / 41.38,
+/// pp12 30.89 / 39.02, pp14 34.64 / 44.18, pp16 40.90 / 39.47.
+pub const ROWS_FLOAT_TOKENS_AVX2: usize = 15;
 
 impl MatmulPath {
     /// The path [`matmul`] takes for `n_tokens` tokens: rows for one token, tiles for more,
@@ -392,7 +392,7 @@ pub fn matmul_many_with<'a>(
 
     use crate::act_q8::ActQ8;
     use crate::kquants::BlockQ8K;
-    use crate::matmul_float::{float_pairs, FloatRows};
+    use crate::matmul_float::{float_interleaved, FloatRows};
     use crate::matmul_kquant::{quantize_acts, KquantRows};
     use crate::matmul_quant::{row_act, row_act_key, QuantRows};
     use crate::par::{run_rows_jobs, RowsJob};
@@ -414,9 +414,11 @@ pub fn matmul_many_with<'a>(
         match w.ty {
             WeightType::F32 | WeightType::F16 | WeightType::BF16 => {
                 let xi = float_xi
-                    .get_or_insert_with(|| float_pairs(level, x, n_tokens, w.n_cols))
+                    .get_or_insert_with(|| float_interleaved(level, x, n_tokens, w.n_cols))
                     .clone();
-                Some(Box::new(FloatRows::with_pairs(level, w, x, n_tokens, xi)))
+                Some(Box::new(FloatRows::with_interleaved(
+                    level, w, x, n_tokens, xi,
+                )))
             }
             WeightType::Q8_0 | WeightType::Q8_0x16 | WeightType::Q4_0 | WeightType::Q4_0x16 => {
                 let key = row_act_key(level, w.ty);

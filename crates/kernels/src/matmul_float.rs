@@ -57,10 +57,10 @@ fn float_rows(level: Level, w: &WeightView, x: &[f32], n_tokens: usize, out: &mu
 }
 
 /// The input `x` (`n_tokens` rows of `n_cols`) in the layout of the AVX2 kernel for several
-/// tokens (`avx2_dot::interleave_pairs`: a pair of tokens' values read as one line per step,
-/// where token rows a power of two apart filled single cache sets), where the level and the
-/// count of tokens take that kernel; made once for the products of one input.
-pub(crate) fn float_pairs(
+/// tokens (`avx2_dot::interleave_tokens`: the values of a step's two or three tokens read as
+/// one stream, where token rows a power of two apart filled single cache sets), where the level
+/// and the count of tokens take that kernel; made once for the products of one input.
+pub(crate) fn float_interleaved(
     level: Level,
     x: &[f32],
     n_tokens: usize,
@@ -69,7 +69,7 @@ pub(crate) fn float_pairs(
     #[cfg(target_arch = "x86_64")]
     if let (Level::Avx2(_), true) = (level, n_tokens > 1) {
         let mut xi = vec![0f32; n_tokens * (n_cols / 8 * 8)];
-        crate::avx2_dot::interleave_pairs(x, n_cols, &mut xi);
+        crate::avx2_dot::interleave_tokens(x, n_cols, &mut xi);
         return Some(Arc::new(xi));
     }
     let _ = (level, x, n_tokens, n_cols);
@@ -81,7 +81,8 @@ pub(crate) struct FloatRows<'a> {
     level: Level,
     w: WeightView<'a>,
     x: &'a [f32],
-    /// At AVX2 for several tokens, `x` with each pair of tokens side by side ([`float_pairs`]).
+    /// At AVX2 for several tokens, `x` with each step's tokens side by side
+    /// ([`float_interleaved`]).
     xi: Option<Arc<Vec<f32>>>,
     n_tokens: usize,
     chunk: usize,
@@ -89,13 +90,13 @@ pub(crate) struct FloatRows<'a> {
 
 impl<'a> FloatRows<'a> {
     pub(crate) fn new(level: Level, w: &WeightView<'a>, x: &'a [f32], n_tokens: usize) -> Self {
-        let xi = float_pairs(level, x, n_tokens, w.n_cols);
-        Self::with_pairs(level, w, x, n_tokens, xi)
+        let xi = float_interleaved(level, x, n_tokens, w.n_cols);
+        Self::with_interleaved(level, w, x, n_tokens, xi)
     }
 
     /// [`FloatRows::new`] with the input's layout for the AVX2 kernel made already
-    /// ([`float_pairs`] of the same input: the products of one input share it).
-    pub(crate) fn with_pairs(
+    /// ([`float_interleaved`] of the same input: the products of one input share it).
+    pub(crate) fn with_interleaved(
         level: Level,
         w: &WeightView<'a>,
         x: &'a [f32],
@@ -174,7 +175,7 @@ impl RowsJob for FloatRows<'_> {
                 return;
             }
             let n8 = n_cols / 8 * 8;
-            let xi = self.xi.as_deref().expect("the pairs layout at AVX2");
+            let xi = self.xi.as_deref().expect("the interleaved input at AVX2");
             let mut i = 0;
             while i < rows.len() {
                 let nr = if i < whole { R } else { 1 };
