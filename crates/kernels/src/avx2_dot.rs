@@ -284,8 +284,10 @@ pub(crate) fn interleave_tokens(x: &[f32], n: usize, xi: &mut [f32]) {
 /// are asked for `ahead` bytes ahead (none for 0).
 ///
 /// # Safety
-/// AVX2/FMA/F16C available; `k0` and `k1` multiples of 8; each of `xs` and of `w` holds at least
-/// `k1` values (of `KIND` for `w`).
+/// AVX2/FMA/F16C available; `k0` and `k1` multiples of 8; each of `w` holds at least `k1`
+/// values of `KIND`; token `t`'s group of eight values `g` lies at `xs[t] + g · xstride`, for
+/// every group below `k1 / 8` (four rows and three tokens take the tokens' groups side by side:
+/// `xs[t] = xs[0] + 8t`, `xstride` 24, checked).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn float_steps<const KIND: u8, const R: usize, const T: usize>(
@@ -305,7 +307,9 @@ unsafe fn float_steps<const KIND: u8, const R: usize, const T: usize>(
     unsafe {
         if R == 4 && T == 3 {
             // The three tokens' groups of eight lie side by side (`interleave_tokens`).
-            debug_assert!(xstride == 24 && xs[1] == xs[0].add(8) && xs[2] == xs[0].add(16));
+            assert!(
+                xstride == 24 && xs[1] == xs[0].wrapping_add(8) && xs[2] == xs[0].wrapping_add(16)
+            );
             let w4: [*const u8; 4] = std::array::from_fn(|r| w[r]);
             let a43: [[__m256; 3]; 4] = std::array::from_fn(|r| std::array::from_fn(|t| a[r][t]));
             let a43 = steps_4x3::<KIND>(w4, xs[0], k0, k1, ahead, a43);
