@@ -391,6 +391,26 @@ macro_rules! load_row {
     };
 }
 
+/// One row's part of a step of [`step_4x3_text`]: its eight values from `$p` + `$wo` into
+/// `{w}`, times each token's values into the row's accumulators `$a0`..`$a2`.
+macro_rules! row_3_text {
+    ($kind:ident, $p:literal, $wo:literal, $a0:literal, $a1:literal, $a2:literal) => {
+        concat!(
+            load_row!($kind, $p, $wo),
+            "\n",
+            "vfmadd231ps ",
+            $a0,
+            ", {w}, {x0}\n",
+            "vfmadd231ps ",
+            $a1,
+            ", {w}, {x1}\n",
+            "vfmadd231ps ",
+            $a2,
+            ", {w}, {x2}\n",
+        )
+    };
+}
+
 /// One step of four rows and three tokens as text for [`steps_4x3`]: the tokens' values at
 /// byte offsets `$x0`, `$x1`, `$x2` from `{q}`, the rows' at `$wo` from `{p0}`..`{p3}`.
 macro_rules! step_4x3_text {
@@ -405,26 +425,10 @@ macro_rules! step_4x3_text {
             "vmovups {x2}, ymmword ptr [{q} + ",
             $x2,
             "]\n",
-            load_row!($kind, "{p0} + ", $wo),
-            "\n",
-            "vfmadd231ps {a00}, {w}, {x0}\n",
-            "vfmadd231ps {a01}, {w}, {x1}\n",
-            "vfmadd231ps {a02}, {w}, {x2}\n",
-            load_row!($kind, "{p1} + ", $wo),
-            "\n",
-            "vfmadd231ps {a10}, {w}, {x0}\n",
-            "vfmadd231ps {a11}, {w}, {x1}\n",
-            "vfmadd231ps {a12}, {w}, {x2}\n",
-            load_row!($kind, "{p2} + ", $wo),
-            "\n",
-            "vfmadd231ps {a20}, {w}, {x0}\n",
-            "vfmadd231ps {a21}, {w}, {x1}\n",
-            "vfmadd231ps {a22}, {w}, {x2}\n",
-            load_row!($kind, "{p3} + ", $wo),
-            "\n",
-            "vfmadd231ps {a30}, {w}, {x0}\n",
-            "vfmadd231ps {a31}, {w}, {x1}\n",
-            "vfmadd231ps {a32}, {w}, {x2}\n",
+            row_3_text!($kind, "{p0} + ", $wo, "{a00}", "{a01}", "{a02}"),
+            row_3_text!($kind, "{p1} + ", $wo, "{a10}", "{a11}", "{a12}"),
+            row_3_text!($kind, "{p2} + ", $wo, "{a20}", "{a21}", "{a22}"),
+            row_3_text!($kind, "{p3} + ", $wo, "{a30}", "{a31}", "{a32}"),
         )
     };
 }
