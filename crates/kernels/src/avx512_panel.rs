@@ -401,8 +401,10 @@ pub(crate) fn fused<'a>(
             _ => call!(fused_avx512, 2, 6),
         },
         (Level::Avx2(_), _) => {
+            use crate::avx2_panel::fused16_avx2;
             use crate::avx2_panel::fused_avx2;
             match t {
+                1 if kind != F32 => call!(fused16_avx2, 2, 1, 2),
                 1 => call!(fused_avx2, 2, 1, 2),
                 2 => call!(fused_avx2, 2, 2, 2),
                 3 => call!(fused_avx2, 2, 3, 2),
