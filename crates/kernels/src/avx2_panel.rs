@@ -510,33 +510,34 @@ macro_rules! transpose16_store {
     };
 }
 
-/// Column `$k` (of 16) of a stored block at `{b}` + `$at`, converted from 16 bits to `f32` into
-/// `ymm$w`.
-macro_rules! widen_at {
-    (F16, $w:literal, $at:literal, $k:literal) => {
+/// The half of a stored block at `{b}` + `$at` that holds column `$k` (of 16).
+macro_rules! half_at {
+    ($at:literal, $k:literal) => {
         concat!(
-            "vcvtph2ps ymm",
-            $w,
-            ", xmmword ptr [{b} + ",
+            "xmmword ptr [{b} + ",
             $at,
             " + 32*(",
             $k,
             "%8) + 16*(",
             $k,
-            "/8)]\n"
+            "/8)]"
         )
+    };
+}
+
+/// Column `$k` of a stored block at `{b}` + `$at`, converted from 16 bits to `f32` into
+/// `ymm$w`.
+macro_rules! widen_at {
+    (F16, $w:literal, $at:literal, $k:literal) => {
+        concat!("vcvtph2ps ymm", $w, ", ", half_at!($at, $k), "\n")
     };
     (BF16, $w:literal, $at:literal, $k:literal) => {
         concat!(
             "vpmovzxwd ymm",
             $w,
-            ", xmmword ptr [{b} + ",
-            $at,
-            " + 32*(",
-            $k,
-            "%8) + 16*(",
-            $k,
-            "/8)]\n",
+            ", ",
+            half_at!($at, $k),
+            "\n",
             "vpslld ymm",
             $w,
             ", ymm",
@@ -546,14 +547,28 @@ macro_rules! widen_at {
     };
 }
 
+/// Column `$k` of the block at `{b}` + `$at` as `f32` in `ymm$w`, the token's value `$k` from
+/// `{$x}` broadcast in `ymm$v`.
+macro_rules! column_operands {
+    ($kind:ident, $w:literal, $v:literal, $at:literal, $x:literal, $k:literal) => {
+        concat!(
+            widen_at!($kind, $w, $at, $k),
+            "vbroadcastss ymm",
+            $v,
+            ", dword ptr [{",
+            $x,
+            "} + 4*",
+            $k,
+            "]\n"
+        )
+    };
+}
+
 /// Column `$k` of one unit's block into its accumulator.
 macro_rules! column1 {
     ($kind:ident, $k:literal) => {
         concat!(
-            widen_at!($kind, 0, 0, $k),
-            "vbroadcastss ymm1, dword ptr [{x0} + 4*",
-            $k,
-            "]\n",
+            column_operands!($kind, 0, 1, 0, "x0", $k),
             "vfmadd231ps ymm15, ymm0, ymm1\n"
         )
     };
@@ -563,16 +578,34 @@ macro_rules! column1 {
 macro_rules! column2 {
     ($kind:ident, $k:literal) => {
         concat!(
-            widen_at!($kind, 0, 0, $k),
-            "vbroadcastss ymm1, dword ptr [{x0} + 4*",
-            $k,
-            "]\n",
-            widen_at!($kind, 2, 256, $k),
-            "vbroadcastss ymm3, dword ptr [{x1} + 4*",
-            $k,
-            "]\n",
+            column_operands!($kind, 0, 1, 0, "x0", $k),
+            column_operands!($kind, 2, 3, 256, "x1", $k),
             "vfmadd231ps ymm15, ymm0, ymm1\n",
             "vfmadd231ps ymm14, ymm2, ymm3\n"
+        )
+    };
+}
+
+/// `$column` of each of a step's sixteen columns, in order.
+macro_rules! sixteen_columns {
+    ($column:ident, $kind:ident) => {
+        concat!(
+            $column!($kind, 0),
+            $column!($kind, 1),
+            $column!($kind, 2),
+            $column!($kind, 3),
+            $column!($kind, 4),
+            $column!($kind, 5),
+            $column!($kind, 6),
+            $column!($kind, 7),
+            $column!($kind, 8),
+            $column!($kind, 9),
+            $column!($kind, 10),
+            $column!($kind, 11),
+            $column!($kind, 12),
+            $column!($kind, 13),
+            $column!($kind, 14),
+            $column!($kind, 15)
         )
     };
 }
@@ -583,10 +616,7 @@ macro_rules! column2 {
 macro_rules! fmas16 {
     ($kind:ident, $buf:expr, $x0:expr, $a0:expr) => {
         std::arch::asm!(
-            column1!($kind, 0), column1!($kind, 1), column1!($kind, 2), column1!($kind, 3),
-            column1!($kind, 4), column1!($kind, 5), column1!($kind, 6), column1!($kind, 7),
-            column1!($kind, 8), column1!($kind, 9), column1!($kind, 10), column1!($kind, 11),
-            column1!($kind, 12), column1!($kind, 13), column1!($kind, 14), column1!($kind, 15),
+            sixteen_columns!(column1, $kind),
             b = in(reg) $buf,
             x0 = in(reg) $x0,
             inout("ymm15") $a0,
@@ -596,10 +626,7 @@ macro_rules! fmas16 {
     };
     ($kind:ident, $buf:expr, $x0:expr, $x1:expr, $a0:expr, $a1:expr) => {
         std::arch::asm!(
-            column2!($kind, 0), column2!($kind, 1), column2!($kind, 2), column2!($kind, 3),
-            column2!($kind, 4), column2!($kind, 5), column2!($kind, 6), column2!($kind, 7),
-            column2!($kind, 8), column2!($kind, 9), column2!($kind, 10), column2!($kind, 11),
-            column2!($kind, 12), column2!($kind, 13), column2!($kind, 14), column2!($kind, 15),
+            sixteen_columns!(column2, $kind),
             b = in(reg) $buf,
             x0 = in(reg) $x0,
             x1 = in(reg) $x1,
@@ -612,7 +639,10 @@ macro_rules! fmas16 {
 }
 use column1;
 use column2;
+use column_operands;
 use fmas16;
+use half_at;
+use sixteen_columns;
 use transpose16_store;
 use widen_at;
 
