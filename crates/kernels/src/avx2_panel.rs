@@ -359,10 +359,11 @@ const FUSED16_LAG: usize = 4;
 /// a step apart they evict each other. Same sums in the same order as [`fused_avx2`]: the
 /// same bits.
 ///
-/// On a Zen 3 core, `matvec --rows 128 --cols C --types f16 --isas avx2 --threads 1 --only
-/// decode --tiles --decode-mib 1` (GB/s of weights, [`fused_avx2`] / this): 2048 columns 7.1 /
-/// 13.4, 5632 columns 14.5 / 12.2-15.8 (the rows' 25-33); a one-step model of the loop alone
-/// ran at 22.4 ns a step for one chain, 27.0 ns for two steps of two.
+/// On a Zen 3 core, `matvec --rows 128 --cols C --types f16,bf16 --isas avx2 --threads 1
+/// --only decode --tiles --decode-mib 1` (GB/s of weights, two alternating runs, [`fused_avx2`]
+/// / this): 2048 columns F16 5.77, 6.00 / 9.29, 9.57, BF16 5.68, 5.97 / 10.06, 9.84; 5632
+/// columns F16 11.62, 10.54 / 12.53, 12.38 (the row kernels 18.6-26.8). A model of the loop
+/// alone (rows in L1) took 22.4 ns a step for one chain, 27.0 ns for a step of two.
 ///
 /// # Safety
 /// As [`fused_avx2`] with `T` = 1 and `P` = 2; `KIND` not F32.
