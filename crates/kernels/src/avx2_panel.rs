@@ -340,8 +340,8 @@ pub(crate) unsafe fn fused_avx2<const KIND: u8, const G: usize, const T: usize, 
     }
 }
 
-/// Steps (of 16 columns) by which the second unit of [`fused16_avx2`] follows the first, so
-/// that the two units' rows are at other cache lines (see there).
+/// Steps (of 16 columns, two steps an F16 line) by which the second unit of [`fused16_avx2`]
+/// follows the first, so that the two units' rows are at other cache lines (see there).
 const FUSED16_LAG: usize = 4;
 
 /// The AVX2 kernel of [`crate::avx512_panel::fused`] for F16 / BF16 rows and one token (a
@@ -355,9 +355,9 @@ const FUSED16_LAG: usize = 4;
 /// takes three for eight) and stored to a 512-byte buffer, then the two chains run interleaved
 /// column by column, each conversion reading its half of a stored vector ([`fmas16`]). The
 /// second unit follows the first by [`FUSED16_LAG`] steps: rows of 2048 F16 values lie 4 KiB
-/// apart, so the lines of sixteen rows at one column all fall in one set of the eight-way L1;
-/// a step apart they evict each other. Same sums in the same order as [`fused_avx2`]: the
-/// same bits.
+/// apart, so the lines of sixteen rows at one column all fall in one set of the eight-way L1
+/// and evict each other; two lines apart, each unit's eight rows have a set of their own. Same
+/// sums in the same order as [`fused_avx2`]: the same bits.
 ///
 /// On a Zen 3 core, `matvec --rows 128 --cols C --types f16,bf16 --isas avx2 --threads 1
 /// --only decode --tiles --decode-mib 1` (GB/s of weights, two alternating runs, [`fused_avx2`]
