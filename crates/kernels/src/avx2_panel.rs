@@ -266,6 +266,12 @@ unsafe fn put8(p: *mut f32, valid: usize, v: __m256, add: bool) {
     }
 }
 
+/// Row `i` of unit `u` (rows `8u..8u + 8`, half of group `u / 2`) of the fused kernels.
+#[inline(always)]
+fn unit_row<const G: usize>(rows: &[[*const u8; GROUP_ROWS]; G], u: usize, i: usize) -> *const u8 {
+    rows[u / 2][8 * (u % 2) + i]
+}
+
 /// The AVX2 kernel of [`crate::avx512_panel::fused`]: units of eight rows (half a group), each
 /// eight columns of a unit loaded, converted and transposed in registers, then multiplied by the
 /// tokens' values; `P` units at a time (two for up to three tokens: independent chains of fused
@@ -291,7 +297,7 @@ pub(crate) unsafe fn fused_avx2<const KIND: u8, const G: usize, const T: usize, 
     let vb = crate::avx2_dot::float_bytes(KIND);
     let units = n.div_ceil(8);
     // Unit `u` (rows 8u..8u + 8): every one below 2G has pointers (past `n`: row 0 again).
-    let ptr = |u: usize, i: usize| rows[u / 2][8 * (u % 2) + i];
+    let ptr = |u: usize, i: usize| unit_row(rows, u, i);
     for ks in (0..n_cols).step_by(chunk) {
         let ke = n_cols.min(ks + chunk);
         let whole = ks + (ke - ks) / 8 * 8;
@@ -349,12 +355,12 @@ const FUSED16_LAG: usize = 4;
 /// multiply-adds per chunk, column after column, so a step of sixteen columns of eight rows
 /// (a unit) is sixteen multiply-adds in a row, four cycles each. [`fused_avx2`] ran them one
 /// unit's chain at a time (about 70 cycles a step) with its compiled loop keeping broadcasts
-/// and row pointers on the stack. Here two units go side by side, written in assembly: each
-/// unit's sixteen columns are loaded as stored, transposed in 16 bits
-/// ([`transpose16_store`]: three rounds of unpacks for sixteen columns, where converting first
-/// takes three for eight) and stored to a 512-byte buffer, then the two chains run interleaved
-/// column by column, each conversion reading its half of a stored vector ([`fmas16`]). The
-/// second unit follows the first by [`FUSED16_LAG`] steps: rows of 2048 F16 values lie 4 KiB
+/// and row pointers on the stack. Here two units go side by side: each unit's sixteen columns
+/// are loaded as stored, transposed in 16 bits (`transpose8x8_16`: three rounds of unpacks for
+/// sixteen columns, where converting first takes three for eight) and stored to a 512-byte
+/// buffer, then the two chains run interleaved column by column, each conversion reading its
+/// half of a stored vector ([`fmas16`], in assembly: compiled, the halves were taken back out
+/// of registers and spilled). The second unit follows the first by [`FUSED16_LAG`] steps: rows of 2048 F16 values lie 4 KiB
 /// apart, so the lines of sixteen rows at one column all fall in one set of the eight-way L1
 /// and evict each other; two lines apart, each unit's eight rows have a set of their own. Same
 /// sums in the same order as [`fused_avx2`]: the same bits.
@@ -385,7 +391,7 @@ pub(crate) unsafe fn fused16_avx2<
     use crate::avx512_panel::FUSED_AHEAD_BYTES;
     assert!(KIND != F32 && T == 1 && P == 2 && 2 * G >= P);
     let units = n.div_ceil(8);
-    let ptr = |u: usize, i: usize| rows[u / 2][8 * (u % 2) + i];
+    let ptr = |u: usize, i: usize| unit_row(rows, u, i);
     // The two units' blocks of a step.
     let mut blocks = [_mm256_setzero_si256(); 16];
     let buf = blocks.as_mut_ptr() as *mut u8;
@@ -410,7 +416,13 @@ pub(crate) unsafe fn fused16_avx2<
                             _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
                         }
                     }
-                    transpose16_store!(r, c, buf.add(256 * j));
+                    let block: [__m256i; 8] = std::array::from_fn(|i| {
+                        _mm256_loadu_si256(r[i].add(2 * c) as *const __m256i)
+                    });
+                    let b = buf.add(256 * j) as *mut __m256i;
+                    for (k, col) in transpose8x8_16(block).into_iter().enumerate() {
+                        _mm256_store_si256(b.add(k), col);
+                    }
                 };
                 macro_rules! products {
                     ($($arg:expr),+) => {
@@ -444,71 +456,6 @@ pub(crate) unsafe fn fused16_avx2<
             unsafe { fused_put::<T, P>(&acc, u0, n, out, ks > 0) };
         }
     }
-}
-
-/// Eight rows `$r` of 16-bit values at column `$c`, sixteen columns each, transposed as
-/// `transpose8x8_16` does and stored at `$buf` (256 bytes: eight vectors, column `k` and
-/// `8 + k` the two halves of vector `k`).
-macro_rules! transpose16_store {
-    ($r:expr, $c:expr, $buf:expr) => {
-        std::arch::asm!(
-            "vmovdqu ymm0, ymmword ptr [{r0} + 2*{c}]",
-            "vmovdqu ymm1, ymmword ptr [{r1} + 2*{c}]",
-            "vmovdqu ymm2, ymmword ptr [{r2} + 2*{c}]",
-            "vmovdqu ymm3, ymmword ptr [{r3} + 2*{c}]",
-            "vmovdqu ymm4, ymmword ptr [{r4} + 2*{c}]",
-            "vmovdqu ymm5, ymmword ptr [{r5} + 2*{c}]",
-            "vmovdqu ymm6, ymmword ptr [{r6} + 2*{c}]",
-            "vmovdqu ymm7, ymmword ptr [{r7} + 2*{c}]",
-            "vpunpcklwd ymm8, ymm0, ymm1",
-            "vpunpckhwd ymm9, ymm0, ymm1",
-            "vpunpcklwd ymm10, ymm2, ymm3",
-            "vpunpckhwd ymm11, ymm2, ymm3",
-            "vpunpcklwd ymm12, ymm4, ymm5",
-            "vpunpckhwd ymm13, ymm4, ymm5",
-            "vpunpcklwd ymm14, ymm6, ymm7",
-            "vpunpckhwd ymm0, ymm6, ymm7",
-            "vpunpckldq ymm1, ymm8, ymm10",
-            "vpunpckhdq ymm2, ymm8, ymm10",
-            "vpunpckldq ymm3, ymm9, ymm11",
-            "vpunpckhdq ymm4, ymm9, ymm11",
-            "vpunpckldq ymm5, ymm12, ymm14",
-            "vpunpckhdq ymm6, ymm12, ymm14",
-            "vpunpckldq ymm7, ymm13, ymm0",
-            "vpunpckhdq ymm8, ymm13, ymm0",
-            "vpunpcklqdq ymm9, ymm1, ymm5",
-            "vpunpckhqdq ymm10, ymm1, ymm5",
-            "vpunpcklqdq ymm11, ymm2, ymm6",
-            "vpunpckhqdq ymm12, ymm2, ymm6",
-            "vpunpcklqdq ymm13, ymm3, ymm7",
-            "vpunpckhqdq ymm14, ymm3, ymm7",
-            "vpunpcklqdq ymm0, ymm4, ymm8",
-            "vpunpckhqdq ymm1, ymm4, ymm8",
-            "vmovdqu ymmword ptr [{b}], ymm9",
-            "vmovdqu ymmword ptr [{b} + 32], ymm10",
-            "vmovdqu ymmword ptr [{b} + 64], ymm11",
-            "vmovdqu ymmword ptr [{b} + 96], ymm12",
-            "vmovdqu ymmword ptr [{b} + 128], ymm13",
-            "vmovdqu ymmword ptr [{b} + 160], ymm14",
-            "vmovdqu ymmword ptr [{b} + 192], ymm0",
-            "vmovdqu ymmword ptr [{b} + 224], ymm1",
-            r0 = in(reg) $r[0],
-            r1 = in(reg) $r[1],
-            r2 = in(reg) $r[2],
-            r3 = in(reg) $r[3],
-            r4 = in(reg) $r[4],
-            r5 = in(reg) $r[5],
-            r6 = in(reg) $r[6],
-            r7 = in(reg) $r[7],
-            c = in(reg) $c,
-            b = in(reg) $buf,
-            out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
-            out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
-            out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,
-            out("ymm12") _, out("ymm13") _, out("ymm14") _,
-            options(nostack, preserves_flags),
-        )
-    };
 }
 
 /// The half of a stored block at `{b}` + `$at` that holds column `$k` (of 16).
@@ -644,7 +591,6 @@ use column_operands;
 use fmas16;
 use half_at;
 use sixteen_columns;
-use transpose16_store;
 use widen_at;
 
 /// The fused kernels' columns `cols` (fewer than a step's, at a chunk's end) of units
@@ -661,7 +607,7 @@ unsafe fn fused_columns<const KIND: u8, const G: usize, const T: usize, const P:
     x: [*const f32; T],
     acc: &mut [[__m256; T]; 4],
 ) {
-    let ptr = |u: usize, i: usize| rows[u / 2][8 * (u % 2) + i];
+    let ptr = |u: usize, i: usize| unit_row(rows, u, i);
     for c in cols {
         for (j, acc) in acc.iter_mut().enumerate().take(P) {
             let mut v = [0f32; 8];
